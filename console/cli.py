@@ -1,0 +1,256 @@
+"""``fleet-console``: the command line.  The TUI is the default command.
+
+    fleet-console --site S                 the operator console (TUI)
+    fleet-console --site S validate        check a site file, one-line summary
+    fleet-console [--site demo] lab        run the simulated lab in the foreground
+
+Exit status: 0 ok, 1 a failure talking to the fleet or lab, 2 bad input (site
+file, selection, arguments).  Errors are one clear message each, never a
+traceback (set FLEET_CONSOLE_DEBUG=1 to see one for a bug report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from console import site as sites
+from console.errors import FleetError, InventoryError, LabError, SecretError, SelectionError, SiteNotFound
+from console.secrets import Secrets
+from inventory.model import Site
+
+__all__ = ["main", "build_parser", "SiteContext", "open_site"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class SiteContext:
+    """A loaded site plus what is needed to talk to it (secrets, the lab if simulated)."""
+
+    def __init__(self, site: Site, secrets: Secrets, lab=None, lab_state=None) -> None:
+        self.site = site
+        self.secrets = secrets
+        self.lab = lab  # a Lab this process started (stopped on exit)
+        self.lab_state = lab_state  # a lab another process runs
+
+
+def _start_lab(site: Site, *, ephemeral: bool, time_scale: float = 1.0):
+    from console.lab.lab import Lab
+
+    lab = Lab(site, ephemeral=ephemeral, time_scale=time_scale)
+    try:
+        lab.start()
+    except LabError as exc:
+        text = str(exc)
+        busy = "Address already in use" in text or "Errno 98" in text or "Permission denied" in text or "Errno 13" in text
+        if ephemeral or not busy:
+            raise
+        # standard ports are taken or need root: fall back to ephemeral ones
+        lab = Lab(site, ephemeral=True, time_scale=time_scale)
+        lab.start()
+    return lab
+
+
+@contextlib.contextmanager
+def open_site(name: str, *, need_lab: bool = True) -> Iterator[SiteContext]:
+    """Load a site; for a simulated site use its running lab, or start one for our lifetime."""
+    site = sites.load(name)
+    if site.lab is None or not need_lab:
+        yield SiteContext(site, Secrets())
+        return
+    from console.lab.lab import apply_endpoints
+    from console.lab.state import read_state
+    from inventory.loader import load_site
+
+    state = read_state(site.name)
+    if state is not None:
+        served = load_site(state["site_file"])
+        yield SiteContext(apply_endpoints(served, state["endpoints"]), Secrets(lab=state.secrets), lab_state=state)
+        return
+    lab = _start_lab(site, ephemeral=False)
+    try:
+        yield SiteContext(lab.effective_site(), Secrets(lab=lab.secrets), lab=lab)
+    finally:
+        lab.stop()
+
+
+# ----------------------------------------------------------------- commands
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = sites.find_site(args.site)
+    from inventory.loader import load_site
+
+    site = load_site(path)
+    if args.json:
+        print(json.dumps({
+            "site": site.name, "file": str(path), "racks": len(site.racks), "nodes": len(site.nodes),
+            "switches": len(site.switches), "images": len(site.images), "ok": True,
+        }))
+    else:
+        print(f"{path}: ok: {site.summary()}")
+    return EXIT_OK
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from console.lab import scale
+    from console.lab.lab import apply_endpoints
+    from console.lab.state import read_state, write_state
+
+    site_file = str(sites.find_site(args.site))
+    site = sites.load(site_file)
+    if args.nodes:
+        site_file = str(scale.write_scaled_site(args.nodes, protocol=args.protocol, name=site.name))
+        site = sites.load(site_file)
+    if site.lab is None:
+        raise LabError(f"site {site.name} has no 'lab:' section: it is a real site, not a simulated one")
+    running = read_state(site.name)
+    if running is not None:
+        raise LabError(f"a lab for site {site.name} is already running (pid {running['pid']})")
+    print(f"starting the lab for site {site.name}: {len(site.nodes)} machines, {len(site.switches)} switches ...",
+          flush=True)
+    lab = _start_lab(site, ephemeral=args.ephemeral, time_scale=args.time_scale)
+    stop = threading.Event()
+    try:
+        write_state(lab, site_file)
+        pwfile = lab.lab_dir / "bmc.password"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(lab.secrets["bmc"] + "\n")
+        effective = apply_endpoints(site, lab.endpoints)
+        _print_endpoints(effective, lab, pwfile, args.json)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            dead = [p for p in lab._procs if p.proc.poll() is not None]
+            if dead:
+                print(f"fleet-console: error: lab worker {dead[0].index} exited", file=sys.stderr)
+                return EXIT_FAIL
+    finally:
+        print("stopping the lab ...", file=sys.stderr, flush=True)
+        lab.stop()
+    return EXIT_OK
+
+
+def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool) -> None:
+    eps = lab.endpoints
+    if as_json:
+        print(json.dumps({
+            "site": site.name,
+            "nodes": [{"name": n.name, "bmc": {"protocol": n.bmc.protocol, "address": n.bmc.address,
+                                                "port": n.bmc.port, "scheme": n.bmc.scheme if n.bmc.protocol == "redfish" else None},
+                       "host": n.host, "ssh_port": n.ssh_port} for n in site.nodes],
+            "switches": [{"name": s.name, "address": s.address, "port": s.port, "snmp": s.snmp.version} for s in site.switches],
+            "provisioner": eps["provisioner_url"],
+            "boot_root": eps["boot_root"],
+            "bmc_user": "admin",
+            "bmc_password_file": str(pwfile),
+            "secrets_file": str(lab.lab_dir / "secrets.json"),
+        }), flush=True)
+        return
+    print(f"{'NODE':<22} {'BMC':<36} {'HOST (ssh)':<22}")
+    for n in site.nodes:
+        b = n.bmc
+        bmc = f"{b.protocol} {b.scheme + '://' if b.protocol == 'redfish' else ''}{b.address}:{b.port}"
+        print(f"{n.name:<22} {bmc:<36} {n.host}:{n.ssh_port}")
+    print()
+    for s in site.switches:
+        auth = "v2c" if s.snmp.version == "2c" else f"v3 authPriv user {s.snmp.username}"
+        print(f"switch {s.name:<16} snmp {s.address}:{s.port} ({auth})")
+    print(f"provisioner (iPXE over HTTP): {eps['provisioner_url']}/boot/<mac>.ipxe   root {eps['boot_root']}")
+    print(f"\nBMC user admin; password in {pwfile} (mode 0600); all lab secrets in {lab.lab_dir / 'secrets.json'}")
+    first_ipmi = next((n for n in site.nodes if n.bmc.protocol == "ipmi"), None)
+    first_rf = next((n for n in site.nodes if n.bmc.protocol == "redfish"), None)
+    first_sw = next(iter(site.switches), None)
+    print("try:")
+    if first_ipmi:
+        print(f"  ipmitool -I lanplus -C 3 -H {first_ipmi.bmc.address} -p {first_ipmi.bmc.port} -U admin -f {pwfile} power status")
+    if first_rf:
+        print(f"  curl -sk -u admin:$(cat {pwfile}) {first_rf.bmc.scheme}://{first_rf.bmc.address}:{first_rf.bmc.port}/redfish/v1/Systems")
+    if first_sw and first_sw.snmp.version == "2c":
+        print(f"  snmpwalk -v2c -c $(python3 -c 'import json;print(json.load(open(\"{lab.lab_dir / 'secrets.json'}\"))[\"snmp\"])') "
+              f"{first_sw.address}:{first_sw.port} 1.3.6.1.2.1.31.1.1.1.1")
+    print("lab running; Ctrl-C stops it", flush=True)
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from screens.app import run_app
+
+    with open_site(args.site) as ctx:
+        return run_app(ctx, read_only=args.read_only)
+
+
+# ----------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(
+        prog="fleet-console",
+        description="Terminal operator console for a data-center fleet (IPMI, Redfish, SNMP).",
+    )
+    p.add_argument("--site", default=os.environ.get("FLEET_CONSOLE_SITE"),
+                   help="site name (searched in ./sites, $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
+                        "/etc/fleet-console/sites) or path to a site YAML file; 'demo' is built in")
+    p.add_argument("--read-only", action="store_true", help="a console that cannot act on the fleet")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check a site file and print a one-line summary")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    lab = sub.add_parser("lab", help="run the simulated lab in the foreground and print its endpoints")
+    lab.add_argument("--nodes", type=int, default=0, help="serve a generated site of N machines instead (benchmarks)")
+    lab.add_argument("--protocol", choices=["ipmi", "redfish", "mixed"], default="mixed",
+                     help="with --nodes: BMC protocol of the generated machines")
+    lab.add_argument("--ephemeral", action="store_true", help="bind ephemeral ports instead of the standard ones")
+    lab.add_argument("--time-scale", type=float, default=1.0, help="multiply simulated delays (0.1 = 10x faster)")
+    lab.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    lab.set_defaults(func=cmd_lab, default_site="demo")
+
+    p.set_defaults(func=cmd_tui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run a command, map errors to a message and an exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.site:
+        default = getattr(args, "default_site", None)
+        if default is None:
+            parser.error("--site is required (a site name or a path to a site YAML file; try --site demo)")
+        args.site = default
+    try:
+        code = args.func(args)
+    except InventoryError as exc:
+        for problem in exc.problems:
+            print(f"{problem}", file=sys.stderr)
+        n = len(exc.problems)
+        print(f"fleet-console: {n} problem{'s' if n != 1 else ''} in the site file", file=sys.stderr)
+        code = EXIT_USAGE
+    except (SiteNotFound, SelectionError) as exc:
+        print(f"fleet-console: error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except (FleetError, SecretError) as exc:
+        print(f"fleet-console: error: {exc}", file=sys.stderr)
+        code = EXIT_FAIL
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = EXIT_OK
+    except Exception as exc:  # a bug: one line unless asked for the traceback
+        if os.environ.get("FLEET_CONSOLE_DEBUG"):
+            raise
+        print(f"fleet-console: internal error: {type(exc).__name__}: {exc} "
+              f"(set FLEET_CONSOLE_DEBUG=1 for a traceback)", file=sys.stderr)
+        code = EXIT_FAIL
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+"""The embedded lab: a site's machines, BMCs, switches and boot server, simulated.
+
+:class:`Lab` turns a :class:`~inventory.model.Site` into worker processes
+(:mod:`console.lab.worker`), each holding whole racks: the machines, their IPMI or
+Redfish BMC on the node's BMC address, their SSH host on the node's host address,
+the rack's switch (SNMP), and (worker 0) the PXE boot server.  Racks are split
+across processes because pyghmi's server uses ``select()``, which cannot watch
+more than ~1,000 sockets in one process, and to use both cores.
+
+Ports: *standard* mode binds the inventory's ports (623/udp, 443/80, 161/udp, 22),
+which needs root; *ephemeral* mode binds port 0 everywhere and records what was
+bound.  Either way :meth:`Lab.effective_site` returns the site with the real
+endpoints, and :meth:`Lab.write_state` publishes them (with the generated
+secrets, 0600) in the runtime directory so later commands use the same lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as pysecrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from console.errors import LabError
+from inventory.model import Site
+from inventory.selection import select
+
+__all__ = ["Lab", "runtime_dir", "NODES_PER_WORKER"]
+
+#: racks are packed into workers up to about this many machines each
+NODES_PER_WORKER = 250
+
+
+def runtime_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/fleet-console`` (or a private /tmp directory), mode 0700."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base) / "fleet-console" if base else Path(f"/tmp/fleet-console-{os.getuid()}")
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _port_names(site: Site, switch: str) -> list[str]:
+    names = [n.switch_port.port for n in site.nodes if n.switch_port and n.switch_port.switch == switch]
+    return names
+
+
+class _Proc:
+    """One worker subprocess and its line-oriented control channel."""
+
+    def __init__(self, config: dict[str, Any], index: int) -> None:
+        self.index = index
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "console.lab.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None if os.environ.get("FLEET_LAB_DEBUG") else subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop workers in order
+        )
+        self._lock = threading.Lock()
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(config) + "\n")
+        self.proc.stdin.flush()
+
+    def read_ready(self, timeout: float) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+
+        def read() -> None:
+            line = self.proc.stdout.readline()  # type: ignore[union-attr]
+            result["line"] = line
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout)
+        line = result.get("line")
+        if not line:
+            code = self.proc.poll()
+            raise LabError(f"lab worker {self.index} did not start (exit status {code})"
+                           + ("" if code is not None else f" within {timeout:.0f} s"))
+        msg = json.loads(line)
+        if "error" in msg:
+            raise LabError(f"lab worker {self.index} failed: {msg['error']}")
+        return msg
+
+    def call(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            assert self.proc.stdin and self.proc.stdout
+            self.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        if not line:
+            raise LabError(f"lab worker {self.index} is gone")
+        return json.loads(line)
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin
+                self.proc.stdin.write(json.dumps({"cmd": "stop"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                if f:
+                    f.close()
+            except Exception:
+                pass
+
+
+class Lab:
+    """A running (or ready to run) simulation of a site."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        ephemeral: bool = False,
+        time_scale: float = 1.0,
+        runtime: Path | None = None,
+        nodes_per_worker: int = NODES_PER_WORKER,
+    ) -> None:
+        self.site = site
+        self.ephemeral = ephemeral
+        self.time_scale = time_scale
+        self.runtime = runtime or runtime_dir()
+        self.nodes_per_worker = nodes_per_worker
+        self.secrets = {
+            "bmc": pysecrets.token_urlsafe(12),
+            "snmp": "lab-" + pysecrets.token_hex(6),
+            "snmp-auth": pysecrets.token_urlsafe(12),
+            "snmp-priv": pysecrets.token_urlsafe(12),
+            "ssh": pysecrets.token_urlsafe(12),
+        }
+        self.lab_dir = self.runtime / f"lab-{site.name}"
+        self.boot_root = self.lab_dir / "boot"
+        self.cert_dir = self.runtime / "lab-certs"
+        self._procs: list[_Proc] = []
+        self._where: dict[str, _Proc] = {}  # node or switch name -> worker
+        self.endpoints: dict[str, Any] = {}
+        self.started_at: float | None = None
+
+    # ------------------------------------------------------------- plan
+    def _machine_overrides(self) -> dict[str, dict[str, Any]]:
+        site, lab = self.site, self.site.lab
+        names = [n.name for n in site.nodes]
+        out: dict[str, dict[str, Any]] = {n: {} for n in names}
+        if lab is None:
+            return out
+
+        def sel(expr: str) -> list[str]:
+            return select(expr, names, attrs=lambda n: site.node(n).attributes(), groups=site.groups)
+
+        for expr, image in lab.running.items():
+            for n in sel(expr):
+                out[n]["image"] = image
+        for expr, fault in lab.faults.items():
+            for n in sel(expr):
+                out[n]["fault"] = fault
+        for expr in lab.powered_off:
+            for n in sel(expr):
+                out[n]["powered"] = False
+        for expr, flavor in lab.flavors.items():
+            for n in sel(expr):
+                out[n]["flavor"] = flavor
+        for expr in lab.unplugged:
+            for n in sel(expr):
+                out[n]["unplugged"] = True
+        return out
+
+    def _shards(self) -> list[list[str]]:
+        """Racks packed into workers (a rack is never split: its switch goes with it)."""
+        shards: list[list[str]] = [[]]
+        count = 0
+        for rack in self.site.racks:
+            if count and count + len(rack.nodes) > self.nodes_per_worker:
+                shards.append([])
+                count = 0
+            shards[-1].append(rack.name)
+            count += len(rack.nodes)
+        return shards
+
+    def _configs(self) -> list[dict[str, Any]]:
+        site = self.site
+        over = self._machine_overrides()
+        configs = []
+        switch_home: dict[str, int] = {}
+        shards = self._shards()
+        for i, racks in enumerate(shards):
+            for sw in site.switches:
+                members = [n for n in site.nodes if n.switch_port and n.switch_port.switch == sw.name]
+                if sw.rack in racks or (members and members[0].rack in racks):
+                    switch_home.setdefault(sw.name, i)
+        for sw in site.switches:
+            switch_home.setdefault(sw.name, 0)
+        prov = site.provisioner
+        for i, racks in enumerate(shards):
+            machines = []
+            for node in site.nodes:
+                if node.rack not in racks:
+                    continue
+                o = over[node.name]
+                image = o.get("image", node.image)
+                machines.append({
+                    "spec": {
+                        "name": node.name,
+                        "mac": node.mac or "02:00:00:00:00:00",
+                        "bmc_address": node.bmc.address,
+                        "host_address": node.host or "",
+                        "image": image.split("@", 1) if image else None,
+                        "powered": o.get("powered", True),
+                        "fault": o.get("fault"),
+                        "vendor": _VENDORS.get(node.bmc.flavor or node.bmc.protocol, ("Fleet Lab", "FL-1000"))[0],
+                        "model": _VENDORS.get(node.bmc.flavor or node.bmc.protocol, ("Fleet Lab", "FL-1000"))[1]
+                        + ("-G4" if node.height >= 4 else ""),
+                    },
+                    "bmc": {
+                        "protocol": node.bmc.protocol,
+                        "address": node.bmc.address,
+                        "port": node.bmc.effective_port,
+                        "scheme": node.bmc.scheme,
+                        "flavor": o.get("flavor") or _FLAVOR.get(node.bmc.flavor or "", "dmtf"),
+                    },
+                    "ssh": {"address": node.host, "port": node.ssh_port or site.ssh.port} if node.host else None,
+                })
+            switches = []
+            for sw in site.switches:
+                if switch_home[sw.name] != i:
+                    continue
+                switches.append(self._switch_config(sw, over))
+            url = prov.url if prov else "http://127.0.0.1:8069"
+            host, _, port = url.split("://", 1)[-1].partition(":")
+            configs.append({
+                "index": i,
+                "time_scale": self.time_scale,
+                "ephemeral": self.ephemeral,
+                "cert_dir": str(self.cert_dir),
+                "boot_root": str(self.boot_root),
+                "serve_boot": i == 0,
+                "boot_address": host or "127.0.0.1",
+                "boot_port": int(port.strip("/") or 80),
+                "secrets": self.secrets,
+                "ssh_user": site.ssh.username,
+                "machines": machines,
+                "switches": switches,
+            })
+        return configs
+
+    def _switch_config(self, sw, over) -> dict[str, Any]:
+        site = self.site
+        nodes = {n.switch_port.port: n for n in site.nodes if n.switch_port and n.switch_port.switch == sw.name}
+        names = list(nodes)
+        # a 48-port ToR plus 4 uplinks; inventory port names first, then the rest
+        for k in range(1, 49):
+            if f"Ethernet{k}" not in nodes:
+                names.append(f"Ethernet{k}")
+        uplinks = [f"Ethernet{k}" for k in range(49, 53)]
+        names = sorted(dict.fromkeys(names), key=_natural) + uplinks
+        spare = [p for p in names if p not in nodes and p not in uplinks]
+        cabled: dict[str, Any] = {}
+        for pname, node in nodes.items():
+            if over[node.name].get("unplugged") and spare:
+                cabled[spare.pop()] = node  # cable moved to a spare port: a miscabling finding
+            else:
+                cabled[pname] = node
+        ports = []
+        for idx, pname in enumerate(names, start=1):
+            node = cabled.get(pname)
+            ports.append({
+                "ifindex": idx,
+                "name": pname,
+                "alias": node.name if node else ("uplink" if pname in uplinks else ""),
+                "speed_mbps": 100000 if pname in uplinks else 25000,
+                "node": node.name if node else None,
+                "mac": node.mac if node else None,
+                # some servers advertise their MAC as the LLDP port id (PROTOCOL-NOTES)
+                "lldp": [node.mac, node.mac if node.rack.endswith("1") else "eth0", node.name] if node and node.mac else None,
+            })
+        return {
+            "name": sw.name,
+            "address": sw.address,
+            "port": sw.port,
+            "v3_user": sw.snmp.username if sw.snmp.version == "3" else None,
+            "ports": ports,
+        }
+
+    # ------------------------------------------------------------- run
+    def start(self, timeout: float = 60) -> dict[str, Any]:
+        """Start every worker; returns the endpoints.  LabError on failure (nothing left running)."""
+        self.lab_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.boot_root.mkdir(parents=True, exist_ok=True)
+        self.cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        configs = self._configs()
+        try:
+            self._procs = [_Proc(c, i) for i, c in enumerate(configs)]
+            readies = [p.read_ready(timeout) for p in self._procs]
+        except Exception:
+            self.stop()
+            raise
+        nodes: dict[str, Any] = {}
+        switches: dict[str, Any] = {}
+        boot_port = None
+        host_key = ""
+        for proc, cfg, ready in zip(self._procs, configs, readies):
+            for name, ep in ready["nodes"].items():
+                nodes[name] = ep
+                self._where[name] = proc
+            for name, port in ready["switches"].items():
+                switches[name] = port
+                self._where[name] = proc
+            boot_port = boot_port or ready.get("boot_port")
+            host_key = ready.get("ssh_host_key") or host_key
+        cfg0 = configs[0]
+        self.endpoints = {
+            "nodes": nodes,
+            "switches": switches,
+            "provisioner_url": f"http://{cfg0['boot_address']}:{boot_port}",
+            "boot_root": str(self.boot_root),
+            "workers": [p.proc.pid for p in self._procs],
+        }
+        self._write_known_hosts(host_key)
+        self.started_at = time.time()
+        return self.endpoints
+
+    def _write_known_hosts(self, host_key: str) -> None:
+        lines = []
+        for node in self.site.nodes:
+            ep = self.endpoints["nodes"].get(node.name, {})
+            port = ep.get("ssh_port")
+            if node.host and port:
+                host = node.host if port == 22 else f"[{node.host}]:{port}"
+                lines.append(f"{host} {host_key}")
+        path = self.lab_dir / "known_hosts"
+        path.write_text("\n".join(lines) + "\n")
+        self.secrets["known_hosts"] = str(path)
+
+    def stop(self) -> None:
+        """Stop every worker (idempotent) and remove the published state."""
+        procs, self._procs = self._procs, []
+        threads = [threading.Thread(target=p.stop) for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        from console.lab.state import remove_state
+
+        remove_state(self.site.name, os.getpid())
+
+    def __enter__(self) -> "Lab":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def call(self, name: str, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Send a control command to the worker holding node or switch ``name``."""
+        proc = self._where.get(name)
+        if proc is None:
+            raise LabError(f"the lab has no node or switch named {name!r}")
+        return proc.call(cmd)
+
+    def machine(self, node: str) -> dict[str, Any]:
+        """A machine's simulated state (power, phase, image, boot override, PXE fetches)."""
+        return self.call(node, {"cmd": "machine", "node": node})
+
+    def fault(self, kind: str, target: str, mode: str, *, name: str | None = None) -> None:
+        """Make one BMC or switch misbehave (``kind``: ipmi, redfish, switch)."""
+        self.call(name or target, {"cmd": "fault", "kind": kind, "target": self._fault_key(kind, target), "mode": mode})
+
+    def _fault_key(self, kind: str, target: str) -> str:
+        if kind == "switch":
+            return target
+        return self.site.node(target).bmc.address
+
+    def sessions(self) -> dict[str, int]:
+        """Live BMC sessions across the lab: {ipmi: n, redfish: n}."""
+        total = {"ipmi": 0, "redfish": 0}
+        for p in self._procs:
+            r = p.call({"cmd": "sessions"})
+            for k in total:
+                total[k] += r.get(k, 0)
+        return total
+
+    def effective_site(self) -> Site:
+        """The site with the endpoints the lab really bound."""
+        return apply_endpoints(self.site, self.endpoints)
+
+
+def apply_endpoints(site: Site, endpoints: dict[str, Any]) -> Site:
+    """Rewrite a site's ports and provisioner URL to a lab's endpoints."""
+    nodes = []
+    for node in site.nodes:
+        ep = endpoints["nodes"].get(node.name)
+        if not ep:
+            nodes.append(node)
+            continue
+        bmc = node.bmc.model_copy(update={"port": ep["bmc_port"]})
+        nodes.append(node.model_copy(update={"bmc": bmc, "ssh_port": ep.get("ssh_port")}))
+    switches = tuple(
+        sw.model_copy(update={"port": endpoints["switches"].get(sw.name, sw.port)}) for sw in site.switches
+    )
+    prov = site.provisioner
+    if prov is not None:
+        prov = prov.model_copy(update={"url": endpoints["provisioner_url"], "root": endpoints["boot_root"]})
+    new = site.model_copy(update={"nodes": tuple(nodes), "switches": switches, "provisioner": prov})
+    new._index = None  # the copied node index points at the old nodes
+    return new
+
+
+def _natural(s: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# what each BMC flavor's machine claims to be (Redfish Manufacturer/Model, IPMI FRU)
+_VENDORS = {
+    "ipmi": ("Supermicro", "SYS-1029U-TRT"),
+    "redfish": ("Contoso", "3500RX"),
+    "dell": ("Dell Inc.", "PowerEdge R750"),
+    "hpe": ("HPE", "ProLiant DL325 Gen10 Plus"),
+    "openbmc": ("OpenBMC", "Romulus"),
+    "lenovo": ("Lenovo", "ThinkSystem SR650"),
+    "supermicro": ("Supermicro", "SYS-2029U"),
+}
+# inventory flavor names -> the Redfish simulator's layouts
+_FLAVOR = {"dell": "idrac", "hpe": "ilo", "openbmc": "openbmc", "": "dmtf"}

@@ -1,0 +1,66 @@
+"""Generated lab sites of any size, for benchmarks (``fleet-console lab --nodes N``).
+
+Racks of 40 one-U machines, one ToR switch each (SNMP v2c), addresses in the
+same plan as the demo site: BMC 127.1.R.N, host 127.2.R.N, switch 127.3.0.R.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from console.lab.lab import runtime_dir
+
+__all__ = ["scaled_site_yaml", "write_scaled_site", "RACK_SIZE"]
+
+RACK_SIZE = 40
+
+
+def scaled_site_yaml(nodes: int, *, protocol: str = "mixed", name: str = "demo") -> str:
+    """A site YAML with ``nodes`` machines; ``protocol``: ipmi, redfish or mixed (alternate racks)."""
+    if not 1 <= nodes <= 250 * RACK_SIZE:
+        raise ValueError(f"--nodes must be between 1 and {250 * RACK_SIZE}")
+    racks = []
+    switches = []
+    for r in range(1, math.ceil(nodes / RACK_SIZE) + 1):
+        count = min(RACK_SIZE, nodes - (r - 1) * RACK_SIZE)
+        proto = protocol if protocol != "mixed" else ("ipmi" if r % 2 else "redfish")
+        last = f"{count:02d}"
+        bmc = {"address": f"127.1.{r}.[1-{count}]", "protocol": proto}
+        if proto == "redfish":
+            bmc["scheme"] = "http"
+        switches.append({"name": f"lab-r{r:03d}-tor", "address": f"127.3.0.{r}", "rack": f"r{r:03d}",
+                         "snmp": {"version": "2c", "community": "lab:snmp"}})
+        racks.append({
+            "name": f"r{r:03d}",
+            "nodes": [{
+                "name": f"lab-r{r:03d}-n[01-{last}]",
+                "u": f"[1-{count}]",
+                "mac": f"52:54:{r // 256:02x}:{r % 256:02x}:00:[01-{count:02x}]",
+                "host": f"127.2.{r}.[1-{count}]",
+                "bmc": bmc,
+                "switch_port": {"switch": f"lab-r{r:03d}-tor", "port": f"Ethernet[1-{count}]"},
+            }],
+        })
+    doc = {
+        "site": name,
+        "description": f"generated lab site: {nodes} machines ({protocol})",
+        "defaults": {"bmc": {"protocol": "ipmi", "username": "admin", "password": "lab:bmc"},
+                     "image": "flatcar@4081.2.1"},
+        "images": [{"name": "flatcar", "version": "4081.2.1"}],
+        "provisioner": {"kind": "ipxe", "url": "http://127.0.0.1:8069"},
+        "ssh": {"username": "core", "password": "lab:ssh", "known_hosts": "lab:known_hosts"},
+        "switches": switches,
+        "racks": racks,
+        "lab": {"running": {}},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_scaled_site(nodes: int, *, protocol: str = "mixed", name: str = "demo") -> Path:
+    """Write the generated site into the runtime directory; returns its path."""
+    path = runtime_dir() / f"lab-{name}-scaled-{nodes}-{protocol}.yaml"
+    path.write_text(scaled_site_yaml(nodes, protocol=protocol, name=name))
+    return path

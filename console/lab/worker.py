@@ -1,0 +1,245 @@
+"""One lab worker process: a shard of simulated machines with all their endpoints.
+
+Run as ``python -m console.lab.worker``.  The supervisor (:mod:`console.lab.lab`)
+writes one JSON line of configuration on stdin; the worker starts the machines,
+their IPMI or Redfish BMCs, their SSH hosts, the switches of their racks (SNMP),
+and optionally the PXE boot server, then answers one JSON line on stdout:
+``{"ready": true, "nodes": {name: {"bmc_port", "ssh_port"}}, "switches": {name:
+port}, "boot_port": int|null, "ssh_host_key": str}`` or ``{"error": "..."}``.
+
+After that, each stdin line is a control command answered by one stdout line
+(see :meth:`Worker.command`).  End of stdin means the supervisor is gone: the
+worker stops everything and exits, so no lab process outlives its owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+import aiohttp
+
+from console.lab.machine import BootDevice, Machine, MachineSpec
+
+__all__ = ["Worker", "main"]
+
+
+class Worker:
+    """Everything one worker process serves."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.machines: dict[str, Machine] = {}
+        self.ipmi = None
+        self.redfish = None
+        self.snmp = None
+        self.ssh = None
+        self.boot = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def _http_get(self, url: str) -> tuple[int, str]:
+        assert self._http is not None
+        async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return resp.status, await resp.text()
+
+    async def start(self) -> dict[str, Any]:
+        """Start every endpoint; returns the ready message."""
+        from console.lab.ipmi_bmc import IpmiLab
+        from console.lab.redfish_bmc import RedfishLab
+        from console.lab.snmp_agent import SnmpLab, SwitchPort, SwitchSpec
+        from console.lab.ssh_host import SshHosts
+
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        secrets = cfg["secrets"]
+        self._http = aiohttp.ClientSession()
+        ephemeral = cfg.get("ephemeral", False)
+        boot_port = None
+        if cfg.get("serve_boot"):
+            from console.lab.boot import BootServer
+
+            self.boot = BootServer(cfg["boot_root"], cfg.get("boot_address", "127.0.0.1"),
+                                   0 if ephemeral else cfg.get("boot_port", 8069))
+            boot_port = await self.boot.start()
+        provisioner_url = cfg.get("provisioner_url")
+        if provisioner_url is None and boot_port is not None:
+            provisioner_url = f"http://{cfg.get('boot_address', '127.0.0.1')}:{boot_port}"
+
+        self.ipmi = IpmiLab()
+        self.redfish = RedfishLab(cert_dir=cfg.get("cert_dir"))
+        self.ssh = SshHosts(cert_dir=cfg["cert_dir"], username=cfg.get("ssh_user", "core"), password=secrets["ssh"])
+        nodes: dict[str, dict[str, int | None]] = {}
+        any_ipmi = any_redfish = False
+        for m in cfg["machines"]:
+            spec = MachineSpec(**m["spec"], provisioner_url=provisioner_url)
+            machine = Machine(spec, loop, time_scale=cfg.get("time_scale", 1.0), http_get=self._http_get)
+            self.machines[spec.name] = machine
+            bmc = m["bmc"]
+            port = 0 if ephemeral else bmc["port"]
+            if bmc["protocol"] == "ipmi":
+                any_ipmi = True
+                bound = self.ipmi.add(machine, bmc["address"], port, b"admin", secrets["bmc"].encode())
+                nodes[spec.name] = {"bmc_port": bound}
+            else:
+                any_redfish = True
+                self.redfish.add(machine, bmc["address"], port, scheme=bmc.get("scheme", "https"),
+                                 username="admin", password=secrets["bmc"], flavor=bmc.get("flavor") or "dmtf",
+                                 systems=bmc.get("systems", 1))
+                nodes[spec.name] = {"bmc_port": None}
+            if m.get("ssh"):
+                self.ssh.add(machine, m["ssh"]["address"], 0 if ephemeral else m["ssh"]["port"])
+        if any_ipmi:
+            self.ipmi.start()
+        if any_redfish:
+            for name, port in (await self.redfish.start()).items():
+                nodes[name]["bmc_port"] = port
+        for name, port in (await self.ssh.start()).items():
+            nodes[name]["ssh_port"] = port
+
+        switches: dict[str, int] = {}
+        if cfg.get("switches"):
+            self.snmp = SnmpLab()
+            for sw in cfg["switches"]:
+                ports = []
+                for p in sw["ports"]:
+                    machine = self.machines.get(p.get("node") or "")
+                    ports.append(SwitchPort(
+                        ifindex=p["ifindex"], name=p["name"], alias=p.get("alias", ""),
+                        speed_mbps=p.get("speed_mbps", 25000), node_mac=p.get("mac"),
+                        lldp=tuple(p["lldp"]) if p.get("lldp") else None,
+                        link=(lambda m=machine: m.powered) if machine else None,
+                    ))
+                self.snmp.add(SwitchSpec(
+                    name=sw["name"], address=sw["address"], port=0 if ephemeral else sw["port"],
+                    community=secrets["snmp"], v3_user=sw.get("v3_user"),
+                    v3_auth_key=secrets.get("snmp-auth") if sw.get("v3_user") else None,
+                    v3_priv_key=secrets.get("snmp-priv") if sw.get("v3_user") else None,
+                    ports=ports,
+                ))
+            switches = await self.snmp.start()
+        return {
+            "ready": True,
+            "nodes": nodes,
+            "switches": switches,
+            "boot_port": boot_port,
+            "ssh_host_key": self.ssh.public_key,
+            "pid": os.getpid(),
+        }
+
+    async def stop(self) -> None:
+        """Stop every endpoint (each part is idempotent)."""
+        for part in (self.snmp, self.redfish, self.ssh, self.boot):
+            if part is not None:
+                try:
+                    await part.stop()
+                except Exception:
+                    traceback.print_exc(file=sys.stderr)
+        if self.ipmi is not None:
+            await asyncio.to_thread(self.ipmi.stop)
+        if self._http is not None:
+            await self._http.close()
+
+    def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control command from the supervisor (tests and the CLI use these)."""
+        op = cmd.get("cmd")
+        if op == "machine":
+            m = self.machines[cmd["node"]]
+            return {
+                "name": m.name, "powered": m.powered, "phase": m.phase.value,
+                "image": "@".join(m.image) if m.image else None,
+                "boot_override": m.boot_override.value, "boot_persistent": m.boot_override_persistent,
+                "boots": m.boots, "pxe_fetches": [list(f) for f in m.pxe_fetches],
+                "last_boot_source": m.last_boot_source.value if m.last_boot_source else None,
+            }
+        if op == "power":
+            m = self.machines[cmd["node"]]
+            getattr(m, f"power_{cmd['action']}")()
+            return {"ok": True}
+        if op == "boot_override":
+            self.machines[cmd["node"]].set_boot_override(BootDevice(cmd["device"]), cmd.get("persistent", False))
+            return {"ok": True}
+        if op == "serial":
+            return {"output": self.machines[cmd["node"]].serial.history()[-cmd.get("tail", 4096):].decode(errors="replace")}
+        if op == "sessions":
+            return {
+                "ipmi": self.ipmi.session_count() if self.ipmi else 0,
+                "redfish": self.redfish.session_count() if self.redfish else 0,
+            }
+        if op == "fault":
+            target, mode = cmd["target"], cmd.get("mode", "")
+            if cmd["kind"] == "switch":
+                self.snmp.fault[target] = mode
+            elif cmd["kind"] == "redfish":
+                self.redfish.fault[target] = mode
+            elif cmd["kind"] == "ipmi":
+                self.ipmi.fault[target] = mode
+            return {"ok": True}
+        if op == "ping":
+            return {"ok": True, "time": time.time()}
+        return {"error": f"unknown command {op!r}"}
+
+
+async def _serve(config: dict[str, Any]) -> int:
+    worker = Worker(config)
+    loop = asyncio.get_running_loop()
+    out = sys.stdout
+    try:
+        ready = await worker.start()
+    except Exception as exc:  # report why, then exit: the supervisor shows it
+        await worker.stop()
+        detail = f"{type(exc).__name__}: {exc}"
+        out.write(json.dumps({"error": detail}) + "\n")
+        out.flush()
+        return 1
+    out.write(json.dumps(ready) + "\n")
+    out.flush()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def control() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break  # supervisor gone
+            try:
+                cmd = json.loads(line)
+                if cmd.get("cmd") == "stop":
+                    break
+                reply = worker.command(cmd)
+            except Exception as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
+        stop.set()
+
+    task = asyncio.create_task(control())
+    await stop.wait()
+    task.cancel()
+    await worker.stop()
+    return 0
+
+
+def main() -> None:
+    """Entry point for ``python -m console.lab.worker``."""
+    line = sys.stdin.readline()
+    if not line:
+        sys.exit(2)
+    config = json.loads(line)
+    # stdout carries the protocol; anything a library prints goes to stderr
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = proto
+    sys.exit(asyncio.run(_serve(config)))
+
+
+if __name__ == "__main__":
+    main()

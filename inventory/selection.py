@@ -1,0 +1,321 @@
+"""The one node-selection syntax, shared by every command and the TUI filter.
+
+A selection is comma-separated terms (commas inside ``[...]`` belong to a range)::
+
+    dal1-r01-n[01-10]     nodes by name or range; every name must exist
+    dal1-r0*-n1?          a glob over node names (brackets still mean ranges)
+    @gpu                  the members of a group; @rack[01-03] names three groups
+    rack=r07              nodes whose attribute matches; the value may be a glob,
+                          and a collection attribute (tags) matches if any element does
+    rack!=r07             nodes whose attribute does not match (or who lack it)
+    off, critical, r07    a "word": not a node name, so the nodes having that value
+                          in any attribute
+    all, *                every node
+    -TERM                 exclude: applied after every inclusion, wherever it stands
+
+A selection of exclusions only means "every node except those".  The result is
+in inventory order.  A bare word is a node name first and an attribute value
+only when no node has that name.  Matching is case-sensitive.
+
+Every problem is a :class:`~inventory.errors.SelectionError` whose message an
+operator can act on.  :func:`parse` checks syntax alone (the TUI can show
+:func:`describe` of a filter as it is typed); :func:`select` resolves a
+selection against an inventory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+
+from inventory.errors import SelectionError
+from inventory.ranges import RangeError, compress, expand, natural_key, split_terms
+
+__all__ = ["Selection", "Term", "TermKind", "describe", "parse", "select"]
+
+AttrValue = str | Collection[str]
+Attrs = Callable[[str], Mapping[str, AttrValue]]
+
+_NO_GROUPS: Mapping[str, Sequence[str]] = MappingProxyType({})
+_GLOB_CHARS = frozenset("*?")
+_LIST_LIMIT = 10  # known groups/attributes listed in an error message
+
+
+class TermKind(StrEnum):
+    """What a term selects by."""
+
+    ALL = "all"
+    NODES = "nodes"  # a node range with brackets: every name must exist
+    NAME = "name"  # a node name, else a word (an attribute value)
+    GLOB = "glob"
+    GROUP = "group"
+    ATTR = "attr"
+
+
+@dataclass(frozen=True)
+class Term:
+    """One parsed term of a selection."""
+
+    kind: TermKind
+    text: str
+    """The term as typed, without a leading ``-``."""
+    exclude: bool = False
+    """True for ``-TERM``."""
+    patterns: tuple[str, ...] = ()
+    """Ranges already expanded: node names (NODES, NAME), globs (GLOB), group names
+    (GROUP) or attribute value patterns (ATTR)."""
+    key: str | None = None
+    """The attribute name of an ATTR term."""
+    negate: bool = False
+    """True for ``key!=value``."""
+
+    def describe(self) -> str:
+        """A short phrase for the UI: ``nodes with rack=r07``."""
+        if self.kind is TermKind.ALL:
+            return "all nodes"
+        if self.kind is TermKind.NODES:
+            count = len(self.patterns)
+            return f"{count} node{'s' if count != 1 else ''} {self.text}"
+        if self.kind is TermKind.NAME:
+            return f"node or value {self.text!r}"
+        if self.kind is TermKind.GLOB:
+            return f"nodes matching {self.text}"
+        if self.kind is TermKind.GROUP:
+            return f"group {self.text}"
+        value = self.text.split("=", 1)[1]
+        if self.negate:
+            return f"nodes whose {self.key} is not {value}"
+        return f"nodes with {self.key}={value}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A parsed selection: its text and terms, in the order typed."""
+
+    text: str
+    terms: tuple[Term, ...]
+
+    @property
+    def includes(self) -> tuple[Term, ...]:
+        """The terms that add nodes."""
+        return tuple(t for t in self.terms if not t.exclude)
+
+    @property
+    def excludes(self) -> tuple[Term, ...]:
+        """The ``-`` terms, which remove nodes after every inclusion."""
+        return tuple(t for t in self.terms if t.exclude)
+
+    def describe(self) -> str:
+        """What the selection means, in words: ``group @gpu, except node(s) n02``."""
+        included = " or ".join(t.describe() for t in self.includes) or "all nodes"
+        if not self.excludes:
+            return included
+        return f"{included}, except " + " and ".join(t.describe() for t in self.excludes)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _expand(pattern: str) -> tuple[str, ...]:
+    try:
+        return tuple(expand(pattern))
+    except RangeError as exc:
+        raise SelectionError(exc.message) from exc
+
+
+def _parse_term(raw: str) -> Term:
+    text, exclude = raw, False
+    if text.startswith("-"):
+        text, exclude = text[1:].strip(), True
+        if not text:
+            raise SelectionError("'-' must be followed by the term to exclude, e.g. -@gpu")
+        if text.startswith("-"):
+            raise SelectionError(f"'{raw}': exclude with a single '-'")
+    if text in ("all", "*"):
+        return Term(TermKind.ALL, text, exclude)
+    if text.startswith("@"):
+        name = text[1:].strip()
+        if not name:
+            raise SelectionError(f"'{raw}': a group name must follow '@'")
+        return Term(TermKind.GROUP, text, exclude, _expand(name))
+    if "=" in text:
+        at = text.index("=")
+        negate = at > 0 and text[at - 1] == "!"
+        key = text[: at - 1 if negate else at].strip()
+        value = text[at + 1 :].strip()
+        op = "!=" if negate else "="
+        if not key:
+            raise SelectionError(f"'{raw}': an attribute name must come before '{op}'")
+        if not value:
+            raise SelectionError(f"'{raw}': a value must follow '{op}' (globs like r0* work)")
+        return Term(TermKind.ATTR, text, exclude, _expand(value), key=key, negate=negate)
+    if _GLOB_CHARS & set(text):
+        return Term(TermKind.GLOB, text, exclude, _expand(text))
+    if "[" in text:
+        return Term(TermKind.NODES, text, exclude, _expand(text))
+    return Term(TermKind.NAME, text, exclude, (text,))
+
+
+def parse(expr: str) -> Selection:
+    """Parse a selection without looking at any inventory.
+
+    Raises :class:`SelectionError` for syntax errors: unbalanced brackets, a bad
+    range, ``-`` or ``@`` with nothing after it, ``key=`` without a value, or no
+    terms at all.  Empty terms (``a,,b`` or a trailing comma) are ignored.
+    """
+    if not isinstance(expr, str):
+        raise SelectionError(f"a selection must be text, not {type(expr).__name__}")
+    try:
+        pieces = split_terms(expr)
+    except RangeError as exc:
+        raise SelectionError(exc.message) from exc
+    terms = tuple(_parse_term(piece.strip()) for piece in pieces if piece.strip())
+    if not terms:
+        raise SelectionError("empty selection: give node names, a range, @group, key=value or all")
+    return Selection(expr.strip(), terms)
+
+
+def describe(expr: str) -> str:
+    """What ``expr`` selects, in words; raises :class:`SelectionError` if it is malformed."""
+    return parse(expr).describe()
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _values(value: object) -> tuple[str, ...]:
+    """An attribute value as strings: a str is one value, a collection is many."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable):
+        return tuple(str(v) for v in value)
+    return (str(value),)
+
+
+def _known(label: str, names: Iterable[str], prefix: str = "") -> str:
+    known = [prefix + n for n in sorted(names, key=natural_key)]
+    if not known:
+        return f"no {label}s are defined"
+    shown = ", ".join(known[:_LIST_LIMIT])
+    more = f" and {len(known) - _LIST_LIMIT} more" if len(known) > _LIST_LIMIT else ""
+    return f"known {label}s: {shown}{more}"
+
+
+def _compact(names: Iterable[str]) -> str:
+    try:
+        return compress(names)
+    except RangeError:  # a name that range syntax cannot spell
+        return ", ".join(sorted(set(names), key=natural_key))
+
+
+class _Resolver:
+    """Resolves terms against one inventory; caches attributes for one select()."""
+
+    def __init__(self, names: Sequence[str], attrs: Attrs, groups: Mapping[str, Sequence[str]]):
+        self.names = names
+        self.name_set = frozenset(names)
+        self.groups = groups
+        self._attrs_fn = attrs
+        self._attrs: dict[str, Mapping[str, AttrValue]] = {}
+
+    def attrs(self, name: str) -> Mapping[str, AttrValue]:
+        if name not in self._attrs:
+            self._attrs[name] = self._attrs_fn(name) or {}
+        return self._attrs[name]
+
+    def resolve(self, term: Term) -> set[str]:
+        """The nodes ``term`` matches (before exclusion)."""
+        match term.kind:
+            case TermKind.ALL:
+                return set(self.names)
+            case TermKind.NODES:
+                return self._nodes(term)
+            case TermKind.NAME:
+                return self._name_or_word(term)
+            case TermKind.GLOB:
+                regex = re.compile("|".join(fnmatch.translate(p) for p in term.patterns))
+                return {n for n in self.names if regex.match(n)}
+            case TermKind.GROUP:
+                return self._groups(term)
+            case TermKind.ATTR:
+                return self._attr(term)
+        raise AssertionError(term.kind)  # pragma: no cover
+
+    def _nodes(self, term: Term) -> set[str]:
+        missing = [p for p in term.patterns if p not in self.name_set]
+        if missing:
+            raise SelectionError(f"unknown node(s): {_compact(missing)}")
+        return set(term.patterns)
+
+    def _name_or_word(self, term: Term) -> set[str]:
+        if term.text in self.name_set:
+            return {term.text}
+        word = term.text
+        found = {n for n in self.names if any(word in _values(v) for v in self.attrs(n).values())}
+        if not found:
+            raise SelectionError(f"unknown node(s): {word} (and no node has {word!r} as an attribute value)")
+        return found
+
+    def _groups(self, term: Term) -> set[str]:
+        found: set[str] = set()
+        for group in term.patterns:
+            if group not in self.groups:
+                raise SelectionError(f"unknown group @{group}; {_known('group', self.groups, '@')}")
+            # Members outside `names` are skipped: callers may pass a subset of the
+            # site, and the site loader validates group membership.
+            found.update(m for m in self.groups[group] if m in self.name_set)
+        return found
+
+    def _attr(self, term: Term) -> set[str]:
+        key = term.key
+        assert key is not None
+        if not any(key in self.attrs(n) for n in self.names):
+            keys = {k for n in self.names for k in self.attrs(n)}
+            raise SelectionError(f"unknown attribute {key!r} in {term.text!r}; {_known('attribute', keys)}")
+        regex = re.compile("|".join(fnmatch.translate(p) for p in term.patterns))
+        found = set()
+        for n in self.names:
+            hit = any(regex.match(v) for v in _values(self.attrs(n).get(key)))
+            if hit != term.negate:
+                found.add(n)
+        return found
+
+
+def select(
+    expr: str | Selection,
+    names: Sequence[str],
+    *,
+    attrs: Attrs,
+    groups: Mapping[str, Sequence[str]] = _NO_GROUPS,
+    allow_empty: bool = False,
+) -> list[str]:
+    """The nodes of ``names`` that ``expr`` selects, in the order of ``names``.
+
+    ``attrs(name)`` gives a node's attributes (``{"rack": "r07", "tags": {"gpu"}}``);
+    it is called at most once per node.  ``groups`` maps a group name (without
+    ``@``) to its members; members not in ``names`` are ignored.  ``expr`` may be
+    text or a :class:`Selection` from :func:`parse`.
+
+    Raises :class:`SelectionError` for a malformed selection, an unknown node,
+    group or attribute, a word no node has, and, unless ``allow_empty``, for a
+    selection that matches nothing.
+    """
+    selection = expr if isinstance(expr, Selection) else parse(expr)
+    resolver = _Resolver(names, attrs, groups)
+    included: set[str] = set()
+    excluded: set[str] = set()
+    for term in selection.terms:
+        (excluded if term.exclude else included).update(resolver.resolve(term))
+    if not selection.includes:
+        included = set(resolver.name_set)
+    chosen = included - excluded
+    result = [n for n in names if n in chosen]
+    if not result and not allow_empty:
+        raise SelectionError(f"selection {selection.text!r} matches no nodes")
+    return result
