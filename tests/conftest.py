@@ -1,0 +1,48 @@
+"""Shared fixtures: a private runtime dir, and the demo lab on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from console import site as sites
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_dir():
+    """Keep lab state files away from any lab the developer is running."""
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    path = tempfile.mkdtemp(prefix="fleet-test-run-")
+    os.environ["XDG_RUNTIME_DIR"] = path
+    yield path
+    if old is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_lab(private_runtime_dir):
+    """The demo site's lab, fast (time_scale 0.02), on ephemeral ports; stopped at the end."""
+    from console.lab.lab import Lab
+
+    lab = Lab(sites.load("demo"), ephemeral=True, time_scale=0.02)
+    lab.start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def need(tool: str) -> str:
+    """Path of a third-party tool, or skip the test saying which package brings it."""
+    path = shutil.which(tool)
+    if path is None:
+        pkg = {"ipmitool": "ipmitool", "ipmi-power": "freeipmi-tools", "snmpwalk": "snmp",
+               "snmpbulkwalk": "snmp", "snmpget": "snmp", "curl": "curl"}.get(tool, tool)
+        pytest.skip(f"{tool} not installed (Debian package {pkg})")
+    return path
