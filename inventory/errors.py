@@ -4,7 +4,8 @@
 
     FleetError                      base: every error we raise on purpose
     ├── InventoryError              a site file is wrong (file, line, column, field)
-    │   └── SelectionError          a node selection is malformed or matches nothing
+    ├── SelectionError              a node selection is malformed or matches nothing
+    ├── RangeError                  a node range is malformed (inventory.ranges; also a ValueError)
     ├── SiteNotFound                no site of that name on the search path
     ├── SecretError                 a credential reference cannot be resolved
     └── DriverError                 talking to a BMC, switch or host failed (console.errors)
