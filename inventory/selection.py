@@ -1,6 +1,11 @@
 """The one node-selection syntax, shared by every command and the TUI filter.
 
-A selection is comma-separated terms (commas inside ``[...]`` belong to a range)::
+A selection is comma-separated terms (commas inside ``[...]`` belong to a range);
+a term is a union member, optionally excluded, and may be an intersection::
+
+    selection  := term ("," term)*
+    term       := ["-"] conjunct ("&" conjunct)*
+    conjunct   := one of the forms below, without "-"
 
     dal1-r01-n[01-10]     nodes by name or range; every name must exist
     dal1-r0*-n1?          a glob over node names (brackets still mean ranges)
@@ -11,11 +16,18 @@ A selection is comma-separated terms (commas inside ``[...]`` belong to a range)
     off, critical, r07    a "word": not a node name, so the nodes having that value
                           in any attribute
     all, *                every node
-    -TERM                 exclude: applied after every inclusion, wherever it stands
+    role=gpu&rack=r01     intersection: the nodes every part matches
+    -TERM                 exclude: applied after every inclusion, wherever it stands;
+                          ``-role=gpu&rack=r01`` excludes the GPU nodes of r01
 
 A selection of exclusions only means "every node except those".  The result is
-in inventory order.  A bare word is a node name first and an attribute value
-only when no node has that name.  Matching is case-sensitive.
+in inventory order.  ``-`` prefixes a whole term, never one part of an
+intersection (use ``key!=value`` there).  ``&`` inside ``[...]`` is not special.
+
+A bare word is a node name first and an attribute value only when no node has
+that name; as an attribute value it matches ignoring case (``Critical`` finds
+``critical``).  Everything else -- node names, globs, groups, attribute names
+and ``key=value`` patterns -- is case-sensitive.
 
 Every problem is a :class:`~inventory.errors.SelectionError` whose message an
 operator can act on.  :func:`parse` checks syntax alone (the TUI can show
@@ -54,6 +66,7 @@ class TermKind(StrEnum):
     GLOB = "glob"
     GROUP = "group"
     ATTR = "attr"
+    AND = "and"  # an intersection: the nodes every one of `children` matches
 
 
 @dataclass(frozen=True)
@@ -72,9 +85,13 @@ class Term:
     """The attribute name of an ATTR term."""
     negate: bool = False
     """True for ``key!=value``."""
+    children: tuple[Term, ...] = ()
+    """The parts of an AND term (``a&b``), in the order typed; never excluded, never AND."""
 
     def describe(self) -> str:
         """A short phrase for the UI: ``nodes with rack=r07``."""
+        if self.kind is TermKind.AND:
+            return " and ".join(child.describe() for child in self.children)
         if self.kind is TermKind.ALL:
             return "all nodes"
         if self.kind is TermKind.NODES:
@@ -111,10 +128,17 @@ class Selection:
 
     def describe(self) -> str:
         """What the selection means, in words: ``group @gpu, except node(s) n02``."""
-        included = " or ".join(t.describe() for t in self.includes) or "all nodes"
+        included = _join(self.includes, " or ") or "all nodes"
         if not self.excludes:
             return included
-        return f"{included}, except " + " and ".join(t.describe() for t in self.excludes)
+        return f"{included}, except " + _join(self.excludes, " and ")
+
+
+def _join(terms: Sequence[Term], sep: str) -> str:
+    """Term descriptions joined by ``sep``; an intersection among several is parenthesised."""
+    if len(terms) == 1:
+        return terms[0].describe()
+    return sep.join(f"({t.describe()})" if t.kind is TermKind.AND else t.describe() for t in terms)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -127,6 +151,22 @@ def _expand(pattern: str) -> tuple[str, ...]:
         raise SelectionError(exc.message) from exc
 
 
+def _split_and(text: str) -> list[str]:
+    """Split ``text`` at the ``&`` outside brackets (brackets are already balanced)."""
+    pieces: list[str] = []
+    start, depth = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "&" and depth == 0:
+            pieces.append(text[start:i])
+            start = i + 1
+    pieces.append(text[start:])
+    return pieces
+
+
 def _parse_term(raw: str) -> Term:
     text, exclude = raw, False
     if text.startswith("-"):
@@ -135,6 +175,24 @@ def _parse_term(raw: str) -> Term:
             raise SelectionError("'-' must be followed by the term to exclude, e.g. -@gpu")
         if text.startswith("-"):
             raise SelectionError(f"'{raw}': exclude with a single '-'")
+    parts = [part.strip() for part in _split_and(text)]
+    if len(parts) == 1:
+        return _parse_simple(raw, text, exclude)
+    for i, part in enumerate(parts):
+        if not part:
+            where = "come before" if i == 0 else "follow"
+            raise SelectionError(f"'{raw}': a term must {where} '&', e.g. role=gpu&rack=r01")
+        if part.startswith("-"):
+            raise SelectionError(
+                f"'{raw}': '-' excludes a whole term and goes before it (-a&b); "
+                f"inside '&' use key!=value"
+            )
+    children = tuple(_parse_simple(raw, part, False) for part in parts)
+    return Term(TermKind.AND, "&".join(parts), exclude, children=children)
+
+
+def _parse_simple(raw: str, text: str, exclude: bool) -> Term:
+    """One term without '-' or '&'; ``raw`` is the whole term, for messages."""
     if text in ("all", "*"):
         return Term(TermKind.ALL, text, exclude)
     if text.startswith("@"):
@@ -164,8 +222,10 @@ def parse(expr: str) -> Selection:
     """Parse a selection without looking at any inventory.
 
     Raises :class:`SelectionError` for syntax errors: unbalanced brackets, a bad
-    range, ``-`` or ``@`` with nothing after it, ``key=`` without a value, or no
-    terms at all.  Empty terms (``a,,b`` or a trailing comma) are ignored.
+    range, ``-`` or ``@`` with nothing after it, ``key=`` without a value, ``&``
+    with nothing on one side (``a&``, ``&b``), ``-`` inside an intersection
+    (``a&-b``), or no terms at all.  Empty terms (``a,,b`` or a trailing comma)
+    are ignored.
     """
     if not isinstance(expr, str):
         raise SelectionError(f"a selection must be text, not {type(expr).__name__}")
@@ -245,6 +305,12 @@ class _Resolver:
                 return self._groups(term)
             case TermKind.ATTR:
                 return self._attr(term)
+            case TermKind.AND:
+                # Every part is resolved, so a typo in any part is reported.
+                found = self.resolve(term.children[0])
+                for child in term.children[1:]:
+                    found &= self.resolve(child)
+                return found
         raise AssertionError(term.kind)  # pragma: no cover
 
     def _nodes(self, term: Term) -> set[str]:
@@ -257,7 +323,12 @@ class _Resolver:
         if term.text in self.name_set:
             return {term.text}
         word = term.text
-        found = {n for n in self.names if any(word in _values(v) for v in self.attrs(n).values())}
+        folded = word.casefold()
+        found = {
+            n
+            for n in self.names
+            if any(folded == value.casefold() for v in self.attrs(n).values() for value in _values(v))
+        }
         if not found:
             raise SelectionError(f"unknown node(s): {word} (and no node has {word!r} as an attribute value)")
         return found

@@ -118,6 +118,26 @@ def test_words_match_attribute_values(word: str, expected: list[str]) -> None:
     assert sel(word) == expected
 
 
+@pytest.mark.parametrize("word", ["Off", "OFF", "Critical", "GPU", "R03"])
+def test_words_match_attribute_values_ignoring_case(word: str) -> None:
+    assert sel(word) == sel(word.lower())
+
+
+def test_node_names_stay_case_sensitive() -> None:
+    with pytest.raises(SelectionError, match=r"unknown node\(s\): DAL1-R01-N01"):
+        sel("DAL1-R01-N01")
+    names = NAMES + ["Off"]
+    attrs = lambda n: {} if n == "Off" else _attrs(n)  # noqa: E731
+    assert select("Off", names, attrs=attrs) == ["Off"]  # the node, not the value
+    assert select("off", names, attrs=attrs) == expand("dal1-r[01-03]-n10")  # no node "off": the value
+
+
+def test_key_value_stays_case_sensitive() -> None:
+    assert sel("power=Off", allow_empty=True) == []
+    with pytest.raises(SelectionError, match="unknown attribute 'Power'"):
+        sel("Power=off")
+
+
 def test_node_name_beats_word() -> None:
     names = NAMES + ["off"]
     assert select("off", names, attrs=lambda n: {} if n == "off" else _attrs(n)) == ["off"]
@@ -129,6 +149,48 @@ def test_all_and_star() -> None:
 
 
 # --------------------------------------------------------------------------- combinations
+
+
+def test_intersection() -> None:
+    assert sel("role=gpu&rack=r01") == ["dal1-r01-n01", "dal1-r01-n02"]
+    assert sel("@gpu&critical") == expand("dal1-r[01-03]-n01")
+    assert sel("dal1-r0*-n0[1-3]&role!=gpu&rack=r0[2-3]") == ["dal1-r02-n03", "dal1-r03-n03"]
+    assert sel("all&off") == sel("off")
+    assert sel("*&tags=drift") == ["dal1-r02-n05"]
+    assert sel("dal1-r01-n01&gpu") == ["dal1-r01-n01"]
+    assert sel("dal1-r01-n[01-03]&role=cpu") == ["dal1-r01-n03"]
+
+
+def test_intersection_binds_tighter_than_comma() -> None:
+    assert sel("role=gpu&rack=r01, mgmt-sw1") == ["dal1-r01-n01", "dal1-r01-n02", "mgmt-sw1"]
+    assert sel("rack=r03&off, rack=r01&critical") == ["dal1-r01-n01", "dal1-r03-n10"]
+
+
+def test_excluded_intersection_removes_only_nodes_matching_every_part() -> None:
+    assert sel("@r01,-role=gpu&critical") == expand("dal1-r01-n[02-10]")
+    assert sel("-role=gpu&rack=r01") == [n for n in NAMES if n not in ("dal1-r01-n01", "dal1-r01-n02")]
+    assert sel("- role=gpu & rack=r01") == sel("-role=gpu&rack=r01")
+
+
+def test_ampersand_inside_brackets_is_not_special() -> None:
+    # '&' cannot be part of a range, so the whole range reaches the range parser (not split).
+    with pytest.raises(SelectionError, match=r"'01&02' is not a number in \[01&02\]"):
+        sel("dal1-r01-n[01&02]")
+    assert [t.kind for t in parse("n[01-02,04]&rack=r01").terms] == [TermKind.AND]
+
+
+def test_intersection_that_matches_nothing() -> None:
+    assert sel("role=gpu&off", allow_empty=True) == []
+    with pytest.raises(SelectionError, match="selection 'role=gpu&off' matches no nodes"):
+        sel("role=gpu&off")
+
+
+def test_every_part_of_an_intersection_is_checked() -> None:
+    # The first part already matches nothing, but the typo in the second is still reported.
+    with pytest.raises(SelectionError, match="unknown group @gpus"):
+        sel("role=fpga&@gpus")
+    with pytest.raises(SelectionError, match="unknown attribute 'colour'"):
+        sel("@gpu&colour=red")
 
 
 def test_group_minus_node() -> None:
@@ -196,6 +258,17 @@ def test_selection_object_can_be_reused() -> None:
         ("dal1-r01-n01]", "without a matching '['"),
         ("dal1-r01-n[02-01]", "reversed range '02-01'"),
         ("n[1-200000]", "more than the limit"),
+        ("role=gpu&", "'role=gpu&': a term must follow '&'"),
+        ("&rack=r01", "'&rack=r01': a term must come before '&'"),
+        ("a& ,b", "a term must follow '&'"),
+        ("a&&b", "a term must follow '&'"),
+        ("&", "a term must come before '&'"),
+        ("-&b", "a term must come before '&'"),
+        ("-role=gpu&", "a term must follow '&'"),
+        ("role=gpu&-rack=r01", "'-' excludes a whole term and goes before it"),
+        ("@gpu&@", "'@gpu&@': a group name must follow '@'"),
+        ("@gpu&rack=", "a value must follow '='"),
+        ("@gpu&dal1-r01-n[01-02", "never closed"),
     ],
 )
 def test_errors(expr: str, message: str) -> None:
@@ -259,6 +332,31 @@ def test_parse_classifies_terms() -> None:
     assert len(parsed.includes) == 7
 
 
+def test_parse_intersection() -> None:
+    parsed = parse("role=gpu & rack=r0[1-2], -@gpu&off, n1")
+    assert [t.kind for t in parsed.terms] == [TermKind.AND, TermKind.AND, TermKind.NAME]
+    first, second = parsed.terms[:2]
+    assert first.text == "role=gpu&rack=r0[1-2]" and not first.exclude
+    assert [c.kind for c in first.children] == [TermKind.ATTR, TermKind.ATTR]
+    assert first.children[1].key == "rack" and first.children[1].patterns == ("r01", "r02")
+    assert second.exclude and second.text == "@gpu&off"
+    assert [c.kind for c in second.children] == [TermKind.GROUP, TermKind.NAME]
+    assert not any(c.exclude for c in second.children)
+    assert parsed.excludes == (second,)
+
+
+def test_describe_intersection() -> None:
+    assert describe("role=gpu&rack=r01") == "nodes with role=gpu and nodes with rack=r01"
+    assert describe("-@gpu&off") == "all nodes, except group @gpu and node or value 'off'"
+    assert (
+        describe("role=gpu&rack=r01,mgmt-sw1,-off")
+        == "(nodes with role=gpu and nodes with rack=r01) or node or value 'mgmt-sw1', except node or value 'off'"
+    )
+    assert describe("@r01,-@gpu&critical,-off") == (
+        "group @r01, except (group @gpu and node or value 'critical') and node or value 'off'"
+    )
+
+
 def test_describe() -> None:
     assert describe("@gpu,-dal1-r01-n02") == "group @gpu, except node or value 'dal1-r01-n02'"
     assert describe("rack=r07,role!=gpu") == "nodes with rack=r07 or nodes whose role is not gpu"
@@ -296,3 +394,43 @@ def test_exclusion_of_compressed_subset_is_the_complement(data: st.DataObject, n
     expr = ",".join("-" + term for term in split_terms(compress(subset)))
     result = select(expr, names, attrs=lambda n: {}, allow_empty=True)
     assert result == expected
+
+
+_ATTR_VALUES = {
+    "rack": ["r01", "r02", "r03", "r0*", "r0[1-2]", "r9"],
+    "role": ["gpu", "cpu", "switch", "*pu", "fpga"],
+    "power": ["on", "off", "o*"],
+    "tags": ["critical", "drift", "crit*", "none"],
+}
+_WORDS = ["off", "on", "critical", "drift", "gpu", "cpu", "switch", "r01", "r02", "r03"]
+
+
+@st.composite
+def attribute_terms(draw: st.DrawFn) -> str:
+    """key=value, key!=value (values may be globs or ranges, or match nothing) or a word in any case."""
+    kind = draw(st.sampled_from(["=", "!=", "word"]))
+    if kind == "word":
+        word = draw(st.sampled_from(_WORDS))
+        return "".join(c.upper() if draw(st.booleans()) else c for c in word)
+    key = draw(st.sampled_from(sorted(_ATTR_VALUES)))
+    return f"{key}{kind}{draw(st.sampled_from(_ATTR_VALUES[key]))}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=attribute_terms(), b=attribute_terms())
+def test_intersection_is_the_nodes_both_select(a: str, b: str) -> None:
+    in_b = set(sel(b, allow_empty=True))
+    assert sel(f"{a}&{b}", allow_empty=True) == [n for n in sel(a, allow_empty=True) if n in in_b]
+    assert sel(f"{b}&{a}", allow_empty=True) == sel(f"{a}&{b}", allow_empty=True)
+    both = set(sel(f"{a}&{b}", allow_empty=True))
+    assert sel(f"-{a}&{b}", allow_empty=True) == [n for n in NAMES if n not in both]
+
+
+@settings(max_examples=60, deadline=None)
+@given(terms=st.lists(attribute_terms(), min_size=1, max_size=4))
+def test_intersection_of_many_terms(terms: list[str]) -> None:
+    expected = list(NAMES)
+    for term in terms:
+        chosen = set(sel(term, allow_empty=True))
+        expected = [n for n in expected if n in chosen]
+    assert sel("&".join(terms), allow_empty=True) == expected

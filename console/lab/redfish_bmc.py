@@ -232,7 +232,7 @@ def _physical_context(s: SensorReading) -> str:
     return {"fan": "Fan", "power": "PowerSupply", "voltage": "VoltageRegulator"}.get(s.kind, "SystemBoard")
 
 
-def _thresholds(s: SensorReading, prefix: str) -> dict[str, float]:
+def _thresholds(s: SensorReading) -> dict[str, float]:
     """Thermal/Power style ``<prefix>Threshold*`` keys for the thresholds the sensor has."""
     out = {}
     for key, value in (("UpperThresholdNonCritical", s.upper_warning), ("UpperThresholdCritical", s.upper_critical),
@@ -628,7 +628,7 @@ class _Bmc:
             if s.kind == "temperature":
                 temps.append({
                     "@odata.id": f"{uri}#/Temperatures/{len(temps)}", "MemberId": str(len(temps)), "Name": s.name,
-                    "Status": _status(s.status), "ReadingCelsius": s.value, **_thresholds(s, ""),
+                    "Status": _status(s.status), "ReadingCelsius": s.value, **_thresholds(s),
                     "PhysicalContext": _physical_context(s),
                 })
             elif s.kind == "fan":
@@ -636,7 +636,7 @@ class _Bmc:
                     "@odata.id": f"{uri}#/Fans/{len(fans)}", "MemberId": str(len(fans)), "Name": s.name,
                     "PhysicalContext": "Fan", "Status": _status(s.status),
                     "Reading": self._fan_reading(s.value), "ReadingUnits": self.flavor.fan_units,
-                    **{k: self._fan_reading(v) for k, v in _thresholds(s, "").items()},
+                    **{k: self._fan_reading(v) for k, v in _thresholds(s).items()},
                 })
         return {"@odata.id": uri, "@odata.type": "#Thermal.v1_7_0.Thermal", "Id": "Thermal", "Name": "Thermal",
                 "Temperatures": temps, "Fans": fans}
@@ -657,7 +657,7 @@ class _Bmc:
             }],
             "Voltages": [{
                 "@odata.id": f"{uri}#/Voltages/{i}", "MemberId": str(i), "Name": s.name, "Status": _status(s.status),
-                "ReadingVolts": s.value, **_thresholds(s, ""), "PhysicalContext": _physical_context(s),
+                "ReadingVolts": s.value, **_thresholds(s), "PhysicalContext": _physical_context(s),
             } for i, s in enumerate(volts)],
             "PowerSupplies": [{
                 "@odata.id": f"{uri}#/PowerSupplies/0", "MemberId": "0", "Name": "PSU1",
@@ -1024,7 +1024,8 @@ class RedfishLab:
                 request.transport.abort()  # a hung BMC never answers: drop the connection
             raise asyncio.CancelledError
         if mode == "http500":
-            return self._encode(bmc, _RedfishError("InternalError").status, _RedfishError("InternalError").body())
+            err = _RedfishError("InternalError")
+            return self._encode(bmc, err.status, err.body())
         try:
             status, body, headers = await self._serve(bmc, request, refuse_all=mode == "auth_fail")
         except _RedfishError as exc:
@@ -1041,14 +1042,23 @@ class RedfishLab:
         path = request.path
         if len(path) > 1:
             path = path.rstrip("/")  # "/redfish/v1/" and "/redfish/v1" are the same resource
-        methods, params = bmc.route(path) if self._authenticated_or_public(bmc, request, path, refuse_all) else ({}, {})
+        try:
+            methods, params = bmc.route(path)
+            missing = None
+        except _RedfishError as exc:
+            methods, params, missing = {}, {}, exc
         name = methods.get(request.method)
+        # Credentials come first, as on real BMCs: an anonymous probe learns nothing about paths.
+        if name not in _PUBLIC:
+            self._authenticate(bmc, request, refuse_all)
+        if missing is not None:
+            raise missing
         if name is None:
             raise _RedfishError("OperationNotAllowed", headers={"Allow": ", ".join(methods)})
         body = _json_body(await request.read()) if request.method in ("POST", "PATCH") else None
         if request.method == "PATCH" and (want := request.headers.get("If-Match")) not in (None, "*"):
-            current = self._etag(json.dumps(getattr(bmc, "get" + name[5:])(params, None)).encode())
-            if want != current:
+            getter = getattr(bmc, "get_" + name.split("_", 1)[1])
+            if want != self._etag(json.dumps(getter(params, None)).encode()):
                 raise _RedfishError("PreconditionFailed")
         if name == "post_session":
             result = bmc.post_session(params, body or {}, refuse_all=refuse_all)
@@ -1058,28 +1068,22 @@ class RedfishLab:
             return result.status, result.body, result.headers
         return 200, result, {}
 
-    def _authenticated_or_public(self, bmc: _Bmc, request: web.Request, path: str, refuse_all: bool) -> bool:
-        """Raise 401 unless the request is public or carries valid credentials; True when it may proceed."""
-        try:
-            methods, _ = bmc.route(path)
-        except _RedfishError:
-            methods = {}
-        if methods.get(request.method) in _PUBLIC:
-            return True
-        challenge = {"WWW-Authenticate": 'Basic realm="Redfish"'}
+    @staticmethod
+    def _authenticate(bmc: _Bmc, request: web.Request, refuse_all: bool) -> None:
+        """Accept a live X-Auth-Token or HTTP Basic credentials; anything else is 401."""
         if not refuse_all:
             token = request.headers.get("X-Auth-Token")
             if token and bmc.session_for_token(token) is not None:
-                return True
+                return
             auth = request.headers.get("Authorization", "")
             if auth[:6].lower() == "basic ":
                 try:
-                    user, _, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+                    user, sep, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
                 except (binascii.Error, UnicodeDecodeError):
-                    user, password = "", None
-                if password is not None and bmc.check_password(user, password):
-                    return True
-        raise _RedfishError("NoValidSession", headers=challenge)
+                    sep = ""
+                if sep and bmc.check_password(user, password):
+                    return
+        raise _RedfishError("NoValidSession", headers={"WWW-Authenticate": 'Basic realm="Redfish"'})
 
     @staticmethod
     def _etag(raw: bytes) -> str:

@@ -38,7 +38,7 @@ def scaled_site_yaml(nodes: int, *, protocol: str = "mixed", name: str = "demo")
             "nodes": [{
                 "name": f"lab-r{r:03d}-n[01-{last}]",
                 "u": f"[1-{count}]",
-                "mac": f"52:54:{r // 256:02x}:{r % 256:02x}:00:[01-{count:02x}]",
+                "mac": f"52:54:{r // 256:02x}:{r % 256:02x}:00:[01-{count:02d}]",  # decimal digits are valid hex
                 "host": f"127.2.{r}.[1-{count}]",
                 "bmc": bmc,
                 "switch_port": {"switch": f"lab-r{r:03d}-tor", "port": f"Ethernet[1-{count}]"},
