@@ -8,7 +8,7 @@ fast.
 
 The pair is cached in a directory chosen by the caller (``cert.pem`` + ``key.pem``)
 and reused while it still covers the requested addresses and stays valid for more
-than a day; otherwise it is regenerated.  A lock file serialises processes sharing
+than a day; otherwise it is regenerated for the union of the old and new addresses.  A lock file serialises processes sharing
 the directory.  Clients that want to verify the lab can use ``cert.pem`` as their
 CA file: it is its own trust anchor.
 
@@ -40,6 +40,7 @@ KEY_NAME = "key.pem"
 _LOCK_NAME = ".lock"
 _VALID_DAYS = 365
 _MIN_REMAINING = dt.timedelta(days=1)
+_MAX_SANS = 4096  # beyond this a cached certificate starts afresh rather than growing
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
@@ -63,22 +64,21 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _usable(cert_path: Path, key_path: Path, wanted: set[ipaddress.IPv4Address]) -> bool:
-    """True when the cached pair matches, covers ``wanted`` and is not about to expire."""
+def _cached(cert_path: Path, key_path: Path) -> set[ipaddress.IPv4Address] | None:
+    """The IP SANs of a cached pair that matches and is not about to expire, else None."""
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
-        return False
-    if cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
-        return False
+        return None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        return None
     now = dt.datetime.now(dt.timezone.utc)
     if cert.not_valid_after_utc - now < _MIN_REMAINING or cert.not_valid_before_utc > now:
-        return False
-    return wanted <= set(sans.get_values_for_type(x509.IPAddress))
+        return None
+    return {ip for ip in sans.get_values_for_type(x509.IPAddress) if isinstance(ip, ipaddress.IPv4Address)}
 
 
 def _generate(wanted: set[ipaddress.IPv4Address]) -> tuple[bytes, bytes]:
@@ -140,14 +140,20 @@ def ensure_cert(cert_dir: str | os.PathLike[str], addresses: Iterable[str] = ())
 
     The certificate's IP SANs cover ``127.0.0.1`` and every address in
     ``addresses`` (all must be in 127.0.0.0/8, else ``ValueError``).  A cached pair
-    that already covers them is reused as is.
+    that already covers them is reused as is; one that does not is replaced by a
+    pair covering both its addresses and the new ones.
     """
     wanted = _loopback_set(addresses)
     directory = Path(cert_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_path, key_path = directory / CERT_NAME, directory / KEY_NAME
     with _locked(directory):
-        if not _usable(cert_path, key_path, wanted):
+        have = _cached(cert_path, key_path)
+        if have is None or not wanted <= have:
+            # Keep the addresses other users of this directory asked for, so a lab and its
+            # tests sharing a cache do not regenerate each other's certificate forever.
+            if have is not None and len(have | wanted) <= _MAX_SANS:
+                wanted = have | wanted
             cert_pem, key_pem = _generate(wanted)
             # Key first: a reader that sees the new cert always finds its key.
             _write_atomic(key_path, key_pem, 0o600)
