@@ -16,8 +16,8 @@ Layout::
 
 What comes from pyghmi: :class:`_LabBmc` is a :class:`pyghmi.ipmi.bmc.Bmc` (chassis control
 goes through its ``control_chassis``), and :class:`_LabSession` is a pyghmi ``ServerSession``,
-so RMCP+ framing, AES-CBC-128 confidentiality, HMAC-SHA1-96 integrity and the RAKP key
-derivation are pyghmi's code.
+so in-session packets (IPMI 2.0 table 13-8 framing, AES-CBC-128 confidentiality, HMAC-SHA1-96
+integrity, IPMI message encoding) are handled by pyghmi's ``Session`` code.
 
 What is replaced, and why (each was seen to fail or is documented in
 ``shared/PROTOCOL-NOTES.md``):
@@ -38,9 +38,10 @@ What is replaced, and why (each was seen to fail or is documented in
 * **Cipher suites.**  Only cipher suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) is
   offered; other proposals get the RMCP+ status codes of IPMI 2.0 table 13-15 (the stock
   server accepted a SHA-256 proposal and then answered with SHA-1).
-* **Authentication failures** are answered (unknown user: RAKP 2 "unauthorized name";
-  bad RAKP 3 check value: RAKP 4 "invalid integrity check value") instead of being
-  dropped, so clients fail at once rather than at their timeout.
+* **The RAKP handshake** is written here: the stock one drops failures silently (clients
+  wait for their timeout) and resets the session if a RAKP 3 is retransmitted.  Failures
+  are answered (unknown user: RAKP 2 "unauthorized name"; bad RAKP 3 check value: RAKP 4
+  "invalid integrity check value"), so clients fail at once.
 * **SOL** is a small non-blocking state machine driven by the loop; the stock
   ``ServerConsole`` waits for acknowledgements inside the I/O loop and crashes when the
   client leaves mid-send.  A console that stops acknowledging loses the payload after
@@ -481,10 +482,11 @@ def _rmcp_plus_frame(payload_type: int, payload: bytes) -> bytes:
 class _LabSession(pyghmi_serversession.ServerSession):
     """One RMCP+ session with a console: the RAKP handshake, then IPMI and SOL payloads.
 
-    Framing, encryption and integrity come from pyghmi's ``Session``.  The constructor does
-    not call pyghmi's: that one registers the session in pyghmi's process-global routing
-    table and answers the open-session request itself; here the BMC routes by session ID
-    and answers after checking the cipher proposal.
+    Framing, encryption and integrity of in-session packets come from pyghmi's ``Session``
+    (``_handle_ipmi_packet`` in, ``send_payload`` out).  The constructor does not call
+    pyghmi's: that one registers the session in pyghmi's process-global routing table and
+    answers the open-session request itself; here the BMC routes by session ID and answers
+    after checking the cipher proposal.
     """
 
     def __new__(cls, *args, **kwargs):  # pyghmi's Session.__new__ would look for a shared client session
@@ -579,18 +581,25 @@ class _LabSession(pyghmi_serversession.ServerSession):
             self._send_handshake(PAYLOAD_RAKP4, bytes([tag, RMCP_INVALID_INTEGRITY_CHECK, 0, 0]) + self.clientsessionid)
             self.bmc.drop_session(self, "RAKP 3 integrity check failed")
             return
-        role_and_name = bytes([self.rolem, len(self.username)]) + self.username
-        self.sik = hmac.new(self.kg, self.Rm + self.Rc + role_and_name, hashlib.sha1).digest()
-        self.k1 = hmac.new(self.sik, b"\x01" * 20, hashlib.sha1).digest()
-        self.k2 = hmac.new(self.sik, b"\x02" * 20, hashlib.sha1).digest()
-        self.aeskey = self.k2[:16]
-        self.uuiddata = self.bmc.guid_bytes
-        self.ipmicallback = self.handle_client_request
-        self._send_rakp4(tag, 0)  # pyghmi's: sends RAKP 4, then switches on SHA1-96 and AES
-        self.clientpriv = min(PRIV_USER, self.maxpriv)
         if not self.established:
-            self.established = True
-            log.debug("%s: session %08x established for %r", self.bmc, self.localsid, self.username)
+            role_and_name = bytes([self.rolem, len(self.username)]) + self.username
+            self.sik = hmac.new(self.kg, self.Rm + self.Rc + role_and_name, hashlib.sha1).digest()
+            self.k1 = hmac.new(self.sik, b"\x01" * 20, hashlib.sha1).digest()  # integrity key
+            self.k2 = hmac.new(self.sik, b"\x02" * 20, hashlib.sha1).digest()
+            self.aeskey = self.k2[:16]  # confidentiality key
+        icv = hmac.new(self.sik, self.Rm + self.managedsessionid + self.bmc.guid_bytes, hashlib.sha1).digest()[:12]
+        self._send_handshake(PAYLOAD_RAKP4, bytes([tag, 0, 0, 0]) + self.clientsessionid + icv)
+        if self.established:
+            return  # a retransmitted RAKP 3 (our RAKP 4 was lost): same answer, session unchanged
+        # From here on every packet is signed (HMAC-SHA1-96) and encrypted (AES-CBC-128), and
+        # carries the console's session ID.
+        self.integrityalgo, self.confalgo = "sha1", "aes"
+        self.sequencenumber = 1
+        self.sessionid = struct.unpack("<I", bytes(self.clientsessionid))[0]
+        self.ipmicallback = self.handle_client_request
+        self.clientpriv = min(PRIV_USER, self.maxpriv)
+        self.established = True
+        log.debug("%s: session %08x established for %r", self.bmc, self.localsid, self.username)
 
     def _xmit_packet(self, retry=True, delay_xmit=None, timeout=None):
         # Replaces pyghmi's: no retransmission timers on the server side (a console retries),
@@ -831,6 +840,8 @@ class _LabBmc(pyghmi_bmc.Bmc):
     def _sessionless(self, data: bytes, addr) -> None:
         """Get Channel Authentication Capabilities and Get Channel Cipher Suites, before login."""
         v2 = data[4] == 0x06
+        if v2 and data[5] != PAYLOAD_IPMI:  # only plain, unauthenticated IPMI messages here
+            return
         if v2:
             length = struct.unpack_from("<H", data, 14)[0]
             msg = data[16:16 + length]
@@ -979,7 +990,7 @@ class _LabBmc(pyghmi_bmc.Bmc):
         request["data"] = bytes(request["data"])
         try:
             return getattr(self, method)(request, session)
-        except IndexError:  # a request shorter than its command needs
+        except (IndexError, struct.error):  # a request shorter than its command needs
             return session.send_ipmi_response(code=CC_REQUEST_LENGTH_INVALID)
         except Exception:  # a bug here must cost one request, not the lab
             log.exception("%s: command netfn %02xh cmd %02xh failed", self, *key)

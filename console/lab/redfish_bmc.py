@@ -56,6 +56,7 @@ from .machine import BootDevice, Machine, SelEvent, SensorReading
 
 __all__ = ["FAULT_MODES", "FLAVORS", "Flavor", "RedfishLab"]
 
+#: the values RedfishLab.fault accepts ("" means healthy); see the module docstring.
 FAULT_MODES = ("", "malformed_json", "hang", "http500", "auth_fail")
 
 
@@ -81,18 +82,27 @@ class Flavor:
     odata_context: bool  # emit @odata.context (older vendor firmware does)
 
 
+#: every vendor layout the lab serves, by the name RedfishLab.add(flavor=...) takes.
 FLAVORS: dict[str, Flavor] = {
     f.name: f
     for f in (
-        Flavor("dmtf", ("437XR1138R2", "437XR1138R{m}"), "1U", "BMC", None, None,
-               "Systems", "SEL", "Managers", "CD1", "{mac}", ("ForceOn", "PushPowerButton"), True, "RPM", False),
-        Flavor("idrac", ("System.Embedded.1", "System.Embedded.{n}"), "System.Embedded.1", "iDRAC.Embedded.1",
-               "Dell Inc.", "Dell", "Managers", "Sel", "Systems", "1", "NIC.Integrated.1-1-1",
-               ("PushPowerButton",), True, "RPM", True),
-        Flavor("ilo", ("1", "{n}"), "1", "1", "HPE", "HPE",
-               "Systems", "IML", "Managers", "2", "1", ("PushPowerButton",), False, "Percent", True),
-        Flavor("openbmc", ("system", "system{n}"), "chassis", "bmc", None, None,
-               "Systems", "EventLog", "Managers", "Slot_0", "eth0", ("ForceOn",), True, "RPM", False),
+        Flavor(name="dmtf", system_ids=("437XR1138R2", "437XR1138R{m}"), chassis_id="1U", manager_id="BMC",
+               manufacturer=None, vendor=None, log_owner="Systems", log_id="SEL",
+               media_owner="Managers", media_id="CD1", nic_id="{mac}",
+               extra_resets=("ForceOn", "PushPowerButton"), sensors=True, fan_units="RPM", odata_context=False),
+        Flavor(name="idrac", system_ids=("System.Embedded.1", "System.Embedded.{n}"),
+               chassis_id="System.Embedded.1", manager_id="iDRAC.Embedded.1",
+               manufacturer="Dell Inc.", vendor="Dell", log_owner="Managers", log_id="Sel",
+               media_owner="Systems", media_id="1", nic_id="NIC.Integrated.1-1-1",
+               extra_resets=("PushPowerButton",), sensors=True, fan_units="RPM", odata_context=True),
+        Flavor(name="ilo", system_ids=("1", "{n}"), chassis_id="1", manager_id="1",
+               manufacturer="HPE", vendor="HPE", log_owner="Systems", log_id="IML",
+               media_owner="Managers", media_id="2", nic_id="1",
+               extra_resets=("PushPowerButton",), sensors=False, fan_units="Percent", odata_context=True),
+        Flavor(name="openbmc", system_ids=("system", "system{n}"), chassis_id="chassis", manager_id="bmc",
+               manufacturer=None, vendor=None, log_owner="Systems", log_id="EventLog",
+               media_owner="Managers", media_id="Slot_0", nic_id="eth0",
+               extra_resets=("ForceOn",), sensors=True, fan_units="RPM", odata_context=False),
     )
 }
 
@@ -281,48 +291,49 @@ class _Settings:
 
 
 # --------------------------------------------------------------------------- one BMC
-_ID = r"(?P<{}>[^/]+)"
-_OWNER = r"/redfish/v1/(?P<kind>Systems|Managers)/(?P<owner>[^/]+)"
-# (path regex, {HTTP method: _Bmc method name}); the same table serves every flavor.
-_ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
-    (re.compile(p + r"\Z"), m)
-    for p, m in (
-        (r"/redfish", {"GET": "get_versions"}),
-        (r"/redfish/v1", {"GET": "get_root"}),
-        (r"/redfish/v1/Systems", {"GET": "get_systems"}),
-        (r"/redfish/v1/Systems/" + _ID.format("sys"), {"GET": "get_system", "PATCH": "patch_system"}),
-        (r"/redfish/v1/Systems/" + _ID.format("sys") + r"/Actions/ComputerSystem\.Reset", {"POST": "post_reset"}),
-        (r"/redfish/v1/Systems/" + _ID.format("sys") + r"/EthernetInterfaces", {"GET": "get_nics"}),
-        (r"/redfish/v1/Systems/" + _ID.format("sys") + r"/EthernetInterfaces/" + _ID.format("nic"),
-         {"GET": "get_nic"}),
-        (_OWNER + r"/LogServices", {"GET": "get_log_services"}),
-        (_OWNER + r"/LogServices/" + _ID.format("log"), {"GET": "get_log_service"}),
-        (_OWNER + r"/LogServices/" + _ID.format("log") + r"/Entries", {"GET": "get_log_entries"}),
-        (_OWNER + r"/LogServices/" + _ID.format("log") + r"/Entries/" + _ID.format("entry"),
-         {"GET": "get_log_entry"}),
-        (_OWNER + r"/LogServices/" + _ID.format("log") + r"/Actions/LogService\.ClearLog", {"POST": "post_clear_log"}),
-        (_OWNER + r"/VirtualMedia", {"GET": "get_media_collection"}),
-        (_OWNER + r"/VirtualMedia/" + _ID.format("media"), {"GET": "get_media"}),
-        (_OWNER + r"/VirtualMedia/" + _ID.format("media") + r"/Actions/VirtualMedia\.(?P<verb>InsertMedia|EjectMedia)",
-         {"POST": "post_media"}),
-        (r"/redfish/v1/Chassis", {"GET": "get_chassis_collection"}),
-        (r"/redfish/v1/Chassis/" + _ID.format("ch"), {"GET": "get_chassis"}),
-        (r"/redfish/v1/Chassis/" + _ID.format("ch") + r"/Thermal", {"GET": "get_thermal"}),
-        (r"/redfish/v1/Chassis/" + _ID.format("ch") + r"/Power", {"GET": "get_power"}),
-        (r"/redfish/v1/Chassis/" + _ID.format("ch") + r"/Sensors", {"GET": "get_sensors"}),
-        (r"/redfish/v1/Chassis/" + _ID.format("ch") + r"/Sensors/" + _ID.format("sensor"), {"GET": "get_sensor"}),
-        (r"/redfish/v1/Managers", {"GET": "get_managers"}),
-        (r"/redfish/v1/Managers/" + _ID.format("mgr"), {"GET": "get_manager"}),
-        (r"/redfish/v1/Managers/" + _ID.format("mgr") + r"/Actions/Manager\.Reset", {"POST": "post_manager_reset"}),
-        (r"/redfish/v1/SessionService", {"GET": "get_session_service"}),
-        (r"/redfish/v1/SessionService/Sessions", {"GET": "get_sessions", "POST": "post_session"}),
-        (r"/redfish/v1/SessionService/Sessions/" + _ID.format("sid"),
-         {"GET": "get_session", "DELETE": "delete_session"}),
-        (r"/redfish/v1/AccountService", {"GET": "get_account_service"}),
-        (r"/redfish/v1/AccountService/Accounts", {"GET": "get_accounts"}),
-        (r"/redfish/v1/AccountService/Accounts/" + _ID.format("acct"), {"GET": "get_account"}),
-    )
-]
+def _route(template: str) -> re.Pattern[str]:
+    """Compile ``/a/{name}/b/{kind:X|Y}`` into a regex with one named group per placeholder."""
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)(?::([^}]+))?\}", template):
+        out += re.escape(template[pos:m.start()]) + f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})"
+        pos = m.end()
+    return re.compile(out + re.escape(template[pos:]) + r"\Z")
+
+
+_OWNER = "/redfish/v1/{kind:Systems|Managers}/{owner}"  # logs and media hang off either, per flavor
+# path template -> {HTTP method: _Bmc handler}; the same table serves every flavor.
+_ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [(_route(t), m) for t, m in {
+    "/redfish": {"GET": "get_versions"},
+    "/redfish/v1": {"GET": "get_root"},
+    "/redfish/v1/Systems": {"GET": "get_systems"},
+    "/redfish/v1/Systems/{sys}": {"GET": "get_system", "PATCH": "patch_system"},
+    "/redfish/v1/Systems/{sys}/Actions/ComputerSystem.Reset": {"POST": "post_reset"},
+    "/redfish/v1/Systems/{sys}/EthernetInterfaces": {"GET": "get_nics"},
+    "/redfish/v1/Systems/{sys}/EthernetInterfaces/{nic}": {"GET": "get_nic"},
+    _OWNER + "/LogServices": {"GET": "get_log_services"},
+    _OWNER + "/LogServices/{log}": {"GET": "get_log_service"},
+    _OWNER + "/LogServices/{log}/Entries": {"GET": "get_log_entries"},
+    _OWNER + "/LogServices/{log}/Entries/{entry}": {"GET": "get_log_entry"},
+    _OWNER + "/LogServices/{log}/Actions/LogService.ClearLog": {"POST": "post_clear_log"},
+    _OWNER + "/VirtualMedia": {"GET": "get_media_collection"},
+    _OWNER + "/VirtualMedia/{media}": {"GET": "get_media"},
+    _OWNER + "/VirtualMedia/{media}/Actions/VirtualMedia.{verb:InsertMedia|EjectMedia}": {"POST": "post_media"},
+    "/redfish/v1/Chassis": {"GET": "get_chassis_collection"},
+    "/redfish/v1/Chassis/{ch}": {"GET": "get_chassis"},
+    "/redfish/v1/Chassis/{ch}/Thermal": {"GET": "get_thermal"},
+    "/redfish/v1/Chassis/{ch}/Power": {"GET": "get_power"},
+    "/redfish/v1/Chassis/{ch}/Sensors": {"GET": "get_sensors"},
+    "/redfish/v1/Chassis/{ch}/Sensors/{sensor}": {"GET": "get_sensor"},
+    "/redfish/v1/Managers": {"GET": "get_managers"},
+    "/redfish/v1/Managers/{mgr}": {"GET": "get_manager"},
+    "/redfish/v1/Managers/{mgr}/Actions/Manager.Reset": {"POST": "post_manager_reset"},
+    "/redfish/v1/SessionService": {"GET": "get_session_service"},
+    "/redfish/v1/SessionService/Sessions": {"GET": "get_sessions", "POST": "post_session"},
+    "/redfish/v1/SessionService/Sessions/{sid}": {"GET": "get_session", "DELETE": "delete_session"},
+    "/redfish/v1/AccountService": {"GET": "get_account_service"},
+    "/redfish/v1/AccountService/Accounts": {"GET": "get_accounts"},
+    "/redfish/v1/AccountService/Accounts/{acct}": {"GET": "get_account"},
+}.items()]
 # Handlers that answer without credentials (the spec allows it; POST Sessions carries its own).
 _PUBLIC = frozenset({"get_versions", "get_root", "post_session"})
 
@@ -413,7 +424,7 @@ class _Bmc:
             del self.sessions[sid]
 
     def check_password(self, username: str, password: str) -> bool:
-        """Constant-time credential check."""
+        """Constant-time credential check (``&``, not ``and``: both halves always run)."""
         return hmac.compare_digest(username.encode(), self.username.encode()) & hmac.compare_digest(
             password.encode(), self.password.encode())
 
@@ -879,7 +890,8 @@ class RedfishLab:
         self._settings = _Settings()
         self._cert_dir = cert_dir
         self._tmp_dir: str | None = None
-        self._bmcs: dict[tuple[str, int], _Bmc] = {}  # (address, requested port) until start, then bound
+        self._bmcs: list[_Bmc] = []
+        self._by_socket: dict[tuple[str, int], _Bmc] = {}  # (address, bound port) -> BMC, filled by start()
         self._media: dict[str, _Media] = {}  # machine name -> its virtual CD
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
@@ -926,21 +938,17 @@ class RedfishLab:
             raise ValueError(f"scheme must be http or https, not {scheme!r}")
         if systems < 1:
             raise ValueError("systems must be at least 1")
-        key = (address, port)
-        if port and key in self._bmcs:
+        if port and any((b.address, b.port) == (address, port) for b in self._bmcs):
             raise ValueError(f"{address}:{port} already has a BMC")
-        if not port:
-            key = (address, -len(self._bmcs) - 1)  # placeholder until the kernel picks the port
-        self._bmcs[key] = _Bmc(machine, address, port, scheme, username, password, FLAVORS[flavor], systems,
-                               self._settings, self._media)
+        self._bmcs.append(_Bmc(machine, address, port, scheme, username, password, FLAVORS[flavor], systems,
+                               self._settings, self._media))
 
     async def start(self) -> dict[str, int]:
         """Bind every BMC's socket and start serving; returns ``{machine.name: bound_port}``."""
         if self._runner is not None:
             raise RuntimeError("RedfishLab already started")
-        bmcs = list(self._bmcs.values())
         ssl_ctx = None
-        https = sorted({b.address for b in bmcs if b.scheme == "https"})
+        https = sorted({b.address for b in self._bmcs if b.scheme == "https"})
         if https:
             if self._cert_dir is None:
                 self._tmp_dir = tempfile.mkdtemp(prefix="fleet-lab-tls-")
@@ -954,25 +962,24 @@ class RedfishLab:
         await runner.setup()
         self._runner = runner
         self._stopping = asyncio.Event()
-        bound: dict[tuple[str, int], _Bmc] = {}
         try:
-            for b in bmcs:
+            for b in self._bmcs:
+                # Binding the socket ourselves gives the ephemeral port before serving starts.
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind((b.address, b.port))
-                except OSError:
+                    site = web.SockSite(runner, sock, ssl_context=ssl_ctx if b.scheme == "https" else None)
+                    await site.start()
+                except BaseException:
                     sock.close()
                     raise
                 b.port = sock.getsockname()[1]
-                bound[(b.address, b.port)] = b
-                site = web.SockSite(runner, sock, ssl_context=ssl_ctx if b.scheme == "https" else None, backlog=128)
-                await site.start()
+                self._by_socket[(b.address, b.port)] = b
         except BaseException:
             await self.stop()
             raise
-        self._bmcs = bound
-        return {b.machine.name: b.port for b in bmcs}
+        return {b.machine.name: b.port for b in self._bmcs}
 
     async def stop(self) -> None:
         """Close every socket and drop hung requests; safe to call twice or before start()."""
@@ -981,6 +988,7 @@ class RedfishLab:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        self._by_socket.clear()
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
@@ -990,7 +998,7 @@ class RedfishLab:
     def session_count(self, address: str | None = None) -> int:
         """Live (unexpired) SessionService sessions, on one address or on all BMCs."""
         total = 0
-        for b in self._bmcs.values():
+        for b in self._bmcs:
             if address is None or b.address == address:
                 b.prune_sessions()
                 total += len(b.sessions)
@@ -1004,7 +1012,7 @@ class RedfishLab:
     def machines(self, address: str) -> dict[str, Machine]:
         """ComputerSystem Id -> machine for the BMC(s) at ``address`` (siblings included)."""
         out: dict[str, Machine] = {}
-        for b in self._bmcs.values():
+        for b in self._bmcs:
             if b.address == address:
                 out.update(b.systems)
         return out
@@ -1013,7 +1021,7 @@ class RedfishLab:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         transport = request.transport
         sockname = transport.get_extra_info("sockname") if transport is not None else None
-        bmc = self._bmcs.get(tuple(sockname[:2])) if sockname else None
+        bmc = self._by_socket.get(tuple(sockname[:2])) if sockname else None
         if bmc is None:  # the connection died, or a socket we no longer serve
             raise web.HTTPServiceUnavailable()
         mode = self.fault.get(bmc.address, "")
@@ -1022,6 +1030,7 @@ class RedfishLab:
             await self._stopping.wait()
             if request.transport is not None:
                 request.transport.abort()  # a hung BMC never answers: drop the connection
+            # Nothing may be written now; ending the handler as cancelled tells aiohttp just that.
             raise asyncio.CancelledError
         if mode == "http500":
             err = _RedfishError("InternalError")
