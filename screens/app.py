@@ -20,6 +20,7 @@ class FleetConsoleApp(App):
     BINDINGS = [Binding("q", "quit", "Quit")]
     CSS = """
     #status { height: 1; padding: 0 1; background: $boost; color: $text-muted; }
+    #fleet { height: 1fr; }
     """
 
     def __init__(self, ctx, *, read_only: bool = False) -> None:
