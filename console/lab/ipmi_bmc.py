@@ -55,9 +55,11 @@ keys, which are handed to the machine's own loop with ``call_soon_threadsafe``. 
 output arrives on the machine's loop thread; it is appended to a locked buffer and the lab
 thread is woken to send it.
 
-Limits: IPMI 1.5 sessions, cipher suites other than 3, Kg (BMC key), user management,
-LAN configuration and sensor-threshold setting are not implemented; those commands answer
-"invalid command" (C1h).
+Limits: IPMI 1.5 sessions are not offered (Get Channel Authentication Capabilities says so),
+so freeipmi tools need ``-D LAN_2_0`` (their default driver is IPMI 1.5) and ``ipmitool -I
+lan`` fails.  Cipher suites other than 3, Kg (BMC key), user management, LAN configuration
+and sensor-threshold setting are not implemented; unknown commands answer "invalid
+command" (C1h).
 """
 
 from __future__ import annotations
@@ -666,8 +668,9 @@ class _SolChannel:
         self._tries = 0
         self._last_in: tuple[int, int] | None = None  # (sequence, length) of the last console packet
         self.closed = False
-        # Subscribe before reading the history so nothing is lost in between; output that
-        # arrived meanwhile is in both and is kept once (see _start).
+        # Subscribe before reading the history so nothing is lost in between.  Output that
+        # arrives meanwhile is parked in _early; if the history already ends with it, it is
+        # dropped, so each byte is replayed once.
         self._unsubscribe = self.machine.serial.subscribe(self._on_output)
         history = self.machine.serial.history()
         with self._lock:
@@ -1321,9 +1324,10 @@ class IpmiLab:
         ...
         lab.stop()
 
-    Tunables (plain attributes; set them before ``start``): ``session_timeout`` (seconds of
-    inactivity before a session is dropped, 60 as the IPMI spec suggests),
-    ``max_sessions_per_bmc``, ``sol_retry_interval`` and ``sol_max_tries``.
+    Tunables (plain attributes, read when used, so they may be changed at any time):
+    ``session_timeout`` (seconds of inactivity before a session is dropped; 60, as the IPMI
+    spec suggests), ``max_sessions_per_bmc`` (16; half-open handshakes count, as on real
+    BMCs), ``sol_retry_interval`` (1 s) and ``sol_max_tries`` (5).
     """
 
     def __init__(self) -> None:
