@@ -196,3 +196,52 @@ def test_scaled_site_is_valid():
     site = load_site_text(scaled_site_yaml(1000, protocol="mixed"), "scaled.yaml")
     assert len(site.nodes) == 1000 and len(site.racks) == 25 and len(site.switches) == 25
     assert {n.bmc.protocol for n in site.nodes} == {"ipmi", "redfish"}
+
+
+def _ipmitool(node, pw, *args):
+    return subprocess.run([need("ipmitool"), "-I", "lanplus", "-C", "3", "-N", "1", "-R", "1", "-H", node.bmc.address,
+                           "-p", str(node.bmc.port), "-U", "admin", "-P", pw, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_lab_faults_make_one_bmc_misbehave_and_leave_the_rest(demo_lab):
+    site = demo_lab.effective_site()
+    pw = demo_lab.secrets["bmc"]
+    victim, neighbour = site.node("dal1-r01-n02"), site.node("dal1-r01-n03")
+    for mode in ("silent", "garbage"):
+        demo_lab.fault("ipmi", victim.name, mode)
+        try:
+            bad = _ipmitool(victim, pw, "power", "status")
+            assert bad.returncode != 0 and "Chassis Power" not in bad.stdout
+            good = _ipmitool(neighbour, pw, "power", "status")
+            assert good.returncode == 0 and "Chassis Power is on" in good.stdout
+        finally:
+            demo_lab.fault("ipmi", victim.name, "")
+    assert "Chassis Power is on" in _ipmitool(victim, pw, "power", "status").stdout
+    rf = site.node("dal1-r02-n02")
+    demo_lab.fault("redfish", rf.name, "malformed_json")
+    try:
+        out = subprocess.run([need("curl"), "-s", "-u", f"admin:{pw}", f"http://{rf.bmc.address}:{rf.bmc.port}/redfish/v1/Systems"],
+                             capture_output=True, text=True, timeout=30)
+        with pytest.raises(ValueError):
+            json.loads(out.stdout)
+    finally:
+        demo_lab.fault("redfish", rf.name, "")
+
+
+def test_lab_counts_bmc_sessions_across_workers(demo_lab):
+    """Session counts are how the poller will prove it logs out; check them with curl."""
+    site = demo_lab.effective_site()
+    rf = site.node("dal1-r02-n11")
+    base = f"http://{rf.bmc.address}:{rf.bmc.port}"
+    before = demo_lab.sessions()["redfish"]
+    body = json.dumps({"UserName": "admin", "Password": demo_lab.secrets["bmc"]})
+    out = subprocess.run([need("curl"), "-s", "-D", "-", "-o", "/dev/null", "-H", "Content-Type: application/json",
+                          "-d", body, f"{base}/redfish/v1/SessionService/Sessions"], capture_output=True, text=True, timeout=30)
+    headers = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
+    headers = {k.lower(): v.strip() for k, v in headers.items()}
+    assert "x-auth-token" in headers, out.stdout
+    assert demo_lab.sessions()["redfish"] == before + 1
+    subprocess.run([need("curl"), "-s", "-X", "DELETE", "-H", f"X-Auth-Token: {headers['x-auth-token']}",
+                    base + headers["location"].replace(base, "")], capture_output=True, timeout=30)
+    assert demo_lab.sessions()["redfish"] == before

@@ -817,6 +817,13 @@ class _LabBmc(pyghmi_bmc.Bmc):
 
     def dispatch(self, data: bytes, addr) -> None:
         """Route one datagram: handshake, session packet (by session ID), or sessionless."""
+        fault = self.lab.fault.get(self.address, "")
+        if fault == "silent":
+            return  # a dead or wedged BMC: nothing comes back
+        if fault == "garbage":
+            # a lying BMC: an RMCP header followed by a truncated, undecodable message
+            self.send(RMCP_HEADER + data[4:9] + b"\xff\x00", addr)
+            return
         if len(data) < 16 or data[:4] != RMCP_HEADER:
             return  # not RMCP class IPMI (ASF presence pings are not answered)
         if data[4] == 0x06:  # RMCP+ session header (IPMI 2.0 table 13-8)
@@ -1332,6 +1339,8 @@ class IpmiLab:
 
     def __init__(self) -> None:
         self.session_timeout = 60.0
+        #: address -> fault mode ("" none, "silent" drops every packet, "garbage" answers truncated junk)
+        self.fault: dict[str, str] = {}
         self.max_sessions_per_bmc = 16
         self.sol_retry_interval = 1.0
         self.sol_max_tries = 5
