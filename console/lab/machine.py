@@ -249,7 +249,8 @@ class Machine:
         self._http_get = http_get
         self._lock = threading.RLock()
         self._rng = random.Random(spec.seed or int(hashlib.sha256(spec.name.encode()).hexdigest()[:8], 16))
-        self.uuid = uuidlib.UUID(hashlib.md5(spec.name.encode()).hexdigest())
+        # a proper version-3 UUID: clients such as ipmitool guess byte order from the version digit
+        self.uuid = uuidlib.uuid3(uuidlib.NAMESPACE_DNS, spec.name)
         self.serial_number = spec.serial_number or "FL" + hashlib.sha1(spec.name.encode()).hexdigest()[:8].upper()
         self.serial = SerialPort()
         self.serial.input_handler = self._on_serial_input
