@@ -166,21 +166,18 @@ class Lab:
         def sel(expr: str) -> list[str]:
             return select(expr, names, attrs=lambda n: site.node(n).attributes(), groups=site.groups)
 
-        for expr, image in lab.running.items():
-            for n in sel(expr):
-                out[n]["image"] = image
-        for expr, fault in lab.faults.items():
-            for n in sel(expr):
-                out[n]["fault"] = fault
-        for expr in lab.powered_off:
-            for n in sel(expr):
-                out[n]["powered"] = False
-        for expr, flavor in lab.flavors.items():
-            for n in sel(expr):
-                out[n]["flavor"] = flavor
-        for expr in lab.unplugged:
-            for n in sel(expr):
-                out[n]["unplugged"] = True
+        # (selection -> value) pairs for each machine property the lab section sets
+        settings = [
+            ("image", lab.running.items()),
+            ("fault", lab.faults.items()),
+            ("flavor", lab.flavors.items()),
+            ("powered", ((expr, False) for expr in lab.powered_off)),
+            ("unplugged", ((expr, True) for expr in lab.unplugged)),
+        ]
+        for key, pairs in settings:
+            for expr, value in pairs:
+                for n in sel(expr):
+                    out[n][key] = value
         return out
 
     def _shards(self) -> list[list[str]]:

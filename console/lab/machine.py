@@ -500,13 +500,7 @@ class Machine:
             installed = await self._pxe_boot(gen)
             if not self._current(gen):
                 return
-            if installed is None:
-                if not self.image:
-                    self.serial.write("No bootable device -- insert boot disk and press any key\n")
-                    with self._lock:
-                        if self._current(gen):
-                            self.phase = Phase.HALTED
-                    return
+            if installed is None and self.image:
                 self.serial.write("Booting from Hard Disk...\n")
         elif dev == BootDevice.CD:
             self.serial.write("No bootable media in virtual CD-ROM; booting from Hard Disk...\n")
