@@ -179,6 +179,16 @@ def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool) -> None:
     print("lab running; Ctrl-C stops it", flush=True)
 
 
+def _live(fn):
+    """Wrap a headless read command: open the site (and its lab), then run it."""
+
+    def run(args: argparse.Namespace) -> int:
+        with open_site(args.site) as ctx:
+            return fn(args, ctx)
+
+    return run
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
     from screens.app import run_app
 
@@ -211,6 +221,27 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--time-scale", type=float, default=1.0, help="multiply simulated delays (0.1 = 10x faster)")
     lab.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     lab.set_defaults(func=cmd_lab, default_site="demo")
+
+    from console import commands
+
+    st = sub.add_parser("status", help="live state of every node (or of RANGE)")
+    st.add_argument("range", nargs="?", help="node selection, e.g. dal1-r02-n[01-10] or rack=r03")
+    st.add_argument("--json", action="store_true", help="stable JSON records for scripts")
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds per BMC request")
+    st.set_defaults(func=_live(commands.cmd_status))
+
+    sw = sub.add_parser("switches", help="switches, ports, the node on each port, miscabling findings")
+    sw.add_argument("--json", action="store_true")
+    sw.add_argument("--timeout", type=float, default=5.0)
+    sw.set_defaults(func=_live(commands.cmd_switches))
+
+    for name, fn, text in (("sensors", commands.cmd_sensors, "sensors of one node, failing first"),
+                           ("events", commands.cmd_events, "event log (SEL) of one node")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("node")
+        c.add_argument("--json", action="store_true")
+        c.add_argument("--timeout", type=float, default=5.0)
+        c.set_defaults(func=_live(fn))
 
     p.set_defaults(func=cmd_tui)
     return p

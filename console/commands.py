@@ -1,0 +1,220 @@
+"""Headless read commands: status, switches, sensors, events (``--json`` everywhere).
+
+Each runs one poll pass over the protocols (against the site's lab for a
+simulated site), prints a table or stable JSON, and logs out of every BMC
+before exiting.  Passwords never appear in any output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from console.fleet import Fleet, iso
+from console.poller import PollConfig, Poller
+from inventory.selection import select
+
+__all__ = ["cmd_status", "cmd_switches", "cmd_sensors", "cmd_events", "selected_nodes"]
+
+EXIT_OK, EXIT_FAIL = 0, 1
+
+
+def selected_nodes(site, expr: str | None) -> list[str]:
+    """Node names matching a selection (all when None); SelectionError on a bad one."""
+    names = [n.name for n in site.nodes]
+    if not expr:
+        return names
+    return select(expr, names, attrs=lambda n: site.node(n).attributes(), groups=site.groups)
+
+
+def _config(args: argparse.Namespace) -> PollConfig:
+    return PollConfig(timeout=getattr(args, "timeout", None) or 5.0, min_interval=0.0)
+
+
+async def _with_poller(ctx, fn, args):
+    fleet = Fleet(ctx.site)
+    poller = Poller(ctx.site, fleet, ctx.secrets, _config(args))
+    try:
+        return await fn(poller, fleet)
+    finally:
+        await poller.aclose()
+
+
+def _print_table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+_SYMBOL = {"on": "● on", "off": "○ off", "unknown": "? unknown",
+           "ok": "✓ ok", "warning": "! warning", "critical": "✗ critical"}
+
+
+def cmd_status(args: argparse.Namespace, ctx) -> int:
+    """``status [RANGE] [--json]``: one record per node, read live."""
+    names = selected_nodes(ctx.site, args.range)
+
+    async def run(poller: Poller, fleet: Fleet):
+        await poller.sweep(("power", "image"), nodes=names, switches=True)
+        return [fleet.record(n) for n in names]
+
+    records = asyncio.run(_with_poller(ctx, run, args))
+    if args.json:
+        json.dump(records, sys.stdout, indent=1)
+        print()
+    else:
+        rows = []
+        for r in records:
+            bo = r["boot_override"]
+            sp = r["switch_port"]
+            img = r["image"]
+            port = sp["expected"] or "-"
+            if sp["finding"] == "mismatch":
+                port = f"✗ {sp['expected']} seen on {sp['discovered']}"
+            elif sp["finding"] in ("unknown", "ambiguous"):
+                port += f" ({sp['finding']})"
+            image = img["running"] or "?"
+            if img["state"] == "drift":
+                image = f"≠ {img['running']} (want {img['desired']})"
+            rows.append([
+                r["name"], f"{r['rack']}/{r['u'] or '-'}", _SYMBOL.get(r["power"], r["power"]),
+                _SYMBOL.get(r["health"], r["health"]),
+                "-" if not bo or bo["target"] == "none" else bo["target"] + ("" if bo["persistent"] else " once"),
+                port, image, r["error"] or "",
+            ])
+        _print_table(rows, ["NODE", "RACK/U", "POWER", "HEALTH", "BOOT", "SWITCH PORT", "IMAGE", "ERROR"])
+        bad = sum(1 for r in records if r["error"])
+        print(f"\n{len(records)} nodes, {bad} with errors", file=sys.stderr)
+    return EXIT_FAIL if any(r["error"] for r in records) else EXIT_OK
+
+
+def _switch_records(fleet: Fleet, site) -> list[dict[str, Any]]:
+    port_owner = {}
+    for n in site.nodes:
+        st = fleet.nodes[n.name]
+        if n.switch_port:
+            port_owner.setdefault((n.switch_port.switch, n.switch_port.port), {})["expected"] = n.name
+        if st.discovered_port:
+            port_owner.setdefault(st.discovered_port, {})["seen"] = n.name
+    out = []
+    for sw in site.switches:
+        st = fleet.switches[sw.name]
+        ports = []
+        for p in sorted(st.ports.values(), key=lambda p: p.ifindex):
+            own = port_owner.get((sw.name, p.name), {})
+            finding = None
+            if own.get("expected") and own.get("seen") and own["expected"] != own["seen"]:
+                finding = f"expected {own['expected']}, found {own['seen']}"
+            elif own.get("seen") and not own.get("expected"):
+                finding = f"{own['seen']} is cabled here, not where the inventory says"
+            ports.append({
+                "ifindex": p.ifindex, "name": p.name, "alias": p.alias,
+                "admin": "up" if p.admin_up else "down", "oper": "up" if p.oper_up else "down",
+                "speed_mbps": p.speed_mbps, "in_bps": p.in_bps, "out_bps": p.out_bps,
+                "in_errors": p.in_errors, "out_errors": p.out_errors,
+                "node_expected": own.get("expected"), "node_seen": own.get("seen"),
+                "macs": p.macs, "lldp": p.lldp, "finding": finding,
+            })
+        out.append({"name": sw.name, "address": sw.address, "descr": st.descr, "uptime_s": st.uptime_s,
+                    "error": st.error, "polled_at": iso(st.polled_at), "ports": ports})
+    return out
+
+
+def _rate(bps: float | None) -> str:
+    if bps is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if bps >= div:
+            return f"{bps / div:.1f}{unit}"
+    return f"{bps:.0f}"
+
+
+def cmd_switches(args: argparse.Namespace, ctx) -> int:
+    """``switches [--json]``: switches, their ports, the node on each, miscabling findings."""
+
+    async def run(poller: Poller, fleet: Fleet):
+        await asyncio.gather(*(poller.poll_switch(s.name) for s in ctx.site.switches))
+        # a second interface read gives traffic rates
+        await asyncio.sleep(1.0)
+        await asyncio.gather(*(poller.poll_switch(s.name, tables=False) for s in ctx.site.switches))
+        return _switch_records(fleet, ctx.site)
+
+    records = asyncio.run(_with_poller(ctx, run, args))
+    if args.json:
+        json.dump(records, sys.stdout, indent=1)
+        print()
+    else:
+        for sw in records:
+            print(f"{sw['name']} {sw['address']}  {sw['descr'] or ''}" + (f"  ERROR: {sw['error']}" if sw["error"] else ""))
+            rows = [[p["name"], p["admin"], p["oper"], f"{p['speed_mbps'] // 1000}G" if p["speed_mbps"] >= 1000 else str(p["speed_mbps"]),
+                     _rate(p["in_bps"]), _rate(p["out_bps"]), str(p["in_errors"] + p["out_errors"]),
+                     p["node_seen"] or p["node_expected"] or "", p["finding"] or ""]
+                    for p in sw["ports"]]
+            _print_table(rows, ["  PORT", "ADMIN", "OPER", "SPEED", "IN b/s", "OUT b/s", "ERRORS", "NODE", "FINDING"])
+            print()
+    return EXIT_FAIL if any(s["error"] for s in records) else EXIT_OK
+
+
+def _one_node(ctx, name: str) -> str:
+    names = selected_nodes(ctx.site, name)
+    if len(names) != 1:
+        from inventory.errors import SelectionError
+
+        raise SelectionError(f"{name!r} selects {len(names)} nodes; name exactly one")
+    return names[0]
+
+
+def cmd_sensors(args: argparse.Namespace, ctx) -> int:
+    """``sensors NODE [--json]``: every sensor with thresholds, failing ones first."""
+    name = _one_node(ctx, args.node)
+
+    async def run(poller: Poller, fleet: Fleet):
+        await poller.poll_node(name, ("sensors",))
+        return fleet.nodes[name]
+
+    st = asyncio.run(_with_poller(ctx, run, args))
+    if st.error:
+        print(f"fleet-console: {name}: {st.error}", file=sys.stderr)
+        return EXIT_FAIL
+    order = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
+    sensors = sorted(st.sensors or [], key=lambda s: (order.get(s.health, 3), s.name))
+    if args.json:
+        json.dump([{"name": s.name, "kind": s.kind, "value": s.value, "unit": s.unit, "health": s.health,
+                    "thresholds": {"lower_critical": s.lower_critical, "lower_warning": s.lower_warning,
+                                   "upper_warning": s.upper_warning, "upper_critical": s.upper_critical}}
+                   for s in sensors], sys.stdout, indent=1)
+        print()
+    else:
+        def fmt(v):
+            return "-" if v is None else f"{v:g}"
+        _print_table([[s.name, s.kind, fmt(s.value), s.unit, _SYMBOL.get(s.health, s.health),
+                       f"{fmt(s.lower_critical)}/{fmt(s.lower_warning)}", f"{fmt(s.upper_warning)}/{fmt(s.upper_critical)}"]
+                      for s in sensors], ["SENSOR", "KIND", "VALUE", "UNIT", "HEALTH", "LOW crit/warn", "HIGH warn/crit"])
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace, ctx) -> int:
+    """``events NODE [--json]``: the event log, newest last."""
+    name = _one_node(ctx, args.node)
+
+    async def run(poller: Poller, fleet: Fleet):
+        await poller.poll_node(name, ("events",))
+        return fleet.nodes[name]
+
+    st = asyncio.run(_with_poller(ctx, run, args))
+    if st.error:
+        print(f"fleet-console: {name}: {st.error}", file=sys.stderr)
+        return EXIT_FAIL
+    events = st.events or []
+    if args.json:
+        json.dump([{"id": e.id, "time": iso(e.timestamp), "severity": e.severity, "sensor": e.sensor,
+                    "message": e.message} for e in events], sys.stdout, indent=1)
+        print()
+    else:
+        _print_table([[e.id, iso(e.timestamp) or "-", _SYMBOL.get(e.severity, e.severity), e.sensor, e.message]
+                      for e in events], ["ID", "TIME", "SEVERITY", "SENSOR", "MESSAGE"])
+    return EXIT_OK

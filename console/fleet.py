@@ -1,0 +1,238 @@
+"""Fleet: the live state of every node and switch, and what changed since last asked.
+
+The poller writes observations here (:meth:`Fleet.node_ok`, :meth:`Fleet.node_failed`,
+:meth:`Fleet.switch_ok`...); readers (the CLI, the TUI) take records or drain the
+set of changed names in one batch (:meth:`Fleet.drain_changes`), so a UI updates
+only changed rows, at most a few times a second.  A node's error is state with
+freshness (last success, last error, consecutive failures), never an exception.
+
+Nothing here does I/O; it is the seam where a shared per-site poller service can
+later replace the in-process poller without screens noticing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from console.drivers.bmc import BootOverride, Event, Identity, Sensor
+from inventory.model import Node, Site
+
+__all__ = ["Fleet", "NodeState", "SwitchState", "PortState", "iso"]
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix time as ISO 8601 UTC (None stays None)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class NodeState:
+    """Everything known about one node, with freshness."""
+
+    name: str
+    power: str = "unknown"
+    health: str = "unknown"
+    boot_override: BootOverride | None = None
+    sensors: list[Sensor] | None = None
+    events: list[Event] | None = None
+    identity: Identity | None = None
+    image_running: str | None = None
+    image_error: str | None = None
+    discovered_port: tuple[str, str] | None = None  # (switch, port) from FDB/LLDP
+    port_evidence: list[dict[str, Any]] = field(default_factory=list)
+    link_up: bool | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # job -> short reason
+    last_success: float | None = None
+    last_error_at: float | None = None
+    consecutive_failures: int = 0
+    polled_at: float | None = None
+
+    @property
+    def error(self) -> str | None:
+        """The reason the node is in error (its fast power/health poll first), or None."""
+        if not self.errors:
+            return None
+        return self.errors.get("power") or next(iter(self.errors.values()))
+
+
+@dataclass
+class PortState:
+    """One switch port as last polled, with rates from the previous poll."""
+
+    ifindex: int
+    name: str
+    alias: str = ""
+    admin_up: bool = False
+    oper_up: bool = False
+    speed_mbps: int = 0
+    in_bps: float | None = None
+    out_bps: float | None = None
+    in_errors_per_s: float | None = None
+    out_errors_per_s: float | None = None
+    in_errors: int = 0
+    out_errors: int = 0
+    macs: list[str] = field(default_factory=list)
+    lldp: dict[str, str] | None = None
+
+
+@dataclass
+class SwitchState:
+    """One switch: system info, ports, and freshness."""
+
+    name: str
+    descr: str | None = None
+    uptime_s: float | None = None
+    ports: dict[int, PortState] = field(default_factory=dict)
+    error: str | None = None
+    last_success: float | None = None
+    last_error_at: float | None = None
+    consecutive_failures: int = 0
+    polled_at: float | None = None
+
+
+class Fleet:
+    """Live state for one site.  Thread-safe for the poller writing and a UI reading."""
+
+    def __init__(self, site: Site, *, clock=time.time) -> None:
+        self.site = site
+        self.clock = clock
+        self.nodes: dict[str, NodeState] = {n.name: NodeState(n.name) for n in site.nodes}
+        self.switches: dict[str, SwitchState] = {s.name: SwitchState(s.name) for s in site.switches}
+        self._lock = threading.Lock()
+        self._changed_nodes: set[str] = set()
+        self._changed_switches: set[str] = set()
+        self.last_sweep_at: float | None = None
+
+    # ------------------------------------------------------------------ writes
+    def node_ok(self, name: str, job: str, **values: Any) -> None:
+        """A successful poll of ``job`` on node ``name``; ``values`` are NodeState fields."""
+        now = self.clock()
+        with self._lock:
+            st = self.nodes[name]
+            for key, value in values.items():
+                setattr(st, key, value)
+            st.errors.pop(job, None)
+            st.last_success = now
+            st.polled_at = now
+            if not st.errors:
+                st.consecutive_failures = 0
+            self._changed_nodes.add(name)
+
+    def node_failed(self, name: str, job: str, reason: str) -> None:
+        """A failed poll; the node keeps its last known values, marked with the reason."""
+        now = self.clock()
+        with self._lock:
+            st = self.nodes[name]
+            st.errors[job] = reason
+            st.last_error_at = now
+            st.polled_at = now
+            st.consecutive_failures += 1
+            if job == "power":
+                st.power = "unknown"
+                st.health = "unknown"
+            self._changed_nodes.add(name)
+
+    def switch_ok(self, name: str, *, descr: str | None = None, uptime_s: float | None = None,
+                  ports: dict[int, PortState] | None = None) -> None:
+        """A successful switch poll."""
+        now = self.clock()
+        with self._lock:
+            st = self.switches[name]
+            if descr is not None:
+                st.descr = descr
+            if uptime_s is not None:
+                st.uptime_s = uptime_s
+            if ports is not None:
+                st.ports = ports
+            st.error = None
+            st.last_success = now
+            st.polled_at = now
+            st.consecutive_failures = 0
+            self._changed_switches.add(name)
+
+    def switch_failed(self, name: str, reason: str) -> None:
+        """A failed switch poll."""
+        now = self.clock()
+        with self._lock:
+            st = self.switches[name]
+            st.error = reason
+            st.last_error_at = now
+            st.polled_at = now
+            st.consecutive_failures += 1
+            self._changed_switches.add(name)
+
+    def set_discovered(self, name: str, port: tuple[str, str] | None, evidence: list[dict[str, Any]],
+                       link_up: bool | None) -> None:
+        """Where the switches see a node (from FDB and LLDP)."""
+        with self._lock:
+            st = self.nodes[name]
+            if (st.discovered_port, st.port_evidence, st.link_up) != (port, evidence, link_up):
+                st.discovered_port, st.port_evidence, st.link_up = port, evidence, link_up
+                self._changed_nodes.add(name)
+
+    # ------------------------------------------------------------------ reads
+    def drain_changes(self) -> tuple[set[str], set[str]]:
+        """Names of nodes and switches changed since the last drain (one batch)."""
+        with self._lock:
+            nodes, switches = self._changed_nodes, self._changed_switches
+            self._changed_nodes, self._changed_switches = set(), set()
+        return nodes, switches
+
+    def image_state(self, node: Node) -> str:
+        """ok, drift, unknown, or unmanaged (no desired image)."""
+        st = self.nodes[node.name]
+        if not node.image:
+            return "unmanaged"
+        if st.image_running is None:
+            return "unknown"
+        return "ok" if st.image_running == node.image else "drift"
+
+    def port_finding(self, node: Node) -> str | None:
+        """``match``, ``mismatch`` (miscabling), ``ambiguous``, ``unknown``; None without an expected port."""
+        st = self.nodes[node.name]
+        if node.switch_port is None:
+            return None
+        if st.discovered_port is None:
+            if st.port_evidence:
+                return "ambiguous"
+            return "unknown"
+        expected = (node.switch_port.switch, node.switch_port.port)
+        return "match" if st.discovered_port == expected else "mismatch"
+
+    def record(self, name: str) -> dict[str, Any]:
+        """The stable ``status --json`` record of one node (no secrets, ever)."""
+        node = self.site.node(name)
+        st = self.nodes[name]
+        bo = st.boot_override
+        sp = node.switch_port
+        return {
+            "name": node.name,
+            "rack": node.rack,
+            "u": node.u,
+            "bmc": {"protocol": node.bmc.protocol, "address": node.bmc.address},
+            "power": st.power,
+            "health": st.health,
+            "boot_override": None if bo is None else {"target": bo.target.value, "persistent": bo.persistent},
+            "switch_port": {
+                "expected": f"{sp.switch}/{sp.port}" if sp else None,
+                "discovered": "/".join(st.discovered_port) if st.discovered_port else None,
+                "finding": self.port_finding(node),
+                "link": None if st.link_up is None else ("up" if st.link_up else "down"),
+            },
+            "image": {
+                "desired": node.image,
+                "running": st.image_running,
+                "state": self.image_state(node),
+                "error": st.image_error,
+            },
+            "error": st.error,
+            "consecutive_failures": st.consecutive_failures,
+            "last_success": iso(st.last_success),
+            "polled_at": iso(st.polled_at),
+        }

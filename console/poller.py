@@ -1,0 +1,327 @@
+"""The poller: keeps :class:`~console.fleet.Fleet` fresh without ever harming a BMC.
+
+Rules (see PROTOCOL-NOTES "Operating limits"):
+
+- one kept driver (session) per BMC, logged out by :meth:`Poller.aclose`;
+- one poll in flight per endpoint (a lock each) and at least ``min_interval``
+  seconds between the starts of two polls of the same endpoint;
+- a global cap on polls in flight (``global_limit``);
+- cadences per kind: power + health + boot override fast, sensors and event
+  logs slower, identity rarely, the running image (SSH) slowly;
+- every poll has a timeout; a failing endpoint backs off exponentially with
+  jitter up to ``backoff_max`` (the circuit breaker: past ``breaker_threshold``
+  failures only the fast poll probes it, at the slowest rate);
+- a BMC that answers garbage, hangs, refuses auth or drops packets marks its
+  node (``Fleet.node_failed``) and never stalls the rest.
+
+The next poll of an endpoint is scheduled when the last one finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable
+
+from console.drivers import open_bmc
+from console.drivers.bmc import BmcDriver
+from console.errors import DriverError, FleetError
+from console.fleet import Fleet, PortState
+from console.secrets import Secrets
+from inventory.model import Site
+
+__all__ = ["PollConfig", "Poller", "NODE_JOBS"]
+
+log = logging.getLogger(__name__)
+
+#: node poll kinds, in priority order
+NODE_JOBS = ("power", "identity", "sensors", "events", "image")
+
+
+@dataclass
+class PollConfig:
+    """Cadences (seconds) and limits."""
+
+    power_interval: float = 10.0
+    sensors_interval: float = 60.0
+    events_interval: float = 120.0
+    identity_interval: float = 3600.0
+    image_interval: float = 300.0
+    switch_interval: float = 30.0
+    switch_tables_interval: float = 120.0
+    min_interval: float = 1.0
+    timeout: float = 10.0
+    global_limit: int = 64
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    breaker_threshold: int = 5
+
+    def interval(self, job: str) -> float:
+        """The cadence of one node job."""
+        return getattr(self, f"{job}_interval")
+
+
+class _Endpoint:
+    """Per-endpoint discipline: lock, spacing, backoff, the kept driver."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = asyncio.Lock()
+        self.last_start = -1e9
+        self.failures = 0
+        self.next_allowed = 0.0
+        self.driver: Any = None
+        self.state: dict[str, Any] = {}  # per-endpoint scratch (previous counters, tables)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FleetError):
+        msg = exc.message
+        return msg if msg.lower().startswith(exc.title) else f"{exc.title}: {msg}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout: no answer in time"
+    return f"internal error: {type(exc).__name__}"
+
+
+class Poller:
+    """Schedules every poll of one site."""
+
+    def __init__(self, site: Site, fleet: Fleet, secrets: Secrets, config: PollConfig | None = None,
+                 *, clock: Callable[[], float] = time.monotonic,
+                 bmc_factory: Callable[..., BmcDriver] = open_bmc) -> None:
+        self.site = site
+        self.fleet = fleet
+        self.secrets = secrets
+        self.config = config or PollConfig()
+        self.clock = clock
+        self._bmc_factory = bmc_factory
+        self._sem = asyncio.Semaphore(self.config.global_limit)
+        self._bmcs = {n.name: _Endpoint(n.name) for n in site.nodes}
+        self._hosts = {n.name: _Endpoint(n.name) for n in site.nodes}
+        self._switches = {s.name: _Endpoint(s.name) for s in site.switches}
+        self._tasks: list[asyncio.Task] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    # ------------------------------------------------------------ discipline
+    async def _guarded(self, ep: _Endpoint, fn: Callable[[], Awaitable[Any]], *, probe: bool) -> Any:
+        """Run one poll of ``ep`` under every rule; returns its result or raises."""
+        async with ep.lock:
+            now = self.clock()
+            wait = max(ep.last_start + self.config.min_interval, ep.next_allowed if probe else 0.0) - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            async with self._sem:
+                ep.last_start = self.clock()
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    # a job is a few requests, each bounded by the driver; this bounds the whole job
+                    result = await asyncio.wait_for(fn(), self.config.timeout * 3)
+                except BaseException as exc:
+                    if not isinstance(exc, asyncio.CancelledError):
+                        self._failed(ep)
+                    raise
+                finally:
+                    self.in_flight -= 1
+            ep.failures = 0
+            ep.next_allowed = 0.0
+            return result
+
+    def _failed(self, ep: _Endpoint) -> None:
+        ep.failures += 1
+        delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (ep.failures - 1))
+        ep.next_allowed = self.clock() + delay * random.uniform(0.5, 1.5)
+
+    def breaker_open(self, name: str) -> bool:
+        """True when a node's BMC has failed so often that only probes go to it."""
+        return self._bmcs[name].failures >= self.config.breaker_threshold
+
+    async def _drop_driver(self, ep: _Endpoint) -> None:
+        driver, ep.driver = ep.driver, None
+        if driver is not None:
+            try:
+                await asyncio.wait_for(driver.close(), 5)
+            except BaseException:  # a dead BMC cannot be logged out of; it expires the session
+                pass
+
+    # ------------------------------------------------------------ node jobs
+    async def poll_node(self, name: str, jobs: Iterable[str] = ("power",)) -> None:
+        """Run the given jobs on one node, in order; failures land in the Fleet."""
+        for job in jobs:
+            if job == "image":
+                await self._poll_image(name)
+                continue
+            ep = self._bmcs[name]
+            try:
+                values = await self._guarded(ep, lambda: self._bmc_job(ep, name, job), probe=True)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                if not isinstance(exc, (FleetError, asyncio.TimeoutError)):
+                    log.exception("poll %s %s failed", name, job)
+                self.fleet.node_failed(name, job, _reason(exc))
+                await self._drop_driver(ep)
+                if job == "power":
+                    return  # the BMC is in trouble: don't pile slower polls onto it
+                continue
+            self.fleet.node_ok(name, job, **values)
+
+    async def _bmc_job(self, ep: _Endpoint, name: str, job: str) -> dict[str, Any]:
+        if ep.driver is None:
+            ep.driver = self._bmc_factory(self.site.node(name), self.secrets, timeout=self.config.timeout)
+        d: BmcDriver = ep.driver
+        if job == "power":
+            power = await d.power_state()
+            health = await d.health()
+            boot = await d.boot_override()
+            return {"power": power.value, "health": health, "boot_override": boot}
+        if job == "sensors":
+            return {"sensors": await d.sensors()}
+        if job == "events":
+            return {"events": await d.events(100)}
+        if job == "identity":
+            return {"identity": await d.identity()}
+        raise ValueError(f"unknown job {job!r}")
+
+    async def _poll_image(self, name: str) -> None:
+        from console.drivers.ssh import read_image
+
+        node = self.site.node(name)
+        ep = self._hosts[name]
+        try:
+            result = await self._guarded(ep, lambda: read_image(node, self.site.ssh, self.secrets,
+                                                                timeout=self.config.timeout), probe=False)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.fleet.node_ok(name, "image", image_running=None, image_error=_reason(exc))
+            return
+        # no SSH is not a node error: the image is then "unknown", with the reason
+        self.fleet.node_ok(name, "image", image_running=result.ref, image_error=result.error)
+
+    # ------------------------------------------------------------ switches
+    async def poll_switch(self, name: str, *, tables: bool = True) -> None:
+        """Poll one switch: system + interfaces (rates), and FDB + LLDP when ``tables``."""
+        ep = self._switches[name]
+        try:
+            await self._guarded(ep, lambda: self._switch_job(ep, name, tables), probe=True)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, (FleetError, asyncio.TimeoutError)):
+                log.exception("poll switch %s failed", name)
+            self.fleet.switch_failed(name, _reason(exc))
+            return
+        self._discover()
+
+    async def _switch_job(self, ep: _Endpoint, name: str, tables: bool) -> None:
+        from console.drivers.snmp import SnmpClient, rates
+
+        if ep.driver is None:
+            ep.driver = SnmpClient(self.site.switch(name), self.secrets, timeout=min(self.config.timeout, 5.0))
+        client = ep.driver
+        system = await client.system()
+        ifaces = await client.interfaces()
+        now = self.clock()
+        prev = ep.state.get("ifaces")
+        r = rates(prev[0], prev[1], ifaces, now) if prev else {}
+        ep.state["ifaces"] = (ifaces, now)
+        if tables:
+            ep.state["fdb"] = await client.fdb()
+            ep.state["lldp"] = await client.lldp_neighbours()
+        fdb, lldp = ep.state.get("fdb", []), ep.state.get("lldp", [])
+        ports: dict[int, PortState] = {}
+        by_name: dict[str, PortState] = {}
+        for i in ifaces:
+            in_bps, out_bps, in_err, out_err = r.get(i.ifindex) or (None, None, None, None)
+            p = PortState(ifindex=i.ifindex, name=i.name, alias=i.alias, admin_up=i.admin_up, oper_up=i.oper_up,
+                          speed_mbps=i.speed_mbps, in_bps=in_bps, out_bps=out_bps, in_errors_per_s=in_err,
+                          out_errors_per_s=out_err, in_errors=i.in_errors, out_errors=i.out_errors)
+            ports[i.ifindex] = p
+            by_name[i.name] = p
+        for e in fdb:
+            if e.port in by_name:
+                by_name[e.port].macs.append(e.mac)
+        for n in lldp:
+            if n.local_port in by_name:
+                by_name[n.local_port].lldp = {"chassis_id": n.chassis_id, "port_id": n.port_id, "sys_name": n.sys_name}
+        self.fleet.switch_ok(name, descr=system.descr, uptime_s=system.uptime_s, ports=ports)
+
+    def _discover(self) -> None:
+        """Recompute every node's discovered switch port from all switches' FDB and LLDP."""
+        from console.drivers.snmp import discover_ports
+
+        macs = {n.name: n.mac for n in self.site.nodes if n.mac}
+        evidence: dict[str, list[dict[str, Any]]] = {n: [] for n in macs}
+        for sw_name, ep in self._switches.items():
+            if "fdb" not in ep.state:
+                continue
+            found = discover_ports(ep.state["fdb"], ep.state.get("lldp", []), macs)
+            for node, items in found.items():
+                for ev in items:
+                    evidence.setdefault(node, []).append(
+                        {"switch": sw_name, "port": ev.port, "source": ev.source, "ambiguous": ev.ambiguous})
+        for node, items in evidence.items():
+            firm = sorted({(e["switch"], e["port"]) for e in items if not e["ambiguous"]})
+            port = firm[0] if len(firm) == 1 else None
+            link = None
+            if port is not None:
+                st = self.fleet.switches[port[0]]
+                link = next((p.oper_up for p in st.ports.values() if p.name == port[1]), None)
+            self.fleet.set_discovered(node, port, items, link)
+
+    # ------------------------------------------------------------ sweeps and the loop
+    async def sweep(self, jobs: Iterable[str] = ("power",), *, nodes: Iterable[str] | None = None,
+                    switches: bool = True) -> None:
+        """One pass over the selected nodes (and every switch); returns when all finished."""
+        jobs = tuple(jobs)
+        names = list(nodes) if nodes is not None else [n.name for n in self.site.nodes]
+        coros = [self.poll_node(n, jobs) for n in names]
+        if switches:
+            coros += [self.poll_switch(s.name) for s in self.site.switches]
+        await asyncio.gather(*coros)
+        self.fleet.last_sweep_at = self.fleet.clock()
+
+    async def _node_loop(self, name: str) -> None:
+        due = {job: self.clock() for job in NODE_JOBS}
+        while True:
+            if self.breaker_open(name):
+                job = "power"  # only probe a dead BMC
+            else:
+                job = min(NODE_JOBS, key=lambda j: (due[j], NODE_JOBS.index(j)))
+            delay = due[job] - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.poll_node(name, (job,))
+            due[job] = self.clock() + self.config.interval(job) * random.uniform(0.9, 1.1)
+
+    async def _switch_loop(self, name: str) -> None:
+        next_tables = 0.0
+        while True:
+            tables = self.clock() >= next_tables
+            await self.poll_switch(name, tables=tables)
+            if tables:
+                next_tables = self.clock() + self.config.switch_tables_interval
+            await asyncio.sleep(self.config.switch_interval * random.uniform(0.9, 1.1))
+
+    def start(self) -> None:
+        """Start polling everything in the background (call from a running loop)."""
+        if self._tasks:
+            return
+        for n in self.site.nodes:
+            self._tasks.append(asyncio.create_task(self._node_loop(n.name), name=f"poll {n.name}"))
+        for s in self.site.switches:
+            self._tasks.append(asyncio.create_task(self._switch_loop(s.name), name=f"poll {s.name}"))
+
+    async def aclose(self) -> None:
+        """Stop polling and log out of every BMC (bounded: a dead BMC does not block shutdown)."""
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        eps = [ep for ep in (*self._bmcs.values(), *self._switches.values()) if ep.driver is not None]
+        await asyncio.gather(*(self._drop_driver(ep) for ep in eps))
