@@ -1,0 +1,345 @@
+"""HTTP for the Redfish driver: one client, one session and one request at a time per BMC.
+
+:class:`RedfishSession` is the layer under :class:`console.drivers.redfish.RedfishDriver`.
+It owns the ``httpx.AsyncClient`` (or borrows the caller's), logs in through the
+SessionService, sends ``X-Auth-Token`` and logs in again once on a 401, falls back to
+HTTP Basic when the service has no SessionService or its login answers 404/405, and
+deletes the session on :meth:`RedfishSession.close`.
+
+Error mapping lives here and nowhere else (STYLE.md "Errors"): :meth:`RedfishSession._send`
+turns httpx exceptions into :mod:`console.errors` classes ``from exc``, and
+:func:`decode` / :func:`http_error` turn unusable answers into :class:`ProtocolError`.
+Messages name the BMC, the method and the path, never the password or the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
+from console.secrets import Secret
+from inventory.model import Bmc
+
+__all__ = ["ROOT", "Missing", "RedfishSession", "decode", "http_error"]
+
+log = logging.getLogger(__name__)
+
+ROOT = "/redfish/v1"
+_PUBLIC = ("/redfish", ROOT)  # the spec lets these answer without credentials
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 5
+_HEADERS = {"Accept": "application/json", "OData-Version": "4.0"}
+
+
+class Missing(ProtocolError):
+    """HTTP 404 for a URL the service itself linked (optional reads turn it into None)."""
+
+
+# --------------------------------------------------------------------------- TLS
+@functools.lru_cache(maxsize=64)
+def _ssl_context(ca_bundle: str | None, stamp: tuple[int, int] | None) -> ssl.SSLContext:
+    """One verifying context per CA bundle version, shared by every client (loading CAs is not free)."""
+    if ca_bundle is None:
+        return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+def _verify(bmc: Bmc) -> ssl.SSLContext | bool:
+    """httpx ``verify`` from ``verify_tls`` and ``ca_bundle``."""
+    if not bmc.verify_tls:
+        return False
+    try:
+        stamp = None
+        if bmc.ca_bundle is not None:
+            st = os.stat(bmc.ca_bundle)
+            stamp = (st.st_mtime_ns, st.st_size)  # a rewritten bundle gets a fresh context
+        return _ssl_context(bmc.ca_bundle, stamp)
+    except (OSError, ssl.SSLError) as exc:
+        raise DriverError(f"{bmc.address}: cannot load CA bundle {bmc.ca_bundle}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- the session
+class RedfishSession:
+    """Authenticated JSON requests to one BMC; see the module docstring."""
+
+    def __init__(self, bmc: Bmc, password: Secret, *, timeout: float = 10.0,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.bmc = bmc
+        self.address = bmc.address
+        self._password = password
+        host = f"[{bmc.address}]" if ":" in bmc.address else bmc.address
+        self.base = f"{bmc.scheme}://{host}:{bmc.effective_port}"
+        self._origin = urlsplit(self.base)[:2]
+        self._own_client = client is None
+        if client is None:
+            client = httpx.AsyncClient(
+                verify=_verify(bmc),
+                timeout=httpx.Timeout(timeout),
+                # One connection, kept alive: ~4 ms a request instead of ~22 ms (PROTOCOL-NOTES).
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60.0),
+            )
+        self._client = client
+        # One in-flight request per BMC (PROTOCOL-NOTES "Operating limits"; BmcDriver's contract).
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._logged_in = False
+        self._basic = False
+        self._token: str | None = None
+        self._session_uri: str | None = None
+        self._root: dict[str, Any] | None = None
+
+    @property
+    def basic_auth(self) -> bool:
+        """True when the BMC gave us no session and every request carries Basic credentials."""
+        return self._basic
+
+    # ------------------------------------------------------------------ requests
+    async def service_root(self) -> dict[str, Any]:
+        """``/redfish/v1``, read once."""
+        if self._root is None:
+            self._root = await self.get(ROOT)
+        return self._root
+
+    async def get(self, uri: str) -> dict[str, Any]:
+        """GET a resource: its JSON object, or a DriverError."""
+        return decode(await self.request("GET", uri), "GET", uri, self.address)
+
+    async def get_optional(self, uri: str) -> dict[str, Any] | None:
+        """GET a linked resource that a BMC may lack: None for 404."""
+        try:
+            return await self.get(uri)
+        except Missing:
+            return None
+
+    async def get_with_etag(self, uri: str) -> tuple[dict[str, Any], str | None]:
+        """GET a resource and the ETag (header, else ``@odata.etag``) to send back in If-Match."""
+        response = await self.request("GET", uri)
+        doc = decode(response, "GET", uri, self.address)
+        etag = response.headers.get("ETag") or doc.get("@odata.etag")
+        return doc, etag if isinstance(etag, str) else None
+
+    async def request(self, method: str, uri: str, *, json: Any = None,
+                      headers: dict[str, str] | None = None) -> httpx.Response:
+        """One authenticated request: logs in on first use and once more on a 401; raises on >= 400."""
+        if self._closed:
+            raise DriverError(f"{self.address}: driver is closed")
+        async with self._lock:
+            public = method == "GET" and _path(uri).rstrip("/") in _PUBLIC
+            if not self._logged_in and not public:
+                await self._login()
+            response = await self._send(method, uri, json=json, headers=headers, auth=not public)
+            if response.status_code == 401 and (public or not self._basic):
+                # public: this BMC wants credentials even for the service root;
+                # else: the BMC forgot our session (idle timeout, BMC reboot).  Log in once more.
+                await self._logout()
+                await self._login()
+                response = await self._send(method, uri, json=json, headers=headers, auth=True)
+            if response.status_code == 401:
+                raise AuthFailed(f"{self.address}: {method} {_path(uri)} refused our credentials (401)")
+            if response.status_code == 403:
+                raise AuthFailed(f"{self.address}: {method} {_path(uri)} is forbidden for "
+                                 f"{self.bmc.username!r} (403)")
+            if response.status_code >= 400:
+                raise http_error(response, method, uri, self.address)
+            return response
+
+    async def close(self) -> None:
+        """Delete our session (logout) and close the client; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            async with self._lock:
+                await self._logout()
+        finally:
+            if self._own_client:
+                await self._client.aclose()
+
+    # ------------------------------------------------------------------ sessions
+    async def _login(self) -> None:
+        """Create a session, or settle for Basic auth when the service has no usable SessionService."""
+        self._logged_in = False
+        if self._root is None:
+            response = await self._send("GET", ROOT, auth=False)
+            if response.status_code == 401:  # some BMCs guard even the service root
+                response = await self._send("GET", ROOT, auth=True)
+            self._root = decode(_refused(response, self, "GET", ROOT), "GET", ROOT, self.address)
+        root = self._root
+        sessions = None
+        links = root.get("Links")
+        if isinstance(links, dict) and isinstance(links.get("Sessions"), dict):
+            sessions = odata_id(links["Sessions"], "Links.Sessions")
+        elif isinstance(root.get("SessionService"), dict):
+            # Reading the SessionService itself needs credentials: Basic, this once.
+            uri = odata_id(root["SessionService"], "SessionService")
+            service = decode(_refused(await self._send("GET", uri, auth=True), self, "GET", uri),
+                             "GET", uri, self.address)
+            if isinstance(service.get("Sessions"), dict):
+                sessions = odata_id(service["Sessions"], "SessionService.Sessions")
+        if sessions is None:
+            self._basic, self._logged_in = True, True
+            return
+        body = {"UserName": self.bmc.username, "Password": self._password.get()}
+        response = await self._send("POST", sessions, json=body, auth=False)
+        if response.status_code in (404, 405):
+            self._basic, self._logged_in = True, True
+            log.info("%s: no SessionService login (%s); using Basic auth", self.address, response.status_code)
+            return
+        if response.status_code in (401, 403):
+            raise AuthFailed(f"{self.address}: login as {self.bmc.username!r} refused ({response.status_code})")
+        if response.status_code >= 400:
+            raise http_error(response, "POST", sessions, self.address)
+        token = response.headers.get("X-Auth-Token")
+        if not token:
+            raise ProtocolError(f"{self.address}: login answered {response.status_code} without X-Auth-Token")
+        location = response.headers.get("Location")
+        if not location:
+            try:
+                location = response.json().get("@odata.id")
+            except (ValueError, AttributeError):
+                location = None
+        self._token = token
+        self._session_uri = location if isinstance(location, str) else None
+        self._basic, self._logged_in = False, True
+
+    async def _logout(self) -> None:
+        """Best-effort DELETE of our session: it expires anyway, and a dead BMC must not block close()."""
+        uri, token = self._session_uri, self._token
+        self._session_uri = self._token = None
+        self._logged_in = False
+        if uri is None or token is None or self._client.is_closed:
+            return
+        try:
+            response = await self._send("DELETE", uri, headers={"X-Auth-Token": token}, auth=False)
+            if response.status_code >= 400 and response.status_code not in (401, 404):
+                log.info("%s: logout answered HTTP %s", self.address, response.status_code)
+        except DriverError as exc:
+            log.info("%s: logout failed: %s", self.address, exc)
+
+    # ------------------------------------------------------------------ the wire
+    async def _send(self, method: str, uri: str, *, json: Any = None, headers: dict[str, str] | None = None,
+                    auth: bool) -> httpx.Response:
+        """The one place httpx exceptions become DriverErrors; follows same-origin redirects only."""
+        url = self._url(uri)
+        if self._client.is_closed:  # a caller-supplied client its owner already closed
+            raise DriverError(f"{self.address}: the HTTP client is closed")
+        for _ in range(_MAX_REDIRECTS + 1):
+            hdrs = {**_HEADERS, **(headers or {})}
+            extra: dict[str, Any] = {}
+            if auth and self._token is not None:
+                hdrs["X-Auth-Token"] = self._token
+            elif auth:
+                extra["auth"] = httpx.BasicAuth(self.bmc.username, self._password.get())
+            try:
+                response = await self._client.request(method, url, json=json, headers=hdrs, **extra)
+            except httpx.ConnectTimeout as exc:  # nothing answered the SYN: errors.Unreachable's "no reply"
+                raise Unreachable(f"{self.address}: no answer to connect ({self.base})") from exc
+            except httpx.TimeoutException as exc:
+                raise Timeout(f"{self.address}: {method} {_path(url)} timed out ({type(exc).__name__})") from exc
+            except httpx.ConnectError as exc:
+                if _is_tls_error(exc):
+                    raise ProtocolError(f"{self.address}: TLS handshake failed: {_tls_reason(exc)}") from exc
+                raise Unreachable(f"{self.address}: cannot connect to {self.base}") from exc
+            except httpx.RemoteProtocolError as exc:
+                raise ProtocolError(f"{self.address}: {method} {_path(url)}: broken HTTP answer") from exc
+            except httpx.NetworkError as exc:
+                raise Unreachable(f"{self.address}: connection lost during {method} {_path(url)}") from exc
+            except httpx.HTTPError as exc:
+                raise DriverError(f"{self.address}: {method} {_path(url)} failed ({type(exc).__name__})") from exc
+            if response.status_code not in _REDIRECTS or "Location" not in response.headers:
+                return response
+            # Aliases redirect (PROTOCOL-NOTES); credentials go to this BMC only, never elsewhere.
+            url = str(response.request.url.join(response.headers["Location"]))
+            if urlsplit(url)[:2] != self._origin:
+                raise ProtocolError(f"{self.address}: {method} {_path(uri)} redirects off the BMC; not followed")
+            if response.status_code == 303:
+                method, json = "GET", None
+        raise ProtocolError(f"{self.address}: {method} {_path(uri)}: too many redirects")
+
+    def _url(self, uri: str) -> str:
+        """Absolute URL of an ``@odata.id``; links pointing off this BMC are refused."""
+        uri = uri.split("#", 1)[0]
+        if uri.startswith("/"):
+            return self.base + uri
+        if urlsplit(uri)[:2] == self._origin:
+            return uri
+        raise ProtocolError(f"{self.address}: link {uri[:80]!r} points off the BMC")
+
+
+# --------------------------------------------------------------------------- answers
+def _refused(response: httpx.Response, session: RedfishSession, method: str, uri: str) -> httpx.Response:
+    if response.status_code in (401, 403):
+        raise AuthFailed(f"{session.address}: {method} {_path(uri)} refused our credentials "
+                         f"({response.status_code})")
+    return response
+
+
+def decode(response: httpx.Response, method: str, uri: str, address: str) -> dict[str, Any]:
+    """The JSON object of a 2xx answer, else ProtocolError."""
+    if response.status_code >= 400:
+        raise http_error(response, method, uri, address)
+    try:
+        doc = response.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{address}: {method} {_path(uri)}: answer is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"{address}: {method} {_path(uri)}: answer is a JSON {type(doc).__name__}, not an object")
+    return doc
+
+
+def http_error(response: httpx.Response, method: str, uri: str, address: str) -> ProtocolError:
+    """ProtocolError (Missing for 404) for an HTTP error status, naming the Redfish MessageId."""
+    message_id = ""
+    try:
+        body = response.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            info = err.get("@Message.ExtendedInfo")
+            if isinstance(info, list) and info and isinstance(info[0], dict):
+                message_id = str(info[0].get("MessageId") or "")
+            message_id = message_id or str(err.get("code") or "")
+    except (ValueError, UnicodeDecodeError):
+        pass
+    kind = Missing if response.status_code == 404 else ProtocolError
+    text = f"{address}: {method} {_path(uri)} answered HTTP {response.status_code}"
+    short = message_id.rsplit(".", 1)[-1][:60]
+    exc = kind(text + (f" ({short})" if short else ""), detail=f"{text} {message_id}".strip())
+    exc.status = response.status_code  # type: ignore[attr-defined]
+    return exc
+
+
+def odata_id(link: Any, what: str) -> str:
+    """The ``@odata.id`` of a link object, else ProtocolError."""
+    if not isinstance(link, dict) or not isinstance(link.get("@odata.id"), str):
+        raise ProtocolError(f"{what}: link without @odata.id")
+    return link["@odata.id"]
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return "SSL" in str(exc) or "certificate" in str(exc).lower()
+
+
+def _tls_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return "certificate verify failed (set ca_bundle, or verify_tls: false for a lab)"
+    return text[:120] or type(exc).__name__
+
+
+def _path(uri: str) -> str:
+    return urlsplit(uri).path or uri
