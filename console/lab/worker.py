@@ -113,7 +113,9 @@ class Worker:
                         ifindex=p["ifindex"], name=p["name"], alias=p.get("alias", ""),
                         speed_mbps=p.get("speed_mbps", 25000), node_mac=p.get("mac"),
                         lldp=tuple(p["lldp"]) if p.get("lldp") else None,
-                        link=(lambda m=machine: m.powered) if machine else None,
+                        # a port's link follows its server's power; empty ports are dark, uplinks lit
+                        link=(lambda m=machine: m.powered) if machine else
+                        (None if p.get("alias") == "uplink" else (lambda: False)),
                     ))
                 self.snmp.add(SwitchSpec(
                     name=sw["name"], address=sw["address"], port=0 if ephemeral else sw["port"],
