@@ -183,6 +183,11 @@ def _live(fn):
     """Wrap a headless read command: open the site (and its lab), then run it."""
 
     def run(args: argparse.Namespace) -> int:
+        expr = getattr(args, "range", None) or getattr(args, "node", None)
+        if expr:  # a bad selection is caught before any lab starts
+            from console.commands import selected_nodes
+
+            selected_nodes(sites.load(args.site), expr)
         with open_site(args.site) as ctx:
             return fn(args, ctx)
 
@@ -247,8 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_logging() -> None:
+    """Log to a file under the XDG state dir, never to the terminal (tracebacks belong in the log)."""
+    import logging
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "fleet-console"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(base / "fleet-console.log")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run a command, map errors to a message and an exit status."""
+    _setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.site:

@@ -375,6 +375,9 @@ class MockupServer:
         self.docs = {self.key(k): v for k, v in docs.items()}
         self.docs.setdefault("/redfish", {"v1": "/redfish/v1/"})
         self.resets: list[str] = []
+        self.redirects: dict[str, str] = {}  # path (lower case) -> Location answered with 307
+        self.guard_root = False  # True: even /redfish/v1 wants credentials, as some BMCs do
+        self.requests = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -416,14 +419,17 @@ class MockupServer:
         return web.json_response({"error": {"code": f"Base.1.0.{message_id}", "message": message_id}}, status=status)
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
         key = self.key(request.path)
-        if key not in ("/redfish", "/redfish/v1") or request.method != "GET":
+        if key not in ("/redfish", "/redfish/v1") or request.method != "GET" or self.guard_root:
             auth = request.headers.get("Authorization", "")
             want = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             if request.path.lower().rstrip("/").endswith("/sessions") and request.method == "POST":
                 return self.error(405, "OperationNotAllowed")
             if auth != want:
                 return self.error(401, "NoValidSession")
+        if key in self.redirects:
+            return web.Response(status=307, headers={"Location": self.redirects[key]})
         if request.method == "POST" and key.endswith("/actions/computersystem.reset"):
             kind = (await request.json()).get("ResetType")
             self.resets.append(kind)
@@ -625,3 +631,80 @@ async def test_mockup_missing_things_are_clear_errors(mockup_server, drivers) ->
     d = drivers(make_bmc("127.80.9.3", server.port))
     with pytest.raises(DriverError, match="no ComputerSystem.Reset"):
         await d.power(PowerAction.OFF)
+
+
+@pytest.mark.skipif(not MOCKUPS.is_dir(), reason="redfish mockups not present")
+async def test_mockup_basic_auth_paths(mockup_server, drivers) -> None:
+    """No Links.Sessions: the SessionService is read (with Basic) and its login refused (405)."""
+    def no_links(docs: dict[str, Any]) -> None:
+        del docs["/redfish/v1"]["Links"]
+
+    server = await mockup_server("dmtf-public-rackmount1", edit=no_links)
+    d = drivers(make_bmc("127.80.9.1", server.port))
+    assert await d.power_state() == PowerState.ON
+    assert d._http.basic_auth
+    with pytest.raises(AuthFailed):
+        await drivers(make_bmc("127.80.9.1", server.port), password="wrong").power_state()
+
+    def no_session_service(docs: dict[str, Any]) -> None:
+        del docs["/redfish/v1"]["Links"], docs["/redfish/v1"]["SessionService"]
+
+    server = await mockup_server("openbmc-stock", "127.80.9.2", edit=no_session_service)
+    server.guard_root = True
+    d = drivers(make_bmc("127.80.9.2", server.port))
+    assert await d.power_state() == PowerState.OFF, "root read with Basic credentials after a 401"
+    with pytest.raises(AuthFailed):
+        await drivers(make_bmc("127.80.9.2", server.port), password="wrong").health()
+
+
+@pytest.mark.skipif(not MOCKUPS.is_dir(), reason="redfish mockups not present")
+async def test_mockup_redirects_same_origin_only(mockup_server, drivers) -> None:
+    def alias(docs: dict[str, Any]) -> None:
+        docs["/redfish/v1"]["Systems"] = {"@odata.id": "/redfish/v1/SystemsAlias"}
+
+    server = await mockup_server("dmtf-public-rackmount1", edit=alias)
+    server.redirects["/redfish/v1/systemsalias"] = "/redfish/v1/Systems"
+    d = drivers(make_bmc("127.80.9.1", server.port))
+    assert await d.power_state() == PowerState.ON, "an alias that redirects on the BMC is followed"
+
+    server.redirects["/redfish/v1/systemsalias"] = "http://127.80.9.99:9/redfish/v1/Systems"
+    d = drivers(make_bmc("127.80.9.1", server.port))
+    with pytest.raises(ProtocolError, match="redirects off the BMC"):
+        await d.power_state()
+
+
+async def test_lab_session_limit_is_a_clear_error(lab: RedfishLab, drivers) -> None:
+    address = "127.80.8.1"
+    _, port = await serve_one(lab, address)
+    lab.max_sessions = 0
+    with pytest.raises(ProtocolError, match="503.*SessionLimitExceeded"):
+        await drivers(make_bmc(address, port)).health()
+
+
+async def test_lab_one_connection_one_session_under_concurrency(lab: RedfishLab, drivers) -> None:
+    address = "127.80.8.2"
+    _, port = await serve_one(lab, address, flavor="idrac")
+    d = drivers(make_bmc(address, port))
+    streams: list[object] = []  # the objects themselves: ids of dead ones could be reused
+
+    async def seen(response: httpx.Response) -> None:
+        stream = response.extensions["network_stream"]
+        if not any(stream is s for s in streams):
+            streams.append(stream)
+
+    d._http._client.event_hooks["response"].append(seen)
+    results = await asyncio.gather(*(d.power_state() for _ in range(10)), d.sensors(), d.identity(), d.events())
+    assert results[:10] == [PowerState.ON] * 10
+    assert lab.session_count(address) == 1, "concurrent first calls log in once"
+    assert len(streams) == 1, "every request rode one kept-alive connection"
+
+
+async def test_close_after_the_bmc_died_does_not_raise(lab: RedfishLab, drivers) -> None:
+    address = "127.80.8.3"
+    _, port = await serve_one(lab, address)
+    d = drivers(make_bmc(address, port), timeout=0.5)
+    await d.health()
+    await lab.stop()
+    await d.close()
+    with pytest.raises(DriverError, match="closed"):
+        await d.health()

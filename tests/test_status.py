@@ -1,0 +1,125 @@
+"""Live fleet state against the demo lab: every protocol, faults, and the status command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from console.fleet import Fleet
+from console.poller import PollConfig, Poller
+from console.secrets import Secrets
+
+
+@pytest.fixture
+def lab_site(demo_lab):
+    return demo_lab.effective_site(), Secrets(lab=demo_lab.secrets)
+
+
+async def test_sweep_reads_every_node_over_its_protocol(demo_lab, lab_site):
+    site, secrets = lab_site
+    fleet = Fleet(site)
+    poller = Poller(site, fleet, secrets, PollConfig(timeout=5, min_interval=0))
+    try:
+        await poller.sweep(("power", "image"))
+    finally:
+        await poller.aclose()
+    records = {n.name: fleet.record(n.name) for n in site.nodes}
+    errors = {k: r["error"] for k, r in records.items() if r["error"]}
+    assert not errors
+    assert records["dal1-r01-n13"]["power"] == "off"  # powered off in the lab section
+    assert records["dal1-r01-n01"]["power"] == "on"
+    assert records["dal1-r01-n07"]["health"] == "critical"  # failed fan, over IPMI
+    assert records["dal1-r03-n11"]["health"] == "critical"  # overtemp, over Redfish (iLO flavor)
+    assert records["dal1-r01-n01"]["health"] == "ok"
+    assert records["dal1-r02-n03"]["image"] == {"desired": "flatcar@4081.2.1", "running": "flatcar@3975.2.2",
+                                                 "state": "drift", "error": None}
+    assert records["dal1-r03-n05"]["image"]["state"] == "ok"
+    off = records["dal1-r03-n20"]["image"]
+    assert off["state"] == "unknown" and off["error"]  # no SSH to a machine that is off: unknown, with why
+    assert records["dal1-r02-n08"]["switch_port"]["finding"] == "mismatch"  # the miscabled one
+    assert records["dal1-r02-n09"]["switch_port"] == {"expected": "dal1-r02-tor/Ethernet9",
+                                                       "discovered": "dal1-r02-tor/Ethernet9",
+                                                       "finding": "match", "link": "up"}
+    assert records["dal1-r01-n13"]["switch_port"]["finding"] == "unknown"  # link down: not learned
+    assert demo_lab.sessions() == {"ipmi": 0, "redfish": 0}  # every session logged out
+
+
+async def test_a_dead_bmc_becomes_an_error_within_two_periods_and_the_rest_stay_fresh(demo_lab, lab_site):
+    site, secrets = lab_site
+    fleet = Fleet(site)
+    period = 0.5
+    cfg = PollConfig(power_interval=period, sensors_interval=60, events_interval=60, identity_interval=600,
+                     image_interval=600, switch_interval=60, timeout=1.0, min_interval=0.1,
+                     backoff_base=0.2, backoff_max=1.0)
+    victims = {"ipmi": site.node("dal1-r01-n03"), "redfish": site.node("dal1-r02-n12")}
+    watched = [n for n in site.nodes if n.rack == "r01"][:10] + [victims["redfish"]]
+    sub = site.model_copy(update={"nodes": tuple(watched), "switches": ()})
+    sub._index = None
+    poller = Poller(sub, fleet_sub := Fleet(sub), secrets, cfg)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(fleet_sub.nodes[n.name].last_success for n in watched):
+            await asyncio.sleep(0.1)
+        assert all(fleet_sub.nodes[n.name].last_success for n in watched)
+        demo_lab.fault("ipmi", victims["ipmi"].name, "silent")
+        demo_lab.fault("redfish", victims["redfish"].name, "hang")
+        t0 = time.time()
+        budget = 2 * period + 3 * cfg.timeout + 1  # two poll periods plus the request timeouts
+        while time.time() - t0 < budget and not all(fleet_sub.nodes[v.name].error for v in victims.values()):
+            await asyncio.sleep(0.1)
+        for v in victims.values():
+            assert fleet_sub.nodes[v.name].error, v.name
+            assert fleet_sub.record(v.name)["power"] == "unknown"
+        fresh_since = time.time() - 2 * period - 1
+        for n in watched:
+            if n.name not in {v.name for v in victims.values()}:
+                st = fleet_sub.nodes[n.name]
+                assert st.error is None and st.last_success > fresh_since, n.name
+    finally:
+        demo_lab.fault("ipmi", victims["ipmi"].name, "")
+        demo_lab.fault("redfish", victims["redfish"].name, "")
+        await poller.aclose()
+
+
+def test_status_json_uses_the_running_lab_and_never_prints_secrets(tmp_path):
+    """`lab` in one process, `status --json` in another: the second finds and uses the first."""
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    lab = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", "demo", "lab", "--ephemeral", "--json",
+                            "--time-scale", "0.02"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        lab.stdout.readline()
+        info = json.loads(lab.stdout.readline())
+        r = subprocess.run([sys.executable, "-m", "console.cli", "--site", "demo", "status", "--json"],
+                           capture_output=True, text=True, timeout=180, env=env)
+        assert r.returncode == 0, r.stderr
+        records = json.loads(r.stdout)
+        assert len(records) == 89
+        keys = {"name", "rack", "u", "bmc", "power", "health", "boot_override", "switch_port", "image", "error",
+                "polled_at"}
+        assert all(keys <= set(rec) for rec in records)
+        assert all(rec["power"] in ("on", "off") and rec["polled_at"] for rec in records)
+        # the addresses polled are the running lab's (its ports differ from a fresh lab's)
+        by_name = {n["name"]: n for n in info["nodes"]}
+        assert {rec["bmc"]["address"] for rec in records} == {n["bmc"]["address"] for n in by_name.values()}
+        secrets = json.loads(open(info["secrets_file"]).read())
+        for key, value in secrets.items():
+            if key != "known_hosts":
+                assert value not in r.stdout and value not in r.stderr, key
+        assert "Traceback" not in r.stderr
+    finally:
+        lab.terminate()
+        lab.wait(30)
+        lab.stdout.close()
+
+
+def test_status_bad_selection_exits_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "console.cli", "--site", "demo", "status", "dal1-r09-n[01-02]"],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
+    assert r.returncode == 2 and "unknown node(s)" in r.stderr and "Traceback" not in r.stderr
