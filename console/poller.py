@@ -141,12 +141,18 @@ class Poller:
         return self._bmcs[name].failures >= self.config.breaker_threshold
 
     async def _drop_driver(self, ep: _Endpoint) -> None:
-        driver, ep.driver = ep.driver, None
-        if driver is not None:
-            try:
-                await asyncio.wait_for(driver.close(), 5)
-            except BaseException:  # a dead BMC cannot be logged out of; it expires the session
-                pass
+        """Log out and forget the endpoint's driver (bounded; a dead BMC expires the session itself)."""
+        driver = ep.driver
+        if driver is None:
+            return
+        try:
+            await asyncio.wait_for(driver.close(), 5)
+        except asyncio.CancelledError:
+            raise  # keep ep.driver: aclose() logs it out
+        except Exception:
+            pass
+        if ep.driver is driver:
+            ep.driver = None
 
     # ------------------------------------------------------------ node jobs
     async def poll_node(self, name: str, jobs: Iterable[str] = ("power",)) -> None:

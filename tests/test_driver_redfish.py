@@ -127,7 +127,9 @@ async def test_lab_every_flavor_and_transport(lab: RedfishLab, drivers, flavor: 
     machine, port = await serve_one(lab, address, flavor=flavor, scheme=scheme)
     d = drivers(bmc_for(lab, address, port, transport))
 
+    assert d.auth_mode == "none", "no I/O before the first call"
     ident = await d.identity()
+    assert d.auth_mode == "session"
     assert ident.serial == machine.serial_number
     assert ident.uuid == str(machine.uuid)
     assert ident.model == machine.spec.model
@@ -360,6 +362,63 @@ def test_quirk_table_lookup() -> None:
         quirks_for("acme")
 
 
+async def test_lab_session_limit_is_a_clear_error(lab: RedfishLab, drivers) -> None:
+    address = "127.80.8.1"
+    _, port = await serve_one(lab, address)
+    lab.max_sessions = 0
+    with pytest.raises(ProtocolError, match="503.*SessionLimitExceeded"):
+        await drivers(make_bmc(address, port)).health()
+
+
+async def test_lab_one_connection_one_session_under_concurrency(lab: RedfishLab, drivers) -> None:
+    address = "127.80.8.2"
+    _, port = await serve_one(lab, address, flavor="idrac")
+    d = drivers(make_bmc(address, port))
+    streams: list[object] = []  # the objects themselves: ids of dead ones could be reused
+
+    async def seen(response: httpx.Response) -> None:
+        stream = response.extensions["network_stream"]
+        if not any(stream is s for s in streams):
+            streams.append(stream)
+
+    d._http._client.event_hooks["response"].append(seen)  # the driver's own client, as configured
+    results = await asyncio.gather(*(d.power_state() for _ in range(10)), d.sensors(), d.identity(), d.events())
+    assert results[:10] == [PowerState.ON] * 10
+    assert lab.session_count(address) == 1, "concurrent first calls log in once"
+    assert len(streams) == 1, "every request rode one kept-alive connection"
+
+
+async def test_close_after_the_bmc_died_does_not_raise(lab: RedfishLab, drivers) -> None:
+    address = "127.80.8.3"
+    _, port = await serve_one(lab, address)
+    d = drivers(make_bmc(address, port), timeout=0.5)
+    await d.health()
+    await lab.stop()
+    await d.close()
+    with pytest.raises(DriverError, match="closed"):
+        await d.health()
+
+
+async def test_lab_stale_etag_is_retried_once(lab: RedfishLab, drivers) -> None:
+    """PATCH carries If-Match; a 412 (the system changed since our GET) is retried with a fresh ETag."""
+    address = "127.80.8.4"
+    _, port = await serve_one(lab, address, flavor="openbmc")
+    patches: list[str] = []
+
+    async def stale_first(request: httpx.Request) -> None:
+        if request.method == "PATCH":
+            patches.append(request.headers.get("If-Match", ""))
+            if len(patches) == 1:
+                request.headers["If-Match"] = 'W/"00000000"'
+
+    async with httpx.AsyncClient(event_hooks={"request": [stale_first]}) as client:
+        d = drivers(make_bmc(address, port), client=client)
+        await d.set_boot_override(BootTarget.BIOS)
+        assert await d.boot_override() == BootOverride(BootTarget.BIOS)
+        await d.close()
+    assert len(patches) == 2 and all(p.startswith('W/"') for p in patches)
+
+
 # --------------------------------------------------------------------------- part 2: the mockups
 class MockupServer:
     """A mockup tree served read-only on loopback, the way a real BMC would answer GETs.
@@ -377,6 +436,7 @@ class MockupServer:
         self.resets: list[str] = []
         self.redirects: dict[str, str] = {}  # path (lower case) -> Location answered with 307
         self.guard_root = False  # True: even /redfish/v1 wants credentials, as some BMCs do
+        self.apply_resets = True  # False: accept resets and ignore them, as a wedged BMC does
         self.requests = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -404,9 +464,14 @@ class MockupServer:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, address, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sock = socket.socket()
+        try:
+            sock.bind((address, 0))  # our own socket: the ephemeral port is known before serving
+            await web.SockSite(self._runner, sock).start()
+        except BaseException:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
@@ -434,7 +499,7 @@ class MockupServer:
             kind = (await request.json()).get("ResetType")
             self.resets.append(kind)
             system = self.docs.get(key.rsplit("/actions/", 1)[0])
-            if system is not None:
+            if system is not None and self.apply_resets:
                 system["PowerState"] = "Off" if kind in ("ForceOff", "GracefulShutdown") else "On"
             return web.Response(status=204)
         if request.method != "GET":
@@ -593,6 +658,7 @@ async def test_mockup_sensors_collection_when_thermal_absent(mockup_server, driv
     ("ami-gigabyte-h262-z63", PowerAction.RESET, ["ForceRestart"]),  # ResetType from @Redfish.ActionInfo
     ("ami-gigabyte-h262-z63", PowerAction.CYCLE, ["ForceOff", "On"]),
     ("openbmc-stock", PowerAction.CYCLE, ["PowerCycle"]),
+    ("openbmc-stock", PowerAction.RESET, ["ForceRestart"]),
     ("dell-idrac-bmclib-fixtures", PowerAction.SOFT, ["GracefulShutdown"]),
     ("dmtf-public-rackmount1", PowerAction.ON, ["On"]),
 ])
@@ -642,7 +708,7 @@ async def test_mockup_basic_auth_paths(mockup_server, drivers) -> None:
     server = await mockup_server("dmtf-public-rackmount1", edit=no_links)
     d = drivers(make_bmc("127.80.9.1", server.port))
     assert await d.power_state() == PowerState.ON
-    assert d._http.basic_auth
+    assert d.auth_mode == "basic"
     with pytest.raises(AuthFailed):
         await drivers(make_bmc("127.80.9.1", server.port), password="wrong").power_state()
 
@@ -673,38 +739,44 @@ async def test_mockup_redirects_same_origin_only(mockup_server, drivers) -> None
         await d.power_state()
 
 
-async def test_lab_session_limit_is_a_clear_error(lab: RedfishLab, drivers) -> None:
-    address = "127.80.8.1"
-    _, port = await serve_one(lab, address)
-    lab.max_sessions = 0
-    with pytest.raises(ProtocolError, match="503.*SessionLimitExceeded"):
-        await drivers(make_bmc(address, port)).health()
+@pytest.mark.skipif(not MOCKUPS.is_dir(), reason="redfish mockups not present")
+async def test_mockup_less_common_shapes(mockup_server, drivers) -> None:
+    """Log entries as bare links, and a system without Links.Chassis."""
+    def bare_entries(docs: dict[str, Any]) -> None:
+        entries = docs["/redfish/v1/systems/437xr1138r2/logservices/log1/entries"]
+        entries["Members"] = [{"@odata.id": m["@odata.id"]} for m in entries["Members"]]
+
+    server = await mockup_server("dmtf-public-rackmount1", edit=bare_entries)
+    d = drivers(make_bmc("127.80.9.1", server.port))
+    events = await d.events(limit=1)
+    assert [(e.id, e.severity, e.message) for e in events] == [("2", "critical", "Temperature threshold exceeded")]
+
+    def unlinked(docs: dict[str, Any]) -> None:
+        del docs["/redfish/v1/systems/529qb9450r6"]["Links"]["Chassis"]
+
+    server = await mockup_server("dmtf-public-bladed", "127.80.9.2", edit=unlinked)
+    d = drivers(make_bmc("127.80.9.2", server.port, system="529QB9450R6"))
+    assert [s.name for s in await d.sensors()] == ["CPU Temp", "CPU Fan"], "found through Chassis Links"
 
 
-async def test_lab_one_connection_one_session_under_concurrency(lab: RedfishLab, drivers) -> None:
-    address = "127.80.8.2"
-    _, port = await serve_one(lab, address, flavor="idrac")
-    d = drivers(make_bmc(address, port))
-    streams: list[object] = []  # the objects themselves: ids of dead ones could be reused
+@pytest.mark.skipif(not MOCKUPS.is_dir(), reason="redfish mockups not present")
+async def test_mockup_cycle_fallback_on_a_machine_that_is_off(mockup_server, drivers) -> None:
+    def off(docs: dict[str, Any]) -> None:
+        docs["/redfish/v1/systems/1"]["PowerState"] = "Off"
 
-    async def seen(response: httpx.Response) -> None:
-        stream = response.extensions["network_stream"]
-        if not any(stream is s for s in streams):
-            streams.append(stream)
-
-    d._http._client.event_hooks["response"].append(seen)
-    results = await asyncio.gather(*(d.power_state() for _ in range(10)), d.sensors(), d.identity(), d.events())
-    assert results[:10] == [PowerState.ON] * 10
-    assert lab.session_count(address) == 1, "concurrent first calls log in once"
-    assert len(streams) == 1, "every request rode one kept-alive connection"
+    server = await mockup_server("hpe-ilo5-dl325-gen10plus", edit=off)
+    d = drivers(make_bmc("127.80.9.1", server.port))
+    await d.power(PowerAction.CYCLE)
+    assert server.resets == ["On"], "no ForceOff for a machine already off"
+    assert await d.power_state() == PowerState.ON
 
 
-async def test_close_after_the_bmc_died_does_not_raise(lab: RedfishLab, drivers) -> None:
-    address = "127.80.8.3"
-    _, port = await serve_one(lab, address)
-    d = drivers(make_bmc(address, port), timeout=0.5)
-    await d.health()
-    await lab.stop()
-    await d.close()
-    with pytest.raises(DriverError, match="closed"):
-        await d.health()
+@pytest.mark.skipif(not MOCKUPS.is_dir(), reason="redfish mockups not present")
+async def test_mockup_cycle_fallback_gives_up_when_power_stays_on(mockup_server, drivers) -> None:
+    server = await mockup_server("ami-gigabyte-h262-z63")
+    server.apply_resets = False
+    d = drivers(make_bmc("127.80.9.1", server.port))
+    d.poll_interval, d.cycle_off_timeout = 0.01, 0.1
+    with pytest.raises(Timeout, match="did not turn off"):
+        await d.power(PowerAction.CYCLE)
+    assert server.resets == ["ForceOff"], "never On after an off that did not happen"

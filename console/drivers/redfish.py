@@ -82,7 +82,9 @@ QUIRKS: dict[str, Quirks] = {
         Quirks("hpe", clear_without_target_none=True),
         Quirks("lenovo"),
         # Supermicro needs BootSourceOverrideMode sent back (DMTF/Redfishtool#106), and may answer
-        # 200 then revert (bmc-toolbox/bmclib#459): the read-back catches that.
+        # 200 then revert (bmc-toolbox/bmclib#459): the read-back catches that.  Only Supermicro:
+        # writing the mode fails on systems that do not let it change
+        # (ansible-collections/community.general#3581).
         Quirks("supermicro", send_boot_mode=True),
         Quirks("openbmc"),
     )
@@ -155,6 +157,11 @@ class RedfishDriver:
     def __repr__(self) -> str:
         return f"RedfishDriver({self._http.base}, user={self.bmc.username!r})"
 
+    @property
+    def auth_mode(self) -> str:
+        """``session`` (X-Auth-Token), ``basic`` (no usable SessionService) or ``none`` (not logged in yet)."""
+        return self._http.auth_mode
+
     async def __aenter__(self) -> "RedfishDriver":
         return self
 
@@ -168,7 +175,12 @@ class RedfishDriver:
         return rv.POWER.get(value, PowerState.UNKNOWN) if value else PowerState.UNKNOWN
 
     async def power(self, action: PowerAction) -> None:
-        """POST ComputerSystem.Reset with the ResetType the BMC allows for ``action``."""
+        """POST ComputerSystem.Reset with the ResetType the BMC allows for ``action``.
+
+        Returns once the BMC accepted the request; poll :meth:`power_state` for the result.
+        The one exception: ``cycle`` on a BMC without PowerCycle sends ForceOff, waits (up to
+        :attr:`cycle_off_timeout`) until the power is off, then sends On.
+        """
         action = PowerAction(action)
         system = await self._system()
         target, allowed = await self._reset_action(system)
@@ -176,9 +188,10 @@ class RedfishDriver:
         kind = rv.choose(quirks.resets.get(action, DEFAULT_RESETS[action]), allowed)
         on = rv.choose(DEFAULT_RESETS[PowerAction.ON], allowed)
         if kind is None and action == PowerAction.CYCLE and on and rv.choose(("ForceOff",), allowed):
-            await self._reset(target, "ForceOff")
-            await self._wait_power(PowerState.OFF, self.cycle_off_timeout)
-            kind = on
+            if rv.POWER.get(rv.opt_str(system, "PowerState", "ComputerSystem") or "") != PowerState.OFF:
+                await self._reset(target, "ForceOff")
+                await self._wait_power(PowerState.OFF, self.cycle_off_timeout)
+            kind = on  # a cycle of a machine that is off powers it on, as PowerCycle does
         if kind is None:
             raise DriverError(f"{self.address}: the BMC offers no reset type for {action.value!r} "
                               f"(allowed: {', '.join(allowed or ())})")
@@ -209,8 +222,9 @@ class RedfishDriver:
                 if isinstance(allowed, list) and value not in allowed:
                     raise DriverError(f"{self.address}: the BMC does not allow {prop} {value!r} "
                                       f"(allowed: {', '.join(map(str, allowed))})")
-        if quirks.send_boot_mode and isinstance(boot.get("BootSourceOverrideMode"), str):
-            body["BootSourceOverrideMode"] = boot["BootSourceOverrideMode"]
+        mode = boot.get("BootSourceOverrideMode")
+        if quirks.send_boot_mode and isinstance(mode, str) and mode:  # blank on some (metal-operator#553)
+            body["BootSourceOverrideMode"] = mode
         try:
             await self._http.request("PATCH", uri, json={"Boot": body}, headers={"If-Match": etag} if etag else None)
         except ProtocolError as exc:
@@ -290,20 +304,20 @@ class RedfishDriver:
             for member in rv.members(coll or {}, "Members", "EthernetInterfaceCollection"):
                 nic = member if isinstance(member, dict) and "MACAddress" in member else \
                     await self._http.get(odata_id(member, "EthernetInterface"))
-                text = rv.opt_str(nic, "MACAddress", "EthernetInterface") or \
-                    rv.opt_str(nic, "PermanentMACAddress", "EthernetInterface")
-                if text and (mac := rv.mac(text)) not in macs:
+                mac = rv.mac(rv.opt_str(nic, "MACAddress", "EthernetInterface") or
+                             rv.opt_str(nic, "PermanentMACAddress", "EthernetInterface") or "")
+                if mac is not None and mac not in macs:
                     macs.append(mac)
 
-        def text(key: str) -> str:
+        def prop(key: str) -> str:
             return rv.opt_str(system, key, "ComputerSystem") or ""
 
         return Identity(
-            vendor=text("Manufacturer") or rv.opt_str(root, "Vendor", "ServiceRoot") or "",
-            model=text("Model"),
-            serial=text("SerialNumber"),
-            uuid=text("UUID").lower(),
-            bios_version=text("BiosVersion"),
+            vendor=prop("Manufacturer") or rv.opt_str(root, "Vendor", "ServiceRoot") or "",
+            model=prop("Model"),
+            serial=prop("SerialNumber"),
+            uuid=prop("UUID").lower(),
+            bios_version=prop("BiosVersion"),
             bmc_firmware=firmware,
             macs=tuple(macs),
         )

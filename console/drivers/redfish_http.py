@@ -97,9 +97,11 @@ class RedfishSession:
         self._root: dict[str, Any] | None = None
 
     @property
-    def basic_auth(self) -> bool:
-        """True when the BMC gave us no session and every request carries Basic credentials."""
-        return self._basic
+    def auth_mode(self) -> str:
+        """``session``, ``basic`` (every request carries Basic credentials) or ``none`` yet."""
+        if not self._logged_in:
+            return "none"
+        return "basic" if self._basic else "session"
 
     # ------------------------------------------------------------------ requests
     async def service_root(self) -> dict[str, Any]:
@@ -207,7 +209,8 @@ class RedfishSession:
             except (ValueError, AttributeError):
                 location = None
         self._token = token
-        self._session_uri = location if isinstance(location, str) else None
+        # Only the path: some BMCs put their own host name in Location; the session lives here anyway.
+        self._session_uri = _path(location) if isinstance(location, str) and location else None
         self._basic, self._logged_in = False, True
 
     async def _logout(self) -> None:

@@ -114,11 +114,12 @@ def boot_from(system: dict[str, Any]) -> BootOverride:
     return BootOverride(target, enabled == "Continuous" and target != BootTarget.NONE)
 
 
-def mac(text: str) -> str:
-    """A MAC address normalised to ``aa:bb:cc:dd:ee:ff``."""
+def mac(text: str) -> str | None:
+    """A MAC address normalised to ``aa:bb:cc:dd:ee:ff``; None for an empty, all-zero or
+    non-Ethernet value (interfaces without an address report these; they identify nothing)."""
     hexdigits = "".join(c for c in text.lower() if c in "0123456789abcdef")
-    if len(hexdigits) != 12:
-        raise ProtocolError(f"MACAddress {text[:40]!r} is not a MAC address")
+    if len(hexdigits) != 12 or len(text) > 17 or hexdigits == "0" * 12:
+        return None
     return ":".join(hexdigits[i:i + 2] for i in range(0, 12, 2))
 
 

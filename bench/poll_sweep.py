@@ -1,0 +1,132 @@
+"""Benchmark: how fast the poller sweeps N lab BMCs, against freeipmi and ipmitool.
+
+    python bench/poll_sweep.py                      # N = 100 and 1000, IPMI and Redfish
+    python bench/poll_sweep.py --sizes 100 --protocols ipmi
+
+For each protocol and size it starts the lab (worker processes, ephemeral ports on
+loopback), then measures in this process:
+
+- cold sweep: first power + health + boot-override poll of every BMC (logins included);
+- steady sweep: the same again on the kept sessions (median of 3);
+- for IPMI, in the same run and over the same BMCs: ``ipmi-power --stat`` from
+  freeipmi (its own fan-out, a full session handshake per host) and a sequential
+  ``ipmitool power status`` loop over a sample, extrapolated;
+- peak RSS of this (the poller's) process, and BMC sessions left open after
+  ``Poller.aclose()`` as counted by the lab (must be 0).
+
+Prints figures and ratios; asserts nothing (speed is measured, not tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from console.fleet import Fleet  # noqa: E402
+from console.lab.lab import Lab  # noqa: E402
+from console.lab.scale import scaled_site_yaml  # noqa: E402
+from console.poller import PollConfig, Poller  # noqa: E402
+from console.secrets import Secrets  # noqa: E402
+from inventory.loader import load_site_text  # noqa: E402
+
+
+async def sweeps(site, secrets, rounds: int) -> tuple[float, list[float], int, Poller]:
+    fleet = Fleet(site)
+    poller = Poller(site, fleet, secrets, PollConfig(min_interval=0.0, timeout=5.0, global_limit=128))
+    t = time.perf_counter()
+    await poller.sweep(("power",), switches=False)
+    cold = time.perf_counter() - t
+    steady = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        await poller.sweep(("power",), switches=False)
+        steady.append(time.perf_counter() - t)
+    errors = sum(1 for st in fleet.nodes.values() if st.error)
+    await poller.aclose()
+    return cold, steady, errors, poller
+
+
+def freeipmi(site, password: str) -> float | None:
+    tool = shutil.which("ipmi-power")
+    if not tool:
+        return None
+    hosts = ",".join(f"{n.bmc.address}:{n.bmc.port}" for n in site.nodes)
+    t = time.perf_counter()
+    r = subprocess.run([tool, "-D", "LAN_2_0", "-I", "3", "-u", "admin", "-p", password, "-h", hosts, "--stat"],
+                       capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - t
+    ok = r.stdout.count(": on") + r.stdout.count(": off")
+    if ok != len(site.nodes):
+        print(f"    freeipmi answered {ok}/{len(site.nodes)}", file=sys.stderr)
+    return elapsed
+
+
+def ipmitool_sample(site, password: str, sample: int) -> float | None:
+    tool = shutil.which("ipmitool")
+    if not tool:
+        return None
+    nodes = site.nodes[:sample]
+    t = time.perf_counter()
+    for n in nodes:
+        subprocess.run([tool, "-I", "lanplus", "-C", "3", "-H", n.bmc.address, "-p", str(n.bmc.port), "-U", "admin",
+                        "-P", password, "power", "status"], capture_output=True, timeout=60)
+    return (time.perf_counter() - t) / len(nodes)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100,1000")
+    ap.add_argument("--protocols", default="ipmi,redfish")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sample", type=int, default=20, help="hosts in the sequential ipmitool loop")
+    args = ap.parse_args()
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-bench-"))
+    rows = []
+    for protocol in args.protocols.split(","):
+        for n in (int(x) for x in args.sizes.split(",")):
+            site = load_site_text(scaled_site_yaml(n, protocol=protocol, name=f"bench-{protocol}-{n}"))
+            lab = Lab(site, ephemeral=True)
+            t = time.perf_counter()
+            lab.start(timeout=300)
+            lab_start = time.perf_counter() - t
+            try:
+                eff = lab.effective_site()
+                secrets = Secrets(lab=lab.secrets)
+                cold, steady, errors, poller = asyncio.run(sweeps(eff, secrets, args.rounds))
+                leaked = lab.sessions()
+                med = statistics.median(steady)
+                row = {"protocol": protocol, "n": n, "lab_start_s": lab_start, "cold_s": cold, "steady_s": med,
+                       "polls_per_s": n / med, "errors": errors, "leaked": leaked[protocol],
+                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                if protocol == "ipmi":
+                    row["freeipmi_s"] = freeipmi(eff, lab.secrets["bmc"])
+                    row["ipmitool_per_host_s"] = ipmitool_sample(eff, lab.secrets["bmc"], args.sample)
+                rows.append(row)
+                print(f"{protocol:8} N={n:5}  lab start {lab_start:5.1f} s  cold {cold:6.2f} s  steady {med:6.2f} s "
+                      f"({n / med:7.0f} BMC polls/s)  errors {errors}  leaked sessions {leaked[protocol]}  "
+                      f"peak RSS {row['rss_mb']:.0f} MB", flush=True)
+                if protocol == "ipmi" and row.get("freeipmi_s"):
+                    fi = row["freeipmi_s"]
+                    print(f"{'':8} freeipmi ipmi-power --stat: {fi:6.2f} s ({n / fi:7.0f} hosts/s); "
+                          f"ours/freeipmi throughput ratio {fi / med:5.1f}x; "
+                          f"ipmitool sequential {row['ipmitool_per_host_s'] * 1000:.0f} ms/host "
+                          f"(≈{row['ipmitool_per_host_s'] * n:.1f} s for N)", flush=True)
+            finally:
+                lab.stop()
+    print("\nnote: one poll = power state + health + boot override (3 requests on a kept session); "
+          "freeipmi and ipmitool do one power-status request per host, with a new session each.")
+
+
+if __name__ == "__main__":
+    main()

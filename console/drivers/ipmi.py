@@ -1,0 +1,540 @@
+"""IPMI driver: one :class:`IpmiDriver` per BMC, speaking RMCP+ (``lanplus``) through pyghmi.
+
+How it talks (``shared/PROTOCOL-NOTES.md``, section pyghmi):
+
+- pyghmi is blocking.  Every call runs on a bounded thread pool that lives here and only
+  here (:func:`shared_pool`, 32 threads, shared by every driver that is not given its own
+  ``executor``).  One request is in flight per driver (an :class:`asyncio.Lock`).
+- One pyghmi ``Command`` per driver, created on first use and kept: ``get_power`` on an
+  open session is one round trip, a new RMCP+ login is several.  User and password are
+  passed as bytes (a second ``Command`` to the same BMC hangs with ``str``).  A session
+  pyghmi has given up on is dropped and logged in again once; one idle longer than
+  :attr:`IpmiDriver.idle_relogin` is replaced before use (nothing sends keepalives
+  between our calls, and a BMC silently forgets an idle session).  pyghmi shares one
+  session among ``Command`` objects for the same BMC and user, so sessions are
+  reference-counted and :meth:`IpmiDriver.close` logs out only the last user.
+- Every pyghmi or socket exception is mapped to :mod:`console.errors` in one place,
+  :func:`map_error`, and re-raised ``from`` the original.  Messages never hold the password.
+
+Two fixes to pyghmi 1.6.19 behaviour, applied once, without editing pyghmi, by
+:func:`install_pyghmi_fixes`.  Each checks the private names it relies on first and
+leaves pyghmi untouched (logging a warning) if they changed; the driver then still
+works, only slower and with the asyncio-side timeout alone.
+
+1. **Slow reply pickup.**  pyghmi's I/O thread only wakes waiters registered *before*
+   a reply arrives; a reply that is already queued for the session when the caller
+   starts waiting is noticed at the retransmit timer (0.5-1 s).  The replacement
+   ``_io_wait`` returns at once when the session already has a reply queued, and never
+   sleeps longer than :data:`IO_WAIT_CAP` (the remaining race between that check and
+   registering the waiter).  Measured with 20 lab BMCs polled concurrently (see the
+   report in ``bench/ipmi_poll.py``).
+2. **Deadlines and junk.**  The same ``_io_wait`` raises :class:`_DeadlineExceeded` in
+   a worker thread whose call is past its deadline, so a silent BMC frees its thread
+   after ``timeout`` instead of pyghmi's own ~30 s of retries; the abandoned session is
+   then made to forget its pending request and dropped.  A malformed packet no longer
+   raises ``struct.error`` in whichever thread happens to process it (pyghmi processes
+   every session's packets in any waiting thread, so one lying BMC broke calls to
+   others); it is dropped and remembered on its session, and a call that then runs out
+   of time reports :class:`~console.errors.ProtocolError` instead of a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import struct
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+import pyghmi.exceptions as pyghmi_exc
+from pyghmi.ipmi import command as pyghmi_command
+from pyghmi.ipmi import sdr as pyghmi_sdr
+from pyghmi.ipmi.private import session as pyghmi_session
+
+from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
+from console.secrets import Secret
+from inventory.model import Bmc
+
+from . import ipmi_values as iv
+from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, PowerState, Sensor
+
+__all__ = ["IO_WAIT_CAP", "POOL_SIZE", "IpmiDriver", "install_pyghmi_fixes", "map_error", "shared_pool"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Threads in the pool shared by drivers that are not given an executor.
+POOL_SIZE = 32
+#: Longest a pyghmi wait may sleep before looking for a reply again (seconds).
+IO_WAIT_CAP = 0.005
+#: How long past its timeout a call may take before the asyncio side gives up on the
+#: thread (only when the pyghmi fixes could not be installed, or a thread is stuck
+#: outside pyghmi's wait loop, e.g. resolving a host name).
+_GRACE = 1.0
+
+# --------------------------------------------------------------------------- thread pool
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def shared_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The process-wide pool for pyghmi calls (created on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="ipmi")
+        return _pool
+
+
+# --------------------------------------------------------------------------- pyghmi fixes
+class _DeadlineExceeded(BaseException):
+    """The worker's deadline passed inside pyghmi's wait loop.
+
+    A BaseException because pyghmi's ``Session.pause`` swallows ``Exception``.
+    """
+
+
+_worker = threading.local()  # .deadline: time.monotonic() by which the current call must end
+_MALFORMED = (IndexError, KeyError, ValueError, TypeError, AssertionError, struct.error)
+_fixes_installed: bool | None = None
+_fixes_lock = threading.Lock()
+_original_io_wait: Callable[..., Any] | None = None
+_original_handle_packet: Callable[..., Any] | None = None
+
+
+def _reply_queued(sockaddr: Any) -> bool:
+    """Whether the I/O thread already queued a packet for a session talking to ``sockaddr``."""
+    try:
+        handlers = pyghmi_session.Session.bmc_handlers.get(sockaddr)
+        return bool(handlers) and any(s.pktqueue for s in list(handlers.values()))
+    except (RuntimeError, AttributeError):  # the dict changed under us: just wait
+        return False
+
+
+def _io_wait(timeout, myaddr=None, evq=None):  # same signature as pyghmi's private _io_wait
+    deadline = getattr(_worker, "deadline", None)
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlineExceeded()
+        timeout = min(timeout, left)
+    if evq is None and myaddr is not None and _reply_queued(myaddr):
+        return None  # the reply is already here: do not wait for the retransmit timer
+    return _original_io_wait(min(timeout, IO_WAIT_CAP), myaddr, evq)
+
+
+def _handle_ipmi_packet(self, data, sockaddr=None, qent=None):
+    try:
+        return _original_handle_packet(self, data, sockaddr=sockaddr, qent=qent)
+    except _MALFORMED as exc:
+        if getattr(self, "servermode", False):
+            raise  # a pyghmi *server* session (the lab's BMCs): its caller handles it
+        # Remembered on the session it was for; the caller waiting on it reports it.
+        self.fleet_malformed = f"{type(exc).__name__}: {exc}"
+        log.debug("dropped a malformed IPMI packet from %s: %s", sockaddr, self.fleet_malformed)
+        return -9
+
+
+def install_pyghmi_fixes() -> bool:
+    """Install the two fixes described in the module docstring, once.  False if not possible."""
+    global _fixes_installed, _original_io_wait, _original_handle_packet
+    with _fixes_lock:
+        if _fixes_installed is not None:
+            return _fixes_installed
+        try:
+            session_cls = pyghmi_session.Session
+            io_wait = pyghmi_session._io_wait
+            params = list(inspect.signature(io_wait).parameters)
+            handle = session_cls._handle_ipmi_packet
+            if (params != ["timeout", "myaddr", "evq"]
+                    or list(inspect.signature(handle).parameters) != ["self", "data", "sockaddr", "qent"]
+                    or not isinstance(session_cls.bmc_handlers, dict)
+                    or not hasattr(session_cls, "_mark_broken")):
+                raise RuntimeError("pyghmi's private session API changed")
+            _original_io_wait, _original_handle_packet = io_wait, handle
+            pyghmi_session._io_wait = _io_wait
+            session_cls._handle_ipmi_packet = _handle_ipmi_packet
+            _fixes_installed = True
+        except Exception as exc:  # fail soft: pyghmi stays as it is
+            log.warning("pyghmi fixes not installed (%s); IPMI replies will be slower", exc)
+            _fixes_installed = False
+        return _fixes_installed
+
+
+def _abandon(sess: Any) -> None:
+    """Make pyghmi forget a session whose caller gave up mid-request, without waiting."""
+    if sess is None:
+        return
+    try:
+        sess.incommand = False
+        sess.lastpayload = None
+        sess.onlogpayload = None
+        while sess.evq:
+            sess.evq.popleft().set()
+        sess._mark_broken("abandoned after its deadline")  # sends Close Session, no wait
+    except Exception:
+        log.debug("abandoning an IPMI session failed", exc_info=True)
+
+
+def _client_sessions(address: str, port: int, userid: bytes) -> list[Any]:
+    """pyghmi's client sessions to one BMC (for a login that raised before returning one)."""
+    found: list[Any] = []
+    try:
+        candidates = [s for h in list(pyghmi_session.Session.bmc_handlers.values()) for s in list(h.values())]
+        candidates += list(pyghmi_session.Session.initting_sessions.values())
+    except (RuntimeError, AttributeError):
+        return found
+    for s in candidates:
+        if (getattr(s, "bmc", None) == address and getattr(s, "port", None) == port
+                and getattr(s, "userid", None) == userid and not getattr(s, "servermode", False)
+                and not getattr(s, "logged", 0)  # never an established one another driver uses
+                and s not in found):
+            found.append(s)
+    return found
+
+
+# Sessions in use per pyghmi Session object: pyghmi hands the same one to every Command for
+# the same BMC, user and password, and a logout would end it for all of them.
+_session_users: dict[Any, int] = {}
+_session_users_lock = threading.Lock()
+
+
+def _acquire_session(sess: Any) -> None:
+    with _session_users_lock:
+        _session_users[sess] = _session_users.get(sess, 0) + 1
+
+
+def _release_session(sess: Any) -> bool:
+    """Forget one user of ``sess``; True when it was the last (time to log out)."""
+    with _session_users_lock:
+        left = _session_users.get(sess, 1) - 1
+        if left > 0:
+            _session_users[sess] = left
+            return False
+        _session_users.pop(sess, None)
+        return True
+
+
+# --------------------------------------------------------------------------- error mapping
+_AUTH_WORDS = ("incorrect password", "unauthorized name", "rakp", "integrity check", "unauthorized role",
+               "privilege", "invalid username")
+_TIMEOUT_WORDS = ("timeout", "timed out", "session no longer connected")
+_UNREACHABLE_WORDS = ("unable to establish", "unable to transmit")
+
+
+def map_error(exc: BaseException, where: str, password: str = "") -> DriverError:
+    """The :mod:`console.errors` exception for a pyghmi or socket failure (the one place)."""
+    if isinstance(exc, DriverError):
+        return exc
+    text = str(exc) or type(exc).__name__
+    if password and password in text:  # never seen from pyghmi; cheap insurance
+        text = text.replace(password, "********")
+    lowered = text.lower()
+    if isinstance(exc, _DeadlineExceeded):
+        return Timeout(f"{where}: no answer in time")
+    if isinstance(exc, pyghmi_exc.IpmiException):
+        if any(w in lowered for w in _AUTH_WORDS):
+            return AuthFailed(f"{where}: {text}")
+        if any(w in lowered for w in _UNREACHABLE_WORDS):
+            return Unreachable(f"{where}: {text}")
+        if any(w in lowered for w in _TIMEOUT_WORDS):
+            return Timeout(f"{where}: {text}")
+        return DriverError(f"{where}: the BMC refused: {text}")
+    if isinstance(exc, OSError):
+        return Unreachable(f"{where}: {text}")
+    if isinstance(exc, _MALFORMED):
+        return ProtocolError(f"{where}: malformed reply ({type(exc).__name__}: {text})")
+    if isinstance(exc, pyghmi_exc.PyghmiException):
+        return DriverError(f"{where}: {text}")
+    return DriverError(f"{where}: unexpected {type(exc).__name__}: {text}")
+
+
+# --------------------------------------------------------------------------- the driver
+class IpmiDriver:
+    """A :class:`~console.drivers.bmc.BmcDriver` for one BMC over IPMI 2.0 (RMCP+).
+
+    No I/O happens until the first call.  ``timeout`` bounds each call, login included;
+    ``executor`` replaces the shared pool (tests, or a caller that sizes its own).
+    """
+
+    #: Seconds of idleness after which the session is replaced before the next call
+    #: (BMCs drop idle sessions after 30-60 s; a stale one costs pyghmi seconds of retries).
+    idle_relogin = 25.0
+
+    def __init__(self, bmc: Bmc, password: Secret, *, timeout: float = 5.0,
+                 executor: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
+        self.bmc = bmc
+        self.address = bmc.address
+        self.port = bmc.effective_port
+        self.timeout = timeout
+        self._password = password
+        self._executor = executor or shared_pool()
+        self._where = f"{self.address}:{self.port}" if self.port != 623 else self.address
+        self._lock = asyncio.Lock()  # one request in flight per driver (asyncio side)
+        self._thread_lock = threading.Lock()  # ... and per thread, should one outlive its caller
+        self._command: Any = None
+        self._last_used = 0.0
+        self._thresholds: dict[str, tuple[float | None, ...]] | None = None
+        self._closed = False
+        install_pyghmi_fixes()
+
+    def __repr__(self) -> str:
+        return f"IpmiDriver({self._where!r}, user={self.bmc.username!r})"
+
+    # ------------------------------------------------------------- BmcDriver
+    async def power_state(self) -> PowerState:
+        """Chassis power (Get Chassis Status)."""
+        state = await self._call("power state", lambda c: c.get_power().get("powerstate"))
+        return {"on": PowerState.ON, "off": PowerState.OFF}.get(state, PowerState.UNKNOWN)
+
+    async def power(self, action: PowerAction) -> None:
+        """Chassis Control; returns when the BMC accepted it (poll :meth:`power_state`)."""
+        action = PowerAction(action)
+        await self._call(f"power {action.value}", lambda c: _request_power(c, action))
+
+    async def boot_override(self) -> BootOverride:
+        """Get System Boot Options, boot flags."""
+        return iv.boot_override_from(await self._call("boot override", lambda c: c.get_bootdev()))
+
+    async def set_boot_override(self, target: BootTarget, *, persistent: bool = False) -> None:
+        """Set the boot flags, then read them back.
+
+        A different target read back raises ProtocolError.  ``none`` read back after
+        setting a device is only logged: some BMCs never set the flags' valid bit
+        (PROTOCOL-NOTES), so their read-back always says none.
+        """
+        target = BootTarget(target)
+        persistent = persistent and target is not BootTarget.NONE
+        got = await self._call(f"set boot override {target.value}", lambda c: _set_boot(c, target, persistent))
+        want = BootOverride(target, persistent)
+        if got == want:
+            return
+        if got.target is BootTarget.NONE:
+            log.warning("%s: boot override %s read back as none (valid bit not kept by this BMC?)",
+                        self._where, target.value)
+            return
+        raise ProtocolError(f"{self._where}: boot override not applied: asked {_words(want)}, "
+                            f"the BMC reports {_words(got)}")
+
+    async def health(self) -> str:
+        """The worst sensor state the BMC reports (``get_health``)."""
+        summary = await self._call("health", lambda c: c.get_health())
+        return iv.health_word(summary.get("health"))
+
+    async def sensors(self) -> list[Sensor]:
+        """Every SDR sensor with its reading; thresholds read once per session."""
+        return await self._call("sensors", self._read_sensors)
+
+    async def events(self, limit: int = 100) -> list[Event]:
+        """The last ``limit`` SEL entries, oldest first."""
+        records = await self._call("event log", lambda c: list(c.get_event_log()))
+        return [iv.event_from(r) for r in records[-limit:]] if limit > 0 else []
+
+    async def identity(self) -> Identity:
+        """FRU 0 (+ Device ID, GUID), firmware versions, and any MACs an OEM inventory lists."""
+        return await self._call("identity", _read_identity)
+
+    async def close(self) -> None:
+        """Log out (when no other driver shares the session).  Idempotent; never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._lock:
+            try:
+                await asyncio.wrap_future(self._executor.submit(self._logout))
+            except Exception as exc:  # closing must not fail the caller
+                log.debug("%s: logout: %s", self._where, exc)
+
+    # ------------------------------------------------------------- machinery
+    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(command)`` on the pool, one at a time, within ``timeout``."""
+        if self._closed:
+            raise DriverError(f"{self._where}: driver is closed")
+        async with self._lock:
+            deadline = time.monotonic() + self.timeout
+            future = asyncio.wrap_future(self._executor.submit(self._work, what, fn, deadline))
+            try:
+                done, _ = await asyncio.wait({future}, timeout=self.timeout + _GRACE)
+            finally:
+                if not future.done():  # the thread stays behind: collect its outcome quietly
+                    future.add_done_callback(_retrieve)
+            if not done:
+                raise Timeout(f"{self._where}: {what}: no answer in {self.timeout:g} s")
+            return future.result()
+
+    def _work(self, what: str, fn: Callable[[Any], T], deadline: float) -> T:
+        """In a pool thread: the call, with the error mapping (the one place)."""
+        where = f"{self._where}: {what}"
+        if time.monotonic() >= deadline:  # queued behind busy workers: leave the session alone
+            raise Timeout(f"{where}: no free IPMI worker thread within {self.timeout:g} s")
+        if not self._thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise Timeout(f"{where}: an earlier request to this BMC is still running")
+        _worker.deadline = deadline
+        try:
+            return self._attempt(fn)
+        except _DeadlineExceeded:
+            malformed = self._give_up()
+            if malformed:
+                raise ProtocolError(f"{where}: malformed replies ({malformed})") from None
+            raise Timeout(f"{where}: no answer in {self.timeout:g} s") from None
+        except DriverError:
+            raise
+        except Exception as exc:
+            raise map_error(exc, where, self._password.get()) from exc
+        finally:
+            _worker.deadline = None
+            self._thread_lock.release()
+
+    def _attempt(self, fn: Callable[[Any], T]) -> T:
+        kept = self._command
+        cmd = self._session()
+        reused = cmd is kept
+        try:
+            result = fn(cmd)
+        except (pyghmi_exc.IpmiException, OSError):
+            if not (reused and getattr(cmd.ipmi_session, "broken", False)):
+                raise
+            log.info("%s: IPMI session lost; logging in again", self._where)
+            self._drop()
+            result = fn(self._session())
+        self._last_used = time.monotonic()
+        return result
+
+    def _session(self) -> Any:
+        """The kept ``Command``; a new login if there is none, it broke, or it idled too long."""
+        cmd = self._command
+        if cmd is not None:
+            sess = cmd.ipmi_session
+            idle = time.monotonic() - self._last_used
+            if not getattr(sess, "broken", False) and not (self._last_used and idle > self.idle_relogin):
+                return cmd
+            self._drop()
+        cmd = pyghmi_command.Command(bmc=self.address, userid=self.bmc.username.encode(),
+                                     password=self._password.get().encode(), port=self.port)
+        _acquire_session(cmd.ipmi_session)
+        self._command = cmd
+        self._thresholds = None
+        self._last_used = 0.0
+        return cmd
+
+    def _drop(self) -> None:
+        """Forget the kept session, logging it out if it is still up and ours alone."""
+        cmd, self._command = self._command, None
+        self._thresholds = None
+        if cmd is None:
+            return
+        sess = cmd.ipmi_session
+        if _release_session(sess) and not getattr(sess, "broken", False):
+            try:
+                sess.logout()  # Close Session is sent without waiting for its answer
+            except Exception:
+                log.debug("%s: logout of a dropped session failed", self._where, exc_info=True)
+
+    def _give_up(self) -> str:
+        """After a deadline: abandon the session pyghmi is stuck in; say if it saw junk."""
+        _worker.deadline = None
+        if self._command is not None:
+            sessions = [self._command.ipmi_session]
+            _release_session(self._command.ipmi_session)
+            self._command = None
+        else:  # the login itself ran out of time: find the half-made session
+            sessions = _client_sessions(self.address, self.port, self.bmc.username.encode())
+        self._thresholds = None
+        malformed = ""
+        for sess in sessions:
+            malformed = malformed or getattr(sess, "fleet_malformed", "")
+            _abandon(sess)
+        return malformed
+
+    def _logout(self) -> None:
+        # An abandoned worker ends at its deadline (it holds the thread lock until then).
+        locked = self._thread_lock.acquire(timeout=self.timeout + _GRACE)
+        try:
+            self._drop()
+        finally:
+            if locked:
+                self._thread_lock.release()
+
+    def _read_sensors(self, cmd: Any) -> list[Sensor]:
+        if self._thresholds is None:
+            self._thresholds = _read_thresholds(cmd)
+        return [iv.sensor_from(r, self._thresholds.get(r.name)) for r in cmd.get_sensor_data()]
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _words(o: BootOverride) -> str:
+    return o.target.value if o.target is BootTarget.NONE else f"{o.target.value} ({'persistent' if o.persistent else 'once'})"
+
+
+# --------------------------------------------------------------------------- pyghmi calls
+def _request_power(cmd: Any, action: PowerAction) -> None:
+    if action is PowerAction.CYCLE:
+        if cmd.get_power().get("powerstate") == "off":
+            cmd.set_power("on")  # IPMI "power cycle" does nothing to a chassis that is off
+        else:
+            cmd.xraw_command(netfn=0x00, command=0x02, data=(0x02,))  # Chassis Control: power cycle
+        return
+    cmd.set_power(iv.POWER_REQUEST[action])
+
+
+def _set_boot(cmd: Any, target: BootTarget, persistent: bool) -> BootOverride:
+    result = cmd.set_bootdev(iv.BOOTDEV_FOR_TARGET[target], persist=persistent)
+    if isinstance(result, dict) and "error" in result:  # pyghmi returns this one instead of raising
+        raise DriverError(result["error"])
+    return iv.boot_override_from(cmd.get_bootdev())
+
+
+def _read_identity(cmd: Any) -> Identity:
+    inventory = cmd.get_inventory()
+    name, system = next(inventory)
+    if name != "System" or not isinstance(system, dict):
+        raise ProtocolError(f"no System inventory entry (got {name!r})")
+    others = []
+    try:  # FRUs beyond FRU 0: only searched for MACs, so a failing one is skipped
+        for _, entry in inventory:
+            if isinstance(entry, dict):
+                others.append(entry)
+    except pyghmi_exc.PyghmiException as exc:
+        log.debug("%s: inventory beyond FRU 0: %s", cmd.bmc, exc)
+    return iv.identity_from(system, list(cmd.get_firmware()), others)
+
+
+def _read_thresholds(cmd: Any) -> dict[str, tuple[float | None, ...]]:
+    """Get Sensor Thresholds for every threshold sensor in the SDR: name -> (lc, lw, uw, uc).
+
+    pyghmi's readings carry only the BMC's verdict, not the thresholds; these are read
+    with the raw command (IPMI 2.0 section 35.9) and decoded with the SDR's formula.
+    """
+    sdr = cmd.init_sdr()
+    out: dict[str, tuple[float | None, ...]] = {}
+    for number in sdr.get_sensor_numbers():
+        entry = sdr.sensors[number]
+        if not getattr(entry, "has_thresholds", False) or getattr(entry, "numeric_format", 3) == 3:
+            continue
+        rsp = cmd.raw_command(netfn=0x04, command=0x27, rslun=entry.sensor_lun, data=(entry.sensor_number,))
+        data = rsp.get("data") or b""
+        if "error" in rsp or len(data) < 7:
+            continue  # no thresholds for this one: the reading is still reported
+
+        def decode(mask_bit: int, raw: int) -> float | None:
+            if not data[0] & mask_bit:
+                return None
+            if entry.numeric_format == 2:
+                raw = pyghmi_sdr.twos_complement(raw, 8)
+            elif entry.numeric_format == 1:
+                raw = pyghmi_sdr.ones_complement(raw, 8)
+            return round(entry.decode_value(cmd, raw), 3)
+
+        lw, lc = decode(0x01, data[1]), decode(0x02, data[2])
+        uw, uc = decode(0x08, data[4]), decode(0x10, data[5])
+        if entry.linearization == 7:  # 1/x: lower and upper swap meaning
+            lw, lc, uw, uc = uw, uc, lw, lc
+        out[entry.name] = (lc, lw, uw, uc)
+    return out

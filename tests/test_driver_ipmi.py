@@ -1,0 +1,392 @@
+"""The IPMI driver (console.drivers.ipmi) against in-process lab BMCs on 127.81.x.y.
+
+The lab machines run on an asyncio loop in a background thread with ``time_scale=0.01``
+and a frozen clock; the drivers run on a per-test thread pool that is shut down (and so
+proved idle) at the end.  Every test checks that no RMCP+ session is left on any BMC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from typing import Awaitable, Callable, Iterator
+
+import pytest
+from pyghmi.ipmi.private import session as pyghmi_session
+
+from console.drivers import ipmi
+from console.drivers import ipmi_values as iv
+from console.drivers.bmc import BmcDriver, BootOverride, BootTarget, PowerAction, PowerState
+from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
+from console.lab.ipmi_bmc import IpmiLab
+from console.lab.machine import BootDevice, Machine, MachineSpec, Phase
+from console.secrets import Secret
+from inventory.model import Bmc
+
+USER, PASSWORD = "admin", "s3cret-pw"
+FROZEN_NOW = 1_700_000_000.0
+A, B, C = "127.81.0.1", "127.81.0.2", "127.81.0.3"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+async def until(read: Callable[[], Awaitable[object]], want: object, timeout: float = 5.0) -> None:
+    """Poll ``read()`` (through the driver, as the poller would) until it returns ``want``."""
+    deadline = time.monotonic() + timeout
+    while (got := await read()) != want:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {got!r}, wanted {want!r}")
+        await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture
+def machine_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="lab-machines", daemon=True)
+    thread.start()
+    yield loop
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+    loop.close()
+
+
+class Lab:
+    """An IpmiLab plus its machines and ports; stopped (and checked empty) at teardown."""
+
+    def __init__(self, machine_loop: asyncio.AbstractEventLoop) -> None:
+        self.ipmi = IpmiLab()
+        self.loop = machine_loop
+        self.machines: dict[str, Machine] = {}
+        self.ports: dict[str, int] = {}
+
+    def add(self, address: str, name: str, fault: str | None = None) -> Machine:
+        spec = MachineSpec(name=name, mac="52:54:00:81:%02x:%02x" % tuple(map(int, address.split(".")[2:])),
+                           bmc_address=address, host_address=address.replace("127.81.", "127.82."),
+                           image=("flatcar", "3975.2.0"), fault=fault)
+        machine = Machine(spec, self.loop, time_scale=0.01, clock=lambda: FROZEN_NOW)
+        self.machines[address] = machine
+        self.ports[address] = self.ipmi.add(machine, address, 0, USER.encode(), PASSWORD.encode())
+        return machine
+
+
+@pytest.fixture
+def lab(machine_loop) -> Iterator[Lab]:
+    """Three BMCs: A has a failed fan, B and C are healthy."""
+    lab = Lab(machine_loop)
+    lab.add(A, "ipmi-a", fault="fan")
+    lab.add(B, "ipmi-b")
+    lab.add(C, "ipmi-c")
+    lab.ipmi.start()
+    yield lab
+    try:
+        wait_for(lambda: lab.ipmi.session_count() == 0, what="every driver session to be closed")
+    finally:
+        lab.ipmi.stop()
+    assert not [t for t in threading.enumerate() if t.name == "ipmi-lab"]
+
+
+@pytest.fixture
+def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="test-ipmi")
+    yield pool
+    pool.shutdown(wait=True)  # a worker stuck past its deadline would hang here
+
+
+@pytest.fixture
+async def connect(lab, executor):
+    """``connect(address, password=..., timeout=...)`` -> IpmiDriver; all closed at teardown."""
+    drivers: list[ipmi.IpmiDriver] = []
+
+    def make(address: str, password: str = PASSWORD, timeout: float = 3.0) -> ipmi.IpmiDriver:
+        bmc = Bmc(protocol="ipmi", address=address, port=lab.ports[address], username=USER,
+                  password="env:UNUSED_IN_TESTS")
+        driver = ipmi.IpmiDriver(bmc, Secret(password), timeout=timeout, executor=executor)
+        drivers.append(driver)
+        return driver
+
+    yield make
+    await asyncio.gather(*(d.close() for d in drivers))
+
+
+# --------------------------------------------------------------------- tests
+async def test_is_a_bmc_driver_and_fixes_are_installed(connect):
+    driver = connect(A)
+    assert isinstance(driver, BmcDriver)
+    assert ipmi.install_pyghmi_fixes() is True
+    assert pyghmi_session._io_wait is ipmi._io_wait
+    assert ipmi.install_pyghmi_fixes() is True  # once: a second call changes nothing
+    assert "s3cret" not in repr(driver)
+
+
+async def test_power_off_on_cycle_reset_soft_polled_back(lab, connect):
+    driver, machine = connect(B), lab.machines[B]
+    assert await driver.power_state() == PowerState.ON
+    await driver.power(PowerAction.OFF)
+    await until(driver.power_state, PowerState.OFF)
+    assert not machine.powered
+
+    await driver.power(PowerAction.ON)
+    await until(driver.power_state, PowerState.ON)
+    wait_for(lambda: machine.phase == Phase.RUNNING, what="boot after power on")
+
+    boots = machine.boots
+    await driver.power(PowerAction.CYCLE)
+    wait_for(lambda: machine.boots > boots and machine.phase == Phase.RUNNING, what="boot after cycle")
+    assert "S5/G2: soft-off" in [e.message for e in machine.events()][-3:]  # a real power cycle, not a reset
+
+    boots = machine.boots
+    await driver.power(PowerAction.RESET)
+    wait_for(lambda: machine.boots > boots and machine.phase == Phase.RUNNING, what="boot after reset")
+
+    await driver.power(PowerAction.SOFT)  # ACPI: the running OS shuts itself down
+    await until(driver.power_state, PowerState.OFF)
+
+    await driver.power(PowerAction.CYCLE)  # cycling a machine that is off powers it on
+    await until(driver.power_state, PowerState.ON)
+    assert lab.ipmi.session_count(B) == 1  # all of it on one session
+
+
+async def test_boot_override_once_persistent_and_cleared(lab, connect):
+    driver, machine = connect(B), lab.machines[B]
+    assert await driver.boot_override() == BootOverride(BootTarget.NONE)
+
+    await driver.set_boot_override(BootTarget.PXE)
+    assert await driver.boot_override() == BootOverride(BootTarget.PXE, persistent=False)
+    assert (machine.boot_override, machine.boot_override_persistent) == (BootDevice.PXE, False)
+
+    await driver.set_boot_override(BootTarget.DISK, persistent=True)
+    assert await driver.boot_override() == BootOverride(BootTarget.DISK, persistent=True)
+
+    await driver.set_boot_override(BootTarget.BIOS)
+    assert machine.boot_override == BootDevice.BIOS
+
+    await driver.set_boot_override(BootTarget.NONE, persistent=True)  # "persistent none" is just none
+    assert await driver.boot_override() == BootOverride(BootTarget.NONE)
+    assert machine.boot_override == BootDevice.NONE
+
+
+async def test_sensors_with_thresholds_and_fan_fault_is_critical(lab, connect):
+    a, b = connect(A), connect(B)
+    sensors = {s.name: s for s in await a.sensors()}
+    expected = {s.name: s for s in lab.machines[A].sensors()}
+    assert list(sensors) == list(expected)
+    tolerance = {"C": 0.51, "RPM": 25.1, "V": 0.041, "W": 2.51}
+    for name, want in expected.items():
+        got = sensors[name]
+        assert abs(got.value - want.value) <= tolerance[got.unit], (name, got.value, want.value)
+        assert got.kind == want.kind
+        for bound in ("lower_critical", "lower_warning", "upper_warning", "upper_critical"):
+            assert getattr(got, bound) == getattr(want, bound), (name, bound)
+    assert sensors["FAN3"].health == "critical" and sensors["FAN3"].value == 0.0
+    assert sensors["CPU1 Temp"].unit == "C" and sensors["CPU1 Temp"].health == "ok"
+    assert sensors["12V"].unit == "V"
+
+    assert await a.health() == "critical"
+    assert await b.health() == "ok"
+    assert all(s.health == "ok" for s in await b.sensors())
+    assert lab.ipmi.session_count(A) == 1  # thresholds, readings and health on one session
+
+
+async def test_events_newest_last_with_limit(lab, connect):
+    driver, machine = connect(A), lab.machines[A]
+    events = await driver.events()
+    assert len(events) == len(machine.events())
+    fan = [e for e in events if e.sensor == "FAN3"]
+    assert fan and fan[0].severity == "critical" and "Lower Critical" in fan[0].message
+    assert all(e.timestamp is not None for e in events)
+
+    await driver.power(PowerAction.OFF)
+    await until(driver.power_state, PowerState.OFF)
+    newest = await driver.events(limit=1)
+    assert len(newest) == 1 and int(newest[0].id) > int(events[-1].id)
+    assert await driver.events(limit=0) == []
+
+
+async def test_identity(lab, connect):
+    machine = lab.machines[B]
+    identity = await connect(B).identity()
+    assert identity.vendor == "Fleet Lab" and identity.model == "FL-1000"
+    assert identity.serial == machine.serial_number
+    assert identity.uuid == str(machine.uuid)
+    assert identity.bmc_firmware == "2.71"
+
+
+async def test_session_is_kept_and_close_logs_out(lab, connect):
+    driver = connect(B)
+    await driver.power_state()
+    command = driver._command
+    assert lab.ipmi.session_count(B) == 1
+    await driver.power_state()
+    await driver.health()
+    await driver.boot_override()
+    assert driver._command is command  # the same pyghmi Command and session...
+    assert lab.ipmi.session_count(B) == 1  # ... and no second login on the BMC
+
+    await driver.close()
+    wait_for(lambda: lab.ipmi.session_count(B) == 0, what="logout")
+    await driver.close()  # idempotent
+    with pytest.raises(DriverError, match="closed"):
+        await driver.power_state()
+
+
+async def test_idle_session_is_replaced_and_the_old_one_logged_out(lab, connect):
+    driver = connect(B)
+    driver.idle_relogin = 0.1
+    await driver.power_state()
+    first = driver._command
+    await asyncio.sleep(0.2)
+    assert await driver.power_state() == PowerState.ON
+    assert driver._command is not first
+    wait_for(lambda: lab.ipmi.session_count(B) == 1, what="the idle session to be logged out")
+
+
+async def test_two_drivers_share_pyghmis_session_and_logout_waits_for_the_last(lab, connect):
+    first, second = connect(B), connect(B)
+    await first.power_state()
+    await second.power_state()
+    assert first._command.ipmi_session is second._command.ipmi_session  # pyghmi shares it
+    await first.close()
+    assert await second.power_state() == PowerState.ON  # still logged in
+    assert lab.ipmi.session_count(B) == 1
+    await second.close()
+    wait_for(lambda: lab.ipmi.session_count(B) == 0, what="logout by the last user")
+
+
+async def test_wrong_password_is_auth_failed_quickly(lab, connect):
+    started = time.monotonic()
+    with pytest.raises(AuthFailed) as info:
+        await connect(B, password="not-the-password").power_state()
+    assert time.monotonic() - started < 1.0
+    assert "not-the-password" not in str(info.value) and B in str(info.value)
+    assert lab.ipmi.session_count() == 0
+    assert await connect(B).power_state() == PowerState.ON  # the right one still works
+
+
+async def test_silent_bmc_times_out_while_another_still_works(lab, connect):
+    lab.ipmi.fault[C] = "silent"
+    silent, healthy = connect(C, timeout=0.5), connect(B)
+    started = time.monotonic()
+    results = await asyncio.gather(silent.power_state(), healthy.power_state(), healthy.sensors(),
+                                   return_exceptions=True)
+    elapsed = time.monotonic() - started
+    assert isinstance(results[0], Timeout), results[0]
+    assert results[1] == PowerState.ON and len(results[2]) == 9
+    assert 0.5 <= elapsed < 1.5
+    lab.ipmi.fault.pop(C)
+    assert await silent.power_state() == PowerState.ON  # recovers once the BMC answers again
+
+
+async def test_established_session_going_silent_times_out_then_recovers(lab, connect):
+    driver = connect(C, timeout=0.5)
+    assert await driver.power_state() == PowerState.ON
+    lab.ipmi.fault[C] = "silent"
+    started = time.monotonic()
+    with pytest.raises(Timeout):
+        await driver.power_state()
+    assert time.monotonic() - started < 1.2  # the worker gave up at the deadline, not after pyghmi's ~30 s
+    lab.ipmi.fault.pop(C)
+    assert await driver.power_state() == PowerState.ON  # a new session
+    # The abandoned session's Close Session went to a silent BMC: it idles out there.
+    lab.ipmi.session_timeout = 0.3
+
+
+async def test_garbage_answers_are_a_driver_error_not_a_crash(lab, connect):
+    lab.ipmi.fault[C] = "garbage"
+    liar, healthy = connect(C, timeout=0.5), connect(B)
+    results = await asyncio.gather(liar.power_state(), healthy.power_state(), return_exceptions=True)
+    assert isinstance(results[0], ProtocolError), results[0]
+    assert results[1] == PowerState.ON  # another thread never trips over the junk
+    with pytest.raises(DriverError):
+        await liar.identity()
+    assert await healthy.sensors()
+    lab.ipmi.fault.pop(C)
+    assert await liar.power_state() == PowerState.ON
+
+
+async def test_twenty_bmcs_polled_concurrently(machine_loop, executor):
+    lab = Lab(machine_loop)
+    addresses = [f"127.81.1.{i}" for i in range(1, 21)]
+    for i, address in enumerate(addresses):
+        lab.add(address, f"ipmi-many-{i:02d}")
+    lab.ipmi.start()
+    drivers = [ipmi.IpmiDriver(Bmc(protocol="ipmi", address=a, port=lab.ports[a], username=USER, password="env:X"),
+                               Secret(PASSWORD), timeout=5.0, executor=executor) for a in addresses]
+    try:
+        rounds = []
+        for _ in range(5):
+            started = time.monotonic()
+            states = await asyncio.gather(*(d.power_state() for d in drivers))
+            rounds.append(time.monotonic() - started)
+            assert states == [PowerState.ON] * 20
+        assert lab.ipmi.session_count() == 20  # one kept session per BMC
+        assert sorted(rounds)[2] < 0.5, rounds  # no round waits for pyghmi's retransmit timer
+    finally:
+        await asyncio.gather(*(d.close() for d in drivers))
+        try:
+            wait_for(lambda: lab.ipmi.session_count() == 0, what="20 logouts")
+        finally:
+            lab.ipmi.stop()
+
+
+# ------------------------------------------------------------ pure functions
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Incorrect password provided", AuthFailed),
+        ("Unauthorized name in RAKP2", AuthFailed),
+        ("Invalid RAKP4 integrity code (wrong Kg?)", AuthFailed),
+        ("timeout", Timeout),
+        ("Session no longer connected", Timeout),
+        ("Unable to establish IPMI v2 / RMCP+ session", Unreachable),
+        ("Unable to transmit to specified address", Unreachable),
+        ("Invalid command", DriverError),
+    ],
+)
+def test_map_error_for_pyghmi_messages(message, expected):
+    from pyghmi.exceptions import IpmiException
+
+    mapped = ipmi.map_error(IpmiException(message), "10.0.0.1: power state")
+    assert type(mapped) is expected
+    assert str(mapped).startswith("10.0.0.1: power state")
+
+
+def test_map_error_for_other_failures_never_shows_the_password():
+    import struct
+
+    assert isinstance(ipmi.map_error(struct.error("unpack requires a buffer"), "x"), ProtocolError)
+    assert isinstance(ipmi.map_error(OSError("No route to host"), "x"), Unreachable)
+    mapped = ipmi.map_error(ValueError("bad s3cret-pw here"), "x", PASSWORD)
+    assert PASSWORD not in str(mapped) and isinstance(mapped, ProtocolError)
+
+
+def test_values_boot_health_and_events():
+    assert iv.boot_override_from({"bootdev": "default", "persistent": True}) == BootOverride(BootTarget.NONE)
+    assert iv.boot_override_from({"bootdev": "network", "persistent": True}) == BootOverride(BootTarget.PXE, True)
+    assert iv.boot_override_from({"bootdev": 9, "persistent": False}).target is BootTarget.NONE
+    assert [iv.health_word(b) for b in (0, 1, 2, 3, 4, None)] == ["ok", "warning", "critical", "critical",
+                                                                  "critical", "unknown"]
+    event = iv.event_from({"record_id": 7, "component": "PSU1", "event": "Failure detected", "severity": 2,
+                           "deassertion": True})
+    assert (event.id, event.timestamp, event.severity, event.sensor) == ("7", None, "critical", "PSU1")
+    assert event.message == "PSU1: Failure detected (deasserted)"
+    identity = iv.identity_from({"Manufacturer": "X", "UUID": "AB-CD", "MAC Address 1": "AA-BB-CC-DD-EE-01"},
+                                [("BMC Version", {"version": "1.2"}), ("UEFI", {"version": "3.4"})])
+    assert (identity.uuid, identity.bmc_firmware, identity.bios_version, identity.macs) == (
+        "ab-cd", "1.2", "3.4", ("aa:bb:cc:dd:ee:01",))
