@@ -133,9 +133,9 @@ class Fleet:
             st.last_error_at = now
             st.polled_at = now
             st.consecutive_failures += 1
-            if job == "power":
-                st.power = "unknown"
-                st.health = "unknown"
+            # any failed BMC request means we cannot vouch for power or health right now
+            st.power = "unknown"
+            st.health = "unknown"
             self._changed_nodes.add(name)
 
     def switch_ok(self, name: str, *, descr: str | None = None, uptime_s: float | None = None,
