@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from console.drivers import ipmi  # noqa: E402
+from console.drivers import ipmi, ipmi_fixes  # noqa: E402
 from console.lab.ipmi_bmc import IpmiLab  # noqa: E402
 from console.lab.machine import Machine, MachineSpec  # noqa: E402
 from console.secrets import Secret  # noqa: E402
@@ -90,9 +90,9 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=None, help="IO_WAIT_CAP in seconds")
     args = parser.parse_args()
     if args.unpatched:
-        ipmi._fixes_installed = False  # install_pyghmi_fixes() then does nothing
+        ipmi_fixes._fixes_installed = False  # ipmi_fixes.install() then does nothing
     if args.cap is not None:
-        ipmi.IO_WAIT_CAP = args.cap
+        ipmi_fixes.IO_WAIT_CAP = args.cap
 
     parent, child = multiprocessing.Pipe()
     lab = multiprocessing.Process(target=serve_lab, args=(args.bmcs, child), daemon=True)
@@ -107,7 +107,7 @@ def main() -> None:
         lab.join(timeout=10)
     calls.sort()
     ms = [c * 1000 for c in calls]
-    label = "unpatched" if args.unpatched else f"fixed, cap {ipmi.IO_WAIT_CAP * 1000:g} ms"
+    label = "unpatched" if args.unpatched else f"fixed, cap {ipmi_fixes.IO_WAIT_CAP * 1000:g} ms"
     print(f"{label}: {args.op}: {args.bmcs} BMCs x {args.rounds} rounds: call median {statistics.median(ms):.1f} ms, "
           f"p95 {ms[int(len(ms) * 0.95) - 1]:.1f} ms, p99 {ms[int(len(ms) * 0.99) - 1]:.1f} ms, max {ms[-1]:.1f} ms; "
           f"round median {statistics.median(walls) * 1000:.1f} ms; process CPU {cpu:.2f} s")

@@ -1,55 +1,116 @@
-"""FleetConsoleApp: the Textual shell.
+"""FleetConsoleApp: owns the Fleet and the Poller, batches changes into messages.
 
-For now the home screen shows the site's inventory (name, rack/U, BMC, desired
-image) from the loaded site; live state arrives with the poller (engine layer).
+The poller runs on the app's event loop.  At most ten times a second the app
+drains the Fleet's changed names into one :class:`~screens.common.FleetChanged`
+message per screen, so a fleet of thousands stays smooth: screens update only the
+rows that changed.
 """
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
+import time
+from typing import Callable
+
+from textual import on
+from textual.app import App
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.worker import Worker, WorkerState
+
+from console.fleet import Fleet
+from console.poller import PollConfig, Poller
+from screens.common import FleetChanged
 
 __all__ = ["FleetConsoleApp", "make_app", "run_app"]
+
+#: screens other modules provide: name -> (module, class)
+SCREENS_BY_NAME = {
+    "racks": ("screens.rack", "RackScreen"),
+    "switches": ("screens.switches", "SwitchesScreen"),
+    "node": ("screens.node", "NodeScreen"),
+}
 
 
 class FleetConsoleApp(App):
     """The operator console."""
 
     TITLE = "fleet-console"
-    BINDINGS = [Binding("q", "quit", "Quit")]
-    CSS = """
-    #status { height: 1; padding: 0 1; background: $boost; color: $text-muted; }
-    #fleet { height: 1fr; }
-    """
+    CSS_PATH = "app.tcss"
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]
 
-    def __init__(self, ctx, *, read_only: bool = False) -> None:
+    def __init__(self, ctx, *, read_only: bool = False, poll_config: PollConfig | None = None,
+                 poll: bool = True, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.ctx = ctx
         self.read_only = read_only
-        self.sub_title = f"site {ctx.site.name}" + (" [read-only]" if read_only else "")
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        site = self.ctx.site
-        source = "lab" if (self.ctx.lab or self.ctx.lab_state) else "inventory"
-        yield Static(f"{site.summary()}  ·  endpoints from {source}  ·  live polling: not yet available", id="status")
-        yield DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        self.clock = clock
+        self.fleet = Fleet(ctx.site, clock=clock)
+        self.poller = Poller(ctx.site, self.fleet, ctx.secrets, poll_config or PollConfig())
+        self._poll = poll
+        self.sub_title = f"site {ctx.site.name}" + ("  [READ-ONLY]" if read_only else "")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for label, width in (("NODE", 20), ("RACK/U", 8), ("BMC", 30), ("IMAGE (desired)", 20)):
-            table.add_column(label, width=width, key=label)
-        for node in self.ctx.site.nodes:
-            b = node.bmc
-            table.add_row(
-                node.name,
-                f"{node.rack}/{node.u}" if node.u else node.rack,
-                f"{b.protocol} {b.address}:{b.effective_port}",
-                node.image or "-",
-                key=node.name,
-            )
+        from screens.fleet import FleetScreen
+
+        self.push_screen(FleetScreen())
+        if self._poll:
+            self.poller.start()
+        self.set_interval(0.1, self.drain)
+
+    def drain(self) -> None:
+        """Send the batch of changes since the last drain to every screen."""
+        nodes, switches = self.fleet.drain_changes()
+        if not nodes and not switches:
+            return
+        for screen in self.screen_stack:
+            screen.post_message(FleetChanged(set(nodes), set(switches)))
+
+    def staleness(self) -> str | None:
+        """A banner text when the poller is behind or nothing answers, else None."""
+        nodes = self.fleet.nodes.values()
+        if not nodes:
+            return None
+        now = self.clock()
+        fresh = [st.last_success for st in nodes if st.last_success is not None]
+        if not fresh:
+            if any(st.error for st in nodes):
+                return "⚠ no BMC has answered: check the network path to the site and the credentials"
+            return None
+        stale_after = max(3 * self.poller.config.power_interval, 30.0)
+        newest = max(fresh)
+        if now - newest > stale_after:
+            return f"⚠ data is stale: the last successful poll was {now - newest:.0f}s ago"
+        failing = sum(1 for st in nodes if st.error)
+        if failing and failing == len(nodes):
+            return "⚠ every BMC is failing: the site looks unreachable"
+        return None
+
+    def open_node(self, name: str) -> None:
+        """Open the node detail screen."""
+        self.open_screen("node", name)
+
+    def open_screen(self, which: str, *args) -> None:
+        """Push one of the other screens (a notification if it is not available)."""
+        import importlib
+
+        module, cls = SCREENS_BY_NAME[which]
+        try:
+            screen_cls = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            self.notify(f"the {which} screen is not available yet", severity="warning")
+            return
+        self.push_screen(screen_cls(*args))
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{event.worker.name}: {event.worker.error}", severity="error", timeout=10)
+
+    async def action_quit(self) -> None:
+        await self.poller.aclose()
+        self.exit()
+
+    async def on_unmount(self) -> None:
+        await self.poller.aclose()
 
 
 def make_app(ctx, **kwargs) -> FleetConsoleApp:
@@ -58,6 +119,6 @@ def make_app(ctx, **kwargs) -> FleetConsoleApp:
 
 
 def run_app(ctx, *, read_only: bool = False) -> int:
-    """Run the TUI until the operator quits."""
+    """Run the TUI until the operator quits; sessions are logged out on the way out."""
     make_app(ctx, read_only=read_only).run()
     return 0

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, Iterator
 import pytest
 from pyghmi.ipmi.private import session as pyghmi_session
 
-from console.drivers import ipmi
+from console.drivers import ipmi, ipmi_fixes
 from console.drivers import ipmi_values as iv
 from console.drivers.bmc import BmcDriver, BootOverride, BootTarget, PowerAction, PowerState
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
@@ -129,9 +129,10 @@ async def connect(lab, executor):
 async def test_is_a_bmc_driver_and_fixes_are_installed(connect):
     driver = connect(A)
     assert isinstance(driver, BmcDriver)
-    assert ipmi.install_pyghmi_fixes() is True
-    assert pyghmi_session._io_wait is ipmi._io_wait
-    assert ipmi.install_pyghmi_fixes() is True  # once: a second call changes nothing
+    assert ipmi_fixes.install() is True
+    assert pyghmi_session._io_wait is ipmi_fixes._io_wait
+    assert pyghmi_session.WAITING_SESSIONS is pyghmi_session.KEEPALIVE_SESSIONS  # no lock order to invert
+    assert ipmi_fixes.install() is True  # once: a second call changes nothing
     assert "s3cret" not in repr(driver)
 
 
@@ -318,6 +319,29 @@ async def test_garbage_answers_are_a_driver_error_not_a_crash(lab, connect):
     assert await healthy.sensors()
     lab.ipmi.fault.pop(C)
     assert await liar.power_state() == PowerState.ON
+
+
+async def test_a_call_queued_behind_busy_workers_times_out_and_keeps_its_session(lab):
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-ipmi-one")
+
+    def make(address: str, timeout: float) -> ipmi.IpmiDriver:
+        bmc = Bmc(protocol="ipmi", address=address, port=lab.ports[address], username=USER, password="env:X")
+        return ipmi.IpmiDriver(bmc, Secret(PASSWORD), timeout=timeout, executor=pool)
+
+    silent, healthy = make(C, 0.6), make(B, 0.3)
+    try:
+        await healthy.power_state()
+        kept = healthy._command
+        lab.ipmi.fault[C] = "silent"
+        results = await asyncio.gather(silent.power_state(), healthy.power_state(), return_exceptions=True)
+        assert isinstance(results[0], Timeout)
+        assert isinstance(results[1], Timeout) and "no free IPMI worker" in str(results[1])
+        assert await healthy.power_state() == PowerState.ON
+        assert healthy._command is kept  # the healthy session was not thrown away
+    finally:
+        lab.ipmi.fault.pop(C, None)
+        await asyncio.gather(silent.close(), healthy.close())
+        pool.shutdown(wait=True)
 
 
 async def test_twenty_bmcs_polled_concurrently(machine_loop, executor):

@@ -16,33 +16,15 @@ How it talks (``shared/PROTOCOL-NOTES.md``, section pyghmi):
 - Every pyghmi or socket exception is mapped to :mod:`console.errors` in one place,
   :func:`map_error`, and re-raised ``from`` the original.  Messages never hold the password.
 
-Two fixes to pyghmi 1.6.19 behaviour, applied once, without editing pyghmi, by
-:func:`install_pyghmi_fixes`.  Each checks the private names it relies on first and
-leaves pyghmi untouched (logging a warning) if they changed; the driver then still
-works, only slower and with the asyncio-side timeout alone.
-
-1. **Slow reply pickup.**  pyghmi's I/O thread only wakes waiters registered *before*
-   a reply arrives; a reply that is already queued for the session when the caller
-   starts waiting is noticed at the retransmit timer (0.5-1 s).  The replacement
-   ``_io_wait`` returns at once when the session already has a reply queued, and never
-   sleeps longer than :data:`IO_WAIT_CAP` (the remaining race between that check and
-   registering the waiter).  Measured with 20 lab BMCs polled concurrently (see the
-   report in ``bench/ipmi_poll.py``).
-2. **Deadlines and junk.**  The same ``_io_wait`` raises :class:`_DeadlineExceeded` in
-   a worker thread whose call is past its deadline, so a silent BMC frees its thread
-   after ``timeout`` instead of pyghmi's own ~30 s of retries; the abandoned session is
-   then made to forget its pending request and dropped.  A malformed packet no longer
-   raises ``struct.error`` in whichever thread happens to process it (pyghmi processes
-   every session's packets in any waiting thread, so one lying BMC broke calls to
-   others); it is dropped and remembered on its session, and a call that then runs out
-   of time reports :class:`~console.errors.ProtocolError` instead of a timeout.
+pyghmi 1.6.19 needs three fixes (slow reply pickup, per-call deadlines and junk packets,
+a lock-order deadlock); :mod:`console.drivers.ipmi_fixes` applies them once, without
+editing pyghmi, when the first driver is made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import struct
 import threading
@@ -52,28 +34,28 @@ from typing import Any, Callable, TypeVar
 import pyghmi.exceptions as pyghmi_exc
 from pyghmi.ipmi import command as pyghmi_command
 from pyghmi.ipmi import sdr as pyghmi_sdr
-from pyghmi.ipmi.private import session as pyghmi_session
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
 from console.secrets import Secret
 from inventory.model import Bmc
 
+from . import ipmi_fixes as fixes
 from . import ipmi_values as iv
 from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, PowerState, Sensor
 
-__all__ = ["IO_WAIT_CAP", "POOL_SIZE", "IpmiDriver", "install_pyghmi_fixes", "map_error", "shared_pool"]
+__all__ = ["POOL_SIZE", "IpmiDriver", "map_error", "shared_pool"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Threads in the pool shared by drivers that are not given an executor.
 POOL_SIZE = 32
-#: Longest a pyghmi wait may sleep before looking for a reply again (seconds).
-IO_WAIT_CAP = 0.005
 #: How long past its timeout a call may take before the asyncio side gives up on the
 #: thread (only when the pyghmi fixes could not be installed, or a thread is stuck
 #: outside pyghmi's wait loop, e.g. resolving a host name).
 _GRACE = 1.0
+#: Longest :meth:`IpmiDriver.close` waits for the BMC to confirm the logout (seconds).
+_LOGOUT_TIMEOUT = 2.0
 
 # --------------------------------------------------------------------------- thread pool
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -87,113 +69,6 @@ def shared_pool() -> concurrent.futures.ThreadPoolExecutor:
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="ipmi")
         return _pool
-
-
-# --------------------------------------------------------------------------- pyghmi fixes
-class _DeadlineExceeded(BaseException):
-    """The worker's deadline passed inside pyghmi's wait loop.
-
-    A BaseException because pyghmi's ``Session.pause`` swallows ``Exception``.
-    """
-
-
-_worker = threading.local()  # .deadline: time.monotonic() by which the current call must end
-_MALFORMED = (IndexError, KeyError, ValueError, TypeError, AssertionError, struct.error)
-_fixes_installed: bool | None = None
-_fixes_lock = threading.Lock()
-_original_io_wait: Callable[..., Any] | None = None
-_original_handle_packet: Callable[..., Any] | None = None
-
-
-def _reply_queued(sockaddr: Any) -> bool:
-    """Whether the I/O thread already queued a packet for a session talking to ``sockaddr``."""
-    try:
-        handlers = pyghmi_session.Session.bmc_handlers.get(sockaddr)
-        return bool(handlers) and any(s.pktqueue for s in list(handlers.values()))
-    except (RuntimeError, AttributeError):  # the dict changed under us: just wait
-        return False
-
-
-def _io_wait(timeout, myaddr=None, evq=None):  # same signature as pyghmi's private _io_wait
-    deadline = getattr(_worker, "deadline", None)
-    if deadline is not None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _DeadlineExceeded()
-        timeout = min(timeout, left)
-    if evq is None and myaddr is not None and _reply_queued(myaddr):
-        return None  # the reply is already here: do not wait for the retransmit timer
-    return _original_io_wait(min(timeout, IO_WAIT_CAP), myaddr, evq)
-
-
-def _handle_ipmi_packet(self, data, sockaddr=None, qent=None):
-    try:
-        return _original_handle_packet(self, data, sockaddr=sockaddr, qent=qent)
-    except _MALFORMED as exc:
-        if getattr(self, "servermode", False):
-            raise  # a pyghmi *server* session (the lab's BMCs): its caller handles it
-        # Remembered on the session it was for; the caller waiting on it reports it.
-        self.fleet_malformed = f"{type(exc).__name__}: {exc}"
-        log.debug("dropped a malformed IPMI packet from %s: %s", sockaddr, self.fleet_malformed)
-        return -9
-
-
-def install_pyghmi_fixes() -> bool:
-    """Install the two fixes described in the module docstring, once.  False if not possible."""
-    global _fixes_installed, _original_io_wait, _original_handle_packet
-    with _fixes_lock:
-        if _fixes_installed is not None:
-            return _fixes_installed
-        try:
-            session_cls = pyghmi_session.Session
-            io_wait = pyghmi_session._io_wait
-            params = list(inspect.signature(io_wait).parameters)
-            handle = session_cls._handle_ipmi_packet
-            if (params != ["timeout", "myaddr", "evq"]
-                    or list(inspect.signature(handle).parameters) != ["self", "data", "sockaddr", "qent"]
-                    or not isinstance(session_cls.bmc_handlers, dict)
-                    or not hasattr(session_cls, "_mark_broken")):
-                raise RuntimeError("pyghmi's private session API changed")
-            _original_io_wait, _original_handle_packet = io_wait, handle
-            pyghmi_session._io_wait = _io_wait
-            session_cls._handle_ipmi_packet = _handle_ipmi_packet
-            _fixes_installed = True
-        except Exception as exc:  # fail soft: pyghmi stays as it is
-            log.warning("pyghmi fixes not installed (%s); IPMI replies will be slower", exc)
-            _fixes_installed = False
-        return _fixes_installed
-
-
-def _abandon(sess: Any) -> None:
-    """Make pyghmi forget a session whose caller gave up mid-request, without waiting."""
-    if sess is None:
-        return
-    try:
-        sess.incommand = False
-        sess.lastpayload = None
-        sess.onlogpayload = None
-        while sess.evq:
-            sess.evq.popleft().set()
-        sess._mark_broken("abandoned after its deadline")  # sends Close Session, no wait
-    except Exception:
-        log.debug("abandoning an IPMI session failed", exc_info=True)
-
-
-def _client_sessions(address: str, port: int, userid: bytes) -> list[Any]:
-    """pyghmi's client sessions to one BMC (for a login that raised before returning one)."""
-    found: list[Any] = []
-    try:
-        candidates = [s for h in list(pyghmi_session.Session.bmc_handlers.values()) for s in list(h.values())]
-        candidates += list(pyghmi_session.Session.initting_sessions.values())
-    except (RuntimeError, AttributeError):
-        return found
-    for s in candidates:
-        if (getattr(s, "bmc", None) == address and getattr(s, "port", None) == port
-                and getattr(s, "userid", None) == userid and not getattr(s, "servermode", False)
-                and not getattr(s, "logged", 0)  # never an established one another driver uses
-                and s not in found):
-            found.append(s)
-    return found
 
 
 # Sessions in use per pyghmi Session object: pyghmi hands the same one to every Command for
@@ -233,7 +108,7 @@ def map_error(exc: BaseException, where: str, password: str = "") -> DriverError
     if password and password in text:  # never seen from pyghmi; cheap insurance
         text = text.replace(password, "********")
     lowered = text.lower()
-    if isinstance(exc, _DeadlineExceeded):
+    if isinstance(exc, fixes.DeadlineExceeded):
         return Timeout(f"{where}: no answer in time")
     if isinstance(exc, pyghmi_exc.IpmiException):
         if any(w in lowered for w in _AUTH_WORDS):
@@ -245,7 +120,7 @@ def map_error(exc: BaseException, where: str, password: str = "") -> DriverError
         return DriverError(f"{where}: the BMC refused: {text}")
     if isinstance(exc, OSError):
         return Unreachable(f"{where}: {text}")
-    if isinstance(exc, _MALFORMED):
+    if isinstance(exc, fixes.MALFORMED):
         return ProtocolError(f"{where}: malformed reply ({type(exc).__name__}: {text})")
     if isinstance(exc, pyghmi_exc.PyghmiException):
         return DriverError(f"{where}: {text}")
@@ -279,7 +154,7 @@ class IpmiDriver:
         self._last_used = 0.0
         self._thresholds: dict[str, tuple[float | None, ...]] | None = None
         self._closed = False
-        install_pyghmi_fixes()
+        fixes.install()
 
     def __repr__(self) -> str:
         return f"IpmiDriver({self._where!r}, user={self.bmc.username!r})"
@@ -338,7 +213,11 @@ class IpmiDriver:
         return await self._call("identity", _read_identity)
 
     async def close(self) -> None:
-        """Log out (when no other driver shares the session).  Idempotent; never raises."""
+        """Log out (when no other driver shares the session) and wait for the BMC to confirm.
+
+        Idempotent; never raises.  A BMC that does not confirm within 2 s (or ``timeout``)
+        is left to expire the session itself.
+        """
         if self._closed:
             return
         self._closed = True
@@ -372,10 +251,10 @@ class IpmiDriver:
             raise Timeout(f"{where}: no free IPMI worker thread within {self.timeout:g} s")
         if not self._thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise Timeout(f"{where}: an earlier request to this BMC is still running")
-        _worker.deadline = deadline
         try:
-            return self._attempt(fn)
-        except _DeadlineExceeded:
+            with fixes.deadline(deadline):
+                return self._attempt(fn)
+        except fixes.DeadlineExceeded:
             malformed = self._give_up()
             if malformed:
                 raise ProtocolError(f"{where}: malformed replies ({malformed})") from None
@@ -385,7 +264,6 @@ class IpmiDriver:
         except Exception as exc:
             raise map_error(exc, where, self._password.get()) from exc
         finally:
-            _worker.deadline = None
             self._thread_lock.release()
 
     def _attempt(self, fn: Callable[[Any], T]) -> T:
@@ -428,32 +306,29 @@ class IpmiDriver:
             return
         sess = cmd.ipmi_session
         if _release_session(sess) and not getattr(sess, "broken", False):
-            try:
-                sess.logout()  # Close Session is sent without waiting for its answer
-            except Exception:
-                log.debug("%s: logout of a dropped session failed", self._where, exc_info=True)
+            _log_out(sess)
 
     def _give_up(self) -> str:
         """After a deadline: abandon the session pyghmi is stuck in; say if it saw junk."""
-        _worker.deadline = None
         if self._command is not None:
             sessions = [self._command.ipmi_session]
             _release_session(self._command.ipmi_session)
             self._command = None
         else:  # the login itself ran out of time: find the half-made session
-            sessions = _client_sessions(self.address, self.port, self.bmc.username.encode())
+            sessions = fixes.half_open_sessions(self.address, self.port, self.bmc.username.encode())
         self._thresholds = None
         malformed = ""
         for sess in sessions:
-            malformed = malformed or getattr(sess, "fleet_malformed", "")
-            _abandon(sess)
+            malformed = malformed or fixes.malformed_note(sess)
+            fixes.abandon(sess)
         return malformed
 
     def _logout(self) -> None:
         # An abandoned worker ends at its deadline (it holds the thread lock until then).
         locked = self._thread_lock.acquire(timeout=self.timeout + _GRACE)
         try:
-            self._drop()
+            with fixes.deadline(time.monotonic() + min(self.timeout, _LOGOUT_TIMEOUT)):
+                self._drop()
         finally:
             if locked:
                 self._thread_lock.release()
@@ -462,6 +337,22 @@ class IpmiDriver:
         if self._thresholds is None:
             self._thresholds = _read_thresholds(cmd)
         return [iv.sensor_from(r, self._thresholds.get(r.name)) for r in cmd.get_sensor_data()]
+
+
+def _log_out(sess: Any) -> None:
+    """Close Session, waiting for the BMC's answer (pyghmi's ``logout`` only sends it), then
+    pyghmi's own cleanup.  Bounded by the worker's deadline; a BMC that does not answer
+    gets the session abandoned (it expires it itself)."""
+    try:
+        if sess.logged:
+            sess.raw_command(netfn=0x06, command=0x3C, data=tuple(struct.pack("<I", sess.sessionid)))
+            sess.logged = 0  # closed on the BMC: logout() must not send it again
+        sess.logout()
+    except fixes.DeadlineExceeded:
+        fixes.abandon(sess)
+    except Exception:
+        log.debug("logout from %s failed", getattr(sess, "bmc", "?"), exc_info=True)
+        fixes.abandon(sess)
 
 
 def _retrieve(future: asyncio.Future) -> None:

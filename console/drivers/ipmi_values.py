@@ -81,7 +81,7 @@ def boot_override_from(result: Mapping[str, Any]) -> BootOverride:
 
 _UNITS = {"°C": "C", "C": "C", "°F": "F", "RPM": "RPM", "V": "V", "W": "W", "%": "%", "A": "A"}
 _KINDS = {"temperature": "temperature", "fan": "fan", "voltage": "voltage", "power": "power",
-          "current": "power", "power supply": "power"}
+          "power supply": "power"}  # pyghmi sensor type names; others: by unit, else "other"
 
 
 def sensor_from(reading: Any, thresholds: tuple[float | None, ...] | None) -> Sensor:

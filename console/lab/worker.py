@@ -60,6 +60,8 @@ class Worker:
         secrets = cfg["secrets"]
         self._http = aiohttp.ClientSession()
         ephemeral = cfg.get("ephemeral", False)
+        frozen = cfg.get("frozen_time")
+        clock = (lambda: frozen) if frozen is not None else time.time
         boot_port = None
         if cfg.get("serve_boot"):
             from console.lab.boot import BootServer
@@ -78,7 +80,7 @@ class Worker:
         any_ipmi = any_redfish = False
         for m in cfg["machines"]:
             spec = MachineSpec(**m["spec"], provisioner_url=provisioner_url)
-            machine = Machine(spec, loop, time_scale=cfg.get("time_scale", 1.0), http_get=self._http_get)
+            machine = Machine(spec, loop, time_scale=cfg.get("time_scale", 1.0), http_get=self._http_get, clock=clock)
             self.machines[spec.name] = machine
             bmc = m["bmc"]
             port = 0 if ephemeral else bmc["port"]
@@ -104,7 +106,7 @@ class Worker:
 
         switches: dict[str, int] = {}
         if cfg.get("switches"):
-            self.snmp = SnmpLab()
+            self.snmp = SnmpLab(clock=(lambda: frozen) if frozen is not None else time.monotonic)
             for sw in cfg["switches"]:
                 ports = []
                 for p in sw["ports"]:

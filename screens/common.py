@@ -1,0 +1,84 @@
+"""Shared bits for every screen: the FleetChanged message and status styling.
+
+Every status is shown as a symbol *and* a theme colour, so it reads without colour
+(``NO_COLOR`` is honoured by Textual itself).
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.message import Message
+
+__all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "node_words"]
+
+
+class FleetChanged(Message):
+    """A batch of fleet state changes (one message per batch, never one per host)."""
+
+    def __init__(self, nodes: set[str], switches: set[str]) -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.switches = switches
+
+
+#: word -> (symbol, style).  Styles are theme-neutral Rich styles resolved per theme by
+#: the widgets' component classes where it matters; these keep meaning without colour.
+SYMBOLS: dict[str, tuple[str, str]] = {
+    "on": ("●", "green"),
+    "off": ("○", "dim"),
+    "unknown": ("?", "yellow"),
+    "ok": ("✓", "green"),
+    "warning": ("!", "yellow"),
+    "critical": ("✗", "bold red"),
+    "error": ("✗", "bold red"),
+    "drift": ("≠", "magenta"),
+    "match": ("✓", "green"),
+    "mismatch": ("✗", "bold red"),
+    "ambiguous": ("~", "yellow"),
+    "unmanaged": ("-", "dim"),
+    "up": ("▲", "green"),
+    "down": ("▼", "red"),
+}
+
+
+def status_text(word: str | None, label: str | None = None) -> Text:
+    """``● on``-style text for a status word."""
+    if word is None:
+        return Text("-", style="dim")
+    symbol, style = SYMBOLS.get(word, ("·", ""))
+    return Text(f"{symbol} {label if label is not None else word}", style=style)
+
+
+def age_text(ts: float | None, now: float | None = None) -> Text:
+    """How long ago, compactly: ``3s``, ``2m``, ``1h``; ``never`` when None."""
+    if ts is None:
+        return Text("never", style="dim")
+    age = max(0.0, (now if now is not None else time.time()) - ts)
+    if age < 60:
+        s = f"{age:.0f}s"
+    elif age < 3600:
+        s = f"{age / 60:.0f}m"
+    else:
+        s = f"{age / 3600:.0f}h"
+    return Text(s, style="yellow" if age > 120 else "")
+
+
+def node_words(fleet, node) -> dict[str, object]:
+    """Inventory attributes plus live state words, for the selection syntax in filters."""
+    st = fleet.nodes[node.name]
+    attrs: dict[str, object] = dict(node.attributes())
+    attrs["power"] = st.power
+    attrs["health"] = st.health
+    attrs["image_state"] = fleet.image_state(node)
+    finding = fleet.port_finding(node)
+    if finding:
+        attrs["port"] = finding
+    attrs["state"] = tuple(w for w in (
+        "error" if st.error else None,
+        "drift" if fleet.image_state(node) == "drift" else None,
+        "miscabled" if finding == "mismatch" else None,
+        "stale" if st.last_success is None else None,
+    ) if w)
+    return attrs
