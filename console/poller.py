@@ -103,6 +103,7 @@ class Poller:
         self._hosts = {n.name: _Endpoint(n.name) for n in site.nodes}
         self._switches = {s.name: _Endpoint(s.name) for s in site.switches}
         self._tasks: list[asyncio.Task] = []
+        self._closing = False
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -170,7 +171,8 @@ class Poller:
                 if not isinstance(exc, (FleetError, asyncio.TimeoutError)):
                     log.exception("poll %s %s failed", name, job)
                 self.fleet.node_failed(name, job, _reason(exc))
-                await self._drop_driver(ep)
+                # the driver is kept: it re-establishes its own session, and a fresh one
+                # per failure would pay a login (and, for IPMI, the SDR) every time
                 if job == "power":
                     return  # the BMC is in trouble: don't pile slower polls onto it
                 continue
@@ -294,7 +296,7 @@ class Poller:
 
     async def _node_loop(self, name: str) -> None:
         due = {job: self.clock() for job in NODE_JOBS}
-        while True:
+        while not self._closing:
             if self.breaker_open(name):
                 job = "power"  # only probe a dead BMC
             else:
@@ -307,7 +309,7 @@ class Poller:
 
     async def _switch_loop(self, name: str) -> None:
         next_tables = 0.0
-        while True:
+        while not self._closing:
             tables = self.clock() >= next_tables
             await self.poll_switch(name, tables=tables)
             if tables:
@@ -325,9 +327,16 @@ class Poller:
 
     async def aclose(self) -> None:
         """Stop polling and log out of every BMC (bounded: a dead BMC does not block shutdown)."""
+        self._closing = True
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Python 3.11's wait_for can swallow a cancellation that races a finishing
+        # request; the _closing flag ends such a loop, and we cancel again until all end.
+        for _ in range(50):
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                break
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=0.2)
         eps = [ep for ep in (*self._bmcs.values(), *self._switches.values()) if ep.driver is not None]
         await asyncio.gather(*(self._drop_driver(ep) for ep in eps))

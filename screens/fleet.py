@@ -74,6 +74,7 @@ class FleetScreen(Screen):
         for key, label, width in COLUMNS:
             table.add_column(label, width=width, key=key)
         self.query_one("#filter-bar").display = False
+        table.focus()  # not the (hidden) filter input
         self._apply_filter("")
         self._refresh_summary()
         self.set_interval(1.0, self._tick)

@@ -41,7 +41,7 @@ from inventory.model import Bmc
 
 from . import ipmi_fixes as fixes
 from . import ipmi_values as iv
-from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, PowerState, Sensor
+from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, PowerState, Sensor, worst_health
 
 __all__ = ["POOL_SIZE", "IpmiDriver", "map_error", "shared_pool"]
 
@@ -138,6 +138,8 @@ class IpmiDriver:
     #: Seconds of idleness after which the session is replaced before the next call
     #: (BMCs drop idle sessions after 30-60 s; a stale one costs pyghmi seconds of retries).
     idle_relogin = 25.0
+    #: Seconds the sensor half of :meth:`health` is reused (chassis fault bits are always fresh)
+    health_ttl = 30.0
 
     def __init__(self, bmc: Bmc, password: Secret, *, timeout: float = 5.0,
                  executor: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
@@ -153,6 +155,8 @@ class IpmiDriver:
         self._command: Any = None
         self._last_used = 0.0
         self._thresholds: dict[str, tuple[float | None, ...]] | None = None
+        self._sensor_health: tuple[str, float] | None = None
+        self._chassis_health: str | None = None
         self._closed = False
         fixes.install()
 
@@ -162,8 +166,12 @@ class IpmiDriver:
     # ------------------------------------------------------------- BmcDriver
     async def power_state(self) -> PowerState:
         """Chassis power (Get Chassis Status)."""
-        state = await self._call("power state", lambda c: c.get_power().get("powerstate"))
-        return {"on": PowerState.ON, "off": PowerState.OFF}.get(state, PowerState.UNKNOWN)
+        data = await self._call("power state", _chassis_status)
+        # Get Chassis Status answers power and the chassis fault bits in one round trip:
+        # byte 1 bit 3 power fault, bit 4 power control fault; byte 3 bit 3 cooling/fan fault
+        faults = "critical" if (data[0] & 0x18 or (len(data) > 2 and data[2] & 0x08)) else "ok"
+        self._chassis_health = faults
+        return PowerState.ON if data[0] & 0x01 else PowerState.OFF
 
     async def power(self, action: PowerAction) -> None:
         """Chassis Control; returns when the BMC accepted it (poll :meth:`power_state`)."""
@@ -195,9 +203,18 @@ class IpmiDriver:
                             f"the BMC reports {_words(got)}")
 
     async def health(self) -> str:
-        """The worst sensor state the BMC reports (``get_health``)."""
-        summary = await self._call("health", lambda c: c.get_health())
-        return iv.health_word(summary.get("health"))
+        """The worst sensor state the BMC reports, with the chassis fault bits.
+
+        Reading every sensor costs a round trip each, so the sensor half is cached for
+        ``health_ttl`` seconds (refreshed by :meth:`sensors` too); the chassis fault bits
+        from the last :meth:`power_state` are always current.
+        """
+        cached = self._sensor_health
+        if cached is None or time.monotonic() - cached[1] > self.health_ttl:
+            summary = await self._call("health", lambda c: c.get_health())
+            cached = (iv.health_word(summary.get("health")), time.monotonic())
+            self._sensor_health = cached
+        return worst_health([cached[0], self._chassis_health or "ok"])
 
     async def sensors(self) -> list[Sensor]:
         """Every SDR sensor with its reading; thresholds read once per session."""
@@ -336,7 +353,9 @@ class IpmiDriver:
     def _read_sensors(self, cmd: Any) -> list[Sensor]:
         if self._thresholds is None:
             self._thresholds = _read_thresholds(cmd)
-        return [iv.sensor_from(r, self._thresholds.get(r.name)) for r in cmd.get_sensor_data()]
+        sensors = [iv.sensor_from(r, self._thresholds.get(r.name)) for r in cmd.get_sensor_data()]
+        self._sensor_health = (worst_health([x.health for x in sensors]), time.monotonic())
+        return sensors
 
 
 def _log_out(sess: Any) -> None:
@@ -353,6 +372,17 @@ def _log_out(sess: Any) -> None:
     except Exception:
         log.debug("logout from %s failed", getattr(sess, "bmc", "?"), exc_info=True)
         fixes.abandon(sess)
+
+
+def _chassis_status(cmd: Any) -> bytes:
+    """Raw Get Chassis Status (NetFn Chassis, command 01h) data bytes."""
+    rsp = cmd.raw_command(netfn=0, command=1)
+    if "error" in rsp:
+        raise pyghmi_exc.IpmiException(rsp["error"], rsp.get("code", 0))
+    data = bytes(rsp.get("data", b""))
+    if len(data) < 3:
+        raise pyghmi_exc.IpmiException("short Get Chassis Status reply")
+    return data
 
 
 def _retrieve(future: asyncio.Future) -> None:

@@ -93,6 +93,7 @@ class RedfishSession:
         self._logged_in = False
         self._basic = False
         self._token: str | None = None
+        self._pending_login: "asyncio.Future | None" = None  # a login POST whose caller was cancelled
         self._session_uri: str | None = None
         self._root: dict[str, Any] | None = None
 
@@ -160,6 +161,7 @@ class RedfishSession:
         self._closed = True
         try:
             async with self._lock:
+                await self._adopt_pending_login()
                 await self._logout()
         finally:
             if self._own_client:
@@ -190,7 +192,12 @@ class RedfishSession:
             self._basic, self._logged_in = True, True
             return
         body = {"UserName": self.bmc.username, "Password": self._password.get()}
-        response = await self._send("POST", sessions, json=body, auth=False)
+        # Shielded: if our caller is cancelled mid-login the BMC still creates the session;
+        # close() then waits for this POST and deletes what it made (no leaked session).
+        post = asyncio.ensure_future(self._send("POST", sessions, json=body, auth=False))
+        self._pending_login = post
+        response = await asyncio.shield(post)
+        self._pending_login = None
         if response.status_code in (404, 405):
             self._basic, self._logged_in = True, True
             log.info("%s: no SessionService login (%s); using Basic auth", self.address, response.status_code)
@@ -212,6 +219,21 @@ class RedfishSession:
         # Only the path: some BMCs put their own host name in Location; the session lives here anyway.
         self._session_uri = _path(location) if isinstance(location, str) and location else None
         self._basic, self._logged_in = False, True
+
+    async def _adopt_pending_login(self) -> None:
+        """A login whose caller was cancelled: wait for it and take its session, to delete it."""
+        post, self._pending_login = self._pending_login, None
+        if post is None:
+            return
+        try:
+            response = await asyncio.wait_for(asyncio.shield(post), 5)
+        except BaseException:
+            post.cancel()
+            return
+        token = response.headers.get("X-Auth-Token")
+        location = response.headers.get("Location")
+        if response.status_code < 300 and token and location:
+            self._token, self._session_uri = token, _path(location)
 
     async def _logout(self) -> None:
         """Best-effort DELETE of our session: it expires anyway, and a dead BMC must not block close()."""
