@@ -32,7 +32,8 @@ async def wait_until(pilot, predicate, timeout=30.0):
     raise AssertionError("condition not met in time")
 
 
-async def test_fleet_screen_shows_live_state_and_filters(ctx):
+async def test_fleet_screen_shows_live_state_and_filters(ctx, demo_lab):
+    before = demo_lab.sessions()
     app = make_app(ctx, poll_config=FAST, read_only=True)
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.screen.query_one(DataTable)
@@ -52,20 +53,22 @@ async def test_fleet_screen_shows_live_state_and_filters(ctx):
         screen = app.screen
         screen.action_filter()
         screen.query_one("#filter", Input).value = "off"
-        await asyncio.sleep(0.3)
+        await wait_until(pilot, lambda: len(screen.shown) == 3)
         assert set(screen.shown) == {"dal1-r01-n13", "dal1-r03-n20", "dal1-r03-n21"}
         assert table.row_count == 3
         screen.action_clear_filter()
-        await asyncio.sleep(0.3)
+        await wait_until(pilot, lambda: table.row_count == 89)
         assert table.row_count == 89
         await wait_until(pilot, lambda: all(app.fleet.nodes[f"dal1-r02-n0{i}"].image_running for i in range(1, 6)))
         screen.action_filter()
         screen.query_one("#filter", Input).value = "rack=r02&drift"
-        await asyncio.sleep(0.3)
+        await wait_until(pilot, lambda: len(screen.shown) == 5)
         assert screen.shown == [f"dal1-r02-n0{i}" for i in range(1, 6)], screen.query_one("#filter", Input).tooltip
         screen.action_mark_all()
         assert screen.marked == set(screen.shown)
         assert "5 marked" in str(screen.query_one("#summary", Static).render())
+        await app.action_quit()  # what `q` does: log out of every BMC, then exit
+    assert demo_lab.sessions() == before
 
 
 async def test_keys_filter_mark_and_sort(ctx):
