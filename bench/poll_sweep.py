@@ -6,7 +6,7 @@
 For each protocol and size it starts the lab (worker processes, ephemeral ports on
 loopback), then measures in this process:
 
-- cold sweep: first power + health + boot-override poll of every BMC (logins included);
+- cold sweep: first power + health poll of every BMC (logins included);
 - steady sweep: the same again on the kept sessions (median of 3);
 - for IPMI, in the same run and over the same BMCs: ``ipmi-power --stat`` from
   freeipmi (its own fan-out, a full session handshake per host) and a sequential
@@ -124,8 +124,9 @@ def main() -> None:
                           f"(≈{row['ipmitool_per_host_s'] * n:.1f} s for N)", flush=True)
             finally:
                 lab.stop()
-    print("\nnote: one poll = power state + health + boot override (3 requests on a kept session); "
-          "freeipmi and ipmitool do one power-status request per host, with a new session each.")
+    print("\nnote: one poll = power state + health on a kept session (IPMI: Get Chassis Status, with sensor "
+          "health cached 30 s; Redfish: the ComputerSystem); freeipmi and ipmitool do one power-status "
+          "request per host, with a new session each.")
 
 
 if __name__ == "__main__":

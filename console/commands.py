@@ -59,7 +59,7 @@ def cmd_status(args: argparse.Namespace, ctx) -> int:
     names = selected_nodes(ctx.site, args.range)
 
     async def run(poller: Poller, fleet: Fleet):
-        await poller.sweep(("power", "image"), nodes=names, switches=True)
+        await poller.sweep(("power", "boot", "image"), nodes=names, switches=True)
         return [fleet.record(n) for n in names]
 
     records = asyncio.run(_with_poller(ctx, run, args))

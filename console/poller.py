@@ -6,7 +6,7 @@ Rules (see PROTOCOL-NOTES "Operating limits"):
 - one poll in flight per endpoint (a lock each) and at least ``min_interval``
   seconds between the starts of two polls of the same endpoint;
 - a global cap on polls in flight (``global_limit``);
-- cadences per kind: power + health + boot override fast, sensors and event
+- cadences per kind: power + health fast, boot override, sensors and event
   logs slower, identity rarely, the running image (SSH) slowly;
 - every poll has a timeout; a failing endpoint backs off exponentially with
   jitter up to ``backoff_max`` (the circuit breaker: past ``breaker_threshold``
@@ -38,7 +38,7 @@ __all__ = ["PollConfig", "Poller", "NODE_JOBS"]
 log = logging.getLogger(__name__)
 
 #: node poll kinds, in priority order
-NODE_JOBS = ("power", "identity", "sensors", "events", "image")
+NODE_JOBS = ("power", "boot", "identity", "sensors", "events", "image")
 
 
 @dataclass
@@ -46,6 +46,7 @@ class PollConfig:
     """Cadences (seconds) and limits."""
 
     power_interval: float = 10.0
+    boot_interval: float = 60.0  # boot override: changes only when someone sets it (actions read it back)
     sensors_interval: float = 60.0
     events_interval: float = 120.0
     identity_interval: float = 3600.0
@@ -185,8 +186,9 @@ class Poller:
         if job == "power":
             power = await d.power_state()
             health = await d.health()
-            boot = await d.boot_override()
-            return {"power": power.value, "health": health, "boot_override": boot}
+            return {"power": power.value, "health": health}
+        if job == "boot":
+            return {"boot_override": await d.boot_override()}
         if job == "sensors":
             return {"sensors": await d.sensors()}
         if job == "events":

@@ -27,7 +27,7 @@ async def test_sweep_reads_every_node_over_its_protocol(demo_lab, lab_site):
     before = demo_lab.sessions()
     poller = Poller(site, fleet, secrets, PollConfig(timeout=5, min_interval=0))
     try:
-        await poller.sweep(("power", "image"))
+        await poller.sweep(("power", "boot", "image"))
     finally:
         await poller.aclose()
     records = {n.name: fleet.record(n.name) for n in site.nodes}
@@ -124,3 +124,24 @@ def test_status_bad_selection_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "console.cli", "--site", "demo", "status", "dal1-r09-n[01-02]"],
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
     assert r.returncode == 2 and "unknown node(s)" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("node", ["dal1-r01-n07", "dal1-r02-n19"])  # IPMI fan fault, Redfish PSU fault
+def test_sensors_and_events_commands(demo_lab, node, capsys):
+    import argparse
+
+    from console.cli import SiteContext
+    from console.commands import cmd_events, cmd_sensors
+
+    ctx = SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
+    args = argparse.Namespace(node=node, json=True, timeout=5.0)
+    assert cmd_sensors(args, ctx) == 0
+    sensors = json.loads(capsys.readouterr().out)
+    assert sensors[0]["health"] == "critical"  # failing sensors first
+    assert {"FAN1", "12V", "CPU1 Temp"} <= {s["name"] for s in sensors}
+    fan = next(s for s in sensors if s["name"] == "FAN1")
+    assert fan["unit"] and fan["thresholds"]["lower_critical"] == 1000
+    assert cmd_events(args, ctx) == 0
+    events = json.loads(capsys.readouterr().out)
+    assert events and any(e["severity"] in ("critical", "warning") for e in events)
+    assert all(e["time"] for e in events)
