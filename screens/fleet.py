@@ -23,7 +23,7 @@ COLUMNS = (
     ("rack", "RACK/U", 7),
     ("power", "POWER", 9),
     ("health", "HEALTH", 10),
-    ("port", "PORT", 10),
+    ("port", "PORT", 13),
     ("image", "IMAGE", 22),
     ("age", "AGE", 5),
     ("error", "ERROR", 30),
