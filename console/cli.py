@@ -271,6 +271,11 @@ def _setup_logging() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run a command, map errors to a message and an exit status."""
     _setup_logging()
+
+    def terminate(*_):  # SIGTERM unwinds like Ctrl-C, so every BMC session is logged out
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.site:
