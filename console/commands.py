@@ -168,17 +168,25 @@ def _one_node(ctx, name: str) -> str:
     return names[0]
 
 
-def cmd_sensors(args: argparse.Namespace, ctx) -> int:
-    """``sensors NODE [--json]``: every sensor with thresholds, failing ones first."""
+def _poll_one(args: argparse.Namespace, ctx, job: str):
+    """Poll one job on the one node ``args.node`` names; its state, or None (error printed)."""
     name = _one_node(ctx, args.node)
 
     async def run(poller: Poller, fleet: Fleet):
-        await poller.poll_node(name, ("sensors",))
+        await poller.poll_node(name, (job,))
         return fleet.nodes[name]
 
     st = asyncio.run(_with_poller(ctx, run, args))
     if st.error:
         print(f"fleet-console: {name}: {st.error}", file=sys.stderr)
+        return None
+    return st
+
+
+def cmd_sensors(args: argparse.Namespace, ctx) -> int:
+    """``sensors NODE [--json]``: every sensor with thresholds, failing ones first."""
+    st = _poll_one(args, ctx, "sensors")
+    if st is None:
         return EXIT_FAIL
     order = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
     sensors = sorted(st.sensors or [], key=lambda s: (order.get(s.health, 3), s.name))
@@ -199,15 +207,8 @@ def cmd_sensors(args: argparse.Namespace, ctx) -> int:
 
 def cmd_events(args: argparse.Namespace, ctx) -> int:
     """``events NODE [--json]``: the event log, newest last."""
-    name = _one_node(ctx, args.node)
-
-    async def run(poller: Poller, fleet: Fleet):
-        await poller.poll_node(name, ("events",))
-        return fleet.nodes[name]
-
-    st = asyncio.run(_with_poller(ctx, run, args))
-    if st.error:
-        print(f"fleet-console: {name}: {st.error}", file=sys.stderr)
+    st = _poll_one(args, ctx, "events")
+    if st is None:
         return EXIT_FAIL
     events = st.events or []
     if args.json:
