@@ -1,0 +1,224 @@
+"""The rack view: every rack drawn as a column of U slots, each node a coloured block.
+
+Racks stand side by side (scrolling sideways when they do not fit); a rack taller
+than the screen scrolls on its own.  The arrow keys move a highlighted cursor
+between nodes: up and down within a rack by U, left and right to the nearest node
+in the neighbouring rack.  Every state has a symbol as well as a colour, so the
+view reads without colour.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import HorizontalScroll, Vertical, VerticalScroll
+from textual.events import Click
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from screens.common import SYMBOLS, FleetChanged
+
+__all__ = ["RackScreen", "NodeBlock", "node_state"]
+
+#: state -> symbol shown in a block (and its CSS class is ``state-<state>``)
+STATE_SYMBOLS = {
+    "error": SYMBOLS["error"][0],
+    "warning": SYMBOLS["warning"][0],
+    "off": SYMBOLS["off"][0],
+    "ok": SYMBOLS["on"][0],
+    "unknown": SYMBOLS["unknown"][0],
+}
+DRIFT = SYMBOLS["drift"][0]
+MISCABLED = "⇄"
+STATES = tuple(STATE_SYMBOLS)
+
+LEGEND = (
+    f"{STATE_SYMBOLS['ok']} on+ok  {STATE_SYMBOLS['warning']} warning  "
+    f"{STATE_SYMBOLS['error']} critical/error  {STATE_SYMBOLS['off']} off  "
+    f"{STATE_SYMBOLS['unknown']} unknown  {DRIFT} image drift  {MISCABLED} miscabled  · empty U"
+)
+
+
+def node_state(fleet, node) -> str:
+    """One word for a node's colour: error, warning, off, ok or unknown."""
+    st = fleet.nodes[node.name]
+    if st.error or st.health == "critical":
+        return "error"
+    if st.health == "warning":
+        return "warning"
+    if st.power == "off":
+        return "off"
+    if st.power == "on" and st.health == "ok":
+        return "ok"
+    return "unknown"
+
+
+def short_name(name: str) -> str:
+    """The last part of a node name: ``dal1-r01-n07`` -> ``n07``."""
+    return name.rsplit("-", 1)[-1]
+
+
+class NodeBlock(Static):
+    """One node: a block as tall as the U range it occupies."""
+
+    def __init__(self, name: str, top_u: int, height: int) -> None:
+        super().__init__(classes="node")
+        self.node_name = name
+        self.top_u = top_u
+        self.bottom_u = top_u - height + 1
+        self.styles.height = height
+        self.state = "unknown"
+
+    def refresh_state(self, fleet) -> None:
+        """Redraw from the fleet: label, symbols and the ``state-*`` class."""
+        node = fleet.site.node(self.node_name)
+        state = node_state(fleet, node)
+        marks = ""
+        if fleet.image_state(node) == "drift":
+            marks += DRIFT
+        if fleet.port_finding(node) == "mismatch":
+            marks += MISCABLED
+        self.state = state
+        for other in STATES:
+            self.set_class(other == state, f"state-{other}")
+        lines = [f"{self.top_u:>2} {short_name(self.node_name):<6} {STATE_SYMBOLS[state]}{marks}"]
+        lines += [f"{u:>2} │" for u in range(self.top_u - 1, self.bottom_u - 1, -1)]
+        self.update(Text("\n".join(lines)))
+        st = fleet.nodes[self.node_name]
+        self.tooltip = f"{self.node_name}: power {st.power}, health {st.health}" + (
+            f", {st.error}" if st.error else "")
+
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        screen = self.screen
+        if isinstance(screen, RackScreen):
+            screen.click_node(self.node_name)
+
+
+class RackScreen(Screen):
+    """Racks side by side; arrows move between nodes, enter opens one."""
+
+    CSS_PATH = "rack.tcss"
+    BINDINGS = [
+        Binding("up", "move(0, 1)", "Up", show=False),
+        Binding("down", "move(0, -1)", "Down", show=False),
+        Binding("left", "move(-1, 0)", "Left", show=False),
+        Binding("right", "move(1, 0)", "Right", show=False),
+        Binding("enter", "open_node", "Detail"),
+        Binding("escape", "back", "Back"),
+        Binding("q", "back", "Back", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: dict[str, NodeBlock] = {}
+        #: per rack, its node blocks from the top U down
+        self.columns: list[list[NodeBlock]] = []
+        self.cursor: str | None = None
+
+    @property
+    def fleet(self):
+        return self.app.fleet
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(LEGEND, id="legend")
+        with HorizontalScroll(id="racks", can_focus=False):
+            for rack in self.fleet.site.racks:
+                with Vertical(classes="rack", id=f"rack-{rack.name}"):
+                    yield Static(f"{rack.name} (row {rack.row})", classes="rack-title")
+                    with VerticalScroll(classes="rack-slots", can_focus=False):
+                        yield from self._slots(rack)
+        yield Footer()
+
+    def _slots(self, rack):
+        site = self.fleet.site
+        by_top: dict[int, object] = {}
+        for name in rack.nodes:
+            node = site.node(name)
+            if node.u is not None:
+                by_top[node.u + node.height - 1] = node
+        column: list[NodeBlock] = []
+        u = rack.height
+        while u >= 1:
+            node = by_top.get(u)
+            if node is not None:
+                block = NodeBlock(node.name, u, node.height)
+                self.blocks[node.name] = block
+                column.append(block)
+                yield block
+                u -= node.height
+            else:
+                yield Static(f"{u:>2} ·", classes="empty")
+                u -= 1
+        self.columns.append(column)
+
+    def on_mount(self) -> None:
+        for block in self.blocks.values():
+            block.refresh_state(self.fleet)
+        first = next((col[-1] for col in self.columns if col), None)
+        if first is not None:
+            self.select(first.node_name)
+
+    # ------------------------------------------------------------ live updates
+    @on(FleetChanged)
+    def _fleet_changed(self, message: FleetChanged) -> None:
+        for name in message.nodes:
+            block = self.blocks.get(name)
+            if block is not None:
+                block.refresh_state(self.fleet)
+
+    # ------------------------------------------------------------ cursor
+    def select(self, name: str) -> None:
+        """Move the highlight to ``name`` and scroll it into view."""
+        if self.cursor in self.blocks:
+            self.blocks[self.cursor].remove_class("-cursor")
+        self.cursor = name
+        block = self.blocks[name]
+        block.add_class("-cursor")
+        block.scroll_visible(animate=False)
+        block.parent.parent.scroll_visible(animate=False)
+
+    def _where(self, name: str) -> tuple[int, int]:
+        for x, column in enumerate(self.columns):
+            for y, block in enumerate(column):
+                if block.node_name == name:
+                    return x, y
+        raise KeyError(name)
+
+    def action_move(self, dx: int, du: int) -> None:
+        """Arrows: ``du`` moves within the rack by U, ``dx`` to a neighbouring rack."""
+        if self.cursor is None:
+            return
+        x, y = self._where(self.cursor)
+        if du:
+            y -= du  # columns run from the top U down
+            if 0 <= y < len(self.columns[x]):
+                self.select(self.columns[x][y].node_name)
+            return
+        current = self.columns[x][y]
+        middle = (current.top_u + current.bottom_u) / 2
+        x += dx
+        while 0 <= x < len(self.columns):
+            column = self.columns[x]
+            if column:
+                nearest = min(column, key=lambda b: (abs((b.top_u + b.bottom_u) / 2 - middle), b.bottom_u))
+                self.select(nearest.node_name)
+                return
+            x += dx
+
+    def click_node(self, name: str) -> None:
+        """A click selects a node; a click on the selected node opens it."""
+        if self.cursor == name:
+            self.app.open_node(name)
+        else:
+            self.select(name)
+
+    def action_open_node(self) -> None:
+        if self.cursor is not None:
+            self.app.open_node(self.cursor)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
