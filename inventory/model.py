@@ -251,16 +251,18 @@ class Site(_Model):
     groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     ssh: SshConfig = SshConfig()
     lab: LabConfig | None = None
-    _index: dict[str, Node] | None = PrivateAttr(None)
+    _index: tuple[tuple[Node, ...], dict[str, Node]] | None = PrivateAttr(None)
 
     def node(self, name: str) -> Node:
         """The node of that name (KeyError when absent)."""
         return self._node_index()[name]
 
     def _node_index(self) -> dict[str, Node]:
-        if self._index is None:
-            self._index = {n.name: n for n in self.nodes}
-        return self._index
+        # keyed on the nodes tuple itself: a model_copy(update={"nodes": ...}) carries the
+        # private index along, and must not answer with the old nodes
+        if self._index is None or self._index[0] is not self.nodes:
+            self._index = (self.nodes, {n.name: n for n in self.nodes})
+        return self._index[1]
 
     def image(self, ref: str) -> Image | None:
         """The catalog image for ``name@version`` (None when unknown)."""

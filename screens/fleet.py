@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from inventory.errors import FleetError
+from inventory.ranges import natural_key
 from inventory.selection import select
 from screens.common import FleetChanged, age_text, node_words, status_text
 
@@ -143,7 +144,7 @@ class FleetScreen(Screen):
         def sort_key(cell):
             text = cell.plain if isinstance(cell, Text) else str(cell)
             word = text.split(" ", 1)[-1]
-            return (order.get(word, 9), _natural(text))
+            return (order.get(word, 9), natural_key(text))
 
         table.sort(key, key=sort_key, reverse=self._sort_reverse)
 
@@ -286,10 +287,5 @@ class FleetScreen(Screen):
         self.app.open_screen("switches")
 
     def action_help(self) -> None:
-        self.app.action_show_help_panel() if hasattr(self.app, "action_show_help_panel") else None
+        self.app.action_show_help_panel()
 
-
-def _natural(s: str) -> list:
-    import re
-
-    return [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", s) if t]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
+import threading
+from typing import Iterator
 
 import pytest
 
@@ -36,6 +39,26 @@ def demo_lab(private_runtime_dir):
         yield lab
     finally:
         lab.stop()
+
+
+@pytest.fixture
+def machine_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An asyncio loop for in-process lab machines, run in a background thread; stopped after."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="lab-machines", daemon=True)
+    thread.start()
+    yield loop
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+    loop.close()
 
 
 def need(tool: str) -> str:

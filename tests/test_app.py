@@ -106,7 +106,6 @@ async def test_bad_filter_is_marked_not_raised(ctx):
 async def test_stale_banner_when_nothing_answers(ctx):
     bad = ctx.site.model_copy(update={"nodes": tuple(n.model_copy(update={"bmc": n.bmc.model_copy(update={"port": 9})})
                                                      for n in ctx.site.nodes[:5]), "switches": (), "racks": ()})
-    bad._index = None
     app = make_app(SiteContext(bad, ctx.secrets), poll_config=PollConfig(timeout=0.5, power_interval=0.5,
                                                                          image_interval=1e6, min_interval=0))
     async with app.run_test(size=(100, 30)) as pilot:

@@ -48,25 +48,6 @@ async def until(read: Callable[[], Awaitable[object]], want: object, timeout: fl
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture
-def machine_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="lab-machines", daemon=True)
-    thread.start()
-    yield loop
-
-    async def cancel_all() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=5)
-    loop.close()
-
-
 class Lab:
     """An IpmiLab plus its machines and ports; stopped (and checked empty) at teardown."""
 

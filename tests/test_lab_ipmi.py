@@ -120,26 +120,6 @@ class SolClient:
 
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture
-def machine_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """The asyncio loop the machines live on, run in a background thread."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="lab-machines", daemon=True)
-    thread.start()
-    yield loop
-
-    async def cancel_all() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=5)
-    loop.close()
-
-
-@pytest.fixture
 def lab(machine_loop) -> Iterator[tuple[IpmiLab, LabBmc, LabBmc]]:
     """Two BMCs on different loopback addresses, ephemeral ports; checks nothing is left behind."""
     ipmi_lab = IpmiLab()

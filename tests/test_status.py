@@ -61,7 +61,6 @@ async def test_a_dead_bmc_becomes_an_error_within_two_periods_and_the_rest_stay_
     victims = {"ipmi": site.node("dal1-r01-n03"), "redfish": site.node("dal1-r02-n12")}
     watched = [n for n in site.nodes if n.rack == "r01"][:10] + [victims["redfish"]]
     sub = site.model_copy(update={"nodes": tuple(watched), "switches": ()})
-    sub._index = None
     poller = Poller(sub, fleet_sub := Fleet(sub), secrets, cfg)
     poller.start()
     try:

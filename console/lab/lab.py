@@ -28,6 +28,7 @@ from typing import Any
 
 from console.errors import LabError
 from inventory.model import Site
+from inventory.ranges import natural_key
 from inventory.selection import select
 
 __all__ = ["Lab", "runtime_dir", "NODES_PER_WORKER"]
@@ -43,11 +44,6 @@ def runtime_dir() -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
-
-
-def _port_names(site: Site, switch: str) -> list[str]:
-    names = [n.switch_port.port for n in site.nodes if n.switch_port and n.switch_port.switch == switch]
-    return names
 
 
 class _Proc:
@@ -272,7 +268,7 @@ class Lab:
             if f"Ethernet{k}" not in nodes:
                 names.append(f"Ethernet{k}")
         uplinks = [f"Ethernet{k}" for k in range(49, 53)]
-        names = sorted(dict.fromkeys(names), key=_natural) + uplinks
+        names = sorted(dict.fromkeys(names), key=natural_key) + uplinks
         spare = [p for p in names if p not in nodes and p not in uplinks]
         cabled: dict[str, Any] = {}
         for pname, node in nodes.items():
@@ -420,15 +416,7 @@ def apply_endpoints(site: Site, endpoints: dict[str, Any]) -> Site:
     prov = site.provisioner
     if prov is not None:
         prov = prov.model_copy(update={"url": endpoints["provisioner_url"], "root": endpoints["boot_root"]})
-    new = site.model_copy(update={"nodes": tuple(nodes), "switches": switches, "provisioner": prov})
-    new._index = None  # the copied node index points at the old nodes
-    return new
-
-
-def _natural(s: str) -> list:
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+    return site.model_copy(update={"nodes": tuple(nodes), "switches": switches, "provisioner": prov})
 
 
 # what each BMC flavor's machine claims to be (Redfish Manufacturer/Model, IPMI FRU)
