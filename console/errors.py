@@ -20,6 +20,7 @@ __all__ = [
     "Timeout",
     "ProtocolError",
     "LabError",
+    "ActionError",
 ]
 
 
@@ -57,3 +58,9 @@ class LabError(FleetError):
     """The embedded lab could not start or be found."""
 
     title = "lab error"
+
+
+class ActionError(FleetError):
+    """An action step on one node failed (the reason is for the operator and the journal)."""
+
+    title = "action failed"
