@@ -17,7 +17,7 @@ from console.fleet import Fleet, iso
 from console.poller import PollConfig, Poller
 from inventory.selection import select
 
-__all__ = ["cmd_status", "cmd_switches", "cmd_sensors", "cmd_events", "selected_nodes"]
+__all__ = ["cmd_status", "cmd_switches", "cmd_sensors", "cmd_events", "selected_nodes", "switch_records", "rate_text"]
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -92,7 +92,7 @@ def cmd_status(args: argparse.Namespace, ctx) -> int:
     return EXIT_FAIL if any(r["error"] for r in records) else EXIT_OK
 
 
-def _switch_records(fleet: Fleet, site) -> list[dict[str, Any]]:
+def switch_records(fleet: Fleet, site) -> list[dict[str, Any]]:
     port_owner = {}
     for n in site.nodes:
         st = fleet.nodes[n.name]
@@ -124,7 +124,7 @@ def _switch_records(fleet: Fleet, site) -> list[dict[str, Any]]:
     return out
 
 
-def _rate(bps: float | None) -> str:
+def rate_text(bps: float | None) -> str:
     if bps is None:
         return "-"
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -141,7 +141,7 @@ def cmd_switches(args: argparse.Namespace, ctx) -> int:
         # a second interface read gives traffic rates
         await asyncio.sleep(1.0)
         await asyncio.gather(*(poller.poll_switch(s.name, tables=False) for s in ctx.site.switches))
-        return _switch_records(fleet, ctx.site)
+        return switch_records(fleet, ctx.site)
 
     records = asyncio.run(_with_poller(ctx, run, args))
     if args.json:
@@ -151,7 +151,7 @@ def cmd_switches(args: argparse.Namespace, ctx) -> int:
         for sw in records:
             print(f"{sw['name']} {sw['address']}  {sw['descr'] or ''}" + (f"  ERROR: {sw['error']}" if sw["error"] else ""))
             rows = [[p["name"], p["admin"], p["oper"], f"{p['speed_mbps'] // 1000}G" if p["speed_mbps"] >= 1000 else str(p["speed_mbps"]),
-                     _rate(p["in_bps"]), _rate(p["out_bps"]), str(p["in_errors"] + p["out_errors"]),
+                     rate_text(p["in_bps"]), rate_text(p["out_bps"]), str(p["in_errors"] + p["out_errors"]),
                      p["node_seen"] or p["node_expected"] or "", p["finding"] or ""]
                     for p in sw["ports"]]
             _print_table(rows, ["  PORT", "ADMIN", "OPER", "SPEED", "IN b/s", "OUT b/s", "ERRORS", "NODE", "FINDING"])

@@ -1,0 +1,106 @@
+"""Command palette (ctrl+p): jump to a node, a rack, a switch, or one of the screens.
+
+:class:`FleetCommands` is a Textual command :class:`~textual.command.Provider`:
+:meth:`~FleetCommands.discover` lists the screens and racks before anything is
+typed; :meth:`~FleetCommands.search` fuzzy-matches what is typed against every
+"go to node/rack/switch" command and the screens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Callable
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+__all__ = ["FleetCommands", "go_to_node", "go_to_rack", "go_to_switch", "go_to_screen"]
+
+#: screens the palette offers: name -> help text
+SCREENS = {
+    "fleet": "every node in one table",
+    "racks": "racks drawn as columns of U slots",
+    "switches": "switches, their ports, and cabling findings",
+}
+
+
+def go_to_node(app, name: str) -> None:
+    """Open node ``name``'s detail screen."""
+    app.open_node(name)
+
+
+async def go_to_rack(app, rack: str) -> None:
+    """Open the rack screen (or use the one on top) with the cursor on ``rack``'s lowest node."""
+    from screens.rack import RackScreen
+
+    screen = app.screen
+    if not isinstance(screen, RackScreen):
+        screen = RackScreen()
+        await app.push_screen(screen)
+    column = next((c for c, r in zip(screen.columns, app.fleet.site.racks) if r.name == rack), None)
+    if column:
+        screen.select(column[-1].node_name)
+    else:
+        app.notify(f"rack {rack} has no nodes placed in U slots", severity="warning")
+
+
+def go_to_switch(app, name: str) -> None:
+    """Open the switches screen (or use the one on top) with switch ``name`` selected."""
+    from screens.switches import SwitchesScreen
+
+    if isinstance(app.screen, SwitchesScreen):
+        app.screen.select_switch(name)
+    else:
+        app.open_screen("switches", name)
+
+
+def go_to_screen(app, which: str) -> None:
+    """Show the fleet screen (back to it), or open the racks or switches screen."""
+    from screens.fleet import FleetScreen
+
+    if which == "fleet":
+        while not isinstance(app.screen, FleetScreen) and len(app.screen_stack) > 2:
+            app.pop_screen()
+        return
+    from screens.rack import RackScreen
+    from screens.switches import SwitchesScreen
+
+    current = {"racks": RackScreen, "switches": SwitchesScreen}[which]
+    if not isinstance(app.screen, current):
+        app.open_screen(which)
+
+
+class FleetCommands(Provider):
+    """Palette commands for this site: nodes, racks, switches and screens."""
+
+    def _commands(self) -> list[tuple[str, Callable, str]]:
+        """(text, callback, help) for every command, screens first."""
+        app = self.app
+        site = app.fleet.site
+        out: list[tuple[str, Callable, str]] = [
+            (f"{which} screen", partial(go_to_screen, app, which), help_text)
+            for which, help_text in SCREENS.items()
+        ]
+        out += [(f"go to rack {r.name}", partial(go_to_rack, app, r.name),
+                 f"row {r.row}, {len(r.nodes)} nodes") for r in site.racks]
+        out += [(f"go to switch {s.name}", partial(go_to_switch, app, s.name), f"{s.address}, its ports")
+                for s in site.switches]
+        out += [(f"go to node {n.name}", partial(go_to_node, app, n.name), f"rack {n.rack}, U {n.u or '-'}")
+                for n in site.nodes]
+        return out
+
+    async def discover(self) -> Hits:
+        """Before anything is typed: the screens and the racks."""
+        for text, command, help_text in self._commands():
+            if not text.startswith("go to node"):
+                yield DiscoveryHit(text, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        """Everything whose text fuzzy-matches ``query``."""
+        matcher = self.matcher(query)
+        for i, (text, command, help_text) in enumerate(self._commands()):
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), command, text=text, help=help_text)
+            if i % 500 == 499:
+                await asyncio.sleep(0)  # thousands of nodes: let the palette stay responsive

@@ -1,0 +1,84 @@
+"""Help: `?` opens it on any screen with that screen's keys; escape, q and ? close it."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+from textual.widgets import Input, Static
+
+from console.cli import SiteContext
+from console.secrets import Secrets
+from screens.app import make_app
+from screens.fleet import FleetScreen
+from screens.help import HelpScreen
+from screens.rack import RackScreen
+from screens.switches import SwitchesScreen
+
+
+@pytest.fixture
+def ctx(demo_lab):
+    return SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
+
+
+def _text(screen: HelpScreen, selector: str) -> str:
+    """What a section shows, as plain text."""
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(screen.query_one(selector, Static).content)
+    return console.export_text()
+
+
+async def test_help_on_the_fleet_screen_opens_and_closes(ctx):
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        help_screen = app.screen
+        assert isinstance(help_screen, HelpScreen)
+        keys = _text(help_screen, "#help-keys")
+        for what in ("Filter", "Mark", "Sort", "Racks", "Switches", "Detail"):
+            assert what in keys, what
+        assert "/" in keys and "w" in keys
+        assert "Quit" in _text(help_screen, "#help-app-keys")
+        selection = _text(help_screen, "#help-selection")
+        for example in ("dal1-r02-n[01-10]", "@gpu", "rack=r01", "role!=gpu", "drift", "&", "-TERM", "all"):
+            assert example in selection, example
+        symbols = _text(help_screen, "#help-symbols")
+        assert "✗ mismatch" in symbols and "≠ drift" in symbols and "○ off" in symbols
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, FleetScreen)
+        await pilot.press("question_mark")
+        await pilot.press("escape")
+        assert isinstance(app.screen, FleetScreen)
+        await pilot.press("question_mark")
+        await pilot.press("q")  # closes help, does not quit the app
+        assert isinstance(app.screen, FleetScreen)
+        assert app.is_running
+
+
+async def test_help_lists_the_current_screens_keys(ctx):
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.push_screen(RackScreen())
+        await pilot.pause()
+        await pilot.press("question_mark")  # the rack screen has no `?` of its own: the app's
+        assert isinstance(app.screen, HelpScreen)
+        keys = _text(app.screen, "#help-keys")
+        assert "Detail" in keys and "Back" in keys and "esc, q" in keys
+        assert "Filter" not in keys
+        await pilot.press("escape")
+        assert isinstance(app.screen, RackScreen)
+        app.push_screen(SwitchesScreen())
+        await pilot.pause()
+        await pilot.press("question_mark")
+        assert "Findings only" in _text(app.screen, "#help-keys")
+        await pilot.press("q")
+        assert isinstance(app.screen, SwitchesScreen)
+
+
+async def test_question_mark_in_the_filter_is_text(ctx):
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("slash", "question_mark")
+        assert isinstance(app.screen, FleetScreen)
+        assert app.screen.query_one("#filter", Input).value == "?"
