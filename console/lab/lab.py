@@ -3,7 +3,10 @@
 :class:`Lab` turns a :class:`~inventory.model.Site` into worker processes
 (:mod:`console.lab.worker`), each holding whole racks: the machines, their IPMI or
 Redfish BMC on the node's BMC address, their SSH host on the node's host address,
-the rack's switch (SNMP), and (worker 0) the PXE boot server.  Racks are split
+the rack's switch (SNMP), and (worker 0) the PXE boot server (the ``ipxe``
+provisioner's HTTP server) plus, for a site whose provisioner is ``drp``, the
+Digital Rebar stand-in (:mod:`console.lab.drp`) the machines then PXE-boot from.
+Worker 0 starts first so the other workers' machines know where to boot from.  Racks are split
 across processes because pyghmi's server uses ``select()``, which cannot watch
 more than ~1,000 sockets in one process, and to use both cores.
 
@@ -35,6 +38,8 @@ __all__ = ["Lab", "runtime_dir", "NODES_PER_WORKER"]
 
 #: racks are packed into workers up to about this many machines each
 NODES_PER_WORKER = 250
+#: the lab's boot server when the site's provisioner does not name it (drp, vmedia sites)
+DEFAULT_BOOT_URL = "http://127.0.0.1:8069"
 
 
 def runtime_dir() -> Path:
@@ -146,6 +151,7 @@ class Lab:
             "snmp-auth": pysecrets.token_urlsafe(12),
             "snmp-priv": pysecrets.token_urlsafe(12),
             "ssh": pysecrets.token_urlsafe(12),
+            "drp": "drp-" + pysecrets.token_urlsafe(18),  # the DRP stand-in's API token
         }
         self.lab_dir = self.runtime / f"lab-{site.name}"
         self.boot_root = self.lab_dir / "boot"
@@ -240,9 +246,10 @@ class Lab:
                 if switch_home[sw.name] != i:
                     continue
                 switches.append(self._switch_config(sw, over))
-            url = prov.url if prov else "http://127.0.0.1:8069"
+            drp = prov is not None and prov.kind == "drp"
+            url = prov.url if prov and prov.kind == "ipxe" and prov.url else DEFAULT_BOOT_URL
             host, _, port = url.split("://", 1)[-1].partition(":")
-            configs.append({
+            config: dict[str, Any] = {
                 "index": i,
                 "time_scale": self.time_scale,
                 "frozen_time": self.frozen_time,
@@ -256,7 +263,19 @@ class Lab:
                 "ssh_user": site.ssh.username,
                 "machines": machines,
                 "switches": switches,
-            })
+            }
+            if drp:
+                config["boot_path"] = "/{mac}.ipxe"  # DRP's default.ipxe chains to ${netX/mac}.ipxe
+                if i == 0:
+                    assert prov is not None and prov.url
+                    dhost, _, dport = prov.url.split("://", 1)[-1].partition(":")
+                    config["drp"] = {
+                        "address": dhost or "127.0.0.1",
+                        "port": int(dport.strip("/") or 8092),
+                        "machines": [{"name": n.name, "mac": n.mac, "address": n.host}
+                                     for n in site.nodes if n.mac],
+                    }
+            configs.append(config)
         return configs
 
     def _switch_config(self, sw, over) -> dict[str, Any]:
@@ -305,8 +324,14 @@ class Lab:
         self.cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         configs = self._configs()
         try:
-            self._procs = [_Proc(c, i) for i, c in enumerate(configs)]
-            readies = [p.read_ready(timeout) for p in self._procs]
+            # worker 0 first: it binds the boot server (and the DRP stand-in), whose address
+            # every other worker's machines need for their PXE boots
+            self._procs = [_Proc(configs[0], 0)]
+            readies = [self._procs[0].read_ready(timeout)]
+            for i, c in enumerate(configs[1:], start=1):
+                c["provisioner_url"] = readies[0].get("provisioner_url")
+                self._procs.append(_Proc(c, i))
+            readies += [p.read_ready(timeout) for p in self._procs[1:]]
         except Exception:
             self.stop()
             raise
@@ -324,11 +349,18 @@ class Lab:
             boot_port = boot_port or ready.get("boot_port")
             host_key = ready.get("ssh_host_key") or host_key
         cfg0 = configs[0]
+        boot_url = f"http://{cfg0['boot_address']}:{boot_port}"
+        prov = self.site.provisioner
         self.endpoints = {
             "nodes": nodes,
             "switches": switches,
-            "provisioner_url": f"http://{cfg0['boot_address']}:{boot_port}",
+            # where nodes boot from: the DRP stand-in for drp sites, else the boot server
+            "provisioner_url": readies[0].get("provisioner_url") or boot_url,
             "boot_root": str(self.boot_root),
+            # the boot server (iPXE scripts, stand-in kernels, initrds and ISOs) and the URL
+            # the site's image catalog names for it
+            "boot_url": boot_url,
+            "boot_url_configured": prov.url if prov and prov.kind == "ipxe" and prov.url else DEFAULT_BOOT_URL,
             "workers": [p.proc.pid for p in self._procs],
         }
         self._write_known_hosts(host_key)
@@ -415,8 +447,21 @@ def apply_endpoints(site: Site, endpoints: dict[str, Any]) -> Site:
     )
     prov = site.provisioner
     if prov is not None:
-        prov = prov.model_copy(update={"url": endpoints["provisioner_url"], "root": endpoints["boot_root"]})
-    return site.model_copy(update={"nodes": tuple(nodes), "switches": switches, "provisioner": prov})
+        update: dict[str, Any] = {"url": endpoints["provisioner_url"]}
+        if prov.kind == "ipxe":
+            update["root"] = endpoints["boot_root"]
+        prov = prov.model_copy(update=update)
+    images = site.images
+    old, new = endpoints.get("boot_url_configured"), endpoints.get("boot_url")
+    if old and new and old != new:
+        # the catalog's artefact URLs point at the boot server's configured address: follow it
+        def move(url: str | None) -> str | None:
+            return new + url[len(old):] if url and url.startswith(old + "/") else url
+
+        images = tuple(img.model_copy(update={k: move(getattr(img, k)) for k in ("kernel", "initrd", "iso")})
+                       for img in site.images)
+    return site.model_copy(update={"nodes": tuple(nodes), "switches": switches, "provisioner": prov,
+                                   "images": images})
 
 
 # what each BMC flavor's machine claims to be (Redfish Manufacturer/Model, IPMI FRU)

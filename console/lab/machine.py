@@ -121,7 +121,10 @@ class MachineSpec:
     image: tuple[str, str] | None = None  # (name, version) installed on disk
     powered: bool = True
     fault: str | None = None  # None | "fan" | "overtemp" | "psu"
-    provisioner_url: str | None = None  # where PXE fetches {url}/boot/{mac}.ipxe
+    provisioner_url: str | None = None  # where PXE fetches its script: provisioner_url + boot_path
+    #: the script's path under provisioner_url: ``{mac_dashes}`` (aa-bb-..) or ``{mac}`` (aa:bb:..,
+    #: iPXE's ${netX/mac}, what DRP's default.ipxe chains to)
+    boot_path: str = "/boot/{mac_dashes}.ipxe"
     seed: int = 0
 
 
@@ -185,6 +188,7 @@ _IPXE_SET = re.compile(r"^\s*set\s+(\S+)\s+(.*?)\s*$")
 _IPXE_KERNEL = re.compile(r"^\s*kernel\s+(\S+)(.*)$")
 _IPXE_INITRD = re.compile(r"^\s*initrd\s+(\S+)")
 _IMAGE_ARG = re.compile(r"fleet\.image=([^@\s]+)@(\S+)")
+_ISO_IMAGE = re.compile(r"/images/([A-Za-z0-9._-]+)/([A-Za-z0-9._+-]+)/[^/]*\.iso$")
 
 
 def parse_ipxe(script: str) -> dict[str, str]:
@@ -263,6 +267,8 @@ class Machine:
         self.boot_order = [BootDevice.DISK, BootDevice.PXE]
         self.last_boot_source: BootDevice | None = None
         self.pxe_fetches: list[tuple[float, str, int]] = []  # (when, url, http status)
+        #: the ISO URL in the BMC's virtual CD drive (set by the Redfish front end), None when empty
+        self.virtual_cd: str | None = None
         self.boots = 0
         self._sel: list[SelEvent] = []
         self._sel_next = 1
@@ -408,6 +414,16 @@ class Machine:
         self.serial.write("\n")
         self._spawn(self._boot_sequence(gen))
 
+    def insert_media(self, url: str) -> None:
+        """The BMC inserted an ISO (by URL) into the virtual CD drive."""
+        with self._lock:
+            self.virtual_cd = url
+
+    def eject_media(self) -> None:
+        """The BMC ejected the virtual CD."""
+        with self._lock:
+            self.virtual_cd = None
+
     def set_boot_override(self, device: BootDevice, persistent: bool = False) -> None:
         """Set the boot override; ``persistent=False`` is consumed by the next boot."""
         with self._lock:
@@ -503,7 +519,11 @@ class Machine:
             if installed is None and self.image:
                 self.serial.write("Booting from Hard Disk...\n")
         elif dev == BootDevice.CD:
-            self.serial.write("No bootable media in virtual CD-ROM; booting from Hard Disk...\n")
+            installed = await self._cd_boot(gen)
+            if not self._current(gen):
+                return
+            if installed is None:
+                self.serial.write("Booting from Hard Disk...\n")
         else:
             self.serial.write("Booting from Hard Disk...\n")
         if not self.image:
@@ -549,7 +569,7 @@ class Machine:
         if not base or self._http_get is None:
             self.serial.write("No configuration methods succeeded (https://ipxe.org/040ee186)\n")
             return None
-        url = f"{base.rstrip('/')}/boot/{self.mac.replace(':', '-')}.ipxe"
+        url = base.rstrip("/") + self.spec.boot_path.format(mac=self.mac, mac_dashes=self.mac.replace(":", "-"))
         self.serial.write(f"http://{url.split('://', 1)[-1]}... ")
         try:
             status, body = await self._http_get(url)
@@ -571,12 +591,42 @@ class Machine:
             self.serial.write("Script names no image; exiting to next boot device\n")
             return None
         new = (info["image_name"], info["image_version"])
+        self.serial.write(f"{info.get('kernel', 'vmlinuz')}... ok\n{info.get('initrd', 'initrd')}... ok\n")
+        return await self._install(gen, new, info.get("sha256"))
+
+    async def _cd_boot(self, gen: int) -> tuple[str, str] | None:
+        """Boot the virtual CD: an ISO named ``.../images/NAME/VERSION/x.iso`` installs NAME@VERSION."""
+        url = self.virtual_cd
+        if not url:
+            self.serial.write("No bootable media in virtual CD-ROM\n")
+            return None
+        self.serial.write(f"Booting from virtual CD-ROM ({url.rsplit('/', 1)[-1]})...\n")
+        status = 0
+        if self._http_get is not None:
+            try:
+                status, _ = await self._http_get(url)
+            except Exception as exc:  # the BMC cannot read the image: the drive reads as empty
+                self.serial.write(f"Virtual media: cannot read {url} ({type(exc).__name__})\n")
+                return None
+        if not self._current(gen):
+            return None
+        if status != 200:
+            self.serial.write(f"Virtual media: cannot read {url} (HTTP {status})\n")
+            return None
+        m = _ISO_IMAGE.search(url)
+        if not m:
+            self.serial.write("ISOLINUX: no installer on this media\n")
+            return None
+        self.serial.write("ISOLINUX 6.04  Copyright (C) 1994-2015 H. Peter Anvin et al\nboot: install\n")
+        return await self._install(gen, (m.group(1), m.group(2)), None)
+
+    async def _install(self, gen: int, new: tuple[str, str], sha: str | None) -> tuple[str, str] | None:
+        """The installer writes ``new`` to disk, telling the serial console; None when interrupted."""
         with self._lock:
             if not self._current(gen):
                 return None
             self.phase = Phase.INSTALLING
         self.serial.write(
-            f"{info.get('kernel', 'vmlinuz')}... ok\n{info.get('initrd', 'initrd')}... ok\n"
             f"[    0.000000] Linux version 6.6.60 (installer)\n"
             f"fleet-installer: writing {new[0]} {new[1]} to /dev/sda\n"
         )
@@ -586,7 +636,6 @@ class Machine:
             if not self._current(gen):
                 return None
             self.serial.write(f"fleet-installer: {i * 100 // steps}%\n")
-        sha = info.get("sha256")
         self.serial.write(f"fleet-installer: verified sha256 {sha[:12] if sha else '(none given)'}\n")
         with self._lock:
             self.image = new

@@ -821,8 +821,10 @@ class _Bmc:
     def post_media(self, p: dict[str, str], body: dict[str, Any]) -> _Reply:
         drive, _ = self._drive(p)
         action = f"VirtualMedia.{p['verb']}"
+        machine = self._owner(p, "media")  # the server whose virtual CD this is
         if p["verb"] == "EjectMedia":
             drive.image, drive.inserted = None, False
+            machine.eject_media()
             return _Reply(204)
         image = body.get("Image")
         if image is None:
@@ -835,6 +837,10 @@ class _Bmc:
         drive.image = image
         drive.inserted = body.get("Inserted", True)
         drive.write_protected = body.get("WriteProtected", True)
+        if drive.inserted:
+            machine.insert_media(image)  # the next CD boot reads this URL
+        else:
+            machine.eject_media()
         return _Reply(204)
 
     def post_manager_reset(self, p: dict[str, str], body: dict[str, Any]) -> _Reply:

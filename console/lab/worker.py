@@ -5,7 +5,9 @@ writes one JSON line of configuration on stdin; the worker starts the machines,
 their IPMI or Redfish BMCs, their SSH hosts, the switches of their racks (SNMP),
 and optionally the PXE boot server, then answers one JSON line on stdout:
 ``{"ready": true, "nodes": {name: {"bmc_port", "ssh_port"}}, "switches": {name:
-port}, "boot_port": int|null, "ssh_host_key": str}`` or ``{"error": "..."}``.
+port}, "boot_port": int|null, "provisioner_url": str|null, "ssh_host_key": str}`` or
+``{"error": "..."}``.  A ``drp`` section in the configuration starts the Digital Rebar
+stand-in (:mod:`console.lab.drp`) too; the machines then PXE-boot from it.
 
 After that, each stdin line is a control command answered by one stdout line
 (see :meth:`Worker.command`).  End of stdin means the supervisor is gone: the
@@ -41,6 +43,7 @@ class Worker:
         self.snmp = None
         self.ssh = None
         self.boot = None
+        self.drp = None
         self._http: aiohttp.ClientSession | None = None
 
     async def _http_get(self, url: str) -> tuple[int, str]:
@@ -70,8 +73,16 @@ class Worker:
                                    0 if ephemeral else cfg.get("boot_port", 8069))
             boot_port = await self.boot.start()
         provisioner_url = cfg.get("provisioner_url")
+        if provisioner_url is None and cfg.get("drp"):
+            from console.lab.drp import DrpLab
+
+            d = cfg["drp"]
+            self.drp = DrpLab(d["machines"], secrets["drp"], d.get("address", "127.0.0.1"),
+                              0 if ephemeral else d.get("port", 8092))
+            provisioner_url = f"http://{d.get('address', '127.0.0.1')}:{await self.drp.start()}"
         if provisioner_url is None and boot_port is not None:
             provisioner_url = f"http://{cfg.get('boot_address', '127.0.0.1')}:{boot_port}"
+        boot_path = cfg.get("boot_path")
 
         self.ipmi = IpmiLab()
         self.redfish = RedfishLab(cert_dir=cfg.get("cert_dir"))
@@ -79,7 +90,8 @@ class Worker:
         nodes: dict[str, dict[str, int | None]] = {}
         any_ipmi = any_redfish = False
         for m in cfg["machines"]:
-            spec = MachineSpec(**m["spec"], provisioner_url=provisioner_url)
+            spec = MachineSpec(**m["spec"], provisioner_url=provisioner_url,
+                               **({"boot_path": boot_path} if boot_path else {}))
             machine = Machine(spec, loop, time_scale=cfg.get("time_scale", 1.0), http_get=self._http_get, clock=clock)
             self.machines[spec.name] = machine
             bmc = m["bmc"]
@@ -132,13 +144,14 @@ class Worker:
             "nodes": nodes,
             "switches": switches,
             "boot_port": boot_port,
+            "provisioner_url": provisioner_url,
             "ssh_host_key": self.ssh.public_key,
             "pid": os.getpid(),
         }
 
     async def stop(self) -> None:
         """Stop every endpoint (each part is idempotent)."""
-        for part in (self.snmp, self.redfish, self.ssh, self.boot):
+        for part in (self.snmp, self.redfish, self.ssh, self.boot, self.drp):
             if part is not None:
                 try:
                     await part.stop()
@@ -160,6 +173,7 @@ class Worker:
                 "boot_override": m.boot_override.value, "boot_persistent": m.boot_override_persistent,
                 "boots": m.boots, "pxe_fetches": [list(f) for f in m.pxe_fetches],
                 "last_boot_source": m.last_boot_source.value if m.last_boot_source else None,
+                "virtual_cd": m.virtual_cd,
             }
         if op == "power":
             m = self.machines[cmd["node"]]

@@ -1,0 +1,281 @@
+"""Reimage one node, end to end, through the site's provisioner.
+
+The flow (DESIGN.md "Reimage, end to end")::
+
+    assign the image (provisioner keeps the previous assignment for rollback)
+    -> boot override PXE once (ipxe, drp) or CD once (vmedia, after InsertMedia)
+    -> read the override back (vendors silently revert it)
+    -> power cycle (power on when off)
+    -> follow: the provisioner sees the boot (script fetch / DRP job), the node's OS
+       answers again, and it reports the new version over SSH (/etc/os-release)
+
+:func:`reimage_node` reports progress through ``phase(name, detail)``: ``assigned``,
+``rebooting``, ``installing``, ``verifying``, ``done``.  Every phase has a timeout
+(:class:`PhaseTimeouts`); a failure or a timeout raises
+:class:`console.errors.ActionError` whose message starts with the phase's name.
+Nothing is rolled back automatically: the provisioner keeps the previous assignment
+(``open_provisioner(site, secrets).rollback(node)`` restores it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
+from console.drivers.ssh import read_image
+from console.errors import ActionError, DriverError, FleetError
+from console.provision import Fetch, ProvisionerBackend, boot_target, check_node, open_provisioner
+from console.secrets import Secrets
+from inventory.model import Image, Node, Site
+
+__all__ = ["PHASES", "PhaseTimeouts", "reimage_node", "reimage_steps"]
+
+#: the phases :func:`reimage_node` reports, in order
+PHASES = ("assigned", "rebooting", "installing", "verifying", "done")
+
+PhaseCallback = Callable[[str, str], None]
+#: seconds past a phase's deadline before a hung call is cancelled
+_BACKSTOP = 15.0
+
+
+@dataclass(frozen=True)
+class PhaseTimeouts:
+    """Seconds each phase may take before the reimage fails naming it (and the poll interval)."""
+
+    assigned: float = 60.0  # provisioner assignment, boot override set and read back
+    rebooting: float = 600.0  # power cycle until the provisioner sees the boot (or power is on)
+    installing: float = 1800.0  # installer running until the node's OS answers again
+    verifying: float = 600.0  # OS answering until it reports the new version
+    poll: float = 2.0  # seconds between checks while following the node
+    ssh_timeout: float = 5.0  # one SSH read of /etc/os-release
+
+    def __post_init__(self) -> None:
+        for name in ("assigned", "rebooting", "installing", "verifying", "poll", "ssh_timeout"):
+            if not getattr(self, name) > 0:
+                raise ActionError(f"reimage timeout {name} must be a positive number of seconds")
+
+
+def _kind(site: Site) -> str:
+    return site.provisioner.kind if site.provisioner is not None else "ipxe"
+
+
+def reimage_steps(node: Node, image: Image, site: Site) -> list[tuple[str, str]]:
+    """The steps a reimage of ``node`` to ``image`` takes, as (name, description) pairs.
+
+    Raises ActionError when the node cannot be reimaged this way (no MAC, an IPMI BMC
+    with virtual media, an image without kernel/initrd or ISO URL).
+    """
+    check_node(site, node, image)
+    kind = _kind(site)
+    target = boot_target(site)
+    if kind == "vmedia":
+        assign = f"insert {image.iso} as virtual CD on {node.bmc.address} (vmedia provisioner)"
+    else:
+        where = site.provisioner.url if site.provisioner and site.provisioner.url else "boot root"
+        assign = f"assign {image.ref} to {node.mac} in {kind} provisioner ({where})"
+    follow = ("follow: " + ("PXE fetch seen by the provisioner, " if kind != "vmedia" else "boot from virtual CD, ")
+              + ("node back up reporting " + image.ref if node.host else "install (no host address: not verified)"))
+    return [
+        ("assign", assign),
+        ("boot-override", f"set boot override {target.upper()} once and read it back"),
+        ("power-cycle", "power cycle (power on when off)"),
+        ("follow", follow),
+    ]
+
+
+class _Follow:
+    """State shared by the phase loops (what was last seen, for the timeout message)."""
+
+    def __init__(self, node: Node, image: Image, site: Site, secrets: Secrets, bmc: BmcDriver,
+                 prov: ProvisionerBackend, timeouts: PhaseTimeouts) -> None:
+        self.node, self.image, self.site, self.secrets = node, image, site, secrets
+        self.bmc, self.prov, self.t = bmc, prov, timeouts
+        self.seen = "nothing yet"
+        self.phase = ""
+        self.seconds = 0.0
+        self.deadline = 0.0
+
+    async def within(self, phase: str, seconds: float, wait: Callable[[], Awaitable[str]], *,
+                     backstop: float = _BACKSTOP) -> str:
+        """Run ``wait`` under the phase's timeout; ActionError naming the phase when it expires.
+
+        The polling loops check :meth:`check` themselves (every single call they make is
+        bounded); the asyncio timeout is only a backstop for a call that hangs anyway.
+        Python 3.11's ``wait_for`` (inside asyncssh) can swallow a cancellation, so a
+        deadline enforced by cancellation alone could be lost.
+        """
+        self.deadline = time.monotonic() + seconds
+        self.phase = phase
+        self.seconds = seconds
+        try:
+            async with asyncio.timeout(seconds + backstop):
+                return await wait()
+        except TimeoutError:
+            raise self.timed_out() from None
+
+    def timed_out(self) -> ActionError:
+        return ActionError(f"{self.phase}: timed out after {self.seconds:g} s ({self.seen})")
+
+    def check(self) -> None:
+        """ActionError when the phase's time is up."""
+        if time.monotonic() >= self.deadline:
+            raise self.timed_out()
+
+    async def pause(self) -> None:
+        """Sleep one poll interval (never past the deadline), then check it."""
+        await asyncio.sleep(max(0.0, min(self.t.poll, self.deadline - time.monotonic())))
+        self.check()
+
+    def left(self, cap: float) -> float:
+        return max(0.05, min(cap, self.deadline - time.monotonic()))
+
+    async def power(self) -> PowerState | None:
+        try:
+            return await self.bmc.power_state()
+        except DriverError as exc:
+            self.seen = f"BMC: {exc}"
+            return None
+
+    async def running(self) -> str | None:
+        """``name@version`` the node reports over SSH, or None (not answering yet)."""
+        got = await read_image(self.node, self.site.ssh, self.secrets, timeout=self.left(self.t.ssh_timeout))
+        if got.ref is None:
+            self.seen = f"OS not answering ({got.error})"
+        return got.ref
+
+
+async def _mark(prov: ProvisionerBackend, node: Node) -> float | None:
+    """The newest boot the provisioner saw before we reboot (None: it cannot see boots)."""
+    seen = await prov.fetches(node, 0.0)
+    if seen is None:
+        return None
+    return max((f.time for f in seen), default=0.0)
+
+
+async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets, bmc: BmcDriver,
+                       phase: PhaseCallback, timeouts: PhaseTimeouts | None = None) -> None:
+    """Reimage ``node`` to ``image`` and follow it until it runs the image.
+
+    ``bmc`` is an open driver for the node; ``phase(name, detail)`` is called as each
+    phase starts.  ActionError (message starting with the phase) on failure or timeout.
+    """
+    t = timeouts or PhaseTimeouts()
+    check_node(site, node, image)
+    kind = _kind(site)
+    try:
+        prov = open_provisioner(site, secrets)
+    except FleetError as exc:
+        raise ActionError(f"assign: {exc}") from None
+    follow = _Follow(node, image, site, secrets, bmc, prov, t)
+    current = "assign"
+
+    def enter(name: str, detail: str) -> None:
+        nonlocal current
+        current = name
+        phase(name, detail)
+
+    try:
+        detail = await follow.within("assign", t.assigned, lambda: _assign(follow, kind), backstop=0.0)
+        mark = await _mark(prov, node)
+        enter("assigned", detail)
+
+        state = await bmc.power_state()
+        if state == PowerState.ON:
+            await bmc.power(PowerAction.CYCLE)
+            how = "power cycled"
+        else:
+            await bmc.power(PowerAction.ON)
+            how = "powered on (was off)" if state == PowerState.OFF else f"powered on (was {state.value})"
+        enter("rebooting", how)
+        started = time.time()
+
+        seen = await follow.within("rebooting", t.rebooting, lambda: _booted(follow, mark))
+        enter("installing", seen)
+
+        if not node.host:
+            await follow.within("installing", t.installing, lambda: _powered(follow))
+            enter("done", f"{image.ref} handed to the node by the {kind} provisioner; the running version is "
+                          f"not verified (no host address in the inventory)")
+            return
+        ref = await follow.within("installing", t.installing, lambda: _answers(follow))
+        enter("verifying", f"OS answers, reports {ref}")
+        await follow.within("verifying", t.verifying, lambda: _reports(follow, ref))
+        enter("done", f"running {image.ref} ({time.time() - started:.0f} s after the reboot)")
+    except ActionError:
+        raise
+    except DriverError as exc:
+        raise ActionError(f"{current}: {exc.title}: {exc}") from exc
+    finally:
+        await prov.close()
+
+
+async def _assign(f: _Follow, kind: str) -> str:
+    node, image = f.node, f.image
+    try:
+        old = await f.prov.assign(node, image)
+    except DriverError as exc:
+        raise ActionError(f"assign: {kind} provisioner: {exc}") from exc
+    target = BootTarget.CD if boot_target(f.site) == "cd" else BootTarget.PXE
+    try:
+        await f.bmc.set_boot_override(target)
+        got = await f.bmc.boot_override()
+    except DriverError as exc:
+        raise ActionError(f"assign: boot override {target.value} once: {exc}") from exc
+    if got.target != target or got.persistent:
+        raise ActionError(f"assign: boot override not applied: asked {target.value.upper()} once, the BMC reports "
+                          f"{got.target.value.upper()} {'persistent' if got.persistent else 'once'}")
+    was = old.image if old is not None and old.image else "nothing"
+    return f"{image.ref} assigned in {kind} provisioner (was {was}); boot override {target.value.upper()} once"
+
+
+async def _booted(f: _Follow, mark: float | None) -> str:
+    """Wait for the provisioner to see the boot (or, when it cannot, for power on)."""
+    if mark is None:  # the provisioner cannot see boots (vmedia): power on is what we can know
+        how = "booting from virtual CD" if boot_target(f.site) == "cd" else "booting"
+        return f"{await _powered(f)}; {how}"
+    while True:
+        try:
+            seen: list[Fetch] = await f.prov.fetches(f.node, mark) or []
+        except DriverError as exc:
+            f.seen = f"provisioner: {exc}"
+            seen = []
+        for fetch in seen:
+            if fetch.status == 200:
+                return f"boot seen by the provisioner ({fetch.what or 'fetch'})"
+            raise ActionError(f"rebooting: the node's boot fetch got HTTP {fetch.status} from the provisioner "
+                              f"({fetch.what}); nothing assigned for {f.node.mac}?")
+        if not seen:
+            state = await f.power()
+            if state is not None:
+                f.seen = f"power {state.value}, no boot fetch seen by the provisioner yet"
+        await f.pause()
+
+
+async def _powered(f: _Follow) -> str:
+    while True:
+        state = await f.power()
+        if state == PowerState.ON:
+            return "power on"
+        if state is not None:
+            f.seen = f"power {state.value}"
+        await f.pause()
+
+
+async def _answers(f: _Follow) -> str:
+    while True:
+        ref = await f.running()
+        if ref is not None:
+            return ref
+        await f.pause()
+
+
+async def _reports(f: _Follow, ref: str) -> str:
+    want = f.image.ref
+    while ref != want:
+        f.seen = f"node still reports {ref}, expected {want}"
+        await f.pause()
+        ref = await f.running() or ref
+    return ref

@@ -1,0 +1,186 @@
+"""The drp provisioner against the lab's Digital Rebar stand-in: real HTTP, token auth, PXE from DRP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from console.drivers import open_bmc
+from console.drivers.ssh import read_image
+from console.errors import ActionError, AuthFailed
+from console.lab.drp import PatchError, apply_patch
+from console.provision import open_provisioner
+from console.provision.drp import DrpProvisioner
+from console.reimage import PHASES, PhaseTimeouts, reimage_node
+from console.secrets import Secret, Secrets
+from inventory.loader import load_site_text
+
+SITE = """
+site: t-drp
+defaults:
+  bmc: {protocol: redfish, scheme: http, username: admin, password: "lab:bmc"}
+  image: flatcar@4081.2.1
+images:
+  - {name: flatcar, version: 4081.2.1, kernel: "http://127.0.0.1:8069/images/flatcar/4081.2.1/vmlinuz",
+     initrd: "http://127.0.0.1:8069/images/flatcar/4081.2.1/initrd", sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
+  - {name: flatcar, version: 4152.2.0, kernel: "http://127.0.0.1:8069/images/flatcar/4152.2.0/vmlinuz",
+     initrd: "http://127.0.0.1:8069/images/flatcar/4152.2.0/initrd"}
+provisioner: {kind: drp, url: "http://127.0.0.1:8092", token: "lab:drp"}
+ssh: {username: core, password: "lab:ssh", known_hosts: "lab:known_hosts"}
+racks:
+  - name: r01
+    nodes:
+      - name: drp-n[01-03]
+        mac: "52:54:00:0d:00:[01-03]"
+        host: 127.2.13.[1-3]
+        bmc: {address: "127.1.13.[1-3]"}
+      - {name: drp-n04, mac: "52:54:00:0d:00:04", host: 127.2.13.4, bmc: {protocol: ipmi, address: 127.1.13.4}}
+"""
+
+FAST = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
+
+
+@pytest.fixture(scope="module")
+def lab(private_runtime_dir):
+    from console.lab.lab import Lab
+
+    lab = Lab(load_site_text(SITE), ephemeral=True, time_scale=0.02)
+    lab.start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def ctx(lab):
+    return lab.effective_site(), Secrets(lab=lab.secrets)
+
+
+async def _reimage(site, secrets, name, ref, timeouts=FAST, on_phase=None):
+    node, image = site.node(name), site.image(ref)
+    phases: list[tuple[str, str]] = []
+
+    def phase(p, d):
+        phases.append((p, d))
+        if on_phase:
+            on_phase(p)
+
+    bmc = open_bmc(node, secrets)
+    try:
+        await reimage_node(node, image, site=site, secrets=secrets, bmc=bmc, phase=phase, timeouts=timeouts)
+    finally:
+        await bmc.close()
+    return phases
+
+
+def test_json_patch_subset():
+    doc = {"BootEnv": "local", "Params": {"a/b": 1}}
+    out = apply_patch(doc, [{"op": "test", "path": "/BootEnv", "value": "local"},
+                            {"op": "replace", "path": "/BootEnv", "value": "x"},
+                            {"op": "remove", "path": "/Params/a~1b"}])
+    assert out == {"BootEnv": "x", "Params": {}} and doc["BootEnv"] == "local"
+    with pytest.raises(PatchError) as err:
+        apply_patch(doc, [{"op": "test", "path": "/BootEnv", "value": "other"}])
+    assert err.value.code == 409
+
+
+async def test_api_speaks_drp_and_refuses_a_bad_token(lab, ctx):
+    site, secrets = ctx
+    url = site.provisioner.url
+    async with httpx.AsyncClient(base_url=url) as http:
+        r = await http.get("/api/v3/machines")
+        assert r.status_code == 401 and r.json()["Code"] == 401 and r.json()["Messages"]
+        r = await http.get("/api/v3/machines", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401
+        token = secrets.resolve("lab:drp").get()
+        auth = {"Authorization": f"Bearer {token}"}
+        r = await http.get("/api/v3/machines", params={"Name": "drp-n02"}, headers=auth)
+        (m,) = r.json()
+        assert m["HardwareAddrs"] == ["52:54:00:0d:00:02"] and m["BootEnv"] == "local" and m["Uuid"]
+        r = await http.patch(f"/api/v3/machines/{m['Uuid']}", headers=auth,
+                             json=[{"op": "replace", "path": "/BootEnv", "value": "no-such-env"}])
+        assert r.status_code == 422 and "does not exist" in r.json()["Messages"][0]
+        # the provisioner side: DRP's default.ipxe chains to ${netX/mac}.ipxe, no token needed
+        r = await http.get("/52:54:00:0d:00:02.ipxe")
+        assert r.status_code == 200 and r.text.startswith("#!ipxe") and "exit" in r.text
+
+    node = site.node("drp-n01")
+    bad = DrpProvisioner(url, Secret("not-the-token"))
+    try:
+        with pytest.raises(AuthFailed, match=r"the API token was refused \(HTTP 401\)") as err:
+            await bad.assignment(node)
+        assert "not-the-token" not in str(err.value)
+    finally:
+        await bad.close()
+    wrong = Secrets(lab={**lab.secrets, "drp": "not-the-token"})
+    with pytest.raises(ActionError, match=r"^assign: drp provisioner: .*token was refused") as err:
+        await _reimage(site, wrong, "drp-n01", "flatcar@4152.2.0")
+    assert "not-the-token" not in str(err.value)
+    assert lab.machine("drp-n01")["image"] == "flatcar@4081.2.1"
+
+
+async def test_assign_reads_back_and_rolls_back(ctx):
+    site, secrets = ctx
+    node = site.node("drp-n03")
+    prov = open_provisioner(site, secrets)
+    try:
+        assert (await prov.assignment(node)).image is None
+        assert await prov.previous(node) is None
+        old = await prov.assign(node, site.image("flatcar@4152.2.0"))
+        assert old.image is None and old.detail == "BootEnv local"
+        now = await prov.assignment(node)
+        assert now.image == "flatcar@4152.2.0" and now.detail == "BootEnv fleet-install"
+        m = await prov.machine(node)
+        assert m["Params"]["fleet/image"]["kernel"].endswith("/images/flatcar/4152.2.0/vmlinuz")
+        await prov.assign(node, site.image("flatcar@4081.2.1"))
+        assert (await prov.previous(node)).image == "flatcar@4152.2.0"
+        back = await prov.rollback(node)
+        assert back.image == "flatcar@4152.2.0" and back.detail == "BootEnv fleet-install"
+        await prov.assign(node, site.image("flatcar@4081.2.1"))
+        await prov.rollback(node)
+        await prov.assign(node, site.image("flatcar@4081.2.1"))
+        assert (await prov.previous(node)).image == "flatcar@4152.2.0"
+        assert await prov.fetches(node) == []  # never booted
+    finally:
+        await prov.close()
+
+
+async def test_reimage_through_drp(lab, ctx):
+    site, secrets = ctx
+    for name in ("drp-n02", "drp-n04"):  # a Redfish and an IPMI BMC
+        phases = await _reimage(site, secrets, name, "flatcar@4152.2.0")
+        assert [p for p, _ in phases] == list(PHASES)
+        assert "DRP job fleet-install:install" in phases[2][1]
+        state = lab.machine(name)
+        assert state["image"] == "flatcar@4152.2.0" and state["last_boot_source"] == "pxe"
+        assert state["pxe_fetches"][-1][1].endswith("/52:54:00:0d:00:0%s.ipxe" % name[-1])
+        assert (await read_image(site.node(name), site.ssh, secrets)).ref == "flatcar@4152.2.0"
+    prov = open_provisioner(site, secrets)
+    try:
+        m = await prov.machine(site.node("drp-n02"))
+        assert m["BootEnv"] == "local"  # the install finished: next boot from disk
+        assert m["Params"]["last-boot-macaddr"] == "52:54:00:0d:00:02"
+        assert len(await prov.fetches(site.node("drp-n02"))) == 1
+    finally:
+        await prov.close()
+
+
+async def test_boot_env_without_image_times_out_in_verifying(lab, ctx):
+    site, secrets = ctx
+    token = secrets.resolve("lab:drp").get()
+    url = site.provisioner.url
+
+    def sabotage(phase):
+        if phase == "assigned":  # someone clears the image param before the node boots
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+                (m,) = http.get("/api/v3/machines", params={"Name": "drp-n03"}).json()
+                http.patch(f"/api/v3/machines/{m['Uuid']}/params",
+                           json=[{"op": "remove", "path": "/fleet~1image"}]).raise_for_status()
+
+    short = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=1.0, poll=0.05)
+    with pytest.raises(ActionError) as err:
+        await _reimage(site, secrets, "drp-n03", "flatcar@4152.2.0", short, on_phase=sabotage)
+    assert str(err.value) == ("verifying: timed out after 1 s "
+                              "(node still reports flatcar@4081.2.1, expected flatcar@4152.2.0)")
+    assert "Script names no image" in lab.call("drp-n03", {"cmd": "serial", "node": "drp-n03"})["output"]
