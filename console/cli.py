@@ -3,6 +3,9 @@
     fleet-console --site S                 the operator console (TUI)
     fleet-console --site S validate        check a site file, one-line summary
     fleet-console [--site demo] lab        run the simulated lab in the foreground
+    fleet-console --site S power ACTION RANGE | pxe RANGE | reimage RANGE --image N@V
+                                           act on nodes (plan, confirm, journal)
+    fleet-console --site S activity        the activity journal
 
 Exit status: 0 ok, 1 a failure talking to the fleet or lab, 2 bad input (site
 file, selection, arguments).  Errors are one clear message each, never a
@@ -248,8 +251,58 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--timeout", type=float, default=5.0)
         c.set_defaults(func=_live(fn))
 
+    _add_action_commands(sub)
+
     p.set_defaults(func=cmd_tui)
     return p
+
+
+def _action(fn):
+    """Wrap an action command: check selection, image and options before any lab starts."""
+
+    def run(args: argparse.Namespace) -> int:
+        from console import act_commands
+        from console.actions import PlanError
+
+        try:
+            act_commands.precheck(args)
+        except PlanError as exc:
+            print(f"fleet-console: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with open_site(args.site) as ctx:
+            return fn(args, ctx)
+
+    return run
+
+
+def _add_action_commands(sub) -> None:
+    """power, pxe, reimage (plans, confirmation, journal) and activity (the journal)."""
+    from console import act_commands as ac
+
+    pw = sub.add_parser("power", help="power on/off/soft/cycle/reset nodes (plan, confirm, act, verify)")
+    pw.add_argument("power_action", choices=["on", "off", "soft", "cycle", "reset"], metavar="{on,off,soft,cycle,reset}",
+                    help="on; off (hard); soft (ACPI shutdown); cycle; reset (warm)")
+    ac.add_action_options(pw)
+    pw.add_argument("--soft-timeout", type=float, default=300.0,
+                    help="soft: seconds to wait for the OS to power off before failing (default 300)")
+    pw.add_argument("--hard-after", type=float, default=None, metavar="SECONDS",
+                    help="soft: after SECONDS still on, force the power off instead of failing")
+    pw.set_defaults(func=_action(ac.cmd_power))
+
+    px = sub.add_parser("pxe", help="PXE reboot: boot override PXE once (read back), then reset or power on")
+    ac.add_action_options(px)
+    px.set_defaults(func=_action(ac.cmd_pxe))
+
+    ri = sub.add_parser("reimage", help="install an image through the site's provisioner")
+    ac.add_action_options(ri)
+    ri.add_argument("--image", required=True, metavar="NAME@VERSION", help="an image from the site's catalog")
+    ri.set_defaults(func=_action(ac.cmd_reimage))
+
+    act = sub.add_parser("activity", help="the activity journal (every action step), newest last")
+    act.add_argument("--node", help="only this node's entries")
+    act.add_argument("--limit", type=int, default=50, help="last N entries (0: all; default 50)")
+    act.add_argument("--json", action="store_true")
+    act.set_defaults(func=ac.cmd_activity)
 
 
 def _setup_logging() -> None:

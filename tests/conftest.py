@@ -69,3 +69,19 @@ def need(tool: str) -> str:
                "snmpbulkwalk": "snmp", "snmpget": "snmp", "curl": "curl"}.get(tool, tool)
         pytest.skip(f"{tool} not installed (Debian package {pkg})")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_state_dir():
+    """Keep the activity journal (XDG_STATE_HOME) and operator locks away from the real ones."""
+    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME", "FLEET_CONSOLE_LOCKS")}
+    path = tempfile.mkdtemp(prefix="fleet-test-state-")
+    os.environ["XDG_STATE_HOME"] = os.path.join(path, "state")
+    os.environ["FLEET_CONSOLE_LOCKS"] = os.path.join(path, "locks")
+    yield path
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(path, ignore_errors=True)

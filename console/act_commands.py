@@ -1,0 +1,265 @@
+"""Headless action commands: ``power``, ``pxe``, ``reimage`` and ``activity``.
+
+Every action prints its plan first (:meth:`console.actions.Plan.text`) and acts
+only when confirmed: ``--yes``, or on a terminal an interactive ``y`` (one node) or
+the number of nodes typed back (more than one).  Without a terminal and without
+``--yes`` it refuses.  ``--dry-run`` prints the plan and touches nothing.
+Ctrl-C while running stops launching steps (a second Ctrl-C aborts the ones in
+flight) and the report says what ran.
+
+Exit status: 0 every node done (or nothing to do), 1 any node failed, was
+cancelled, or was skipped for a reason other than "already so" (unreachable,
+locked, protected), 2 bad input or refused.  Progress goes to stderr; stdout
+carries the plan / results (``--json``: one JSON document).  Passwords never
+appear in either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any, Awaitable, Callable
+
+from console import site as sites
+from console.actions import NodeProgress, Plan, PlanError, Runner, plan_power, plan_pxe, plan_reimage, resolve_image
+from console.commands import selected_nodes
+from console.journal import Journal, read_entries
+
+__all__ = ["cmd_power", "cmd_pxe", "cmd_reimage", "cmd_activity", "add_action_options", "precheck"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def add_action_options(p: argparse.ArgumentParser) -> None:
+    """The options every action command takes."""
+    p.add_argument("range", help="node selection, e.g. dal1-r02-n[01-05] or rack=r03")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only; touch nothing")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="plan / results as one JSON document on stdout")
+    p.add_argument("--ticket", help="ticket reference recorded with every journal entry, e.g. INC-123")
+    p.add_argument("--fanout", type=int, default=10, help="nodes acted on at once (default 10)")
+    p.add_argument("--canary", type=int, default=0,
+                   help="do this many nodes first and continue only when they end verified and healthy")
+    p.add_argument("--canary-timeout", type=float, default=900.0,
+                   help="seconds a canary may take to come back healthy (OS answering over SSH)")
+    p.add_argument("--max-failures", type=int, default=None, help="launch no new node after this many failures")
+    p.add_argument("--stagger", type=float, default=0.0,
+                   help="seconds between power-on requests (inrush current; xCAT syspowerinterval)")
+    p.add_argument("--force-protected", action="store_true", help="include nodes marked protected")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per BMC request")
+    p.add_argument("--power-timeout", type=float, default=120.0,
+                   help="seconds to wait for the power state to read back as wanted")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between power-state reads")
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """Reject a bad selection or image before any lab starts (SelectionError / PlanError)."""
+    site = sites.load(args.site)
+    selected_nodes(site, args.range)
+    if getattr(args, "image", None) is not None:
+        resolve_image(site, args.image)
+    for opt, low in (("fanout", 1), ("canary", 0), ("max_failures", 1)):
+        value = getattr(args, opt, None)
+        if value is not None and value < low:
+            raise PlanError(f"--{opt.replace('_', '-')} must be at least {low}, got {value}")
+    for opt in ("stagger", "timeout", "power_timeout", "poll_interval", "soft_timeout", "hard_after", "canary_timeout"):
+        value = getattr(args, opt, None)
+        if value is not None and value < 0:
+            raise PlanError(f"--{opt.replace('_', '-')} must not be negative, got {value}")
+
+
+# ----------------------------------------------------------------- the commands
+def cmd_power(args: argparse.Namespace, ctx) -> int:
+    """``power {on,off,soft,cycle,reset} RANGE``."""
+    hard_after = getattr(args, "hard_after", None)
+    soft_timeout = getattr(args, "soft_timeout", 300.0)
+    return _act(args, ctx, lambda names: plan_power(
+        ctx, names, args.power_action, ticket=args.ticket, force_protected=args.force_protected,
+        timeout=args.timeout, power_timeout=args.power_timeout, soft_timeout=soft_timeout, hard_after=hard_after),
+        soft_timeout=soft_timeout, hard_after=hard_after)
+
+
+def cmd_pxe(args: argparse.Namespace, ctx) -> int:
+    """``pxe RANGE``: boot override PXE once (read back), then reset or power on."""
+    return _act(args, ctx, lambda names: plan_pxe(
+        ctx, names, ticket=args.ticket, force_protected=args.force_protected, timeout=args.timeout,
+        power_timeout=args.power_timeout))
+
+
+def cmd_reimage(args: argparse.Namespace, ctx) -> int:
+    """``reimage RANGE --image NAME@VERSION``."""
+    return _act(args, ctx, lambda names: plan_reimage(
+        ctx, names, args.image, ticket=args.ticket, force_protected=args.force_protected, timeout=args.timeout))
+
+
+def cmd_activity(args: argparse.Namespace) -> int:
+    """``activity [--node N] [--limit N] [--json]``: the journal, newest last."""
+    site = sites.load(args.site)
+    entries = read_entries(site.name, node=args.node, limit=args.limit)
+    if args.json:
+        json.dump(entries, sys.stdout, indent=1)
+        print()
+        return EXIT_OK
+    if not entries:
+        print(f"no activity recorded for site {site.name}" + (f" and node {args.node}" if args.node else ""),
+              file=sys.stderr)
+        return EXIT_OK
+    rows = []
+    for e in entries:
+        what = e.get("error") or e.get("detail") or ""
+        rows.append([(e.get("time") or "")[:19].replace("T", " "), e.get("operator") or "", e.get("action") or "",
+                     e.get("node") or "-", e.get("step") or "", e.get("result") or "", e.get("ticket") or "",
+                     what])
+    _table(rows, ["TIME (UTC)", "OPERATOR", "ACTION", "NODE", "STEP", "RESULT", "TICKET", "ERROR / DETAIL"])
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------- machinery
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths[-1] = 0  # the last column is free text
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _confirm(plan: Plan) -> bool | None:
+    """Ask on the terminal: True to go, False declined; None when there is no terminal."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+    n = len(plan.targets)
+    try:
+        if n == 1:
+            sys.stderr.write(f"{plan.action} on {plan.targets[0].node}: proceed? [y/N] ")
+            sys.stderr.flush()
+            answer = sys.stdin.readline().strip().lower()
+            return answer in ("y", "yes")
+        sys.stderr.write(f"{plan.action} on {n} nodes: type the number of nodes ({n}) to proceed: ")
+        sys.stderr.flush()
+        return sys.stdin.readline().strip() == str(n)
+    except (EOFError, KeyboardInterrupt):
+        return False
+
+
+def _progress_printer(plan: Plan) -> Callable[[NodeProgress], None]:
+    """One stderr line per node phase change (step descriptions are in the plan already)."""
+    last: dict[str, str] = {}
+    planned = {s.name for n in plan.nodes for s in n.steps}
+
+    def show(p: NodeProgress) -> None:
+        if last.get(p.node) == p.phase:
+            return
+        last[p.node] = p.phase
+        if p.phase in ("failed", "skipped", "cancelled"):
+            words = p.error or ""
+        elif p.phase == "done":
+            words = (p.steps[-1].detail if p.steps and plan.kind != "reimage" else p.detail) or ""
+        elif p.phase in planned:
+            words = ""
+        else:  # a reimage phase: its detail says what was seen
+            words = p.detail or ""
+        _err(f"{time.strftime('%H:%M:%S')} {p.node}: {p.phase}" + (f": {words}" if words else ""))
+
+    return show
+
+
+def _exit_for_skips(plan: Plan) -> int:
+    real = [n for n in plan.skipped if not (n.skip or "").startswith("already ")]
+    return EXIT_FAIL if real else EXIT_OK
+
+
+def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitable[Plan]], **runner_opts: Any) -> int:
+    try:
+        names = selected_nodes(ctx.site, args.range)
+        plan = asyncio.run(make_plan(names))
+    except PlanError as exc:
+        _err(f"fleet-console: error: {exc}")
+        return EXIT_USAGE
+    if args.json:
+        if args.dry_run or not plan.targets:
+            json.dump({"plan": plan.to_json(), "dry_run": bool(args.dry_run)}, sys.stdout, indent=1)
+            print()
+        else:
+            _err(plan.text())
+    else:
+        print(plan.text(), flush=True)
+    if args.dry_run:
+        _err("dry run: nothing done")
+        return EXIT_OK
+    if not plan.targets:
+        _err("nothing to do")
+        asyncio.run(Runner(ctx, plan, journal=Journal(ctx.site.name)).run())  # the journal records the skips
+        return _exit_for_skips(plan)
+    if not args.yes:
+        answer = _confirm(plan)
+        if answer is None:
+            _err("fleet-console: refusing to act without confirmation: no terminal to ask on; "
+                 "pass --yes (and check the plan with --dry-run first)")
+            return EXIT_USAGE
+        if not answer:
+            _err("not confirmed: nothing done")
+            return EXIT_USAGE
+    try:
+        runner = Runner(ctx, plan, fanout=args.fanout, canary=args.canary, max_failures=args.max_failures,
+                        stagger=args.stagger, journal=Journal(ctx.site.name), progress_callback=_progress_printer(plan),
+                        poll_interval=args.poll_interval, power_timeout=args.power_timeout,
+                        request_timeout=args.timeout, canary_timeout=args.canary_timeout, **runner_opts)
+    except PlanError as exc:
+        _err(f"fleet-console: error: {exc}")
+        return EXIT_USAGE
+    result = asyncio.run(_run(runner))
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=1)
+        print()
+    else:
+        rows = []
+        for p in result.nodes:
+            last = ((p.steps[-1].detail if p.steps else None) or p.detail) if p.phase == "done" else None
+            rows.append([p.node, p.phase, p.error or last or ""])
+        print()
+        _table(rows, ["NODE", "RESULT", "DETAIL"])
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts().items() if v)
+    _err(f"{plan.action}: {counts}" + (f"; {result.stopped}" if result.stopped else "")
+         + f" (plan {plan.id}; `fleet-console --site {args.site} activity` shows the journal)")
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
+async def _run(runner: Runner):
+    loop = asyncio.get_running_loop()
+
+    def on_interrupt() -> None:
+        runner.cancel()
+        if runner._cancels == 1:
+            inflight = runner.in_flight()
+            _err(f"cancelling: no new steps will start; waiting for {len(inflight)} in flight "
+                 f"({', '.join(inflight[:8])}{' ...' if len(inflight) > 8 else ''}); Ctrl-C again aborts them")
+        else:
+            _err("aborting the steps in flight")
+
+    def on_term() -> None:
+        runner.cancel()
+        runner.cancel()
+
+    installed: list[tuple[int, Any]] = []
+    for sig, handler in ((signal.SIGINT, on_interrupt), (signal.SIGTERM, on_term)):
+        try:
+            previous = signal.getsignal(sig)
+            loop.add_signal_handler(sig, handler)
+            installed.append((sig, previous))
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
+            pass
+    try:
+        return await runner.run()
+    finally:
+        for sig, previous in installed:
+            loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
