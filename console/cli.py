@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -166,7 +165,12 @@ def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool) -> None:
     for s in site.switches:
         auth = "v2c" if s.snmp.version == "2c" else f"v3 authPriv user {s.snmp.username}"
         print(f"switch {s.name:<16} snmp {s.address}:{s.port} ({auth})")
-    print(f"provisioner (iPXE over HTTP): {eps['provisioner_url']}/boot/<mac>.ipxe   root {eps['boot_root']}")
+    if site.provisioner.kind == "drp":
+        print(f"provisioner (DRP stand-in API): {eps['provisioner_url']}/api/v3   token lab:drp")
+        if eps.get("boot_url"):
+            print(f"boot server: {eps['boot_url']}")
+    else:
+        print(f"provisioner (iPXE over HTTP): {eps['provisioner_url']}/boot/<mac>.ipxe   root {eps['boot_root']}")
     print(f"\nBMC user admin; password in {pwfile} (mode 0600); all lab secrets in {lab.lab_dir / 'secrets.json'}")
     first_ipmi = next((n for n in site.nodes if n.bmc.protocol == "ipmi"), None)
     first_rf = next((n for n in site.nodes if n.bmc.protocol == "redfish"), None)
