@@ -157,15 +157,19 @@ class Poller:
             ep.driver = None
 
     # ------------------------------------------------------------ node jobs
-    async def poll_node(self, name: str, jobs: Iterable[str] = ("power",)) -> None:
-        """Run the given jobs on one node, in order; failures land in the Fleet."""
+    async def poll_node(self, name: str, jobs: Iterable[str] = ("power",), *, asked: bool = False) -> None:
+        """Run the given jobs on one node, in order; failures land in the Fleet.
+
+        ``asked``: an operator asked for this poll, so it skips a failing BMC's backoff
+        wait (the minimum interval between requests to one BMC still holds).
+        """
         for job in jobs:
             if job == "image":
                 await self._poll_image(name)
                 continue
             ep = self._bmcs[name]
             try:
-                values = await self._guarded(ep, lambda: self._bmc_job(ep, name, job), probe=True)
+                values = await self._guarded(ep, lambda: self._bmc_job(ep, name, job), probe=not asked)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:

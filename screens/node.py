@@ -225,7 +225,7 @@ class NodeScreen(Screen):
 
         async def run() -> None:
             try:
-                await poller.poll_node(self.node_name, jobs)
+                await poller.poll_node(self.node_name, jobs, asked=True)
                 for switch in switches:
                     await poller.poll_switch(switch)
             finally:

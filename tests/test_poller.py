@@ -169,3 +169,15 @@ async def test_background_loop_keeps_polling_past_a_hung_bmc():
 
 async def _no_image(name):
     return None
+
+
+async def test_an_operator_asked_poll_skips_the_backoff_wait():
+    site, fleet, poller = make(1, {"n1": "garbage"}, backoff_base=600, backoff_max=600)
+    await poller.poll_node("n1", ("power",))  # fails: the next automatic poll waits ~10 min
+    waiting = asyncio.ensure_future(poller.poll_node("n1", ("power",)))
+    await asyncio.sleep(0.3)
+    assert not waiting.done() and len(FakeDriver.starts["n1"]) == 1  # held back by the backoff
+    waiting.cancel()
+    await asyncio.wait_for(poller.poll_node("n1", ("power",), asked=True), 60)
+    assert len(FakeDriver.starts["n1"]) == 2 and fleet.nodes["n1"].consecutive_failures == 2
+    await poller.aclose()
