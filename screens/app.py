@@ -18,7 +18,9 @@ from textual.worker import Worker, WorkerState
 
 from console.fleet import Fleet
 from console.poller import PollConfig, Poller
+from screens.actions import ActionCommands, start_action
 from screens.common import FleetChanged
+from screens.palette import FleetCommands
 
 __all__ = ["FleetConsoleApp", "make_app", "run_app"]
 
@@ -27,6 +29,7 @@ SCREENS_BY_NAME = {
     "racks": ("screens.rack", "RackScreen"),
     "switches": ("screens.switches", "SwitchesScreen"),
     "node": ("screens.node", "NodeScreen"),
+    "activity": ("screens.activity", "ActivityScreen"),
 }
 
 
@@ -35,7 +38,13 @@ class FleetConsoleApp(App):
 
     TITLE = "fleet-console"
     CSS_PATH = "app.tcss"
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False),
+                Binding("question_mark", "help", "Help"),
+                Binding("p", "power_menu", "Power"),
+                Binding("x", "pxe", "PXE boot"),
+                Binding("i", "reimage", "Reimage"),
+                Binding("l", "activity", "Activity")]
+    COMMANDS = App.COMMANDS | {FleetCommands, ActionCommands}
 
     def __init__(self, ctx, *, read_only: bool = False, poll_config: PollConfig | None = None,
                  poll: bool = True, clock: Callable[[], float] = time.time) -> None:
@@ -99,6 +108,34 @@ class FleetConsoleApp(App):
             self.notify(f"the {which} screen is not available yet", severity="warning")
             return
         self.push_screen(screen_cls(*args))
+
+    def action_power_menu(self) -> None:
+        """``p``: power on/off/soft/cycle/reset the marked nodes, else the one under the cursor."""
+        start_action(self, "power")
+
+    def action_pxe(self) -> None:
+        """``x``: PXE reboot (boot override PXE once, then reset or power on)."""
+        start_action(self, "pxe")
+
+    def action_reimage(self) -> None:
+        """``i``: reimage, choosing the image from the site's catalog."""
+        start_action(self, "reimage")
+
+    def action_activity(self) -> None:
+        """``l``: the Activity screen (this site's journal)."""
+        from screens.activity import ActivityScreen
+
+        if not isinstance(self.screen, ActivityScreen):
+            self.open_screen("activity")
+
+    def action_help(self) -> None:
+        """``?``: help for the current screen (a second ``?`` closes it)."""
+        from screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+        else:
+            self.push_screen(HelpScreen(self.screen))
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:

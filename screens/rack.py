@@ -216,6 +216,10 @@ class RackScreen(Screen):
         else:
             self.select(name)
 
+    def action_targets(self) -> list[str]:
+        """The nodes an action (power, PXE, reimage) applies to here: the highlighted node."""
+        return [self.cursor] if self.cursor is not None else []
+
     def action_open_node(self) -> None:
         if self.cursor is not None:
             self.app.open_node(self.cursor)
