@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import itertools
 import secrets as pysecrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -40,6 +42,8 @@ __all__ = ["Lab", "runtime_dir", "NODES_PER_WORKER"]
 NODES_PER_WORKER = 250
 #: the lab's boot server when the site's provisioner does not name it (drp, vmedia sites)
 DEFAULT_BOOT_URL = "http://127.0.0.1:8069"
+
+_LAB_SERIAL = itertools.count(1)
 
 
 def runtime_dir() -> Path:
@@ -153,7 +157,9 @@ class Lab:
             "ssh": pysecrets.token_urlsafe(12),
             "drp": "drp-" + pysecrets.token_urlsafe(18),  # the DRP stand-in's API token
         }
-        self.lab_dir = self.runtime / f"lab-{site.name}"
+        # one directory per lab, so two labs of one site (a test's and the session's) never
+        # share boot scripts, known_hosts or secrets; removed when the lab stops
+        self.lab_dir = self.runtime / f"lab-{site.name}-{os.getpid()}-{next(_LAB_SERIAL)}"
         self.boot_root = self.lab_dir / "boot"
         self.cert_dir = self.runtime / "lab-certs"
         self._procs: list[_Proc] = []
@@ -390,6 +396,8 @@ class Lab:
         from console.lab.state import remove_state
 
         remove_state(self.site.name, os.getpid())
+        if procs:
+            shutil.rmtree(self.lab_dir, ignore_errors=True)
 
     def __enter__(self) -> "Lab":
         self.start()
