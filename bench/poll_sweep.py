@@ -7,12 +7,14 @@ For each protocol and size it starts the lab (worker processes, ephemeral ports 
 loopback), then measures in this process:
 
 - cold sweep: first power + health poll of every BMC (logins included);
-- steady sweep: the same again on the kept sessions (median of 3);
+- steady sweep: the same again on the kept sessions (median of ``--rounds``, 5);
 - for IPMI, in the same run and over the same BMCs: ``ipmi-power --stat`` from
-  freeipmi (its own fan-out, a full session handshake per host) and a sequential
+  freeipmi (its own fan-out, a full session handshake per host; median of as many
+  runs as steady sweeps) and a sequential
   ``ipmitool power status`` loop over a sample, extrapolated;
-- peak RSS of this (the poller's) process, and BMC sessions left open after
-  ``Poller.aclose()`` as counted by the lab (must be 0).
+- peak RSS of this (the poller's) process; BMC sessions held per BMC while polling
+  (IPMI: 1, the poll session) and left open after ``Poller.aclose()`` (must be 0), as
+  counted by the lab.
 
 Prints figures and ratios; asserts nothing (speed is measured, not tested).
 """
@@ -41,7 +43,7 @@ from console.secrets import Secrets  # noqa: E402
 from inventory.loader import load_site_text  # noqa: E402
 
 
-async def sweeps(site, secrets, rounds: int) -> tuple[float, list[float], int, Poller]:
+async def sweeps(site, secrets, rounds: int, lab: Lab) -> tuple[float, list[float], int, int, Poller]:
     fleet = Fleet(site)
     poller = Poller(site, fleet, secrets, PollConfig(min_interval=0.0, timeout=5.0, global_limit=128))
     t = time.perf_counter()
@@ -53,8 +55,9 @@ async def sweeps(site, secrets, rounds: int) -> tuple[float, list[float], int, P
         await poller.sweep(("power",), switches=False)
         steady.append(time.perf_counter() - t)
     errors = sum(1 for st in fleet.nodes.values() if st.error)
+    held = lab.sessions()[site.nodes[0].bmc.protocol]  # sessions the BMCs hold while we poll
     await poller.aclose()
-    return cold, steady, errors, poller
+    return cold, steady, errors, held, poller
 
 
 def freeipmi(site, password: str) -> float | None:
@@ -88,7 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,1000")
     ap.add_argument("--protocols", default="ipmi,redfish")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="steady sweeps, and freeipmi runs (medians)")
     ap.add_argument("--sample", type=int, default=20, help="hosts in the sequential ipmitool loop")
     args = ap.parse_args()
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-bench-"))
@@ -103,30 +106,38 @@ def main() -> None:
             try:
                 eff = lab.effective_site()
                 secrets = Secrets(lab=lab.secrets)
-                cold, steady, errors, poller = asyncio.run(sweeps(eff, secrets, args.rounds))
+                cold, steady, errors, held, poller = asyncio.run(sweeps(eff, secrets, args.rounds, lab))
                 leaked = lab.sessions()
                 med = statistics.median(steady)
                 row = {"protocol": protocol, "n": n, "lab_start_s": lab_start, "cold_s": cold, "steady_s": med,
                        "polls_per_s": n / med, "errors": errors, "leaked": leaked[protocol],
+                       "sessions_per_bmc": held / n,
                        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
                 if protocol == "ipmi":
-                    row["freeipmi_s"] = freeipmi(eff, lab.secrets["bmc"])
+                    # as many freeipmi runs as steady sweeps, median: one run is as noisy as one sweep
+                    runs = [freeipmi(eff, lab.secrets["bmc"]) for _ in range(args.rounds)]
+                    row["freeipmi_s"] = statistics.median(runs) if None not in runs else None
+                    row["freeipmi_runs_s"] = runs
                     row["ipmitool_per_host_s"] = ipmitool_sample(eff, lab.secrets["bmc"], args.sample)
                 rows.append(row)
                 print(f"{protocol:8} N={n:5}  lab start {lab_start:5.1f} s  cold {cold:6.2f} s  steady {med:6.2f} s "
-                      f"({n / med:7.0f} BMC polls/s)  errors {errors}  leaked sessions {leaked[protocol]}  "
+                      f"({n / med:7.0f} BMC polls/s)  errors {errors}  sessions/BMC while polling {held / n:.2f}  "
+                      f"leaked sessions {leaked[protocol]}  "
                       f"peak RSS {row['rss_mb']:.0f} MB", flush=True)
                 if protocol == "ipmi" and row.get("freeipmi_s"):
                     fi = row["freeipmi_s"]
+                    print(f"{'':8} steady sweeps {' '.join(f'{x:.2f}' for x in steady)} s; freeipmi runs "
+                          f"{' '.join(f'{x:.2f}' for x in row['freeipmi_runs_s'])} s", flush=True)
                     print(f"{'':8} freeipmi ipmi-power --stat: {fi:6.2f} s ({n / fi:7.0f} hosts/s); "
                           f"ours/freeipmi throughput ratio {fi / med:5.1f}x; "
                           f"ipmitool sequential {row['ipmitool_per_host_s'] * 1000:.0f} ms/host "
                           f"(≈{row['ipmitool_per_host_s'] * n:.1f} s for N)", flush=True)
             finally:
                 lab.stop()
-    print("\nnote: one poll = power state + health on a kept session (IPMI: Get Chassis Status, with sensor "
-          "health cached 30 s; Redfish: the ComputerSystem); freeipmi and ipmitool do one power-status "
-          "request per host, with a new session each.")
+    print("\nnote: one poll = power state + health on a kept session (IPMI: one Get Chassis Status on the "
+          "asyncio RMCP+ session, with sensor health read through pyghmi and cached 30 s; Redfish: one GET of "
+          "the ComputerSystem); freeipmi and ipmitool do one power-status request per host, with a new "
+          "session each.")
 
 
 if __name__ == "__main__":

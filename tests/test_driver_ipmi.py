@@ -213,13 +213,14 @@ async def test_identity(lab, connect):
 async def test_session_is_kept_and_close_logs_out(lab, connect):
     driver = connect(B)
     await driver.power_state()
-    command = driver._command
+    poll = driver._rmcp
     assert lab.ipmi.session_count(B) == 1
     await driver.power_state()
-    await driver.health()
+    await driver.health()  # the sensor half: pyghmi logs in, reads, and logs out again
     await driver.boot_override()
-    assert driver._command is command  # the same pyghmi Command and session...
-    assert lab.ipmi.session_count(B) == 1  # ... and no second login on the BMC
+    assert driver._rmcp is poll and poll.logins == 1  # the same poll session...
+    assert driver._command is None  # ... pyghmi's is gone ...
+    wait_for(lambda: lab.ipmi.session_count(B) == 1, what="the health session to be logged out")  # ... ONE left
 
     await driver.close()
     wait_for(lambda: lab.ipmi.session_count(B) == 0, what="logout")
@@ -228,24 +229,29 @@ async def test_session_is_kept_and_close_logs_out(lab, connect):
         await driver.power_state()
 
 
-async def test_idle_session_is_replaced_and_the_old_one_logged_out(lab, connect):
+async def test_idle_pyghmi_session_is_logged_out_at_the_next_poll(lab, connect):
     driver = connect(B)
     driver.idle_relogin = 0.1
-    await driver.power_state()
+    await driver.sensors()  # pyghmi's session, kept for the next slow job
     first = driver._command
+    assert first is not None
+    await driver.power_state()
+    assert lab.ipmi.session_count(B) == 2  # poll session + pyghmi's
     await asyncio.sleep(0.2)
     assert await driver.power_state() == PowerState.ON
-    assert driver._command is not first
-    wait_for(lambda: lab.ipmi.session_count(B) == 1, what="the idle session to be logged out")
+    assert driver._command is None  # idle past idle_relogin: logged out at this poll
+    wait_for(lambda: lab.ipmi.session_count(B) == 1, what="the idle pyghmi session to be logged out")
+    await driver.sensors()
+    assert driver._command is not first  # a new login when it is needed again
 
 
 async def test_two_drivers_share_pyghmis_session_and_logout_waits_for_the_last(lab, connect):
     first, second = connect(B), connect(B)
-    await first.power_state()
-    await second.power_state()
+    await first.sensors()
+    await second.sensors()
     assert first._command.ipmi_session is second._command.ipmi_session  # pyghmi shares it
     await first.close()
-    assert await second.power_state() == PowerState.ON  # still logged in
+    assert await second.sensors()  # still logged in
     assert lab.ipmi.session_count(B) == 1
     await second.close()
     wait_for(lambda: lab.ipmi.session_count(B) == 0, what="logout by the last user")
@@ -311,13 +317,15 @@ async def test_a_call_queued_behind_busy_workers_times_out_and_keeps_its_session
 
     silent, healthy = make(C, 0.6), make(B, 0.3)
     try:
-        await healthy.power_state()
+        await healthy.sensors()
         kept = healthy._command
         lab.ipmi.fault[C] = "silent"
-        results = await asyncio.gather(silent.power_state(), healthy.power_state(), return_exceptions=True)
+        results = await asyncio.gather(silent.sensors(), healthy.sensors(), healthy.power_state(),
+                                       return_exceptions=True)
         assert isinstance(results[0], Timeout)
         assert isinstance(results[1], Timeout) and "no free IPMI worker" in str(results[1])
-        assert await healthy.power_state() == PowerState.ON
+        assert results[2] == PowerState.ON  # the poll path needs no worker thread
+        assert await healthy.sensors()
         assert healthy._command is kept  # the healthy session was not thrown away
     finally:
         lab.ipmi.fault.pop(C, None)
@@ -341,7 +349,7 @@ async def test_twenty_bmcs_polled_concurrently(machine_loop, executor):
             rounds.append(time.monotonic() - started)
             assert states == [PowerState.ON] * 20
         assert lab.ipmi.session_count() == 20  # one kept session per BMC
-        assert sorted(rounds)[2] < 0.5, rounds  # no round waits for pyghmi's retransmit timer
+        assert sorted(rounds)[2] < 0.5, rounds  # no round waits for a retransmit timer
     finally:
         await asyncio.gather(*(d.close() for d in drivers))
         try:
@@ -384,7 +392,20 @@ def test_map_error_for_other_failures_never_shows_the_password():
 def test_values_boot_health_and_events():
     assert iv.boot_override_from({"bootdev": "default", "persistent": True}) == BootOverride(BootTarget.NONE)
     assert iv.boot_override_from({"bootdev": "network", "persistent": True}) == BootOverride(BootTarget.PXE, True)
-    assert iv.boot_override_from({"bootdev": 9, "persistent": False}).target is BootTarget.NONE
+    assert iv.boot_override_from({"bootdev": 9, "persistent": False}).target is BootTarget.OTHER
+    assert iv.boot_override_from({"bootdev": "floppy", "persistent": True}) == BootOverride(BootTarget.OTHER, True)
+    # Get System Boot Options parameter 5 replies: version, parameter, data 1..5
+    assert iv.boot_flags_from(bytes([1, 5, 0x80, 0x04, 0, 0, 0])) == BootOverride(BootTarget.PXE)
+    assert iv.boot_flags_from(bytes([1, 5, 0xC0, 0x08, 0, 0, 0])) == BootOverride(BootTarget.DISK, True)
+    assert iv.boot_flags_from(bytes([1, 5, 0x00, 0x04, 0, 0, 0])) == BootOverride(BootTarget.NONE)  # not valid
+    assert iv.boot_flags_from(bytes([1, 0x85, 0x80, 0x04, 0, 0, 0])) == BootOverride(BootTarget.NONE)  # locked
+    assert iv.boot_flags_from(bytes([1, 5, 0x80, 0x3C, 0, 0, 0])) == BootOverride(BootTarget.OTHER)  # floppy/USB
+    with pytest.raises(ValueError):
+        iv.boot_flags_from(bytes([1, 4, 0x80]))
+    assert iv.boot_flags_request(BootTarget.CD, True) == bytes([5, 0xC0, 0x14, 0, 0, 0])
+    assert iv.boot_flags_request(BootTarget.NONE, False) == bytes([5, 0, 0, 0, 0, 0])
+    with pytest.raises(ValueError):
+        iv.boot_flags_request(BootTarget.OTHER, False)
     assert [iv.health_word(b) for b in (0, 1, 2, 3, 4, None)] == ["ok", "warning", "critical", "critical",
                                                                   "critical", "unknown"]
     event = iv.event_from({"record_id": 7, "component": "PSU1", "event": "Failure detected", "severity": 2,

@@ -362,6 +362,51 @@ def test_quirk_table_lookup() -> None:
         quirks_for("acme")
 
 
+async def test_power_and_health_poll_costs_one_system_get(lab: RedfishLab, drivers) -> None:
+    address = "127.80.7.3"
+    _, port = await serve_one(lab, address, fault="fan")
+    gets: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "GET" and "/Systems/" in request.url.path:
+            gets.append(request.url.path)
+
+    async with httpx.AsyncClient(event_hooks={"request": [record]}) as client:
+        d = drivers(make_bmc(address, port), client=client)
+        await d.power_state()  # warm-up: discovery of the system URL
+        gets.clear()
+        assert await d.power_state() == PowerState.ON
+        assert await d.health() == "critical"
+        assert len(gets) == 1, gets  # one poll, one GET of the ComputerSystem
+        assert await d.health() == "critical"  # a second health() alone reads afresh
+        assert len(gets) == 2, gets
+        await d.power_state()
+        d.poll_reuse = 0.0  # ... as does one after the reuse window
+        await asyncio.sleep(0.01)
+        await d.health()
+        assert len(gets) == 4, gets
+        await d.close()
+
+
+def test_boot_target_without_a_console_name_reads_as_other() -> None:
+    from console.drivers import redfish_values as rv
+
+    for name in ("Usb", "UefiTarget", "UefiHttp", "SDCard"):
+        got = rv.boot_from({"Boot": {"BootSourceOverrideEnabled": "Once", "BootSourceOverrideTarget": name}})
+        assert got == BootOverride(BootTarget.OTHER), name
+    got = rv.boot_from({"Boot": {"BootSourceOverrideEnabled": "Continuous", "BootSourceOverrideTarget": "Usb"}})
+    assert got == BootOverride(BootTarget.OTHER, persistent=True)
+    assert rv.boot_from({"Boot": {"BootSourceOverrideEnabled": "Once", "BootSourceOverrideTarget": "Pxe"}}).target \
+        is BootTarget.PXE
+
+
+async def test_boot_target_other_cannot_be_set(lab: RedfishLab, drivers) -> None:
+    address = "127.80.7.4"
+    _, port = await serve_one(lab, address)
+    with pytest.raises(DriverError, match="cannot be set"):
+        await drivers(make_bmc(address, port)).set_boot_override(BootTarget.OTHER)
+
+
 async def test_lab_session_limit_is_a_clear_error(lab: RedfishLab, drivers) -> None:
     address = "127.80.8.1"
     _, port = await serve_one(lab, address)

@@ -51,6 +51,7 @@ class BootTarget(str, enum.Enum):
     DISK = "disk"
     CD = "cd"
     BIOS = "bios"
+    OTHER = "other"  # read back only: a device this interface has no name for (USB, UEFI target ...)
 
 
 @dataclass(frozen=True)

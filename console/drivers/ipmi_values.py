@@ -14,7 +14,10 @@ from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, Sensor
 
 __all__ = [
     "BOOTDEV_FOR_TARGET",
+    "CHASSIS_CONTROL",
     "POWER_REQUEST",
+    "boot_flags_from",
+    "boot_flags_request",
     "boot_override_from",
     "event_from",
     "health_word",
@@ -51,6 +54,62 @@ POWER_REQUEST: dict[PowerAction, str] = {
     PowerAction.RESET: "reset",
 }
 
+#: Chassis Control (IPMI 2.0 section 28.3) data byte per action.  The driver sends ON for
+#: CYCLE when the chassis is off (a power cycle does nothing to a chassis that is off).
+CHASSIS_CONTROL: dict[PowerAction, int] = {
+    PowerAction.OFF: 0x00,
+    PowerAction.ON: 0x01,
+    PowerAction.CYCLE: 0x02,
+    PowerAction.RESET: 0x03,
+    PowerAction.SOFT: 0x05,
+}
+
+#: Boot device selector, Get/Set System Boot Options parameter 5, data 2 bits 5:2
+#: (IPMI 2.0 table 28-14).  Selectors not listed read back as OTHER.
+_TARGET_FOR_SELECTOR: dict[int, BootTarget] = {
+    0x0: BootTarget.NONE,
+    0x1: BootTarget.PXE,
+    0x2: BootTarget.DISK,
+    0x3: BootTarget.DISK,  # hard drive, safe mode
+    0x5: BootTarget.CD,
+    0x6: BootTarget.BIOS,
+    0x8: BootTarget.CD,  # remotely connected CD/DVD
+}
+_SELECTOR_FOR_TARGET: dict[BootTarget, int] = {
+    BootTarget.NONE: 0x0, BootTarget.PXE: 0x1, BootTarget.DISK: 0x2, BootTarget.CD: 0x5, BootTarget.BIOS: 0x6,
+}
+
+
+def boot_flags_from(data: bytes) -> BootOverride:
+    """Get System Boot Options parameter 5 response data (after the completion code) ->
+    BootOverride.  Flags not valid (or the parameter marked invalid) read as NONE, once,
+    as pyghmi's ``get_bootdev`` reads them; a selector with no name here reads as OTHER.
+
+    Raises ValueError for a reply too short or for another parameter.
+    """
+    if len(data) < 4 or data[1] & 0x7F != 5:
+        raise ValueError(f"not a boot flags reply ({bytes(data[:8]).hex()})")
+    if data[1] & 0x80 or not data[2] & 0x80:
+        return BootOverride(BootTarget.NONE, persistent=False)
+    target = _TARGET_FOR_SELECTOR.get((data[3] >> 2) & 0x0F, BootTarget.OTHER)
+    if target is BootTarget.NONE:
+        return BootOverride(BootTarget.NONE, persistent=False)
+    return BootOverride(target, persistent=bool(data[2] & 0x40))
+
+
+def boot_flags_request(target: BootTarget, persistent: bool) -> bytes:
+    """Set System Boot Options parameter 5 request data, as pyghmi's ``set_bootdev`` sends it.
+
+    Raises ValueError for OTHER (it names no device).
+    """
+    if target not in _SELECTOR_FOR_TARGET:
+        raise ValueError(f"boot override {target.value!r} cannot be set")
+    if target is BootTarget.NONE:
+        return bytes([5, 0, 0, 0, 0, 0])
+    flags = 0x80 | (0x40 if persistent else 0)
+    return bytes([5, flags, _SELECTOR_FOR_TARGET[target] << 2, 0, 0, 0])
+
+
 # pyghmi.constants.Health bits: Ok 0, Warning 1, Critical 2, Failed 4.
 _WARNING, _CRITICAL, _FAILED = 1, 2, 4
 
@@ -71,9 +130,9 @@ def boot_override_from(result: Mapping[str, Any]) -> BootOverride:
 
     pyghmi says ``persistent: True`` when the boot flags are not valid (no override at
     all); that is not an override the operator set, so it is reported as once/NONE.
-    Unknown device numbers (pyghmi returns the int) read as NONE.
+    Devices with no name here (pyghmi returns e.g. "floppy", or the int) read as OTHER.
     """
-    target = _TARGET_FOR_BOOTDEV.get(result.get("bootdev"), BootTarget.NONE)  # type: ignore[arg-type]
+    target = _TARGET_FOR_BOOTDEV.get(result.get("bootdev"), BootTarget.OTHER)  # type: ignore[arg-type]
     if target is BootTarget.NONE:
         return BootOverride(BootTarget.NONE, persistent=False)
     return BootOverride(target, persistent=bool(result.get("persistent")))

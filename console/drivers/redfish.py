@@ -28,6 +28,7 @@ How it talks (``shared/PROTOCOL-NOTES.md``, section Redfish):
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,10 @@ class RedfishDriver:
     poll_interval: float = 1.0
     #: how long a ForceOff+On cycle waits for the power to drop before giving up
     cycle_off_timeout: float = 60.0
+    #: seconds :meth:`health` reuses the ComputerSystem :meth:`power_state` just read, so one
+    #: power + health poll costs one GET (the poller calls them back to back); any other
+    #: call in between, or a second health(), reads afresh
+    poll_reuse: float = 2.0
 
     def __init__(self, bmc: Bmc, password: Secret, *, timeout: float = 10.0,
                  client: httpx.AsyncClient | None = None) -> None:
@@ -153,6 +158,7 @@ class RedfishDriver:
         self._log_entries_uri: str | None = None
         self._log_known = False
         self._quirks: Quirks | None = None
+        self._polled: tuple[dict[str, Any], float] | None = None  # (ComputerSystem, monotonic) from power_state
 
     def __repr__(self) -> str:
         return f"RedfishDriver({self._http.base}, user={self.bmc.username!r})"
@@ -171,7 +177,9 @@ class RedfishDriver:
     # ------------------------------------------------------------------ BmcDriver
     async def power_state(self) -> PowerState:
         """PowerState of the ComputerSystem (PoweringOn counts as on, PoweringOff as off)."""
-        value = rv.opt_str(await self._system(), "PowerState", "ComputerSystem")
+        system = await self._system()
+        self._polled = (system, time.monotonic())
+        value = rv.opt_str(system, "PowerState", "ComputerSystem")
         return rv.POWER.get(value, PowerState.UNKNOWN) if value else PowerState.UNKNOWN
 
     async def power(self, action: PowerAction) -> None:
@@ -182,6 +190,7 @@ class RedfishDriver:
         :attr:`cycle_off_timeout`) until the power is off, then sends On.
         """
         action = PowerAction(action)
+        self._polled = None
         system = await self._system()
         target, allowed = await self._reset_action(system)
         quirks = await self._vendor_quirks(system)
@@ -199,11 +208,15 @@ class RedfishDriver:
 
     async def boot_override(self) -> BootOverride:
         """The boot override the system reports now."""
+        self._polled = None  # health() reuses only a power_state() read just before it
         return rv.boot_from(await self._system())
 
     async def set_boot_override(self, target: BootTarget, *, persistent: bool = False) -> None:
         """PATCH Boot on the system, then read it back (vendors silently ignore or revert it)."""
         target = BootTarget(target)
+        self._polled = None
+        if target not in rv.BOOT_TARGETS:
+            raise DriverError(f"{self.address}: boot override {target.value!r} cannot be set (read back only)")
         uri = await self._system_url()
         system, etag = await self._http.get_with_etag(uri)
         boot = system.get("Boot")
@@ -240,7 +253,12 @@ class RedfishDriver:
 
     async def health(self) -> str:
         """Status.HealthRollup (else Health) of the system: ok, warning, critical or unknown."""
-        status = (await self._system()).get("Status")
+        polled, self._polled = self._polled, None  # used once: a later health() reads afresh
+        if polled is not None and time.monotonic() - polled[1] <= self.poll_reuse:
+            system = polled[0]
+        else:
+            system = await self._system()
+        status = system.get("Status")
         if status is None:
             return "unknown"
         if not isinstance(status, dict):
@@ -250,6 +268,7 @@ class RedfishDriver:
 
     async def sensors(self) -> list[Sensor]:
         """Thermal + Power of the system's chassis, or its Sensors collection when Thermal is absent."""
+        self._polled = None  # health() reuses only a power_state() read just before it
         thermal, power, sensors = await self._sensor_urls()
         out: list[Sensor] = []
         if thermal is not None:
@@ -267,6 +286,7 @@ class RedfishDriver:
 
         An empty list when the BMC exposes no event log.
         """
+        self._polled = None  # health() reuses only a power_state() read just before it
         uri = await self._event_log_entries()
         if uri is None or limit <= 0:
             return []
@@ -291,6 +311,7 @@ class RedfishDriver:
 
     async def identity(self) -> Identity:
         """Manufacturer, model, serial, UUID, BIOS and BMC firmware versions, NIC MACs."""
+        self._polled = None  # health() reuses only a power_state() read just before it
         system = await self._system()
         root = await self._http.service_root()
         firmware = ""

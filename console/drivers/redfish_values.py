@@ -108,9 +108,8 @@ def boot_from(system: dict[str, Any]) -> BootOverride:
     if enabled == "Disabled":
         return BootOverride(BootTarget.NONE)
     name = opt_str(boot, "BootSourceOverrideTarget", "Boot") or "None"
-    if name not in _BOOT_NAMES:
-        raise ProtocolError(f"boot override target {name!r} has no console equivalent")
-    target = _BOOT_NAMES[name]
+    # Usb, UefiTarget, UefiHttp ...: a real override the console has no name for (not an error)
+    target = _BOOT_NAMES.get(name, BootTarget.OTHER)
     return BootOverride(target, enabled == "Continuous" and target != BootTarget.NONE)
 
 

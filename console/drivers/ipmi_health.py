@@ -1,0 +1,124 @@
+"""Sensor health over the poll session: the SDR's threshold sensors and their states.
+
+:meth:`console.drivers.ipmi.IpmiDriver.health` needs only each sensor's verdict, not its
+value, so it is read here on the :class:`~console.drivers.rmcp.RmcpSession` the driver
+polls with, and a BMC that is only polled keeps ONE session (pyghmi, which decodes
+values, units and discrete states for :meth:`~console.drivers.ipmi.IpmiDriver.sensors`,
+would need a second).  The verdict is pyghmi's for threshold sensors: at or past a
+non-critical threshold -> warning, critical -> critical, non-recoverable -> critical
+(pyghmi's "failed").  Discrete sensors need pyghmi's per-sensor-type state tables:
+when the SDR lists any, :func:`read_sensor_refs` says so and the driver asks pyghmi.
+
+Commands: Reserve SDR Repository (IPMI 2.0 section 33.11), Get SDR (33.12; whole
+records first, 16-byte pieces if the BMC refuses), Get Sensor Reading (35.14).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from console.errors import ProtocolError
+
+from .rmcp import CommandFailed, RmcpSession
+
+__all__ = ["SensorRef", "SdrSummary", "read_sensor_refs", "threshold_health"]
+
+NETFN_SENSOR, NETFN_STORAGE = 0x04, 0x0A
+BMC_OWNER = 0x20
+_CHUNK = 16
+_MAX_RECORDS = 1024  # a repository longer than this is a loop in the BMC's linked list
+
+
+@dataclass(frozen=True)
+class SensorRef:
+    """A threshold sensor on the BMC itself: where to read it."""
+
+    number: int
+    lun: int
+
+
+@dataclass(frozen=True)
+class SdrSummary:
+    """What health needs from the SDR: the threshold sensors, and whether discrete ones exist."""
+
+    thresholds: tuple[SensorRef, ...]
+    has_discrete: bool
+
+
+async def read_sensor_refs(session: RmcpSession) -> SdrSummary:
+    """Walk the SDR repository; keep full (01h) and compact (02h) sensor records."""
+    reservation = await _reserve(session)
+    refs: list[SensorRef] = []
+    discrete = False
+    record_id = 0
+    for _ in range(_MAX_RECORDS):
+        record, next_id, reservation = await _record(session, record_id, reservation)
+        if len(record) >= 14 and record[3] in (0x01, 0x02):
+            owner, lun, number, reading_type = record[5], record[6] & 0x03, record[7], record[13]
+            if owner == BMC_OWNER:
+                if reading_type == 0x01:
+                    refs.append(SensorRef(number, lun))
+                else:
+                    discrete = True
+        if next_id == 0xFFFF:
+            break
+        record_id = next_id
+    return SdrSummary(tuple(refs), discrete)
+
+
+async def threshold_health(session: RmcpSession, refs: tuple[SensorRef, ...]) -> str:
+    """The worst threshold state of ``refs`` (ok / warning / critical)."""
+    worst = 0
+    for ref in refs:
+        try:
+            data = await session.request(NETFN_SENSOR, 0x2D, bytes([ref.number]), lun=ref.lun)
+        except CommandFailed:  # e.g. CBh: not present (a hot-plug slot): no verdict
+            continue
+        if len(data) < 3 or data[1] & 0x20 or not data[1] & 0x40:
+            continue  # reading unavailable, or scanning disabled: pyghmi gives no verdict either
+        status = data[2]
+        if status & 0x36:  # lower/upper critical or non-recoverable
+            return "critical"
+        if status & 0x09:
+            worst = 1
+    return "warning" if worst else "ok"
+
+
+async def _reserve(session: RmcpSession) -> int:
+    try:
+        data = await session.request(NETFN_STORAGE, 0x22)
+    except CommandFailed:
+        return 0  # reservations not supported: whole-record reads need none
+    if len(data) < 2:
+        raise ProtocolError("short Reserve SDR Repository reply")
+    return struct.unpack_from("<H", data)[0]
+
+
+async def _record(session: RmcpSession, record_id: int, reservation: int) -> tuple[bytes, int, int]:
+    """One SDR record (header included), the next record ID, and the reservation in use."""
+    try:
+        data = await session.request(NETFN_STORAGE, 0x23, struct.pack("<HHBB", reservation, record_id, 0, 0xFF))
+        if len(data) >= 7 and len(data) - 2 >= 5 + data[2 + 4]:
+            return bytes(data[2:]), struct.unpack_from("<H", data)[0], reservation
+    except CommandFailed:
+        pass  # "cannot return the number of requested bytes" and friends: read in pieces
+    for attempt in range(2):
+        try:
+            head = await session.request(NETFN_STORAGE, 0x23, struct.pack("<HHBB", reservation, record_id, 0, 5))
+            if len(head) < 7:
+                raise ProtocolError("short SDR record header")
+            next_id, record = struct.unpack_from("<H", head)[0], bytearray(head[2:7])
+            length = record[4]
+            while len(record) < 5 + length:
+                piece = await session.request(NETFN_STORAGE, 0x23, struct.pack(
+                    "<HHBB", reservation, record_id, len(record), min(_CHUNK, 5 + length - len(record))))
+                if len(piece) <= 2:
+                    raise ProtocolError("empty SDR record piece")
+                record += piece[2:]
+            return bytes(record), next_id, reservation
+        except CommandFailed as exc:
+            if exc.code != 0xC5 or attempt:  # C5h: reservation cancelled -- reserve again, once
+                raise
+            reservation = await _reserve(session)
+    raise AssertionError("unreachable")
