@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver
-from console.errors import DriverError, FleetError
+from console.errors import FleetError
 from console.fleet import Fleet, PortState
 from console.secrets import Secrets
 from inventory.model import Site

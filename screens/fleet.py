@@ -1,38 +1,240 @@
-"""The home screen: one row per node, a summary bar, live filter, sort and marks."""
+"""The home screen: one row per node, a summary bar, live filter, sort and marks.
+
+The columns follow the terminal width (:func:`layout`): full forms while they fit,
+then compact ones, then PORT and IMAGE go; NODE, AGE and ERROR always stay, ERROR
+taking the room left over.  Built for thousands of nodes (``bench/tui_scale.py``):
+:class:`FleetTable` re-renders only changed cells, rows off screen are remade when
+they scroll into view, the summary counts move per changed node, and typing a
+filter selects in a thread.  (~680 lines: FleetTable would stand well in its own
+module.)
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable
+
 from rich.text import Text
-from textual import on
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
+from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets._data_table import ColumnKey, Row, RowKey
+from textual.worker import get_current_worker
 
 from inventory.errors import FleetError
 from inventory.ranges import natural_key
 from inventory.selection import select
 from screens.common import FleetChanged, age_text, node_words, status_text
 
-__all__ = ["FleetScreen"]
+__all__ = ["FleetScreen", "FleetTable", "COLUMNS", "Column", "layout"]
 
-#: (key, label, width)
+
+@dataclass(frozen=True)
+class Column:
+    """One fleet table column: its full width and, if it has one, a compact form."""
+
+    key: str
+    label: str
+    width: int
+    #: width of the compact form (shorter words, image version only); None: none
+    narrow: int | None = None
+    #: header of the compact form
+    narrow_label: str | None = None
+
+
 COLUMNS = (
-    ("mark", " ", 1),
-    ("name", "NODE", 18),
-    ("rack", "RACK/U", 7),
-    ("power", "POWER", 9),
-    ("health", "HEALTH", 10),
-    ("port", "PORT", 13),
-    ("image", "IMAGE", 22),
-    ("age", "AGE", 5),
-    ("error", "ERROR", 30),
+    Column("mark", " ", 1),
+    Column("name", "NODE", 18),  # sized to the site's longest name on mount
+    Column("rack", "RACK/U", 7),  # likewise
+    Column("power", "POWER", 9, narrow=5, narrow_label="PWR"),
+    Column("health", "HEALTH", 10, narrow=6, narrow_label="HLTH"),
+    Column("port", "PORT", 13, narrow=9),
+    Column("image", "IMAGE", 22, narrow=10),
+    Column("age", "AGE", 5),
+    Column("error", "ERROR", 30),
 )
+_BY_KEY = {c.key: c for c in COLUMNS}
+#: the least important first: which columns take their compact form, then which go,
+#: while the table does not fit.  NODE, RACK/U, AGE and ERROR always stay.
+COMPACT_ORDER = ("image", "port", "power", "health")
+DROP_ORDER = ("port", "image")
+#: the error column never gets narrower than this (it takes all the room left over)
+ERROR_MIN = 12
+#: what DataTable draws around each cell (cell_padding 1 on both sides)
+CELL_PAD = 2
+#: from this many columns the summary bar spells its counts out
+SUMMARY_WIDE = 110
+
+#: sort rank of status words: trouble first
+_RANK = {"critical": 0, "error": 0, "mismatch": 0, "drift": 1, "warning": 1, "ambiguous": 1, "unknown": 2,
+         "off": 3, "ok": 4, "match": 4, "on": 5, "unmanaged": 6}
+#: short labels of the compact POWER / HEALTH forms (the symbol carries the meaning)
+_SHORT = {"unknown": "?", "warning": "warn", "critical": "crit"}
+
+
+def layout(width: int, *, name_width: int = 18, rack_width: int = 7) -> tuple[tuple[str, str, int], ...]:
+    """The columns that fit ``width`` cells: ``(key, label, width)``; compact keys get their narrow form.
+
+    Full forms while they fit, then compact forms (least important first), then
+    PORT and IMAGE go; ERROR takes whatever is left (at least ``ERROR_MIN``).
+    """
+    widths = {c.key: c.width for c in COLUMNS}
+    widths["name"], widths["rack"] = name_width, rack_width
+    compact: set[str] = set()
+    dropped: set[str] = set()
+
+    def fixed() -> int:
+        return sum((_BY_KEY[k].narrow if k in compact else widths[k]) + CELL_PAD
+                   for k in widths if k != "error" and k not in dropped)
+
+    steps = [("compact", k) for k in COMPACT_ORDER] + [("drop", k) for k in DROP_ORDER]
+    while fixed() + ERROR_MIN + CELL_PAD > width and steps:
+        how, key = steps.pop(0)
+        (compact if how == "compact" else dropped).add(key)
+    error = max(ERROR_MIN, width - fixed() - CELL_PAD)
+    out = []
+    for c in COLUMNS:
+        if c.key in dropped:
+            continue
+        if c.key == "error":
+            out.append((c.key, c.label, error))
+        elif c.key in compact:
+            out.append((c.key, c.narrow_label or c.label, c.narrow))
+        else:
+            out.append((c.key, c.label, widths[c.key]))
+    return tuple(out)
+
+
+def _same(a, b) -> bool:
+    """Cell equality that sees styles (rich's Text == compares the plain text only)."""
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and a.style == b.style and a.spans == b.spans
+    return a == b
+
+
+class FleetTable(DataTable):
+    """The built-in DataTable, with the three shortcuts a fixed-width 5,000-row table needs.
+
+    Measured with Textual 8.2 (``bench/tui_scale.py``), the stock table:
+
+    - measures every cell of every new row, to grow auto-width columns, even when
+      every column has a fixed width (seconds for 5,000 rows);
+    - adds rows one by one, each re-validating the cursor;
+    - keys every rendered cell on one table-wide update counter, so one changed cell
+      re-renders every visible cell (~0.3 ms each: 400 cells per change).
+
+    So: no measuring when no column is auto-width; :meth:`replace_rows` fills the
+    table in one go; :meth:`update_cells` changes cells and forgets only their
+    renderings.  These reach into DataTable's private state (pinned: textual<9).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        #: rows whose cells are out of date, and what gives a row's cells (in column order)
+        self._stale: set[RowKey] = set()
+        self.cells_for = None
+
+    def mark_stale(self, keys: Iterable[str]) -> None:
+        """These rows changed but are off-screen: their cells are remade when next needed."""
+        rows = {RowKey(key) for key in keys}
+        if rows:
+            self._stale |= rows
+            self._forget(rows, None)
+
+    def _forget(self, rows: set[RowKey], cells: set[tuple[RowKey, ColumnKey]] | None) -> None:
+        """Drop the cached renderings of ``cells`` (None: every cell of ``rows``) and of ``rows``."""
+        cell_cache, row_cache = self._cell_render_cache, self._row_render_cache
+        if cells is None:
+            stale = [k for k in cell_cache.keys() if k[0] in rows]
+        else:
+            stale = [k for k in cell_cache.keys() if (k[0], k[1]) in cells]
+        for key in stale:
+            cell_cache.discard(key)
+        for key in [k for k in row_cache.keys() if k[0] in rows]:
+            row_cache.discard(key)
+        self._row_renderable_cache.clear()  # keyed by row index: cheap to rebuild
+        self._line_cache.clear()
+
+    def _freshen(self, row_key: RowKey) -> None:
+        if row_key in self._stale:
+            self._stale.discard(row_key)
+            if row_key in self._data and self.cells_for is not None:
+                columns = [column.key for column in self.ordered_columns]
+                self.update_cells((row_key.value, column, cell)
+                                  for column, cell in zip(columns, self.cells_for(row_key.value)))
+
+    def _get_row_renderables(self, row_index: int):
+        if self._stale and row_index >= 0:
+            row_key = self._row_locations.get_key(row_index)
+            if row_key is not None:
+                self._freshen(row_key)
+        return super()._get_row_renderables(row_index)
+
+    def get_cell(self, row_key, column_key):
+        self._freshen(RowKey(row_key) if isinstance(row_key, str) else row_key)
+        return super().get_cell(row_key, column_key)
+
+    def get_row(self, row_key):
+        self._freshen(RowKey(row_key) if isinstance(row_key, str) else row_key)
+        return super().get_row(row_key)
+
+    def clear(self, columns: bool = False):
+        self._stale.clear()
+        return super().clear(columns)
+
+    def _update_dimensions(self, new_rows) -> None:
+        if not any(column.auto_width for column in self.columns.values()):
+            rows = self.rows
+            new_rows = [key for key in new_rows
+                        if key in rows and (rows[key].label is not None or rows[key].auto_height)]
+        super()._update_dimensions(new_rows)
+
+    def replace_rows(self, rows: Iterable[tuple[str, list]]) -> None:
+        """Every row at once, in order: ``(key, cells)``, height 1, no labels."""
+        self.clear()
+        columns = [column.key for column in self.ordered_columns]
+        locations: dict[RowKey, int] = {}
+        for index, (key, cells) in enumerate(rows):
+            row_key = RowKey(key)
+            locations[row_key] = index
+            self._data[row_key] = dict(zip(columns, cells))
+            self.rows[row_key] = Row(row_key, 1)
+        self._row_locations = TwoWayDict(locations)
+        self._require_update_dimensions = True
+        self._update_count += 1
+        self.cursor_coordinate = self.cursor_coordinate  # clamps, highlights the first row
+        self.check_idle()
+        self.refresh()
+
+    def update_cells(self, changes: Iterable[tuple[str, str, object]]) -> None:
+        """Set cells ``(row key, column key, value)``; only their renderings are redone."""
+        cells: set[tuple[RowKey, ColumnKey]] = set()
+        for row, column, value in changes:
+            row_key, column_key = RowKey(row), ColumnKey(column)
+            old = self._data[row_key].get(column_key)
+            if old is value or _same(old, value):
+                continue
+            self._data[row_key][column_key] = value
+            cells.add((row_key, column_key))
+        if not cells:
+            return
+        self._forget({row for row, _ in cells}, cells)
+        self.refresh()
 
 
 class FleetScreen(Screen):
-    """Fleet table with filter (`/`), sort (click a header or `s`), marks (space, `a`)."""
+    """Fleet table with filter (`/`), sort (click a header or `s`), marks (space, `a`).
+
+    The columns follow the terminal width (:func:`layout`).  Rows are built once per
+    filter or layout change from a per-node cell cache; a :class:`FleetChanged`
+    batch updates only the cells that changed, and rows keep their place until the
+    next sort or filter (a live re-sort would make rows jump under the cursor).
+    """
 
     CSS_PATH = "fleet.tcss"
     BINDINGS = [
@@ -54,8 +256,19 @@ class FleetScreen(Screen):
         self.marked: set[str] = set()
         self.shown: list[str] = []
         self.filter_text = ""
-        self._sort_index = 0
+        self.sort_key = ""  # "" = inventory order
         self._sort_reverse = False
+        self.columns: tuple[tuple[str, str, int], ...] = ()
+        self._compact: frozenset[str] = frozenset()
+        self._cache: dict[str, dict[str, object]] = {}  # name -> column key -> cell
+        self._words: dict[str, dict[str, object]] = {}  # name -> node_words
+        self._counts: Text | None = None  # the summary's counts, rendered
+        self._summary_shown = Text()
+        self._banner_shown: str | None = None
+        self._tally: Counter | None = None  # "power:on", "error", "drift"... -> nodes
+        self._contrib: dict[str, tuple[str, ...]] = {}  # what each node adds to the tally
+        self._name_width = 18
+        self._rack_width = 7
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -63,7 +276,7 @@ class FleetScreen(Screen):
         yield Static(id="summary")
         with Horizontal(id="filter-bar"):
             yield Input(placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…", id="filter")
-        yield DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
+        yield FleetTable(id="fleet", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     @property
@@ -71,138 +284,318 @@ class FleetScreen(Screen):
         return self.app.fleet
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for key, label, width in COLUMNS:
-            table.add_column(label, width=width, key=key)
+        nodes = self.fleet.site.nodes
+        self._name_width = min(30, max([len("NODE")] + [len(n.name) for n in nodes]))
+        self._rack_width = min(12, max([len("RACK/U")] + [len(f"{n.rack}/{n.u or '-'}") for n in nodes]))
+        self.shown = [n.name for n in nodes]
         self.query_one("#filter-bar").display = False
+        table = self.query_one(FleetTable)
         table.focus()  # not the (hidden) filter input
-        self._apply_filter("")
+        table.cells_for = self._row
+        self._relayout(self.app.size.width)
         self._refresh_summary()
         self.set_interval(1.0, self._tick)
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._relayout(event.size.width)
+        self._refresh_summary()
+
+    def _relayout(self, width: int) -> None:
+        """Pick the columns for ``width``; rebuild the table when they change."""
+        table = self.query_one(FleetTable)
+        columns = layout(width - table.styles.scrollbar_size_vertical,
+                         name_width=self._name_width, rack_width=self._rack_width)
+        if columns == self.columns:
+            return
+        self.columns = columns
+        self._counts = None  # the summary bar follows the width too
+        self._compact = frozenset(k for k, _, w in columns if _BY_KEY[k].narrow == w != _BY_KEY[k].width)
+        self._cache.clear()
+        cursor = self._cursor_name()
+        with self.app.batch_update():
+            table.clear(columns=True)
+            for key, label, w in columns:
+                table.add_column(label, width=w, key=key)
+            self._fill(cursor)
+
     # ------------------------------------------------------------ rows
-    def _cells(self, name: str) -> list:
+    def _cells(self, name: str) -> dict[str, object]:
+        """Every visible column's cell for one node, in the current forms (cached)."""
+        cells = self._cache.get(name)
+        if cells is None:
+            cells = self._cache[name] = self._make_cells(name)
+        return cells
+
+    def _make_cells(self, name: str) -> dict[str, object]:
         fleet = self.fleet
         node = fleet.site.node(name)
         st = fleet.nodes[name]
-        image_state = fleet.image_state(node)
-        if image_state == "drift":
-            image = status_text("drift", st.image_running or "?")
-        elif image_state == "ok":
-            image = Text(st.image_running or "")
-        elif image_state == "unmanaged":
-            image = status_text("unmanaged", st.image_running or "unmanaged")
-        else:
-            image = Text(f"? {node.image or ''}", style="dim")
-        finding = fleet.port_finding(node)
-        port = status_text(finding, node.switch_port.port if node.switch_port else "-") if finding else Text("-", style="dim")
-        return [
-            Text("●", style="bold") if name in self.marked else Text(" "),
-            Text(name, style="bold" if st.error else ""),
-            f"{node.rack}/{node.u or '-'}",
-            status_text(st.power),
-            status_text(st.health),
-            port,
-            image,
-            age_text(st.polled_at, self.app.clock()),
-            Text(st.error or "", style="red"),
-        ]
+        compact = self._compact
+        keys = {k for k, _, _ in self.columns}
+        cells: dict[str, object] = {
+            "mark": Text("●", style="bold") if name in self.marked else Text(" "),
+            "name": Text(name, style="bold" if st.error else ""),
+            "rack": f"{node.rack}/{node.u or '-'}",
+            "power": status_text(st.power, _SHORT.get(st.power) if "power" in compact else None),
+            "health": status_text(st.health, _SHORT.get(st.health) if "health" in compact else None),
+            "age": age_text(st.polled_at, self.app.clock()),
+            "error": Text(st.error or "", style="red"),
+        }
+        if "port" in keys:
+            finding = fleet.port_finding(node)
+            port = node.switch_port.port if node.switch_port else "-"
+            if "port" in compact:
+                port = port.replace("Ethernet", "Eth").replace("ethernet", "eth")
+            cells["port"] = status_text(finding, port) if finding else Text("-", style="dim")
+        if "image" in keys:
+            image_state = fleet.image_state(node)
+            short = "image" in compact
+            running = st.image_running
+            if short and running:
+                running = running.rsplit("@", 1)[-1]  # the version says it in a narrow column
+            if image_state == "drift":
+                cells["image"] = status_text("drift", running or "?")
+            elif image_state == "ok":
+                cells["image"] = Text(running or "")
+            elif image_state == "unmanaged":
+                cells["image"] = status_text("unmanaged", running or ("" if short else "unmanaged"))
+            else:
+                wanted = node.image or ""
+                cells["image"] = Text(f"? {wanted.rsplit('@', 1)[-1] if short else wanted}", style="dim")
+        return cells
 
-    def _apply_filter(self, text: str) -> None:
+    def _row(self, name: str) -> list:
+        cells = self._cells(name)
+        return [cells[key] for key, _, _ in self.columns]
+
+    def _fill(self, cursor: str | None = None) -> None:
+        """(Re)build the rows for ``self.shown`` in sort order; the cursor stays on ``cursor``."""
+        table = self.query_one(FleetTable)
+        self.shown = self._sorted(self.shown)
+        table.replace_rows((name, self._row(name)) for name in self.shown)
+        if cursor is not None and cursor in table.rows:
+            table.move_cursor(row=table.get_row_index(cursor), animate=False)
+
+    def _node_words(self, name: str) -> dict[str, object]:
+        words = self._words.get(name)
+        if words is None:
+            words = self._words[name] = node_words(self.fleet, self.fleet.site.node(name))
+        return words
+
+    def _select(self, text: str) -> list[str] | FleetError:
+        """The nodes the filter ``text`` selects, in inventory order, or the problem with it."""
         fleet = self.fleet
         names = [n.name for n in fleet.site.nodes]
+        if not text.strip():
+            return names
+        try:
+            return select(text, names, attrs=self._node_words, groups=fleet.site.groups, allow_empty=True)
+        except FleetError as exc:
+            return exc
+
+    def _apply_filter(self, text: str) -> None:
+        """Filter now (escape, enter, tests); typing filters in a thread (:meth:`_filter_typed`)."""
+        self._show_filter(text, self._select(text))
+
+    def _show_filter(self, text: str, chosen: list[str] | FleetError) -> None:
         self.filter_text = text
         status = self.query_one("#filter", Input)
-        if text.strip():
-            try:
-                chosen = select(text, names, attrs=lambda n: node_words(fleet, fleet.site.node(n)),
-                                groups=fleet.site.groups, allow_empty=True)
-                status.remove_class("bad")
-                status.tooltip = None
-            except FleetError as exc:
-                status.add_class("bad")
-                status.tooltip = str(exc)
-                return
-        else:
-            chosen = names
-        self.shown = chosen
-        table = self.query_one(DataTable)
-        with self.app.batch_update():
-            table.clear()
-            for name in chosen:
-                table.add_row(*self._cells(name), key=name)
-            self._sort()
+        if isinstance(chosen, FleetError):
+            status.add_class("bad")
+            status.tooltip = str(chosen)
+            return  # the last good view stays
+        status.remove_class("bad")
+        status.tooltip = None
+        if set(chosen) != set(self.shown):
+            self.shown = chosen
+            cursor = self._cursor_name()
+            with self.app.batch_update():
+                self._fill(cursor)
         self._refresh_summary()
 
-    def _sort(self) -> None:
-        key = COLUMNS[self._sort_index][0]
+    @work(thread=True, exclusive=True, group="filter", exit_on_error=False)
+    def _filter_typed(self, text: str) -> None:
+        """While typing: select off the event loop (5,000 nodes take tens of ms), show the latest."""
+        chosen = self._select(text)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_typed, text, chosen)
+
+    def _show_typed(self, text: str, chosen: list[str] | FleetError) -> None:
+        if self.query_one("#filter", Input).value == text:  # not overtaken by more typing
+            self._show_filter(text, chosen)
+
+    # ------------------------------------------------------------ sorting
+    def _sort_value(self, key: str):
+        """A function name -> sort key for column ``key``, from the fleet state (not the cells)."""
+        fleet = self.fleet
+        site = fleet.site
         if key == "mark":
-            return
-        table = self.query_one(DataTable)
-        order = {"critical": 0, "error": 0, "warning": 1, "unknown": 2, "off": 3, "ok": 4, "on": 5}
+            return lambda n: (n not in self.marked, natural_key(n))
+        if key == "name":
+            return natural_key
+        if key == "rack":
+            return lambda n: (natural_key(site.node(n).rack), site.node(n).u or 0, natural_key(n))
+        if key in ("power", "health"):
+            return lambda n: (_RANK.get(getattr(fleet.nodes[n], key), 9), natural_key(n))
+        if key == "port":
+            def port(n):
+                node = site.node(n)
+                finding = fleet.port_finding(node)
+                return (_RANK.get(finding, 9) if finding else 9,
+                        natural_key(node.switch_port.port) if node.switch_port else (), natural_key(n))
+            return port
+        if key == "image":
+            return lambda n: (_RANK.get(fleet.image_state(site.node(n)), 9), fleet.nodes[n].image_running or "",
+                              natural_key(n))
+        if key == "age":  # youngest first; never polled last
+            return lambda n: (fleet.nodes[n].polled_at is None, -(fleet.nodes[n].polled_at or 0), natural_key(n))
+        if key == "error":  # failing nodes first
+            return lambda n: (fleet.nodes[n].error is None, fleet.nodes[n].error or "", natural_key(n))
+        raise ValueError(f"no column {key!r}")
 
-        def sort_key(cell):
-            text = cell.plain if isinstance(cell, Text) else str(cell)
-            word = text.split(" ", 1)[-1]
-            return (order.get(word, 9), natural_key(text))
+    def _sorted(self, names: list[str]) -> list[str]:
+        if not self.sort_key:
+            index = {n.name: i for i, n in enumerate(self.fleet.site.nodes)}
+            return sorted(names, key=index.__getitem__, reverse=self._sort_reverse)
+        return sorted(names, key=self._sort_value(self.sort_key), reverse=self._sort_reverse)
 
-        table.sort(key, key=sort_key, reverse=self._sort_reverse)
+    def _sort(self) -> None:
+        """Reorder the rows in place (no rebuild): DataTable.sort by each row's rank."""
+        table = self.query_one(FleetTable)
+        cursor = self._cursor_name()
+        self.shown = self._sorted(self.shown)
+        rank = {name: i for i, name in enumerate(self.shown)}
+        table.sort("name", key=lambda cell: rank[cell.plain])
+        if cursor is not None:
+            table.move_cursor(row=rank[cursor], animate=False)
+
+    def sort_by(self, key: str, *, reverse: bool = False) -> None:
+        """Sort the rows by column ``key`` (any column, shown or not)."""
+        if key not in _BY_KEY:
+            raise ValueError(f"no column {key!r}")
+        self.sort_key = key
+        self._sort_reverse = reverse
+        self._sort()
 
     # ------------------------------------------------------------ live updates
     @on(FleetChanged)
     def _fleet_changed(self, message: FleetChanged) -> None:
-        table = self.query_one(DataTable)
         if not message.nodes:
             self._refresh_summary()
             return
-        visible = set(self.shown)
-        with self.app.batch_update():
-            for name in message.nodes & visible:
-                for (key, _, _), value in zip(COLUMNS, self._cells(name)):
-                    table.update_cell(name, key, value, update_width=False)
+        self._counts = None
+        if self._tally is not None:
+            self._recount(message.nodes)
+        for name in message.nodes:
+            self._words.pop(name, None)
+        table = self.query_one(FleetTable)
+        keys = [key for key, _, _ in self.columns]
+        # cells are remade now only for rows on screen; the others when they scroll into view
+        top = max(0, table.scroll_offset.y - 2)
+        on_screen = set(self.shown[top:top + table.size.height + 4])
+        changes, later = [], []
+        for name in message.nodes:
+            old = self._cache.pop(name, None)
+            if name not in table.rows:
+                continue
+            if name not in on_screen:
+                later.append(name)
+                continue
+            new = self._cells(name)
+            changes += [(name, key, new[key]) for key in keys if old is None or not _same(old[key], new[key])]
+        table.mark_stale(later)
+        table.update_cells(changes)
         self._refresh_summary()
 
     def _tick(self) -> None:
         """Once a second: ages move, and the stale banner follows the poller."""
-        table = self.query_one(DataTable)
+        table = self.query_one(FleetTable)
         now = self.app.clock()
         start = max(0, table.scroll_offset.y - 1)
         rows = self.shown[start:start + table.size.height + 2] if self.shown else []
-        with self.app.batch_update():
-            for name in rows:
-                if name in table.rows:
-                    table.update_cell(name, "age", age_text(self.fleet.nodes[name].polled_at, now), update_width=False)
+        changes = []
+        for name in rows:
+            if name in table.rows:
+                age = age_text(self.fleet.nodes[name].polled_at, now)
+                cells = self._cells(name)
+                if not _same(cells["age"], age):
+                    cells["age"] = age
+                    changes.append((name, "age", age))
+        table.update_cells(changes)
         self._refresh_summary()
 
-    def _refresh_summary(self) -> None:
-        fleet = self.fleet
-        nodes = [fleet.nodes[n.name] for n in fleet.site.nodes]
-        count = lambda pred: sum(1 for st in nodes if pred(st))  # noqa: E731
-        drift = sum(1 for n in fleet.site.nodes if fleet.image_state(n) == "drift")
-        miscabled = sum(1 for n in fleet.site.nodes if fleet.port_finding(n) == "mismatch")
-        parts = [
-            status_text("on", f"{count(lambda s: s.power == 'on')} on"),
-            status_text("off", f"{count(lambda s: s.power == 'off')} off"),
-            status_text("unknown", f"{count(lambda s: s.power == 'unknown')} ?"),
-            Text(" │ "),
-            status_text("ok", f"{count(lambda s: s.health == 'ok')}"),
-            status_text("warning", f"{count(lambda s: s.health == 'warning')}"),
-            status_text("critical", f"{count(lambda s: s.health == 'critical')}"),
-            Text(" │ "),
-            status_text("error", f"{count(lambda s: s.error)} err"),
+    def _summary_counts(self) -> Text:
+        """The state counts of the summary bar (kept up to date per changed node)."""
+        if self._counts is not None:
+            return self._counts
+        if self._tally is None:
+            self._tally = Counter()
+            self._contrib = {}
+            self._recount(list(self.fleet.nodes))
+        tally = self._tally
+        count = lambda word: tally[word]  # noqa: E731
+        drift, miscabled = tally["drift"], tally["miscabled"]
+        if self.app.size.width < SUMMARY_WIDE:  # 80 columns: counts right after their symbols
+            on, off, unknown = (f"{count('power:' + w)}" for w in ("on", "off", "unknown"))
+            parts = [status_text("on", on), status_text("off", off), status_text("unknown", unknown)]
+            gap, bar = " ", Text(" │ ")
+        else:
+            parts = [
+                status_text("on", f"{count('power:on')} on"),
+                status_text("off", f"{count('power:off')} off"),
+                status_text("unknown", f"{count('power:unknown')} ?"),
+            ]
+            gap, bar = "  ", Text("   │   ")
+        parts += [
+            bar,
+            status_text("ok", f"{count('health:ok')}"),
+            status_text("warning", f"{count('health:warning')}"),
+            status_text("critical", f"{count('health:critical')}"),
+            bar,
+            status_text("error", f"{count('error')} err"),
             status_text("drift", f"{drift} drift"),
             status_text("mismatch", f"{miscabled} cabling"),
         ]
-        text = Text("  ").join(parts)
-        shown = f"  │ {len(self.shown)}/{len(nodes)} shown"
+        text = Text()
+        for i, part in enumerate(parts):  # no gap around the bars
+            if i and part is not bar and parts[i - 1] is not bar:
+                text.append(gap)
+            text.append_text(part)
+        self._counts = text
+        return self._counts
+
+    def _recount(self, names) -> None:
+        """Move ``names``' contributions to the summary tally to their current state."""
+        fleet, tally, contrib = self.fleet, self._tally, self._contrib
+        for name in names:
+            st, node = fleet.nodes[name], fleet.site.node(name)
+            words = (f"power:{st.power}", f"health:{st.health}",
+                     "error" if st.error else "", "drift" if fleet.image_state(node) == "drift" else "",
+                     "miscabled" if fleet.port_finding(node) == "mismatch" else "")
+            tally.subtract(contrib.get(name, ()))
+            tally.update(words)
+            contrib[name] = words
+
+    def _refresh_summary(self) -> None:
+        shown = f"{len(self.shown)}/{len(self.fleet.nodes)} shown"
         if self.marked:
             shown += f", {len(self.marked)} marked"
-        text.append(shown)
-        self.query_one("#summary", Static).update(text)
-        banner = self.query_one("#banner", Static)
-        message = self.app.staleness()
-        banner.update(message or "")
-        banner.display = bool(message)
+        if self.app.size.width >= SUMMARY_WIDE:
+            text = self._summary_counts().copy()
+            text.append(f"   │   {shown}")
+        else:  # narrow: what is shown and marked first, so a cut takes the least of it
+            text = Text(f"{shown} │ ")
+            text.append_text(self._summary_counts())
+        # repaint only what changed: a Static update re-lays out the screen unless told not to
+        if text != self._summary_shown or text.spans != self._summary_shown.spans:
+            self._summary_shown = text
+            self.query_one("#summary", Static).update(text, layout=False)  # always one line
+        message = self.app.staleness() or ""
+        if message != self._banner_shown:
+            self._banner_shown = message
+            banner = self.query_one("#banner", Static)
+            banner.update(message)
+            banner.display = bool(message)
 
     # ------------------------------------------------------------ actions
     def action_filter(self) -> None:
@@ -219,26 +612,31 @@ class FleetScreen(Screen):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self._apply_filter(event.value)
+        self._filter_typed(event.value)
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
+        self._apply_filter(event.value)  # enter: the result now, whatever a thread is doing
         if not event.value.strip():
             self.query_one("#filter-bar").display = False
         self.query_one(DataTable).focus()
 
     def _cursor_name(self) -> str | None:
-        table = self.query_one(DataTable)
+        table = self.query_one(FleetTable)
         if not table.row_count:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
     def _redraw_marks(self, names) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one(FleetTable)
+        changes = []
         for name in names:
+            mark = Text("●", style="bold") if name in self.marked else Text(" ")
+            if name in self._cache:
+                self._cache[name]["mark"] = mark
             if name in table.rows:
-                table.update_cell(name, "mark", Text("●", style="bold") if name in self.marked else Text(" "),
-                                  update_width=False)
+                changes.append((name, "mark", mark))
+        table.update_cells(changes)
         self._refresh_summary()
 
     def action_mark(self) -> None:
@@ -247,7 +645,7 @@ class FleetScreen(Screen):
             return
         self.marked.symmetric_difference_update({name})
         self._redraw_marks([name])
-        table = self.query_one(DataTable)
+        table = self.query_one(FleetTable)
         table.move_cursor(row=table.cursor_row + 1)
 
     def action_mark_all(self) -> None:
@@ -259,17 +657,16 @@ class FleetScreen(Screen):
         self._redraw_marks(old)
 
     def action_sort_next(self) -> None:
-        self._sort_index = (self._sort_index % (len(COLUMNS) - 1)) + 1
-        self._sort_reverse = False
-        self._sort()
-        self.notify(f"sorted by {COLUMNS[self._sort_index][1]}", timeout=1.5)
+        keys = [key for key, _, _ in self.columns if key != "mark"]
+        following = keys.index(self.sort_key) + 1 if self.sort_key in keys else 0
+        self.sort_by(keys[following % len(keys)])
+        label = dict((k, lbl) for k, lbl, _ in self.columns)[self.sort_key]
+        self.notify(f"sorted by {label}", timeout=1.5)
 
     @on(DataTable.HeaderSelected)
     def _header(self, event: DataTable.HeaderSelected) -> None:
-        index = next(i for i, c in enumerate(COLUMNS) if c[0] == event.column_key.value)
-        self._sort_reverse = not self._sort_reverse if index == self._sort_index else False
-        self._sort_index = index
-        self._sort()
+        key = event.column_key.value
+        self.sort_by(key, reverse=not self._sort_reverse if key == self.sort_key else False)
 
     def action_open_node(self) -> None:
         name = self._cursor_name()
@@ -287,5 +684,5 @@ class FleetScreen(Screen):
         self.app.open_screen("switches")
 
     def action_help(self) -> None:
-        self.app.action_show_help_panel()
+        self.app.action_help()
 

@@ -92,7 +92,7 @@ def port_finding(fleet, port: dict[str, Any]) -> tuple[str | None, str]:
     node expected or seen).  A port is a mismatch both where a node turns up that
     the inventory puts elsewhere and where the inventory's node is seen elsewhere.
     """
-    expected, seen = port["node_expected"], port["node_seen"]
+    expected = port["node_expected"]
     if port["finding"]:  # someone is seen here who the inventory does not put here
         return "mismatch", port["finding"]
     if not expected:

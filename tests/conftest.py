@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -33,12 +34,8 @@ def demo_lab(private_runtime_dir):
     """The demo site's lab, fast (time_scale 0.02), on ephemeral ports; stopped at the end."""
     from console.lab.lab import Lab
 
-    lab = Lab(sites.load("demo"), ephemeral=True, time_scale=0.02)
-    lab.start()
-    try:
+    with Lab(sites.load("demo"), ephemeral=True, time_scale=0.02) as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture
@@ -85,3 +82,19 @@ def private_state_dir():
         else:
             os.environ[key] = value
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One TLS certificate cache for the whole run: generated once, reused by every Redfish lab."""
+    return tmp_path_factory.mktemp("lab-tls")
+
+
+@pytest.fixture
+async def redfish_lab(cert_dir: Path):
+    """An in-process Redfish lab that is always stopped, whatever the test did."""
+    from console.lab.redfish_bmc import RedfishLab
+
+    lab = RedfishLab(cert_dir=str(cert_dir))
+    yield lab
+    await lab.stop()

@@ -8,6 +8,7 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from console.cli import SiteContext
+from inventory.ranges import natural_key
 from console.poller import PollConfig
 from console.secrets import Secrets
 from screens.app import make_app
@@ -59,7 +60,9 @@ async def test_fleet_screen_shows_live_state_and_filters(ctx, demo_lab):
         screen.action_clear_filter()
         await wait_until(pilot, lambda: table.row_count == 89)
         assert table.row_count == 89
-        await wait_until(pilot, lambda: all(app.fleet.nodes[f"dal1-r02-n0{i}"].image_running for i in range(1, 6)))
+        # image polls go over SSH: slow on a loaded machine, hence the long wait
+        await wait_until(pilot, lambda: all(app.fleet.nodes[f"dal1-r02-n0{i}"].image_running for i in range(1, 6)),
+                         timeout=120)
         screen.action_filter()
         screen.query_one("#filter", Input).value = "rack=r02&drift"
         await wait_until(pilot, lambda: len(screen.shown) == 5)
@@ -97,6 +100,7 @@ async def test_bad_filter_is_marked_not_raised(ctx):
         await pilot.press("slash")
         for ch in "@nosuch":
             await pilot.press(ch)
+        await app.workers.wait_for_complete()  # typing filters in a thread
         await pilot.pause()
         inp = app.screen.query_one("#filter", Input)
         assert inp.has_class("bad") and "unknown group" in str(inp.tooltip)
@@ -113,3 +117,90 @@ async def test_stale_banner_when_nothing_answers(ctx):
         await pilot.pause(1.2)
         banner = app.screen.query_one("#banner", Static)
         assert banner.display and "no BMC has answered" in str(banner.render())
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160, 200])
+async def test_columns_fit_the_width(ctx, width):
+    """NODE, AGE and ERROR always fit on screen; PORT goes first, the rest get compact forms."""
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(width, 24)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await pilot.pause()
+        keys = [c.key.value for c in table.ordered_columns]
+        assert {"mark", "name", "rack", "power", "health", "age", "error"} <= set(keys)
+        total = sum(c.get_render_width(table) for c in table.ordered_columns)
+        assert total <= width - table.styles.scrollbar_size_vertical, (width, total, keys)
+        error = table.columns[next(k for k in table.columns if k.value == "error")]
+        assert error.width >= 12
+        if width <= 80:
+            assert "port" not in keys
+        if width >= 160:
+            assert "port" in keys and "image" in keys
+            assert str(table.columns[next(k for k in table.columns if k.value == "power")].label) == "POWER"
+
+
+async def test_resize_keeps_rows_marks_and_cursor(ctx):
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(200, 40)) as pilot:
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await pilot.press("down", "down", "space")
+        marked = set(screen.marked)
+        cursor = screen._cursor_name()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert "port" not in [c.key.value for c in table.ordered_columns]
+        assert table.row_count == 89 and screen.marked == marked and screen._cursor_name() == cursor
+        name = next(iter(marked))
+        assert table.get_cell(name, "mark").plain == "●"
+        assert "/89 shown, 1 marked" in str(screen.query_one("#summary", Static).render())
+
+
+async def test_sort_by_any_column_and_live_cells(ctx):
+    """Sorting works on columns that are not shown; a change reaches only its cells."""
+    app = make_app(ctx, poll=False, clock=lambda: 1000.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        fleet = app.fleet
+        fleet.node_ok("dal1-r03-n02", "power", power="off", health="ok")
+        fleet.node_failed("dal1-r02-n09", "power", "unreachable: no answer")
+        app.drain()
+        await pilot.pause()
+        assert table.get_cell("dal1-r03-n02", "power").plain == "○ off"
+        assert table.get_cell("dal1-r02-n09", "error").plain == "unreachable: no answer"
+        assert "1 err" in str(screen.query_one("#summary", Static).render())
+        screen.sort_by("error")
+        assert table.coordinate_to_cell_key((0, 0)).row_key.value == "dal1-r02-n09"
+        screen.sort_by("power")  # unknown (never polled) before off before on
+        order = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+        assert order.index("dal1-r03-n02") > order.index("dal1-r02-n09")
+        assert order == screen.shown
+        screen.sort_by("port")  # not shown at 80 columns: still sorts
+        assert screen.sort_key == "port" and table.row_count == 89
+        screen.sort_by("name", reverse=True)
+        assert table.coordinate_to_cell_key((0, 0)).row_key.value == max(screen.shown, key=natural_key)
+        fleet.node_ok("dal1-r02-n09", "power", power="on", health="ok")
+        app.drain()
+        await pilot.pause()
+        assert table.get_cell("dal1-r02-n09", "error").plain == ""
+        assert "0 err" in str(screen.query_one("#summary", Static).render())
+
+
+async def test_off_screen_change_shows_when_scrolled_to(ctx):
+    """Rows off screen get their new cells when they come into view (and when asked for)."""
+    app = make_app(ctx, poll=False, clock=lambda: 1000.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await pilot.pause()
+        far = screen.shown[-1]
+        assert far not in app.export_screenshot()
+        app.fleet.node_failed(far, "power", "unreachable: nobody home")
+        app.drain()
+        await pilot.pause()
+        table.move_cursor(row=table.row_count - 1, animate=False)
+        await pilot.pause()
+        shot = app.export_screenshot()
+        assert far in shot and "unreachable" in shot
+        assert table.get_cell(far, "error").plain == "unreachable: nobody home"

@@ -34,14 +34,10 @@ def lab(tmp_path_factory, private_runtime_dir):
     directory = tmp_path_factory.mktemp("clisite")
     path = directory / "acttest.yaml"
     path.write_text(SITE_YAML)
-    lab = Lab(sites.load(str(path)), ephemeral=True, time_scale=TIME_SCALE)
-    lab.start()
-    try:
+    with Lab(sites.load(str(path)), ephemeral=True, time_scale=TIME_SCALE) as lab:
         write_state(lab, str(path))
         lab.site_file = str(path)
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

@@ -74,16 +74,10 @@ def free_port(address: str) -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("redfish-driver-tls")
-
-
 @pytest.fixture
-async def lab(cert_dir: Path):
-    lab = RedfishLab(cert_dir=str(cert_dir))
-    yield lab
-    await lab.stop()
+def lab(redfish_lab):
+    """The in-process Redfish lab (conftest), stopped after each test."""
+    return redfish_lab
 
 
 @pytest.fixture

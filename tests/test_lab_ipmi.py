@@ -9,7 +9,6 @@ readings are deterministic.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import socket

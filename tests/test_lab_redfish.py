@@ -181,18 +181,10 @@ def error_id(r: Reply) -> str:
     return info[0]["MessageId"].rsplit(".", 1)[-1]
 
 
-@pytest.fixture(scope="session")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One certificate cache for the whole run: generated once, reused by every lab."""
-    return tmp_path_factory.mktemp("lab-tls")
-
-
 @pytest.fixture
-async def lab(cert_dir: Path):
-    """A lab that is always stopped, whatever the test did."""
-    lab = RedfishLab(cert_dir=str(cert_dir))
-    yield lab
-    await lab.stop()
+def lab(redfish_lab):
+    """The in-process Redfish lab (conftest), stopped after each test."""
+    return redfish_lab
 
 
 # --------------------------------------------------------------------------- service root and auth

@@ -44,12 +44,8 @@ FAST = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, pol
 def lab(private_runtime_dir):
     from console.lab.lab import Lab
 
-    lab = Lab(load_site_text(SITE), ephemeral=True, time_scale=0.02)
-    lab.start()
-    try:
+    with Lab(load_site_text(SITE), ephemeral=True, time_scale=0.02) as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

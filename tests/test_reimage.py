@@ -26,13 +26,9 @@ def lab(private_runtime_dir):
     """
     from console.lab.lab import Lab
 
-    lab = Lab(sites.load("demo"), ephemeral=True, time_scale=0.02, nodes_per_worker=30)
-    lab.start()
-    try:
+    with Lab(sites.load("demo"), ephemeral=True, time_scale=0.02, nodes_per_worker=30) as lab:
         assert len(lab.endpoints["workers"]) == 3
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from console.lab.lab import Lab, runtime_dir
 

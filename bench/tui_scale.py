@@ -1,0 +1,283 @@
+"""Benchmark: the fleet screen with thousands of nodes, headless, while the poller runs.
+
+    python bench/tui_scale.py                     # 5,000 lab machines, 1 run
+    python bench/tui_scale.py --nodes 2000 --runs 3
+    python bench/tui_scale.py --no-lab            # no lab, no polling: the screen alone
+
+It starts a generated lab site (``console/lab/scale.py``, worker processes on
+loopback, ephemeral ports), then runs the app headless (``App.run_test``) with
+polling on at the default cadences and measures, in wall-clock time:
+
+- first table: from starting the app to the first paint of the fleet screen with
+  every node's row in the table;
+- change-to-screen: 500 nodes change state at once (a fault is recorded on each in
+  the Fleet, as the poller would); from then until the paint that shows every one
+  of them (the table's cells hold the new state and a screen refresh completed
+  after), repeated ``--batches`` times;
+- keypress-to-screen, p50/p95: cursor moves (``down``) and typing a filter
+  character by character (and clearing it with ``escape``), each key sent through
+  the driver like a real one; until the paint that shows its effect.  For filter
+  typing both: the typed character on screen ("echo") and the table filtered
+  ("filter typing": the selection runs in a thread, so it follows the echo).
+
+"Paint" is the fleet screen's compositor refresh: the headless driver discards the
+output, so everything up to the terminal write is counted.  Targets: first table
+< 1.5 s, change-to-screen < 200 ms, keypress p95 < 50 ms.  The numbers are noisy
+on a shared machine: run it more than once.  Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from textual import events  # noqa: E402
+from textual.screen import Screen  # noqa: E402
+from textual.widgets import DataTable  # noqa: E402
+
+from console.cli import SiteContext  # noqa: E402
+from console.lab.scale import scaled_site_yaml  # noqa: E402
+from console.poller import PollConfig  # noqa: E402
+from console.secrets import Secrets  # noqa: E402
+from inventory.loader import load_site_text  # noqa: E402
+from screens.app import make_app  # noqa: E402
+from screens.fleet import FleetScreen  # noqa: E402
+
+TARGETS = {"first table": 1.5, "change-to-screen": 0.200, "keypress p95": 0.050}
+
+# ------------------------------------------------------------------ paint probe
+#: every compositor refresh of a FleetScreen calls these (screen, time) after it
+_paint_hooks: list[Callable[[Screen, float], None]] = []
+_original_refresh = Screen._compositor_refresh
+
+
+def _probed_refresh(self: Screen) -> None:
+    _original_refresh(self)
+    if isinstance(self, FleetScreen):
+        now = time.perf_counter()
+        for hook in list(_paint_hooks):
+            hook(self, now)
+
+
+Screen._compositor_refresh = _probed_refresh  # the bench's own process only
+
+
+async def until_painted(predicate: Callable[[FleetScreen], bool], timeout: float = 60.0) -> float:
+    """perf_counter() of the first fleet-screen paint after which ``predicate`` holds."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float] = loop.create_future()
+
+    def hook(screen: Screen, now: float) -> None:
+        if not done.done() and predicate(screen):  # type: ignore[arg-type]
+            done.set_result(now)
+
+    _paint_hooks.append(hook)
+    try:
+        return await asyncio.wait_for(done, timeout)
+    finally:
+        _paint_hooks.remove(hook)
+
+
+#: key name -> the character a terminal sends for it
+_CHARS = {"slash": "/", "equals_sign": "=", "escape": "\x1b", "backspace": "\x7f", "enter": "\r", "down": None}
+
+
+async def filter_applied(screen, text: str) -> float:
+    """When the filter ``text`` is on screen: the paint after the screen applied it, or the
+    moment it applied it when that changed nothing visible (same rows: no paint comes)."""
+    while screen.filter_text != text:
+        await asyncio.sleep(0.001)
+    applied = time.perf_counter()
+    try:
+        return await until_painted(lambda s: True, timeout=0.1)
+    except asyncio.TimeoutError:
+        return applied
+
+
+def send_key(app, key: str) -> None:
+    """A key event through the driver, as the terminal would deliver it (no wait for idle)."""
+    event = events.Key(key, _CHARS.get(key, key if len(key) == 1 else None))
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+# ------------------------------------------------------------------ one run
+class PollerThread:
+    """The app's poller on its own thread and event loop, writing the same (thread-safe) Fleet.
+
+    What ``--poller-thread`` measures: the screens' event loop no longer runs the
+    polling of thousands of BMCs between two keypresses.
+    """
+
+    def __init__(self, poller) -> None:
+        self.poller = poller
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="poller", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.loop.call_soon_threadsafe(self.poller.start)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.poller.aclose(), self.loop).result(timeout=120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, int],
+                  poller_thread: bool = False) -> dict:
+    n = len(site.nodes)
+    out: dict = {}
+    app = make_app(SiteContext(site, secrets), poll=poll and not poller_thread, poll_config=PollConfig())
+    background = PollerThread(app.poller) if poll and poller_thread else None
+    first = asyncio.ensure_future(until_painted(lambda s: s.query_one(DataTable).row_count == n, timeout=120))
+    t0 = time.perf_counter()
+    async with app.run_test(size=size, notifications=False):
+        out["first table"] = await first - t0
+        if background is not None:
+            background.start()
+        screen: FleetScreen = app.screen  # type: ignore[assignment]
+        table = screen.query_one(DataTable)
+        fleet = app.fleet
+        await asyncio.sleep(3.0)  # let the poller's opening storm get going: measure under load
+        polled = sum(1 for st in fleet.nodes.values() if st.last_success)
+        out["polled before the batches"] = polled
+
+        # -------------------------------------------- 500 changes at once
+        names = [nd.name for nd in site.nodes]
+        step = max(1, n // 500)
+        batch = names[:30] + [nm for nm in names[30::step]][: 500 - 30]  # the visible rows too
+        latencies = []
+        for round_ in range(batches):
+            text = f"bench fault {round_}"
+
+            def shows(s: FleetScreen, text=text) -> bool:
+                return all(table.get_cell(nm, "error").plain == text for nm in batch)
+
+            t = time.perf_counter()
+            for nm in batch:
+                fleet.node_failed(nm, "bench", text)
+            latencies.append(await until_painted(shows) - t)
+            for nm in batch:
+                fleet.node_ok(nm, "bench")  # cleared again (pops only this job's error)
+            await until_painted(lambda s: all(table.get_cell(nm, "error").plain != text for nm in batch))
+            await asyncio.sleep(0.3)
+        out["change-to-screen"] = latencies
+
+        # -------------------------------------------- keys: cursor moves
+        moves = []
+        for _ in range(40):
+            row = table.cursor_row
+            t = time.perf_counter()
+            send_key(app, "down")
+            moves.append(await until_painted(lambda s, row=row: table.cursor_row == row + 1) - t)
+            await asyncio.sleep(0.02)
+        out["cursor down"] = moves
+
+        # -------------------------------------------- keys: typing a filter
+        t = time.perf_counter()
+        send_key(app, "slash")
+        await until_painted(lambda s: s.query_one("#filter-bar").display)
+        out["open filter"] = [time.perf_counter() - t]
+        typing, echo = [], []
+        word = f"rack=r{min(42, len(site.racks)):03d}"
+        typed = ""
+        filter_input = screen.query_one("#filter")
+        for ch in word + "\b" * len(word) + "off":  # a rack, erased, then a state word
+            key = "backspace" if ch == "\b" else ("equals_sign" if ch == "=" else ch)
+            typed = typed[:-1] if ch == "\b" else typed + ch
+            shown = asyncio.ensure_future(until_painted(lambda s, typed=typed: filter_input.value == typed))
+            await asyncio.sleep(0)  # the probe in place
+            t = time.perf_counter()
+            send_key(app, key)
+            echo.append(await shown - t)
+            typing.append(await filter_applied(screen, typed) - t)
+            await asyncio.sleep(0.02)
+        out["filter echo"] = echo
+        out["filter typing"] = typing
+        t = time.perf_counter()
+        send_key(app, "escape")  # back to every node: the biggest rebuild
+        out["clear filter (escape)"] = [await until_painted(lambda s: table.row_count == n) - t]
+        out["polled at the end"] = sum(1 for st in fleet.nodes.values() if st.last_success)
+        if background is not None:
+            background.stop()
+        await app.action_quit()
+    return out
+
+
+def report(run: int, out: dict, n: int, mode: str) -> None:
+    print(f"run {run}: {n} nodes, {mode}")
+    print(f"  first table           {ms(out['first table'])}   (target < {ms(TARGETS['first table'])})")
+    lat = out["change-to-screen"]
+    print(f"  change-to-screen      500 changes: {', '.join(ms(x) for x in lat)}   "
+          f"median {ms(statistics.median(lat))}, max {ms(max(lat))}   (target < {ms(TARGETS['change-to-screen'])})")
+    for key in ("cursor down", "filter echo", "filter typing", "open filter", "clear filter (escape)"):
+        v = out[key]
+        if len(v) > 1:
+            print(f"  {key:<21} p50 {ms(pct(v, 0.5))}  p95 {ms(pct(v, 0.95))}  max {ms(max(v))}  (n={len(v)})")
+        else:
+            print(f"  {key:<21} {ms(v[0])}")
+    for label, keys in (("keys (echo)", out["cursor down"] + out["filter echo"]),
+                        ("keys (table result)", out["cursor down"] + out["filter typing"])):
+        print(f"  {label:<21} p50 {ms(pct(keys, 0.5))}  p95 {ms(pct(keys, 0.95))}   "
+              f"(target p95 < {ms(TARGETS['keypress p95'])})")
+    print(f"  nodes polled: {out['polled before the batches']} before the batches, "
+          f"{out['polled at the end']} at the end")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=5, help="500-change batches per run")
+    parser.add_argument("--no-lab", action="store_true", help="no lab and no polling: the screen alone")
+    parser.add_argument("--size", default="160x48", help="terminal size, COLSxROWS")
+    parser.add_argument("--poller-thread", action="store_true",
+                        help="run the poller on its own thread and event loop instead of the app's")
+    args = parser.parse_args()
+    size = tuple(int(x) for x in args.size.split("x"))
+    site = load_site_text(scaled_site_yaml(args.nodes), "<scaled>")
+    lab = None
+    secrets = Secrets(lab={})
+    if not args.no_lab:
+        from console.lab.lab import Lab
+
+        lab = Lab(site, ephemeral=True)
+        t = time.perf_counter()
+        print(f"starting a lab of {args.nodes} machines ...", flush=True)
+        lab.start(timeout=900)
+        print(f"lab up in {time.perf_counter() - t:.1f} s", flush=True)
+        site = lab.effective_site()
+        secrets = Secrets(lab=lab.secrets)
+    try:
+        for run in range(1, args.runs + 1):
+            out = asyncio.run(one_run(site, secrets, poll=lab is not None, batches=args.batches, size=size,
+                                      poller_thread=args.poller_thread))
+            report(run, out, len(site.nodes), "poller on its own thread" if args.poller_thread else
+                   "poller on the app's event loop" if lab is not None else "no polling")
+            sys.stdout.flush()
+    finally:
+        if lab is not None:
+            lab.stop()
+
+
+if __name__ == "__main__":
+    main()
