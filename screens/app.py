@@ -1,6 +1,8 @@
 """FleetConsoleApp: owns the Fleet and the Poller, batches changes into messages.
 
-The poller runs on the app's event loop.  At most ten times a second the app
+The poller runs on its own thread and event loop (:class:`console.poller.PollerThread`),
+so polling thousands of BMCs never sits between a keypress and the screen; anything
+that touches its drivers goes through :meth:`FleetConsoleApp.in_poller`.  Twenty times a second the app
 drains the Fleet's changed names into one :class:`~screens.common.FleetChanged`
 message per screen, so a fleet of thousands stays smooth: screens update only the
 rows that changed.
@@ -17,7 +19,7 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from console.fleet import Fleet
-from console.poller import PollConfig, Poller
+from console.poller import PollConfig, Poller, PollerThread
 from screens.actions import ActionCommands, start_action
 from screens.common import FleetChanged
 from screens.palette import FleetCommands
@@ -55,6 +57,8 @@ class FleetConsoleApp(App):
         self.fleet = Fleet(ctx.site, clock=clock)
         self.poller = Poller(ctx.site, self.fleet, ctx.secrets, poll_config or PollConfig())
         self._poll = poll
+        #: the background poller's thread; None when not polling (tests drive the poller directly)
+        self.poll_thread: PollerThread | None = None
         self.sub_title = f"site {ctx.site.name}" + ("  [READ-ONLY]" if read_only else "")
 
     def on_mount(self) -> None:
@@ -62,8 +66,9 @@ class FleetConsoleApp(App):
 
         self.push_screen(FleetScreen())
         if self._poll:
-            self.poller.start()
-        self.set_interval(0.1, self.drain)
+            self.poll_thread = PollerThread(self.poller)
+            self.poll_thread.start()
+        self.set_interval(0.05, self.drain)
 
     def drain(self) -> None:
         """Send the batch of changes since the last drain to every screen."""
@@ -143,11 +148,24 @@ class FleetConsoleApp(App):
             self.notify(f"{event.worker.name}: {event.worker.error}", severity="error", timeout=10)
 
     async def action_quit(self) -> None:
-        await self.poller.aclose()
+        await self.close_poller()
         self.exit()
 
     async def on_unmount(self) -> None:
-        await self.poller.aclose()
+        await self.close_poller()
+
+    async def in_poller(self, make):
+        """Await ``make()`` where the poller's drivers live (its thread, when it runs one)."""
+        if self.poll_thread is None:
+            return await make()
+        return await self.poll_thread.call(make)
+
+    async def close_poller(self) -> None:
+        """Stop polling and log out of every BMC."""
+        if self.poll_thread is None:
+            await self.poller.aclose()
+        else:
+            await self.poll_thread.aclose()
 
 
 def make_app(ctx, **kwargs) -> FleetConsoleApp:

@@ -225,9 +225,9 @@ class NodeScreen(Screen):
 
         async def run() -> None:
             try:
-                await poller.poll_node(self.node_name, jobs, asked=True)
+                await self.app.in_poller(lambda: poller.poll_node(self.node_name, jobs, asked=True))
                 for switch in switches:
-                    await poller.poll_switch(switch)
+                    await self.app.in_poller(lambda switch=switch: poller.poll_switch(switch))
             finally:
                 self.polling = False
                 if self.is_mounted:

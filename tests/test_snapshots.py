@@ -10,6 +10,13 @@ once per module, and each app gets a copy of that state with polling off and a
 frozen app clock.  The screens show the inventory as written (the lab's
 ephemeral ports would differ on every run); the app's poller still talks to the
 lab, for the node screen's opening poll.  The action journal is a fresh empty one.
+
+The Activity and action cases get a journal and lock directory of their own, a fixed
+operator ($FLEET_OPERATOR) and a fixed plan id (a plan's id is otherwise random):
+Activity shows a journal written with fixed times; the confirmation dialog plans
+against the frozen lab (its power states are fixed); the progress screen shows a
+finished power cycle with the cursor on the skipped node, because a done node's
+steps show how many seconds each took, which differs run to run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import copy
 import os
 import re
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -193,3 +201,175 @@ def test_help(snap_compare, app, size):
     """Help over the fleet screen."""
     pytest.importorskip("screens.help")
     assert snap_compare(app, press=["question_mark"], terminal_size=size)
+
+
+# --------------------------------------------------------------------------- activity, actions
+#: the operator every journal entry of the cases below names
+OPERATOR = "alice"
+#: the plan id the action cases show (a fresh plan's id is random: token_hex)
+PLAN_ID = "5eed0c1e"
+
+
+@pytest.fixture
+def own_state(tmp_path, monkeypatch):
+    """A journal and lock directory of this test alone, a fixed operator and a fixed plan id.
+
+    The action cases write to the journal and take locks; neither may reach the
+    module's empty journal (the node screen shows a node's journal) nor another test.
+    """
+    import console.actions
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("FLEET_CONSOLE_LOCKS", str(tmp_path / "locks"))
+    monkeypatch.setenv("FLEET_OPERATOR", OPERATOR)
+    fixed_ids = types.SimpleNamespace(token_hex=lambda nbytes=4: PLAN_ID)
+    monkeypatch.setattr(console.actions, "pysecrets", fixed_ids)  # what Plan ids come from
+    return tmp_path
+
+
+#: a small journal: a PXE reboot, then a power cycle with a ticket (one node failed, the
+#: protected node skipped); (action, ticket, plan, [(seconds after FROZEN, node, step,
+#: result, error, detail)])
+_JOURNAL = (
+    ("pxe", None, "e5f6a7b8", [
+        (1.000, None, "plan", "started", None,
+         "1 nodes, racks r01, switches dal1-r01-tor; skipped 0; fanout 10, canary 0, max failures -, stagger 0 s"),
+        (1.200, "dal1-r01-n07", "boot-pxe", "ok", None, "boot override PXE once requested"),
+        (1.300, "dal1-r01-n07", "verify-boot", "ok", None, "read back: pxe once"),
+        (4.900, "dal1-r01-n07", "reboot", "ok", None, "reset; read back on after 3.5 s (seen on)"),
+        (4.950, None, "summary", "ok", None, "1 done"),
+    ]),
+    ("power cycle", "INC-4711", "a1b2c3d4", [
+        (60.120, None, "plan", "started", None,
+         "3 nodes, racks r02, switches dal1-r02-tor; skipped 1; fanout 10, canary 0, max failures -, stagger 0 s"),
+        (60.125, "dal1-r03-db01", "plan", "skipped", "protected (override with --force-protected)", None),
+        (60.310, "dal1-r02-n01", "power-cycle", "started", None, "power off and on again, then read the power "
+         "state back until it is on (up to 120 s)"),
+        (60.312, "dal1-r02-n02", "power-cycle", "started", None, None),
+        (60.315, "dal1-r02-n12", "power-cycle", "started", None, None),
+        (60.402, "dal1-r02-n12", "power-cycle", "failed",
+         "BMC rejected the credentials: HTTP 401 Unauthorized from the Redfish service at the node's BMC", None),
+        (62.540, "dal1-r02-n01", "power-cycle", "ok", None, "read back on after 2.1 s (seen off -> on)"),
+        (62.610, "dal1-r02-n02", "power-cycle", "ok", None, "read back on after 2.2 s (seen off -> on)"),
+        (62.650, None, "summary", "failed", None, "2 done, 1 failed, 1 skipped"),
+    ]),
+)
+
+
+def _iso(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _write_journal(site: str) -> int:
+    """Write _JOURNAL with fixed times (and the fixed operator) through the Journal; the entry count."""
+    from console.journal import Journal
+
+    count = 0
+    for action, ticket, plan, entries in _JOURNAL:
+        journal = Journal(site, action=action, ticket=ticket, plan=plan)
+        for offset, node, step, result, error, detail in entries:
+            journal.write(time=_iso(FROZEN + offset), node=node, step=step, result=result, error=error,
+                          detail=detail)
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_activity(snap_compare, app, own_state, size):
+    """The Activity screen (``l``) over a small journal, newest first, the cursor on the failed step.
+
+    The line under the table shows that entry in full (its error is longer than the
+    column).  At 80 columns the narrow columns: the time of day only, ERROR and
+    TICKET off to the right.
+    """
+    pytest.importorskip("screens.activity")
+    written = _write_journal(app.ctx.site.name)
+    seen = {}
+
+    async def open_activity(pilot):
+        await pilot.press("l", "down", "down", "down")
+        await settled(pilot)
+        screen = app.screen
+        seen["screen"] = type(screen).__name__
+        seen["entries"] = list(getattr(screen, "entries", ()))
+        seen["cursor"] = screen.shown[screen.query_one("#activity").cursor_row] if seen["entries"] else None
+
+    assert snap_compare(app, run_before=open_activity, terminal_size=size)
+    assert seen["screen"] == "ActivityScreen"
+    assert len(seen["entries"]) == written
+    assert seen["entries"][0]["time"] == _iso(FROZEN + 62.65)  # newest first
+    assert {e["operator"] for e in seen["entries"]} == {OPERATOR}
+    assert (seen["cursor"]["node"], seen["cursor"]["result"]) == ("dal1-r02-n12", "failed")
+
+
+async def _until(pilot, done, what: str, seconds: float = 60.0) -> None:
+    """Sleep in small steps (the lab answers in real time) until ``done()``; fail naming ``what``."""
+    for _ in range(int(seconds / 0.05)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _no_blink(screen) -> None:
+    """A focused Input blinks its cursor every 0.5 s: keep it steadily shown for the snapshot."""
+    from textual.widgets import Input
+
+    for box in screen.query(Input):
+        box.cursor_blink = False
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_confirm(snap_compare, app, own_state, size):
+    """Power cycle on three marked nodes: the plan read from the BMCs, Confirm waiting for "3"."""
+    actions = pytest.importorskip("screens.actions")
+    seen = {}
+
+    async def plan_cycle(pilot):
+        await pilot.press("space", "space", "down", "space", "p", "c")
+        await _until(pilot, lambda: isinstance(app.screen, actions.ConfirmScreen)
+                     and (app.screen.plan is not None or app.screen.error is not None), "the plan")
+        _no_blink(app.screen)
+        await settled(pilot)
+        seen["error"] = app.screen.error
+        seen["targets"] = [n.node for n in app.screen.plan.targets] if app.screen.plan else []
+        seen["confirm disabled"] = app.screen.query_one("#confirm").disabled
+
+    assert snap_compare(app, run_before=plan_cycle, terminal_size=size)
+    assert seen["error"] is None
+    assert seen["targets"] == ["dal1-r01-n01", "dal1-r01-n02", "dal1-r01-n04"]
+    assert seen["confirm disabled"] is True
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_progress(snap_compare, app, own_state, size):
+    """A finished power cycle: three nodes done, the protected one skipped, its row under the cursor.
+
+    Marked through the filter: the protected database node and three r03 nodes, so
+    the plan acts on 3 and skips 1.  The cursor stays on the first row, the skipped
+    node, so the steps box says why it was skipped: a done node's steps show how
+    long each took (seconds that differ run to run).
+    """
+    actions = pytest.importorskip("screens.actions")
+    seen = {}
+
+    async def run_cycle(pilot):
+        await pilot.press("slash", *"dal1-r03-db01,dal1-r03-n[01-03]", "enter", "a", "p", "c")
+        await _until(pilot, lambda: isinstance(app.screen, actions.ConfirmScreen)
+                     and (app.screen.plan is not None or app.screen.error is not None), "the plan")
+        await pilot.press("3", "enter")
+        await _until(pilot, lambda: isinstance(app.screen, actions.ProgressScreen) and app.screen.finished,
+                     "the run to finish")
+        await settled(pilot)
+        screen = app.screen
+        seen["phases"] = {name: s.phase for name, s in screen.states.items()}
+        seen["cursor"] = screen._cursor_node()
+        seen["error"] = screen.error
+
+    assert snap_compare(app, run_before=run_cycle, terminal_size=size)
+    assert seen["error"] is None
+    assert seen["phases"] == {"dal1-r03-db01": "skipped", "dal1-r03-n01": "done",
+                              "dal1-r03-n02": "done", "dal1-r03-n03": "done"}
+    assert seen["cursor"] == "dal1-r03-db01"
