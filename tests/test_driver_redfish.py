@@ -217,6 +217,21 @@ async def test_lab_relogin_after_session_deleted_server_side(lab: RedfishLab, dr
     assert lab.session_count(address) == 0
 
 
+async def test_close_right_after_requests_cancelled_mid_flight_still_logs_out(lab: RedfishLab, drivers) -> None:
+    """Shutdown cancels polls mid-request; the logout must not wait for their connection."""
+    address = "127.80.3.3"
+    _, port = await serve_one(lab, address)
+    d = drivers(make_bmc(address, port))
+    assert await d.power_state() == PowerState.ON
+    for delay in (0.0, 0.001, 0.002, 0.003, 0.005):  # cancel at different points of a request
+        task = asyncio.ensure_future(d.sensors())
+        await asyncio.sleep(delay)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await asyncio.wait_for(d.close(), 4)
+    assert lab.session_count(address) == 0
+
+
 async def test_lab_relogin_after_session_expired(lab: RedfishLab, drivers) -> None:
     address = "127.80.3.2"
     _, port = await serve_one(lab, address, flavor="openbmc")

@@ -79,13 +79,9 @@ class RedfishSession:
         self.base = f"{bmc.scheme}://{host}:{bmc.effective_port}"
         self._origin = urlsplit(self.base)[:2]
         self._own_client = client is None
+        self._timeout = timeout
         if client is None:
-            client = httpx.AsyncClient(
-                verify=_verify(bmc),
-                timeout=httpx.Timeout(timeout),
-                # One connection, kept alive: ~4 ms a request instead of ~22 ms (PROTOCOL-NOTES).
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60.0),
-            )
+            client = self._new_client()
         self._client = client
         # One in-flight request per BMC (PROTOCOL-NOTES "Operating limits"; BmcDriver's contract).
         self._lock = asyncio.Lock()
@@ -154,6 +150,14 @@ class RedfishSession:
                 raise http_error(response, method, uri, self.address)
             return response
 
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=_verify(self.bmc),
+            timeout=httpx.Timeout(self._timeout),
+            # One connection, kept alive: ~4 ms a request instead of ~22 ms (PROTOCOL-NOTES).
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60.0),
+        )
+
     async def close(self) -> None:
         """Delete our session (logout) and close the client; safe to call twice."""
         if self._closed:
@@ -162,6 +166,13 @@ class RedfishSession:
         try:
             async with self._lock:
                 await self._adopt_pending_login()
+                if self._own_client and self._session_uri is not None:
+                    # A request cancelled mid-flight (shutdown cancels polls) can keep its
+                    # pooled connection from being handed back, and the logout would wait
+                    # for the pool until it timed out, leaking the session: log out on a
+                    # fresh connection instead.
+                    await self._client.aclose()
+                    self._client = self._new_client()
                 await self._logout()
         finally:
             if self._own_client:
