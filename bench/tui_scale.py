@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -119,35 +118,14 @@ def ms(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------ one run
-class PollerThread:
-    """The app's poller on its own thread and event loop, writing the same (thread-safe) Fleet.
-
-    What ``--poller-thread`` measures: the screens' event loop no longer runs the
-    polling of thousands of BMCs between two keypresses.
-    """
-
-    def __init__(self, poller) -> None:
-        self.poller = poller
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="poller", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        self.loop.call_soon_threadsafe(self.poller.start)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.poller.aclose(), self.loop).result(timeout=120)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
 async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, int],
                   poller_thread: bool = False) -> dict:
     n = len(site.nodes)
     out: dict = {}
-    app = make_app(SiteContext(site, secrets), poll=poll and not poller_thread, poll_config=PollConfig())
-    background = PollerThread(app.poller) if poll and poller_thread else None
+    # the app polls on its own PollerThread; --poller-on-ui-loop puts it back on the
+    # app's event loop, as it was before, for comparison
+    app = make_app(SiteContext(site, secrets), poll=poll and poller_thread, poll_config=PollConfig())
+    background = app.poller if poll and not poller_thread else None
     first = asyncio.ensure_future(until_painted(lambda s: s.query_one(DataTable).row_count == n, timeout=120))
     t0 = time.perf_counter()
     async with app.run_test(size=size, notifications=False):
@@ -217,9 +195,7 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
         send_key(app, "escape")  # back to every node: the biggest rebuild
         out["clear filter (escape)"] = [await until_painted(lambda s: table.row_count == n) - t]
         out["polled at the end"] = sum(1 for st in fleet.nodes.values() if st.last_success)
-        if background is not None:
-            background.stop()
-        await app.action_quit()
+        await app.action_quit()  # closes the app's poller (thread or not)
     return out
 
 
@@ -250,8 +226,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=5, help="500-change batches per run")
     parser.add_argument("--no-lab", action="store_true", help="no lab and no polling: the screen alone")
     parser.add_argument("--size", default="160x48", help="terminal size, COLSxROWS")
-    parser.add_argument("--poller-thread", action="store_true",
-                        help="run the poller on its own thread and event loop instead of the app's")
+    parser.add_argument("--poller-on-ui-loop", action="store_true",
+                        help="run the poller on the app's event loop (as before PollerThread), for comparison")
     args = parser.parse_args()
     size = tuple(int(x) for x in args.size.split("x"))
     site = load_site_text(scaled_site_yaml(args.nodes), "<scaled>")
@@ -270,9 +246,9 @@ def main() -> None:
     try:
         for run in range(1, args.runs + 1):
             out = asyncio.run(one_run(site, secrets, poll=lab is not None, batches=args.batches, size=size,
-                                      poller_thread=args.poller_thread))
-            report(run, out, len(site.nodes), "poller on its own thread" if args.poller_thread else
-                   "poller on the app's event loop" if lab is not None else "no polling")
+                                      poller_thread=not args.poller_on_ui_loop))
+            report(run, out, len(site.nodes), "no polling" if lab is None else
+                   "poller on the app's event loop" if args.poller_on_ui_loop else "poller on its own thread")
             sys.stdout.flush()
     finally:
         if lab is not None:
