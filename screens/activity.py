@@ -29,9 +29,9 @@ __all__ = ["ActivityScreen", "COLUMNS", "LIMIT", "entry_matches"]
 LIMIT = 2000
 #: (key, header, width, narrow width): the narrow widths fit up to RESULT in 80 columns
 COLUMNS = (
-    ("time", "TIME (UTC)", 14, 8),
-    ("operator", "OPERATOR", 10, 8),
-    ("action", "ACTION", 24, 14),
+    ("time", "TIME UTC", 14, 8),
+    ("operator", "OPERATOR", 10, 9),
+    ("action", "ACTION", 24, 13),
     ("node", "NODE", 15, 13),
     ("step", "STEP", 12, 11),
     ("result", "RESULT", 9, 9),

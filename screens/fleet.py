@@ -241,9 +241,9 @@ class FleetScreen(Screen):
         Binding("slash", "filter", "Filter"),
         Binding("escape", "clear_filter", "Clear", show=False),
         Binding("space", "mark", "Mark"),
-        Binding("a", "mark_all", "Mark all"),
+        Binding("a", "mark_all", "Mark all", show=False),  # in ? help; the footer keeps ? and q at 80 columns
         Binding("u", "unmark_all", "Unmark", show=False),
-        Binding("s", "sort_next", "Sort"),
+        Binding("s", "sort_next", "Sort", show=False),
         Binding("enter", "open_node", "Detail"),
         Binding("r", "racks", "Racks"),
         Binding("w", "switches", "Switches"),
