@@ -11,7 +11,7 @@ import pytest
 
 from console import site as sites
 from inventory.errors import InventoryError, SiteNotFound
-from inventory.loader import load_site, load_site_text
+from inventory.loader import load_site_text
 
 DATA = Path(__file__).parent / "data"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 from textual.command import CommandPalette, CommandList
@@ -14,21 +13,12 @@ from screens.fleet import FleetScreen
 from screens.palette import FleetCommands
 from screens.rack import RackScreen
 from screens.switches import SwitchesScreen
+from tests.support import wait_until
 
 
 @pytest.fixture
 def ctx(demo_lab):
     return SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
-
-
-async def wait_until(predicate, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def _hits(app, query: str) -> list[str]:

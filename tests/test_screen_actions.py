@@ -9,7 +9,6 @@ and leaves them powered on as it found them; a BMC fault set here is cleared in
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 from textual.widgets import Button, DataTable, Input
@@ -21,6 +20,7 @@ from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, ProgressScre
 from screens.app import make_app
 from screens.fleet import FleetScreen
 from screens.rack import RackScreen
+from tests.support import wait_until
 
 #: fast verification for the lab (time_scale 0.02)
 FAST = {"poll_interval": 0.05, "power_timeout": 30.0, "request_timeout": 10.0}
@@ -35,16 +35,6 @@ def app_for(ctx, **kw):
     app = make_app(ctx, poll=False, **kw)
     app.action_options = dict(FAST)
     return app
-
-
-async def wait_until(predicate, timeout=30.0, what="condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def put_cursor(app, name: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import pytest
@@ -16,21 +15,12 @@ from screens.actions import ActionCommands
 from screens.activity import ActivityScreen
 from screens.app import make_app
 from screens.fleet import FleetScreen
+from tests.support import wait_until
 
 
 @pytest.fixture
 def ctx(demo_lab):
     return SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
-
-
-async def wait_until(predicate, timeout=15.0, what="condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def column(table: DataTable, key: str) -> list[str]:

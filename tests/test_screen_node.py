@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import sys
 
@@ -16,6 +15,7 @@ from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen
 from screens.node import NodeScreen, Section
+from tests.support import wait_until
 
 # a failing BMC is retried after backoff_base seconds: keep that short for the refresh test
 CONFIG = PollConfig(timeout=5.0, min_interval=0.0, backoff_base=0.1, backoff_max=0.5)
@@ -38,16 +38,6 @@ def plain(widget: Static, width: int = 200) -> str:
     console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
     console.print(widget.content)
     return console.export_text()
-
-
-async def wait_until(predicate, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def open_node(app, pilot, name: str) -> NodeScreen:
