@@ -38,6 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
+from console.httpserve import serve
+
 __all__ = ["DrpLab", "INSTALL_BOOTENV", "apply_patch"]
 
 INSTALL_BOOTENV = "fleet-install"
@@ -152,11 +154,7 @@ class DrpLab:
         r.add_get("/api/v3/bootenvs", self._bootenvs)
         r.add_get("/api/v3/jobs", self._jobs)
         r.add_get("/{name}", self._boot_script)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, self.address, self.port)
         return self.port
 
     async def stop(self) -> None:

@@ -25,6 +25,7 @@ import httpx
 from aiohttp import web
 
 from console.errors import ActionError, ProtocolError, Timeout, Unreachable
+from console.httpserve import serve
 from console.provision import Assignment, Fetch
 from inventory.model import Image, Node
 
@@ -218,11 +219,7 @@ class IpxeServer:
         self.root.mkdir(parents=True, exist_ok=True)
         app = web.Application()
         self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, self.address, self.port)
         return self.port
 
     async def stop(self) -> None:
