@@ -356,12 +356,9 @@ def resolve_image(site, ref: str):
 
 
 def _reimage_module():
-    try:
-        from console import reimage
-    except ImportError as exc:
-        raise PlanError(f"reimage is not available ({exc})") from None
-    if not hasattr(reimage, "reimage_steps") or not hasattr(reimage, "reimage_node"):
-        raise PlanError("reimage is not available (console.reimage lacks reimage_steps/reimage_node)")
+    """:mod:`console.reimage`, imported when a reimage is planned (power actions never need it)."""
+    from console import reimage
+
     return reimage
 
 

@@ -117,17 +117,6 @@ def test_bad_input_exits_2_with_a_clear_message(lab, env, args, message):
         assert "flatcar@4081.2.1, flatcar@4152.2.0" in r.stderr
 
 
-def test_reimage_without_the_reimage_module_says_so(lab, env):
-    try:
-        import console.reimage  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("console.reimage is present")
-    r = cli(lab, env, "reimage", "act-r01-n01", "--image", "flatcar@4152.2.0", "--yes")
-    assert r.returncode == 2 and "reimage is not available" in r.stderr
-
-
 # --------------------------------------------------------------------------- running
 def test_yes_json_runs_journals_and_activity_shows_it(lab, env):
     nodes = ["act-r01-n04", "act-r02-n04"]
