@@ -66,9 +66,14 @@ class FleetConsoleApp(App):
 
         self.push_screen(FleetScreen())
         if self._poll:
+            # after the first paint: the inventory table shows at once, then fills in
+            self.call_after_refresh(self._start_polling)
+        self.set_interval(0.05, self.drain)
+
+    def _start_polling(self) -> None:
+        if self.poll_thread is None and self.is_running:
             self.poll_thread = PollerThread(self.poller)
             self.poll_thread.start()
-        self.set_interval(0.05, self.drain)
 
     def drain(self) -> None:
         """Send the batch of changes since the last drain to every screen."""
