@@ -38,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-from console.httpserve import serve
+from console.httpserve import HttpService
 
 __all__ = ["DrpLab", "INSTALL_BOOTENV", "apply_patch"]
 
@@ -119,12 +119,11 @@ def _rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
-class DrpLab:
+class DrpLab(HttpService):
     """The DRP stand-in: API and provisioner on one loopback HTTP port."""
 
     def __init__(self, machines: list[dict[str, Any]], token: str, address: str = "127.0.0.1", port: int = 0) -> None:
-        self.address = address
-        self.port = port
+        super().__init__(address, port)
         self._token = token
         self.machines: dict[str, dict[str, Any]] = {}
         for m in machines:
@@ -138,10 +137,8 @@ class DrpLab:
             }
         self.jobs: list[dict[str, Any]] = []
         self.fetches: list[dict[str, Any]] = []
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> int:
-        """Bind and serve; returns the bound port."""
+    def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
         r = app.router
         r.add_get("/api/v3/machines", self._list)
@@ -154,14 +151,7 @@ class DrpLab:
         r.add_get("/api/v3/bootenvs", self._bootenvs)
         r.add_get("/api/v3/jobs", self._jobs)
         r.add_get("/{name}", self._boot_script)
-        self._runner, self.port = await serve(app, self.address, self.port)
-        return self.port
-
-    async def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     # ------------------------------------------------------------- auth
     @web.middleware

@@ -25,7 +25,7 @@ import httpx
 from aiohttp import web
 
 from console.errors import ActionError, ProtocolError, Timeout, Unreachable
-from console.httpserve import serve
+from console.httpserve import HttpService
 from console.provision import Assignment, Fetch
 from inventory.model import Image, Node
 
@@ -106,14 +106,18 @@ class IpxeProvisioner:
         return self.root / script_name(node.mac)
 
     @staticmethod
-    def _read(path: Path) -> Assignment | None:
+    def _read_text(path: Path) -> str | None:
+        """A boot script's (or its .previous record's) text; None when there is none."""
         try:
-            text = path.read_text(encoding="utf-8")
+            return path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise ActionError(f"cannot read boot script {path}: {exc.strerror}") from None
-        return Assignment(_image_of(text), str(path))
+
+    def _read(self, path: Path) -> Assignment | None:
+        text = self._read_text(path)
+        return None if text is None else Assignment(_image_of(text), str(path))
 
     async def assign(self, node: Node, image: Image) -> Assignment | None:
         """Write the node's script for ``image``; keeps the replaced one for rollback."""
@@ -121,13 +125,13 @@ class IpxeProvisioner:
         script = render_script(node, image)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            old = self._read(path)
+            old = self._read_text(path)
             # an empty .previous records "there was no script" (rollback then removes it)
-            _write_atomic(self._previous(path), path.read_text(encoding="utf-8") if old is not None else "")
+            _write_atomic(self._previous(path), old or "")
             _write_atomic(path, script)
         except OSError as exc:
             raise ActionError(f"cannot write boot script {path}: {exc.strerror or exc}") from None
-        return old
+        return None if old is None else Assignment(_image_of(old), str(path))
 
     async def assignment(self, node: Node) -> Assignment | None:
         """The node's current script (None: no script, the node boots from disk)."""
@@ -153,12 +157,9 @@ class IpxeProvisioner:
         """
         path = self._path(node)
         prev = self._previous(path)
-        try:
-            text = prev.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        text = self._read_text(prev)
+        if text is None:
             return None
-        except OSError as exc:
-            raise ActionError(f"cannot read {prev}: {exc.strerror}") from None
         try:
             if text:
                 _write_atomic(path, text)
@@ -199,34 +200,24 @@ class IpxeProvisioner:
             self._http = None
 
 
-class IpxeServer:
+class IpxeServer(HttpService):
     """HTTP server for per-MAC iPXE scripts, recording every fetch."""
 
     def __init__(self, root: str | os.PathLike[str], address: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(address, port)
         self.root = Path(root)
-        self.address = address
-        self.port = port
         self.fetches: list[dict] = []
-        self._runner: web.AppRunner | None = None
 
     def routes(self, app: web.Application) -> None:
         """Add this server's routes (subclasses add more)."""
         app.router.add_get("/boot/{name}", self._script)
         app.router.add_get("/fetches", self._fetches)
 
-    async def start(self) -> int:
-        """Bind and serve; returns the bound port."""
+    def make_app(self) -> web.Application:
         self.root.mkdir(parents=True, exist_ok=True)
         app = web.Application()
         self.routes(app)
-        self._runner, self.port = await serve(app, self.address, self.port)
-        return self.port
-
-    async def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     def _record(self, entry: dict) -> None:
         self.fetches.append(entry)
