@@ -175,7 +175,7 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
         send_key(app, "slash")
         await until_painted(lambda s: s.query_one("#filter-bar").display)
         out["open filter"] = [time.perf_counter() - t]
-        typing, echo = [], []
+        typing, echo, typed_texts = [], [], []
         word = f"rack=r{min(42, len(site.racks)):03d}"
         typed = ""
         filter_input = screen.query_one("#filter")
@@ -188,9 +188,11 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
             send_key(app, key)
             echo.append(await shown - t)
             typing.append(await filter_applied(screen, typed) - t)
+            typed_texts.append(typed)
             await asyncio.sleep(0.02)
         out["filter echo"] = echo
         out["filter typing"] = typing
+        out["typed"] = typed_texts
         t = time.perf_counter()
         send_key(app, "escape")  # back to every node: the biggest rebuild
         out["clear filter (escape)"] = [await until_painted(lambda s: table.row_count == n) - t]
@@ -199,7 +201,7 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
     return out
 
 
-def report(run: int, out: dict, n: int, mode: str) -> None:
+def report(run: int, out: dict, n: int, mode: str, verbose: bool = False) -> None:
     print(f"run {run}: {n} nodes, {mode}")
     print(f"  first table           {ms(out['first table'])}   (target < {ms(TARGETS['first table'])})")
     lat = out["change-to-screen"]
@@ -215,6 +217,9 @@ def report(run: int, out: dict, n: int, mode: str) -> None:
                         ("keys (table result)", out["cursor down"] + out["filter typing"])):
         print(f"  {label:<21} p50 {ms(pct(keys, 0.5))}  p95 {ms(pct(keys, 0.95))}   "
               f"(target p95 < {ms(TARGETS['keypress p95'])})")
+    if verbose:
+        print("  per key typed (echo / table): " + ", ".join(
+            f"{text!r} {ms(e)}/{ms(f)}" for text, e, f in zip(out["typed"], out["filter echo"], out["filter typing"])))
     print(f"  nodes polled: {out['polled before the batches']} before the batches, "
           f"{out['polled at the end']} at the end")
 
@@ -226,6 +231,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=5, help="500-change batches per run")
     parser.add_argument("--no-lab", action="store_true", help="no lab and no polling: the screen alone")
     parser.add_argument("--size", default="160x48", help="terminal size, COLSxROWS")
+    parser.add_argument("--verbose", action="store_true", help="also print each typed key's latencies")
     parser.add_argument("--poller-on-ui-loop", action="store_true",
                         help="run the poller on the app's event loop (as before PollerThread), for comparison")
     args = parser.parse_args()
@@ -248,7 +254,8 @@ def main() -> None:
             out = asyncio.run(one_run(site, secrets, poll=lab is not None, batches=args.batches, size=size,
                                       poller_thread=not args.poller_on_ui_loop))
             report(run, out, len(site.nodes), "no polling" if lab is None else
-                   "poller on the app's event loop" if args.poller_on_ui_loop else "poller on its own thread")
+                   "poller on the app's event loop" if args.poller_on_ui_loop else "poller on its own thread",
+                   verbose=args.verbose)
             sys.stdout.flush()
     finally:
         if lab is not None:

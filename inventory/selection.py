@@ -47,7 +47,7 @@ from types import MappingProxyType
 from inventory.errors import SelectionError
 from inventory.ranges import RangeError, compress, expand, natural_key, split_terms
 
-__all__ = ["Selection", "Term", "TermKind", "describe", "parse", "select"]
+__all__ = ["AttrIndex", "Selection", "Term", "TermKind", "describe", "parse", "select"]
 
 AttrValue = str | Collection[str]
 Attrs = Callable[[str], Mapping[str, AttrValue]]
@@ -274,6 +274,115 @@ def _compact(names: Iterable[str]) -> str:
         return ", ".join(sorted(set(names), key=natural_key))
 
 
+class AttrIndex:
+    """Many nodes' attributes, indexed by value, for selecting again and again as they change.
+
+    :func:`select` scans every attribute of every node for a bare word, and every
+    node for ``key=value``; the TUI filter selects on each key typed, over thousands
+    of nodes whose live attributes (power, health...) keep changing.  An index is
+    passed to :func:`select` as its ``attrs``: ``key=pattern`` is then matched
+    against the distinct values of ``key`` only, and a word against the distinct
+    values of all keys.  Same results as the plain ``attrs`` function (a property
+    test checks that).
+
+    :meth:`invalidate` marks nodes whose attributes may have changed; they are read
+    again (``attrs(name)``) at the next lookup, or ahead of it by :meth:`sync` with a
+    limit, to spread the work.  A node read again moves only its changed values.
+    """
+
+    def __init__(self, names: Iterable[str], attrs: Attrs) -> None:
+        self._fn = attrs
+        self._attrs: dict[str, dict[str, tuple[str, ...]]] = {}  # name -> key -> values (a copy)
+        self._values: dict[str, dict[str, set[str]]] = {}  # key -> value -> nodes
+        self._key_count: dict[str, int] = {}  # key -> how many nodes have it (values or not)
+        self._dirty: dict[str, None] = dict.fromkeys(names)  # ordered: sync() goes in order
+
+    def invalidate(self, names: Iterable[str]) -> None:
+        """These nodes' attributes may have changed: read them again before the next lookup."""
+        self._dirty.update(dict.fromkeys(names))
+
+    @property
+    def pending(self) -> int:
+        """How many nodes wait to be (re)read."""
+        return len(self._dirty)
+
+    def sync(self, limit: int | None = None) -> None:
+        """(Re)read the invalidated nodes: all of them, or the first ``limit``."""
+        dirty = self._dirty
+        while dirty and (limit is None or limit > 0):
+            name = next(iter(dirty))
+            del dirty[name]
+            self._read(name)
+            if limit is not None:
+                limit -= 1
+
+    def _read(self, name: str) -> None:
+        old = self._attrs.get(name, {})
+        new: dict[str, tuple[str, ...]] = {}
+        for key, value in (self._fn(name) or {}).items():
+            new[key] = (value,) if isinstance(value, str) else _values(value)
+        counts, index = self._key_count, self._values
+        for key, values in old.items():
+            if new.get(key) == values:
+                continue
+            by_value = index[key]
+            for v in values:
+                names = by_value[v]
+                names.discard(name)
+                if not names:
+                    del by_value[v]
+            if key not in new:
+                counts[key] -= 1
+                if not counts[key]:
+                    del counts[key], index[key]
+        for key, values in new.items():
+            was = old.get(key)
+            if was == values:
+                continue
+            if was is None:
+                counts[key] = counts.get(key, 0) + 1
+            by_value = index.get(key)
+            if by_value is None:
+                by_value = index[key] = {}
+            for v in values:
+                names = by_value.get(v)
+                if names is None:
+                    by_value[v] = {name}
+                else:
+                    names.add(name)
+        self._attrs[name] = new
+
+    def __call__(self, name: str) -> Mapping[str, AttrValue]:
+        """A node's attributes, as the ``attrs`` function gives them (collections as tuples)."""
+        self.sync()
+        return self._attrs.get(name) or {}
+
+    def word(self, word: str) -> set[str]:
+        """The nodes having ``word`` as a value of any attribute, ignoring case."""
+        self.sync()
+        folded = word.casefold()
+        found: set[str] = set()
+        for by_value in self._values.values():
+            for value, names in by_value.items():
+                if value.casefold() == folded:
+                    found |= names
+        return found
+
+    def keys(self) -> set[str]:
+        """Every attribute name some node has."""
+        self.sync()
+        return set(self._key_count)
+
+    def matching(self, key: str, regex: re.Pattern[str]) -> set[str]:
+        """The nodes with a value of ``key`` that ``regex`` matches."""
+        self.sync()
+        found: set[str] = set()
+        for value, names in self._values.get(key, {}).items():
+            if regex.match(value):
+                found |= names
+        return found
+
+
 class _Resolver:
     """Resolves terms against one inventory; caches attributes for one select()."""
 
@@ -324,11 +433,14 @@ class _Resolver:
             return {term.text}
         word = term.text
         folded = word.casefold()
-        found = {
-            n
-            for n in self.names
-            if any(folded == value.casefold() for v in self.attrs(n).values() for value in _values(v))
-        }
+        if isinstance(self._attrs_fn, AttrIndex):
+            found = self._attrs_fn.word(word) & self.name_set
+        else:
+            found = {
+                n
+                for n in self.names
+                if any(folded == value.casefold() for v in self.attrs(n).values() for value in _values(v))
+            }
         if not found:
             raise SelectionError(f"unknown node(s): {word} (and no node has {word!r} as an attribute value)")
         return found
@@ -346,6 +458,13 @@ class _Resolver:
     def _attr(self, term: Term) -> set[str]:
         key = term.key
         assert key is not None
+        index = self._attrs_fn
+        if isinstance(index, AttrIndex):
+            if key not in index.keys():
+                raise SelectionError(f"unknown attribute {key!r} in {term.text!r}; {_known('attribute', index.keys())}")
+            regex = re.compile("|".join(fnmatch.translate(p) for p in term.patterns))
+            hits = index.matching(key, regex) & self.name_set
+            return self.name_set - hits if term.negate else hits
         if not any(key in self.attrs(n) for n in self.names):
             keys = {k for n in self.names for k in self.attrs(n)}
             raise SelectionError(f"unknown attribute {key!r} in {term.text!r}; {_known('attribute', keys)}")

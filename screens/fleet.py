@@ -13,23 +13,20 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
 
 from rich.text import Text
-from textual import events, on, work
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable, Footer, Header, Input, Static
-from textual.widgets._data_table import ColumnKey, Row, RowKey
-from textual.worker import get_current_worker
 
 from inventory.errors import FleetError
 from inventory.ranges import natural_key
-from inventory.selection import select
+from inventory.selection import AttrIndex, select
 from screens.common import FleetChanged, age_text, node_words, status_text
+from screens.table import FleetTable, same_cell
 
 __all__ = ["FleetScreen", "FleetTable", "COLUMNS", "Column", "layout"]
 
@@ -67,6 +64,8 @@ DROP_ORDER = ("port", "image")
 ERROR_MIN = 12
 #: what DataTable draws around each cell (cell_padding 1 on both sides)
 CELL_PAD = 2
+#: nodes (re)read into the filter's index per 50 ms tick while it has some pending (~5 ms)
+INDEX_SLICE = 100
 #: from this many columns the summary bar spells its counts out
 SUMMARY_WIDE = 110
 
@@ -110,123 +109,6 @@ def layout(width: int, *, name_width: int = 18, rack_width: int = 7) -> tuple[tu
     return tuple(out)
 
 
-def _same(a, b) -> bool:
-    """Cell equality that sees styles (rich's Text == compares the plain text only)."""
-    if isinstance(a, Text) and isinstance(b, Text):
-        return a.plain == b.plain and a.style == b.style and a.spans == b.spans
-    return a == b
-
-
-class FleetTable(DataTable):
-    """The built-in DataTable, with the three shortcuts a fixed-width 5,000-row table needs.
-
-    Measured with Textual 8.2 (``bench/tui_scale.py``), the stock table:
-
-    - measures every cell of every new row, to grow auto-width columns, even when
-      every column has a fixed width (seconds for 5,000 rows);
-    - adds rows one by one, each re-validating the cursor;
-    - keys every rendered cell on one table-wide update counter, so one changed cell
-      re-renders every visible cell (~0.3 ms each: 400 cells per change).
-
-    So: no measuring when no column is auto-width; :meth:`replace_rows` fills the
-    table in one go; :meth:`update_cells` changes cells and forgets only their
-    renderings.  These reach into DataTable's private state (pinned: textual<9).
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        #: rows whose cells are out of date, and what gives a row's cells (in column order)
-        self._stale: set[RowKey] = set()
-        self.cells_for = None
-
-    def mark_stale(self, keys: Iterable[str]) -> None:
-        """These rows changed but are off-screen: their cells are remade when next needed."""
-        rows = {RowKey(key) for key in keys}
-        if rows:
-            self._stale |= rows
-            self._forget(rows, None)
-
-    def _forget(self, rows: set[RowKey], cells: set[tuple[RowKey, ColumnKey]] | None) -> None:
-        """Drop the cached renderings of ``cells`` (None: every cell of ``rows``) and of ``rows``."""
-        cell_cache, row_cache = self._cell_render_cache, self._row_render_cache
-        if cells is None:
-            stale = [k for k in cell_cache.keys() if k[0] in rows]
-        else:
-            stale = [k for k in cell_cache.keys() if (k[0], k[1]) in cells]
-        for key in stale:
-            cell_cache.discard(key)
-        for key in [k for k in row_cache.keys() if k[0] in rows]:
-            row_cache.discard(key)
-        self._row_renderable_cache.clear()  # keyed by row index: cheap to rebuild
-        self._line_cache.clear()
-
-    def _freshen(self, row_key: RowKey) -> None:
-        if row_key in self._stale:
-            self._stale.discard(row_key)
-            if row_key in self._data and self.cells_for is not None:
-                columns = [column.key for column in self.ordered_columns]
-                self.update_cells((row_key.value, column, cell)
-                                  for column, cell in zip(columns, self.cells_for(row_key.value)))
-
-    def _get_row_renderables(self, row_index: int):
-        if self._stale and row_index >= 0:
-            row_key = self._row_locations.get_key(row_index)
-            if row_key is not None:
-                self._freshen(row_key)
-        return super()._get_row_renderables(row_index)
-
-    def get_cell(self, row_key, column_key):
-        self._freshen(RowKey(row_key) if isinstance(row_key, str) else row_key)
-        return super().get_cell(row_key, column_key)
-
-    def get_row(self, row_key):
-        self._freshen(RowKey(row_key) if isinstance(row_key, str) else row_key)
-        return super().get_row(row_key)
-
-    def clear(self, columns: bool = False):
-        self._stale.clear()
-        return super().clear(columns)
-
-    def _update_dimensions(self, new_rows) -> None:
-        if not any(column.auto_width for column in self.columns.values()):
-            rows = self.rows
-            new_rows = [key for key in new_rows
-                        if key in rows and (rows[key].label is not None or rows[key].auto_height)]
-        super()._update_dimensions(new_rows)
-
-    def replace_rows(self, rows: Iterable[tuple[str, list]]) -> None:
-        """Every row at once, in order: ``(key, cells)``, height 1, no labels."""
-        self.clear()
-        columns = [column.key for column in self.ordered_columns]
-        locations: dict[RowKey, int] = {}
-        for index, (key, cells) in enumerate(rows):
-            row_key = RowKey(key)
-            locations[row_key] = index
-            self._data[row_key] = dict(zip(columns, cells))
-            self.rows[row_key] = Row(row_key, 1)
-        self._row_locations = TwoWayDict(locations)
-        self._require_update_dimensions = True
-        self._update_count += 1
-        self.cursor_coordinate = self.cursor_coordinate  # clamps, highlights the first row
-        self.check_idle()
-        self.refresh()
-
-    def update_cells(self, changes: Iterable[tuple[str, str, object]]) -> None:
-        """Set cells ``(row key, column key, value)``; only their renderings are redone."""
-        cells: set[tuple[RowKey, ColumnKey]] = set()
-        for row, column, value in changes:
-            row_key, column_key = RowKey(row), ColumnKey(column)
-            old = self._data[row_key].get(column_key)
-            if old is value or _same(old, value):
-                continue
-            self._data[row_key][column_key] = value
-            cells.add((row_key, column_key))
-        if not cells:
-            return
-        self._forget({row for row, _ in cells}, cells)
-        self.refresh()
-
-
 class FleetScreen(Screen):
     """Fleet table with filter (`/`), sort (click a header or `s`), marks (space, `a`).
 
@@ -261,7 +143,8 @@ class FleetScreen(Screen):
         self.columns: tuple[tuple[str, str, int], ...] = ()
         self._compact: frozenset[str] = frozenset()
         self._cache: dict[str, dict[str, object]] = {}  # name -> column key -> cell
-        self._words: dict[str, dict[str, object]] = {}  # name -> node_words
+        self._index: AttrIndex | None = None  # every node's selection words, for the filter
+        self._index_built = False
         self._counts: Text | None = None  # the summary's counts, rendered
         self._summary_shown = Text()
         self._banner_shown: str | None = None
@@ -288,6 +171,7 @@ class FleetScreen(Screen):
         self._name_width = min(30, max([len("NODE")] + [len(n.name) for n in nodes]))
         self._rack_width = min(12, max([len("RACK/U")] + [len(f"{n.rack}/{n.u or '-'}") for n in nodes]))
         self.shown = [n.name for n in nodes]
+        self._index = AttrIndex(self.shown, self._node_words)
         self.query_one("#filter-bar").display = False
         table = self.query_one(FleetTable)
         table.focus()  # not the (hidden) filter input
@@ -295,6 +179,7 @@ class FleetScreen(Screen):
         self._relayout(self.app.size.width)
         self._refresh_summary()
         self.set_interval(1.0, self._tick)
+        self.set_interval(0.05, self._index_ahead)
 
     def on_resize(self, event: events.Resize) -> None:
         self._relayout(event.size.width)
@@ -335,7 +220,7 @@ class FleetScreen(Screen):
         cells: dict[str, object] = {
             "mark": Text("●", style="bold") if name in self.marked else Text(" "),
             "name": Text(name, style="bold" if st.error else ""),
-            "rack": f"{node.rack}/{node.u or '-'}",
+            "rack": Text(f"{node.rack}/{node.u or '-'}"),
             "power": status_text(st.power, _SHORT.get(st.power) if "power" in compact else None),
             "health": status_text(st.health, _SHORT.get(st.health) if "health" in compact else None),
             "age": age_text(st.polled_at, self.app.clock()),
@@ -372,15 +257,21 @@ class FleetScreen(Screen):
         """(Re)build the rows for ``self.shown`` in sort order; the cursor stays on ``cursor``."""
         table = self.query_one(FleetTable)
         self.shown = self._sorted(self.shown)
-        table.replace_rows((name, self._row(name)) for name in self.shown)
+        table.replace_rows(self.shown)
         if cursor is not None and cursor in table.rows:
             table.move_cursor(row=table.get_row_index(cursor), animate=False)
 
     def _node_words(self, name: str) -> dict[str, object]:
-        words = self._words.get(name)
-        if words is None:
-            words = self._words[name] = node_words(self.fleet, self.fleet.site.node(name))
-        return words
+        return node_words(self.fleet, self.fleet.site.node(name))
+
+    def _index_ahead(self) -> None:
+        """A slice of the filter's index at a time (~5 ms): built after the first paint, and
+        kept current as nodes change, so that a key typed finds it (nearly) ready."""
+        if self._index.pending:
+            self._index.sync(limit=INDEX_SLICE)
+            if not self._index.pending and not self._index_built:
+                self._index_built = True
+                self.app.freeze_heap()  # thousands of long-lived tuples and sets
 
     def _select(self, text: str) -> list[str] | FleetError:
         """The nodes the filter ``text`` selects, in inventory order, or the problem with it."""
@@ -389,12 +280,12 @@ class FleetScreen(Screen):
         if not text.strip():
             return names
         try:
-            return select(text, names, attrs=self._node_words, groups=fleet.site.groups, allow_empty=True)
+            return select(text, names, attrs=self._index, groups=fleet.site.groups, allow_empty=True)
         except FleetError as exc:
             return exc
 
     def _apply_filter(self, text: str) -> None:
-        """Filter now (escape, enter, tests); typing filters in a thread (:meth:`_filter_typed`)."""
+        """Show the nodes ``text`` selects (on every key typed: the index makes it ~1-5 ms)."""
         self._show_filter(text, self._select(text))
 
     def _show_filter(self, text: str, chosen: list[str] | FleetError) -> None:
@@ -412,17 +303,6 @@ class FleetScreen(Screen):
             with self.app.batch_update():
                 self._fill(cursor)
         self._refresh_summary()
-
-    @work(thread=True, exclusive=True, group="filter", exit_on_error=False)
-    def _filter_typed(self, text: str) -> None:
-        """While typing: select off the event loop (5,000 nodes take tens of ms), show the latest."""
-        chosen = self._select(text)
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show_typed, text, chosen)
-
-    def _show_typed(self, text: str, chosen: list[str] | FleetError) -> None:
-        if self.query_one("#filter", Input).value == text:  # not overtaken by more typing
-            self._show_filter(text, chosen)
 
     # ------------------------------------------------------------ sorting
     def _sort_value(self, key: str):
@@ -486,8 +366,7 @@ class FleetScreen(Screen):
         self._counts = None
         if self._tally is not None:
             self._recount(message.nodes)
-        for name in message.nodes:
-            self._words.pop(name, None)
+        self._index.invalidate(message.nodes)
         table = self.query_one(FleetTable)
         keys = [key for key, _, _ in self.columns]
         # cells are remade now only for rows on screen; the others when they scroll into view
@@ -496,13 +375,11 @@ class FleetScreen(Screen):
         changes, later = [], []
         for name in message.nodes:
             old = self._cache.pop(name, None)
-            if name not in table.rows:
-                continue
-            if name not in on_screen:
+            if name not in on_screen:  # in the table or not: its stored row is remade when shown
                 later.append(name)
                 continue
             new = self._cells(name)
-            changes += [(name, key, new[key]) for key in keys if old is None or not _same(old[key], new[key])]
+            changes += [(name, key, new[key]) for key in keys if old is None or not same_cell(old[key], new[key])]
         table.mark_stale(later)
         table.update_cells(changes)
         self._refresh_summary()
@@ -518,7 +395,7 @@ class FleetScreen(Screen):
             if name in table.rows:
                 age = age_text(self.fleet.nodes[name].polled_at, now)
                 cells = self._cells(name)
-                if not _same(cells["age"], age):
+                if not same_cell(cells["age"], age):
                     cells["age"] = age
                     changes.append((name, "age", age))
         table.update_cells(changes)
@@ -612,7 +489,7 @@ class FleetScreen(Screen):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self._filter_typed(event.value)
+        self._apply_filter(event.value)
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
@@ -629,14 +506,17 @@ class FleetScreen(Screen):
 
     def _redraw_marks(self, names) -> None:
         table = self.query_one(FleetTable)
-        changes = []
+        changes, hidden = [], []
         for name in names:
             mark = Text("●", style="bold") if name in self.marked else Text(" ")
             if name in self._cache:
                 self._cache[name]["mark"] = mark
             if name in table.rows:
                 changes.append((name, "mark", mark))
+            else:
+                hidden.append(name)
         table.update_cells(changes)
+        table.mark_stale(hidden)
         self._refresh_summary()
 
     def action_mark(self) -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from inventory.errors import FleetError, SelectionError
 from inventory.ranges import compress, expand, split_terms
-from inventory.selection import Selection, TermKind, describe, parse, select
+from inventory.selection import AttrIndex, Selection, TermKind, describe, parse, select
 
 # Three racks of ten nodes; n01-n02 of every rack are GPU nodes, n10 is off,
 # r02-n05 has drifted, n01 carries the "critical" tag.
@@ -434,3 +434,61 @@ def test_intersection_of_many_terms(terms: list[str]) -> None:
         chosen = set(sel(term, allow_empty=True))
         expected = [n for n in expected if n in chosen]
     assert sel("&".join(terms), allow_empty=True) == expected
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def _outcome(expr: str, attrs) -> list[str] | str:
+    try:
+        return select(expr, NAMES, attrs=attrs, groups=GROUPS, allow_empty=True)
+    except SelectionError as exc:
+        return f"error: {exc}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(terms=st.lists(st.one_of(attribute_terms(), st.sampled_from(["dal1-r01-n0*", "@gpu", "Off", "nosuch", "nosuch=1", "-rack=r01"])),
+                      min_size=1, max_size=3),
+       excluded=st.booleans())
+def test_index_selects_what_the_attrs_function_selects(terms: list[str], excluded: bool) -> None:
+    expr = ",".join(terms) if not excluded else f"{terms[0]},-" + "&".join(terms)
+    assert _outcome(expr, AttrIndex(NAMES, _attrs)) == _outcome(expr, _attrs)
+
+
+@settings(max_examples=80, deadline=None)
+@given(changed=st.lists(st.sampled_from(NAMES), max_size=8, unique=True),
+       term=attribute_terms(), sync_first=st.integers(0, 8))
+def test_index_follows_changed_nodes(changed: list[str], term: str, sync_first: int) -> None:
+    """Nodes change (power flips, tags come and go); after invalidate() the index agrees again,
+    whether it re-reads them lazily at the lookup or partly ahead with sync(limit)."""
+    current = {n: dict(_attrs(n)) for n in NAMES}
+    index = AttrIndex(NAMES, lambda n: current[n])
+    index.sync()
+    for name in changed:
+        attrs = current[name]
+        if "power" in attrs:
+            attrs["power"] = "on" if attrs["power"] == "off" else "off"
+            attrs["tags"] = frozenset({"drift"} ^ set(attrs["tags"]))
+        else:
+            attrs["role"] = "spare"
+    index.invalidate(changed)
+    index.sync(limit=sync_first)
+    assert index.pending == max(0, len(changed) - sync_first)
+    assert _outcome(term, index) == _outcome(term, lambda n: current[n])
+    assert _outcome("spare", index) == _outcome("spare", lambda n: current[n])
+
+
+def test_index_reads_each_node_once_until_invalidated() -> None:
+    reads: list[str] = []
+
+    def counting(name: str):
+        reads.append(name)
+        return _attrs(name)
+
+    index = AttrIndex(NAMES, counting)
+    for expr in ("off", "rack=r01", "critical", "role!=gpu", "rack=r0*"):
+        select(expr, NAMES, attrs=index)
+    assert sorted(reads) == sorted(NAMES)
+    index.invalidate(["dal1-r01-n01"])
+    select("off", NAMES, attrs=index)
+    assert len(reads) == len(NAMES) + 1
