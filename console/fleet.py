@@ -176,6 +176,22 @@ class Fleet:
                 st.discovered_port, st.port_evidence, st.link_up = port, evidence, link_up
                 self._changed_nodes.add(name)
 
+    def absorb(self, nodes: dict[str, NodeState], switches: dict[str, SwitchState],
+               last_sweep_at: float | None = None) -> None:
+        """States observed by another Fleet (the poller's process): they replace these
+        nodes' and switches' states, which count as changed.  Unknown names are ignored."""
+        with self._lock:
+            for name, st in nodes.items():
+                if name in self.nodes:
+                    self.nodes[name] = st
+                    self._changed_nodes.add(name)
+            for name, sw in switches.items():
+                if name in self.switches:
+                    self.switches[name] = sw
+                    self._changed_switches.add(name)
+            if last_sweep_at is not None:
+                self.last_sweep_at = last_sweep_at
+
     # ------------------------------------------------------------------ reads
     def drain_changes(self) -> tuple[set[str], set[str]]:
         """Names of nodes and switches changed since the last drain (one batch)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
@@ -34,7 +33,7 @@ from console.fleet import Fleet, PortState
 from console.secrets import Secrets
 from inventory.model import Site
 
-__all__ = ["PollConfig", "Poller", "NODE_JOBS"]
+__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle"]
 
 log = logging.getLogger(__name__)
 
@@ -352,54 +351,7 @@ class Poller:
         await asyncio.gather(*(self._drop_driver(ep) for ep in eps))
 
 
-class PollerThread:
-    """A Poller on its own thread and event loop, writing the same (thread-safe) Fleet.
-
-    The console runs its poller here so that polling thousands of BMCs never sits
-    between an operator's keypress and the screen (bench/tui_scale.py measures both).
-    Everything that touches the poller's drivers must run on this loop: use
-    :meth:`call`.
-    """
-
-    def __init__(self, poller: Poller) -> None:
-        self.poller = poller
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="poller", daemon=True)
-        self._stopped = False
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def start(self) -> None:
-        self._thread.start()
-        self.loop.call_soon_threadsafe(self.poller.start)
-
-    async def call(self, make: Callable[[], Awaitable[Any]]) -> Any:
-        """Run ``make()`` on the poller's loop and await its result from another loop."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_call(make), self.loop))
-
-    async def aclose(self) -> None:
-        """Log out of every BMC on the poller's loop, then end the thread (idempotent)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        if self._thread.is_alive():
-            try:
-                await self.call(self.poller.aclose)
-                await self.call(_settle)
-            finally:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                await asyncio.to_thread(self._thread.join, 10)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-async def _call(make: Callable[[], Awaitable[Any]]) -> Any:
-    return await make()
-
-
-async def _settle(timeout: float = 1.0) -> None:
+async def settle(timeout: float = 1.0) -> None:
     """End what libraries left running on the loop (pysnmp's dispatcher timer), bounded."""
     rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     for t in rest:

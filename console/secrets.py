@@ -63,6 +63,14 @@ class Secrets:
         self._lab = lab
         self._cache: dict[str, Secret] = {}
 
+    def detached(self) -> "Secrets":
+        """A copy for another process (it pickles): the environment as it is now, the
+        lab's secrets as they are now, and what is already resolved."""
+        lab = self._lab() if callable(self._lab) else self._lab
+        copy = Secrets(environ=dict(self._environ), lab=None if lab is None else dict(lab))
+        copy._cache = dict(self._cache)
+        return copy
+
     def resolve(self, ref: str) -> Secret:
         """The secret a reference points to; SecretError says why not."""
         if ref in self._cache:

@@ -1,8 +1,9 @@
 """FleetConsoleApp: owns the Fleet and the Poller, batches changes into messages.
 
-The poller runs on its own thread and event loop (:class:`console.poller.PollerThread`),
-so polling thousands of BMCs never sits between a keypress and the screen; anything
-that touches its drivers goes through :meth:`FleetConsoleApp.in_poller`.  Twenty times a second the app
+The poller runs in a process of its own (:class:`console.pollproc.PollerProcess`), so
+polling thousands of BMCs never sits between a keypress and the screen; the states it
+observes land in the app's Fleet, and a poll asked for now goes to it
+(:meth:`FleetConsoleApp.poll_node_now`).  Twenty times a second the app
 drains the Fleet's changed names into one :class:`~screens.common.FleetChanged`
 message per screen, so a fleet of thousands stays smooth: screens update only the
 rows that changed.
@@ -11,7 +12,9 @@ rows that changed.
 from __future__ import annotations
 
 import gc
+import logging
 import time
+import weakref
 from typing import Callable
 
 from textual import on
@@ -20,12 +23,16 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from console.fleet import Fleet
-from console.poller import PollConfig, Poller, PollerThread
+from console.poller import PollConfig, Poller
+from console.pollproc import PollerProcess
 from screens.actions import ActionCommands, start_action
 from screens.common import FleetChanged
+from screens.fleet import FleetScreen
 from screens.palette import FleetCommands
 
 __all__ = ["FleetConsoleApp", "make_app", "run_app"]
+
+log = logging.getLogger(__name__)
 
 #: screens other modules provide: name -> (module, class)
 SCREENS_BY_NAME = {
@@ -48,6 +55,13 @@ class FleetConsoleApp(App):
                 Binding("i", "reimage", "Reimage"),
                 Binding("l", "activity", "Activity")]
     COMMANDS = App.COMMANDS | {FleetCommands, ActionCommands}
+    #: the fleet screen is the bottom of the stack.  (Pushed over Textual's blank default
+    #: screen, it was repainted whole on every change: the screen beneath the top one
+    #: counts as a background, and its refreshes became full-screen updates.)
+    MODES = {"fleet": FleetScreen}
+    DEFAULT_MODE = "fleet"
+    #: how long after the poller's process died a new one starts
+    POLLER_RESTART_S = 5.0
 
     def __init__(self, ctx, *, read_only: bool = False, poll_config: PollConfig | None = None,
                  poll: bool = True, clock: Callable[[], float] = time.time) -> None:
@@ -56,16 +70,18 @@ class FleetConsoleApp(App):
         self.read_only = read_only
         self.clock = clock
         self.fleet = Fleet(ctx.site, clock=clock)
+        #: polls in this process: when not polling in the background (tests drive it directly)
         self.poller = Poller(ctx.site, self.fleet, ctx.secrets, poll_config or PollConfig())
         self._poll = poll
-        #: the background poller's thread; None when not polling (tests drive the poller directly)
-        self.poll_thread: PollerThread | None = None
+        #: the background poller's process; None when not polling
+        self.poll_process: PollerProcess | None = None
+        self._staleness: tuple[float, str | None] | None = None
+        self._restarting = False
+        #: changes held for the screens beneath the top one: screen -> (nodes, switches)
+        self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.sub_title = f"site {ctx.site.name}" + ("  [READ-ONLY]" if read_only else "")
 
     def on_mount(self) -> None:
-        from screens.fleet import FleetScreen
-
-        self.push_screen(FleetScreen())
         self.call_after_refresh(self.freeze_heap)
         if self._poll:
             # after the first paint: the inventory table shows at once, then fills in
@@ -84,20 +100,54 @@ class FleetConsoleApp(App):
         gc.freeze()
 
     def _start_polling(self) -> None:
-        if self.poll_thread is None and self.is_running:
-            self.poll_thread = PollerThread(self.poller)
-            self.poll_thread.start()
+        if self.poll_process is None and self.is_running:
+            self.poll_process = PollerProcess(self.ctx.site, self.fleet, self.ctx.secrets, self.poller.config)
+            self.poll_process.start()
+
+    def _restart_polling(self) -> None:
+        """The poller's process died (killed, out of memory, a bug): start a new one."""
+        self._restarting = False
+        if self.poll_process is not None and self.poll_process.failure and self.is_running:
+            log.warning("restarting the poller: %s", self.poll_process.failure)
+            self.poll_process = None
+            self._start_polling()
 
     def drain(self) -> None:
-        """Send the batch of changes since the last drain to every screen."""
+        """Send the batch of changes since the last drain to the screen on top; screens
+        beneath get theirs, merged, when they are on top again (a screen updated under
+        another is repainted through it, whole: at thousands of nodes, every 50 ms)."""
+        process = self.poll_process
+        if process is not None and process.failure and not self._restarting:
+            self._restarting = True
+            self.notify(f"polling stopped: {process.failure}; restarting it in {self.POLLER_RESTART_S:.0f} s",
+                        severity="error", timeout=8)
+            self.set_timer(self.POLLER_RESTART_S, self._restart_polling)
         nodes, switches = self.fleet.drain_changes()
+        top = self.screen
+        held = self._held.pop(top, None)
+        if held is not None:
+            nodes, switches = held[0] | nodes, held[1] | switches
         if not nodes and not switches:
             return
+        top.post_message(FleetChanged(set(nodes), set(switches)))
         for screen in self.screen_stack:
-            screen.post_message(FleetChanged(set(nodes), set(switches)))
+            if screen is not top:
+                waiting = self._held.setdefault(screen, (set(), set()))
+                waiting[0].update(nodes)
+                waiting[1].update(switches)
 
     def staleness(self) -> str | None:
-        """A banner text when the poller is behind or nothing answers, else None."""
+        """A banner text when the poller is behind or nothing answers, else None (worked
+        out at most twice a second: screens ask on every batch of changes)."""
+        now = time.monotonic()
+        if self._staleness is None or now - self._staleness[0] > 0.5:
+            self._staleness = (now, self._work_out_staleness())
+        return self._staleness[1]
+
+    def _work_out_staleness(self) -> str | None:
+        process = self.poll_process
+        if process is not None and process.failure:
+            return f"⚠ polling stopped ({process.failure}); restarting it"
         nodes = self.fleet.nodes.values()
         if not nodes:
             return None
@@ -172,18 +222,25 @@ class FleetConsoleApp(App):
     async def on_unmount(self) -> None:
         await self.close_poller()
 
-    async def in_poller(self, make):
-        """Await ``make()`` where the poller's drivers live (its thread, when it runs one)."""
-        if self.poll_thread is None:
-            return await make()
-        return await self.poll_thread.call(make)
+    async def poll_node_now(self, name: str, jobs) -> None:
+        """Poll ``jobs`` of node ``name`` now, by whichever poller runs; in the Fleet on return."""
+        if self.poll_process is None:
+            await self.poller.poll_node(name, jobs, asked=True)
+        else:
+            await self.poll_process.poll_node(name, jobs)
+
+    async def poll_switch_now(self, name: str) -> None:
+        """Poll switch ``name`` now, by whichever poller runs."""
+        if self.poll_process is None:
+            await self.poller.poll_switch(name)
+        else:
+            await self.poll_process.poll_switch(name)
 
     async def close_poller(self) -> None:
         """Stop polling and log out of every BMC."""
-        if self.poll_thread is None:
-            await self.poller.aclose()
-        else:
-            await self.poll_thread.aclose()
+        await self.poller.aclose()
+        if self.poll_process is not None:
+            await self.poll_process.aclose()
 
 
 def make_app(ctx, **kwargs) -> FleetConsoleApp:

@@ -171,6 +171,7 @@ class FleetScreen(Screen):
         self._name_width = min(30, max([len("NODE")] + [len(n.name) for n in nodes]))
         self._rack_width = min(12, max([len("RACK/U")] + [len(f"{n.rack}/{n.u or '-'}") for n in nodes]))
         self.shown = [n.name for n in nodes]
+        self._names = tuple(self.shown)  # inventory order
         self._index = AttrIndex(self.shown, self._node_words)
         self.query_one("#filter-bar").display = False
         table = self.query_one(FleetTable)
@@ -276,9 +277,9 @@ class FleetScreen(Screen):
     def _select(self, text: str) -> list[str] | FleetError:
         """The nodes the filter ``text`` selects, in inventory order, or the problem with it."""
         fleet = self.fleet
-        names = [n.name for n in fleet.site.nodes]
+        names = self._names
         if not text.strip():
-            return names
+            return list(names)
         try:
             return select(text, names, attrs=self._index, groups=fleet.site.groups, allow_empty=True)
         except FleetError as exc:

@@ -217,17 +217,16 @@ class NodeScreen(Screen):
 
     def _poll_now(self, jobs: tuple[str, ...], switches: tuple[str, ...] = ()) -> bool:
         """Ask the poller for ``jobs`` on this node (and ``switches``) now; False if one is running."""
-        poller = getattr(self.app, "poller", None)
-        if poller is None or self.polling:
+        if self.polling:
             return False
         self.polling = True
         self._refresh_status()
 
         async def run() -> None:
             try:
-                await self.app.in_poller(lambda: poller.poll_node(self.node_name, jobs, asked=True))
+                await self.app.poll_node_now(self.node_name, jobs)
                 for switch in switches:
-                    await self.app.in_poller(lambda switch=switch: poller.poll_switch(switch))
+                    await self.app.poll_switch_now(switch)
             finally:
                 self.polling = False
                 if self.is_mounted:

@@ -59,7 +59,7 @@ def go_to_screen(app, which: str) -> None:
     from screens.fleet import FleetScreen
 
     if which == "fleet":
-        while not isinstance(app.screen, FleetScreen) and len(app.screen_stack) > 2:
+        while not isinstance(app.screen, FleetScreen) and len(app.screen_stack) > 1:
             app.pop_screen()
         return
     from screens.rack import RackScreen

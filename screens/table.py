@@ -8,13 +8,17 @@ stock one does).
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Iterable
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual._segment_tools import line_crop
 from textual.coordinate import Coordinate
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets._data_table import ColumnKey, Row, RowKey
 
@@ -70,6 +74,10 @@ class FleetTable(DataTable):
         #: row styles by (kind, base style, pseudo classes): see _get_row_style (set before
         #: DataTable's __init__, whose reactive watchers clear the caches)
         self._row_styles: dict[tuple, Style] = {}
+        #: every row is one line high (replace_rows): row regions are arithmetic
+        self._uniform = True
+        #: how many times each row changed: part of every rendering cache key (see _bump)
+        self._versions: dict[RowKey, int] = {}
         #: the {"row", "column"} meta style of each cell position (clicks read it)
         self._meta_styles: dict[tuple[int, int], Style] = {}
         #: each cell's segments before the table's styles, by id(cell): (cell, width, segments).
@@ -90,21 +98,16 @@ class FleetTable(DataTable):
         rows = {RowKey(key) for key in keys}
         if rows:
             self._stale |= rows
-            self._forget(rows, None)
+            self._bump(rows)
 
-    def _forget(self, rows: set[RowKey], cells: set[tuple[RowKey, ColumnKey]] | None) -> None:
-        """Drop the cached renderings of ``cells`` (None: every cell of ``rows``) and of ``rows``."""
-        cell_cache, row_cache = self._cell_render_cache, self._row_render_cache
-        if cells is None:
-            stale = [k for k in cell_cache.keys() if k[0] in rows]
-        else:
-            stale = [k for k in cell_cache.keys() if (k[0], k[1]) in cells]
-        for key in stale:
-            cell_cache.discard(key)
-        for key in [k for k in row_cache.keys() if k[0] in rows]:
-            row_cache.discard(key)
-        self._row_renderable_cache.clear()  # keyed by row index: cheap to rebuild
-        self._line_cache.clear()
+    def _bump(self, rows: Iterable[RowKey]) -> None:
+        """These rows changed: their cached renderings (cells, row lines, screen lines) are
+        out of date.  Each row's version is in those caches' keys, so a new version misses
+        them; the stale entries age out of the LRU caches (no scan of thousands of keys)."""
+        versions = self._versions
+        for row in rows:
+            versions[row] = versions.get(row, 0) + 1
+        self._row_renderable_cache.clear()  # the stock path's, by row index: a screenful
 
     def _freshen(self, row_key: RowKey) -> None:
         if row_key in self._stale:
@@ -129,7 +132,7 @@ class FleetTable(DataTable):
         row_key = self._header_row_key if header else self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
         cache_key = (row_key, column_key, base_style, cursor, hover, self._show_hover_cursor,
-                     self._update_count, self._pseudo_class_state)
+                     self._update_count, self._pseudo_class_state, self._versions.get(row_key, 0))
         cache = self._cell_render_cache
         lines = cache.get(cache_key)
         if lines is not None:
@@ -164,6 +167,58 @@ class FleetTable(DataTable):
                                                              post_style))]
         return lines
 
+    def add_row(self, *args, **kwargs):
+        self._uniform = False  # a row of any height: the stock region arithmetic again
+        return super().add_row(*args, **kwargs)
+
+    def _get_row_region(self, row_index: int) -> Region:
+        """As the stock one, in O(1): the stock one sums the heights of every row above
+        (each cursor move and each changed row asks: O(rows) at 5,000 rows)."""
+        if not self._uniform:
+            return super()._get_row_region(row_index)
+        if not self.is_valid_row_index(row_index):
+            return Region(0, 0, 0, 0)
+        width = sum(column.get_render_width(self) for column in self.columns.values()) + self._row_label_column_width
+        return Region(0, self._row_y(row_index), max(self.size.width, width), 1)
+
+    def _get_cell_region(self, coordinate: Coordinate) -> Region:
+        """As the stock one, in O(1) rows (see :meth:`_get_row_region`)."""
+        if not self._uniform:
+            return super()._get_cell_region(coordinate)
+        if not self.is_valid_coordinate(coordinate):
+            return Region(0, 0, 0, 0)
+        row_index, column_index = coordinate
+        columns = self.ordered_columns
+        x = sum(column.get_render_width(self) for column in columns[:column_index]) + self._row_label_column_width
+        return Region(x, self._row_y(row_index), columns[column_index].get_render_width(self), 1)
+
+    def _row_y(self, row_index: int) -> int:
+        return row_index + (self.header_height if self.show_header else 0)
+
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        """The stock screen line, with the row's version in its cache key (see :meth:`_bump`)."""
+        width = self.size.width
+        try:
+            row_key, y_offset_in_row = self._get_offsets(y)
+        except LookupError:
+            return Strip.blank(width, base_style)
+        cache_key = (y, x1, x2, width, self.cursor_coordinate, self.hover_coordinate, base_style,
+                     self.cursor_type, self._show_hover_cursor, self._update_count, self._pseudo_class_state,
+                     self._versions.get(row_key, 0), row_key)
+        strip = self._line_cache.get(cache_key)
+        if strip is not None:
+            return strip
+        fixed, scrollable = self._render_line_in_row(row_key, y_offset_in_row, base_style,
+                                                     cursor_location=self.cursor_coordinate,
+                                                     hover_location=self.hover_coordinate)
+        fixed_width = sum(column.get_render_width(self) for column in self.ordered_columns[: self.fixed_columns])
+        fixed_line: list[Segment] = list(chain.from_iterable(fixed)) if fixed else []
+        scrollable_line: list[Segment] = list(chain.from_iterable(scrollable))
+        segments = fixed_line + line_crop(scrollable_line, x1 + fixed_width, x2, width)
+        strip = Strip(segments).adjust_cell_length(width, base_style).simplify()
+        self._line_cache[cache_key] = strip
+        return strip
+
     def _get_row_style(self, row_index: int, base_style: Style) -> Style:
         """The stock row style, remembered: the stock one resolves CSS for every row line
         (``rich_style`` walks the widget's ancestors), twice, which was most of a repaint."""
@@ -195,7 +250,8 @@ class FleetTable(DataTable):
             return super()._render_line_in_row(row_key, line_no, base_style, cursor_location, hover_location)
         cursor_type = self.cursor_type
         cache_key = (row_key, line_no, base_style, cursor_location, hover_location, cursor_type,
-                     self.show_cursor, self._show_hover_cursor, self._update_count, self._pseudo_class_state)
+                     self.show_cursor, self._show_hover_cursor, self._update_count, self._pseudo_class_state,
+                     self._versions.get(row_key, 0))
         cached = self._row_render_cache.get(cache_key)
         if cached is not None:
             return cached
@@ -247,6 +303,7 @@ class FleetTable(DataTable):
 
     def clear(self, columns: bool = False):
         self._contents.clear()
+        self._uniform = True  # every row one line high, until add_row() says otherwise
         if columns:  # the stored rows are cells of these columns
             self._stale.clear()
             self._store.clear()
@@ -295,15 +352,22 @@ class FleetTable(DataTable):
 
     def update_cells(self, changes: Iterable[tuple[str, str, object]]) -> None:
         """Set cells ``(row key, column key, value)``; only their renderings are redone."""
-        cells: set[tuple[RowKey, ColumnKey]] = set()
+        rows: set[RowKey] = set()
         for row, column, value in changes:
             row_key, column_key = RowKey(row), ColumnKey(column)
             old = self._data[row_key].get(column_key)
             if old is value or same_cell(old, value):
                 continue
             self._data[row_key][column_key] = value
-            cells.add((row_key, column_key))
-        if not cells:
+            rows.add(row_key)
+        if not rows:
             return
-        self._forget({row for row, _ in cells}, cells)
-        self.refresh()
+        self._bump(rows)
+        if len(rows) > 40:
+            self.refresh()
+            return
+        locations = self._row_locations
+        for row_key in rows:  # only those lines are painted again
+            index = locations.get(row_key)
+            if index is not None:
+                self.refresh_row(index)

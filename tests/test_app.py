@@ -75,13 +75,13 @@ async def test_fleet_screen_shows_live_state_and_filters(ctx, demo_lab):
 
 
 async def test_quitting_during_the_first_sweep_logs_out_of_every_bmc(ctx, demo_lab):
-    """The poller runs on its own thread; q while logins and first polls are in flight
+    """The poller runs in its own process; q while logins and first polls are in flight
     must still leave no session open on any BMC (a leaked session locks BMCs out)."""
     before = demo_lab.sessions()
     app = make_app(ctx, poll_config=FAST)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: sum(1 for st in app.fleet.nodes.values() if st.last_success) >= 10)
-        assert app.poll_thread is not None
+        assert app.poll_process is not None and app.poll_process.alive
         await app.action_quit()
     assert demo_lab.sessions() == before
 

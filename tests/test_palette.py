@@ -76,7 +76,7 @@ async def test_rack_switch_and_screen_commands(ctx):
         by_text["go to switch dal1-r01-tor"]()  # the switches screen on top is reused
         await pilot.pause()
         assert app.screen.selected == "dal1-r01-tor"
-        assert len(app.screen_stack) == 4
+        assert len(app.screen_stack) == 3  # fleet, racks, switches
         by_text["fleet screen"]()
         await pilot.pause()
         assert isinstance(app.screen, FleetScreen)

@@ -128,3 +128,29 @@ async def test_row_styles_follow_a_theme_change() -> None:
         after = table._get_row_style(1, Style())
         assert after == DataTable._get_row_style(table, 1, Style())
         assert after != before
+
+
+async def test_changed_rows_are_painted_again_from_their_new_cells() -> None:
+    """Renderings are cached per row version: a change (in place, or marked stale while off
+    screen) is painted anew, and the rows that did not change keep their cached lines."""
+    app = TableApp(NAMES)
+    async with app.run_test(size=(80, 20)) as pilot:
+        table = app.query_one(FleetTable)
+        await pilot.pause()
+
+        def line(y: int) -> str:
+            return table._render_line(y, 0, table.size.width, Style()).text
+
+        assert "error 5" not in line(2)
+        before_other = table._render_line(3, 0, table.size.width, Style())
+        table.update_cells([("n001", "error", Text("error 5: in place"))])  # row 1 is line y=2
+        assert "error 5: in place" in line(2)
+        assert table._render_line(3, 0, table.size.width, Style()) is before_other  # still cached
+        # changed while off screen: marked stale, remade when it scrolls into view
+        far = table.row_count - 1
+        app.versions[NAMES[far]] = 3
+        table.mark_stale([NAMES[far]])
+        table.move_cursor(row=far, animate=False)
+        await pilot.pause()
+        shown = [table.render_line(y).text for y in range(table.size.height)]  # as scrolled
+        assert any("error 3: xxxxxxxxxxx" in text for text in shown)

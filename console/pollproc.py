@@ -1,0 +1,337 @@
+"""The poller in a process of its own, feeding a :class:`~console.fleet.Fleet` in this one.
+
+The console polls thousands of BMCs; on a thread of the UI's process that work
+shares the interpreter lock with the screen, and a keypress waited behind it
+(``bench/tui_scale.py``: cursor-move p95 60-70 ms, filter 100-250 ms at 5,000
+nodes while polling).  In a child process the poller has its own interpreter, and
+what crosses over is the state that changed:
+
+- the child runs a :class:`~console.poller.Poller` on its own Fleet and, every
+  ``FLUSH_S`` seconds, sends the changed nodes' and switches' states (pickled
+  dataclasses) over a pipe;
+- a reader thread here puts them into the console's Fleet
+  (:meth:`Fleet.absorb`), which marks them changed for the screens, as a poll in
+  this process would;
+- polls asked for now (the node screen's ``r``) are requests; their results
+  arrive before the reply does;
+- the child's log records are re-logged here (the child's stdout and stderr go
+  to /dev/null: a stray print must not scribble over the screen);
+- the child runs at a lower priority (``NICE``): on a busy machine a keypress is
+  served first, and the polls wait;
+- :meth:`PollerProcess.aclose` asks the child to log out of every BMC and waits
+  for it (bounded), then ends it.  If this process dies, the child sees the pipe
+  close and logs out on its own.
+
+This is the seam DESIGN.md plans for a per-site poller service: the console only
+sees Fleet states arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, Iterable
+
+from console.fleet import Fleet
+from console.poller import PollConfig, Poller, settle
+from console.secrets import Secrets
+from inventory.model import Site
+
+__all__ = ["PollerProcess", "PollerGone"]
+
+log = logging.getLogger(__name__)
+
+#: how often the child sends what changed (the console drains its Fleet at 20 Hz)
+FLUSH_S = 0.05
+#: the poller's scheduling priority, below the console's (nice(2) increment)
+NICE = 10
+#: how long aclose() waits for the child to log out of every BMC
+CLOSE_TIMEOUT_S = 20.0
+
+
+class PollerGone(Exception):
+    """The poller's process ended (or was never started); the text says why."""
+
+
+class PollerProcess:
+    """A Poller in a child process; its observations land in ``fleet`` here."""
+
+    def __init__(self, site: Site, fleet: Fleet, secrets: Secrets, config: PollConfig) -> None:
+        self.site = site
+        self.fleet = fleet
+        self.secrets = secrets
+        self.config = config
+        #: why the poller's process ended, when it ended other than by aclose()
+        self.failure: str | None = None
+        self._proc = None
+        self._conn = None
+        self._reader: threading.Thread | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._closing = False
+        self._closed = False
+
+    # ------------------------------------------------------------ life
+    def start(self) -> None:
+        """Start the child and the reader.
+
+        The child is ``python -m console.pollproc FD`` over a socket pair (not
+        multiprocessing: its spawn wants a real stderr, which a TUI has replaced), in a
+        session of its own: a terminal's signals are the console's to handle, and if
+        the console dies the child sees the socket close and logs out of every BMC.
+        """
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "console.pollproc", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+            self._conn = Connection(ours.detach())
+        self._conn.send(("setup", self.site, self.secrets.detached(), self.config, logging.getLogger().level))
+        self._reader = threading.Thread(target=self._read, name="poller-pipe", daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self.failure is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def aclose(self) -> None:
+        """Log out of every BMC (in the child), then end the child; idempotent, bounded."""
+        if self._closed or self._proc is None:
+            return
+        self._closed = True
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._request("close"), CLOSE_TIMEOUT_S)
+        except (PollerGone, asyncio.TimeoutError) as exc:
+            log.warning("poller process did not close cleanly: %s", exc or "timed out")
+        try:
+            await asyncio.to_thread(self._proc.wait, 5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            await asyncio.to_thread(self._proc.wait, 5)
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.join, 5)
+
+    # ------------------------------------------------------------ asks
+    async def poll_node(self, name: str, jobs: Iterable[str] = ("power",)) -> None:
+        """Poll ``jobs`` of node ``name`` now (no backoff); its state is in the Fleet on return."""
+        await self._request("poll_node", name, tuple(jobs))
+
+    async def poll_switch(self, name: str) -> None:
+        """Poll switch ``name`` now; its state is in the Fleet on return."""
+        await self._request("poll_switch", name)
+
+    async def _request(self, kind: str, *args: Any) -> None:
+        if self._conn is None or self.failure is not None:
+            raise PollerGone(self.failure or "the poller is not running")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        rid = next(self._ids)
+        with self._lock:
+            self._waiting[rid] = (loop, future)
+        try:
+            with self._send_lock:
+                self._conn.send((kind, rid, *args))
+        except (OSError, ValueError) as exc:
+            with self._lock:
+                self._waiting.pop(rid, None)
+            raise PollerGone(f"the poller's process is gone ({exc})") from None
+        try:
+            error = await future
+        finally:
+            with self._lock:
+                self._waiting.pop(rid, None)
+        if error:
+            raise PollerGone(error) if kind == "close" else RuntimeError(error)
+
+    # ------------------------------------------------------------ the pipe
+    def _read(self) -> None:
+        """Reader thread: states into the Fleet, replies to their askers, logs re-logged."""
+        why = "the poller's process ended"
+        try:
+            while True:
+                try:
+                    message = self._conn.recv()
+                except (EOFError, OSError):
+                    break
+                kind = message[0]
+                if kind == "states":
+                    _, nodes, switches, last_sweep_at = message
+                    self.fleet.absorb(nodes, switches, last_sweep_at)
+                elif kind == "reply":
+                    self._resolve(message[1], message[2])
+                elif kind == "log":
+                    _, level, name, text = message
+                    logging.getLogger(name).log(level, "%s", text)
+                elif kind == "failed":
+                    why = f"the poller failed: {message[1]}"
+                    log.error("%s", why)
+        finally:
+            if not self._closing:
+                self.failure = why
+                code = self._proc.poll() if self._proc is not None else None
+                log.error("%s (exit code %s)", why, code)
+            with self._lock:
+                waiting, self._waiting = self._waiting, {}
+            for rid in waiting:
+                self._resolve(rid, why, waiting)
+
+    def _resolve(self, rid: int, error: str | None, table: dict | None = None) -> None:
+        with self._lock:
+            entry = (table if table is not None else self._waiting).get(rid)
+        if entry is None:
+            return
+        loop, future = entry
+
+        def settle_future() -> None:
+            if not future.done():
+                future.set_result(error)
+
+        try:
+            loop.call_soon_threadsafe(settle_future)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+
+# ---------------------------------------------------------------- the child
+class _PipeLogHandler(logging.Handler):
+    def __init__(self, send) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self._send(("log", record.levelno, record.name, text))
+        except Exception:  # noqa: BLE001 - a log record must never take the poller down
+            pass
+
+
+def _child_main(fd: int) -> None:
+    """The child's whole life: poll until asked to close or the console goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console decides when polling ends
+    try:  # background work: on a busy jump host the operator's keypress comes first
+        os.nice(NICE)
+    except OSError:
+        pass
+    conn = Connection(fd)
+    try:
+        kind, site, secrets, config, level = conn.recv()
+    except (EOFError, OSError, ValueError):
+        return
+    if kind != "setup":
+        return
+    send_lock = threading.Lock()
+
+    def send(message) -> None:
+        with send_lock:
+            conn.send(message)
+
+    root = logging.getLogger()
+    root.handlers[:] = [_PipeLogHandler(send)]
+    root.setLevel(level)
+    try:
+        asyncio.run(_serve(conn, send, site, secrets, config))
+    except Exception as exc:  # noqa: BLE001 - said to the console, which shows it
+        logging.getLogger(__name__).exception("poller process failed")
+        try:
+            send(("failed", f"{type(exc).__name__}: {exc}"))
+        except (OSError, ValueError):
+            pass
+    finally:
+        conn.close()
+
+
+async def _serve(conn, send, site: Site, secrets: Secrets, config: PollConfig) -> None:
+    loop = asyncio.get_running_loop()
+    fleet = Fleet(site)
+    poller = Poller(site, fleet, secrets, config)
+    poller.start()
+    done = loop.create_future()
+    asks: set[asyncio.Task] = set()
+
+    def flush() -> None:
+        nodes, switches = fleet.drain_changes()
+        if nodes or switches:
+            send(("states", {n: fleet.nodes[n] for n in nodes}, {s: fleet.switches[s] for s in switches},
+                  fleet.last_sweep_at))
+
+    async def answer(rid: int, make) -> None:
+        error = None
+        try:
+            await make()
+        except asyncio.CancelledError:
+            error = "cancelled: the poller is closing"
+        except Exception as exc:  # noqa: BLE001 - the asker gets the reason
+            error = f"{type(exc).__name__}: {exc}"
+        flush()  # the results first, then the reply
+        send(("reply", rid, error))
+
+    def readable() -> None:
+        try:
+            while conn.poll():
+                message = conn.recv()
+                kind, rid, *args = message
+                if kind == "poll_node":
+                    name, jobs = args
+                    make = lambda name=name, jobs=jobs: poller.poll_node(name, jobs, asked=True)  # noqa: E731
+                elif kind == "poll_switch":
+                    make = lambda name=args[0]: poller.poll_switch(name)  # noqa: E731
+                elif kind == "close":
+                    if not done.done():
+                        done.set_result(rid)
+                    continue
+                else:
+                    send(("reply", rid, f"unknown request {kind!r}"))
+                    continue
+                task = loop.create_task(answer(rid, make))
+                asks.add(task)
+                task.add_done_callback(asks.discard)
+        except (EOFError, OSError):  # the console is gone: log out and end
+            loop.remove_reader(conn.fileno())
+            if not done.done():
+                done.set_result(None)
+
+    loop.add_reader(conn.fileno(), readable)
+    try:
+        while not done.done():
+            await asyncio.wait([done], timeout=FLUSH_S)
+            flush()
+    finally:
+        loop.remove_reader(conn.fileno())
+        for task in list(asks):
+            task.cancel()
+        await poller.aclose()
+        await settle()
+        rid = done.result() if done.done() else None
+        try:
+            flush()
+            if rid is not None:
+                send(("reply", rid, None))
+        except (OSError, ValueError):
+            pass
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]))

@@ -1,0 +1,172 @@
+"""The poller in its own process (console/pollproc.py), against the demo lab.
+
+What crosses the socket is checked on the console's side: states in its Fleet,
+polls asked for now, log records, and every BMC session logged out however the
+child ends: closed, console killed, child killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import pickle
+import textwrap
+import time
+
+import pytest
+
+from console.cli import SiteContext
+from console.fleet import Fleet
+from console.poller import PollConfig
+from console.pollproc import PollerGone, PollerProcess
+from console.secrets import Secrets
+from screens.app import make_app
+from textual.widgets import Static
+from tests.support import wait_until
+
+FAST = PollConfig(power_interval=1.0, sensors_interval=600, events_interval=600, identity_interval=600,
+                  image_interval=600, switch_interval=5, timeout=10.0, min_interval=0.0)
+
+
+@pytest.fixture(scope="module")
+def own_lab(private_runtime_dir):
+    """A demo lab for the tests that kill a process: the sessions it could not log out of
+    linger for a minute, which must not touch the session-wide lab others count on."""
+    from console import site as sites
+    from console.lab.lab import Lab
+
+    with Lab(sites.load("demo"), ephemeral=True, time_scale=0.02) as lab:
+        yield lab
+
+
+def no_sessions(lab) -> bool:
+    return lab.sessions() == {"ipmi": 0, "redfish": 0}
+
+
+async def test_states_arrive_polls_run_now_and_close_logs_out(demo_lab, caplog) -> None:
+    site = demo_lab.effective_site()
+    fleet = Fleet(site)
+    process = PollerProcess(site, fleet, Secrets(lab=demo_lab.secrets), FAST)
+    caplog.set_level(logging.DEBUG)
+    process.start()
+    try:
+        await wait_until(lambda: all(st.last_success for st in fleet.nodes.values()), timeout=60)
+        assert fleet.nodes["dal1-r01-n13"].power == "off"  # the lab's powered-off node
+        assert fleet.drain_changes()[0] == {n.name for n in site.nodes}  # arrivals count as changes
+        assert fleet.nodes["dal1-r01-n01"].sensors is None  # sensors every 10 min: not yet
+        await process.poll_node("dal1-r01-n01", ("sensors",))
+        assert fleet.nodes["dal1-r01-n01"].sensors  # there on return: the states came first
+        switch = site.switches[0].name
+        await process.poll_switch(switch)
+        assert fleet.switches[switch].last_success is not None
+        assert process.alive and process.pid != os.getpid()
+    finally:
+        await process.aclose()
+    assert process.failure is None
+    assert process._proc.returncode == 0
+    assert no_sessions(demo_lab)
+    # the child's log records are re-logged here, under their own logger names: this
+    # process made no HTTP request, the child logged out of every Redfish BMC
+    logouts = [r for r in caplog.records if r.name == "httpx" and "DELETE" in r.getMessage()]
+    assert len(logouts) == sum(1 for n in site.nodes if n.bmc.protocol == "redfish")
+
+
+async def test_a_killed_child_is_reported_and_asks_fail_fast(own_lab) -> None:
+    site = own_lab.effective_site()
+    fleet = Fleet(site)
+    process = PollerProcess(site, fleet, Secrets(lab=own_lab.secrets), FAST)
+    process.start()
+    try:
+        await wait_until(lambda: any(st.last_success for st in fleet.nodes.values()), timeout=60)
+        os.kill(process.pid, signal.SIGKILL)
+        await wait_until(lambda: process.failure is not None, timeout=10)
+        assert not process.alive
+        assert "ended" in process.failure
+        with pytest.raises(PollerGone):
+            await asyncio.wait_for(process.poll_node("dal1-r01-n01", ("power",)), 5)
+    finally:
+        await process.aclose()  # bounded, even with nobody to answer
+    # SIGKILL gave the child no chance to log out: the lab's sessions time out on their
+    # own (what a real BMC does too); nothing here waits for that.
+
+
+CONSOLE = textwrap.dedent("""
+    import asyncio, pickle, sys
+    from console.fleet import Fleet
+    from console.poller import PollConfig
+    from console.pollproc import PollerProcess
+
+    with open(sys.argv[1], "rb") as f:
+        site, secrets = pickle.load(f)
+
+    async def main():
+        fleet = Fleet(site)
+        process = PollerProcess(site, fleet, secrets, PollConfig(power_interval=1.0))
+        process.start()
+        while not all(st.last_success for st in fleet.nodes.values()):
+            await asyncio.sleep(0.1)
+        print(process.pid, flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+""")
+
+
+async def test_when_the_console_dies_the_child_logs_out_and_ends(private_runtime_dir, tmp_path) -> None:
+    """A console killed outright (SIGKILL, a dropped SSH session) leaves no BMC session open."""
+    from console import site as sites
+    from console.lab.lab import Lab
+
+    with Lab(sites.load("demo"), ephemeral=True, time_scale=0.02) as lab:
+        await _console_dies(lab, tmp_path)
+
+
+async def _console_dies(own_lab, tmp_path) -> None:
+    state = tmp_path / "console.pickle"
+    state.write_bytes(pickle.dumps((own_lab.effective_site(), Secrets(lab=own_lab.secrets).detached())))
+    state.chmod(0o600)
+    assert no_sessions(own_lab)
+    console = subprocess.Popen([sys.executable, "-c", CONSOLE, str(state)], stdout=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(console.stdout.readline), 90)
+        child = int(line)
+        assert own_lab.sessions()["ipmi"] > 0
+        console.kill()
+        console.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the poller's process outlived its console by 30 s")
+        assert no_sessions(own_lab)
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait(10)
+
+
+async def test_the_console_restarts_a_poller_that_died(own_lab) -> None:
+    app = make_app(SiteContext(own_lab.effective_site(), Secrets(lab=own_lab.secrets)), poll_config=FAST)
+    app.POLLER_RESTART_S = 1.5
+    async with app.run_test(size=(100, 30)):
+        await wait_until(lambda: app.poll_process is not None and app.poll_process.alive, timeout=30)
+        first = app.poll_process
+        os.kill(first.pid, signal.SIGKILL)
+        banner = app.screen.query_one("#banner", Static)
+        await wait_until(lambda: banner.display and "polling stopped" in str(banner.render()), timeout=10)
+        await wait_until(lambda: app.poll_process is not first and app.poll_process.alive, timeout=30)
+        app.fleet.nodes["dal1-r01-n01"].last_success = None
+        await wait_until(lambda: app.fleet.nodes["dal1-r01-n01"].last_success is not None, timeout=30)
+        assert app.staleness() is None
+        await app.action_quit()
+    await first.aclose()  # already gone: returns at once
