@@ -386,7 +386,9 @@ class AttrIndex:
 class _Resolver:
     """Resolves terms against one inventory; caches attributes for one select()."""
 
-    def __init__(self, names: Sequence[str], attrs: Attrs, groups: Mapping[str, Sequence[str]]):
+    def __init__(self, names: Sequence[str], attrs: Attrs, groups: Mapping[str, Sequence[str]],
+                 vocabulary: Collection[str] = ()):
+        self.vocabulary = frozenset(w.casefold() for w in vocabulary)
         self.names = names
         self.name_set = frozenset(names)
         self.groups = groups
@@ -441,7 +443,7 @@ class _Resolver:
                 for n in self.names
                 if any(folded == value.casefold() for v in self.attrs(n).values() for value in _values(v))
             }
-        if not found:
+        if not found and folded not in self.vocabulary:
             raise SelectionError(f"unknown node(s): {word} (and no node has {word!r} as an attribute value)")
         return found
 
@@ -484,6 +486,7 @@ def select(
     attrs: Attrs,
     groups: Mapping[str, Sequence[str]] = _NO_GROUPS,
     allow_empty: bool = False,
+    vocabulary: Collection[str] = (),
 ) -> list[str]:
     """The nodes of ``names`` that ``expr`` selects, in the order of ``names``.
 
@@ -492,12 +495,15 @@ def select(
     ``@``) to its members; members not in ``names`` are ignored.  ``expr`` may be
     text or a :class:`Selection` from :func:`parse`.
 
+    ``vocabulary`` are words that select nothing rather than fail when no node has
+    them now (live states such as ``off``: a live filter for them is not a typo).
+
     Raises :class:`SelectionError` for a malformed selection, an unknown node,
-    group or attribute, a word no node has, and, unless ``allow_empty``, for a
-    selection that matches nothing.
+    group or attribute, a word no node has (outside ``vocabulary``), and, unless
+    ``allow_empty``, for a selection that matches nothing.
     """
     selection = expr if isinstance(expr, Selection) else parse(expr)
-    resolver = _Resolver(names, attrs, groups)
+    resolver = _Resolver(names, attrs, groups, vocabulary)
     included: set[str] = set()
     excluded: set[str] = set()
     for term in selection.terms:

@@ -11,7 +11,7 @@ import time
 from rich.text import Text
 from textual.message import Message
 
-__all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "node_words"]
+__all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "node_words", "words_signature", "STATE_WORDS"]
 
 
 class FleetChanged(Message):
@@ -82,3 +82,16 @@ def node_words(fleet, node) -> dict[str, object]:
         "stale" if st.last_success is None else None,
     ) if w)
     return attrs
+
+
+def words_signature(st) -> tuple:
+    """What :func:`node_words` reads of a node's live state: while it is the same, so are
+    the words (a poll that only moved the node's timestamps changes nothing to select by)."""
+    return (st.power, st.health, st.image_running, st.discovered_port, bool(st.port_evidence),
+            bool(st.errors), st.last_success is None)
+
+
+#: every live state word :func:`node_words` can give: a filter for one of them is valid
+#: (and live) even while no node has it
+STATE_WORDS = frozenset({"on", "off", "unknown", "ok", "warning", "critical", "drift", "unmanaged",
+                         "match", "mismatch", "ambiguous", "error", "miscabled", "stale"})

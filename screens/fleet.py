@@ -3,10 +3,10 @@
 The columns follow the terminal width (:func:`layout`): full forms while they fit,
 then compact ones, then PORT and IMAGE go; NODE, AGE and ERROR always stay, ERROR
 taking the room left over.  Built for thousands of nodes (``bench/tui_scale.py``):
-:class:`FleetTable` re-renders only changed cells, rows off screen are remade when
-they scroll into view, the summary counts move per changed node, and typing a
-filter selects in a thread.  (~680 lines: FleetTable would stand well in its own
-module.)
+:class:`~screens.table.FleetTable` re-renders only changed rows, rows off screen
+are remade when they scroll into view, the summary counts move per changed node,
+and the filter selects through an index of every node's words
+(:class:`~inventory.selection.AttrIndex`), kept current a slice at a time.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from inventory.errors import FleetError
 from inventory.ranges import natural_key
 from inventory.selection import AttrIndex, select
-from screens.common import FleetChanged, age_text, node_words, status_text
+from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, status_text, words_signature
 from screens.table import FleetTable, same_cell
 
 __all__ = ["FleetScreen", "FleetTable", "COLUMNS", "Column", "layout"]
@@ -114,8 +114,9 @@ class FleetScreen(Screen):
 
     The columns follow the terminal width (:func:`layout`).  Rows are built once per
     filter or layout change from a per-node cell cache; a :class:`FleetChanged`
-    batch updates only the cells that changed, and rows keep their place until the
-    next sort or filter (a live re-sort would make rows jump under the cursor).
+    batch updates only the cells that changed.  The filter is live (a node that
+    powers off joins ``off``); rows keep their order until the next sort (a live
+    re-sort would make rows jump under the cursor).
     """
 
     CSS_PATH = "fleet.tcss"
@@ -145,6 +146,7 @@ class FleetScreen(Screen):
         self._cache: dict[str, dict[str, object]] = {}  # name -> column key -> cell
         self._index: AttrIndex | None = None  # every node's selection words, for the filter
         self._index_built = False
+        self._signatures: dict[str, tuple] = {}  # name -> words_signature when last indexed
         self._counts: Text | None = None  # the summary's counts, rendered
         self._summary_shown = Text()
         self._banner_shown: str | None = None
@@ -281,7 +283,8 @@ class FleetScreen(Screen):
         if not text.strip():
             return list(names)
         try:
-            return select(text, names, attrs=self._index, groups=fleet.site.groups, allow_empty=True)
+            return select(text, names, attrs=self._index, groups=fleet.site.groups, allow_empty=True,
+                          vocabulary=STATE_WORDS)
         except FleetError as exc:
             return exc
 
@@ -335,6 +338,8 @@ class FleetScreen(Screen):
         raise ValueError(f"no column {key!r}")
 
     def _sorted(self, names: list[str]) -> list[str]:
+        if not self.sort_key and not self._sort_reverse:
+            return list(names)  # a selection comes in inventory order
         if not self.sort_key:
             index = {n.name: i for i, n in enumerate(self.fleet.site.nodes)}
             return sorted(names, key=index.__getitem__, reverse=self._sort_reverse)
@@ -367,7 +372,14 @@ class FleetScreen(Screen):
         self._counts = None
         if self._tally is not None:
             self._recount(message.nodes)
-        self._index.invalidate(message.nodes)
+        nodes, signatures = self.fleet.nodes, self._signatures
+        moved = []
+        for name in message.nodes:
+            signature = words_signature(nodes[name])
+            if signatures.get(name) != signature:
+                signatures[name] = signature
+                moved.append(name)
+        self._index.invalidate(moved)
         table = self.query_one(FleetTable)
         keys = [key for key, _, _ in self.columns]
         # cells are remade now only for rows on screen; the others when they scroll into view
@@ -383,6 +395,12 @@ class FleetScreen(Screen):
             changes += [(name, key, new[key]) for key in keys if old is None or not same_cell(old[key], new[key])]
         table.mark_stale(later)
         table.update_cells(changes)
+        if moved and self.filter_text.strip():
+            # the filter is live: nodes whose state words moved may now be in or out
+            chosen = self._select(self.filter_text)
+            if not isinstance(chosen, FleetError) and set(chosen) != set(self.shown):
+                self._show_filter(self.filter_text, chosen)
+                return
         self._refresh_summary()
 
     def _tick(self) -> None:

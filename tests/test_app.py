@@ -106,13 +106,34 @@ async def test_keys_filter_mark_and_sort(ctx):
         assert first == "dal1-r01-gpu01"
 
 
+async def test_the_filter_follows_live_state(ctx):
+    """A state-word filter is live: a node that powers off joins ``off``, and leaves it when
+    it is on again; rows stay put for changes that do not move a node in or out."""
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await pilot.press("slash", "o", "f", "f", "enter")
+        assert screen.shown == []  # nothing polled yet: every power is unknown
+        app.fleet.node_ok("dal1-r02-n07", "power", power="off")
+        app.fleet.node_ok("dal1-r01-n02", "power", power="on")
+        await pilot.pause(0.2)  # the app drains changes 20 times a second
+        assert screen.shown == ["dal1-r02-n07"] and table.row_count == 1
+        app.fleet.node_ok("dal1-r01-n03", "power", power="off")
+        await pilot.pause(0.2)
+        assert screen.shown == ["dal1-r01-n03", "dal1-r02-n07"]
+        app.fleet.node_ok("dal1-r02-n07", "power", power="on")
+        await pilot.pause(0.2)
+        assert screen.shown == ["dal1-r01-n03"]
+        assert "1/89 shown" in str(screen.query_one("#summary", Static).render())
+
+
 async def test_bad_filter_is_marked_not_raised(ctx):
     app = make_app(ctx, poll=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("slash")
         for ch in "@nosuch":
             await pilot.press(ch)
-        await app.workers.wait_for_complete()  # typing filters in a thread
         await pilot.pause()
         inp = app.screen.query_one("#filter", Input)
         assert inp.has_class("bad") and "unknown group" in str(inp.tooltip)

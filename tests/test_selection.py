@@ -492,3 +492,13 @@ def test_index_reads_each_node_once_until_invalidated() -> None:
     index.invalidate(["dal1-r01-n01"])
     select("off", NAMES, attrs=index)
     assert len(reads) == len(NAMES) + 1
+
+
+def test_a_vocabulary_word_no_node_has_selects_nothing() -> None:
+    """Live state words (the TUI's ``off``) select nothing while no node has them; other
+    unknown words are still typos."""
+    assert select("critical", NAMES, attrs=_attrs, allow_empty=True, vocabulary={"warning"}) == sel("critical")
+    assert select("Warning", NAMES, attrs=_attrs, allow_empty=True, vocabulary={"warning"}) == []
+    assert select("warning,off", NAMES, attrs=_attrs, vocabulary={"warning"}) == sel("off")
+    with pytest.raises(SelectionError, match="unknown node"):
+        select("warnin", NAMES, attrs=_attrs, allow_empty=True, vocabulary={"warning"})
