@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Iterable
 
 from console.fleet import Fleet
@@ -49,6 +50,8 @@ __all__ = ["PollerProcess", "PollerGone"]
 
 log = logging.getLogger(__name__)
 
+#: the directory holding the ``console`` package this module was imported from
+_CODE_ROOT = str(Path(__file__).resolve().parents[1])
 #: how often the child sends what changed (the console drains its Fleet at 20 Hz)
 FLUSH_S = 0.05
 #: the poller's scheduling priority, below the console's (nice(2) increment)
@@ -92,10 +95,13 @@ class PollerProcess:
         """
         ours, theirs = socket.socketpair()
         with ours, theirs:
+            # the child imports this very code, wherever it was imported from here
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_CODE_ROOT, env.get("PYTHONPATH")) if p)
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "console.pollproc", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True)
+                stderr=subprocess.DEVNULL, start_new_session=True, env=env)
             self._conn = Connection(ours.detach())
         self._conn.send(("setup", self.site, self.secrets.detached(), self.config, logging.getLogger().level))
         self._reader = threading.Thread(target=self._read, name="poller-pipe", daemon=True)
