@@ -15,6 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual.cache import LRUCache
 from textual._segment_tools import line_crop
 from textual.coordinate import Coordinate
 from textual.geometry import Region
@@ -33,6 +34,19 @@ def same_cell(a, b) -> bool:
 
 
 _JOIN = Text("")
+
+
+def unlink(cache) -> None:
+    """Break the ring of a Textual LRUCache about to be cleared.
+
+    Its entries are a doubly linked ring; ``clear()`` drops the ring whole, which only
+    the cyclic garbage collector can free: thousands of entries per filter, collected in
+    50-120 ms pauses while typing (``bench/tui_scale.py``).  Emptied first, every entry
+    is freed at once by reference counting."""
+    links = getattr(cache, "_cache", None)
+    if isinstance(cache, LRUCache) and links:
+        for link in links.values():
+            link.clear()
 
 
 def cell_segments(console, text: Text, inner: int, pad: int) -> list[Segment]:
@@ -107,7 +121,8 @@ class FleetTable(DataTable):
         versions = self._versions
         for row in rows:
             versions[row] = versions.get(row, 0) + 1
-        self._row_renderable_cache.clear()  # the stock path's, by row index: a screenful
+        unlink(self._row_renderable_cache)  # the stock path's, by row index: a screenful
+        self._row_renderable_cache.clear()
 
     def _freshen(self, row_key: RowKey) -> None:
         if row_key in self._stale:
@@ -242,6 +257,9 @@ class FleetTable(DataTable):
 
     def _clear_caches(self) -> None:
         self._row_styles.clear()
+        for name in ("_row_render_cache", "_cell_render_cache", "_row_renderable_cache", "_line_cache",
+                     "_offset_cache", "_ordered_row_cache"):
+            unlink(getattr(self, name, None))
         super()._clear_caches()
 
     def _render_line_in_row(self, row_key, line_no, base_style, cursor_location, hover_location):
