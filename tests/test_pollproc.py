@@ -157,7 +157,7 @@ async def _console_dies(own_lab, tmp_path) -> None:
 
 async def test_the_console_restarts_a_poller_that_died(own_lab) -> None:
     app = make_app(SiteContext(own_lab.effective_site(), Secrets(lab=own_lab.secrets)), poll_config=FAST)
-    app.POLLER_RESTART_S = 1.5
+    app.POLLER_RESTART_S = 3.0  # the banner (redrawn each second) has time to say it
     async with app.run_test(size=(100, 30)):
         await wait_until(lambda: app.poll_process is not None and app.poll_process.alive, timeout=30)
         first = app.poll_process
