@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+import time
+from typing import Callable, TypeVar
 
-__all__ = ["wait_until"]
+__all__ = ["wait_for", "wait_until"]
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition",
+             interval: float = 0.01) -> T:
+    """Poll ``predicate`` every ``interval`` seconds until it is true and return its value;
+    fail after ``timeout`` seconds.  For code outside an event loop (labs, threads)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:

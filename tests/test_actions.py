@@ -23,6 +23,7 @@ from console.drivers import open_bmc
 from console.journal import Journal, read_entries
 from console.locks import Locks
 from console.secrets import Secrets
+from tests import support
 
 SITE_YAML = """\
 site: acttest
@@ -124,13 +125,7 @@ def machine(lab, node):
 
 
 def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return support.wait_for(pred, timeout, what, interval=0.02)
 
 
 def set_power(lab, nodes, on: bool, *, running: bool = True) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from textual.widgets import DataTable, Input, Static
 
@@ -12,6 +10,7 @@ from inventory.ranges import natural_key
 from console.poller import PollConfig
 from console.secrets import Secrets
 from screens.app import make_app
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -23,27 +22,17 @@ FAST = PollConfig(power_interval=1.0, sensors_interval=60, events_interval=60, i
                   image_interval=2.0, switch_interval=5, timeout=10.0, min_interval=0.0)
 
 
-async def wait_until(pilot, predicate, timeout=30.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.1)  # not pilot.pause: the screen is never idle while polling runs
-    raise AssertionError("condition not met in time")
-
-
 async def test_fleet_screen_shows_live_state_and_filters(ctx, demo_lab):
     before = demo_lab.sessions()
     app = make_app(ctx, poll_config=FAST, read_only=True)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40)):
         table = app.screen.query_one(DataTable)
         assert table.row_count == 89
         try:
-            await wait_until(pilot, lambda: all(st.last_success for st in app.fleet.nodes.values()))
+            await wait_until(lambda: all(st.last_success for st in app.fleet.nodes.values()))
         except AssertionError:
             raise AssertionError({k: st.errors for k, st in app.fleet.nodes.items() if not st.last_success})
-        await wait_until(pilot, lambda: "off" in table.get_cell("dal1-r01-n13", "power").plain)
+        await wait_until(lambda: "off" in table.get_cell("dal1-r01-n13", "power").plain)
         assert "critical" in table.get_cell("dal1-r01-n07", "health").plain
         assert "READ-ONLY" in app.sub_title
         summary = str(app.screen.query_one("#summary", Static).render())
@@ -54,18 +43,18 @@ async def test_fleet_screen_shows_live_state_and_filters(ctx, demo_lab):
         screen = app.screen
         screen.action_filter()
         screen.query_one("#filter", Input).value = "off"
-        await wait_until(pilot, lambda: len(screen.shown) == 3)
+        await wait_until(lambda: len(screen.shown) == 3)
         assert set(screen.shown) == {"dal1-r01-n13", "dal1-r03-n20", "dal1-r03-n21"}
         assert table.row_count == 3
         screen.action_clear_filter()
-        await wait_until(pilot, lambda: table.row_count == 89)
+        await wait_until(lambda: table.row_count == 89)
         assert table.row_count == 89
         # image polls go over SSH: slow on a loaded machine, hence the long wait
-        await wait_until(pilot, lambda: all(app.fleet.nodes[f"dal1-r02-n0{i}"].image_running for i in range(1, 6)),
+        await wait_until(lambda: all(app.fleet.nodes[f"dal1-r02-n0{i}"].image_running for i in range(1, 6)),
                          timeout=120)
         screen.action_filter()
         screen.query_one("#filter", Input).value = "rack=r02&drift"
-        await wait_until(pilot, lambda: len(screen.shown) == 5)
+        await wait_until(lambda: len(screen.shown) == 5)
         assert screen.shown == [f"dal1-r02-n0{i}" for i in range(1, 6)], screen.query_one("#filter", Input).tooltip
         screen.action_mark_all()
         assert screen.marked == set(screen.shown)
@@ -79,8 +68,8 @@ async def test_quitting_during_the_first_sweep_logs_out_of_every_bmc(ctx, demo_l
     must still leave no session open on any BMC (a leaked session locks BMCs out)."""
     before = demo_lab.sessions()
     app = make_app(ctx, poll_config=FAST)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: sum(1 for st in app.fleet.nodes.values() if st.last_success) >= 10)
+    async with app.run_test(size=(80, 24)):
+        await wait_until(lambda: sum(1 for st in app.fleet.nodes.values() if st.last_success) >= 10)
         assert app.poll_process is not None and app.poll_process.alive
         await app.action_quit()
     assert demo_lab.sessions() == before
@@ -146,7 +135,7 @@ async def test_stale_banner_when_nothing_answers(ctx):
     app = make_app(SiteContext(bad, ctx.secrets), poll_config=PollConfig(timeout=0.5, power_interval=0.5,
                                                                          image_interval=1e6, min_interval=0))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: all(st.error for st in app.fleet.nodes.values()))
+        await wait_until(lambda: all(st.error for st in app.fleet.nodes.values()))
         await pilot.pause(1.2)
         banner = app.screen.query_one("#banner", Static)
         assert banner.display and "no BMC has answered" in str(banner.render())

@@ -24,18 +24,11 @@ from console.lab.ipmi_bmc import IpmiLab
 from console.lab.machine import BootDevice, Machine, MachineSpec, Phase
 from console.secrets import Secret
 from inventory.model import Bmc
+from tests.support import wait_for
 
 USER, PASSWORD = "admin", "s3cret-pw"
 FROZEN_NOW = 1_700_000_000.0
 A, B, C = "127.81.0.1", "127.81.0.2", "127.81.0.3"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 async def until(read: Callable[[], Awaitable[object]], want: object, timeout: float = 5.0) -> None:

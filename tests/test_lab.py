@@ -12,24 +12,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncssh
 import pytest
 
 from console.lab.machine import parse_ipxe
+from tests import support
 from tests.conftest import need
 
 
-def wait_for(predicate, timeout=20.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+def wait_for(predicate, timeout=20.0):
+    return support.wait_for(predicate, timeout, interval=0.05)  # each look asks the lab over its socket
 
 
 def test_lab_serves_every_node_and_switch(demo_lab):

@@ -16,12 +16,13 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from console.lab.ipmi_bmc import IpmiLab
 from console.lab.machine import BootDevice, Machine, MachineSpec, Phase
+from tests.support import wait_for
 
 pytestmark = pytest.mark.thirdparty
 
@@ -42,14 +43,6 @@ class LabBmc:
     machine: Machine
     address: str
     port: int
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def ipmitool(bmc: LabBmc, *args: str, password: str = PASSWORD, user: str = USER, cipher: str | None = "3",

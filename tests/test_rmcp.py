@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -21,17 +21,10 @@ from console.lab.ipmi_bmc import IpmiLab
 from console.lab.machine import BootDevice, Machine, MachineSpec
 from console.secrets import Secret
 from inventory.model import Bmc
+from tests.support import wait_for
 
 USER, PASSWORD = b"admin", b"rmcp-pw"
 OK, FAN, PSU, HOT = "127.83.0.1", "127.83.0.2", "127.83.0.3", "127.83.0.4"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class Lab:
