@@ -81,7 +81,6 @@ class PollerProcess:
         self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._closing = False
         self._closed = False
 
     # ------------------------------------------------------------ life
@@ -120,7 +119,6 @@ class PollerProcess:
         if self._closed or self._proc is None:
             return
         self._closed = True
-        self._closing = True
         try:
             await asyncio.wait_for(self._request("close"), CLOSE_TIMEOUT_S)
         except (PollerGone, asyncio.TimeoutError) as exc:
@@ -184,7 +182,10 @@ class PollerProcess:
                     _, nodes, switches, last_sweep_at = message
                     self.fleet.absorb(nodes, switches, last_sweep_at)
                 elif kind == "reply":
-                    self._resolve(message[1], message[2])
+                    with self._lock:
+                        waiter = self._waiting.get(message[1])
+                    if waiter is not None:
+                        _settle(waiter, message[2])
                 elif kind == "log":
                     _, level, name, text = message
                     logging.getLogger(name).log(level, "%s", text)
@@ -192,30 +193,28 @@ class PollerProcess:
                     why = f"the poller failed: {message[1]}"
                     log.error("%s", why)
         finally:
-            if not self._closing:
+            if not self._closed:
                 self.failure = why
                 code = self._proc.poll() if self._proc is not None else None
                 log.error("%s (exit code %s)", why, code)
             with self._lock:
                 waiting, self._waiting = self._waiting, {}
-            for rid in waiting:
-                self._resolve(rid, why, waiting)
+            for waiter in waiting.values():
+                _settle(waiter, why)
 
-    def _resolve(self, rid: int, error: str | None, table: dict | None = None) -> None:
-        with self._lock:
-            entry = (table if table is not None else self._waiting).get(rid)
-        if entry is None:
-            return
-        loop, future = entry
 
-        def settle_future() -> None:
-            if not future.done():
-                future.set_result(error)
+def _settle(waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future], error: str | None) -> None:
+    """Answer an asker waiting on its own loop (from the reader thread)."""
+    loop, future = waiter
 
-        try:
-            loop.call_soon_threadsafe(settle_future)
-        except RuntimeError:  # that loop is closed: nobody is waiting any more
-            pass
+    def answer() -> None:
+        if not future.done():
+            future.set_result(error)
+
+    try:
+        loop.call_soon_threadsafe(answer)
+    except RuntimeError:  # that loop is closed: nobody is waiting any more
+        pass
 
 
 # ---------------------------------------------------------------- the child
