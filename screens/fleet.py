@@ -398,8 +398,8 @@ class FleetScreen(Screen):
         if moved and self.filter_text.strip():
             # the filter is live: nodes whose state words moved may now be in or out
             chosen = self._select(self.filter_text)
-            if not isinstance(chosen, FleetError) and set(chosen) != set(self.shown):
-                self._show_filter(self.filter_text, chosen)
+            if not isinstance(chosen, FleetError):
+                self._show_filter(self.filter_text, chosen)  # refills only if the set changed
                 return
         self._refresh_summary()
 
