@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textual import events  # noqa: E402
 from textual.screen import Screen  # noqa: E402
-from textual.widgets import DataTable  # noqa: E402
+from screens.table import FleetTable  # noqa: E402
 
 from console.cli import SiteContext  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
@@ -142,14 +142,14 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
     # poller on the app's event loop, as it was at first, for comparison
     app = make_app(SiteContext(site, secrets), poll=poll and poller_process, poll_config=PollConfig())
     background = app.poller if poll and not poller_process else None
-    first = asyncio.ensure_future(until_painted(lambda s: s.query_one(DataTable).row_count == n, timeout=120))
+    first = asyncio.ensure_future(until_painted(lambda s: s.query_one(FleetTable).row_count == n, timeout=120))
     t0 = time.perf_counter()
     async with app.run_test(size=size, notifications=False):
         out["first table"] = await first - t0
         if background is not None:
             background.start()
         screen: FleetScreen = app.screen  # type: ignore[assignment]
-        table = screen.query_one(DataTable)
+        table = screen.query_one(FleetTable)
         fleet = app.fleet
         await asyncio.sleep(3.0)  # let the poller's opening storm get going: measure under load
         polled = sum(1 for st in fleet.nodes.values() if st.last_success)

@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input, Static
 
 from inventory.errors import FleetError
 from inventory.ranges import natural_key
@@ -62,7 +62,7 @@ COMPACT_ORDER = ("image", "port", "power", "health")
 DROP_ORDER = ("port", "image")
 #: the error column never gets narrower than this (it takes all the room left over)
 ERROR_MIN = 12
-#: what DataTable draws around each cell (cell_padding 1 on both sides)
+#: what FleetTable draws around each cell (cell_padding 1 on both sides)
 CELL_PAD = 2
 #: nodes (re)read into the filter's index per 50 ms tick while it has some pending (~5 ms)
 INDEX_SLICE = 100
@@ -161,7 +161,7 @@ class FleetScreen(Screen):
         yield Static(id="summary")
         with Horizontal(id="filter-bar"):
             yield Input(placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…", id="filter")
-        yield FleetTable(id="fleet", cursor_type="row", zebra_stripes=True)
+        yield FleetTable(id="fleet")
         yield Footer()
 
     @property
@@ -201,9 +201,7 @@ class FleetScreen(Screen):
         self._cache.clear()
         cursor = self._cursor_name()
         with self.app.batch_update():
-            table.clear(columns=True)
-            for key, label, w in columns:
-                table.add_column(label, width=w, key=key)
+            table.set_columns(columns)
             self._fill(cursor)
 
     # ------------------------------------------------------------ rows
@@ -262,7 +260,7 @@ class FleetScreen(Screen):
         self.shown = self._sorted(self.shown)
         table.replace_rows(self.shown)
         if cursor is not None and cursor in table.rows:
-            table.move_cursor(row=table.get_row_index(cursor), animate=False)
+            table.move_cursor(row=table.get_row_index(cursor))
 
     def _node_words(self, name: str) -> dict[str, object]:
         return node_words(self.fleet, self.fleet.site.node(name))
@@ -346,14 +344,8 @@ class FleetScreen(Screen):
         return sorted(names, key=self._sort_value(self.sort_key), reverse=self._sort_reverse)
 
     def _sort(self) -> None:
-        """Reorder the rows in place (no rebuild): DataTable.sort by each row's rank."""
-        table = self.query_one(FleetTable)
-        cursor = self._cursor_name()
-        self.shown = self._sorted(self.shown)
-        rank = {name: i for i, name in enumerate(self.shown)}
-        table.sort("name", key=lambda cell: rank[cell.plain])
-        if cursor is not None:
-            table.move_cursor(row=rank[cursor], animate=False)
+        """Reorder the rows; the cursor stays on its node."""
+        self._fill(self._cursor_name())
 
     def sort_by(self, key: str, *, reverse: bool = False) -> None:
         """Sort the rows by column ``key`` (any column, shown or not)."""
@@ -385,16 +377,16 @@ class FleetScreen(Screen):
         # cells are remade now only for rows on screen; the others when they scroll into view
         top = max(0, table.scroll_offset.y - 2)
         on_screen = set(self.shown[top:top + table.size.height + 4])
-        changes, later = [], []
+        changed = []
         for name in message.nodes:
             old = self._cache.pop(name, None)
-            if name not in on_screen:  # in the table or not: its stored row is remade when shown
-                later.append(name)
+            if name not in on_screen:  # its cells are remade when it is shown
+                changed.append(name)
                 continue
             new = self._cells(name)
-            changes += [(name, key, new[key]) for key in keys if old is None or not same_cell(old[key], new[key])]
-        table.mark_stale(later)
-        table.update_cells(changes)
+            if old is None or any(not same_cell(old[key], new[key]) for key in keys):
+                changed.append(name)
+        table.refresh_rows(changed)
         if moved and self.filter_text.strip():
             # the filter is live: nodes whose state words moved may now be in or out
             chosen = self._select(self.filter_text)
@@ -409,15 +401,14 @@ class FleetScreen(Screen):
         now = self.app.clock()
         start = max(0, table.scroll_offset.y - 1)
         rows = self.shown[start:start + table.size.height + 2] if self.shown else []
-        changes = []
+        changed = []
         for name in rows:
-            if name in table.rows:
-                age = age_text(self.fleet.nodes[name].polled_at, now)
-                cells = self._cells(name)
-                if not same_cell(cells["age"], age):
-                    cells["age"] = age
-                    changes.append((name, "age", age))
-        table.update_cells(changes)
+            age = age_text(self.fleet.nodes[name].polled_at, now)
+            cells = self._cells(name)
+            if not same_cell(cells["age"], age):
+                cells["age"] = age
+                changed.append(name)
+        table.refresh_rows(changed)
         self._refresh_summary()
 
     def _summary_counts(self) -> Text:
@@ -504,7 +495,7 @@ class FleetScreen(Screen):
         inp.value = ""
         self.query_one("#filter-bar").display = False
         self._apply_filter("")
-        self.query_one(DataTable).focus()
+        self.query_one(FleetTable).focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -515,27 +506,17 @@ class FleetScreen(Screen):
         self._apply_filter(event.value)  # enter: the result now, whatever a thread is doing
         if not event.value.strip():
             self.query_one("#filter-bar").display = False
-        self.query_one(DataTable).focus()
+        self.query_one(FleetTable).focus()
 
     def _cursor_name(self) -> str | None:
-        table = self.query_one(FleetTable)
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.query_one(FleetTable).cursor_key
 
     def _redraw_marks(self, names) -> None:
-        table = self.query_one(FleetTable)
-        changes, hidden = [], []
+        names = list(names)
         for name in names:
-            mark = Text("●", style="bold") if name in self.marked else Text(" ")
             if name in self._cache:
-                self._cache[name]["mark"] = mark
-            if name in table.rows:
-                changes.append((name, "mark", mark))
-            else:
-                hidden.append(name)
-        table.update_cells(changes)
-        table.mark_stale(hidden)
+                self._cache[name]["mark"] = Text("●", style="bold") if name in self.marked else Text(" ")
+        self.query_one(FleetTable).refresh_rows(names)
         self._refresh_summary()
 
     def action_mark(self) -> None:
@@ -562,9 +543,9 @@ class FleetScreen(Screen):
         label = dict((k, lbl) for k, lbl, _ in self.columns)[self.sort_key]
         self.notify(f"sorted by {label}", timeout=1.5)
 
-    @on(DataTable.HeaderSelected)
-    def _header(self, event: DataTable.HeaderSelected) -> None:
-        key = event.column_key.value
+    @on(FleetTable.HeaderSelected)
+    def _header(self, event: FleetTable.HeaderSelected) -> None:
+        key = event.key
         self.sort_by(key, reverse=not self._sort_reverse if key == self.sort_key else False)
 
     def action_open_node(self) -> None:
@@ -572,9 +553,9 @@ class FleetScreen(Screen):
         if name:
             self.app.open_node(name)
 
-    @on(DataTable.RowSelected)
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_node(event.row_key.value)
+    @on(FleetTable.RowSelected)
+    def _row_selected(self, event: FleetTable.RowSelected) -> None:
+        self.app.open_node(event.key)
 
     def action_racks(self) -> None:
         self.app.open_screen("racks")

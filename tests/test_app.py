@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from console.cli import SiteContext
 from inventory.ranges import natural_key
 from console.poller import PollConfig
 from console.secrets import Secrets
 from screens.app import make_app
+from screens.table import FleetTable
 from tests.support import wait_until
 
 
@@ -26,7 +27,7 @@ async def test_fleet_screen_shows_live_state_and_filters(ctx, demo_lab):
     before = demo_lab.sessions()
     app = make_app(ctx, poll_config=FAST, read_only=True)
     async with app.run_test(size=(120, 40)):
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one(FleetTable)
         assert table.row_count == 89
         try:
             await wait_until(lambda: all(st.last_success for st in app.fleet.nodes.values()))
@@ -79,7 +80,7 @@ async def test_keys_filter_mark_and_sort(ctx):
     app = make_app(ctx, poll=False)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        table = screen.query_one(DataTable)
+        table = screen.query_one(FleetTable)
         await pilot.press("slash", "r", "a", "c", "k", "=", "r", "0", "3", "enter")
         assert len(screen.shown) == 29 and table.row_count == 29
         await pilot.press("space")
@@ -91,7 +92,7 @@ async def test_keys_filter_mark_and_sort(ctx):
         await pilot.press("escape")
         assert table.row_count == 89
         await pilot.press("s")  # sort by the next column (NODE)
-        first = table.coordinate_to_cell_key((0, 0)).row_key.value
+        first = table.row_key_at(0)
         assert first == "dal1-r01-gpu01"
 
 
@@ -101,7 +102,7 @@ async def test_the_filter_follows_live_state(ctx):
     app = make_app(ctx, poll=False)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
-        table = screen.query_one(DataTable)
+        table = screen.query_one(FleetTable)
         await pilot.press("slash", "o", "f", "f", "enter")
         assert screen.shown == []  # nothing polled yet: every power is unknown
         app.fleet.node_ok("dal1-r02-n07", "power", power="off")
@@ -126,7 +127,7 @@ async def test_bad_filter_is_marked_not_raised(ctx):
         await pilot.pause()
         inp = app.screen.query_one("#filter", Input)
         assert inp.has_class("bad") and "unknown group" in str(inp.tooltip)
-        assert app.screen.query_one(DataTable).row_count == 89  # the last good view stays
+        assert app.screen.query_one(FleetTable).row_count == 89  # the last good view stays
 
 
 async def test_stale_banner_when_nothing_answers(ctx):
@@ -146,32 +147,32 @@ async def test_columns_fit_the_width(ctx, width):
     """NODE, AGE and ERROR always fit on screen; PORT goes first, the rest get compact forms."""
     app = make_app(ctx, poll=False)
     async with app.run_test(size=(width, 24)) as pilot:
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one(FleetTable)
         await pilot.pause()
-        keys = [c.key.value for c in table.ordered_columns]
+        keys = [c.key for c in table.columns]
         assert {"mark", "name", "rack", "power", "health", "age", "error"} <= set(keys)
-        total = sum(c.get_render_width(table) for c in table.ordered_columns)
+        total = sum(c.width + 2 for c in table.columns)  # a blank either side of each cell
         assert total <= width - table.styles.scrollbar_size_vertical, (width, total, keys)
-        error = table.columns[next(k for k in table.columns if k.value == "error")]
-        assert error.width >= 12
+        by_key = {c.key: c for c in table.columns}
+        assert by_key["error"].width >= 12
         if width <= 80:
             assert "port" not in keys
         if width >= 160:
             assert "port" in keys and "image" in keys
-            assert str(table.columns[next(k for k in table.columns if k.value == "power")].label) == "POWER"
+            assert by_key["power"].label == "POWER"
 
 
 async def test_resize_keeps_rows_marks_and_cursor(ctx):
     app = make_app(ctx, poll=False)
     async with app.run_test(size=(200, 40)) as pilot:
         screen = app.screen
-        table = screen.query_one(DataTable)
+        table = screen.query_one(FleetTable)
         await pilot.press("down", "down", "space")
         marked = set(screen.marked)
         cursor = screen._cursor_name()
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
-        assert "port" not in [c.key.value for c in table.ordered_columns]
+        assert "port" not in [c.key for c in table.columns]
         assert table.row_count == 89 and screen.marked == marked and screen._cursor_name() == cursor
         name = next(iter(marked))
         assert table.get_cell(name, "mark").plain == "●"
@@ -183,7 +184,7 @@ async def test_sort_by_any_column_and_live_cells(ctx):
     app = make_app(ctx, poll=False, clock=lambda: 1000.0)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        table = screen.query_one(DataTable)
+        table = screen.query_one(FleetTable)
         fleet = app.fleet
         fleet.node_ok("dal1-r03-n02", "power", power="off", health="ok")
         fleet.node_failed("dal1-r02-n09", "power", "unreachable: no answer")
@@ -193,15 +194,15 @@ async def test_sort_by_any_column_and_live_cells(ctx):
         assert table.get_cell("dal1-r02-n09", "error").plain == "unreachable: no answer"
         assert "1 err" in str(screen.query_one("#summary", Static).render())
         screen.sort_by("error")
-        assert table.coordinate_to_cell_key((0, 0)).row_key.value == "dal1-r02-n09"
+        assert table.row_key_at(0) == "dal1-r02-n09"
         screen.sort_by("power")  # unknown (never polled) before off before on
-        order = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+        order = list(table.keys)
         assert order.index("dal1-r03-n02") > order.index("dal1-r02-n09")
         assert order == screen.shown
         screen.sort_by("port")  # not shown at 80 columns: still sorts
         assert screen.sort_key == "port" and table.row_count == 89
         screen.sort_by("name", reverse=True)
-        assert table.coordinate_to_cell_key((0, 0)).row_key.value == max(screen.shown, key=natural_key)
+        assert table.row_key_at(0) == max(screen.shown, key=natural_key)
         fleet.node_ok("dal1-r02-n09", "power", power="on", health="ok")
         app.drain()
         await pilot.pause()
@@ -214,14 +215,14 @@ async def test_off_screen_change_shows_when_scrolled_to(ctx):
     app = make_app(ctx, poll=False, clock=lambda: 1000.0)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        table = screen.query_one(DataTable)
+        table = screen.query_one(FleetTable)
         await pilot.pause()
         far = screen.shown[-1]
         assert far not in app.export_screenshot()
         app.fleet.node_failed(far, "power", "unreachable: nobody home")
         app.drain()
         await pilot.pause()
-        table.move_cursor(row=table.row_count - 1, animate=False)
+        table.move_cursor(row=table.row_count - 1)
         await pilot.pause()
         shot = app.export_screenshot()
         assert far in shot and "unreachable" in shot

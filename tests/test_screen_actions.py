@@ -19,6 +19,7 @@ from console.secrets import Secrets
 from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, ProgressScreen, targets_of
 from screens.app import make_app
 from screens.fleet import FleetScreen
+from screens.table import FleetTable
 from screens.rack import RackScreen
 from tests.support import wait_until
 
@@ -38,8 +39,8 @@ def app_for(ctx, **kw):
 
 
 def put_cursor(app, name: str) -> None:
-    table = app.screen.query_one(DataTable)
-    table.move_cursor(row=table.get_row_index(name), animate=False)
+    table = app.screen.query_one(FleetTable)
+    table.move_cursor(row=table.get_row_index(name))
 
 
 async def planned(app) -> ConfirmScreen:
