@@ -18,7 +18,9 @@ polling on at the default cadences and measures, in wall-clock time:
   character by character (and clearing it with ``escape``), each key sent through
   the driver like a real one; until the paint that shows its effect.  For filter
   typing both: the typed character on screen ("echo") and the table filtered
-  ("filter typing").
+  ("filter typing": the first paint that started after the screen applied the
+  filter, or the echo when applying it changed nothing on screen, as when a
+  character keeps the same rows).
 
 "Paint" is the fleet screen's compositor refresh: the headless driver discards the
 output, so everything up to the terminal write is counted.  Targets: first table
@@ -60,15 +62,37 @@ _paint_hooks: list[Callable[[Screen, float], None]] = []
 _original_refresh = Screen._compositor_refresh
 
 
+#: (start, end) of the fleet screen's latest paints
+_paints: list[tuple[float, float]] = []
+
+
 def _probed_refresh(self: Screen) -> None:
+    start = time.perf_counter()
     _original_refresh(self)
     if isinstance(self, FleetScreen):
         now = time.perf_counter()
+        _paints.append((start, now))
+        del _paints[:-200]
         for hook in list(_paint_hooks):
             hook(self, now)
 
 
 Screen._compositor_refresh = _probed_refresh  # the bench's own process only
+
+#: (filter text, when the fleet screen applied it, whether that changed what is on screen)
+_applied: list[tuple[str, float, bool]] = []
+_original_show_filter = FleetScreen._show_filter
+
+
+def _probed_show_filter(self: FleetScreen, text: str, chosen) -> None:
+    table, line = self.query_one(FleetTable), self.query_one("#filter")
+    before, bad = table.keys, line.has_class("bad")
+    _original_show_filter(self, text, chosen)
+    _applied.append((text, time.perf_counter(), table.keys is not before or line.has_class("bad") != bad))
+    del _applied[:-200]
+
+
+FleetScreen._show_filter = _probed_show_filter
 
 
 async def until_painted(predicate: Callable[[FleetScreen], bool], timeout: float = 60.0) -> float:
@@ -91,16 +115,23 @@ async def until_painted(predicate: Callable[[FleetScreen], bool], timeout: float
 _CHARS = {"slash": "/", "equals_sign": "=", "escape": "\x1b", "backspace": "\x7f", "enter": "\r", "down": None}
 
 
-async def filter_applied(screen, text: str) -> float:
-    """When the filter ``text`` is on screen: the paint after the screen applied it, or the
-    moment it applied it when that changed nothing visible (same rows: no paint comes)."""
-    while screen.filter_text != text:
+async def filter_applied(text: str, since: float, timeout: float = 10.0) -> float:
+    """When the filter ``text`` typed at ``since`` is on screen: the end of the first paint
+    that started after the screen applied it or, if applying it changed nothing on
+    screen (same rows, same error state), the moment it was applied."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        hit = next((entry for entry in _applied if entry[0] == text and entry[1] >= since), None)
+        if hit is not None:
+            _, applied, changed = hit
+            if not changed:
+                return applied
+            paint = next((end for start, end in _paints if start >= applied), None)
+            if paint is not None:
+                return paint
+        if time.perf_counter() > deadline:
+            raise asyncio.TimeoutError(f"filter {text!r} not shown")
         await asyncio.sleep(0.001)
-    applied = time.perf_counter()
-    try:
-        return await until_painted(lambda s: True, timeout=0.1)
-    except asyncio.TimeoutError:
-        return applied
 
 
 def send_key(app, key: str) -> None:
@@ -210,7 +241,8 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
             t = time.perf_counter()
             send_key(app, key)
             echo.append(await shown - t)
-            typing.append(await filter_applied(screen, typed) - t)
+            # the result is on screen once both the typed text and the filtered table are
+            typing.append(max(await filter_applied(typed, t) - t, echo[-1]))
             typed_texts.append(typed)
             await asyncio.sleep(0.02)
         out["filter echo"] = echo

@@ -295,6 +295,8 @@ class AttrIndex:
         self._attrs: dict[str, dict[str, tuple[str, ...]]] = {}  # name -> key -> values (a copy)
         self._values: dict[str, dict[str, set[str]]] = {}  # key -> value -> nodes
         self._key_count: dict[str, int] = {}  # key -> how many nodes have it (values or not)
+        #: casefolded value -> node -> under how many keys it has it: a bare word is one lookup
+        self._folded: dict[str, dict[str, int]] = {}
         self._dirty: dict[str, None] = dict.fromkeys(names)  # ordered: sync() goes in order
 
     def invalidate(self, names: Iterable[str]) -> None:
@@ -321,7 +323,7 @@ class AttrIndex:
         new: dict[str, tuple[str, ...]] = {}
         for key, value in (self._fn(name) or {}).items():
             new[key] = (value,) if isinstance(value, str) else _values(value)
-        counts, index = self._key_count, self._values
+        counts, index, folded = self._key_count, self._values, self._folded
         for key, values in old.items():
             if new.get(key) == values:
                 continue
@@ -331,6 +333,13 @@ class AttrIndex:
                 names.discard(name)
                 if not names:
                     del by_value[v]
+                f = v.casefold()
+                holders = folded[f]
+                holders[name] -= 1
+                if not holders[name]:
+                    del holders[name]
+                    if not holders:
+                        del folded[f]
             if key not in new:
                 counts[key] -= 1
                 if not counts[key]:
@@ -350,6 +359,8 @@ class AttrIndex:
                     by_value[v] = {name}
                 else:
                     names.add(name)
+                holders = folded.setdefault(v.casefold(), {})
+                holders[name] = holders.get(name, 0) + 1
         self._attrs[name] = new
 
     def __call__(self, name: str) -> Mapping[str, AttrValue]:
@@ -360,13 +371,7 @@ class AttrIndex:
     def word(self, word: str) -> set[str]:
         """The nodes having ``word`` as a value of any attribute, ignoring case."""
         self.sync()
-        folded = word.casefold()
-        found: set[str] = set()
-        for by_value in self._values.values():
-            for value, names in by_value.items():
-                if value.casefold() == folded:
-                    found |= names
-        return found
+        return set(self._folded.get(word.casefold(), ()))
 
     def keys(self) -> set[str]:
         """Every attribute name some node has."""

@@ -27,6 +27,7 @@ from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import Reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -46,23 +47,24 @@ _BLANK = Style.null()
 
 def cell_segments(console, text: Text, inner: int, pad: int) -> list[Segment]:
     """``text`` as one table cell line, unstyled by the table: cropped to ``inner`` cells,
-    ``pad`` blanks each side (as DataTable draws a cell with ``cell_padding``)."""
+    ``pad`` blanks each side (as DataTable draws a cell with ``cell_padding``), in as
+    few segments as draw it (blanks and unstyled text share one)."""
     text = Text(str(text)) if not isinstance(text, Text) else text
     if "\n" in text.plain or "\t" in text.plain:
         text = Text(text.plain.replace("\t", " ").split("\n", 1)[0], style=text.style)
     if text.cell_len > inner:
         text = text.copy()
         text.truncate(inner, overflow=text.overflow or "fold")
-    if text.style:  # as rich's own rendering does: the text's style becomes a span under the others
-        text = _JOIN.join((text,))
-    segments = [Segment(" " * pad, _BLANK)] if pad else []
-    segments += text.render(console, end="")
-    fill = inner - text.cell_len
-    if fill > 0:
-        segments.append(Segment(" " * fill, _BLANK))
-    if pad:
-        segments.append(Segment(" " * pad, _BLANK))
-    return segments
+    left, right = " " * pad, " " * (max(0, inner - text.cell_len) + pad)
+    if not text.spans:  # most cells: one style for the whole text (what rich renders it as, quicker)
+        if not text.style or not text.plain:
+            return [Segment(left + text.plain + right)]
+        inside = [Segment(text.plain, console.get_style(text.style))]
+    else:
+        if text.style:  # as rich's own rendering does: the text's style becomes a span under the others
+            text = _JOIN.join((text,))
+        inside = list(text.render(console, end=""))
+    return list(Segment.simplify([Segment(left), *inside, Segment(right)]))
 
 
 class TableColumn(NamedTuple):
@@ -131,6 +133,10 @@ class FleetTable(ScrollView, can_focus=True):
         }
     }
     """
+    #: a new row count repaints the table and its scrollbars, not the whole screen
+    #: (Widget's virtual_size asks for a layout of the screen: 5-20 ms each filter key)
+    virtual_size = Reactive(Size(0, 0), layout=False)
+
     BINDINGS = [
         Binding("enter", "select_cursor", "Select", show=False),
         Binding("up", "cursor_up", "Cursor up", show=False),
@@ -184,6 +190,9 @@ class FleetTable(ScrollView, can_focus=True):
         self._style_sets: dict[tuple, dict[str, Style]] = {}
         self._state: tuple = ()
         self._metas: list[Style] = []
+        #: each cell's segments before the table's styles, by id(cell): (cell, width, segments).
+        #: A changed cell is a new cell; a row shown again (other stripe, cursor, filter) reuses them.
+        self._contents: dict[int, tuple[object, int, list[Segment]]] = {}
 
     # ------------------------------------------------------------ content
     def set_columns(self, columns: Iterable[tuple[str, str, int]]) -> None:
@@ -216,7 +225,11 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _resize_virtual(self) -> None:
         width = sum(column.width + 2 for column in self.columns)
-        self.virtual_size = Size(width, len(self._keys) + 1)
+        size = Size(width, len(self._keys) + 1)
+        if size != self.virtual_size:
+            self.virtual_size = size
+            if self.is_mounted:
+                self._scroll_update(size)  # the scrollbars (a layout only if one shows or hides)
 
     @property
     def row_count(self) -> int:
@@ -460,13 +473,19 @@ class FleetTable(ScrollView, can_focus=True):
         post = post or None
         segments: list[Segment] = []
         used = 0
+        contents = self._contents
         for column, cell, meta in zip(self.columns, cells, self._column_metas()):
-            text = cell if isinstance(cell, Text) else Text(str(cell))
-            segments += Segment.apply_style(cell_segments(console, text, column.width, 1), style + meta, post)
+            content = contents.get(id(cell))
+            if content is None or content[0] is not cell or content[1] != column.width:
+                if len(contents) > 60_000:
+                    contents.clear()
+                text = cell if isinstance(cell, Text) else Text(str(cell))
+                content = contents[id(cell)] = (cell, column.width, cell_segments(console, text, column.width, 1))
+            segments += Segment.apply_style(content[2], style + meta, post)
             used += column.width + 2
         if used < width:
             segments.append(Segment(" " * (width - used), style))
-        return Strip(segments).simplify()
+        return Strip(segments, max(width, used))  # cells differ in meta: nothing to simplify
 
     def _column_metas(self) -> list[Style]:
         """A meta style per column: each cell stays a segment of its own after
