@@ -18,7 +18,7 @@ import weakref
 from typing import Callable
 
 from textual import on
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
@@ -122,8 +122,11 @@ class FleetConsoleApp(App):
             self.notify(f"polling stopped: {process.failure}; restarting it in {self.POLLER_RESTART_S:.0f} s",
                         severity="error", timeout=8)
             self.set_timer(self.POLLER_RESTART_S, self._restart_polling)
+        try:
+            top = self.screen
+        except ScreenStackError:  # the app is closing: its screens are gone, this timer not yet
+            return
         nodes, switches = self.fleet.drain_changes()
-        top = self.screen
         held = self._held.pop(top, None)
         if held is not None:
             nodes, switches = held[0] | nodes, held[1] | switches
