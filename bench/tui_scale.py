@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import gc
 import os
 import statistics
 import sys
@@ -215,6 +216,15 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
         out["change-to-screen"] = latencies
 
         # -------------------------------------------- keys: cursor moves
+        pauses: list[tuple[int, float]] = []  # garbage collections while keys are typed
+
+        def collected(phase: str, info: dict, started=[0.0]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                pauses.append((info["generation"], time.perf_counter() - started[0]))
+
+        gc.callbacks.append(collected)
         moves = []
         for _ in range(40):
             row = table.cursor_row
@@ -251,6 +261,8 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
         t = time.perf_counter()
         send_key(app, "escape")  # back to every node: the biggest rebuild
         out["clear filter (escape)"] = [await until_painted(lambda s: table.row_count == n) - t]
+        gc.callbacks.remove(collected)
+        out["gc pauses"] = pauses
         out["polled at the end"] = sum(1 for st in fleet.nodes.values() if st.last_success)
         await app.action_quit()  # closes the app's poller (process or not)
     return out
@@ -275,6 +287,11 @@ def report(run: int, out: dict, n: int, mode: str, verbose: bool = False) -> Non
     if verbose:
         print("  per key typed (echo / table): " + ", ".join(
             f"{text!r} {ms(e)}/{ms(f)}" for text, e, f in zip(out["typed"], out["filter echo"], out["filter typing"])))
+    full = [p for g, p in out["gc pauses"] if g == 2]
+    young = [p for g, p in out["gc pauses"] if g < 2]
+    print(f"  garbage collections while keys were typed: {len(full)} full"
+          + (f" (max {ms(max(full))})" if full else "")
+          + f", {len(young)} young" + (f" (max {ms(max(young))})" if young else ""))
     print(f"  nodes polled: {out['polled before the batches']} before the batches, "
           f"{out['polled at the end']} at the end")
 

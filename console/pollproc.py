@@ -55,7 +55,7 @@ _CODE_ROOT = str(Path(__file__).resolve().parents[1])
 #: how often the child sends what changed (the console drains its Fleet at 20 Hz)
 FLUSH_S = 0.05
 #: the poller's scheduling priority, below the console's (nice(2) increment)
-NICE = 19
+NICE = 10
 #: how long aclose() waits for the child to log out of every BMC
 CLOSE_TIMEOUT_S = 20.0
 

@@ -17,7 +17,7 @@ import time
 import weakref
 from typing import Callable
 
-from textual import on
+from textual import events, on
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
@@ -62,6 +62,10 @@ class FleetConsoleApp(App):
     DEFAULT_MODE = "fleet"
     #: how long after the poller's process died a new one starts
     POLLER_RESTART_S = 5.0
+    #: full garbage collections wait for a pause this long in the operator's input ...
+    GC_IDLE_S = 0.5
+    #: ... and come at most this often, or this long after the last one whatever happens
+    GC_EVERY_S, GC_AT_LEAST_S = 10.0, 60.0
 
     def __init__(self, ctx, *, read_only: bool = False, poll_config: PollConfig | None = None,
                  poll: bool = True, clock: Callable[[], float] = time.time) -> None:
@@ -77,11 +81,20 @@ class FleetConsoleApp(App):
         self.poll_process: PollerProcess | None = None
         self._staleness: tuple[float, str | None] | None = None
         self._restarting = False
+        #: the garbage collector's thresholds before this app changed them (on_mount)
+        self._gc_thresholds: tuple[int, int, int] | None = None
+        self._last_input = self._last_full_gc = time.monotonic()
         #: changes held for the screens beneath the top one: screen -> (nodes, switches)
         self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.sub_title = f"site {ctx.site.name}" + ("  [READ-ONLY]" if read_only else "")
 
     def on_mount(self) -> None:
+        # No automatic full collection: one walks every object not frozen (tens of ms at
+        # thousands of nodes while states stream in), and it came in mid-keystroke.
+        # The young generations stay automatic; _collect does the full ones in a pause.
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(self._gc_thresholds[0], self._gc_thresholds[1], 1_000_000)
+        self.set_interval(0.25, self._collect)
         self.call_after_refresh(self.freeze_heap)
         if self._poll:
             # after the first paint: the inventory table shows at once, then fills in
@@ -98,6 +111,19 @@ class FleetConsoleApp(App):
         (after the first table, and when the filter's index is built).
         """
         gc.freeze()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self._last_input = time.monotonic()
+        await super().on_event(event)
+
+    def _collect(self) -> None:
+        """A full garbage collection when the operator paused (or it is long overdue)."""
+        now = time.monotonic()
+        since = now - self._last_full_gc
+        if since >= self.GC_AT_LEAST_S or (since >= self.GC_EVERY_S and now - self._last_input >= self.GC_IDLE_S):
+            gc.collect()
+            self._last_full_gc = time.monotonic()
 
     def _start_polling(self) -> None:
         if self.poll_process is None and self.is_running:
@@ -223,6 +249,8 @@ class FleetConsoleApp(App):
         self.exit()
 
     async def on_unmount(self) -> None:
+        if self._gc_thresholds is not None:
+            gc.set_threshold(*self._gc_thresholds)
         await self.close_poller()
 
     async def poll_node_now(self, name: str, jobs) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from textual.widgets import Input, Static
 
@@ -227,3 +230,36 @@ async def test_off_screen_change_shows_when_scrolled_to(ctx):
         shot = app.export_screenshot()
         assert far in shot and "unreachable" in shot
         assert table.get_cell(far, "error").plain == "unreachable: nobody home"
+
+
+async def test_full_collections_wait_for_a_pause_in_typing(ctx, monkeypatch):
+    """No automatic full garbage collection while the app runs (one took tens of ms in
+    the middle of a keystroke at 5,000 nodes): the app does them when input pauses, and
+    puts the collector back as it was when it exits."""
+    import gc
+
+    before = gc.get_threshold()
+    full: list[float] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(time.monotonic())
+
+    app = make_app(ctx, poll=False)
+    monkeypatch.setattr(app, "GC_EVERY_S", 0.0)
+    monkeypatch.setattr(app, "GC_IDLE_S", 0.6)
+    gc.callbacks.append(seen)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert gc.get_threshold()[2] == 1_000_000 and gc.get_threshold()[:2] == before[:2]
+            await pilot.press("down")
+            started = time.monotonic()
+            while time.monotonic() < started + 1.2:  # keys every 0.1 s: never a 0.6 s pause
+                await pilot.press("down")
+                await asyncio.sleep(0.1)
+            typed = time.monotonic()
+            assert not [t for t in full if started + 0.1 < t <= typed]
+            await wait_until(lambda: any(t > typed for t in full), timeout=5)
+    finally:
+        gc.callbacks.remove(seen)
+    assert gc.get_threshold() == before
