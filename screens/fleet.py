@@ -359,17 +359,13 @@ class FleetScreen(Screen):
             return sorted(names, key=index.__getitem__, reverse=self._sort_reverse)
         return sorted(names, key=self._sort_value(self.sort_key), reverse=self._sort_reverse)
 
-    def _sort(self) -> None:
-        """Reorder the rows; the cursor stays on its node."""
-        self._fill(self._cursor_name())
-
     def sort_by(self, key: str, *, reverse: bool = False) -> None:
         """Sort the rows by column ``key`` (any column, shown or not)."""
         if key not in _BY_KEY:
             raise ValueError(f"no column {key!r}")
         self.sort_key = key
         self._sort_reverse = reverse
-        self._sort()
+        self._fill(self._cursor_name())  # the cursor stays on its node
 
     # ------------------------------------------------------------ live updates
     @on(FleetChanged)
@@ -391,8 +387,7 @@ class FleetScreen(Screen):
         table = self.query_one(FleetTable)
         keys = [key for key, _, _ in self.columns]
         # cells are remade now only for rows on screen; the others when they scroll into view
-        top = max(0, table.scroll_offset.y - 2)
-        on_screen = set(self.shown[top:top + table.size.height + 4])
+        on_screen = set(table.keys_in_view())
         changed = []
         for name in message.nodes:
             old = self._cache.pop(name, None)
@@ -415,10 +410,8 @@ class FleetScreen(Screen):
         """Once a second: ages move, and the stale banner follows the poller."""
         table = self.query_one(FleetTable)
         now = self.app.clock()
-        start = max(0, table.scroll_offset.y - 1)
-        rows = self.shown[start:start + table.size.height + 2] if self.shown else []
         changed = []
-        for name in rows:
+        for name in table.keys_in_view():
             age = age_text(self.fleet.nodes[name].polled_at, now)
             cells = self._cells(name)
             if not same_cell(cells["age"], age):

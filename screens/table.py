@@ -189,6 +189,8 @@ class FleetTable(ScrollView, can_focus=True):
         #: the styles, for (pseudo classes, base style): see _styles
         self._style_sets: dict[tuple, dict[str, Style]] = {}
         self._state: tuple = ()
+        #: a meta style per column: each cell stays a segment of its own (a screenshot draws
+        #: cells apart, as DataTable's do), and an event's style names the column
         self._metas: list[Style] = []
         #: each cell's segments before the table's styles, by id(cell): (cell, width, segments).
         #: A changed cell is a new cell; a row shown again (other stripe, cursor, filter) reuses them.
@@ -198,7 +200,7 @@ class FleetTable(ScrollView, can_focus=True):
     def set_columns(self, columns: Iterable[tuple[str, str, int]]) -> None:
         """Show these columns ``(key, label, width)``; every kept line is redrawn."""
         self.columns = tuple(TableColumn(*column) for column in columns)
-        self._metas = []
+        self._metas = [Style.from_meta({"column": column.key}) for column in self.columns]
         self._lines.clear()
         self._header = None
         self._resize_virtual()
@@ -216,12 +218,21 @@ class FleetTable(ScrollView, can_focus=True):
     def refresh_rows(self, keys: Iterable[str]) -> None:
         """These rows' cells changed: their lines are drawn again (now if on screen)."""
         versions, index = self._versions, self._index
-        top, height = int(self.scroll_y), self.size.height
+        top, bottom = self._in_view()
         for key in keys:
             versions[key] = versions.get(key, 0) + 1
             row = index.get(key)
-            if row is not None and top <= row < top + height:
+            if row is not None and top <= row < bottom:
                 self._refresh_row(row)
+
+    def _in_view(self) -> tuple[int, int]:
+        """The rows on screen: from the first to before the second (one spare at the bottom)."""
+        top = int(self.scroll_y)
+        return top, top + self.size.height
+
+    def keys_in_view(self) -> list[str]:
+        """The rows on screen now."""
+        return self._keys[slice(*self._in_view())]
 
     def _resize_virtual(self) -> None:
         width = sum(column.width + 2 for column in self.columns)
@@ -309,17 +320,17 @@ class FleetTable(ScrollView, can_focus=True):
         self.move_cursor(row=self._cursor + 1)
 
     def action_page_up(self) -> None:
-        self._keyboard()
-        page = self._page()
-        self.scroll_to(y=max(0, int(self.scroll_y) - page), animate=False, force=True)
-        self.move_cursor(row=self._cursor - page, scroll=False)
-        self._scroll_to_cursor()
+        self._page_by(-1)
 
     def action_page_down(self) -> None:
+        self._page_by(1)
+
+    def _page_by(self, pages: int) -> None:
+        """Scroll and move the cursor ``pages`` pages (negative: up)."""
         self._keyboard()
-        page = self._page()
-        self.scroll_to(y=int(self.scroll_y) + page, animate=False, force=True)
-        self.move_cursor(row=self._cursor + page, scroll=False)
+        step = pages * self._page()
+        self.scroll_to(y=max(0, int(self.scroll_y) + step), animate=False, force=True)
+        self.move_cursor(row=self._cursor + step, scroll=False)
         self._scroll_to_cursor()
 
     def action_first(self) -> None:
@@ -474,23 +485,14 @@ class FleetTable(ScrollView, can_focus=True):
         segments: list[Segment] = []
         used = 0
         contents = self._contents
-        for column, cell, meta in zip(self.columns, cells, self._column_metas()):
+        for column, cell, meta in zip(self.columns, cells, self._metas):
             content = contents.get(id(cell))
             if content is None or content[0] is not cell or content[1] != column.width:
                 if len(contents) > 60_000:
                     contents.clear()
-                text = cell if isinstance(cell, Text) else Text(str(cell))
-                content = contents[id(cell)] = (cell, column.width, cell_segments(console, text, column.width, 1))
+                content = contents[id(cell)] = (cell, column.width, cell_segments(console, cell, column.width, 1))
             segments += Segment.apply_style(content[2], style + meta, post)
             used += column.width + 2
         if used < width:
             segments.append(Segment(" " * (width - used), style))
         return Strip(segments, max(width, used))  # cells differ in meta: nothing to simplify
-
-    def _column_metas(self) -> list[Style]:
-        """A meta style per column: each cell stays a segment of its own after
-        ``simplify`` (a screenshot draws cells apart, as DataTable's do), and a click
-        or hover event's style names the column."""
-        if len(self._metas) != len(self.columns):
-            self._metas = [Style.from_meta({"column": column.key}) for column in self.columns]
-        return self._metas
