@@ -79,7 +79,12 @@ class FleetConsoleApp(App):
         self._poll = poll
         #: the background poller's process; None when not polling
         self.poll_process: PollerProcess | None = None
-        self._staleness: tuple[float, str | None] | None = None
+        #: what the stale banner is worked out from, kept up to date as changes are drained
+        #: (a scan of every state was ~5 ms at 5,000 nodes): the newest successful poll, and
+        #: the nodes whose last poll failed
+        self._newest_success: float | None = None
+        self._failing: set[str] = set()
+        self._track(self.fleet.nodes)
         self._restarting = False
         #: the garbage collector's thresholds before this app changed them (on_mount)
         self._gc_thresholds: tuple[int, int, int] | None = None
@@ -153,6 +158,7 @@ class FleetConsoleApp(App):
         except ScreenStackError:  # the app is closing: its screens are gone, this timer not yet
             return
         nodes, switches = self.fleet.drain_changes()
+        self._track(nodes)
         held = self._held.pop(top, None)
         if held is not None:
             nodes, switches = held[0] | nodes, held[1] | switches
@@ -165,33 +171,37 @@ class FleetConsoleApp(App):
                 waiting[0].update(nodes)
                 waiting[1].update(switches)
 
-    def staleness(self) -> str | None:
-        """A banner text when the poller is behind or nothing answers, else None (worked
-        out at most twice a second: screens ask on every batch of changes)."""
-        now = time.monotonic()
-        if self._staleness is None or now - self._staleness[0] > 0.5:
-            self._staleness = (now, self._work_out_staleness())
-        return self._staleness[1]
+    def _track(self, names) -> None:
+        """Follow the changed nodes ``names`` into what :meth:`staleness` counts."""
+        nodes, failing, newest = self.fleet.nodes, self._failing, self._newest_success
+        for name in names:
+            st = nodes[name]
+            if st.last_success is not None and (newest is None or st.last_success > newest):
+                newest = st.last_success
+            if st.error:
+                failing.add(name)
+            else:
+                failing.discard(name)
+        self._newest_success = newest
 
-    def _work_out_staleness(self) -> str | None:
+    def staleness(self) -> str | None:
+        """A banner text when the poller is behind or nothing answers, else None."""
         process = self.poll_process
         if process is not None and process.failure:
             return f"⚠ polling stopped ({process.failure}); restarting it"
-        nodes = self.fleet.nodes.values()
-        if not nodes:
+        total = len(self.fleet.nodes)
+        if not total:
             return None
-        now = self.clock()
-        fresh = [st.last_success for st in nodes if st.last_success is not None]
-        if not fresh:
-            if any(st.error for st in nodes):
+        newest = self._newest_success
+        if newest is None:
+            if self._failing:
                 return "⚠ no BMC has answered: check the network path to the site and the credentials"
             return None
+        now = self.clock()
         stale_after = max(3 * self.poller.config.power_interval, 30.0)
-        newest = max(fresh)
         if now - newest > stale_after:
             return f"⚠ data is stale: the last successful poll was {now - newest:.0f}s ago"
-        failing = sum(1 for st in nodes if st.error)
-        if failing and failing == len(nodes):
+        if len(self._failing) == total:
             return "⚠ every BMC is failing: the site looks unreachable"
         return None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 from rich.text import Text
 from textual import events, on
@@ -112,16 +113,28 @@ def layout(width: int, *, name_width: int = 18, rack_width: int = 7) -> tuple[tu
 
 
 class FilterInput(Input):
-    """The filter line: an Input whose typing does not re-lay out the screen.
+    """The filter line: an Input that applies its text as it changes, in the same frame.
 
-    Input sets its virtual width to the text's length on every key, and Widget's
-    ``virtual_size`` asks for a layout of the whole screen when it changes: with a
-    5,000-row table under it, 5-15 ms a key.  The input's size does not follow its
-    text (it is ``1fr`` wide, scrolled horizontally by the Input itself), so here a
-    new virtual size repaints the input only.
+    - ``on_text`` is called with the new text as soon as it changes, before the
+      typed character is painted: the filtered table comes with the echo.  Through
+      the Input's Changed message it would land a frame later (17 ms at 60 fps,
+      more under load), as the message bubbles up after the echo's paint.
+    - Typing does not re-lay out the screen.  Input sets its virtual width to the
+      text's length on every key, and Widget's ``virtual_size`` asks for a layout of
+      the whole screen when it changes: with a 5,000-row table under it, 5-15 ms a
+      key.  The input's size does not follow its text (it is ``1fr`` wide, scrolled
+      horizontally by the Input itself), so here a new virtual size repaints the
+      input only.
     """
 
     virtual_size = Reactive(Size(0, 0), layout=False)
+
+    def __init__(self, *, on_text: Callable[[str], None], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._on_text = on_text
+
+    def watch_value(self, value: str) -> None:
+        self._on_text(value)
 
 
 class FleetScreen(Screen):
@@ -175,7 +188,7 @@ class FleetScreen(Screen):
         yield Static(id="banner")
         yield Static(id="summary")
         with Horizontal(id="filter-bar"):
-            yield FilterInput(placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…", id="filter")
+            yield FilterInput(on_text=self._apply_filter, placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…", id="filter")
         yield FleetTable(id="fleet")
         yield Footer()
 
@@ -500,15 +513,13 @@ class FleetScreen(Screen):
         self.query_one("#filter", Input).focus()
 
     def action_clear_filter(self) -> None:
-        inp = self.query_one("#filter", Input)
-        inp.value = ""
+        line = self.query_one("#filter", Input)
+        if line.value:
+            line.value = ""  # which applies it
+        else:
+            self._apply_filter("")
         self.query_one("#filter-bar").display = False
-        self._apply_filter("")
         self.query_one(FleetTable).focus()
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self._apply_filter(event.value)
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:

@@ -121,6 +121,23 @@ async def test_the_filter_follows_live_state(ctx):
         assert "1/89 shown" in str(screen.query_one("#summary", Static).render())
 
 
+async def test_a_typed_filter_is_applied_before_its_echo_is_painted(ctx):
+    """The table follows the filter line as its text changes, not a message (and a frame) later:
+    whatever paints the typed character paints the filtered table with it."""
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(FleetTable)
+        await pilot.press("slash")
+        line = screen.query_one("#filter", Input)
+        line.insert_text_at_cursor("rack=r03")  # what a key does, with no message handled since
+        assert len(screen.shown) == 29 and table.row_count == 29
+        line.insert_text_at_cursor("&@nosuch")
+        assert line.has_class("bad") and table.row_count == 29  # an error keeps the last good view
+        line.value = ""
+        assert table.row_count == 89 and not line.has_class("bad")
+
+
 async def test_bad_filter_is_marked_not_raised(ctx):
     app = make_app(ctx, poll=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -143,6 +160,37 @@ async def test_stale_banner_when_nothing_answers(ctx):
         await pilot.pause(1.2)
         banner = app.screen.query_one("#banner", Static)
         assert banner.display and "no BMC has answered" in str(banner.render())
+
+
+async def test_the_banner_follows_the_states_as_they_change(ctx):
+    """Staleness is kept up to date per drained change: nothing answered, answered, stale
+    for want of a newer success, every node failing, and back."""
+    now = [1000.0]
+    app = make_app(ctx, poll=False, clock=lambda: now[0])
+    names = list(app.fleet.nodes)
+    async with app.run_test(size=(100, 30)) as pilot:
+        banner = app.screen.query_one("#banner", Static)
+
+        async def shown() -> str:
+            await pilot.pause(0.2)  # a drain (every 50 ms) and the screen's summary
+            return str(banner.render()) if banner.display else ""
+
+        assert await shown() == ""
+        for name in names[:3]:
+            app.fleet.node_failed(name, "power", "timed out")
+        assert "no BMC has answered" in await shown()
+        app.fleet.node_ok(names[0], "power", power="on")
+        assert await shown() == ""
+        now[0] += 31  # more than 30 s since the newest success
+        app.fleet.node_failed(names[1], "power", "timed out")
+        assert "last successful poll was 31s ago" in await shown()
+        app.fleet.node_ok(names[2], "power", power="on")
+        assert await shown() == ""
+        for name in names:
+            app.fleet.node_failed(name, "power", "timed out")
+        assert "every BMC is failing" in await shown()
+        app.fleet.node_ok(names[5], "power", power="off")
+        assert await shown() == ""
 
 
 @pytest.mark.parametrize("width", [80, 100, 120, 160, 200])
