@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from textual.color import Color
 from textual.widgets import Input, Static
 
 from console.cli import SiteContext
@@ -133,9 +134,9 @@ async def test_a_typed_filter_is_applied_before_its_echo_is_painted(ctx):
         line.insert_text_at_cursor("rack=r03")  # what a key does, with no message handled since
         assert len(screen.shown) == 29 and table.row_count == 29
         line.insert_text_at_cursor("&@nosuch")
-        assert line.has_class("bad") and table.row_count == 29  # an error keeps the last good view
+        assert screen.filter_problem and table.row_count == 29  # an error keeps the last good view
         line.value = ""
-        assert table.row_count == 89 and not line.has_class("bad")
+        assert table.row_count == 89 and screen.filter_problem is None
 
 
 async def test_bad_filter_is_marked_not_raised(ctx):
@@ -146,8 +147,16 @@ async def test_bad_filter_is_marked_not_raised(ctx):
             await pilot.press(ch)
         await pilot.pause()
         inp = app.screen.query_one("#filter", Input)
-        assert inp.has_class("bad") and "unknown group" in str(inp.tooltip)
+        drawn = lambda: "".join(strip.text for strip in inp.render_lines(inp.region.size.region))  # noqa: E731
+        assert "unknown group" in app.screen.filter_problem and "unknown group" in str(inp.tooltip)
+        assert "unknown group" in drawn()  # the reason is in the line's border, not only in a tooltip
+        red = Color.parse(app.current_theme.error)
+        assert inp.styles.border_bottom == ("tall", red)
         assert app.screen.query_one(FleetTable).row_count == 89  # the last good view stays
+        await pilot.press(*["backspace"] * 7, "r", "a", "c", "k", "=", "r", "0", "1")
+        assert app.screen.filter_problem is None and inp.tooltip is None
+        assert "unknown group" not in drawn() and inp.styles.border_bottom[1] != red
+        assert app.screen.query_one(FleetTable).row_count == 30
 
 
 async def test_stale_banner_when_nothing_answers(ctx):
