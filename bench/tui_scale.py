@@ -86,10 +86,10 @@ _original_show_filter = FleetScreen._show_filter
 
 
 def _probed_show_filter(self: FleetScreen, text: str, chosen) -> None:
-    table, line = self.query_one(FleetTable), self.query_one("#filter")
-    before, bad = table.keys, line.has_class("bad")
+    table = self.query_one(FleetTable)
+    before, problem = table.keys, self.filter_problem
     _original_show_filter(self, text, chosen)
-    _applied.append((text, time.perf_counter(), table.keys is not before or line.has_class("bad") != bad))
+    _applied.append((text, time.perf_counter(), table.keys is not before or self.filter_problem != problem))
     del _applied[:-200]
 
 

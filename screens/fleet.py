@@ -74,6 +74,8 @@ INDEX_SLICE = 100
 #: from this many columns the summary bar spells its counts out
 SUMMARY_WIDE = 110
 
+#: the columns whose cells are each node's own (the others are shared: FleetScreen._shared)
+_OWN = frozenset({"name", "rack"})
 #: sort rank of status words: trouble first
 _RANK = {"critical": 0, "error": 0, "mismatch": 0, "drift": 1, "warning": 1, "ambiguous": 1, "unknown": 2,
          "off": 3, "ok": 4, "match": 4, "on": 5, "unmanaged": 6}
@@ -176,6 +178,7 @@ class FleetScreen(Screen):
         self.columns: tuple[tuple[str, str, int], ...] = ()
         self._compact: frozenset[str] = frozenset()
         self._cache: dict[str, dict[str, object]] = {}  # name -> column key -> cell
+        self._alike: dict[tuple, Text] = {}  # see _shared
         self._index: AttrIndex | None = None  # every node's selection words, for the filter
         self._index_built = False
         self._signatures: dict[str, tuple] = {}  # name -> words_signature when last indexed
@@ -244,6 +247,18 @@ class FleetScreen(Screen):
             cells = self._cache[name] = self._make_cells(name)
         return cells
 
+    def _shared(self, cell: Text) -> Text:
+        """One object for equal cells (most nodes' power, health, image, age and error cells
+        are alike): the table draws a cell object once, whichever rows show it.  Cells
+        are never changed in place: a new state is a new cell."""
+        key = (cell.plain, cell.style, tuple(cell.spans), cell.justify, cell.overflow)
+        kept = self._alike.get(key)
+        if kept is None:
+            if len(self._alike) > 20_000:  # distinct errors and ages come and go
+                self._alike.clear()
+            kept = self._alike[key] = cell
+        return kept
+
     def _make_cells(self, name: str) -> dict[str, object]:
         fleet = self.fleet
         node = fleet.site.node(name)
@@ -280,7 +295,8 @@ class FleetScreen(Screen):
             else:
                 wanted = node.image or ""
                 cells["image"] = Text(f"? {wanted.rsplit('@', 1)[-1] if short else wanted}", style="dim")
-        return cells
+        shared = self._shared
+        return {key: cell if key in _OWN else shared(cell) for key, cell in cells.items()}
 
     def _row(self, name: str) -> list:
         cells = self._cells(name)
@@ -441,7 +457,7 @@ class FleetScreen(Screen):
         now = self.app.clock()
         changed = []
         for name in table.keys_in_view():
-            age = age_text(self.fleet.nodes[name].polled_at, now)
+            age = self._shared(age_text(self.fleet.nodes[name].polled_at, now))
             cells = self._cells(name)
             if not same_cell(cells["age"], age):
                 cells["age"] = age
@@ -551,7 +567,7 @@ class FleetScreen(Screen):
         names = list(names)
         for name in names:
             if name in self._cache:
-                self._cache[name]["mark"] = Text("●", style="bold") if name in self.marked else Text(" ")
+                self._cache[name]["mark"] = self._shared(Text("●", style="bold") if name in self.marked else Text(" "))
         self.query_one(FleetTable).refresh_rows(names)
         self._refresh_summary()
 

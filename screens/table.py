@@ -25,13 +25,14 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import Reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 
-__all__ = ["FleetTable", "TableColumn", "cell_segments", "same_cell"]
+__all__ = ["FleetTable", "LeanScrollBar", "TableColumn", "cell_segments", "same_cell"]
 
 
 def same_cell(a, b) -> bool:
@@ -65,6 +66,36 @@ def cell_segments(console, text: Text, inner: int, pad: int) -> list[Segment]:
             text = _JOIN.join((text,))
         inside = list(text.render(console, end=""))
     return list(Segment.simplify([Segment(left), *inside, Segment(right)]))
+
+
+def _plain_box(widget) -> bool:
+    """No border, padding or outline: each line's look depends on its content only, not on its y."""
+    styles = widget.styles
+    return not any(styles.gutter) and not any(edge for edge, _ in styles.outline)
+
+
+class LeanScrollBar(ScrollBar):
+    """Textual's ScrollBar, with each distinct line styled once per repaint.
+
+    A vertical bar is a column of a few distinct cells (track above, thumb, track
+    below), but Textual styles each of its lines on its own: 2-5 ms to repaint the
+    fleet table's bar, as much as the table's rows, on every filter key.  Lines of
+    the same content come out the same (a scrollbar has no border, padding or
+    outline), so here one of each is styled, by Textual, and the others reuse it.
+    """
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        if self.BLANK or not _plain_box(self):
+            return super().render_lines(crop)
+        styled: dict[tuple, Strip] = {}
+        out = []
+        for y in crop.line_range:
+            content = tuple(self.render_line(y))
+            strip = styled.get(content)
+            if strip is None:
+                strip = styled[content] = super().render_lines(Region(crop.x, y, crop.width, 1))[0]
+            out.append(strip)
+        return out
 
 
 class TableColumn(NamedTuple):
@@ -194,13 +225,23 @@ class FleetTable(ScrollView, can_focus=True):
         self._metas: list[Style] = []
         #: each cell's segments before the table's styles, by id(cell): (cell, width, segments).
         #: A changed cell is a new cell; a row shown again (other stripe, cursor, filter) reuses them.
-        self._contents: dict[int, tuple[object, int, list[Segment]]] = {}
+        #: and the segments styled, by (column style, post style)
+        self._contents: dict[int, tuple[object, int, list[Segment], dict[tuple, list[Segment]]]] = {}
+        #: row style -> that style with each column's meta
+        self._column_styles: dict[Style, list[Style]] = {}
+        #: each line as Textual styled it (background, filters), by id(its strip from render_line):
+        #: (that strip, crop columns, styled strip); valid while ``_look`` stays the same
+        self._styled: dict[int, tuple[Strip, tuple[int, int], Strip]] = {}
+        self._look: tuple = ()
+        #: the line below the last row: (width, style, strip)
+        self._blank: tuple[int, Style, Strip] | None = None
 
     # ------------------------------------------------------------ content
     def set_columns(self, columns: Iterable[tuple[str, str, int]]) -> None:
         """Show these columns ``(key, label, width)``; every kept line is redrawn."""
         self.columns = tuple(TableColumn(*column) for column in columns)
         self._metas = [Style.from_meta({"column": column.key}) for column in self.columns]
+        self._column_styles.clear()
         self._lines.clear()
         self._header = None
         self._resize_virtual()
@@ -403,6 +444,7 @@ class FleetTable(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._style_sets.clear()
+        self._column_styles.clear()
         self._lines.clear()
         self._header = None
         self.refresh()
@@ -428,9 +470,42 @@ class FleetTable(ScrollView, can_focus=True):
         self._state = state
         return styles
 
-    def render_lines(self, crop):
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """The vertical scrollbar, a :class:`LeanScrollBar` (made as Widget makes its own)."""
+        if self._vertical_scrollbar is None:
+            bar = self._vertical_scrollbar = LeanScrollBar(
+                vertical=True, name="vertical", thickness=self.scrollbar_size_vertical)
+            bar.display = False
+            self.app._start_widget(self, bar)
+        return self._vertical_scrollbar
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in ``crop``, styled by Textual (background, tint, the app's filters);
+        a line drawn before (the same strip from render_line) is not styled again while
+        the table's look is unchanged.  Styling is most of the cost of a line, and a
+        filter, sort or scroll often brings back rows drawn before."""
         self._styles()  # once per paint: the pseudo classes and base style of this paint
-        return super().render_lines(crop)
+        if not _plain_box(self):
+            return super().render_lines(crop)
+        styles = self.styles
+        look = (self.size, self.background_colors, tuple(self.get_line_filters()), self._state, styles.tint,
+                self.opacity, styles.text_opacity, styles.hatch)
+        if look != self._look:
+            self._look = look
+            self._styled.clear()
+        styled, columns = self._styled, (crop.x, crop.width)
+        if len(styled) > 2_000:
+            styled.clear()
+        out = []
+        for y in crop.line_range:
+            content = self.render_line(y)
+            kept = styled.get(id(content))
+            if kept is None or kept[0] is not content or kept[1] != columns:
+                kept = styled[id(content)] = (
+                    content, columns, super().render_lines(Region(crop.x, y, crop.width, 1))[0])
+            out.append(kept[2])
+        return out
 
     def render_line(self, y: int) -> Strip:
         styles = self._style_sets.get(self._state) or self._styles()
@@ -441,7 +516,9 @@ class FleetTable(ScrollView, can_focus=True):
         else:
             row = y - 1 + int(self.scroll_y)
             if row >= len(self._keys):
-                return Strip.blank(width, styles["base"])
+                if self._blank is None or self._blank[:2] != (width, styles["base"]):
+                    self._blank = (width, styles["base"], Strip.blank(width, styles["base"]))
+                return self._blank[2]
             strip = self._row_line(row, styles, width)
         if scroll_x or strip.cell_length > width:
             strip = strip.crop(scroll_x, scroll_x + width)
@@ -478,20 +555,30 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _line(self, cells: Sequence[object], row_style: Style, component: Style, post: Style, width: int) -> Strip:
         """One table line: each cell padded and cropped to its column, then the row's style
-        carried on to the widget's right edge (as DataTable draws it)."""
+        carried on to the widget's right edge (as DataTable draws it).
+
+        A cell's segments are made once (by cell object), and styled once per look
+        (stripe, cursor, hover): rows that share cell objects (the screen gives equal
+        cells as one object) share the work."""
         console = self.app.console
         style = row_style + component
         post = post or None
+        column_styles = self._column_styles.get(style)
+        if column_styles is None:
+            column_styles = self._column_styles[style] = [style + meta for meta in self._metas]
         segments: list[Segment] = []
         used = 0
         contents = self._contents
-        for column, cell, meta in zip(self.columns, cells, self._metas):
+        for column, cell, column_style in zip(self.columns, cells, column_styles):
             content = contents.get(id(cell))
             if content is None or content[0] is not cell or content[1] != column.width:
                 if len(contents) > 60_000:
                     contents.clear()
-                content = contents[id(cell)] = (cell, column.width, cell_segments(console, cell, column.width, 1))
-            segments += Segment.apply_style(content[2], style + meta, post)
+                content = contents[id(cell)] = (cell, column.width, cell_segments(console, cell, column.width, 1), {})
+            styled = content[3].get((column_style, post))
+            if styled is None:
+                styled = content[3][column_style, post] = list(Segment.apply_style(content[2], column_style, post))
+            segments += styled
             used += column.width + 2
         if used < width:
             segments.append(Segment(" " * (width - used), style))
