@@ -71,6 +71,8 @@ ERROR_MIN = 12
 CELL_PAD = 2
 #: nodes (re)read into the filter's index per 50 ms tick while it has some pending (~5 ms)
 INDEX_SLICE = 100
+#: rows made ready to draw per 50 ms tick, once the index is current (~2 ms)
+ROWS_SLICE = 25
 #: from this many columns the summary bar spells its counts out
 SUMMARY_WIDE = 110
 
@@ -179,6 +181,8 @@ class FleetScreen(Screen):
         self._compact: frozenset[str] = frozenset()
         self._cache: dict[str, dict[str, object]] = {}  # name -> column key -> cell
         self._alike: dict[tuple, Text] = {}  # see _shared
+        #: nodes whose rows are not made yet (ordered): made ahead in idle time (_work_ahead)
+        self._unmade: dict[str, None] = {}
         self._index: AttrIndex | None = None  # every node's selection words, for the filter
         self._index_built = False
         self._signatures: dict[str, tuple] = {}  # name -> words_signature when last indexed
@@ -217,7 +221,7 @@ class FleetScreen(Screen):
         self._relayout(self.app.size.width)
         self._refresh_summary()
         self.set_interval(1.0, self._tick)
-        self.set_interval(0.05, self._index_ahead)
+        self.set_interval(0.05, self._work_ahead)
 
     def on_resize(self, event: events.Resize) -> None:
         self._relayout(event.size.width)
@@ -234,6 +238,7 @@ class FleetScreen(Screen):
         self._counts = None  # the summary bar follows the width too
         self._compact = frozenset(k for k, _, w in columns if _BY_KEY[k].narrow == w != _BY_KEY[k].width)
         self._cache.clear()
+        self._unmade = dict.fromkeys(self._names)
         cursor = self._cursor_name()
         with self.app.batch_update():
             table.set_columns(columns)
@@ -309,18 +314,29 @@ class FleetScreen(Screen):
         table.replace_rows(self.shown)
         if cursor is not None and cursor in table.rows:
             table.move_cursor(row=table.get_row_index(cursor))
+        self._refresh_ages()
 
     def _node_words(self, name: str) -> dict[str, object]:
         return node_words(self.fleet, self.fleet.site.node(name))
 
-    def _index_ahead(self) -> None:
-        """A slice of the filter's index at a time (~5 ms): built after the first paint, and
-        kept current as nodes change, so that a key typed finds it (nearly) ready."""
+    def _work_ahead(self) -> None:
+        """In idle time, a slice at a time, so that a key typed finds it (nearly) done:
+        the filter's index (~5 ms a slice), built after the first paint and kept current
+        as nodes change; then the rows not shown yet, made ready to draw (~2 ms a slice),
+        so that a filter showing rows never drawn does not make them then."""
         if self._index.pending:
             self._index.sync(limit=INDEX_SLICE)
             if not self._index.pending and not self._index_built:
                 self._index_built = True
                 self.app.freeze_heap()  # thousands of long-lived tuples and sets
+            return
+        unmade = self._unmade
+        if unmade:
+            table = self.query_one(FleetTable)
+            for _ in range(min(ROWS_SLICE, len(unmade))):
+                name = next(iter(unmade))
+                del unmade[name]
+                table.prepare(self._row(name))
 
     def _select(self, text: str) -> list[str] | FleetError:
         """The nodes the filter ``text`` selects, in inventory order, or the problem with it."""
@@ -436,7 +452,8 @@ class FleetScreen(Screen):
         changed = []
         for name in message.nodes:
             old = self._cache.pop(name, None)
-            if name not in on_screen:  # its cells are remade when it is shown
+            if name not in on_screen:  # its cells are remade ahead, or when it is shown
+                self._unmade[name] = None
                 changed.append(name)
                 continue
             new = self._cells(name)
@@ -453,6 +470,12 @@ class FleetScreen(Screen):
 
     def _tick(self) -> None:
         """Once a second: ages move, and the stale banner follows the poller."""
+        self._refresh_ages()
+        self._refresh_summary()
+
+    def _refresh_ages(self) -> None:
+        """The rows on screen show their nodes' age as of now (a row made ahead, or kept
+        while off screen, holds the age of when it was made)."""
         table = self.query_one(FleetTable)
         now = self.app.clock()
         changed = []
@@ -463,7 +486,6 @@ class FleetScreen(Screen):
                 cells["age"] = age
                 changed.append(name)
         table.refresh_rows(changed)
-        self._refresh_summary()
 
     def _summary_counts(self) -> Text:
         """The state counts of the summary bar (kept up to date per changed node)."""

@@ -497,15 +497,29 @@ class FleetTable(ScrollView, can_focus=True):
         styled, columns = self._styled, (crop.x, crop.width)
         if len(styled) > 2_000:
             styled.clear()
-        out = []
+        out: list[Strip | None] = []
+        contents = []
         for y in crop.line_range:
             content = self.render_line(y)
             kept = styled.get(id(content))
-            if kept is None or kept[0] is not content or kept[1] != columns:
-                kept = styled[id(content)] = (
-                    content, columns, super().render_lines(Region(crop.x, y, crop.width, 1))[0])
-            out.append(kept[2])
-        return out
+            fresh = kept is None or kept[0] is not content or kept[1] != columns
+            out.append(None if fresh else kept[2])
+            contents.append(content)
+        # the lines not kept, styled by Textual a run of lines at a time
+        top, i = crop.y, 0
+        while i < len(out):
+            if out[i] is not None:
+                i += 1
+                continue
+            end = i
+            while end < len(out) and out[end] is None:
+                end += 1
+            lines = super().render_lines(Region(crop.x, top + i, crop.width, end - i))
+            for j, strip in enumerate(lines, i):
+                out[j] = strip
+                styled[id(contents[j])] = (contents[j], columns, strip)
+            i = end
+        return out  # type: ignore[return-value]
 
     def render_line(self, y: int) -> Strip:
         styles = self._style_sets.get(self._state) or self._styles()
@@ -555,31 +569,45 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _line(self, cells: Sequence[object], row_style: Style, component: Style, post: Style, width: int) -> Strip:
         """One table line: each cell padded and cropped to its column, then the row's style
-        carried on to the widget's right edge (as DataTable draws it).
-
-        A cell's segments are made once (by cell object), and styled once per look
-        (stripe, cursor, hover): rows that share cell objects (the screen gives equal
-        cells as one object) share the work."""
-        console = self.app.console
+        carried on to the widget's right edge (as DataTable draws it)."""
         style = row_style + component
         post = post or None
-        column_styles = self._column_styles.get(style)
-        if column_styles is None:
-            column_styles = self._column_styles[style] = [style + meta for meta in self._metas]
         segments: list[Segment] = []
         used = 0
-        contents = self._contents
-        for column, cell, column_style in zip(self.columns, cells, column_styles):
-            content = contents.get(id(cell))
-            if content is None or content[0] is not cell or content[1] != column.width:
-                if len(contents) > 60_000:
-                    contents.clear()
-                content = contents[id(cell)] = (cell, column.width, cell_segments(console, cell, column.width, 1), {})
-            styled = content[3].get((column_style, post))
-            if styled is None:
-                styled = content[3][column_style, post] = list(Segment.apply_style(content[2], column_style, post))
-            segments += styled
+        for column, cell, column_style in zip(self.columns, cells, self._styles_by_column(style)):
+            segments += self._styled_cell(column, cell, column_style, post)
             used += column.width + 2
         if used < width:
             segments.append(Segment(" " * (width - used), style))
         return Strip(segments, max(width, used))  # cells differ in meta: nothing to simplify
+
+    def _styles_by_column(self, style: Style) -> list[Style]:
+        """``style`` with each column's meta."""
+        styles = self._column_styles.get(style)
+        if styles is None:
+            styles = self._column_styles[style] = [style + meta for meta in self._metas]
+        return styles
+
+    def _styled_cell(self, column: TableColumn, cell: object, column_style: Style, post: Style | None) -> list[Segment]:
+        """A cell's segments in its column, styled.  Made once per cell object, and styled
+        once per look (stripe, cursor, hover): rows that share cell objects (the screen
+        gives equal cells as one object) share the work."""
+        contents = self._contents
+        content = contents.get(id(cell))
+        if content is None or content[0] is not cell or content[1] != column.width:
+            if len(contents) > 60_000:
+                contents.clear()
+            content = contents[id(cell)] = (cell, column.width, cell_segments(self.app.console, cell, column.width, 1), {})
+        styled = content[3].get((column_style, post))
+        if styled is None:
+            styled = content[3][column_style, post] = list(Segment.apply_style(content[2], column_style, post))
+        return styled
+
+    def prepare(self, cells: Sequence[object]) -> None:
+        """Make a row's cells ready to draw, in either stripe, before the row is shown
+        (the screen does it in idle time): a filter that shows rows never drawn then
+        only puts their lines together."""
+        styles = self._style_sets.get(self._state) or self._styles()
+        for stripe in ("even", "odd"):
+            for column, cell, column_style in zip(self.columns, cells, self._styles_by_column(styles[stripe])):
+                self._styled_cell(column, cell, column_style, None)

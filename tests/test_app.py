@@ -14,6 +14,7 @@ from inventory.ranges import natural_key
 from console.poller import PollConfig
 from console.secrets import Secrets
 from screens.app import make_app
+from screens.common import age_text
 from screens.table import FleetTable
 from tests.support import wait_until
 
@@ -287,6 +288,33 @@ async def test_off_screen_change_shows_when_scrolled_to(ctx):
         shot = app.export_screenshot()
         assert far in shot and "unreachable" in shot
         assert table.get_cell(far, "error").plain == "unreachable: nobody home"
+
+
+async def test_rows_are_made_ahead_and_show_their_age_as_of_now(ctx, monkeypatch):
+    """In idle time every row is made ready to draw (and made again after its node
+    changed off screen), so a filter does not make rows then; a row made ahead shows
+    its node's age as of when it is shown, not as of when it was made."""
+    now = [1000.0]
+    app = make_app(ctx, poll=False, clock=lambda: now[0])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(FleetTable)
+        far = screen.shown[-1]
+        app.fleet.node_ok(far, "power", power="on")  # polled at 1000
+        await wait_until(lambda: not screen._unmade and not screen._index.pending)
+        assert set(screen._cache) == set(screen.shown)
+        assert far not in table.keys_in_view()
+        before = screen._cache[far]
+        app.fleet.node_failed(far, "power", "unreachable")  # polled at 1000, off screen
+        await wait_until(lambda: screen._cache.get(far) not in (None, before))  # made again, ahead
+        assert screen._cache[far]["error"].plain == "unreachable"
+
+        made = []
+        monkeypatch.setattr(screen, "_make_cells", lambda name, make=screen._make_cells: made.append(name) or make(name))
+        now[0] += 42
+        await pilot.press("slash", *far, "enter")
+        assert table.keys == [far] and made == []  # shown from what was made ahead
+        assert table.get_cell(far, "age").plain == age_text(1000.0, now[0]).plain == "42s"
 
 
 async def test_full_collections_wait_for_a_pause_in_typing(ctx, monkeypatch):
