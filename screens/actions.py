@@ -32,12 +32,13 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, OptionList, Static
+from textual.widgets import Button, DataTable, Header, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from console.actions import NodeProgress, Plan, RunResult, Runner, plan_power, plan_pxe, plan_reimage
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
+from screens.common import KeyFooter
 
 __all__ = [
     "POWER_CHOICES",
@@ -459,7 +460,7 @@ class ProgressScreen(Screen):
         yield Static("", id="counts")
         yield DataTable(id="progress", cursor_type="row", zebra_stripes=True)
         yield Static("", id="steps")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#progress", DataTable)

@@ -19,9 +19,10 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from console.journal import journal_path, read_entries
+from screens.common import KeyFooter
 
 __all__ = ["ActivityScreen", "COLUMNS", "LIMIT", "entry_matches"]
 
@@ -86,7 +87,7 @@ class ActivityScreen(Screen):
         yield Input(placeholder="filter: words in node, action, step, result, operator, ticket", id="filter")
         yield DataTable(id="activity", cursor_type="row", zebra_stripes=True)
         yield Static("", id="entry")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False

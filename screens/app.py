@@ -122,6 +122,10 @@ class FleetConsoleApp(App):
             self._last_input = time.monotonic()
         await super().on_event(event)
 
+    def input_quiet_for(self) -> float:
+        """Seconds since the operator's last key or mouse event."""
+        return time.monotonic() - self._last_input
+
     def _collect(self) -> None:
         """A full garbage collection when the operator paused (or it is long overdue)."""
         now = time.monotonic()

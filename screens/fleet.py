@@ -25,12 +25,13 @@ from textual.containers import Horizontal
 from textual.geometry import Size
 from textual.reactive import Reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from inventory.errors import FleetError
 from inventory.ranges import natural_key
 from inventory.selection import AttrIndex, select
-from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, status_text, words_signature
+from screens.common import (STATE_WORDS, FleetChanged, KeyFooter, age_text, node_words, status_text,
+                            words_signature)
 from screens.table import FleetTable, same_cell
 
 __all__ = ["FleetScreen", "FleetTable", "COLUMNS", "Column", "layout"]
@@ -69,10 +70,14 @@ DROP_ORDER = ("port", "image")
 ERROR_MIN = 12
 #: what FleetTable draws around each cell (cell_padding 1 on both sides)
 CELL_PAD = 2
-#: nodes (re)read into the filter's index per 50 ms tick while it has some pending (~5 ms)
-INDEX_SLICE = 100
-#: rows made ready to draw per 50 ms tick, once the index is current (~2 ms)
-ROWS_SLICE = 25
+#: nodes (re)read into the filter's index per 50 ms tick while it has some pending (~5 ms),
+#: and fewer while the operator types (~1 ms): a key waits for a slice under way
+INDEX_SLICE, INDEX_SLICE_TYPING = 100, 25
+#: rows made ready to draw per 50 ms tick once the index is current (~2 ms), not while
+#: the operator types (rows are made for the next filter, not this one)
+ROWS_SLICE = 20
+#: the operator is typing: input less than this many seconds ago
+TYPING_S = 0.5
 #: from this many columns the summary bar spells its counts out
 SUMMARY_WIDE = 110
 
@@ -201,7 +206,7 @@ class FleetScreen(Screen):
         with Horizontal(id="filter-bar"):
             yield FilterInput(on_text=self._apply_filter, placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…", id="filter")
         yield FleetTable(id="fleet")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def fleet(self):
@@ -321,17 +326,18 @@ class FleetScreen(Screen):
 
     def _work_ahead(self) -> None:
         """In idle time, a slice at a time, so that a key typed finds it (nearly) done:
-        the filter's index (~5 ms a slice), built after the first paint and kept current
-        as nodes change; then the rows not shown yet, made ready to draw (~2 ms a slice),
-        so that a filter showing rows never drawn does not make them then."""
+        the filter's index, built after the first paint and kept current as nodes change;
+        then, while the operator is not typing, the rows not shown yet, made ready to
+        draw, so that a filter showing rows never drawn does not make them then."""
+        typing = self.app.input_quiet_for() < TYPING_S
         if self._index.pending:
-            self._index.sync(limit=INDEX_SLICE)
+            self._index.sync(limit=INDEX_SLICE_TYPING if typing else INDEX_SLICE)
             if not self._index.pending and not self._index_built:
                 self._index_built = True
                 self.app.freeze_heap()  # thousands of long-lived tuples and sets
             return
         unmade = self._unmade
-        if unmade:
+        if unmade and not typing:
             table = self.query_one(FleetTable)
             for _ in range(min(ROWS_SLICE, len(unmade))):
                 name = next(iter(unmade))

@@ -33,10 +33,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from console.fleet import iso
-from screens.common import SYMBOLS, FleetChanged, age_text, status_text
+from screens.common import SYMBOLS, FleetChanged, age_text, status_text, KeyFooter
 
 __all__ = ["NodeScreen", "Section", "sorted_sensors", "NODE_REFRESH_JOBS"]
 
@@ -157,7 +157,7 @@ class NodeScreen(Screen):
         if not self._known():
             yield Static(Text(f"no node named {self.node_name!r} in site {self.fleet.site.name}", style="bold"),
                          id="status")
-            yield Footer()
+            yield KeyFooter()
             return
         yield Static(id="status")
         yield Static(id="errors")
@@ -173,7 +173,7 @@ class NodeScreen(Screen):
                     yield Section("Identity", Static(id="identity-grid"), id="identity")
                     yield Section("Events (newest first)", Static(id="events-list"), id="events")
                     yield Section("Recent activity (newest first)", Static(id="activity-list"), id="activity")
-        yield Footer()
+        yield KeyFooter()
 
     @staticmethod
     def _table(key: str, columns) -> DataTable:

@@ -16,9 +16,9 @@ from textual.binding import Binding
 from textual.containers import HorizontalScroll, Vertical, VerticalScroll
 from textual.events import Click
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
-from screens.common import SYMBOLS, FleetChanged
+from screens.common import SYMBOLS, FleetChanged, KeyFooter
 
 __all__ = ["RackScreen", "NodeBlock", "node_state"]
 
@@ -131,7 +131,7 @@ class RackScreen(Screen):
                     yield Static(f"{rack.name} (row {rack.row})", classes="rack-title")
                     with VerticalScroll(classes="rack-slots", can_focus=False):
                         yield from self._slots(rack)
-        yield Footer()
+        yield KeyFooter()
 
     def _slots(self, rack):
         site = self.fleet.site

@@ -23,12 +23,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 # The CLI's record assembly, reused so both views agree.  It is private to commands.py
 # today; the report for this change asks for it to become public (switch_records).
 from console.commands import rate_text, switch_records
-from screens.common import FleetChanged, age_text, status_text
+from screens.common import FleetChanged, age_text, status_text, KeyFooter
 
 __all__ = ["SwitchesScreen", "port_finding", "uptime_text"]
 
@@ -150,7 +150,7 @@ class SwitchesScreen(Screen):
         yield DataTable(id="switches", cursor_type="row", zebra_stripes=True)
         yield Static(id="switch-detail")
         yield DataTable(id="ports", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         switches = self.query_one("#switches", DataTable)

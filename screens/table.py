@@ -489,7 +489,7 @@ class FleetTable(ScrollView, can_focus=True):
         if not _plain_box(self):
             return super().render_lines(crop)
         styles = self.styles
-        look = (self.size, self.background_colors, tuple(self.get_line_filters()), self._state, styles.tint,
+        look = (self.size.width, self.background_colors, tuple(self.get_line_filters()), self._state, styles.tint,
                 self.opacity, styles.text_opacity, styles.hatch)
         if look != self._look:
             self._look = look

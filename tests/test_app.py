@@ -309,6 +309,15 @@ async def test_rows_are_made_ahead_and_show_their_age_as_of_now(ctx, monkeypatch
         await wait_until(lambda: screen._cache.get(far) not in (None, before))  # made again, ahead
         assert screen._cache[far]["error"].plain == "unreachable"
 
+        # not while the operator types: those rows are for a later filter
+        screen._unmade[far] = None
+        monkeypatch.setattr(app, "input_quiet_for", lambda: 0.1)
+        screen._work_ahead()
+        assert far in screen._unmade
+        monkeypatch.setattr(app, "input_quiet_for", lambda: 5.0)
+        screen._work_ahead()
+        assert far not in screen._unmade
+
         made = []
         monkeypatch.setattr(screen, "_make_cells", lambda name, make=screen._make_cells: made.append(name) or make(name))
         now[0] += 42

@@ -1,0 +1,115 @@
+"""KeyFooter: the screen's keys on one line, drawn as Textual's Footer draws them."""
+
+from __future__ import annotations
+
+import pytest
+from rich.style import Style
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widget import Widget
+from textual.widgets import Footer
+
+from screens.common import KeyFooter
+
+
+class Focusable(Widget, can_focus=True):
+    BINDINGS = [Binding("x", "xray", "X-ray")]
+    DEFAULT_CSS = "Focusable { height: 3; }"
+
+
+class KeysApp(App):
+    BINDINGS = [Binding("a", "alpha", "Alpha"), Binding("b", "beta", "Beta", tooltip="not now"),
+                Binding("c", "gamma", "Gamma", show=False), Binding("d", "delta", "Delta")]
+
+    def __init__(self, footer: type[Widget]) -> None:
+        super().__init__()
+        self.footer = footer
+        self.done: list[str] = []
+        self.bells = 0
+
+    def compose(self) -> ComposeResult:
+        yield Focusable()
+        yield self.footer()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        return None if action == "beta" else True  # None: shown, disabled
+
+    def action_alpha(self) -> None:
+        self.done.append("alpha")
+
+    def action_beta(self) -> None:
+        self.done.append("beta")
+
+    def action_delta(self) -> None:
+        self.done.append("delta")
+
+    def bell(self) -> None:
+        self.bells += 1
+
+
+def footer_line(app: App) -> list[tuple[str, object]]:
+    """The bottom screen line as (text, style) segments, runs of one style joined."""
+    out: list[tuple[str, object]] = []
+    for segment in app.screen._compositor.render_strips()[-1]:
+        style = segment.style
+        if style is not None:  # what it looks like (not the metas each widget puts in)
+            style = Style(color=style.color, bgcolor=style.bgcolor, bold=style.bold, dim=style.dim)
+        if out and out[-1][1] == style:
+            out[-1] = (out[-1][0] + segment.text, style)
+        else:
+            out.append((segment.text, style))
+    return out
+
+
+@pytest.mark.parametrize("size", [(80, 10), (40, 10), (30, 10)])
+async def test_the_line_is_textuals_footer_line(size):
+    """Same characters and styles as Textual's Footer, keys that do not fit cut at the
+    palette key, a disabled key dimmed; with the focused widget's keys and without."""
+    lines = {}
+    for footer in (Footer, KeyFooter):
+        app = KeysApp(footer)
+        async with app.run_test(size=size) as pilot:
+            app.set_focus(None)
+            await pilot.pause()
+            await pilot.pause()
+            blurred = footer_line(app)
+            app.query_one(Focusable).focus()
+            await pilot.pause()
+            await pilot.pause()
+            lines[footer] = (blurred, footer_line(app))
+    assert lines[KeyFooter] == lines[Footer]
+    blurred, focused = lines[KeyFooter]
+    text = "".join(t for t, _ in focused)
+    if size[0] == 80:
+        assert text.startswith(" x X-ray  a Alpha  b Beta  d Delta ") and text.endswith("▏^p palette ")
+        assert "Gamma" not in text
+        assert "X-ray" not in "".join(t for t, _ in blurred)
+        color = {t: style.color for t, style in focused}
+        assert color[" b "] != color[" a "] == color[" d "]  # disabled: dimmed (to a blended colour)
+        assert color["Beta "] != color["Alpha "] == color["Delta "]
+
+
+async def test_clicks_press_keys_and_hover_shows_the_tooltip():
+    app = KeysApp(KeyFooter)
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause()
+        footer = app.query_one(KeyFooter)
+        text = "".join(t for t, _ in footer_line(app))
+        at = {word: text.index(word) for word in ("Alpha", "Beta", "Delta", "palette")}
+        await pilot.click(KeyFooter, offset=(at["Delta"], 0))
+        await pilot.click(KeyFooter, offset=(at["Alpha"], 0))
+        assert app.done == ["delta", "alpha"]
+        await pilot.click(KeyFooter, offset=(at["Beta"], 0))  # disabled: a bell, nothing done
+        assert app.done == ["delta", "alpha"] and app.bells == 1
+
+        plain = footer_line(app)
+        await pilot.hover(KeyFooter, offset=(at["Beta"], 0))
+        assert footer.tooltip == "not now"
+        assert footer_line(app) != plain  # highlighted
+        await pilot.hover(KeyFooter, offset=(at["Alpha"] + 1, 0))
+        assert footer.tooltip == "Alpha"
+        await pilot.hover(KeyFooter, offset=(at["palette"], 0))
+        assert footer.tooltip and "palette" in footer.tooltip.lower()
+        await pilot.click(KeyFooter, offset=(at["palette"], 0))
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "CommandPalette"
