@@ -66,18 +66,25 @@ def test_pxe_boot_installs_the_image_the_script_names(demo_lab):
     mac = site.node(node).mac
     root = Path(demo_lab.endpoints["boot_root"])
     script = root / (mac.replace(":", "-") + ".ipxe")
-    script.write_text(ipxe_script("flatcar", "4081.2.1"))
-    try:
-        assert demo_lab.machine(node)["image"] == "flatcar@3975.2.2"
+
+    def install(version: str) -> dict:
+        script.write_text(ipxe_script("flatcar", version))
         demo_lab.call(node, {"cmd": "boot_override", "node": node, "device": "pxe"})
         demo_lab.call(node, {"cmd": "power", "node": node, "action": "cycle"})
-        state = wait_for(lambda: (m := demo_lab.machine(node))["phase"] == "running" and m["image"] == "flatcar@4081.2.1" and m)
+        return wait_for(lambda: (m := demo_lab.machine(node))["phase"] == "running"
+                        and m["image"] == f"flatcar@{version}" and m)
+
+    assert demo_lab.machine(node)["image"] == "flatcar@3975.2.2"
+    try:
+        state = install("4081.2.1")
         assert state["boot_override"] == "none"  # a once override is consumed by the boot
         assert state["last_boot_source"] == "pxe"
         assert any(f[1].endswith(script.name) and f[2] == 200 for f in state["pxe_fetches"])
         serial = demo_lab.call(node, {"cmd": "serial", "node": node})["output"]
         assert "iPXE" in serial and "fleet-installer: writing flatcar 4081.2.1" in serial and "login:" in serial
     finally:
+        # the lab is the whole session's: the node goes back to its drifted image for the tests after
+        install("3975.2.2")
         script.unlink(missing_ok=True)
 
 
