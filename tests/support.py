@@ -6,7 +6,13 @@ import asyncio
 import time
 from typing import Callable, TypeVar
 
-__all__ = ["wait_for", "wait_until"]
+from console.drivers import open_bmc
+from console.reimage import PhaseTimeouts, reimage_node
+
+__all__ = ["FAST_PHASES", "reimage_phases", "wait_for", "wait_until"]
+
+#: reimage phase limits for a lab at time_scale 0.02: generous, and polled often
+FAST_PHASES = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
 
 T = TypeVar("T")
 
@@ -37,3 +43,23 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 30.0, wha
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def reimage_phases(site, secrets, name: str, ref: str, timeouts: PhaseTimeouts = FAST_PHASES,
+                         on_phase: Callable[[str], None] | None = None) -> list[tuple[str, str]]:
+    """Reimage node ``name`` to image ``ref`` over a BMC session of its own; the phases it
+    went through, as (phase, detail).  ``on_phase(phase)`` is called as each begins."""
+    node, image = site.node(name), site.image(ref)
+    phases: list[tuple[str, str]] = []
+
+    def phase(p: str, detail: str) -> None:
+        phases.append((p, detail))
+        if on_phase:
+            on_phase(p)
+
+    bmc = open_bmc(node, secrets)
+    try:
+        await reimage_node(node, image, site=site, secrets=secrets, bmc=bmc, phase=phase, timeouts=timeouts)
+    finally:
+        await bmc.close()
+    return phases

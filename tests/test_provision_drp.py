@@ -5,15 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from console.drivers import open_bmc
 from console.drivers.ssh import read_image
 from console.errors import ActionError, AuthFailed
 from console.lab.drp import PatchError, apply_patch
 from console.provision import open_provisioner
 from console.provision.drp import DrpProvisioner
-from console.reimage import PHASES, PhaseTimeouts, reimage_node
+from console.reimage import PHASES, PhaseTimeouts
 from console.secrets import Secret, Secrets
 from inventory.loader import load_site_text
+from tests.support import reimage_phases
 
 SITE = """
 site: t-drp
@@ -37,9 +37,6 @@ racks:
       - {name: drp-n04, mac: "52:54:00:0d:00:04", host: 127.2.13.4, bmc: {protocol: ipmi, address: 127.1.13.4}}
 """
 
-FAST = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
-
-
 @pytest.fixture(scope="module")
 def lab(private_runtime_dir):
     from console.lab.lab import Lab
@@ -51,23 +48,6 @@ def lab(private_runtime_dir):
 @pytest.fixture
 def ctx(lab):
     return lab.effective_site(), Secrets(lab=lab.secrets)
-
-
-async def _reimage(site, secrets, name, ref, timeouts=FAST, on_phase=None):
-    node, image = site.node(name), site.image(ref)
-    phases: list[tuple[str, str]] = []
-
-    def phase(p, d):
-        phases.append((p, d))
-        if on_phase:
-            on_phase(p)
-
-    bmc = open_bmc(node, secrets)
-    try:
-        await reimage_node(node, image, site=site, secrets=secrets, bmc=bmc, phase=phase, timeouts=timeouts)
-    finally:
-        await bmc.close()
-    return phases
 
 
 def test_json_patch_subset():
@@ -111,7 +91,7 @@ async def test_api_speaks_drp_and_refuses_a_bad_token(lab, ctx):
         await bad.close()
     wrong = Secrets(lab={**lab.secrets, "drp": "not-the-token"})
     with pytest.raises(ActionError, match=r"^assign: drp provisioner: .*token was refused") as err:
-        await _reimage(site, wrong, "drp-n01", "flatcar@4152.2.0")
+        await reimage_phases(site, wrong, "drp-n01", "flatcar@4152.2.0")
     assert "not-the-token" not in str(err.value)
     assert lab.machine("drp-n01")["image"] == "flatcar@4081.2.1"
 
@@ -145,7 +125,7 @@ async def test_assign_reads_back_and_rolls_back(ctx):
 async def test_reimage_through_drp(lab, ctx):
     site, secrets = ctx
     for name in ("drp-n02", "drp-n04"):  # a Redfish and an IPMI BMC
-        phases = await _reimage(site, secrets, name, "flatcar@4152.2.0")
+        phases = await reimage_phases(site, secrets, name, "flatcar@4152.2.0")
         assert [p for p, _ in phases] == list(PHASES)
         assert "DRP job fleet-install:install" in phases[2][1]
         state = lab.machine(name)
@@ -176,7 +156,7 @@ async def test_boot_env_without_image_times_out_in_verifying(lab, ctx):
 
     short = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=1.0, poll=0.05)
     with pytest.raises(ActionError) as err:
-        await _reimage(site, secrets, "drp-n03", "flatcar@4152.2.0", short, on_phase=sabotage)
+        await reimage_phases(site, secrets, "drp-n03", "flatcar@4152.2.0", short, on_phase=sabotage)
     assert str(err.value) == ("verifying: timed out after 1 s "
                               "(node still reports flatcar@4081.2.1, expected flatcar@4152.2.0)")
     assert "Script names no image" in lab.call("drp-n03", {"cmd": "serial", "node": "drp-n03"})["output"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from console.drivers import open_bmc
 from console.drivers.ssh import read_image
 from console.errors import ActionError
 from console.provision import open_provisioner
-from console.reimage import PHASES, PhaseTimeouts, reimage_node, reimage_steps
+from console.reimage import PHASES, PhaseTimeouts, reimage_steps
 from console.secrets import Secrets
 from inventory.loader import load_site_text
+from tests.support import reimage_phases
 
 SITE = """
 site: t-vmedia
@@ -36,9 +36,6 @@ racks:
       - {name: vm-ipmi, mac: "52:54:00:0e:00:04", host: 127.2.14.4, bmc: {protocol: ipmi, address: 127.1.14.4}}
 """
 
-FAST = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
-
-
 @pytest.fixture(scope="module")
 def lab(private_runtime_dir):
     from console.lab.lab import Lab
@@ -50,18 +47,6 @@ def lab(private_runtime_dir):
 @pytest.fixture
 def ctx(lab):
     return lab.effective_site(), Secrets(lab=lab.secrets)
-
-
-async def _reimage(site, secrets, name, ref, timeouts=FAST):
-    node, image = site.node(name), site.image(ref)
-    phases: list[tuple[str, str]] = []
-    bmc = open_bmc(node, secrets)
-    try:
-        await reimage_node(node, image, site=site, secrets=secrets, bmc=bmc,
-                           phase=lambda p, d: phases.append((p, d)), timeouts=timeouts)
-    finally:
-        await bmc.close()
-    return phases
 
 
 def test_ipmi_nodes_and_isoless_images_are_refused_clearly(ctx):
@@ -77,14 +62,14 @@ def test_ipmi_nodes_and_isoless_images_are_refused_clearly(ctx):
 async def test_reimage_of_an_ipmi_node_fails_before_touching_it(lab, ctx):
     site, secrets = ctx
     with pytest.raises(ActionError, match="virtual media needs a Redfish BMC"):
-        await _reimage(site, secrets, "vm-ipmi", "flatcar@4152.2.0")
+        await reimage_phases(site, secrets, "vm-ipmi", "flatcar@4152.2.0")
     assert lab.machine("vm-ipmi")["boots"] == 1 and lab.machine("vm-ipmi")["boot_override"] == "none"
 
 
 @pytest.mark.parametrize("name", ["vm-n01", "vm-dell"])  # media under the Manager (DMTF) / the System (iDRAC)
 async def test_reimage_from_virtual_cd(lab, ctx, name):
     site, secrets = ctx
-    phases = await _reimage(site, secrets, name, "flatcar@4152.2.0")
+    phases = await reimage_phases(site, secrets, name, "flatcar@4152.2.0")
     assert [p for p, _ in phases] == list(PHASES)
     assert "CD once" in phases[0][1]
     state = lab.machine(name)
@@ -118,7 +103,7 @@ async def test_media_without_an_installer_times_out_in_verifying(lab, ctx):
     site, secrets = ctx
     short = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=1.0, poll=0.05)
     with pytest.raises(ActionError) as err:
-        await _reimage(site, secrets, "vm-n02", "broken@1", short)
+        await reimage_phases(site, secrets, "vm-n02", "broken@1", short)
     assert str(err.value) == "verifying: timed out after 1 s (node still reports flatcar@4081.2.1, expected broken@1)"
     serial = lab.call("vm-n02", {"cmd": "serial", "node": "vm-n02"})["output"]
     assert "no installer on this media" in serial

@@ -7,17 +7,14 @@ import asyncio
 import pytest
 
 from console import site as sites
-from console.drivers import open_bmc
 from console.drivers.ssh import read_image
 from console.errors import ActionError
 from console.provision import open_provisioner
-from console.reimage import PHASES, PhaseTimeouts, reimage_node, reimage_steps
+from console.reimage import PHASES, PhaseTimeouts, reimage_steps
 from console.secrets import Secrets
+from tests.support import reimage_phases
 
 #: generous per phase (a loaded CI box), fast polling; the lab runs at 1/50 of real time
-FAST = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
-
-
 @pytest.fixture(scope="module")
 def lab(private_runtime_dir):
     """A demo lab of our own: these tests change what machines run.
@@ -36,18 +33,6 @@ def ctx(lab):
     return lab.effective_site(), Secrets(lab=lab.secrets)
 
 
-async def _reimage(site, secrets, name, ref, timeouts=FAST):
-    node, image = site.node(name), site.image(ref)
-    phases: list[tuple[str, str]] = []
-    bmc = open_bmc(node, secrets)
-    try:
-        await reimage_node(node, image, site=site, secrets=secrets, bmc=bmc,
-                           phase=lambda p, d: phases.append((p, d)), timeouts=timeouts)
-    finally:
-        await bmc.close()
-    return phases
-
-
 def test_steps_name_what_will_happen(ctx):
     site, _ = ctx
     steps = reimage_steps(site.node("dal1-r02-n01"), site.image("flatcar@4081.2.1"), site)
@@ -60,7 +45,7 @@ async def test_demo_five_nodes_reimaged_to_flatcar_4081(lab, ctx):
     site, secrets = ctx
     names = [f"dal1-r02-n0{i}" for i in range(1, 6)]
     assert {lab.machine(n)["image"] for n in names} == {"flatcar@3975.2.2"}  # the demo's drift
-    results = await asyncio.gather(*(_reimage(site, secrets, n, "flatcar@4081.2.1") for n in names))
+    results = await asyncio.gather(*(reimage_phases(site, secrets, n, "flatcar@4081.2.1") for n in names))
     for name, phases in zip(names, results):
         assert [p for p, _ in phases] == list(PHASES), name
         assert "was nothing" in phases[0][1] and "PXE once" in phases[0][1]
@@ -78,11 +63,11 @@ async def test_demo_five_nodes_reimaged_to_flatcar_4081(lab, ctx):
 
 async def test_ipmi_node_and_a_powered_off_node(lab, ctx):
     site, secrets = ctx
-    phases = await _reimage(site, secrets, "dal1-r01-n03", "flatcar@4152.2.0")  # IPMI BMC
+    phases = await reimage_phases(site, secrets, "dal1-r01-n03", "flatcar@4152.2.0")  # IPMI BMC
     assert [p for p, _ in phases] == list(PHASES)
     assert lab.machine("dal1-r01-n03")["image"] == "flatcar@4152.2.0"
     assert lab.machine("dal1-r01-n13")["powered"] is False  # off in the demo's lab section
-    phases = await _reimage(site, secrets, "dal1-r01-n13", "flatcar@4152.2.0")
+    phases = await reimage_phases(site, secrets, "dal1-r01-n13", "flatcar@4152.2.0")
     assert phases[1] == ("rebooting", "powered on (was off)")
     assert lab.machine("dal1-r01-n13")["image"] == "flatcar@4152.2.0"
 
@@ -90,8 +75,8 @@ async def test_ipmi_node_and_a_powered_off_node(lab, ctx):
 async def test_rollback_restores_the_previous_assignment(lab, ctx):
     site, secrets = ctx
     node = site.node("dal1-r02-n06")
-    await _reimage(site, secrets, "dal1-r02-n06", "flatcar@4152.2.0")
-    await _reimage(site, secrets, "dal1-r02-n06", "flatcar@4081.2.1")
+    await reimage_phases(site, secrets, "dal1-r02-n06", "flatcar@4152.2.0")
+    await reimage_phases(site, secrets, "dal1-r02-n06", "flatcar@4081.2.1")
     prov = open_provisioner(site, secrets)
     try:
         assert (await prov.assignment(node)).image == "flatcar@4081.2.1"
@@ -109,7 +94,7 @@ async def test_a_node_that_never_comes_back_fails_naming_the_phase(lab, ctx):
     gone = site.model_copy(update={"nodes": tuple(node if n.name == node.name else n for n in site.nodes)})
     short = PhaseTimeouts(assigned=30, rebooting=30, installing=1.5, verifying=30, poll=0.05, ssh_timeout=1)
     with pytest.raises(ActionError) as err:
-        await _reimage(gone, secrets, "dal1-r02-n07", "flatcar@4081.2.1", short)
+        await reimage_phases(gone, secrets, "dal1-r02-n07", "flatcar@4081.2.1", short)
     assert str(err.value).startswith("installing: timed out after 1.5 s (OS not answering")
 
 
@@ -118,7 +103,7 @@ async def test_a_boot_script_the_server_does_not_have_fails_in_rebooting(lab, ct
     # the console writes into a directory the boot server does not serve: the node gets 404
     wrong = site.model_copy(update={"provisioner": site.provisioner.model_copy(update={"root": str(tmp_path)})})
     with pytest.raises(ActionError, match=r"^rebooting: the node's boot fetch got HTTP 404"):
-        await _reimage(wrong, secrets, "dal1-r02-n10", "flatcar@4081.2.1")
+        await reimage_phases(wrong, secrets, "dal1-r02-n10", "flatcar@4081.2.1")
     assert lab.machine("dal1-r02-n10")["image"] == "flatcar@4081.2.1"  # untouched: booted its disk
 
 
@@ -128,7 +113,7 @@ async def test_a_hung_bmc_fails_in_assign(lab, ctx):
     lab.fault("redfish", "dal1-r02-n11", "hang")
     try:
         with pytest.raises(ActionError, match=r"^assign: timed out after 1 s"):
-            await _reimage(site, secrets, "dal1-r02-n11", "flatcar@4152.2.0", short)
+            await reimage_phases(site, secrets, "dal1-r02-n11", "flatcar@4152.2.0", short)
     finally:
         lab.fault("redfish", "dal1-r02-n11", "")
     assert lab.machine("dal1-r02-n11")["boots"] == 1  # never rebooted
@@ -139,6 +124,6 @@ async def test_a_node_without_host_address_is_done_but_not_verified(lab, ctx):
     node = site.node("dal1-r02-n12").model_copy(update={"host": None})
     blind = site.model_copy(update={"nodes": tuple(node if n.name == node.name else n for n in site.nodes)})
     assert "not verified" in reimage_steps(node, site.image("flatcar@4152.2.0"), blind)[-1][1]
-    phases = await _reimage(blind, secrets, "dal1-r02-n12", "flatcar@4152.2.0")
+    phases = await reimage_phases(blind, secrets, "dal1-r02-n12", "flatcar@4152.2.0")
     assert [p for p, _ in phases] == ["assigned", "rebooting", "installing", "done"]
     assert "not verified" in phases[-1][1]
