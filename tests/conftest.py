@@ -38,6 +38,26 @@ def demo_lab(private_runtime_dir):
         yield lab
 
 
+@pytest.fixture(scope="module")
+def site_lab(request, private_runtime_dir):
+    """A fast lab (time_scale 0.02, ephemeral ports) of the test module's own site: its
+    ``SITE``, YAML text.  For tests that change what the machines run; stopped after the module."""
+    from console.lab.lab import Lab
+    from inventory.loader import load_site_text
+
+    site = load_site_text(request.module.SITE, f"{request.module.__name__}.SITE")
+    with Lab(site, ephemeral=True, time_scale=0.02) as lab:
+        yield lab
+
+
+@pytest.fixture
+def site_ctx(site_lab):
+    """``site_lab``'s effective site and secrets."""
+    from console.secrets import Secrets
+
+    return site_lab.effective_site(), Secrets(lab=site_lab.secrets)
+
+
 @pytest.fixture
 def machine_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """An asyncio loop for in-process lab machines, run in a background thread; stopped after."""

@@ -12,7 +12,6 @@ from console.provision import open_provisioner
 from console.provision.drp import DrpProvisioner
 from console.reimage import PHASES, PhaseTimeouts
 from console.secrets import Secret, Secrets
-from inventory.loader import load_site_text
 from tests.support import reimage_phases
 
 SITE = """
@@ -37,17 +36,6 @@ racks:
       - {name: drp-n04, mac: "52:54:00:0d:00:04", host: 127.2.13.4, bmc: {protocol: ipmi, address: 127.1.13.4}}
 """
 
-@pytest.fixture(scope="module")
-def lab(private_runtime_dir):
-    from console.lab.lab import Lab
-
-    with Lab(load_site_text(SITE), ephemeral=True, time_scale=0.02) as lab:
-        yield lab
-
-
-@pytest.fixture
-def ctx(lab):
-    return lab.effective_site(), Secrets(lab=lab.secrets)
 
 
 def test_json_patch_subset():
@@ -61,8 +49,8 @@ def test_json_patch_subset():
     assert err.value.code == 409
 
 
-async def test_api_speaks_drp_and_refuses_a_bad_token(lab, ctx):
-    site, secrets = ctx
+async def test_api_speaks_drp_and_refuses_a_bad_token(site_lab, site_ctx):
+    site, secrets = site_ctx
     url = site.provisioner.url
     async with httpx.AsyncClient(base_url=url) as http:
         r = await http.get("/api/v3/machines")
@@ -89,15 +77,15 @@ async def test_api_speaks_drp_and_refuses_a_bad_token(lab, ctx):
         assert "not-the-token" not in str(err.value)
     finally:
         await bad.close()
-    wrong = Secrets(lab={**lab.secrets, "drp": "not-the-token"})
+    wrong = Secrets(lab={**site_lab.secrets, "drp": "not-the-token"})
     with pytest.raises(ActionError, match=r"^assign: drp provisioner: .*token was refused") as err:
         await reimage_phases(site, wrong, "drp-n01", "flatcar@4152.2.0")
     assert "not-the-token" not in str(err.value)
-    assert lab.machine("drp-n01")["image"] == "flatcar@4081.2.1"
+    assert site_lab.machine("drp-n01")["image"] == "flatcar@4081.2.1"
 
 
-async def test_assign_reads_back_and_rolls_back(ctx):
-    site, secrets = ctx
+async def test_assign_reads_back_and_rolls_back(site_ctx):
+    site, secrets = site_ctx
     node = site.node("drp-n03")
     prov = open_provisioner(site, secrets)
     try:
@@ -122,13 +110,13 @@ async def test_assign_reads_back_and_rolls_back(ctx):
         await prov.close()
 
 
-async def test_reimage_through_drp(lab, ctx):
-    site, secrets = ctx
+async def test_reimage_through_drp(site_lab, site_ctx):
+    site, secrets = site_ctx
     for name in ("drp-n02", "drp-n04"):  # a Redfish and an IPMI BMC
         phases = await reimage_phases(site, secrets, name, "flatcar@4152.2.0")
         assert [p for p, _ in phases] == list(PHASES)
         assert "DRP job fleet-install:install" in phases[2][1]
-        state = lab.machine(name)
+        state = site_lab.machine(name)
         assert state["image"] == "flatcar@4152.2.0" and state["last_boot_source"] == "pxe"
         assert state["pxe_fetches"][-1][1].endswith("/52:54:00:0d:00:0%s.ipxe" % name[-1])
         assert (await read_image(site.node(name), site.ssh, secrets)).ref == "flatcar@4152.2.0"
@@ -142,8 +130,8 @@ async def test_reimage_through_drp(lab, ctx):
         await prov.close()
 
 
-async def test_boot_env_without_image_times_out_in_verifying(lab, ctx):
-    site, secrets = ctx
+async def test_boot_env_without_image_times_out_in_verifying(site_lab, site_ctx):
+    site, secrets = site_ctx
     token = secrets.resolve("lab:drp").get()
     url = site.provisioner.url
 
@@ -159,4 +147,4 @@ async def test_boot_env_without_image_times_out_in_verifying(lab, ctx):
         await reimage_phases(site, secrets, "drp-n03", "flatcar@4152.2.0", short, on_phase=sabotage)
     assert str(err.value) == ("verifying: timed out after 1 s "
                               "(node still reports flatcar@4081.2.1, expected flatcar@4152.2.0)")
-    assert "Script names no image" in lab.call("drp-n03", {"cmd": "serial", "node": "drp-n03"})["output"]
+    assert "Script names no image" in site_lab.call("drp-n03", {"cmd": "serial", "node": "drp-n03"})["output"]
