@@ -39,8 +39,10 @@ class KeyFooter(Widget):
     keys change: on every focus change, as the operator opens the filter (``/``) or
     leaves it.  That was 10-40 ms, plus a layout of the screen, each time.  This one
     draws the same line (key, then description; the command palette key on the
-    right edge) and repaints only when the keys it shows change.  A click on a key
-    presses it; hovering one highlights it and shows its tooltip.
+    right edge) and repaints only when the keys it shows change.  Where the keys do
+    not all fit it shows those that fit whole, in order (Footer cut the last one
+    mid-word).  A click on a key presses it; hovering one highlights it and shows its
+    tooltip.
     """
 
     ALLOW_SELECT = False
@@ -125,18 +127,19 @@ class KeyFooter(Widget):
         room = max(0, width - right)
         segments: list[Segment] = []
         x = 0
-        for key in self._keys:
+        for key in self._keys:  # in order, as many as fit whole (Footer cut the last one short)
             extra = (hover if key == self._hover else Style()) + (dim if not key.enabled else Style())
             parts = [Segment(f" {key.display} ", key_style + extra)]
             if key.description:
                 parts.append(Segment(f"{key.description} ", description_style + extra))
             size = sum(segment.cell_length for segment in parts)
-            if x < room:
-                placed.append((x, min(x + size, room), key))
+            if x + size > room:
+                break
+            placed.append((x, x + size, key))
             segments += parts
             x += size
         self._placed = placed
-        line = Strip(segments).crop(0, room).extend_cell_length(room, base)
+        line = Strip(segments).extend_cell_length(room, base)
         return Strip.join([line, Strip(tail)]).adjust_cell_length(width, base)
 
     def _key_at(self, x: int) -> _Key | None:

@@ -10,7 +10,7 @@ view reads without colour.
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import HorizontalScroll, Vertical, VerticalScroll
@@ -34,11 +34,24 @@ DRIFT = SYMBOLS["drift"][0]
 MISCABLED = "⇄"
 STATES = tuple(STATE_SYMBOLS)
 
-LEGEND = (
-    f"{STATE_SYMBOLS['ok']} on+ok  {STATE_SYMBOLS['warning']} warning  "
-    f"{STATE_SYMBOLS['error']} critical/error  {STATE_SYMBOLS['off']} off  "
-    f"{STATE_SYMBOLS['unknown']} unknown  {DRIFT} image drift  {MISCABLED} miscabled  · empty U"
+#: the legend's entries: a symbol and what it means, kept together on one line
+LEGEND_ITEMS = (
+    f"{STATE_SYMBOLS['ok']} on+ok", f"{STATE_SYMBOLS['warning']} warning",
+    f"{STATE_SYMBOLS['error']} critical/error", f"{STATE_SYMBOLS['off']} off",
+    f"{STATE_SYMBOLS['unknown']} unknown", f"{DRIFT} image drift", f"{MISCABLED} miscabled", "· empty U",
 )
+LEGEND = "  ".join(LEGEND_ITEMS)
+
+
+def legend(width: int) -> str:
+    """The legend in lines of at most ``width`` cells, broken between entries only."""
+    lines: list[str] = []
+    for item in LEGEND_ITEMS:
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += "  " + item
+        else:
+            lines.append(item)
+    return "\n".join(lines)
 
 
 def node_state(fleet, node) -> str:
@@ -124,7 +137,7 @@ class RackScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(LEGEND, id="legend")
+        yield Static(legend(self.app.size.width - 2), id="legend")  # (its padding)
         with HorizontalScroll(id="racks", can_focus=False):
             for rack in self.fleet.site.racks:
                 with Vertical(classes="rack", id=f"rack-{rack.name}"):
@@ -154,6 +167,9 @@ class RackScreen(Screen):
                 yield Static(f"{u:>2} ·", classes="empty")
                 u -= 1
         self.columns.append(column)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one("#legend", Static).update(legend(event.size.width - 2))
 
     def on_mount(self) -> None:
         for block in self.blocks.values():

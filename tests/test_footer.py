@@ -61,14 +61,13 @@ def footer_line(app: App) -> list[tuple[str, object]]:
     return out
 
 
-@pytest.mark.parametrize("size", [(80, 10), (40, 10), (30, 10)])
-async def test_the_line_is_textuals_footer_line(size):
-    """Same characters and styles as Textual's Footer, keys that do not fit cut at the
-    palette key, a disabled key dimmed; with the focused widget's keys and without."""
+async def test_the_line_is_textuals_footer_line():
+    """Same characters and styles as Textual's Footer, with the focused widget's keys and
+    without; a disabled key dimmed."""
     lines = {}
     for footer in (Footer, KeyFooter):
         app = KeysApp(footer)
-        async with app.run_test(size=size) as pilot:
+        async with app.run_test(size=(80, 10)) as pilot:
             app.set_focus(None)
             await pilot.pause()
             await pilot.pause()
@@ -80,13 +79,22 @@ async def test_the_line_is_textuals_footer_line(size):
     assert lines[KeyFooter] == lines[Footer]
     blurred, focused = lines[KeyFooter]
     text = "".join(t for t, _ in focused)
-    if size[0] == 80:
-        assert text.startswith(" x X-ray  a Alpha  b Beta  d Delta ") and text.endswith("▏^p palette ")
-        assert "Gamma" not in text
-        assert "X-ray" not in "".join(t for t, _ in blurred)
-        color = {t: style.color for t, style in focused}
-        assert color[" b "] != color[" a "] == color[" d "]  # disabled: dimmed (to a blended colour)
-        assert color["Beta "] != color["Alpha "] == color["Delta "]
+    assert text.startswith(" x X-ray  a Alpha  b Beta  d Delta ") and text.endswith("▏^p palette ")
+    assert "Gamma" not in text
+    assert "X-ray" not in "".join(t for t, _ in blurred)
+    color = {t: style.color for t, style in focused}
+    assert color[" b "] != color[" a "] == color[" d "]  # disabled: dimmed (to a blended colour)
+    assert color["Beta "] != color["Alpha "] == color["Delta "]
+
+
+@pytest.mark.parametrize("width, shown", [(46, " x X-ray  a Alpha  b Beta "), (29, " x X-ray "), (14, "")])
+async def test_keys_that_do_not_fit_whole_are_left_out(width, shown):
+    app = KeysApp(KeyFooter)
+    async with app.run_test(size=(width, 10)) as pilot:
+        await pilot.pause()
+        text = "".join(t for t, _ in footer_line(app))
+        assert len(text) == width and text.endswith("▏^p palette ")
+        assert text[:-len("▏^p palette ")].rstrip() == shown.rstrip()
 
 
 async def test_clicks_press_keys_and_hover_shows_the_tooltip():

@@ -8,7 +8,7 @@ from console.cli import SiteContext
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen
-from screens.rack import NodeBlock, RackScreen
+from screens.rack import LEGEND_ITEMS, NodeBlock, RackScreen
 
 
 @pytest.fixture
@@ -23,6 +23,21 @@ async def _open(app, pilot) -> RackScreen:
     app.push_screen(screen)
     await pilot.pause()
     return screen
+
+
+@pytest.mark.parametrize("width", [80, 40, 200])
+async def test_the_legend_breaks_between_entries(ctx, width):
+    """Never inside one ("⇄" at the end of a line, "miscabled" on the next), and it follows
+    the width."""
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(width, 24)) as pilot:
+        screen = RackScreen()
+        app.push_screen(screen)
+        await pilot.pause()
+        drawn = screen.query_one("#legend")
+        lines = [strip.text for strip in drawn.render_lines(drawn.region.size.region)]
+        assert all(any(item in line for line in lines) for item in LEGEND_ITEMS), lines
+        assert len(lines) == {80: 2, 40: 3, 200: 1}[width]
 
 
 async def test_racks_blocks_and_states(ctx):
