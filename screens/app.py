@@ -225,6 +225,25 @@ class FleetConsoleApp(App):
             return
         self.push_screen(screen_cls(*args))
 
+    #: what ``--read-only`` turns off: key action -> start_action's kind
+    ACTING = {"power_menu": "power", "pxe": "pxe", "reimage": "reimage"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Read-only: the acting keys are shown dimmed in the footer (and say why when pressed)."""
+        if self.read_only and action in self.ACTING:
+            return None
+        return True
+
+    def on_key(self, event: events.Key) -> None:
+        """A key of a dimmed acting binding (read-only) reached the app unhandled: say why."""
+        if not self.read_only:
+            return
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action in self.ACTING and event.key in binding.key.split(","):
+                event.stop()
+                start_action(self, self.ACTING[binding.action])  # which refuses, naming read-only mode
+                return
+
     def action_power_menu(self) -> None:
         """``p``: power on/off/soft/cycle/reset the marked nodes, else the one under the cursor."""
         start_action(self, "power")

@@ -18,6 +18,7 @@ from console.journal import read_entries
 from console.secrets import Secrets
 from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, ProgressScreen, targets_of
 from screens.app import make_app
+from screens.common import KeyFooter
 from screens.fleet import FleetScreen
 from screens.table import FleetTable
 from screens.rack import RackScreen
@@ -161,6 +162,19 @@ async def test_read_only_refuses_every_action(ctx, demo_lab):
             assert isinstance(app.screen, FleetScreen), key
         said = notes(app)
         assert len(said) == 3 and all("read-only mode" in m for m in said), said
+        # the footer shows them dimmed: disabled, not hidden
+        keys = {key.key: key.enabled for key in app.screen.query_one(KeyFooter)._keys}
+        assert keys["p"] is keys["x"] is keys["i"] is False and keys["slash"] is True
+        await pilot.press("slash", "p", "x", "i")  # in the filter line they are letters
+        assert app.screen.query_one("#filter", Input).value == "pxi" and len(notes(app)) == 3
+
+
+async def test_acting_keys_are_enabled_when_not_read_only(ctx):
+    app = app_for(ctx)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        keys = {key.key: key.enabled for key in app.screen.query_one(KeyFooter)._keys}
+        assert keys["p"] is keys["x"] is keys["i"] is True
 
 
 async def test_progress_shows_failed_for_a_faulted_bmc(ctx, demo_lab):
