@@ -85,6 +85,7 @@ class FleetConsoleApp(App):
         self._newest_success: float | None = None
         self._failing: set[str] = set()
         self._track(self.fleet.nodes)
+        self._freshness: tuple[float, tuple[int, float | None]] | None = None
         self._restarting = False
         #: the garbage collector's thresholds before this app changed them (on_mount)
         self._gc_thresholds: tuple[int, int, int] | None = None
@@ -187,6 +188,17 @@ class FleetConsoleApp(App):
             else:
                 failing.discard(name)
         self._newest_success = newest
+
+    def poll_freshness(self) -> tuple[int, float | None]:
+        """How current the states are: (nodes not polled yet, when the least recently polled
+        of the others was last polled).  Worked out at most once a second: a scan of every
+        node, under a millisecond at 5,000."""
+        now = time.monotonic()
+        if self._freshness is None or now - self._freshness[0] >= 1.0:
+            stamps = [st.polled_at for st in self.fleet.nodes.values()]
+            polled = [stamp for stamp in stamps if stamp is not None]
+            self._freshness = (now, (len(stamps) - len(polled), min(polled) if polled else None))
+        return self._freshness[1]
 
     def staleness(self) -> str | None:
         """A banner text when the poller is behind or nothing answers, else None."""

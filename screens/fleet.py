@@ -533,6 +533,17 @@ class FleetScreen(Screen):
         self._counts = text
         return self._counts
 
+    def _freshness(self, wide: bool) -> Text:
+        """How current the states are: the age of the least recently polled node's last poll
+        (``polled ≤ 12s ago``, narrow ``↻12s``), or how many are not polled yet."""
+        unpolled, oldest = self.app.poll_freshness()
+        if unpolled:
+            return Text(f"{unpolled} not polled yet" if wide else f"↻{unpolled} to go", style="yellow")
+        age = age_text(oldest, self.app.clock())
+        if wide:
+            return Text.assemble("polled ≤ ", age, " ago")
+        return Text.assemble("↻", age)
+
     def _recount(self, names) -> None:
         """Move ``names``' contributions to the summary tally to their current state."""
         fleet, tally, contrib = self.fleet, self._tally, self._contrib
@@ -549,11 +560,16 @@ class FleetScreen(Screen):
         shown = f"{len(self.shown)}/{len(self.fleet.nodes)} shown"
         if self.marked:
             shown += f", {len(self.marked)} marked"
-        if self.app.size.width >= SUMMARY_WIDE:
+        wide = self.app.size.width >= SUMMARY_WIDE
+        if wide:
             text = self._summary_counts().copy()
+            text.append("   │   ")
+            text.append_text(self._freshness(wide))
             text.append(f"   │   {shown}")
-        else:  # narrow: what is shown and marked first, so a cut takes the least of it
-            text = Text(f"{shown} │ ")
+        else:  # narrow: what is shown and marked, and how fresh, first, so a cut takes the least
+            text = Text(f"{shown} ")
+            text.append_text(self._freshness(wide))
+            text.append(" │ ")
             text.append_text(self._summary_counts())
         # repaint only what changed: a Static update re-lays out the screen unless told not to
         if text != self._summary_shown or text.spans != self._summary_shown.spans:

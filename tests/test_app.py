@@ -172,6 +172,25 @@ async def test_stale_banner_when_nothing_answers(ctx):
         assert banner.display and "no BMC has answered" in str(banner.render())
 
 
+@pytest.mark.parametrize("width, waiting, fresh", [(80, "↻89 to go", "↻12s"),
+                                                   (160, "89 not polled yet", "polled ≤ 12s ago")])
+async def test_the_summary_says_how_fresh_the_states_are(ctx, width, waiting, fresh):
+    """The least recently polled node's age (or how many are not polled yet), kept current."""
+    now = [1000.0]
+    app = make_app(ctx, poll=False, clock=lambda: now[0])
+    async with app.run_test(size=(width, 30)) as pilot:
+        summary = app.screen.query_one("#summary", Static)
+        await pilot.pause()
+        assert waiting in str(summary.render())
+        for name in app.fleet.nodes:
+            now[0] += 0.1
+            app.fleet.node_ok(name, "power", power="on")
+        oldest = 1000.1
+        now[0] = oldest + 12
+        await pilot.pause(1.2)  # worked out at most once a second
+        assert fresh in str(summary.render()) and waiting not in str(summary.render())
+
+
 async def test_the_banner_follows_the_states_as_they_change(ctx):
     """Staleness is kept up to date per drained change: nothing answered, answered, stale
     for want of a newer success, every node failing, and back."""
