@@ -38,7 +38,7 @@ from textual.widgets.option_list import Option
 from console.actions import NodeProgress, Plan, RunResult, Runner, plan_power, plan_pxe, plan_reimage
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
-from screens.common import KeyFooter
+from screens.footer import KeyFooter
 
 __all__ = [
     "POWER_CHOICES",

@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
 from console.journal import journal_path, read_entries
-from screens.common import KeyFooter
+from screens.footer import KeyFooter
 
 __all__ = ["ActivityScreen", "COLUMNS", "LIMIT", "entry_matches"]
 

@@ -1,18 +1,17 @@
 """The home screen: one row per node, a summary bar, live filter, sort and marks.
 
-The columns follow the terminal width (:func:`layout`): full forms while they fit,
-then compact ones, then PORT and IMAGE go; NODE, AGE and ERROR always stay, ERROR
-taking the room left over.  Built for thousands of nodes (``bench/tui_scale.py``):
-:class:`~screens.table.FleetTable` re-renders only changed rows, rows off screen
-are remade when they scroll into view, the summary counts move per changed node,
-and the filter selects through an index of every node's words
-(:class:`~inventory.selection.AttrIndex`), kept current a slice at a time.
+The columns follow the terminal width (:func:`screens.columns.layout`).  Built for
+thousands of nodes (``bench/tui_scale.py``): :class:`~screens.table.FleetTable`
+redraws only changed rows; equal cells are one object, drawn once; rows are made
+ready to draw in idle time, and again after their node changed off screen; the
+summary counts move per changed node (:class:`~screens.summary.FleetSummary`); the
+filter selects through an index of every node's words
+(:class:`~inventory.selection.AttrIndex`), kept current a slice at a time, and is
+applied in the frame that shows the typed character.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from typing import Callable
 
 from rich.text import Text
@@ -30,46 +29,15 @@ from textual.widgets import Header, Input, Static
 from inventory.errors import FleetError
 from inventory.ranges import natural_key
 from inventory.selection import AttrIndex, select
-from screens.common import (STATE_WORDS, FleetChanged, KeyFooter, age_text, node_words, status_text,
-                            words_signature)
+from screens.columns import BY_KEY, layout
+from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, status_text, words_signature
+from screens.footer import KeyFooter
+from screens.summary import FleetSummary
 from screens.table import FleetTable, same_cell
 
-__all__ = ["FleetScreen", "FleetTable", "COLUMNS", "Column", "layout"]
+__all__ = ["FilterInput", "FleetScreen"]
 
 
-@dataclass(frozen=True)
-class Column:
-    """One fleet table column: its full width and, if it has one, a compact form."""
-
-    key: str
-    label: str
-    width: int
-    #: width of the compact form (shorter words, image version only); None: none
-    narrow: int | None = None
-    #: header of the compact form
-    narrow_label: str | None = None
-
-
-COLUMNS = (
-    Column("mark", " ", 1),
-    Column("name", "NODE", 18),  # sized to the site's longest name on mount
-    Column("rack", "RACK/U", 7),  # likewise
-    Column("power", "POWER", 9, narrow=5, narrow_label="PWR"),
-    Column("health", "HEALTH", 10, narrow=6, narrow_label="HLTH"),
-    Column("port", "PORT", 13, narrow=9),
-    Column("image", "IMAGE", 22, narrow=10),
-    Column("age", "AGE", 5),
-    Column("error", "ERROR", 30),
-)
-_BY_KEY = {c.key: c for c in COLUMNS}
-#: the least important first: which columns take their compact form, then which go,
-#: while the table does not fit.  NODE, RACK/U, AGE and ERROR always stay.
-COMPACT_ORDER = ("image", "port", "power", "health")
-DROP_ORDER = ("port", "image")
-#: the error column never gets narrower than this (it takes all the room left over)
-ERROR_MIN = 12
-#: what FleetTable draws around each cell (cell_padding 1 on both sides)
-CELL_PAD = 2
 #: nodes (re)read into the filter's index per 50 ms tick while it has some pending (~5 ms),
 #: and fewer while the operator types (~1 ms): a key waits for a slice under way
 INDEX_SLICE, INDEX_SLICE_TYPING = 100, 25
@@ -78,8 +46,6 @@ INDEX_SLICE, INDEX_SLICE_TYPING = 100, 25
 ROWS_SLICE = 20
 #: the operator is typing: input less than this many seconds ago
 TYPING_S = 0.5
-#: from this many columns the summary bar spells its counts out
-SUMMARY_WIDE = 110
 
 #: the columns whose cells are each node's own (the others are shared: FleetScreen._shared)
 _OWN = frozenset({"name", "rack"})
@@ -88,39 +54,6 @@ _RANK = {"critical": 0, "error": 0, "mismatch": 0, "drift": 1, "warning": 1, "am
          "off": 3, "ok": 4, "match": 4, "on": 5, "unmanaged": 6}
 #: short labels of the compact POWER / HEALTH forms (the symbol carries the meaning)
 _SHORT = {"unknown": "?", "warning": "warn", "critical": "crit"}
-
-
-def layout(width: int, *, name_width: int = 18, rack_width: int = 7) -> tuple[tuple[str, str, int], ...]:
-    """The columns that fit ``width`` cells: ``(key, label, width)``; compact keys get their narrow form.
-
-    Full forms while they fit, then compact forms (least important first), then
-    PORT and IMAGE go; ERROR takes whatever is left (at least ``ERROR_MIN``).
-    """
-    widths = {c.key: c.width for c in COLUMNS}
-    widths["name"], widths["rack"] = name_width, rack_width
-    compact: set[str] = set()
-    dropped: set[str] = set()
-
-    def fixed() -> int:
-        return sum((_BY_KEY[k].narrow if k in compact else widths[k]) + CELL_PAD
-                   for k in widths if k != "error" and k not in dropped)
-
-    steps = [("compact", k) for k in COMPACT_ORDER] + [("drop", k) for k in DROP_ORDER]
-    while fixed() + ERROR_MIN + CELL_PAD > width and steps:
-        how, key = steps.pop(0)
-        (compact if how == "compact" else dropped).add(key)
-    error = max(ERROR_MIN, width - fixed() - CELL_PAD)
-    out = []
-    for c in COLUMNS:
-        if c.key in dropped:
-            continue
-        if c.key == "error":
-            out.append((c.key, c.label, error))
-        elif c.key in compact:
-            out.append((c.key, c.narrow_label or c.label, c.narrow))
-        else:
-            out.append((c.key, c.label, widths[c.key]))
-    return tuple(out)
 
 
 class FilterInput(Input):
@@ -191,18 +124,14 @@ class FleetScreen(Screen):
         self._index: AttrIndex | None = None  # every node's selection words, for the filter
         self._index_built = False
         self._signatures: dict[str, tuple] = {}  # name -> words_signature when last indexed
-        self._counts: Text | None = None  # the summary's counts, rendered
-        self._summary_shown = Text()
         self._banner_shown: str | None = None
-        self._tally: Counter | None = None  # "power:on", "error", "drift"... -> nodes
-        self._contrib: dict[str, tuple[str, ...]] = {}  # what each node adds to the tally
         self._name_width = 18
         self._rack_width = 7
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="banner")
-        yield Static(id="summary")
+        yield FleetSummary(id="summary")
         with Horizontal(id="filter-bar"):
             yield FilterInput(on_text=self._apply_filter, placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…", id="filter")
         yield FleetTable(id="fleet")
@@ -240,8 +169,7 @@ class FleetScreen(Screen):
         if columns == self.columns:
             return
         self.columns = columns
-        self._counts = None  # the summary bar follows the width too
-        self._compact = frozenset(k for k, _, w in columns if _BY_KEY[k].narrow == w != _BY_KEY[k].width)
+        self._compact = frozenset(k for k, _, w in columns if BY_KEY[k].narrow == w != BY_KEY[k].width)
         self._cache.clear()
         self._unmade = dict.fromkeys(self._names)
         cursor = self._cursor_name()
@@ -428,7 +356,7 @@ class FleetScreen(Screen):
 
     def sort_by(self, key: str, *, reverse: bool = False) -> None:
         """Sort the rows by column ``key`` (any column, shown or not)."""
-        if key not in _BY_KEY:
+        if key not in BY_KEY:
             raise ValueError(f"no column {key!r}")
         self.sort_key = key
         self._sort_reverse = reverse
@@ -440,9 +368,7 @@ class FleetScreen(Screen):
         if not message.nodes:
             self._refresh_summary()
             return
-        self._counts = None
-        if self._tally is not None:
-            self._recount(message.nodes)
+        self.query_one(FleetSummary).nodes_changed(message.nodes)
         nodes, signatures = self.fleet.nodes, self._signatures
         moved = []
         for name in message.nodes:
@@ -493,88 +419,9 @@ class FleetScreen(Screen):
                 changed.append(name)
         table.refresh_rows(changed)
 
-    def _summary_counts(self) -> Text:
-        """The state counts of the summary bar (kept up to date per changed node)."""
-        if self._counts is not None:
-            return self._counts
-        if self._tally is None:
-            self._tally = Counter()
-            self._contrib = {}
-            self._recount(list(self.fleet.nodes))
-        tally = self._tally
-        count = lambda word: tally[word]  # noqa: E731
-        drift, miscabled = tally["drift"], tally["miscabled"]
-        if self.app.size.width < SUMMARY_WIDE:  # 80 columns: counts right after their symbols
-            on, off, unknown = (f"{count('power:' + w)}" for w in ("on", "off", "unknown"))
-            parts = [status_text("on", on), status_text("off", off), status_text("unknown", unknown)]
-            gap, bar = " ", Text(" │ ")
-        else:
-            parts = [
-                status_text("on", f"{count('power:on')} on"),
-                status_text("off", f"{count('power:off')} off"),
-                status_text("unknown", f"{count('power:unknown')} ?"),
-            ]
-            gap, bar = "  ", Text("   │   ")
-        parts += [
-            bar,
-            status_text("ok", f"{count('health:ok')}"),
-            status_text("warning", f"{count('health:warning')}"),
-            status_text("critical", f"{count('health:critical')}"),
-            bar,
-            status_text("error", f"{count('error')} err"),
-            status_text("drift", f"{drift} drift"),
-            status_text("mismatch", f"{miscabled} cabling"),
-        ]
-        text = Text()
-        for i, part in enumerate(parts):  # no gap around the bars
-            if i and part is not bar and parts[i - 1] is not bar:
-                text.append(gap)
-            text.append_text(part)
-        self._counts = text
-        return self._counts
-
-    def _freshness(self, wide: bool) -> Text:
-        """How current the states are: the age of the least recently polled node's last poll
-        (``polled ≤ 12s ago``, narrow ``↻12s``), or how many are not polled yet."""
-        unpolled, oldest = self.app.poll_freshness()
-        if unpolled:
-            return Text(f"{unpolled} not polled yet" if wide else f"↻{unpolled} to go", style="yellow")
-        age = age_text(oldest, self.app.clock())
-        if wide:
-            return Text.assemble("polled ≤ ", age, " ago")
-        return Text.assemble("↻", age)
-
-    def _recount(self, names) -> None:
-        """Move ``names``' contributions to the summary tally to their current state."""
-        fleet, tally, contrib = self.fleet, self._tally, self._contrib
-        for name in names:
-            st, node = fleet.nodes[name], fleet.site.node(name)
-            words = (f"power:{st.power}", f"health:{st.health}",
-                     "error" if st.error else "", "drift" if fleet.image_state(node) == "drift" else "",
-                     "miscabled" if fleet.port_finding(node) == "mismatch" else "")
-            tally.subtract(contrib.get(name, ()))
-            tally.update(words)
-            contrib[name] = words
-
     def _refresh_summary(self) -> None:
-        shown = f"{len(self.shown)}/{len(self.fleet.nodes)} shown"
-        if self.marked:
-            shown += f", {len(self.marked)} marked"
-        wide = self.app.size.width >= SUMMARY_WIDE
-        if wide:
-            text = self._summary_counts().copy()
-            text.append("   │   ")
-            text.append_text(self._freshness(wide))
-            text.append(f"   │   {shown}")
-        else:  # narrow: what is shown and marked, and how fresh, first, so a cut takes the least
-            text = Text(f"{shown} ")
-            text.append_text(self._freshness(wide))
-            text.append(" │ ")
-            text.append_text(self._summary_counts())
-        # repaint only what changed: a Static update re-lays out the screen unless told not to
-        if text != self._summary_shown or text.spans != self._summary_shown.spans:
-            self._summary_shown = text
-            self.query_one("#summary", Static).update(text, layout=False)  # always one line
+        """The summary bar, and the banner when the poller is stale or the site unreachable."""
+        self.query_one(FleetSummary).show(shown=len(self.shown), marked=len(self.marked))
         message = self.app.staleness() or ""
         if message != self._banner_shown:
             self._banner_shown = message

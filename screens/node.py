@@ -36,7 +36,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from console.fleet import iso
-from screens.common import SYMBOLS, FleetChanged, age_text, status_text, KeyFooter
+from screens.common import SYMBOLS, FleetChanged, age_text, status_text
+from screens.footer import KeyFooter
 
 __all__ = ["NodeScreen", "Section", "sorted_sensors", "NODE_REFRESH_JOBS"]
 

@@ -18,7 +18,8 @@ from textual.events import Click
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
-from screens.common import SYMBOLS, FleetChanged, KeyFooter
+from screens.common import SYMBOLS, FleetChanged
+from screens.footer import KeyFooter
 
 __all__ = ["RackScreen", "NodeBlock", "node_state"]
 

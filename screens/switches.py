@@ -28,7 +28,8 @@ from textual.widgets import DataTable, Header, Static
 # The CLI's record assembly, reused so both views agree.  It is private to commands.py
 # today; the report for this change asks for it to become public (switch_records).
 from console.commands import rate_text, switch_records
-from screens.common import FleetChanged, age_text, status_text, KeyFooter
+from screens.common import FleetChanged, age_text, status_text
+from screens.footer import KeyFooter
 
 __all__ = ["SwitchesScreen", "port_finding", "uptime_text"]
 

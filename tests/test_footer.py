@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Footer
 
-from screens.common import KeyFooter
+from screens.footer import KeyFooter
 
 
 class Focusable(Widget, can_focus=True):

@@ -18,7 +18,7 @@ from console.journal import read_entries
 from console.secrets import Secrets
 from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, ProgressScreen, targets_of
 from screens.app import make_app
-from screens.common import KeyFooter
+from screens.footer import KeyFooter
 from screens.fleet import FleetScreen
 from screens.table import FleetTable
 from screens.rack import RackScreen

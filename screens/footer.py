@@ -1,0 +1,159 @@
+"""KeyFooter: the screen's keys on one line, drawn as one widget."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.strip import Strip
+from textual.widget import Widget
+
+__all__ = ["KeyFooter"]
+
+
+class _Key(NamedTuple):
+    """One key the footer shows."""
+
+    key: str
+    display: str
+    description: str
+    enabled: bool
+    tooltip: str
+
+
+class KeyFooter(Widget):
+    """The screen's keys on one line, as Textual's Footer shows them, as one widget.
+
+    Textual's Footer is a widget per key, unmounted and mounted again whenever the
+    keys change: on every focus change, as the operator opens the filter (``/``) or
+    leaves it.  That was 10-40 ms, plus a layout of the screen, each time.  This one
+    draws the same line (key, then description; the command palette key on the
+    right edge) and repaints only when the keys it shows change.  Where the keys do
+    not all fit it shows those that fit whole, in order (Footer cut the last one
+    mid-word).  A click on a key presses it; hovering one highlights it and shows its
+    tooltip.
+    """
+
+    ALLOW_SELECT = False
+    COMPONENT_CLASSES = {"key-footer--key", "key-footer--description", "key-footer--hover", "key-footer--edge"}
+    DEFAULT_CSS = """
+    KeyFooter {
+        dock: bottom;
+        height: 1;
+        color: $footer-foreground;
+        background: $footer-background;
+        & > .key-footer--key {
+            color: $footer-key-foreground;
+            background: $footer-key-background;
+            text-style: bold;
+        }
+        & > .key-footer--description {
+            color: $footer-description-foreground;
+            background: $footer-description-background;
+        }
+        & > .key-footer--hover {
+            color: $footer-key-foreground;
+            background: $block-hover-background;
+        }
+        & > .key-footer--edge {
+            color: $foreground 20%;
+        }
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._keys: tuple[_Key, ...] = ()
+        self._palette: _Key | None = None
+        self._hover: _Key | None = None
+        #: where each key was drawn: (first cell, after the last cell, key)
+        self._placed: list[tuple[int, int, _Key]] = []
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        self._bindings_changed(self.screen)
+
+    def on_unmount(self) -> None:
+        self.screen.bindings_updated_signal.unsubscribe(self)
+
+    def _bindings_changed(self, screen) -> None:
+        if screen is not self.screen:
+            return
+        app, active = self.app, screen.active_bindings
+        keys, seen = [], set()
+        for _, binding, enabled, tooltip in active.values():
+            if binding.show and binding.action not in seen:  # one key per action, as Footer
+                seen.add(binding.action)
+                keys.append(_Key(binding.key, app.get_key_display(binding), binding.description, enabled, tooltip))
+        palette = None
+        if app.ENABLE_COMMAND_PALETTE and app.COMMAND_PALETTE_BINDING in active:
+            _, binding, enabled, tooltip = active[app.COMMAND_PALETTE_BINDING]
+            palette = _Key(binding.key, app.get_key_display(binding), binding.description, enabled,
+                           tooltip or binding.description)
+        if (tuple(keys), palette) != (self._keys, self._palette):
+            self._keys, self._palette, self._hover = tuple(keys), palette, None
+            self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = Style(bgcolor=self.rich_style.bgcolor)
+        if y:
+            return Strip.blank(width, base)
+        component = self.get_component_rich_style
+        key_style, description_style = component("key-footer--key"), component("key-footer--description")
+        hover = Style(color=component("key-footer--hover").color, bgcolor=component("key-footer--hover").bgcolor)
+        dim = Style(dim=True)
+        placed: list[tuple[int, int, _Key]] = []
+        right = 0
+        tail: list[Segment] = []
+        if self._palette is not None:  # on the right edge, after a thin rule, compact
+            key = self._palette
+            extra = (hover if key == self._hover else Style()) + (dim if not key.enabled else Style())
+            tail = [Segment("▏", component("key-footer--edge")), Segment(key.display, key_style + extra),
+                    Segment(f" {key.description}", description_style + extra), Segment(" ", base + extra)]
+            right = sum(segment.cell_length for segment in tail)
+            placed.append((width - right + 1, width, key))
+        room = max(0, width - right)
+        segments: list[Segment] = []
+        x = 0
+        for key in self._keys:  # in order, as many as fit whole (Footer cut the last one short)
+            extra = (hover if key == self._hover else Style()) + (dim if not key.enabled else Style())
+            parts = [Segment(f" {key.display} ", key_style + extra)]
+            if key.description:
+                parts.append(Segment(f"{key.description} ", description_style + extra))
+            size = sum(segment.cell_length for segment in parts)
+            if x + size > room:
+                break
+            placed.append((x, x + size, key))
+            segments += parts
+            x += size
+        self._placed = placed
+        line = Strip(segments).extend_cell_length(room, base)
+        return Strip.join([line, Strip(tail)]).adjust_cell_length(width, base)
+
+    def _key_at(self, x: int) -> _Key | None:
+        return next((key for start, end, key in self._placed if start <= x < end), None)
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        key = self._key_at(event.x)
+        if key != self._hover:
+            self._hover = key
+            self.tooltip = (key.tooltip or key.description) if key else None
+            self.refresh()
+
+    def on_leave(self, event: events.Leave) -> None:
+        if self._hover is not None:
+            self._hover = None
+            self.tooltip = None
+            self.refresh()
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        key = self._key_at(event.x)
+        if key is None:
+            return
+        if key.enabled:
+            self.app.simulate_key(key.key)
+        else:
+            self.app.bell()
