@@ -25,7 +25,8 @@ import time
 from typing import Any, Awaitable, Callable
 
 from console import site as sites
-from console.actions import NodeProgress, Plan, PlanError, Runner, plan_power, plan_pxe, plan_reimage, resolve_image
+from console.actions import Plan, PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
+from console.runner import NodeProgress, Runner
 from console.commands import selected_nodes
 from console.journal import Journal, read_entries
 

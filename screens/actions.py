@@ -35,7 +35,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Header, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from console.actions import NodeProgress, Plan, RunResult, Runner, plan_power, plan_pxe, plan_reimage
+from console.actions import Plan, plan_power, plan_pxe, plan_reimage
+from console.runner import NodeProgress, RunResult, Runner
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
 from screens.footer import KeyFooter

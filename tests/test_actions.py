@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.actions import PlanError, Runner, plan_power, plan_pxe, plan_reimage, resolve_image
+from console.actions import PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
+from console.runner import Runner
 from console.drivers import open_bmc
 from console.journal import Journal, read_entries
 from console.locks import Locks

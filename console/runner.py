@@ -1,0 +1,573 @@
+"""Acting on the fleet, second half: bounded, journalled, cancellable execution of a
+:class:`~console.actions.Plan`.
+
+:class:`Runner` executes a plan: at most ``fanout`` nodes at a time (a semaphore),
+``canary`` nodes first (all must finish verified and, where power stays on,
+healthy: BMC health not critical and the OS answering over SSH, before the rest
+start), no new node after ``max_failures`` failures, power-on
+requests spaced by ``stagger`` seconds (xCAT's ``syspowerinterval``: a rack must
+not draw its inrush current at once), and :meth:`Runner.cancel` (Ctrl-C) stops
+launching steps; a second cancel aborts what is in flight.  Each node goes
+``planned`` → one phase per step → ``done`` / ``failed`` / ``skipped`` /
+``cancelled``.  Every step is journalled twice (started, then its result) in
+:mod:`console.journal`.
+
+Steps are verified by reading back: power by polling the power state until it
+is what the step promises (BMCs apply changes seconds later); a PXE boot override
+by reading it back before the reboot (vendors silently revert it).  IPMI and
+Redfish are the same here: everything goes through
+:class:`~console.drivers.bmc.BmcDriver`.
+
+A failed step raises :class:`~console.errors.ActionError` inside the runner and
+becomes the node's ``failed`` state with the reason; the runner itself raises
+only on programming errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from console.actions import (FINAL, NOTHING_TO_DO, NodePlan, Plan, PlanError, failure_reason, plural, reimage_module,
+                             resolve_image)
+from console.drivers import open_bmc
+from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
+from console.errors import ActionError, DriverError, FleetError
+from console.journal import Journal, current_operator
+from console.locks import Locks
+from inventory.errors import SecretError
+from inventory.ranges import natural_key
+
+__all__ = ["NodeProgress", "RunResult", "Runner", "StepRecord"]
+
+
+@dataclass
+class StepRecord:
+    """What one step did on one node."""
+
+    step: str
+    result: str  # ok | failed | skipped | cancelled
+    detail: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """Stable JSON record."""
+        return {"step": self.step, "result": self.result, "detail": self.detail, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class NodeProgress:
+    """A node's progress through a run: ``phase`` is planned, a step or phase name, or final."""
+
+    node: str
+    phase: str = "planned"
+    detail: str | None = None
+    error: str | None = None
+    started: float | None = None  # time.time()
+    finished: float | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    canary: bool = False
+
+    @property
+    def final(self) -> bool:
+        """True once the node is done, failed, skipped or cancelled."""
+        return self.phase in FINAL
+
+    def to_json(self) -> dict[str, Any]:
+        """Stable JSON record (``result`` is ``running`` until the node is final)."""
+        return {"node": self.node, "result": self.phase if self.final else "running", "phase": self.phase,
+                "error": self.error, "detail": self.detail, "canary": self.canary,
+                "started": _iso(self.started), "finished": _iso(self.finished),
+                "steps": [s.to_json() for s in self.steps]}
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RunResult:
+    """How a run ended: every node's final state, counts, and why it stopped early (if it did)."""
+
+    plan: Plan
+    nodes: list[NodeProgress]
+    stopped: str | None = None  # "cancelled", "stopped after 2 failures", "canary failed: ..."
+
+    def counts(self) -> dict[str, int]:
+        """Nodes per final state: done, failed, skipped, cancelled."""
+        out = {k: 0 for k in FINAL}
+        for n in self.nodes:
+            out[n.phase] = out.get(n.phase, 0) + 1
+        return out
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed, nothing was cancelled, and every skip was "nothing to do"."""
+        for n in self.nodes:
+            if n.phase in ("failed", "cancelled"):
+                return False
+            if n.phase == "skipped" and not (n.error or "").startswith(NOTHING_TO_DO):
+                return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        """Stable JSON: the plan, how the run ended, every node's steps (no secrets in it)."""
+        return {"plan": self.plan.to_json(), "stopped": self.stopped, "ok": self.ok, "counts": self.counts(),
+                "nodes": [n.to_json() for n in self.nodes]}
+
+
+class Runner:
+    """Executes one :class:`Plan` (see the module docstring).
+
+    ``operator`` names the locks and journal entries (default: the journal's, else
+    the login name).  ``progress_callback(NodeProgress)`` is called on the runner's
+    loop at every change.  ``poll_interval`` / ``power_timeout`` govern power
+    verification; ``soft_timeout`` how long ``soft`` waits for the OS; with
+    ``hard_after`` a ``soft`` waits that long and then forces the power off.
+    ``reimage_options`` are passed to :func:`console.reimage.reimage_node` (e.g. ``timeouts``).
+    A canary is done when its steps are verified and, where power stays on, it is healthy:
+    no critical BMC health and its OS answering over SSH within ``canary_timeout``.
+    """
+
+    def __init__(self, ctx, plan: Plan, *, fanout: int = 10, canary: int = 0, max_failures: int | None = None,
+                 stagger: float = 0.0, operator: str | None = None, journal: Journal | None = None,
+                 progress_callback: Callable[[NodeProgress], None] | None = None, locks: Locks | None = None,
+                 poll_interval: float = 1.0, power_timeout: float = 120.0, soft_timeout: float = 300.0,
+                 hard_after: float | None = None, request_timeout: float = 10.0,
+                 reimage_options: dict[str, Any] | None = None, canary_timeout: float = 900.0) -> None:
+        if fanout < 1:
+            raise PlanError(f"--fanout must be at least 1, got {fanout}")
+        if canary < 0:
+            raise PlanError(f"--canary must be 0 or more, got {canary}")
+        if max_failures is not None and max_failures < 1:
+            raise PlanError(f"--max-failures must be at least 1, got {max_failures}")
+        if stagger < 0:
+            raise PlanError(f"--stagger must be 0 or more seconds, got {stagger}")
+        self.ctx = ctx
+        self.plan = plan
+        self.fanout = fanout
+        self.canary = canary
+        self.max_failures = max_failures
+        self.stagger = stagger
+        self.operator = operator or (journal.operator if journal is not None else current_operator())
+        self.journal = journal if journal is not None else Journal(ctx.site.name, operator=self.operator)
+        self.locks = locks if locks is not None else Locks(ctx.site.name, owner=self.operator)
+        self.progress_callback = progress_callback
+        self.poll_interval = poll_interval
+        self.power_timeout = power_timeout
+        self.soft_timeout = soft_timeout
+        self.hard_after = hard_after
+        self.request_timeout = request_timeout
+        self.canary_timeout = canary_timeout  # how long a canary may take to come back healthy
+        self.reimage_options = dict(reimage_options or {})  # extra keywords for reimage_node (timeouts=...)
+        self.progress: dict[str, NodeProgress] = {n.node: NodeProgress(n.node) for n in plan.nodes}
+        self._cancels = 0
+        self._failures = 0
+        self._stopped: str | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._stagger_lock: asyncio.Lock | None = None
+        self._last_power_on = -1e9
+        self._ran = False
+
+    # ------------------------------------------------------------- control
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancels > 0
+
+    def cancel(self) -> None:
+        """Stop launching steps; a second call also aborts the steps in flight.
+
+        Call it on the runner's event loop (from another thread use
+        ``loop.call_soon_threadsafe(runner.cancel)``).
+        """
+        self._cancels += 1
+        if self._stopped is None:
+            self._stopped = "cancelled"
+        if self._cancels >= 2:
+            for task in self._tasks.values():
+                if not task.done():
+                    task.cancel()
+
+    def in_flight(self) -> list[str]:
+        """Nodes with a step running now."""
+        return sorted((n for n, t in self._tasks.items() if not t.done()), key=natural_key)
+
+    # ------------------------------------------------------------- journal + progress
+    def _journal(self, node: str | None, step: str, result: str, *, error: str | None = None,
+                 detail: str | None = None) -> None:
+        self.journal.write(action=self.plan.action, node=node, step=step, result=result, error=error,
+                           ticket=self.plan.ticket, plan=self.plan.id, detail=detail, operator=self.operator)
+
+    def _changed(self, prog: NodeProgress) -> None:
+        if self.progress_callback is not None:
+            try:
+                self.progress_callback(prog)
+            except Exception:  # a broken display must not break the action
+                pass
+
+    def _finish(self, prog: NodeProgress, phase: str, *, error: str | None = None, detail: str | None = None) -> None:
+        prog.phase = phase
+        prog.error = error
+        if detail is not None:
+            prog.detail = detail
+        prog.finished = time.time()
+        self._changed(prog)
+
+    # ------------------------------------------------------------- run
+    async def run(self) -> RunResult:
+        """Run the plan once; returns every node's outcome (never raises for a node's failure)."""
+        if self._ran:
+            raise RuntimeError("a Runner runs its plan once")
+        self._ran = True
+        self._stagger_lock = asyncio.Lock()
+        plan = self.plan
+        br = plan.blast_radius()
+        self._journal(None, "plan", "started",
+                      detail=f"{br['nodes']} nodes, racks {','.join(br['racks']) or '-'}, "
+                             f"switches {','.join(br['switches']) or '-'}; skipped {len(plan.skipped)}; "
+                             f"fanout {self.fanout}, canary {self.canary}, max failures {self.max_failures or '-'}, "
+                             f"stagger {self.stagger:g} s")
+        for np in plan.skipped:
+            prog = self.progress[np.node]
+            self._journal(np.node, "plan", "skipped", error=np.skip)
+            self._finish(prog, "skipped", error=np.skip)
+        targets = self._lock_targets()
+        renewer = asyncio.create_task(self._renew_locks())
+        try:
+            await self._launch(targets)
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            self.locks.release()
+        result = RunResult(plan, [self.progress[n.node] for n in plan.nodes], self._stopped)
+        counts = result.counts()
+        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        self._journal(None, "summary", "ok" if result.ok else ("cancelled" if self.cancelled else "failed"),
+                      error=self._stopped, detail=summary)
+        return result
+
+    def _lock_targets(self) -> list[NodePlan]:
+        """Lock every target; ones locked meanwhile by someone else become skipped."""
+        targets = list(self.plan.targets)
+        while targets:
+            held = self.locks.acquire([n.node for n in targets], action=self.plan.action, plan=self.plan.id)
+            if not held:
+                break
+            for np in [n for n in targets if n.node in held]:
+                reason = held[np.node].describe()
+                self._journal(np.node, "lock", "skipped", error=reason)
+                self._finish(self.progress[np.node], "skipped", error=reason)
+            targets = [n for n in targets if n.node not in held]
+        return targets
+
+    async def _renew_locks(self) -> None:
+        interval = max(1.0, self.locks.ttl / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.locks.renew)
+
+    def _stop_reason(self) -> str | None:
+        if self.cancelled:
+            return "cancelled"
+        if self.max_failures is not None and self._failures >= self.max_failures:
+            return f"stopped after {self._failures} failure{plural(self._failures)} (--max-failures {self.max_failures})"
+        return self._stopped
+
+    async def _launch(self, targets: list[NodePlan]) -> None:
+        sem = asyncio.Semaphore(self.fanout)
+        canaries = targets[: self.canary]
+        rest = targets[self.canary:]
+        for np in canaries:
+            self.progress[np.node].canary = True
+
+        async def launch(batch: list[NodePlan]) -> bool:
+            """Start every node of ``batch`` under the semaphore; False when stopped early."""
+            for i, np in enumerate(batch):
+                await sem.acquire()
+                reason = self._stop_reason()
+                if reason is not None:
+                    sem.release()
+                    self._stopped = reason
+                    self._not_started(batch[i:], reason)
+                    return False
+                task = asyncio.create_task(self._node(np), name=f"action-{np.node}")
+                # released by a callback, not inside the task: a task aborted before its first
+                # step never runs its own finally, and its slot must still come back
+                task.add_done_callback(lambda _t: sem.release())
+                self._tasks[np.node] = task
+            return True
+
+        if canaries:
+            ok = await launch(canaries)
+            await asyncio.gather(*(self._tasks[n.node] for n in canaries if n.node in self._tasks),
+                                 return_exceptions=True)
+            bad = [n.node for n in canaries if self.progress[n.node].phase != "done"]
+            if not ok or bad:
+                if self._stop_reason() is None and bad:
+                    first = self.progress[bad[0]]
+                    self._stopped = f"canary {bad[0]} {first.phase}: {first.error or 'no reason given'}"
+                self._not_started(rest, self._stop_reason() or self._stopped or "canary failed")
+                self._aborted_unstarted()
+                return
+        await launch(rest)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._aborted_unstarted()
+
+    def _aborted_unstarted(self) -> None:
+        """Nodes whose task was aborted before it ran a line: cancelled, journalled."""
+        for np in self.plan.targets:
+            prog = self.progress[np.node]
+            if not prog.final and np.node in self._tasks:
+                self._journal(np.node, np.steps[0].name if np.steps else "start", "cancelled",
+                              error="aborted before it started")
+                self._finish(prog, "cancelled", error="aborted before it started")
+
+    def _not_started(self, nodes: list[NodePlan], reason: str) -> None:
+        for np in nodes:
+            prog = self.progress[np.node]
+            if prog.final:
+                continue
+            self._journal(np.node, np.steps[0].name if np.steps else "start", "cancelled", error=f"not started: {reason}")
+            self._finish(prog, "cancelled", error=f"not started: {reason}")
+
+    async def _node(self, np: NodePlan) -> None:
+        """One node's steps, in order, under one BMC session."""
+        prog = self.progress[np.node]
+        prog.started = time.time()
+        node = self.ctx.site.node(np.node)
+        driver: BmcDriver | None = None
+        current: str | None = None
+        t0 = time.monotonic()
+        try:
+            try:
+                driver = open_bmc(node, self.ctx.secrets, timeout=self.request_timeout)
+            except SecretError as exc:
+                raise ActionError(f"credentials: {exc}") from exc
+            if self.plan.kind == "reimage":
+                await self._reimage(np, prog, node, driver)
+            else:
+                for step in np.steps:
+                    if self.cancelled:
+                        self._journal(np.node, step.name, "cancelled", error="cancelled before this step")
+                        prog.steps.append(StepRecord(step.name, "cancelled", "not started"))
+                        self._finish(prog, "cancelled", error=f"cancelled before {step.name}")
+                        return
+                    current = step.name
+                    prog.phase = step.name
+                    prog.detail = step.description
+                    self._changed(prog)
+                    self._journal(np.node, step.name, "started", detail=step.description)
+                    t0 = time.monotonic()
+                    result, detail = await self._step(step.name, np, driver)
+                    prog.steps.append(StepRecord(step.name, result, detail, time.monotonic() - t0))
+                    self._journal(np.node, step.name, result, detail=detail)
+                    current = None
+            if prog.canary and self._leaves_power_on() and self.plan.kind != "reimage":
+                current = "canary-health"
+                prog.phase = current
+                self._changed(prog)
+                self._journal(np.node, current, "started", detail="wait until the node is healthy and its OS answers")
+                t0 = time.monotonic()
+                words = await self._canary_healthy(node, driver)
+                prog.steps.append(StepRecord(current, "ok", words, time.monotonic() - t0))
+                self._journal(np.node, current, "ok", detail=words)
+                current = None
+            self._finish(prog, "done", detail=None if self.plan.kind == "reimage" else "verified")
+        except asyncio.CancelledError:
+            where = current or prog.phase
+            self._journal(np.node, where, "cancelled", error="aborted while in flight")
+            prog.steps.append(StepRecord(where, "cancelled", "aborted", time.monotonic() - t0))
+            self._finish(prog, "cancelled", error=f"aborted during {where}")
+        except (FleetError, SecretError) as exc:
+            reason = failure_reason(exc)
+            self._failures += 1
+            where = current or prog.phase
+            self._journal(np.node, where, "failed", error=reason)
+            if current is not None:
+                prog.steps.append(StepRecord(where, "failed", reason, time.monotonic() - t0))
+            self._finish(prog, "failed", error=reason)
+        except Exception as exc:  # a bug: the node fails with it, the run goes on
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self._failures += 1
+            self._journal(np.node, current or prog.phase, "failed", error=reason)
+            self._finish(prog, "failed", error=reason)
+        finally:
+            if driver is not None:
+                try:
+                    await asyncio.shield(driver.close())
+                except BaseException:
+                    pass
+
+    async def _canary_healthy(self, node, driver: BmcDriver) -> str:
+        """A canary is healthy when its BMC reports no critical fault and its OS answers over SSH.
+
+        (A node without a host address in the inventory: the BMC's word only.)  Reimage
+        canaries are verified by the reimage itself (the node reports the new version).
+        """
+        from console.drivers.ssh import read_image
+
+        health = await driver.health()
+        if health == "critical":
+            raise ActionError(f"canary unhealthy: the BMC reports health {health}")
+        if not node.host:
+            return f"BMC health {health} (no host address: OS not checked)"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.canary_timeout
+        while True:
+            got = await read_image(node, self.ctx.site.ssh, self.ctx.secrets, timeout=min(10.0, self.request_timeout))
+            if got.ref is not None:
+                return f"BMC health {health}; OS answers, running {got.ref}"
+            if loop.time() >= deadline:
+                raise ActionError(f"canary unhealthy: its OS did not answer within {self.canary_timeout:g} s "
+                                  f"({got.error})")
+            await asyncio.sleep(min(self.poll_interval * 2, max(0.0, deadline - loop.time())))
+
+    def _leaves_power_on(self) -> bool:
+        return self.plan.kind in ("pxe", "reimage") or self.plan.power_action in ("on", "cycle", "reset")
+
+    # ------------------------------------------------------------- steps
+    async def _stagger_gate(self) -> None:
+        """Space power-on requests ``stagger`` seconds apart across the whole run."""
+        if self.stagger <= 0:
+            return
+        assert self._stagger_lock is not None
+        async with self._stagger_lock:
+            loop = asyncio.get_running_loop()
+            wait = self._last_power_on + self.stagger - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_power_on = loop.time()
+
+    async def _wait_power(self, driver: BmcDriver, want: PowerState, timeout: float, *,
+                          fail: bool = True) -> tuple[bool, str]:
+        """Poll the power state until ``want``; (reached, words about what was seen)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + timeout
+        seen: list[str] = []
+        last_error: str | None = None
+        while True:
+            try:
+                state = await driver.power_state()
+                last_error = None
+                if not seen or seen[-1] != state.value:
+                    seen.append(state.value)
+                if state == want:
+                    return True, f"read back {want.value} after {loop.time() - start:.1f} s (seen {' -> '.join(seen)})"
+            except DriverError as exc:  # a BMC busy applying the change may not answer for a moment
+                last_error = failure_reason(exc)
+            if loop.time() >= deadline:
+                words = f"power still {seen[-1] if seen else 'unknown'} after {timeout:g} s, wanted {want.value}"
+                if last_error:
+                    words += f" (last read: {last_error})"
+                if fail:
+                    raise ActionError(words)
+                return False, words
+            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - loop.time())))
+
+    async def _step(self, name: str, np: NodePlan, driver: BmcDriver) -> tuple[str, str]:
+        """Run one step; (result, detail).  ActionError/DriverError on failure."""
+        if name == "power-on":
+            await self._stagger_gate()
+            await driver.power(PowerAction.ON)
+            return "ok", (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
+        if name == "power-off":
+            await driver.power(PowerAction.OFF)
+            return "ok", (await self._wait_power(driver, PowerState.OFF, self.power_timeout))[1]
+        if name == "power-cycle":
+            await self._stagger_gate()
+            await driver.power(PowerAction.CYCLE)
+            return "ok", (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
+        if name == "reset":
+            await driver.power(PowerAction.RESET)
+            return "ok", (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
+        if name == "soft-off":
+            await driver.power(PowerAction.SOFT)
+            wait = self.hard_after if self.hard_after is not None else self.soft_timeout
+            reached, words = await self._wait_power(driver, PowerState.OFF, wait, fail=False)
+            if reached:
+                return "ok", words
+            if self.hard_after is None:
+                raise ActionError(f"the OS did not shut down: {words} (ACPI request ignored? "
+                                  f"use --hard-after SECONDS to force it off)")
+            return "ok", f"{words}; forcing it off next"
+        if name == "hard-off":
+            if await driver.power_state() == PowerState.OFF:
+                return "skipped", "not needed: the OS shut down"
+            await driver.power(PowerAction.OFF)
+            return "ok", (await self._wait_power(driver, PowerState.OFF, self.power_timeout))[1]
+        if name == "boot-pxe":
+            try:
+                await driver.set_boot_override(BootTarget.PXE, persistent=False)
+            except DriverError as exc:
+                raise ActionError(f"setting the boot override failed: {failure_reason(exc)}") from exc
+            return "ok", "boot override PXE once requested"
+        if name == "verify-boot":
+            got = await driver.boot_override()
+            if got.target != BootTarget.PXE or got.persistent:
+                seen = f"{got.target.value} {'continuous' if got.persistent else 'once'}"
+                raise ActionError(f"boot override did not stick: the BMC reports {seen}, not pxe once "
+                                  f"(vendors revert it; not rebooting)")
+            return "ok", "read back: pxe once"
+        if name == "reboot":
+            state = await driver.power_state()
+            if state == PowerState.ON:
+                await driver.power(PowerAction.RESET)
+                how = "reset"
+            elif state == PowerState.UNKNOWN:
+                raise ActionError("the BMC reports power state unknown: not rebooting")
+            else:
+                await self._stagger_gate()
+                await driver.power(PowerAction.ON)
+                how = "powered on"
+            return "ok", f"{how}; " + (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
+        raise ActionError(f"unknown step {name!r}")
+
+    async def _reimage(self, np: NodePlan, prog: NodeProgress, node, driver: BmcDriver) -> None:
+        """Hand the node to :func:`console.reimage.reimage_node`, journalling each phase it reports."""
+        reimage = reimage_module()
+        image = resolve_image(self.ctx.site, self.plan.image or "")
+        state = {"phase": None, "t0": time.monotonic()}
+
+        def close_phase(result: str, detail: str | None = None) -> None:
+            name = state["phase"]
+            if name is None:
+                return
+            prog.steps.append(StepRecord(name, result, detail, time.monotonic() - state["t0"]))
+            self._journal(np.node, name, result, detail=detail)
+            state["phase"] = None
+
+        def phase(name: str, detail: str | None = None) -> None:
+            close_phase("ok")
+            if name == "done":  # the end, not a phase of its own: the reimage's result says it
+                prog.detail = detail
+                state["done"] = detail
+                return
+            state["phase"] = name
+            state["t0"] = time.monotonic()
+            prog.phase = name
+            prog.detail = detail
+            self._journal(np.node, name, "started", detail=detail)
+            self._changed(prog)
+
+        await self._stagger_gate()
+        self._journal(np.node, "reimage", "started", detail=f"to {image.ref}")
+        try:
+            await reimage.reimage_node(node, image, site=self.ctx.site, secrets=self.ctx.secrets, bmc=driver,
+                                       phase=phase, **self.reimage_options)
+        except asyncio.CancelledError:
+            close_phase("cancelled", "aborted")
+            prog.phase = "reimage"  # the caller journals the whole reimage as cancelled
+            raise
+        except FleetError as exc:
+            close_phase("failed", failure_reason(exc))
+            prog.phase = "reimage"  # the caller journals the whole reimage as failed
+            raise
+        close_phase("ok")
+        self._journal(np.node, "reimage", "ok", detail=state.get("done") or f"{image.ref} installed")
