@@ -9,13 +9,13 @@ bridged to the machine's serial port.
 Layout::
 
     IpmiLab ── one thread, one selector ─┬─ _LabBmc ── UDP socket 127.x.y.z:port ── Machine
-                                         │    ├─ _LabSession × n  (RMCP+ sessions)
-                                         │    ├─ _SolChannel      (the one SOL payload instance)
+                                         │    ├─ LabSession × n  (RMCP+ sessions)
+                                         │    ├─ SolChannel      (the one SOL payload instance)
                                          │    └─ _SensorTable     (SDR records, readings)
                                          └─ wake-up socket pair   (serial output, add(), stop())
 
 What comes from pyghmi: :class:`_LabBmc` is a :class:`pyghmi.ipmi.bmc.Bmc` (chassis control
-goes through its ``control_chassis``), and :class:`_LabSession` is a pyghmi ``ServerSession``,
+goes through its ``control_chassis``), and :class:`LabSession` is a pyghmi ``ServerSession``,
 so in-session packets (IPMI 2.0 table 13-8 framing, AES-CBC-128 confidentiality, HMAC-SHA1-96
 integrity, IPMI message encoding) are handled by pyghmi's ``Session`` code.
 
@@ -48,7 +48,7 @@ What is replaced, and why (each was seen to fail or is documented in
   ``sol_max_tries`` retransmissions.
 * **In-session crypto.**  pyghmi's framing builds an AES ``Cipher`` and a Python ``hmac``
   object per packet; polled 1,000 times a second that was most of the lab's CPU, so
-  established sessions frame IPMI and SOL payloads with :class:`_SessionCrypto` (same
+  established sessions frame IPMI and SOL payloads with :class:`SessionCrypto` (same
   wire format; everything else still goes through pyghmi's ``Session``).  Measured with
   ``bench/poll_sweep.py`` at N=1000: lab CPU per Get Chassis Status 0.16 -> 0.10 ms.
 * **SDR, SEL, FRU and sensors** do not exist in pyghmi's server; they are written from
@@ -70,8 +70,6 @@ command" (C1h).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
@@ -86,10 +84,20 @@ from collections import deque
 from typing import Callable
 
 import pyghmi.ipmi.bmc as pyghmi_bmc
-import pyghmi.ipmi.private.serversession as pyghmi_serversession
 
-from console.lab.ipmi_records import (BMC_SLAVE_ADDRESS, _checksum, _fru_image, _le16, _le32, _sel_record,
-                                     _sel_record_id, _SensorTable)
+from console.lab.ipmi_records import (_checksum, _fru_image, _le16, _le32, _sel_record, _sel_record_id,
+                                     _SensorTable)
+from console.lab.ipmi_session import (CC_INSUFFICIENT_PRIVILEGE, CC_INVALID_COMMAND, CC_INVALID_DATA, CC_NOT_PRESENT,
+                                      CC_OK, CC_PARAMETER_NOT_SUPPORTED, CC_PARAMETER_OUT_OF_RANGE,
+                                      CC_PAYLOAD_ALREADY_ACTIVE, CC_REQUEST_LENGTH_INVALID, CC_RESERVATION_INVALID,
+                                      NETFN_APP, NETFN_CHASSIS, NETFN_SENSOR, NETFN_STORAGE, NETFN_TRANSPORT,
+                                      PAYLOAD_IPMI, PAYLOAD_OPEN_SESSION_REQUEST, PAYLOAD_OPEN_SESSION_RESPONSE,
+                                      PAYLOAD_RAKP1, PAYLOAD_RAKP3, PAYLOAD_SOL, PRIV_ADMIN, PRIV_CALLBACK,
+                                      PRIV_OPERATOR, PRIV_USER, RMCP_HEADER, RMCP_ILLEGAL_PARAMETER,
+                                      RMCP_INVALID_AUTH_ALGORITHM, RMCP_INVALID_CONFIDENTIALITY_ALGORITHM,
+                                      RMCP_INVALID_INTEGRITY_ALGORITHM, RMCP_INVALID_ROLE, RMCP_NO_RESOURCES,
+                                      RMCP_UNAUTHORIZED_ROLE, LabSession, rmcp_plus_frame)
+from console.lab.ipmi_sol import SOL_MAX_PAYLOAD, SolChannel
 from console.lab.machine import BootDevice, Machine
 
 __all__ = ["IpmiLab"]
@@ -97,55 +105,6 @@ __all__ = ["IpmiLab"]
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ constants
-NETFN_CHASSIS = 0x00
-NETFN_SENSOR = 0x04
-NETFN_APP = 0x06
-NETFN_STORAGE = 0x0A
-NETFN_TRANSPORT = 0x0C
-
-# Completion codes, IPMI 2.0 table 5-2.
-CC_OK = 0x00
-CC_INVALID_COMMAND = 0xC1
-CC_RESERVATION_INVALID = 0xC5
-CC_REQUEST_LENGTH_INVALID = 0xC7
-CC_PARAMETER_OUT_OF_RANGE = 0xC9
-CC_NOT_PRESENT = 0xCB
-CC_INVALID_DATA = 0xCC
-CC_INSUFFICIENT_PRIVILEGE = 0xD4
-# Command-specific codes (Activate/Deactivate Payload, Get/Set boot options, SOL config).
-CC_PAYLOAD_ALREADY_ACTIVE = 0x80  # also "payload already deactivated", "parameter not supported"
-CC_PARAMETER_NOT_SUPPORTED = 0x80
-CC_PRIVILEGE_NOT_AVAILABLE = 0x81
-
-# RMCP+ / RAKP status codes, IPMI 2.0 table 13-15.
-RMCP_NO_RESOURCES = 0x01
-RMCP_INVALID_AUTH_ALGORITHM = 0x04
-RMCP_INVALID_INTEGRITY_ALGORITHM = 0x05
-RMCP_INVALID_ROLE = 0x09
-RMCP_UNAUTHORIZED_ROLE = 0x0A
-RMCP_INVALID_NAME_LENGTH = 0x0C
-RMCP_UNAUTHORIZED_NAME = 0x0D
-RMCP_INVALID_INTEGRITY_CHECK = 0x0F
-RMCP_INVALID_CONFIDENTIALITY_ALGORITHM = 0x10
-RMCP_ILLEGAL_PARAMETER = 0x12
-
-# RMCP+ payload types, IPMI 2.0 table 13-16.
-PAYLOAD_IPMI = 0x00
-PAYLOAD_SOL = 0x01
-PAYLOAD_OPEN_SESSION_REQUEST = 0x10
-PAYLOAD_OPEN_SESSION_RESPONSE = 0x11
-PAYLOAD_RAKP1 = 0x12
-PAYLOAD_RAKP2 = 0x13
-PAYLOAD_RAKP3 = 0x14
-PAYLOAD_RAKP4 = 0x15
-
-# Privilege levels, IPMI 2.0 table 6-1 (and the minimum each command needs, appendix G).
-PRIV_CALLBACK = 1
-PRIV_USER = 2
-PRIV_OPERATOR = 3
-PRIV_ADMIN = 4
-
-RMCP_HEADER = b"\x06\x00\xff\x07"  # RMCP v1.0, no ACK, class IPMI
 LAN_CHANNEL = 1
 
 #: Cipher suite 3: RAKP-HMAC-SHA1 (1), HMAC-SHA1-96 (1), AES-CBC-128 (1) (IPMI 2.0 table 22-20).
@@ -156,12 +115,6 @@ CIPHER_SUITE_RECORDS = bytes([0xC0, 0x03, 0x01, 0x41, 0x81])
 #: Manufacturer ID reported in Get Device ID: IANA 32473, reserved for documentation (RFC 5612).
 #: A real vendor's number would make clients load that vendor's OEM extensions.
 MANUFACTURER_ID = 32473
-
-#: Largest SOL payload we accept or send, including the 4-byte SOL header.
-SOL_MAX_PAYLOAD = 252
-SOL_CHUNK = SOL_MAX_PAYLOAD - 4
-SOL_HISTORY_BYTES = 2048  # replayed to a console on activation
-SOL_BUFFER_LIMIT = 64 * 1024  # unsent output beyond this is dropped, oldest first (a UART overrun)
 
 #: Boot device selector (Get/Set System Boot Options, parameter 5, data 2 bits 5:2), table 28-14.
 _SELECTOR_TO_DEVICE = {
@@ -180,399 +133,6 @@ _DEVICE_TO_SELECTOR = {
     BootDevice.CD: 0x5,
     BootDevice.BIOS: 0x6,
 }
-
-
-# =================================================================== sessions
-class _SessionCrypto:
-    """AES-CBC-128 and HMAC-SHA1-96 for one established session's IPMI and SOL packets.
-
-    pyghmi's framing builds a CBC ``Cipher`` per packet (in and out) and a Python ``hmac``
-    object per check; at 1,000 BMCs polled per second that was most of the lab's CPU.
-    Here one ECB context per direction is kept and CBC chained by hand.  The wire format is
-    pyghmi's (IPMI 2.0 table 13-8); ipmitool and freeipmi are cross-checked in the tests.
-    """
-
-    def __init__(self, k1: bytes, aeskey: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        self.k1 = k1
-        self.aeskey = aeskey
-        self._enc = Cipher(algorithms.AES(aeskey), modes.ECB()).encryptor()
-        self._dec = Cipher(algorithms.AES(aeskey), modes.ECB()).decryptor()
-
-    def sign(self, data: bytes) -> bytes:
-        return hmac.digest(self.k1, data, "sha1")[:12]
-
-    def encrypt(self, clear: bytes) -> bytes:
-        """IV + ciphertext of ``clear`` padded as table 13-20 asks (1, 2, 3 ... then the count)."""
-        pad = (-(len(clear) + 1)) % 16
-        clear = clear + bytes(range(1, pad + 1)) + bytes([pad])
-        iv = os.urandom(16)
-        out, prev = [iv], int.from_bytes(iv, "big")
-        for i in range(0, len(clear), 16):
-            block = self._enc.update((int.from_bytes(clear[i:i + 16], "big") ^ prev).to_bytes(16, "big"))
-            out.append(block)
-            prev = int.from_bytes(block, "big")
-        return b"".join(out)
-
-    def decrypt(self, body: bytes) -> bytes | None:
-        """Plain text of IV + ciphertext with the pad removed (None if malformed)."""
-        n = len(body) - 16
-        if n <= 0 or n % 16:
-            return None
-        chained = int.from_bytes(body[:n], "big")  # IV, then each ciphertext block but the last
-        plain = (int.from_bytes(self._dec.update(body[16:]), "big") ^ chained).to_bytes(n, "big")
-        pad = plain[-1]
-        return plain[:-(pad + 1)] if pad < 16 else None
-
-
-def _rmcp_plus_frame(payload_type: int, payload: bytes) -> bytes:
-    """An unauthenticated RMCP+ packet (session ID 0): the handshake messages before a session."""
-    return RMCP_HEADER + bytes([0x06, payload_type]) + _le32(0) + _le32(0) + _le16(len(payload)) + payload
-
-
-class _LabSession(pyghmi_serversession.ServerSession):
-    """One RMCP+ session with a console: the RAKP handshake, then IPMI and SOL payloads.
-
-    Framing, encryption and integrity of in-session packets come from pyghmi's ``Session``
-    (``_handle_ipmi_packet`` in, ``send_payload`` out).  The constructor does not call
-    pyghmi's: that one registers the session in pyghmi's process-global routing table and
-    answers the open-session request itself; here the BMC routes by session ID and answers
-    after checking the cipher proposal.
-    """
-
-    def __new__(cls, *args, **kwargs):  # pyghmi's Session.__new__ would look for a shared client session
-        return object.__new__(cls)
-
-    def __init__(self, bmc: "_LabBmc", clientaddr, console_session_id: bytes, managed_session_id: int,
-                 max_privilege: int) -> None:
-        # Attributes read by pyghmi's Session framing code (send_payload, _handle_ipmi2_packet ...).
-        self.bmc = bmc
-        self.socket = bmc.serversocket
-        self.sockaddr = clientaddr
-        self.servermode = True
-        self.ipmiversion = 2.0
-        self.authtype = 6
-        self.currhashlib = hashlib.sha1
-        self.currhashlen = 12
-        self.rqaddr = BMC_SLAVE_ADDRESS
-        self.rqlun = 0
-        self.sequencenumber = 0
-        self.sessionid = 0
-        self.integrityalgo = 0
-        self.confalgo = 0
-        self.k1 = None
-        self.aeskey = None
-        self.kg = None
-        self.remseqnumber = None
-        self.lastpayload = None
-        self.last_payload_type = None
-        self.pendingpayloads = deque()
-        self.pktqueue = deque()
-        self.broken = False
-        self.sol_handler = None
-        self.ipmicallback = None
-        # This session's state.
-        self.clientsessionid = bytearray(console_session_id)
-        self.managedsessionid = bytearray(_le32(managed_session_id))
-        self.localsid = managed_session_id  # pyghmi checks inbound session IDs against this
-        self.granted_privilege = max_privilege  # from the open-session exchange
-        self.maxpriv = max_privilege  # narrowed by RAKP 1
-        self.clientpriv = PRIV_USER  # sessions start at User level (IPMI 2.0 section 22.18)
-        self.established = False
-        self.last_seen = time.monotonic()
-
-    # -- the RAKP handshake (IPMI 2.0 section 13.31) ---------------------------------------
-    def _send_handshake(self, payload_type: int, payload: bytes) -> None:
-        self.bmc.send(_rmcp_plus_frame(payload_type, payload), self.sockaddr)
-
-    def _got_rakp1(self, data):
-        if self.established or len(data) < 28:
-            return
-        tag = data[0]
-        self.Rm = bytes(data[8:24])
-        self.rolem = data[24]
-        name_length = data[27]
-        name = bytes(data[28:28 + name_length])
-        requested = self.rolem & 0x0F
-        status = 0
-        if name_length > 16:
-            status = RMCP_INVALID_NAME_LENGTH
-        elif not 1 <= requested <= 5:
-            status = RMCP_INVALID_ROLE
-        elif not hmac.compare_digest(name, self.bmc.username):
-            status = RMCP_UNAUTHORIZED_NAME  # also for a null user name: there is no anonymous user
-        elif requested > min(self.granted_privilege, PRIV_ADMIN):
-            status = RMCP_UNAUTHORIZED_ROLE
-        if status:
-            self._send_handshake(PAYLOAD_RAKP2, bytes([tag, status, 0, 0]) + self.clientsessionid)
-            self.bmc.drop_session(self, "RAKP 1 refused (status %02xh)" % status)
-            return
-        self.maxpriv = requested
-        self.username = name
-        self.kuid = self.bmc.password
-        self.kg = self.kuid  # no BMC key (Kg) configured: Kuid is used, as the spec says
-        self.Rc = os.urandom(16)
-        guid = self.bmc.guid_bytes
-        hmacdata = (self.clientsessionid + self.managedsessionid + self.Rm + self.Rc + guid
-                    + bytes([self.rolem, len(name)]) + name)
-        authcode = hmac.new(self.kuid, bytes(hmacdata), hashlib.sha1).digest()
-        self._send_handshake(PAYLOAD_RAKP2, bytes([tag, 0, 0, 0]) + self.clientsessionid + self.Rc + guid + authcode)
-
-    def _got_rakp3(self, data):
-        if len(data) < 8 or not hasattr(self, "Rc"):
-            return
-        tag = data[0]
-        if data[1] != 0:
-            # The console rejected our RAKP 2 (typically a wrong password on its side).
-            self.bmc.drop_session(self, "console refused RAKP 2 (status %02xh)" % data[1])
-            return
-        hmacdata = self.Rc + self.clientsessionid + bytes([self.rolem, len(self.username)]) + self.username
-        expected = hmac.new(self.kuid, bytes(hmacdata), hashlib.sha1).digest()
-        if not hmac.compare_digest(expected, bytes(data[8:8 + len(expected)])):
-            self._send_handshake(PAYLOAD_RAKP4, bytes([tag, RMCP_INVALID_INTEGRITY_CHECK, 0, 0]) + self.clientsessionid)
-            self.bmc.drop_session(self, "RAKP 3 integrity check failed")
-            return
-        if not self.established:
-            role_and_name = bytes([self.rolem, len(self.username)]) + self.username
-            self.sik = hmac.new(self.kg, self.Rm + self.Rc + role_and_name, hashlib.sha1).digest()
-            self.k1 = hmac.new(self.sik, b"\x01" * 20, hashlib.sha1).digest()  # integrity key
-            self.k2 = hmac.new(self.sik, b"\x02" * 20, hashlib.sha1).digest()
-            self.aeskey = self.k2[:16]  # confidentiality key
-        icv = hmac.new(self.sik, self.Rm + self.managedsessionid + self.bmc.guid_bytes, hashlib.sha1).digest()[:12]
-        self._send_handshake(PAYLOAD_RAKP4, bytes([tag, 0, 0, 0]) + self.clientsessionid + icv)
-        if self.established:
-            return  # a retransmitted RAKP 3 (our RAKP 4 was lost): same answer, session unchanged
-        # From here on every packet is signed (HMAC-SHA1-96) and encrypted (AES-CBC-128), and
-        # carries the console's session ID.
-        self.integrityalgo, self.confalgo = "sha1", "aes"
-        self.sequencenumber = 1
-        self.sessionid = struct.unpack("<I", bytes(self.clientsessionid))[0]
-        self.ipmicallback = self.handle_client_request
-        self.clientpriv = min(PRIV_USER, self.maxpriv)
-        self.established = True
-        log.debug("%s: session %08x established for %r", self.bmc, self.localsid, self.username)
-
-    # -- in-session packets: a fast path for established sessions ---------------------------
-    def _handle_ipmi_packet(self, data, sockaddr=None, qent=None):
-        """IPMI and SOL payloads of an established session are checked and decrypted here;
-        anything else (and any packet this does not like) goes to pyghmi's code as before."""
-        crypto = self._crypto
-        if crypto is None or len(data) < 48 or data[4] != 0x06 or data[5] & 0xC0 != 0xC0 or data[5] & 0x3F > 1:
-            return super()._handle_ipmi_packet(data, sockaddr=sockaddr, qent=qent)
-        if not hmac.compare_digest(crypto.sign(bytes(data[4:-12])), bytes(data[-12:])):
-            return None  # failed integrity: dropped, as pyghmi does
-        if struct.unpack_from("<I", data, 6)[0] != self.localsid:
-            return None
-        seq = struct.unpack_from("<I", data, 10)[0]
-        if self.remseqnumber is not None and seq < self.remseqnumber and self.remseqnumber != 0xFFFFFFFF:
-            return None  # a replay
-        self.remseqnumber = seq
-        length = struct.unpack_from("<H", data, 14)[0]
-        payload = crypto.decrypt(bytes(data[16:16 + length]))
-        if payload is None:
-            return None
-        if data[5] & 0x3F == PAYLOAD_IPMI:
-            self._parse_ipmi_payload(bytearray(payload))
-        elif self.sol_handler is not None:
-            self.sol_handler(bytearray(payload))
-        return None
-
-    def send_payload(self, payload=(), payload_type=None, retry=True, delay_xmit=None, needskeepalive=False,
-                     timeout=None):
-        crypto = self._crypto
-        if crypto is None or payload_type not in (PAYLOAD_IPMI, PAYLOAD_SOL) or not payload:
-            return super().send_payload(payload, payload_type, retry, delay_xmit, needskeepalive, timeout)
-        body = crypto.encrypt(bytes(payload))
-        header = struct.pack("<IIH", self.sessionid, self.sequencenumber, len(body))
-        packet = bytes([0x06, 0xC0 | payload_type]) + header + body  # encrypted and signed
-        pad = (-(len(packet) + 2)) % 4
-        packet += b"\xff" * pad + bytes([pad, 0x07])
-        self.netpacket = RMCP_HEADER + packet + crypto.sign(packet)
-        self._xmit_packet(retry=False)
-        return None
-
-    @property
-    def _crypto(self) -> _SessionCrypto | None:
-        """The session's keys once established (made on first use, kept with the session)."""
-        if not self.established or not self.k1 or not self.aeskey:
-            return None
-        crypto = self.__dict__.get("_fast_crypto")
-        if crypto is None or crypto.aeskey != self.aeskey:
-            crypto = self.__dict__["_fast_crypto"] = _SessionCrypto(bytes(self.k1), bytes(self.aeskey))
-        return crypto
-
-    def _xmit_packet(self, retry=True, delay_xmit=None, timeout=None):
-        # Replaces pyghmi's: no retransmission timers on the server side (a console retries),
-        # and sending goes through the BMC's socket without pyghmi's global bookkeeping.
-        if self.sequencenumber:
-            self.sequencenumber += 1
-        self.bmc.send(bytes(self.netpacket), self.sockaddr)
-
-    # -- in-session requests ----------------------------------------------------------------
-    def handle_client_request(self, request):
-        """Session-level commands here; everything else goes to the BMC's command table."""
-        self.last_seen = time.monotonic()
-        netfn, command, data = request["netfn"], request["command"], request["data"]
-        if netfn == NETFN_APP and command == 0x3B:  # Set Session Privilege Level
-            wanted = data[0] & 0x0F if data else 0
-            if wanted == 0:  # "no change": report the present level
-                return self.send_ipmi_response(data=[self.clientpriv])
-            if wanted < PRIV_USER or wanted > 5:
-                return self.send_ipmi_response(code=CC_INVALID_DATA)
-            if wanted > self.maxpriv:
-                return self.send_ipmi_response(code=CC_PRIVILEGE_NOT_AVAILABLE)
-            self.clientpriv = wanted
-            return self.send_ipmi_response(data=[wanted])
-        if netfn == NETFN_APP and command == 0x3C:  # Close Session
-            target = struct.unpack("<I", bytes(data[:4]))[0] if len(data) >= 4 else self.localsid
-            victim = self.bmc.sessions.get(target or self.localsid)
-            if victim is None:
-                return self.send_ipmi_response(code=0x87)  # invalid session ID in request
-            if victim is not self and self.clientpriv < PRIV_ADMIN:
-                return self.send_ipmi_response(code=CC_INSUFFICIENT_PRIVILEGE)
-            # Forgotten before the answer goes out: a console that got the answer never sees
-            # the session still counted (the keys live on in this object for the reply).
-            self.bmc.drop_session(victim, "closed by console")
-            self.send_ipmi_response()
-            return None
-        return self.bmc.handle_raw_request(request, self)
-
-    def send_ipmi_response(self, data=(), code=0):
-        self._send_ipmi_net_payload(data=data, code=code)
-
-    def logout(self, sessionok=True):  # pyghmi cleanup hook; nothing global to undo here
-        return {"success": True}
-
-
-# ======================================================================== SOL
-class _SolChannel:
-    """The SOL payload of one BMC, active on one session (IPMI 2.0 section 15).
-
-    Serial output is buffered and sent one packet at a time; each waits for the console's
-    acknowledgement, is retransmitted every ``sol_retry_interval`` seconds, and after
-    ``sol_max_tries`` sends the console is taken to be gone and the payload is deactivated.
-    Keys typed on the console are acknowledged at once and passed to the machine.
-    """
-
-    def __init__(self, bmc: "_LabBmc", session: _LabSession) -> None:
-        self.bmc = bmc
-        self.session = session
-        self.machine = bmc.machine
-        self._lock = threading.Lock()  # guards _pending, _early, _priming (machine thread vs lab thread)
-        self._pending = bytearray()
-        self._early: list[bytes] = []
-        self._priming = True
-        self._seq = 0
-        self._inflight: bytes | None = None  # the unacknowledged packet
-        self._sent_at = 0.0
-        self._tries = 0
-        self._last_in: tuple[int, int] | None = None  # (sequence, length) of the last console packet
-        self.closed = False
-        # Subscribe before reading the history so nothing is lost in between.  Output that
-        # arrives meanwhile is parked in _early; if the history already ends with it, it is
-        # dropped, so each byte is replayed once.
-        self._unsubscribe = self.machine.serial.subscribe(self._on_output)
-        history = self.machine.serial.history()
-        with self._lock:
-            early = b"".join(self._early)
-            if early and history.endswith(early):
-                early = b""
-            replay = history[-SOL_HISTORY_BYTES:]
-            if len(history) > SOL_HISTORY_BYTES and b"\n" in replay[:256]:
-                replay = replay[replay.index(b"\n") + 1:]  # start at a line, not mid-way
-            self._pending += replay + early
-            self._early.clear()
-            self._priming = False
-        session.sol_handler = self._on_packet
-
-    # -- machine side (any thread) --------------------------------------------------------
-    def _on_output(self, data: bytes) -> None:
-        with self._lock:
-            if self._priming:
-                self._early.append(bytes(data))
-                return
-            self._pending += data
-            if len(self._pending) > SOL_BUFFER_LIMIT:
-                del self._pending[: len(self._pending) - SOL_BUFFER_LIMIT]
-        self.bmc.lab.wake()
-
-    # -- console side (lab thread) ---------------------------------------------------------
-    def _on_packet(self, payload) -> None:
-        if isinstance(payload, dict) or len(payload) < 4 or self.closed:
-            return
-        self.session.last_seen = time.monotonic()
-        # Byte 4 (break, flow control, flush requests) has no meaning for the lab UART.
-        seq, acked, accepted = payload[0] & 0x0F, payload[1] & 0x0F, payload[2]
-        data = bytes(payload[4:])
-        if acked and self._inflight is not None and acked == self._inflight[0] & 0x0F:
-            sent = self._inflight[4:]
-            rest = sent[min(accepted, len(sent)):]  # partial ACK or NACK: resend the rest later
-            if rest:
-                with self._lock:
-                    self._pending[:0] = rest
-            self._inflight = None
-        if seq:
-            new = data
-            if self._last_in and self._last_in[0] == seq:
-                new = data[self._last_in[1]:]  # a retransmission: only bytes not seen before
-            self._last_in = (seq, len(data))
-            self.session.send_payload(bytes([0, seq, len(data), 0]), payload_type=PAYLOAD_SOL, retry=False)
-            if new:
-                self._type(new)
-        self.pump(time.monotonic())
-
-    def _type(self, keys: bytes) -> None:
-        try:
-            self.machine.loop.call_soon_threadsafe(self.machine.serial.send_input, keys)
-        except RuntimeError:  # the machine's loop is closed: the keys go nowhere, as on a dead host
-            pass
-
-    def pump(self, now: float) -> None:
-        """Send the next packet, or retransmit the unacknowledged one when it is due."""
-        if self.closed:
-            return
-        if self._inflight is not None:
-            if now - self._sent_at < self.bmc.lab.sol_retry_interval:
-                return
-            if self._tries >= self.bmc.lab.sol_max_tries:
-                self.bmc.end_sol("console stopped acknowledging")
-                return
-            self._tries += 1
-            self._sent_at = now
-            self.session.send_payload(self._inflight, payload_type=PAYLOAD_SOL, retry=False)
-            return
-        with self._lock:
-            chunk = bytes(self._pending[:SOL_CHUNK])
-            del self._pending[: len(chunk)]
-        if not chunk:
-            return
-        self._seq = self._seq % 15 + 1  # 1..15; 0 means "no data, ACK only"
-        self._inflight = bytes([self._seq, 0, 0, 0]) + chunk
-        self._sent_at, self._tries = now, 1
-        self.session.send_payload(self._inflight, payload_type=PAYLOAD_SOL, retry=False)
-
-    def deadline(self) -> float | None:
-        """When ``pump`` next has something to do (monotonic seconds), or None."""
-        if self.closed:
-            return None
-        if self._inflight is not None:
-            return self._sent_at + self.bmc.lab.sol_retry_interval
-        with self._lock:
-            return 0.0 if self._pending else None
-
-    def close(self, notify: bool) -> None:
-        """Stop bridging; with ``notify`` tell the console the payload was deactivated."""
-        if self.closed:
-            return
-        self.closed = True
-        self._unsubscribe()
-        if self.session.sol_handler == self._on_packet:
-            self.session.sol_handler = None
-        if notify and self.session.established:
-            self._seq = self._seq % 15 + 1
-            # Operation/status bit 4: "SOL is deactivated" (IPMI 2.0 table 15-2).
-            self.session.send_payload(bytes([self._seq, 0, 0, 0x10]), payload_type=PAYLOAD_SOL, retry=False)
 
 
 # ======================================================================== BMC
@@ -594,8 +154,8 @@ class _LabBmc(pyghmi_bmc.Bmc):
         self.password = password
         self.uuid = machine.uuid
         self.guid_bytes = machine.uuid.bytes_le  # wire order of Get System GUID (SMBIOS order)
-        self.sessions: dict[int, _LabSession] = {}
-        self.sol: _SolChannel | None = None
+        self.sessions: dict[int, LabSession] = {}
+        self.sol: SolChannel | None = None
         self.sensors = _SensorTable(machine)
         self.fru = _fru_image(machine)
         self._sdr_reservation = 0
@@ -704,17 +264,17 @@ class _LabBmc(pyghmi_bmc.Bmc):
         if not status and len(self.sessions) >= self.lab.max_sessions_per_bmc:
             status = RMCP_NO_RESOURCES
         if status:
-            self.send(_rmcp_plus_frame(PAYLOAD_OPEN_SESSION_RESPONSE, bytes([tag, status, 0, 0]) + console_id), addr)
+            self.send(rmcp_plus_frame(PAYLOAD_OPEN_SESSION_RESPONSE, bytes([tag, status, 0, 0]) + console_id), addr)
             return
         managed_id = 0
         while managed_id == 0 or managed_id in self.sessions:
             managed_id = struct.unpack("<I", os.urandom(4))[0]
         granted = requested or PRIV_ADMIN  # 0 means "the highest level the proposal allows"
-        session = _LabSession(self, addr, console_id, managed_id, granted)
+        session = LabSession(self, addr, console_id, managed_id, granted)
         self.sessions[managed_id] = session
         algorithms = b"".join(bytes([kind, 0, 0, 8, algo, 0, 0, 0]) for kind, algo in enumerate(CIPHER_SUITE_3))
         response = bytes([tag, 0, granted, 0]) + console_id + _le32(managed_id) + algorithms
-        self.send(_rmcp_plus_frame(PAYLOAD_OPEN_SESSION_RESPONSE, response), addr)
+        self.send(rmcp_plus_frame(PAYLOAD_OPEN_SESSION_RESPONSE, response), addr)
 
     @staticmethod
     def _check_proposal(request: bytes) -> int:
@@ -732,7 +292,7 @@ class _LabBmc(pyghmi_bmc.Bmc):
                 return refusal
         return 0
 
-    def drop_session(self, session: _LabSession, reason: str) -> None:
+    def drop_session(self, session: LabSession, reason: str) -> None:
         """Forget a session (logout, timeout, failed handshake), ending its SOL if it had it."""
         if self.sol is not None and self.sol.session is session:
             self.end_sol(reason)
@@ -945,7 +505,7 @@ class _LabBmc(pyghmi_bmc.Bmc):
         # Aux data, inbound and outbound payload sizes, UDP port (LS byte first), VLAN none.
         response = bytes(4) + _le16(SOL_MAX_PAYLOAD) + _le16(SOL_MAX_PAYLOAD) + _le16(self.port) + b"\xff\xff"
         session.send_ipmi_response(data=response)
-        self.sol = _SolChannel(self, session)
+        self.sol = SolChannel(self, session)
         self.lab.sol_started(self.sol)
         log.debug("%s: SOL activated by session %08x", self, session.localsid)
 
@@ -1157,7 +717,7 @@ class IpmiLab:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._wake_pending = False
         self._calls: deque[Callable[[], None]] = deque()
-        self._sols: set[_SolChannel] = set()
+        self._sols: set[SolChannel] = set()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._stopped = False
@@ -1255,10 +815,10 @@ class IpmiLab:
         self._calls.append(fn)
         self.wake(force=True)
 
-    def sol_started(self, sol: _SolChannel) -> None:
+    def sol_started(self, sol: SolChannel) -> None:
         self._sols.add(sol)
 
-    def sol_ended(self, sol: _SolChannel) -> None:
+    def sol_ended(self, sol: SolChannel) -> None:
         self._sols.discard(sol)
 
     def _run(self) -> None:
