@@ -51,6 +51,10 @@ SYMBOL_HELP: tuple[tuple[str, str], ...] = (
     ("down", "switch port link down"),
 )
 
+#: the fleet summary's freshness (screens.summary)
+FRESHNESS_HELP = ("in the fleet summary: every node was polled within the last 12 s "
+                  "(↻40 to go: 40 nodes not polled yet)")
+
 
 def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
     """(where, keys, what) for each action bound on ``screen``, its focused widget and the app.
@@ -140,7 +144,8 @@ class HelpScreen(ModalScreen):
                 yield Static(_table(SELECTION_HELP, key_style="bold cyan"), id="help-selection")
                 yield Static("Status symbols", classes="help-section")
                 yield Static(_table([(Text(f"{SYMBOLS[w][0]} {w}", style=SYMBOLS[w][1]), meaning)
-                                     for w, meaning in SYMBOL_HELP]), id="help-symbols")
+                                     for w, meaning in SYMBOL_HELP] + [(Text("↻12s"), FRESHNESS_HELP)]),
+                             id="help-symbols")
             yield Static("escape, q or ? closes · arrows/pgup/pgdn scroll", id="help-hint")
 
     def on_mount(self) -> None:

@@ -45,6 +45,7 @@ async def test_help_on_the_fleet_screen_opens_and_closes(ctx):
             assert example in selection, example
         symbols = _text(help_screen, "#help-symbols")
         assert "✗ mismatch" in symbols and "≠ drift" in symbols and "○ off" in symbols
+        assert "↻12s" in symbols and "polled within" in symbols  # the summary's freshness
         await pilot.press("question_mark")
         assert isinstance(app.screen, FleetScreen)
         await pilot.press("question_mark")
