@@ -6,23 +6,21 @@ prompts::
     p / x / i (app keys)  ->  PowerMenu / ImageChooser (a choice)
                           ->  ConfirmScreen   (plans in a worker, shows Plan.text(),
                                                ticket; types the node count for > 1)
-                          ->  ProgressScreen  (Runner on the app loop; one row per node)
+                          ->  ProgressScreen  (screens.progress: the Runner on the app loop;
+                                               one row per node)
 
 Which nodes: a screen that can be acted on has ``action_targets() -> list[str]``
 (marked nodes if any, else the node under the cursor).  :func:`targets_of` asks
 the screen, and falls back to what the fleet and node screens expose (``marked``
 and the cursor row, ``node_name``) for screens that do not have the method yet.
 
-In read-only mode every entry point refuses with a notification.  The runner
-runs as an app worker (not the screen's): hiding the progress screen with escape
-leaves the action running, and its end is notified.
+In read-only mode every entry point refuses with a notification.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from rich.text import Text
 from textual import on, work
@@ -30,26 +28,21 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Header, Input, Label, OptionList, Static
+from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from console.actions import Plan, plan_power, plan_pxe, plan_reimage
-from console.runner import NodeProgress, RunResult, Runner
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
-from screens.footer import KeyFooter
+from screens.progress import ProgressScreen
 
 __all__ = [
     "POWER_CHOICES",
     "ActionCommands",
     "ConfirmScreen",
     "ImageChooser",
-    "NodeProgressed",
     "PowerMenu",
-    "ProgressScreen",
-    "RunFinished",
     "start_action",
     "targets_of",
 ]
@@ -62,19 +55,6 @@ POWER_CHOICES: tuple[tuple[str, str, str], ...] = (
     ("cycle", "c", "power off and on again"),
     ("reset", "r", "warm reset"),
 )
-#: how a node's phase reads in the progress table: phase -> (symbol, style)
-PHASE_STYLE = {
-    "planned": ("·", "dim"),
-    "done": ("✓", "green"),
-    "failed": ("✗", "bold red"),
-    "skipped": ("-", "yellow"),
-    "cancelled": ("⊘", "magenta"),
-}
-RUNNING_STYLE = ("▶", "bold")
-#: the order counts are shown in
-COUNT_ORDER = ("planned", "running", "done", "failed", "skipped", "cancelled")
-
-
 # --------------------------------------------------------------------------- targets
 def _acting_screen(app) -> Screen:
     """The screen the operator acts from: the one under the command palette when it is open."""
@@ -388,248 +368,6 @@ def _plan_text(plan: Plan) -> Text:
         out.append(line + "\n", style=style)
     out.rstrip()
     return out
-
-
-# --------------------------------------------------------------------------- progress
-@dataclass
-class NodeProgressed(Message):
-    """One node's progress changed (a snapshot: the runner keeps mutating its NodeProgress)."""
-
-    node: str
-    phase: str
-    detail: str | None
-    error: str | None
-    canary: bool
-    final: bool
-    steps: tuple[tuple[str, str, str | None, float], ...]
-
-    def can_replace(self, message: Message) -> bool:
-        """A newer state of the same node replaces a queued older one."""
-        return isinstance(message, NodeProgressed) and message.node == self.node
-
-    @classmethod
-    def of(cls, p: NodeProgress) -> "NodeProgressed":
-        return cls(p.node, p.phase, p.detail, p.error, p.canary, p.final,
-                   tuple((s.step, s.result, s.detail, s.seconds) for s in p.steps))
-
-
-@dataclass
-class RunFinished(Message):
-    """A run ended (``result`` None when the runner itself broke: ``error`` says why)."""
-
-    result: RunResult | None
-    error: str | None = None
-
-
-class ProgressScreen(Screen):
-    """A running action: one row per node with its phase; ``c`` / ctrl+c cancels.
-
-    The first cancel stops launching steps (what is in flight finishes); a second
-    aborts the steps in flight.  Escape hides the screen once the run has ended,
-    or leaves it running in the background (its end is notified).
-    """
-
-    CSS_PATH = "actions.tcss"
-    BINDINGS = [
-        Binding("c", "cancel_run", "Cancel"),
-        Binding("ctrl+c", "cancel_run", "Cancel", show=False, priority=True),
-        Binding("escape", "close", "Close"),
-        Binding("q", "close", "Close", show=False),
-    ]
-
-    def __init__(self, plan: Plan, **runner_options: Any) -> None:
-        super().__init__()
-        self.plan = plan
-        self.runner_options = runner_options
-        self.runner: Runner | None = None
-        self.states: dict[str, NodeProgressed] = {}
-        self.result: RunResult | None = None
-        self.error: str | None = None
-        self.started = False
-
-    @property
-    def finished(self) -> bool:
-        return self.result is not None or self.error is not None
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        plan = self.plan
-        head = f"{plan.action}: {len(plan.targets)} of {len(plan.nodes)} nodes (plan {plan.id})"
-        if plan.ticket:
-            head += f", ticket {plan.ticket}"
-        yield Static(head, id="run-title")
-        yield Static("", id="counts")
-        yield DataTable(id="progress", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="steps")
-        yield KeyFooter()
-
-    def on_mount(self) -> None:
-        table = self.query_one("#progress", DataTable)
-        table.add_column("NODE", key="node", width=max((len(n.node) for n in self.plan.nodes), default=4))
-        table.add_column("PHASE", key="phase", width=16)
-        name_width = max((len(n.node) for n in self.plan.nodes), default=4)
-        # the detail takes the rest of the row (no sideways scrolling at the start width)
-        table.add_column("DETAIL", key="detail", width=max(30, self.app.size.width - name_width - 16 - 8))
-        for np in self.plan.nodes:
-            snap = NodeProgressed(np.node, "planned", None, None, False, False, ())
-            self.states[np.node] = snap
-            table.add_row(*self._cells(snap), key=np.node)
-        self._refresh_counts()
-        self._refresh_steps()
-        self._start()
-
-    def _start(self) -> None:
-        if self.started:
-            return
-        self.started = True
-        options = dict(getattr(self.app, "action_options", None) or {})
-        options.update(self.runner_options)
-        try:
-            self.runner = Runner(self.app.ctx, self.plan, progress_callback=self._progress, **options)
-        except FleetError as exc:
-            self.error = str(exc)
-            self._refresh_counts()
-            return
-        # the app's worker, not the screen's: hiding this screen must not stop the action
-        self.app.run_worker(self._run(self.runner), name=f"{self.plan.action} (plan {self.plan.id})",
-                            group="actions", exit_on_error=False)
-
-    async def _run(self, runner: Runner) -> None:
-        try:
-            result = await runner.run()
-        except Exception as exc:  # the runner raises only on bugs: say so, never a traceback
-            self.post_message(RunFinished(None, f"{type(exc).__name__}: {exc}"))
-            self.app.notify(f"{self.plan.action} broke: {exc}", severity="error", timeout=10)
-            return
-        self.post_message(RunFinished(result))
-        if not self.is_attached or self.app.screen is not self:
-            counts = ", ".join(f"{v} {k}" for k, v in result.counts().items() if v)
-            self.app.notify(f"{self.plan.action} finished: {counts}" + (f"; {result.stopped}" if result.stopped else ""),
-                            severity="information" if result.ok else "warning", timeout=10)
-
-    def _progress(self, p: NodeProgress) -> None:
-        """The runner's callback (on the app loop): post a snapshot, never touch widgets here."""
-        self.post_message(NodeProgressed.of(p))
-
-    # ------------------------------------------------------------ display
-    def _cells(self, s: NodeProgressed) -> tuple[Text, Text, Text]:
-        if s.phase in PHASE_STYLE:
-            symbol, style = PHASE_STYLE[s.phase]
-        else:
-            symbol, style = RUNNING_STYLE
-        label = s.phase + (" (canary)" if s.canary and s.phase != "planned" else "")
-        words = s.error if s.error and s.phase in ("failed", "skipped", "cancelled") else (s.detail or "")
-        return Text(s.node), Text(f"{symbol} {label}", style=style), Text(words, style="red" if s.phase == "failed" else "")
-
-    @on(NodeProgressed)
-    def _node_progressed(self, message: NodeProgressed) -> None:
-        message.stop()
-        self.states[message.node] = message
-        table = self.query_one("#progress", DataTable)
-        if message.node in table.rows:
-            node, phase, detail = self._cells(message)
-            table.update_cell(message.node, "phase", phase, update_width=False)
-            table.update_cell(message.node, "detail", detail, update_width=False)
-        self._refresh_counts()
-        if self._cursor_node() == message.node:
-            self._refresh_steps()
-
-    @on(RunFinished)
-    def _run_finished(self, message: RunFinished) -> None:
-        message.stop()
-        self.result = message.result
-        self.error = message.error
-        if message.result is not None:  # the final word on every node (no message may be missed)
-            for p in message.result.nodes:
-                self._node_progressed(NodeProgressed.of(p))
-        self._refresh_counts()
-        self.refresh_bindings()
-
-    def counts(self) -> dict[str, int]:
-        """Nodes per phase group: planned, running, done, failed, skipped, cancelled."""
-        out = {k: 0 for k in COUNT_ORDER}
-        for s in self.states.values():
-            key = s.phase if s.phase in out else "running"
-            out[key] += 1
-        return out
-
-    def _refresh_counts(self) -> None:
-        counts = self.counts()
-        words = "  ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("done", "failed"))
-        if self.error is not None:
-            status = Text(f"error: {self.error}", style="bold red")
-        elif self.result is not None:
-            ok = self.result.ok
-            end = "finished" + (f": {self.result.stopped}" if self.result.stopped else "")
-            status = Text(end, style="bold green" if ok else "bold red")
-            status.append("   escape closes; l: activity", style="dim")
-        elif self.runner is not None and self.runner.cancelled:
-            inflight = self.runner.in_flight()
-            status = Text(f"cancelling: no new steps start; {len(inflight)} in flight "
-                          f"(c again aborts them)", style="bold magenta")
-        else:
-            status = Text("running   c cancels", style="bold")
-        line = Text(words + "   ")
-        line.append_text(status)
-        self.query_one("#counts", Static).update(line)
-
-    def _cursor_node(self) -> str | None:
-        table = self.query_one("#progress", DataTable)
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-
-    @on(DataTable.RowHighlighted, "#progress")
-    def _highlighted(self) -> None:
-        self._refresh_steps()
-
-    def _refresh_steps(self) -> None:
-        name = self._cursor_node()
-        s = self.states.get(name) if name else None
-        box = self.query_one("#steps", Static)
-        if s is None:
-            box.update("")
-            return
-        text = Text(f"{name}: ", style="bold")
-        if not s.steps:
-            text.append("no step has run" if s.final else "no step finished yet", style="dim")
-        for step, result, detail, seconds in s.steps:
-            style = {"ok": "green", "failed": "red", "cancelled": "magenta"}.get(result, "")
-            text.append(f"\n  {step}: ")
-            text.append(result, style=style)
-            text.append(f" ({seconds:.1f} s)" + (f" {detail}" if detail else ""))
-        if s.error:
-            text.append(f"\n  {s.phase}: {s.error}", style="red" if s.phase == "failed" else "yellow")
-        box.update(text)
-
-    # ------------------------------------------------------------ keys
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Cancel shows in the footer only while something runs."""
-        if action == "cancel_run":
-            return not self.finished
-        return True
-
-    def action_cancel_run(self) -> None:
-        """``c``: stop launching steps (the second time: abort the steps in flight)."""
-        if self.finished or self.runner is None:
-            self.notify("nothing running to cancel", severity="warning")
-            return
-        first = not self.runner.cancelled
-        self.runner.cancel()
-        if first:
-            inflight = self.runner.in_flight()
-            self.notify(f"cancelling {self.plan.action}: no new steps will start; {len(inflight)} in flight "
-                        f"finish (c again aborts them)", severity="warning")
-        else:
-            self.notify("aborting the steps in flight", severity="warning")
-        self._refresh_counts()
-
-    def action_close(self) -> None:
-        """Escape: close when ended; while running, hide (the action goes on, its end is notified)."""
-        if not self.finished:
-            self.notify(f"{self.plan.action} continues in the background; its end will be notified "
-                        "(c on this screen cancels it)", severity="warning")
-        self.app.pop_screen()
 
 
 # --------------------------------------------------------------------------- palette

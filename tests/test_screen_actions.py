@@ -16,9 +16,10 @@ from textual.widgets import Button, DataTable, Input
 from console.cli import SiteContext
 from console.journal import read_entries
 from console.secrets import Secrets
-from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, ProgressScreen, targets_of
+from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, targets_of
 from screens.app import make_app
 from screens.footer import KeyFooter
+from screens.progress import ProgressScreen
 from screens.fleet import FleetScreen
 from screens.table import FleetTable
 from screens.rack import RackScreen
