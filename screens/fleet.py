@@ -133,7 +133,8 @@ class FleetScreen(Screen):
         yield Static(id="banner")
         yield FleetSummary(id="summary")
         with Horizontal(id="filter-bar"):
-            yield FilterInput(on_text=self._apply_filter, placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…", id="filter")
+            yield FilterInput(on_text=self._apply_filter, id="filter",
+                              placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…")
         yield FleetTable(id="fleet")
         yield KeyFooter()
 
@@ -458,7 +459,8 @@ class FleetScreen(Screen):
         names = list(names)
         for name in names:
             if name in self._cache:
-                self._cache[name]["mark"] = self._shared(Text("●", style="bold") if name in self.marked else Text(" "))
+                mark = Text("●", style="bold") if name in self.marked else Text(" ")
+                self._cache[name]["mark"] = self._shared(mark)
         self.query_one(FleetTable).refresh_rows(names)
         self._refresh_summary()
 
