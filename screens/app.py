@@ -237,8 +237,8 @@ class FleetConsoleApp(App):
             return
         self.push_screen(screen_cls(*args))
 
-    #: what ``--read-only`` turns off: key action -> start_action's kind
-    ACTING = {"power_menu": "power", "pxe": "pxe", "reimage": "reimage"}
+    #: the actions ``--read-only`` turns off
+    ACTING = frozenset({"power_menu", "pxe", "reimage"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Read-only: the acting keys are shown dimmed in the footer (and say why when pressed)."""
@@ -250,10 +250,10 @@ class FleetConsoleApp(App):
         """A key of a dimmed acting binding (read-only) reached the app unhandled: say why."""
         if not self.read_only:
             return
-        for binding in self.BINDINGS:
-            if isinstance(binding, Binding) and binding.action in self.ACTING and event.key in binding.key.split(","):
+        for binding in Binding.make_bindings(self.BINDINGS):
+            if binding.action in self.ACTING and event.key == binding.key:
                 event.stop()
-                start_action(self, self.ACTING[binding.action])  # which refuses, naming read-only mode
+                getattr(self, f"action_{binding.action}")()  # which refuses, naming read-only mode
                 return
 
     def action_power_menu(self) -> None:

@@ -103,14 +103,19 @@ class KeyFooter(Widget):
             return Strip.blank(width, base)
         component = self.get_component_rich_style
         key_style, description_style = component("key-footer--key"), component("key-footer--description")
-        hover = Style(color=component("key-footer--hover").color, bgcolor=component("key-footer--hover").bgcolor)
-        dim = Style(dim=True)
+        hover_style = component("key-footer--hover")
+        hover, dim = Style(color=hover_style.color, bgcolor=hover_style.bgcolor), Style(dim=True)
+
+        def look(key: _Key) -> Style:
+            """What a key's state adds to its styles: hovered, disabled."""
+            return (hover if key == self._hover else Style()) + (dim if not key.enabled else Style())
+
         placed: list[tuple[int, int, _Key]] = []
         right = 0
         tail: list[Segment] = []
         if self._palette is not None:  # on the right edge, after a thin rule, compact
             key = self._palette
-            extra = (hover if key == self._hover else Style()) + (dim if not key.enabled else Style())
+            extra = look(key)
             tail = [Segment("▏", component("key-footer--edge")), Segment(key.display, key_style + extra),
                     Segment(f" {key.description}", description_style + extra), Segment(" ", base + extra)]
             right = sum(segment.cell_length for segment in tail)
@@ -119,7 +124,7 @@ class KeyFooter(Widget):
         segments: list[Segment] = []
         x = 0
         for key in self._keys:  # in order, as many as fit whole (Footer cut the last one short)
-            extra = (hover if key == self._hover else Style()) + (dim if not key.enabled else Style())
+            extra = look(key)
             parts = [Segment(f" {key.display} ", key_style + extra)]
             if key.description:
                 parts.append(Segment(f"{key.description} ", description_style + extra))
