@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Terminal operator console for a data-center fleet (IPMI, Redfish, SNMP).",
     )
     p.add_argument("--site", default=os.environ.get("FLEET_CONSOLE_SITE"),
-                   help="site name (searched in ./sites, $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
+                   help="site name (searched in $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
                         "/etc/fleet-console/sites) or path to a site YAML file; 'demo' is built in")
     p.add_argument("--read-only", action="store_true", help="a console that cannot act on the fleet")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

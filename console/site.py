@@ -1,15 +1,23 @@
 """Find a site by name or path, load it, and (for simulated sites) bind it to its lab.
 
-Search path for ``--site NAME``: ``./sites/``, each directory in
-``$FLEET_CONSOLE_SITES`` (colon-separated), ``$XDG_CONFIG_HOME/fleet-console/sites/``
-(``~/.config`` by default), ``/etc/fleet-console/sites/``, then the sites shipped
-with fleet-console (``demo``).  A value containing ``/`` or ending in ``.yaml`` /
-``.yml`` is a path.
+Search path for ``--site NAME``: each directory in ``$FLEET_CONSOLE_SITES``
+(colon-separated), ``$XDG_CONFIG_HOME/fleet-console/sites/`` (``~/.config`` by
+default), ``/etc/fleet-console/sites/``, then the sites shipped with fleet-console
+(``demo``).  The current directory is never searched: the console runs as root on
+shared hosts, and a site file names ``cmd:`` secrets it runs.  A value containing
+``/`` or ending in ``.yaml`` / ``.yml`` is a path.
+
+Whichever way it was found, a site file is used only when nobody but us and root
+could have written it (OpenSSH's ``StrictModes``): the file and every directory
+above it must be owned by us or root and not writable by group or others (a sticky
+directory such as ``/tmp`` may be, its entries are then checked for their owner).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import stat
 from pathlib import Path
 
 import inventory
@@ -17,14 +25,20 @@ from inventory.errors import SiteNotFound
 from inventory.loader import load_site
 from inventory.model import Site
 
-__all__ = ["search_path", "find_site", "load"]
+__all__ = ["search_path", "find_site", "load", "check_site_file", "UntrustedSite"]
 
 BUILTIN_SITES = Path(inventory.__file__).parent / "sites"
 
 
+class UntrustedSite(SiteNotFound):
+    """A site file was found but someone other than us or root could have written it."""
+
+    title = "untrusted site file"
+
+
 def search_path() -> list[Path]:
     """Directories searched for ``NAME.yaml``, in order."""
-    dirs = [Path.cwd() / "sites"]
+    dirs = []
     for d in os.environ.get("FLEET_CONSOLE_SITES", "").split(":"):
         if d:
             dirs.append(Path(d).expanduser())
@@ -35,17 +49,66 @@ def search_path() -> list[Path]:
     return dirs
 
 
+def _who(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_chain(site_file: Path, path: Path) -> None:
+    """Check ``path`` (the file) and each directory above it; UntrustedSite names the culprit."""
+    me = os.geteuid()
+    for i, p in enumerate([path, *path.parents]):
+        try:
+            lst = os.lstat(p)
+            st = os.stat(p) if stat.S_ISLNK(lst.st_mode) else lst
+        except OSError as exc:
+            raise SiteNotFound(f"site file {site_file}: cannot check {p}: {exc.strerror}") from None
+        for s in (lst, st):  # a symbolic link someone else made, or its target
+            if s.st_uid not in (0, me):
+                raise UntrustedSite(
+                    f"refusing site file {site_file}: {p} is owned by {_who(s.st_uid)}, not by you or root "
+                    f"(a site file names commands that are run); keep site files where only you or root can write")
+        if i == 0 and not stat.S_ISREG(st.st_mode):
+            raise SiteNotFound(f"site file {site_file} is not a regular file")
+        writable = st.st_mode & 0o022
+        if writable and (i == 0 or not st.st_mode & stat.S_ISVTX):
+            raise UntrustedSite(
+                f"refusing site file {site_file}: {p} is writable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {p}")
+
+
+def check_site_file(path: Path) -> None:
+    """UntrustedSite unless only we or root could have written the site file ``path``.
+
+    Both the path as given (made absolute) and the file it resolves to are checked, so a
+    symbolic link is followed only where the link and its target are equally safe.  The
+    sites shipped with fleet-console are as trusted as its code.
+    """
+    absolute = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(path))
+    if real == absolute and real.parent == Path(os.path.realpath(BUILTIN_SITES)):
+        return
+    _check_chain(path, absolute)
+    if real != absolute:
+        _check_chain(path, real)
+
+
 def find_site(name_or_path: str) -> Path:
-    """The file for a site name or path; SiteNotFound lists where it looked."""
+    """The file for a site name or path; SiteNotFound lists where it looked, UntrustedSite
+    says which file or directory others could have written."""
     if "/" in name_or_path or name_or_path.endswith((".yaml", ".yml")):
         p = Path(name_or_path).expanduser()
         if not p.is_file():
             raise SiteNotFound(f"site file {name_or_path} does not exist")
+        check_site_file(p)
         return p
     for d in search_path():
         for ext in (".yaml", ".yml"):
             p = d / f"{name_or_path}{ext}"
             if p.is_file():
+                check_site_file(p)
                 return p
     looked = ", ".join(str(d) for d in search_path())
     raise SiteNotFound(f"no site named {name_or_path!r} (looked in {looked})")
