@@ -19,17 +19,20 @@ secrets, 0600) in the runtime directory so later commands use the same lab.
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import json
 import os
-import itertools
+import pwd
 import secrets as pysecrets
 import shutil
+import stat
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from console.errors import LabError
 from inventory.model import Site
@@ -46,13 +49,77 @@ DEFAULT_BOOT_URL = "http://127.0.0.1:8069"
 _LAB_SERIAL = itertools.count(1)
 
 
-def runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/fleet-console`` (or a private /tmp directory), mode 0700."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    path = Path(base) / "fleet-console" if base else Path(f"/tmp/fleet-console-{os.getuid()}")
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+def runtime_dir(*, environ: Mapping[str, str] | None = None, fallback_base: str | Path = "/tmp") -> Path:
+    """``$XDG_RUNTIME_DIR/fleet-console``, else ``/tmp/fleet-console-<uid>``: a private directory.
+
+    It is created mode 0700 if missing; an existing one must be a real directory (not a
+    symbolic link) owned by us with no group or other permission bits, as ssh demands of
+    ``~/.ssh``: lab state files read from here point at site files whose ``cmd:`` secrets
+    we run, so a directory someone else planted is refused (LabError says why and how
+    to fix it).  ``environ`` and ``fallback_base`` are for tests.
+    """
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_RUNTIME_DIR")
+    if base:
+        parent = Path(base)
+        if not parent.exists():
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        path = parent / "fleet-console"
+    else:
+        parent = Path(fallback_base)
+        path = parent / f"fleet-console-{os.geteuid()}"
+    _check_parent(parent, path)
+    try:
+        os.mkdir(path, 0o700)  # never follows a symlink planted at ``path``: EEXIST
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise LabError(f"cannot create the runtime directory {path}: {exc.strerror}") from None
+    _check_private_dir(path)
     return path
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_private_dir(path: Path) -> None:
+    """LabError unless ``path`` is a real directory of ours, mode 0700 or stricter."""
+    fix = f"remove it (rm -rf {path}) or set XDG_RUNTIME_DIR to a private directory"
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise LabError(f"cannot use the runtime directory {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise LabError(f"refusing the runtime directory {path}: it is a symbolic link; {fix}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise LabError(f"refusing the runtime directory {path}: it is not a directory; {fix}")
+    if st.st_uid != os.geteuid():
+        raise LabError(f"refusing the runtime directory {path}: it is owned by {_owner(st.st_uid)}, "
+                       f"not by you ({_owner(os.geteuid())}); {fix}")
+    if st.st_mode & 0o077:
+        raise LabError(f"refusing the runtime directory {path}: its mode is {stat.S_IMODE(st.st_mode):04o}, "
+                       f"open to group or others; run: chmod 700 {path}")
+
+
+def _check_parent(parent: Path, path: Path) -> None:
+    """LabError unless others cannot swap ``path`` out of ``parent`` (ours or root's, or sticky)."""
+    try:
+        st = os.stat(parent)
+    except OSError as exc:
+        raise LabError(f"cannot use the runtime directory {path}: {parent}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise LabError(f"cannot use the runtime directory {path}: {parent} is not a directory")
+    if st.st_uid not in (0, os.geteuid()):
+        raise LabError(f"refusing the runtime directory {path}: {parent} is owned by {_owner(st.st_uid)}; "
+                       f"set XDG_RUNTIME_DIR to a directory of yours")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise LabError(f"refusing the runtime directory {path}: {parent} is writable by group or others "
+                       f"(mode {stat.S_IMODE(st.st_mode):04o}) and not sticky; set XDG_RUNTIME_DIR "
+                       f"to a private directory")
 
 
 class _Proc:
@@ -323,8 +390,35 @@ class Lab:
         }
 
     # ------------------------------------------------------------- run
+    def _check_loopback(self) -> None:
+        """LabError unless every address the lab would bind is a loopback one.
+
+        The lab is a simulation on this machine: its BMCs take any password the lab
+        generated and its boot server serves scripts, so none of it may listen where
+        another host can reach it (a site's ``0.0.0.0`` or a real BMC address).
+        """
+        site, prov = self.site, self.site.provisioner
+        wanted: list[tuple[str, str]] = []
+        for node in site.nodes:
+            wanted.append((f"node {node.name} bmc.address", node.bmc.address))
+            if node.host:
+                wanted.append((f"node {node.name} host", node.host))
+        for sw in site.switches:
+            wanted.append((f"switch {sw.name} address", sw.address))
+        if prov is not None and prov.url and prov.kind in ("ipxe", "drp"):
+            host = _url_host(prov.url)
+            if host:
+                wanted.append(("provisioner.url", host))
+        bad = [(what, addr) for what, addr in wanted if not _is_loopback(addr)]
+        if bad:
+            shown = "; ".join(f"{what} is {addr}" for what, addr in bad[:3])
+            more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise LabError(f"site {site.name}: the lab binds loopback addresses only (127.0.0.0/8 or ::1): "
+                           f"{shown}{more}")
+
     def start(self, timeout: float = 60) -> dict[str, Any]:
         """Start every worker; returns the endpoints.  LabError on failure (nothing left running)."""
+        self._check_loopback()
         self.lab_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.boot_root.mkdir(parents=True, exist_ok=True)
         self.cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -438,6 +532,22 @@ class Lab:
     def effective_site(self) -> Site:
         """The site with the endpoints the lab really bound."""
         return apply_endpoints(self.site, self.endpoints)
+
+
+def _url_host(url: str) -> str:
+    """The host part of ``scheme://host[:port]/...`` (brackets of an IPv6 literal removed)."""
+    hostport = url.split("://", 1)[-1].split("/", 1)[0]
+    if hostport.startswith("["):
+        return hostport[1:].split("]", 1)[0]
+    return hostport.rpartition(":")[0] if ":" in hostport else hostport
+
+
+def _is_loopback(address: str) -> bool:
+    """True for an IP literal in 127.0.0.0/8 or ::1 (a name is not: it could resolve anywhere)."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def apply_endpoints(site: Site, endpoints: dict[str, Any]) -> Site:
