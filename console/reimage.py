@@ -13,8 +13,13 @@ The flow (DESIGN.md "Reimage, end to end")::
 ``rebooting``, ``installing``, ``verifying``, ``done``.  Every phase has a timeout
 (:class:`PhaseTimeouts`); a failure or a timeout raises
 :class:`console.errors.ActionError` whose message starts with the phase's name.
-Nothing is rolled back automatically: the provisioner keeps the previous assignment
-(``open_provisioner(site, secrets).rollback(node)`` restores it).
+A reimage that fails or is cancelled after the assignment but before the node fetched
+it (assign, rebooting) takes the assignment back: the provisioner restores the previous
+one (or removes the new one when there was none), and the error says so.  Once the node
+booted the new assignment it is left in place (the installer may be running).  A reimage
+that finishes marks its assignment known-good
+(:meth:`~console.provision.ProvisionerBackend.confirm`); until then a retried reimage
+keeps the record of the assignment in place before the first attempt.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class _Follow:
         self.node, self.image, self.site, self.secrets = node, image, site, secrets
         self.bmc, self.prov, self.t = bmc, prov, timeouts
         self.seen = "nothing yet"
+        self.assigned = False  # the provisioner holds this reimage's assignment
         self.phase = ""
         self.seconds = 0.0
         self.deadline = 0.0
@@ -163,7 +169,10 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
     phase starts.  ActionError (message starting with the phase) on failure or timeout.
     """
     t = timeouts or PhaseTimeouts()
-    check_node(site, node, image)
+    try:
+        check_node(site, node, image)
+    except ActionError as exc:
+        raise ActionError(f"assign: {exc}") from None
     kind = _kind(site)
     try:
         prov = open_provisioner(site, secrets)
@@ -171,6 +180,7 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
         raise ActionError(f"assign: {exc}") from None
     follow = _Follow(node, image, site, secrets, bmc, prov, t)
     current = "assign"
+    booted = False  # the node fetched its new assignment: from then on it stays
 
     def enter(name: str, detail: str) -> None:
         nonlocal current
@@ -193,23 +203,68 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
         started = time.time()
 
         seen = await follow.within("rebooting", t.rebooting, lambda: _booted(follow, mark))
+        booted = True
         enter("installing", seen)
 
         if not node.host:
             await follow.within("installing", t.installing, lambda: _powered(follow))
             enter("done", f"{image.ref} handed to the node by the {kind} provisioner; the running version is "
-                          f"not verified (no host address in the inventory)")
+                          f"not verified (no host address in the inventory){await _confirm(prov, node)}")
             return
         ref = await follow.within("installing", t.installing, lambda: _answers(follow))
         enter("verifying", f"OS answers, reports {ref}")
         await follow.within("verifying", t.verifying, lambda: _reports(follow, ref))
-        enter("done", f"running {image.ref} ({time.time() - started:.0f} s after the reboot)")
-    except ActionError:
+        took = time.time() - started
+        enter("done", f"running {image.ref} ({took:.0f} s after the reboot){await _confirm(prov, node)}")
+    except ActionError as exc:
+        if follow.assigned and not booted:
+            raise ActionError(f"{exc}; {await _take_back(prov, node)}") from exc
         raise
     except DriverError as exc:
-        raise ActionError(f"{current}: {exc.title}: {exc}") from exc
+        undone = f"; {await _take_back(prov, node)}" if follow.assigned and not booted else ""
+        raise ActionError(f"{current}: {exc.title}: {exc}{undone}") from exc
+    except asyncio.CancelledError:
+        if follow.assigned and not booted:
+            await _take_back(prov, node)
+        raise
     finally:
         await prov.close()
+
+
+#: seconds a rollback after a failure may take (it runs after the phase's own time is up)
+_ROLLBACK_TIMEOUT = 15.0
+
+
+async def _take_back(prov: ProvisionerBackend, node: Node) -> str:
+    """Undo this reimage's assignment (the node never fetched it); what was done, for the error."""
+    try:
+        async with asyncio.timeout(_ROLLBACK_TIMEOUT):
+            restored = await prov.rollback(node)
+    except TimeoutError:
+        return f"the new assignment is still in place (rollback: no answer in {_ROLLBACK_TIMEOUT:g} s)"
+    except FleetError as exc:
+        return f"the new assignment is still in place (rollback failed: {exc})"
+    if restored is None:
+        return "the new assignment is still in place (no previous one recorded)"
+    if restored.image is None and restored.detail == "no boot script":
+        return "rolled back: the new boot script was removed (the node had none)"
+    return f"rolled back: the previous assignment is restored ({restored.image or restored.detail or 'none'})"
+
+
+async def _confirm(prov: ProvisionerBackend, node: Node) -> str:
+    """The reimage finished: its assignment becomes the known-good one (see the module docstring).
+
+    A failure here does not undo the reimage (the node runs the image); it is said in the
+    result, and a later reimage keeps the older record for rollback.
+    """
+    try:
+        async with asyncio.timeout(_ROLLBACK_TIMEOUT):
+            await prov.confirm(node)
+    except TimeoutError:
+        return f"; the provisioner did not mark the assignment verified in {_ROLLBACK_TIMEOUT:g} s"
+    except FleetError as exc:
+        return f"; the provisioner could not mark the assignment verified ({exc})"
+    return ""
 
 
 async def _assign(f: _Follow, kind: str) -> str:
@@ -218,6 +273,9 @@ async def _assign(f: _Follow, kind: str) -> str:
         old = await f.prov.assign(node, image)
     except DriverError as exc:
         raise ActionError(f"assign: {kind} provisioner: {exc}") from exc
+    except ActionError as exc:
+        raise ActionError(f"assign: {exc}") from exc
+    f.assigned = True
     target = BootTarget.CD if boot_target(f.site) == "cd" else BootTarget.PXE
     try:
         await f.bmc.set_boot_override(target)

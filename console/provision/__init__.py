@@ -8,9 +8,11 @@ One small interface, three backends (chosen by the site's ``provisioner.kind``):
 ``vmedia``  Redfish VirtualMedia: InsertMedia of the image's ISO URL
 
 Every backend keeps the assignment it replaced (``previous``) so a failed reimage
-can be rolled back.  Errors are :class:`console.errors.ActionError` (bad input,
-missing data) or :class:`console.errors.DriverError` subclasses (the provisioner's
-endpoint failed), never a library exception, and never contain a secret.
+can be rolled back; :meth:`ProvisionerBackend.confirm` marks an assignment that
+finished, so a retried reimage keeps the record of the last known-good one.  Errors
+are :class:`console.errors.ActionError` (bad input, missing data) or
+:class:`console.errors.DriverError` subclasses (the provisioner's endpoint failed),
+never a library exception, and never contain a secret.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class ProvisionerBackend(Protocol):
     async def rollback(self, node: Node) -> Assignment | None:
         """Restore the previous assignment; returns it (None: nothing to restore)."""
 
+    async def confirm(self, node: Node) -> None:
+        """The node booted and runs what :meth:`assign` gave it: that assignment is now the
+        known-good one a later :meth:`assign` keeps for rollback (until then a retried
+        assign keeps the record of what was there before the first attempt)."""
+
     async def fetches(self, node: Node, since: float = 0.0) -> list[Fetch] | None:
         """Boots of ``node`` seen after ``since`` (None: this provisioner cannot see boots)."""
 
@@ -102,6 +109,11 @@ def check_node(site: Site, node: Node, image: Image) -> None:
         raise ActionError(f"{node.name}: no MAC address in the inventory (the {kind} provisioner assigns by MAC)")
     if not image.kernel or not image.initrd:
         raise ActionError(f"image {image.ref} has no kernel/initrd URL (PXE boots a kernel and an initrd)")
+    # both render an iPXE script from these values: refuse what would break out of it
+    from console.provision.ipxe import check_script_image, check_script_node
+
+    check_script_node(node)
+    check_script_image(image)
 
 
 def open_provisioner(site: Site, secrets: Secrets) -> ProvisionerBackend:

@@ -4,11 +4,15 @@ Subset used (DRP doc/api.rst; token auth ``Authorization: Bearer``):
 
 - find the machine by MAC: ``GET /api/v3/machines?slim=Params,Meta``, matched on
   ``HardwareAddrs`` (then cached for this provisioner's lifetime);
-- assign: save what it had as the ``fleet/previous`` param (``POST .../params/{key}``),
-  set the ``fleet/image`` param (``{name, version, kernel, initrd, cmdline, sha256}``),
+- assign: save what it had as the ``fleet/previous`` param (``POST .../params/{key}``)
+  unless that is an unfinished assignment (an image param still ``pending``, or an
+  older one without a state and BootEnv ``fleet-install``: the record of the known-good
+  one is kept), set the
+  ``fleet/image`` param (``{name, version, kernel, initrd, cmdline, sha256, state}``),
   then ``PATCH /api/v3/machines/{uuid}`` with a JSON Patch that tests the old BootEnv
   and replaces it with ``fleet-install`` (optimistic locking, as drpcli does), and read
   the machine back;
+- confirm (the reimage finished): the image param's ``state`` becomes ``verified``;
 - boots seen: the install task's Jobs (``GET /api/v3/jobs?Machine={uuid}``).
 
 The site names the endpoint (``provisioner.url``) and a token reference
@@ -24,6 +28,7 @@ import httpx
 
 from console.errors import ActionError, AuthFailed, ProtocolError, Timeout, Unreachable
 from console.provision import Assignment, Fetch
+from console.provision.ipxe import check_script_image, check_script_node
 from console.secrets import Secret
 from inventory.model import Image, Node
 
@@ -36,8 +41,9 @@ PREVIOUS_PARAM = "fleet/previous"
 
 
 def _image_param(image: Image) -> dict[str, Any]:
+    # state: "pending" until confirm() (the reimage finished) says "verified"
     return {"ref": image.ref, "name": image.name, "version": image.version, "kernel": image.kernel,
-            "initrd": image.initrd, "cmdline": image.cmdline, "sha256": image.sha256}
+            "initrd": image.initrd, "cmdline": image.cmdline, "sha256": image.sha256, "state": "pending"}
 
 
 def _ref(value: Any) -> str | None:
@@ -117,12 +123,20 @@ class DrpProvisioner:
 
     async def assign(self, node: Node, image: Image) -> Assignment | None:
         """Set the image param and the install BootEnv; keeps the old ones in ``fleet/previous``."""
+        # DRP renders an iPXE script from these values: refuse what would break out of it
+        check_script_node(node)
+        check_script_image(image)
         uuid = await self._uuid(node)
         m = await self.machine(node)
         params = m.get("Params") or {}
         old_env = m.get("BootEnv") or LOCAL_BOOTENV
         previous = {"BootEnv": old_env, "image": params.get(IMAGE_PARAM)}
-        await self._call("POST", f"/api/v3/machines/{uuid}/params/{PREVIOUS_PARAM}", json=previous)
+        current = params.get(IMAGE_PARAM)
+        state = current.get("state") if isinstance(current, dict) else None
+        unfinished = state == "pending" or (state is None and old_env == INSTALL_BOOTENV)
+        if not (unfinished and isinstance(params.get(PREVIOUS_PARAM), dict)):
+            # an earlier attempt that never finished keeps its record of the known-good assignment
+            await self._call("POST", f"/api/v3/machines/{uuid}/params/{PREVIOUS_PARAM}", json=previous)
         await self._call("POST", f"/api/v3/machines/{uuid}/params/{IMAGE_PARAM}", json=_image_param(image))
         await self._call("PATCH", f"/api/v3/machines/{uuid}", json=[
             {"op": "test", "path": "/BootEnv", "value": m.get("BootEnv")},
@@ -133,6 +147,14 @@ class DrpProvisioner:
             raise ProtocolError(f"drp {self.url}: {node.name} reads back BootEnv {got.get('BootEnv')!r}, "
                                 f"image {_ref((got.get('Params') or {}).get(IMAGE_PARAM))}: the assignment did not stick")
         return Assignment(_ref(previous["image"]), f"BootEnv {old_env}")
+
+    async def confirm(self, node: Node) -> None:
+        """Mark the image param verified: it is the known-good assignment from now on."""
+        uuid = await self._uuid(node)
+        image = ((await self.machine(node)).get("Params") or {}).get(IMAGE_PARAM)
+        if isinstance(image, dict) and image.get("state") == "pending":
+            await self._call("POST", f"/api/v3/machines/{uuid}/params/{IMAGE_PARAM}",
+                             json={**image, "state": "verified"})
 
     async def assignment(self, node: Node) -> Assignment | None:
         """The machine's BootEnv and image param."""

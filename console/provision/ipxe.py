@@ -1,10 +1,30 @@
 """The embedded ``ipxe`` provisioner: per-MAC iPXE scripts in a boot root, served over HTTP.
 
 Writing side (:class:`IpxeProvisioner`): ``assign`` renders the image's script and
-writes ``<root>/<aa-bb-cc-dd-ee-ff>.ipxe`` atomically (temporary file, fsync, rename),
-so a node booting at that moment gets the old script or the new one, never half of
-one.  The replaced script is kept as ``<mac>.ipxe.previous`` for :meth:`rollback`
-(a file, so a rollback works from a later process too).
+writes ``<root>/<aa-bb-cc-dd-ee-ff>.ipxe`` atomically (a new temporary file, fsync,
+rename), so a node booting at that moment gets the old script or the new one, never
+half of one.  The replaced script is kept as ``<mac>.ipxe.previous`` for
+:meth:`~IpxeProvisioner.rollback` (a file, so a rollback works from a later process too).
+
+The rollback record is the last *known-good* assignment: a script we write says
+``# fleet-console-state: pending`` until :meth:`~IpxeProvisioner.confirm` (the reimage
+finished) turns it into ``verified``.  Assigning over a pending script (an earlier
+attempt that failed or was killed) keeps the existing record instead of recording the
+unfinished attempt.
+
+What goes into a script is checked first (nothing is written when a check fails): a
+script is run by iPXE line by line, a line is split at spaces, ``${...}`` is expanded
+(it reads iPXE settings), and a token ``||``, ``&&``, ``;`` or one starting with ``#``
+ends the command.  iPXE has no quoting, so a value that could do any of that is refused
+(:func:`check_script_image`, :func:`check_script_node`): node names are hostname-like, MACs are MACs,
+kernel and initrd are ``http``/``https``/``tftp`` URLs of plain characters, and the
+command line is printable ASCII without ``$``, ``;``, a backslash, ``||``/``&&`` or ``#...``
+tokens.
+
+The boot root is shared with an HTTP server and maybe other users, so it is opened
+without following a symbolic link and refused when someone else owns it or it is
+writable by others; every file in it is opened relative to that directory with
+``O_NOFOLLOW`` (a planted link is refused, never followed), and created with ``O_EXCL``.
 
 Serving side (:class:`IpxeServer`): ``GET /boot/<aa-bb-cc-dd-ee-ff>.ipxe`` from the
 root, and ``GET /fetches[?mac=aa-bb-..]`` as JSON: every script fetch with time,
@@ -14,10 +34,12 @@ seen".  A site runs the server next to its DHCP (the lab runs it in its worker).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 import time
 from pathlib import Path
 
@@ -29,30 +51,136 @@ from console.httpserve import HttpService
 from console.provision import Assignment, Fetch
 from inventory.model import Image, Node
 
-__all__ = ["IpxeProvisioner", "IpxeServer", "render_script", "script_name"]
+__all__ = ["IpxeProvisioner", "IpxeServer", "check_script_image", "check_script_node", "open_root", "render_script", "script_name"]
 
 _SCRIPT = re.compile(r"^[0-9a-f]{2}(-[0-9a-f]{2}){5}\.ipxe$")
 _IMAGE_LINE = re.compile(r"^\s*set\s+image-(name|version)\s+(\S+)\s*$", re.M)
 _KEEP_FETCHES = 5000
+#: a boot script is a few hundred bytes; anything far bigger in the root is not ours
+_MAX_SCRIPT = 64 * 1024
+
+_MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+#: a hostname-like token: letters, digits, dot, dash, underscore; starts with a letter or digit
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_IMAGE_WORD = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: scheme http/https/tftp, a host name or [IPv6], an optional port, then RFC 3986 path and
+#: query characters without ``$`` (iPXE settings expansion), ``;``, ``#``, ``|``, quotes,
+#: backslash and whitespace.  No user:password@ (a secret does not belong in a boot script).
+_URL = re.compile(r"^(?:https?|tftp)://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])"
+                  r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~:/?@!&'()*+,=%-]*)?$")
+#: kernel command line: printable ASCII, without the characters iPXE gives a meaning
+_CMDLINE_BAD = {"$": "iPXE expands ${...} (it reads iPXE settings)", ";": "';' separates iPXE commands",
+                "\\": "iPXE joins a line ending in a backslash with the next"}
+_OPERATORS = ("||", "&&")
+
+_STATE = "# fleet-console-state: "
+PENDING, VERIFIED = "pending", "verified"
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    """A bad value for a one-line message: repr (control characters escaped), cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _printable_ascii(what: str, value: str) -> None:
+    for i, ch in enumerate(value):
+        if not " " <= ch <= "~":
+            kind = "a line break" if ch in "\r\n\v\f\x85\u2028\u2029" else "a control or non-ASCII character"
+            raise ActionError(f"{what} {_shown(value)} holds {kind} ({ch!r} at {i}): refused, it would "
+                              f"end the iPXE script's line and start a command of its own")
+
+
+def _check_url(what: str, value: str | None) -> str:
+    if not value:
+        raise ActionError(f"{what} is missing (PXE boots a kernel and an initrd)")
+    _printable_ascii(what, value)
+    if not _URL.match(value):
+        raise ActionError(f"{what} {_shown(value)} is not a plain http, https or tftp URL (no spaces, '$', ';', "
+                          f"'#', '|', quotes, backslashes or user@): refused for the iPXE script")
+    return value
+
+
+def _check_cmdline(what: str, value: str) -> str:
+    _printable_ascii(what, value)
+    for ch, why in _CMDLINE_BAD.items():
+        if ch in value:
+            raise ActionError(f"{what} {_shown(value)} contains {ch!r}: refused ({why})")
+    for token in value.split():
+        if token in _OPERATORS:
+            raise ActionError(f"{what} {_shown(value)} contains the token {token!r}: refused "
+                              f"(iPXE runs what follows it as another command)")
+        if token.startswith("#"):
+            raise ActionError(f"{what} {_shown(value)} has a word starting with '#': refused "
+                              f"(iPXE drops the rest of the line as a comment)")
+    return value
+
+
+def _mac_of(node: Node) -> str:
+    """The node's MAC as ``aa:bb:cc:dd:ee:ff``; ActionError when it is missing or not a MAC."""
+    if not node.mac:
+        raise ActionError(f"{_node_label(node)}: no MAC address in the inventory (the ipxe provisioner assigns by MAC)")
+    mac = node.mac.lower()
+    if not _MAC.match(mac):
+        raise ActionError(f"{_node_label(node)}: MAC {_shown(node.mac)} is not a MAC address "
+                          f"(aa:bb:cc:dd:ee:ff): refused as a boot script name")
+    return mac.replace("-", ":")
+
+
+def _node_label(node: Node) -> str:
+    return node.name if _NODE_NAME.match(node.name or "") else f"node {_shown(node.name or '')}"
+
+
+def check_script_node(node: Node) -> None:
+    """ActionError unless ``node``'s name and MAC can go into a boot script and its name."""
+    if not _NODE_NAME.match(node.name or ""):
+        _printable_ascii("node name", node.name or "")
+        raise ActionError(f"node name {_shown(node.name or '')} is not hostname-like (letters, digits, '.', '-', "
+                          f"'_', starting with a letter or digit): refused for the iPXE script")
+    _mac_of(node)
+
+
+def check_script_image(image: Image) -> None:
+    """ActionError unless every value of ``image`` that goes into an iPXE script is safe there."""
+    for field in ("name", "version"):
+        value = getattr(image, field) or ""
+        if not _IMAGE_WORD.match(value):
+            raise ActionError(f"image {field} {_shown(value)} is not a plain word (letters, digits, '.', '_', "
+                              f"'+', '-'): refused for the iPXE script")
+    ref = image.ref
+    if image.sha256 is not None and not _SHA256.match(image.sha256):
+        raise ActionError(f"image {ref}: sha256 {_shown(image.sha256)} is not 64 lowercase hex digits")
+    _check_url(f"image {ref}: kernel", image.kernel)
+    _check_url(f"image {ref}: initrd", image.initrd)
+    _check_cmdline(f"image {ref}: cmdline", image.cmdline or "")
 
 
 def script_name(mac: str) -> str:
-    """``aa-bb-cc-dd-ee-ff.ipxe`` for MAC ``AA:BB:CC:DD:EE:FF``."""
-    return mac.lower().replace(":", "-") + ".ipxe"
+    """``aa-bb-cc-dd-ee-ff.ipxe`` for MAC ``AA:BB:CC:DD:EE:FF``; ActionError for anything else."""
+    low = (mac or "").lower()
+    if not _MAC.match(low):
+        raise ActionError(f"MAC {_shown(mac or '')} is not a MAC address (aa:bb:cc:dd:ee:ff): "
+                          f"refused as a boot script name")
+    return low.replace(":", "-") + ".ipxe"
 
 
-def render_script(node: Node, image: Image) -> str:
+def render_script(node: Node, image: Image, state: str = PENDING) -> str:
     """The iPXE script that installs ``image`` on ``node``.
 
     Image variables first (``image-name``, ``image-version``, ``image-sha256``), then a
-    kernel line carrying ``fleet.image=NAME@VERSION`` for the installer.
+    kernel line carrying ``fleet.image=NAME@VERSION`` for the installer.  ActionError
+    (nothing rendered) when a value could break out of its line or token.
     """
     if not image.kernel or not image.initrd:
         raise ActionError(f"image {image.ref} has no kernel/initrd URL (PXE boots a kernel and an initrd)")
+    check_script_node(node)
+    check_script_image(image)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     lines = [
         "#!ipxe",
-        f"# fleet-console: {image.ref} for {node.name} ({node.mac}), written {stamp}",
+        f"# fleet-console: {image.ref} for {node.name} ({_mac_of(node)}), written {stamp}",
+        _STATE + state,
         f"set image-name {image.name}",
         f"set image-version {image.version}",
     ]
@@ -72,21 +200,108 @@ def _image_of(script: str) -> str | None:
     return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _state_of(script: str) -> str | None:
+    """``pending`` / ``verified`` for a script we wrote; None for one that is not ours (or older)."""
+    for line in script.splitlines()[:5]:
+        if line.startswith(_STATE):
+            return line[len(_STATE):].strip()
+    return None
+
+
+def _open_flags(extra: int) -> int:
+    return extra | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_at(dfd: int, name: str, where: str) -> str | None:
+    """The text of ``name`` in the directory ``dfd`` (None: no such file).
+
+    Never follows a symbolic link, never blocks on a FIFO, reads at most _MAX_SCRIPT bytes.
+    """
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # the HTTP server (maybe another user) must read it
-        os.replace(tmp, path)
+        fd = os.open(name, _open_flags(os.O_RDONLY | os.O_NONBLOCK), dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ActionError(f"{where} is a symbolic link: not following it (remove it)") from None
+        raise ActionError(f"cannot read {where}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ActionError(f"{where} is not a regular file: refused (remove it)")
+        if st.st_size > _MAX_SCRIPT:
+            raise ActionError(f"{where} is {st.st_size} bytes, more than a boot script ({_MAX_SCRIPT}): refused")
+        data = os.read(fd, _MAX_SCRIPT + 1)
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ActionError(f"{where} is not UTF-8 text: refused") from None
+
+
+def _write_at(dfd: int, name: str, text: str) -> None:
+    """Replace ``name`` in the directory ``dfd`` atomically: a new file (O_EXCL, never a link
+    followed), fsync, rename over the old one, fsync of the directory."""
+    tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, _open_flags(os.O_WRONLY | os.O_CREAT | os.O_EXCL), 0o644, dir_fd=dfd)
+    try:
+        try:
+            os.fchmod(fd, 0o644)  # the HTTP server (maybe another user) must read it, whatever the umask
+            data = text.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dfd)
         except FileNotFoundError:
             pass
         raise
+    os.fsync(dfd)
+
+
+def _unlink_at(dfd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)  # removes a link itself, never what it points at
+    except FileNotFoundError:
+        pass
+
+
+def open_root(root: Path, *, create: bool = False) -> int:
+    """A descriptor of the boot root directory, checked as OpenSSH's StrictModes would.
+
+    Refused (ActionError): a symbolic link, not a directory, owned by someone other than
+    us or root, writable by others, or group-writable for a group other than ours.
+    """
+    if create:
+        try:
+            os.makedirs(root, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise ActionError(f"cannot create boot root {root}: {exc.strerror or exc}") from None
+    try:
+        dfd = os.open(root, _open_flags(os.O_RDONLY | os.O_DIRECTORY))
+    except OSError as exc:
+        # O_DIRECTORY | O_NOFOLLOW on a link: ELOOP, or ENOTDIR on Linux
+        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and os.path.islink(root)):
+            raise ActionError(f"boot root {root} is a symbolic link: refused (name the real directory)") from None
+        if exc.errno == errno.ENOTDIR:
+            raise ActionError(f"boot root {root} is not a directory") from None
+        raise ActionError(f"cannot open boot root {root}: {exc.strerror or exc}") from None
+    st = os.fstat(dfd)
+    problem = None
+    if st.st_uid not in (os.geteuid(), 0):
+        problem = f"owned by uid {st.st_uid} (neither you nor root)"
+    elif st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid not in (os.getegid(), 0)):
+        problem = f"writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if problem:
+        os.close(dfd)
+        raise ActionError(f"boot root {root} is {problem}: refused, anyone who can write there decides what "
+                          f"nodes boot (chown it to you and chmod go-w)")
+    return dfd
 
 
 class IpxeProvisioner:
@@ -100,81 +315,121 @@ class IpxeProvisioner:
         self._timeout = timeout
         self._http: httpx.AsyncClient | None = None
 
+    def _name(self, node: Node) -> str:
+        return script_name(_mac_of(node))
+
     def _path(self, node: Node) -> Path:
-        if not node.mac:
-            raise ActionError(f"{node.name}: no MAC address in the inventory (the ipxe provisioner assigns by MAC)")
-        return self.root / script_name(node.mac)
+        return self.root / self._name(node)
 
-    @staticmethod
-    def _read_text(path: Path) -> str | None:
-        """A boot script's (or its .previous record's) text; None when there is none."""
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ActionError(f"cannot read boot script {path}: {exc.strerror}") from None
+    def _where(self, name: str) -> str:
+        return f"boot script {self.root / name}"
 
-    def _read(self, path: Path) -> Assignment | None:
-        text = self._read_text(path)
-        return None if text is None else Assignment(_image_of(text), str(path))
+    def _read(self, dfd: int, name: str) -> Assignment | None:
+        text = _read_at(dfd, name, self._where(name))
+        return None if text is None else Assignment(_image_of(text), str(self.root / name))
 
     async def assign(self, node: Node, image: Image) -> Assignment | None:
-        """Write the node's script for ``image``; keeps the replaced one for rollback."""
-        path = self._path(node)
-        script = render_script(node, image)
+        """Write the node's script for ``image``; keeps the replaced one for rollback.
+
+        The record of the replaced script (``.previous``) is left alone when the current
+        script is our own unfinished assignment: it already holds the last known-good one.
+        Nothing is written when a value is refused.
+        """
+        script = render_script(node, image)  # refuses before anything is touched
+        name = self._name(node)
+        prev = name + ".previous"
+        dfd = open_root(self.root, create=True)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            old = self._read_text(path)
-            # an empty .previous records "there was no script" (rollback then removes it)
-            _write_atomic(self._previous(path), old or "")
-            _write_atomic(path, script)
+            old = _read_at(dfd, name, self._where(name))
+            recorded = _read_at(dfd, prev, self._where(prev))
+            if old is not None and _state_of(old) == PENDING:
+                # an earlier attempt never finished: keep its record of what was there before it
+                if recorded is None:
+                    _write_at(dfd, prev, "")  # nothing known-good: a rollback boots from disk
+            else:
+                # an empty .previous records "there was no script" (rollback then removes it)
+                _write_at(dfd, prev, old or "")
+            _write_at(dfd, name, script)
         except OSError as exc:
-            raise ActionError(f"cannot write boot script {path}: {exc.strerror or exc}") from None
-        return None if old is None else Assignment(_image_of(old), str(path))
+            raise ActionError(f"cannot write {self._where(name)}: {exc.strerror or exc}") from None
+        finally:
+            os.close(dfd)
+        return None if old is None else Assignment(_image_of(old), str(self.root / name))
+
+    async def confirm(self, node: Node) -> None:
+        """Mark the node's script verified (the reimage finished): from now on it is the
+        known-good assignment the next :meth:`assign` keeps for rollback."""
+        name = self._name(node)
+        dfd = open_root(self.root)
+        try:
+            text = _read_at(dfd, name, self._where(name))
+            if text is not None and _state_of(text) == PENDING:
+                _write_at(dfd, name, text.replace(_STATE + PENDING, _STATE + VERIFIED, 1))
+        except OSError as exc:
+            raise ActionError(f"cannot write {self._where(name)}: {exc.strerror or exc}") from None
+        finally:
+            os.close(dfd)
 
     async def assignment(self, node: Node) -> Assignment | None:
         """The node's current script (None: no script, the node boots from disk)."""
-        return self._read(self._path(node))
-
-    @staticmethod
-    def _previous(path: Path) -> Path:
-        return path.with_name(path.name + ".previous")
+        name = self._name(node)
+        try:
+            dfd = open_root(self.root)
+        except ActionError:
+            if not os.path.lexists(self.root):
+                return None
+            raise
+        try:
+            return self._read(dfd, name)
+        finally:
+            os.close(dfd)
 
     async def previous(self, node: Node) -> Assignment | None:
         """The script the last assign replaced: None when nothing was recorded,
         ``Assignment(None, ...)`` when the node had no script."""
-        prev = self._previous(self._path(node))
-        got = self._read(prev)
-        if got is not None and prev.stat().st_size == 0:
-            return Assignment(None, "no boot script")
-        return got
+        prev = self._name(node) + ".previous"
+        if not os.path.lexists(self.root):
+            return None
+        dfd = open_root(self.root)
+        try:
+            text = _read_at(dfd, prev, self._where(prev))
+        finally:
+            os.close(dfd)
+        if text is None:
+            return None
+        return Assignment(_image_of(text), str(self.root / prev)) if text else Assignment(None, "no boot script")
 
     async def rollback(self, node: Node) -> Assignment | None:
         """Put the previous script back (remove the script when there was none).
 
         Returns the restored assignment; None when no previous one was recorded.
         """
-        path = self._path(node)
-        prev = self._previous(path)
-        text = self._read_text(prev)
-        if text is None:
+        name = self._name(node)
+        prev = name + ".previous"
+        if not os.path.lexists(self.root):
             return None
+        dfd = open_root(self.root)
         try:
+            text = _read_at(dfd, prev, self._where(prev))
+            if text is None:
+                return None
             if text:
-                _write_atomic(path, text)
+                _write_at(dfd, name, text)
             else:
-                path.unlink(missing_ok=True)
-            prev.unlink()
+                _unlink_at(dfd, name)
+            _unlink_at(dfd, prev)
+            os.fsync(dfd)
+            return self._read(dfd, name) if text else Assignment(None, "no boot script")
         except OSError as exc:
-            raise ActionError(f"cannot roll back boot script {path}: {exc.strerror or exc}") from None
-        return self._read(path) if text else Assignment(None, "no boot script")
+            raise ActionError(f"cannot roll back {self._where(name)}: {exc.strerror or exc}") from None
+        finally:
+            os.close(dfd)
 
     async def fetches(self, node: Node, since: float = 0.0) -> list[Fetch] | None:
         """Script fetches of ``node`` the server recorded after ``since`` (None: no server URL)."""
         if not self.url:
             return None
-        mac = self._path(node).stem
+        mac = self._name(node)[: -len(".ipxe")]
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self._timeout)
         url = f"{self.url}/fetches"
@@ -198,6 +453,20 @@ class IpxeProvisioner:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+
+def _serve_text(root: Path, name: str) -> str | None:
+    """A script for the server to send: read without following a link (None: there is none)."""
+    try:
+        dfd = os.open(root, _open_flags(os.O_RDONLY | os.O_DIRECTORY))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ActionError(f"boot root {root}: {exc.strerror or exc}") from None
+    try:
+        return _read_at(dfd, name, f"boot script {root / name}")
+    finally:
+        os.close(dfd)
 
 
 class IpxeServer(HttpService):
@@ -234,8 +503,12 @@ class IpxeServer(HttpService):
             self._record(entry)
             return web.Response(status=400, text="expected /boot/aa-bb-cc-dd-ee-ff.ipxe\n")
         try:
-            body = (self.root / name).read_text(encoding="utf-8")
-        except FileNotFoundError:
+            body = _serve_text(self.root, name)
+        except ActionError:  # a link, not a file, too big: never followed or served
+            entry["status"] = 403
+            self._record(entry)
+            return web.Response(status=403, text="this boot script is not a plain file\n")
+        if body is None:
             entry["status"] = 404
             self._record(entry)
             return web.Response(status=404, text="no boot script assigned to this MAC\n")

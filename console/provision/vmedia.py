@@ -141,6 +141,9 @@ class VmediaProvisioner:
         await self._insert(http, node, uri, body, prev.detail if prev is not None else None)
         return prev
 
+    async def confirm(self, node: Node) -> None:
+        """Nothing to mark: the record of the replaced ISO lives only as long as this object."""
+
     async def fetches(self, node: Node, since: float = 0.0) -> list[Fetch] | None:
         """A BMC does not say when the host read the media: None."""
         return None
