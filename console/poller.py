@@ -20,6 +20,7 @@ The next poll of an endpoint is scheduled when the last one finished.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -31,9 +32,9 @@ from console.drivers.bmc import BmcDriver
 from console.errors import FleetError
 from console.fleet import Fleet, PortState
 from console.secrets import Secrets
-from inventory.model import Site
+from inventory.model import Node, Site, SshConfig, Switch
 
-__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle"]
+__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,25 @@ class _Endpoint:
         self.state: dict[str, Any] = {}  # per-endpoint scratch (previous counters, tables)
 
 
+async def open_bmc_async(node: Node, secrets: Secrets, *, timeout: float = 10.0) -> BmcDriver:
+    """:func:`~console.drivers.open_bmc` with the password resolved off the event loop
+    (a slow ``cmd:`` reference runs in a thread, once for every node sharing it)."""
+    await secrets.aresolve(node.bmc.password)
+    return open_bmc(node, secrets, timeout=timeout)
+
+
+def _switch_refs(switch: Switch) -> list[str]:
+    snmp = switch.snmp
+    return [r for r in ((snmp.community,) if snmp.version == "2c" else (snmp.auth_key, snmp.priv_key)) if r]
+
+
+def _ssh_refs(cfg: SshConfig) -> list[str]:
+    refs = [r for r in (cfg.key, cfg.password) if r]
+    if cfg.known_hosts and cfg.known_hosts.startswith("lab:"):
+        refs.append(cfg.known_hosts)
+    return refs
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, FleetError):
         msg = exc.message
@@ -92,7 +112,7 @@ class Poller:
 
     def __init__(self, site: Site, fleet: Fleet, secrets: Secrets, config: PollConfig | None = None,
                  *, clock: Callable[[], float] = time.monotonic,
-                 bmc_factory: Callable[..., BmcDriver] = open_bmc) -> None:
+                 bmc_factory: Callable[..., BmcDriver | Awaitable[BmcDriver]] = open_bmc_async) -> None:
         self.site = site
         self.fleet = fleet
         self.secrets = secrets
@@ -109,13 +129,25 @@ class Poller:
         self.max_in_flight = 0
 
     # ------------------------------------------------------------ discipline
-    async def _guarded(self, ep: _Endpoint, fn: Callable[[], Awaitable[Any]], *, probe: bool) -> Any:
-        """Run one poll of ``ep`` under every rule; returns its result or raises."""
+    async def _guarded(self, ep: _Endpoint, fn: Callable[[], Awaitable[Any]], *, probe: bool,
+                       prepare: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run one poll of ``ep`` under every rule; returns its result or raises.
+
+        ``prepare`` (resolving credentials, which may wait for a slow ``cmd:``) runs
+        before a slot of the global cap is taken, so it never holds up other endpoints.
+        """
         async with ep.lock:
             now = self.clock()
             wait = max(ep.last_start + self.config.min_interval, ep.next_allowed if probe else 0.0) - now
             if wait > 0:
                 await asyncio.sleep(wait)
+            if prepare is not None:
+                try:
+                    await prepare()
+                except BaseException as exc:
+                    if not isinstance(exc, asyncio.CancelledError):
+                        self._failed(ep)
+                    raise
             async with self._sem:
                 ep.last_start = self.clock()
                 self.in_flight += 1
@@ -172,7 +204,8 @@ class Poller:
                 continue
             ep = self._bmcs[name]
             try:
-                values = await self._guarded(ep, lambda: self._bmc_job(ep, name, job), probe=not asked)
+                values = await self._guarded(ep, lambda: self._bmc_job(ep, name, job), probe=not asked,
+                                             prepare=lambda: self._open_bmc(ep, name))
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -186,9 +219,18 @@ class Poller:
                 continue
             self.fleet.node_ok(name, job, **values)
 
-    async def _bmc_job(self, ep: _Endpoint, name: str, job: str) -> dict[str, Any]:
+    async def _open_bmc(self, ep: _Endpoint, name: str) -> None:
+        """The endpoint's kept driver, made on first use (its credentials resolved off the loop)."""
         if ep.driver is None:
-            ep.driver = self._bmc_factory(self.site.node(name), self.secrets, timeout=self.config.timeout)
+            driver = self._bmc_factory(self.site.node(name), self.secrets, timeout=self.config.timeout)
+            ep.driver = await driver if inspect.isawaitable(driver) else driver
+
+    async def _resolve(self, refs: Iterable[str]) -> None:
+        """Resolve credential references off the event loop (the drivers then find them cached)."""
+        for ref in refs:
+            await self.secrets.aresolve(ref)
+
+    async def _bmc_job(self, ep: _Endpoint, name: str, job: str) -> dict[str, Any]:
         d: BmcDriver = ep.driver
         if job == "power":
             power = await d.power_state()
@@ -211,7 +253,8 @@ class Poller:
         ep = self._hosts[name]
         try:
             result = await self._guarded(ep, lambda: read_image(node, self.site.ssh, self.secrets,
-                                                                timeout=self.config.timeout), probe=False)
+                                                                timeout=self.config.timeout), probe=False,
+                                         prepare=lambda: self._resolve(_ssh_refs(self.site.ssh)))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -225,7 +268,8 @@ class Poller:
         """Poll one switch: system + interfaces (rates), and FDB + LLDP when ``tables``."""
         ep = self._switches[name]
         try:
-            await self._guarded(ep, lambda: self._switch_job(ep, name, tables), probe=True)
+            await self._guarded(ep, lambda: self._switch_job(ep, name, tables), probe=True,
+                                prepare=lambda: self._resolve(_switch_refs(self.site.switch(name))))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

@@ -1,8 +1,13 @@
-"""Credential references: env, file (0600 enforced), cmd, lab; secrets never shown."""
+"""Credential references: env, file (0600, ours, no symlink), cmd (time-limited, once per
+reference, failures cached), lab; secrets never shown."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pickle
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +58,88 @@ def test_lab_reference():
         Secrets().resolve("lab:bmc")
     with pytest.raises(SecretError, match="no secret named 'x'"):
         Secrets(lab={"bmc": "labpw"}).resolve("lab:x")
+
+
+def test_file_reference_must_be_ours_and_not_a_symlink(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text("filepass\n")
+    f.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(f)
+    with pytest.raises(SecretError, match=rf"secret file {link} is a symbolic link; name the file itself"):
+        Secrets().resolve(f"file:{link}")
+    if os.geteuid() == 0:
+        os.chown(f, 65534, 65534)
+        with pytest.raises(SecretError, match=rf"secret file {f} is owned by uid 65534, not by you \(uid 0\) or root"):
+            Secrets().resolve(f"file:{f}")
+
+
+def _counting_cmd(tmp_path, body: str) -> tuple[str, Path]:
+    """A cmd: reference that appends a line to a counter file each time it runs, then ``body``."""
+    count = tmp_path / "runs"
+    script = tmp_path / "secret.sh"
+    script.write_text(f"#!/bin/sh\necho run >> {count}\n{body}\n")
+    script.chmod(0o700)
+    return f"cmd:{script}", count
+
+
+def _runs(count: Path) -> int:
+    return len(count.read_text().splitlines()) if count.exists() else 0
+
+
+def test_slow_cmd_times_out_and_its_children_are_killed(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    ref, count = _counting_cmd(tmp_path, f"sleep 30 & echo $! > {pidfile}\nwait")
+    with pytest.raises(SecretError) as err:
+        Secrets(cmd_timeout=0.5).resolve(ref)
+    assert str(err.value) == f"secret cmd:{tmp_path / 'secret.sh'} timed out after 0.5s"
+    child = int(pidfile.read_text())
+    status = Path(f"/proc/{child}/status")
+    assert not status.exists() or "State:\tZ" in status.read_text()  # killed with its session
+
+
+def test_a_failure_is_cached_then_retried(tmp_path):
+    now = [1000.0]
+    ref, count = _counting_cmd(tmp_path, "exit 3")
+    s = Secrets(failure_ttl=60, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(SecretError, match="exited with status 3"):
+            s.resolve(ref)
+    assert _runs(count) == 1  # not run again on every poll
+    now[0] += 61
+    with pytest.raises(SecretError, match="exited with status 3"):
+        s.resolve(ref)
+    assert _runs(count) == 2
+
+
+async def test_concurrent_requests_share_one_run_off_the_loop(tmp_path):
+    """The command waits for a file the event loop creates: it can only finish if the loop
+    keeps running while it does (run on the loop, it would time out)."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    ref, count = _counting_cmd(tmp_path, f"touch {started}\nwhile [ ! -e {go} ]; do sleep 0.01; done\necho shared")
+    s = Secrets(cmd_timeout=5)
+
+    async def answer():
+        while not started.exists():
+            await asyncio.sleep(0.01)
+        go.touch()
+
+    *results, _ = await asyncio.gather(*(s.aresolve(ref) for _ in range(5)), answer())
+    assert [r.get() for r in results] == ["shared"] * 5
+    assert _runs(count) == 1
+    assert s.resolve(ref).get() == "shared" and _runs(count) == 1
+
+
+def test_timeout_is_configurable_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FLEET_CONSOLE_SECRET_TIMEOUT", "2.5")
+    assert Secrets().cmd_timeout == 2.5
+    monkeypatch.setenv("FLEET_CONSOLE_SECRET_TIMEOUT", "soon")
+    with pytest.raises(SecretError, match="FLEET_CONSOLE_SECRET_TIMEOUT must be a number of seconds"):
+        Secrets()
+
+
+def test_detached_copy_pickles_with_what_is_resolved():
+    s = Secrets(environ={"PW": "x"}, cmd_timeout=3)
+    s.resolve("env:PW")
+    copy = pickle.loads(pickle.dumps(s.detached()))
+    assert copy.resolve("env:PW").get() == "x" and copy.cmd_timeout == 3
