@@ -156,6 +156,7 @@ def _tree(root) -> dict[str, bytes]:
     ("cmdline", "quiet ; shell", "contains ';'"),
     ("cmdline", "quiet #rest", "starting with '#'"),
     ("cmdline", "quiet \\", "backslash"),
+    ("cmdline", "quiet " * 1000, "6000 characters long, more than 4096"),
     ("kernel", "http://127.0.0.1:8069/vmlinuz" + INJECTED, "holds a line break"),
     ("kernel", "http://127.0.0.1:8069/vmlinuz?${username}", "not a plain http, https or tftp URL"),
     ("kernel", "http://127.0.0.1:8069/vmlinuz || shell", "not a plain http"),

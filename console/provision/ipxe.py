@@ -73,6 +73,9 @@ _URL = re.compile(r"^(?:https?|tftp)://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[
 _CMDLINE_BAD = {"$": "iPXE expands ${...} (it reads iPXE settings)", ";": "';' separates iPXE commands",
                 "\\": "iPXE joins a line ending in a backslash with the next"}
 _OPERATORS = ("||", "&&")
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+#: longest URL and command line accepted (Linux keeps at most 2048-4096 bytes of command line)
+_MAX_URL, _MAX_CMDLINE = 2048, 4096
 
 _STATE = "# fleet-console-state: "
 PENDING, VERIFIED = "pending", "verified"
@@ -84,18 +87,20 @@ def _shown(value: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
-def _printable_ascii(what: str, value: str) -> None:
-    for i, ch in enumerate(value):
-        if not " " <= ch <= "~":
-            kind = "a line break" if ch in "\r\n\v\f\x85\u2028\u2029" else "a control or non-ASCII character"
-            raise ActionError(f"{what} {_shown(value)} holds {kind} ({ch!r} at {i}): refused, it would "
-                              f"end the iPXE script's line and start a command of its own")
+def _printable_ascii(what: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise ActionError(f"{what} is {len(value)} characters long, more than {limit}: refused for the iPXE script")
+    if bad := _NOT_PRINTABLE.search(value):
+        ch, i = bad.group(), bad.start()
+        kind = "a line break" if ch in "\r\n\v\f\x85\u2028\u2029" else "a control or non-ASCII character"
+        raise ActionError(f"{what} {_shown(value)} holds {kind} ({ch!r} at {i}): refused, it would "
+                          f"end the iPXE script's line and start a command of its own")
 
 
 def _check_url(what: str, value: str | None) -> str:
     if not value:
         raise ActionError(f"{what} is missing (PXE boots a kernel and an initrd)")
-    _printable_ascii(what, value)
+    _printable_ascii(what, value, _MAX_URL)
     if not _URL.match(value):
         raise ActionError(f"{what} {_shown(value)} is not a plain http, https or tftp URL (no spaces, '$', ';', "
                           f"'#', '|', quotes, backslashes or user@): refused for the iPXE script")
@@ -103,7 +108,7 @@ def _check_url(what: str, value: str | None) -> str:
 
 
 def _check_cmdline(what: str, value: str) -> str:
-    _printable_ascii(what, value)
+    _printable_ascii(what, value, _MAX_CMDLINE)
     for ch, why in _CMDLINE_BAD.items():
         if ch in value:
             raise ActionError(f"{what} {_shown(value)} contains {ch!r}: refused ({why})")
@@ -135,7 +140,7 @@ def _node_label(node: Node) -> str:
 def check_script_node(node: Node) -> None:
     """ActionError unless ``node``'s name and MAC can go into a boot script and its name."""
     if not _NODE_NAME.match(node.name or ""):
-        _printable_ascii("node name", node.name or "")
+        _printable_ascii("node name", node.name or "", 253)
         raise ActionError(f"node name {_shown(node.name or '')} is not hostname-like (letters, digits, '.', '-', "
                           f"'_', starting with a letter or digit): refused for the iPXE script")
     _mac_of(node)
