@@ -11,14 +11,15 @@ Exit status: 0 every node done (or nothing to do), 1 any node failed, was
 cancelled, or was skipped for a reason other than "already so" (unreachable,
 locked, protected), 2 bad input or refused.  Progress goes to stderr; stdout
 carries the plan / results (``--json``: one JSON document).  Passwords never
-appear in either.
+appear in either.  Text from outside (node names, BMC error texts, journal
+entries: operator, ticket, error) is printed through :func:`console.text.visible`,
+so a control sequence in it is shown, never obeyed by the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -27,8 +28,9 @@ from typing import Any, Awaitable, Callable
 from console import site as sites
 from console.actions import Plan, PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
 from console.runner import NodeProgress, Runner
-from console.commands import selected_nodes
+from console.commands import dump_json, selected_nodes
 from console.journal import Journal, read_entries
+from console.text import visible
 
 __all__ = ["cmd_power", "cmd_pxe", "cmd_reimage", "cmd_activity", "add_action_options", "precheck"]
 
@@ -102,12 +104,10 @@ def cmd_activity(args: argparse.Namespace) -> int:
     site = sites.load(args.site)
     entries = read_entries(site.name, node=args.node, limit=args.limit)
     if args.json:
-        json.dump(entries, sys.stdout, indent=1)
-        print()
+        dump_json(entries)
         return EXIT_OK
     if not entries:
-        print(f"no activity recorded for site {site.name}" + (f" and node {args.node}" if args.node else ""),
-              file=sys.stderr)
+        _err(f"no activity recorded for site {site.name}" + (f" and node {args.node}" if args.node else ""))
         return EXIT_OK
     rows = []
     for e in entries:
@@ -121,6 +121,7 @@ def cmd_activity(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------- machinery
 def _table(rows: list[list[str]], headers: list[str]) -> None:
+    rows = [[visible(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     widths[-1] = 0  # the last column is free text
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
@@ -129,7 +130,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(visible(text, newlines=True), file=sys.stderr, flush=True)
 
 
 def _confirm(plan: Plan) -> bool | None:
@@ -139,7 +140,7 @@ def _confirm(plan: Plan) -> bool | None:
     n = len(plan.targets)
     try:
         if n == 1:
-            sys.stderr.write(f"{plan.action} on {plan.targets[0].node}: proceed? [y/N] ")
+            sys.stderr.write(visible(f"{plan.action} on {plan.targets[0].node}: proceed? [y/N] "))
             sys.stderr.flush()
             answer = sys.stdin.readline().strip().lower()
             return answer in ("y", "yes")
@@ -186,12 +187,11 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
         return EXIT_USAGE
     if args.json:
         if args.dry_run or not plan.targets:
-            json.dump({"plan": plan.to_json(), "dry_run": bool(args.dry_run)}, sys.stdout, indent=1)
-            print()
+            dump_json({"plan": plan.to_json(), "dry_run": bool(args.dry_run)})
         else:
             _err(plan.text())
     else:
-        print(plan.text(), flush=True)
+        print(visible(plan.text(), newlines=True), flush=True)
     if args.dry_run:
         _err("dry run: nothing done")
         return EXIT_OK
@@ -218,8 +218,7 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
         return EXIT_USAGE
     result = asyncio.run(_run(runner))
     if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=1)
-        print()
+        dump_json(result.to_json())
     else:
         rows = []
         for p in result.nodes:

@@ -2,7 +2,10 @@
 
 Each runs one poll pass over the protocols (against the site's lab for a
 simulated site), prints a table or stable JSON, and logs out of every BMC
-before exiting.  Passwords never appear in any output.
+before exiting.  Passwords never appear in any output.  What the BMCs and
+switches said is printed through :func:`console.text.visible` (an ESC in a
+model name or an event message reaches the terminal as ``^[``); ``--json``
+keeps the exact text, escaped by JSON (:func:`dump_json`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from typing import Any
 
 from console.fleet import Fleet, iso
 from console.poller import PollConfig, Poller
+from console.text import visible
 from inventory.selection import select
 
-__all__ = ["cmd_status", "cmd_switches", "cmd_sensors", "cmd_events", "selected_nodes", "switch_records", "rate_text"]
+__all__ = ["cmd_status", "cmd_switches", "cmd_sensors", "cmd_events", "selected_nodes", "switch_records", "rate_text",
+           "dump_json"]
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -43,7 +48,17 @@ async def _with_poller(ctx, fn, args):
         await poller.aclose()
 
 
+def dump_json(value: Any) -> None:
+    """``value`` as one JSON document on stdout.  ``ensure_ascii`` writes every control
+    character (and everything outside ASCII) as ``\\uXXXX``: the values keep what the
+    BMC said, and no byte of the output is a control a terminal would act on."""
+    json.dump(value, sys.stdout, indent=1, ensure_ascii=True)
+    print()
+
+
 def _print_table(rows: list[list[str]], headers: list[str]) -> None:
+    """Columns padded to their widest cell; every cell is shown through :func:`visible`."""
+    rows = [[visible(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
     for r in rows:
@@ -64,8 +79,7 @@ def cmd_status(args: argparse.Namespace, ctx) -> int:
 
     records = asyncio.run(_with_poller(ctx, run, args))
     if args.json:
-        json.dump(records, sys.stdout, indent=1)
-        print()
+        dump_json(records)
     else:
         rows = []
         for r in records:
@@ -145,11 +159,11 @@ def cmd_switches(args: argparse.Namespace, ctx) -> int:
 
     records = asyncio.run(_with_poller(ctx, run, args))
     if args.json:
-        json.dump(records, sys.stdout, indent=1)
-        print()
+        dump_json(records)
     else:
         for sw in records:
-            print(f"{sw['name']} {sw['address']}  {sw['descr'] or ''}" + (f"  ERROR: {sw['error']}" if sw["error"] else ""))
+            print(visible(f"{sw['name']} {sw['address']}  {sw['descr'] or ''}"
+                          + (f"  ERROR: {sw['error']}" if sw["error"] else "")))
             rows = [[p["name"], p["admin"], p["oper"], f"{p['speed_mbps'] // 1000}G" if p["speed_mbps"] >= 1000 else str(p["speed_mbps"]),
                      rate_text(p["in_bps"]), rate_text(p["out_bps"]), str(p["in_errors"] + p["out_errors"]),
                      p["node_seen"] or p["node_expected"] or "", p["finding"] or ""]
@@ -178,7 +192,7 @@ def _poll_one(args: argparse.Namespace, ctx, job: str):
 
     st = asyncio.run(_with_poller(ctx, run, args))
     if st.error:
-        print(f"fleet-console: {name}: {st.error}", file=sys.stderr)
+        print(visible(f"fleet-console: {name}: {st.error}"), file=sys.stderr)
         return None
     return st
 
@@ -191,11 +205,10 @@ def cmd_sensors(args: argparse.Namespace, ctx) -> int:
     order = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
     sensors = sorted(st.sensors or [], key=lambda s: (order.get(s.health, 3), s.name))
     if args.json:
-        json.dump([{"name": s.name, "kind": s.kind, "value": s.value, "unit": s.unit, "health": s.health,
+        dump_json([{"name": s.name, "kind": s.kind, "value": s.value, "unit": s.unit, "health": s.health,
                     "thresholds": {"lower_critical": s.lower_critical, "lower_warning": s.lower_warning,
                                    "upper_warning": s.upper_warning, "upper_critical": s.upper_critical}}
-                   for s in sensors], sys.stdout, indent=1)
-        print()
+                   for s in sensors])
     else:
         def fmt(v):
             return "-" if v is None else f"{v:g}"
@@ -212,9 +225,8 @@ def cmd_events(args: argparse.Namespace, ctx) -> int:
         return EXIT_FAIL
     events = st.events or []
     if args.json:
-        json.dump([{"id": e.id, "time": iso(e.timestamp), "severity": e.severity, "sensor": e.sensor,
-                    "message": e.message} for e in events], sys.stdout, indent=1)
-        print()
+        dump_json([{"id": e.id, "time": iso(e.timestamp), "severity": e.severity, "sensor": e.sensor,
+                    "message": e.message} for e in events])
     else:
         _print_table([[e.id, iso(e.timestamp) or "-", _SYMBOL.get(e.severity, e.severity), e.sensor, e.message]
                       for e in events], ["ID", "TIME", "SEVERITY", "SENSOR", "MESSAGE"])

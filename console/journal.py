@@ -10,7 +10,8 @@ Entry keys (every entry has all of them; unused ones are ``null``):
 
 ``time``      ISO 8601 UTC with milliseconds, e.g. ``2026-11-27T02:10:03.120Z``
 ``operator``  who acted: ``$FLEET_OPERATOR`` when set (the SSH gateway sets it to
-              the authenticated identity), else the login name
+              the authenticated identity), else the login name; control characters
+              in it are written visibly (``^[``), see :func:`console.text.visible`
 ``action``    e.g. ``power on``, ``pxe``, ``reimage flatcar@4081.2.1``
 ``node``      node name (``null`` for whole-plan entries)
 ``step``      e.g. ``plan``, ``power-on``, ``verify-power``, ``installing``
@@ -22,6 +23,9 @@ Entry keys (every entry has all of them; unused ones are ``null``):
 
 Never a secret: only these keys exist, values are short strings written by the
 action engine, and error texts come from drivers, which never include passwords.
+Lines are pure ASCII (JSON ``\\uXXXX`` escapes for the rest): an error text a BMC
+sent with a control character in it cannot reach the terminal of whoever runs
+``tail -f`` on the journal.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from console.text import visible
 
 __all__ = ["Journal", "read_entries", "journal_path", "state_dir", "current_operator", "RESULTS", "KEYS"]
 
@@ -59,10 +65,13 @@ def journal_path(site: str) -> Path:
 
 
 def current_operator() -> str:
-    """``$FLEET_OPERATOR`` if set, else the login name (``unknown`` if there is none)."""
+    """``$FLEET_OPERATOR`` if set, else the login name (``unknown`` if there is none).
+
+    Control characters in it are made visible (``^[``): the name comes from the
+    environment and is shown on every screen and journal entry."""
     who = os.environ.get("FLEET_OPERATOR")
     if who:
-        return who
+        return visible(who)
     try:
         return getpass.getuser()
     except Exception:  # no passwd entry and no LOGNAME: still journal, say so
@@ -115,7 +124,7 @@ class Journal:
             if isinstance(value, str) and len(value) > _MAX_TEXT:
                 value = value[:_MAX_TEXT] + "..."
             entry[key] = value
-        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        line = (json.dumps(entry, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)

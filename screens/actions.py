@@ -34,7 +34,9 @@ from textual.widgets.option_list import Option
 
 from console.actions import Plan, plan_power, plan_pxe, plan_reimage
 from inventory.errors import FleetError
+from console.text import visible
 from inventory.ranges import compress, natural_key
+from screens.common import outside
 from screens.progress import ProgressScreen
 
 __all__ = [
@@ -111,7 +113,7 @@ def _current_targets(app, what: str) -> list[str] | None:
     known = {n.name for n in app.ctx.site.nodes}
     missing = [n for n in names if n not in known]
     if missing:
-        app.notify(f"{what}: unknown node(s) {compress(missing)}", severity="error")
+        app.notify(visible(f"{what}: unknown node(s) {compress(missing)}"), severity="error", markup=False)
         return None
     return names
 
@@ -174,7 +176,7 @@ class PowerMenu(ActionDialog):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="menu"):
-            yield Label(f"Power: {_who(self.names)}", id="title")
+            yield Label(outside(f"Power: {_who(self.names)}"), id="title")
             yield OptionList(*(Option(Text.assemble((f"{key} ", "bold"), (f"{verb:<6}", "bold"), f" {words}"),
                                       id=verb) for verb, key, words in POWER_CHOICES), id="choices")
             yield Static("enter or the letter chooses; escape cancels", classes="hint")
@@ -208,11 +210,11 @@ class ImageChooser(ActionDialog):
             note = "  (desired)" if img.ref in desired else ""
             options.append(Option(Text.assemble((img.ref, "bold"), note), id=img.ref))
         with Vertical(id="dialog", classes="menu"):
-            yield Label(f"Reimage {_who(self.names)} to:", id="title")
+            yield Label(outside(f"Reimage {_who(self.names)} to:"), id="title")
             if options:
                 yield OptionList(*options, id="choices")
             else:
-                yield Static(f"site {site.name} has no images in its catalog", classes="error")
+                yield Static(outside(f"site {site.name} has no images in its catalog"), classes="error")
             yield Static("enter chooses; escape cancels", classes="hint")
 
     def on_mount(self) -> None:
@@ -262,7 +264,7 @@ class ConfirmScreen(ActionDialog):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="-danger" if self.danger else ""):
-            yield Label(f"{self.title_text}: {_who(self.names)}", id="title")
+            yield Label(outside(f"{self.title_text}: {_who(self.names)}"), id="title")
             with VerticalScroll(id="plan-box"):
                 yield Static(f"planning: reading the power state of {len(self.names)} "
                              f"node{'' if len(self.names) == 1 else 's'} ...", id="plan")
@@ -310,7 +312,7 @@ class ConfirmScreen(ActionDialog):
 
     def _show_error(self, text: str) -> None:
         self.error = text
-        self.query_one("#plan", Static).update(Text(text, style="bold red"))
+        self.query_one("#plan", Static).update(outside(text, "bold red"))
         self.query_one("#plan", Static).add_class("error")
         self.query_one("#cancel", Button).label = "Close"
 
@@ -353,9 +355,10 @@ class ConfirmScreen(ActionDialog):
 
 
 def _plan_text(plan: Plan) -> Text:
-    """Plan.text() with the blast radius and skips picked out."""
+    """Plan.text() with the blast radius and skips picked out (node names and the BMCs'
+    error texts in it are shown as text, control characters visible)."""
     out = Text()
-    for i, line in enumerate(plan.text().splitlines()):
+    for i, line in enumerate(visible(plan.text(), newlines=True).splitlines()):
         style = ""
         if i == 0:
             style = "bold"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -22,6 +21,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
 from console.journal import journal_path, read_entries
+from console.text import visible
+from screens.common import outside
 from screens.footer import KeyFooter
 
 __all__ = ["ActivityScreen", "COLUMNS", "LIMIT", "entry_matches"]
@@ -131,7 +132,7 @@ class ActivityScreen(Screen):
         try:
             entries = read_entries(self.site_name, limit=LIMIT)
         except OSError as exc:  # unreadable journal: say so, keep what is shown
-            self.query_one("#summary", Static).update(Text(f"cannot read the journal: {exc}", style="bold red"))
+            self.query_one("#summary", Static).update(outside(f"cannot read the journal: {exc}", "bold red"))
             return
         entries.reverse()
         self.entries = entries
@@ -160,7 +161,7 @@ class ActivityScreen(Screen):
             summary += f"  filter: {self.filter_text}"
         if not total:
             summary += f"  (nothing journalled yet: {journal_path(self.site_name)})"
-        self.query_one("#summary", Static).update(summary)
+        self.query_one("#summary", Static).update(outside(summary))  # the filter typed is echoed: not markup
         self._show_entry()
 
     @staticmethod
@@ -171,15 +172,16 @@ class ActivityScreen(Screen):
 
     def _cells(self, e: dict[str, Any]) -> list:
         result = e.get("result") or ""
+        # every field is the journal file's text: shown as text, never as markup
         return [
-            _short_time(e.get("time"))[-8:] if self._narrow else _short_time(e.get("time")),
-            e.get("operator") or "",
-            e.get("action") or "",
-            e.get("node") or "-",
-            e.get("step") or "",
-            Text(result, style=RESULT_STYLE.get(result, "")),
-            Text(e.get("error") or "", style="red" if result == "failed" else ""),
-            e.get("ticket") or "",
+            outside(_short_time(e.get("time"))[-8:] if self._narrow else _short_time(e.get("time"))),
+            outside(e.get("operator") or ""),
+            outside(e.get("action") or ""),
+            outside(e.get("node") or "-"),
+            outside(e.get("step") or ""),
+            outside(result, RESULT_STYLE.get(result, "")),
+            outside(e.get("error") or "", "red" if result == "failed" else ""),
+            outside(e.get("ticket") or ""),
         ]
 
     def _cursor_key(self) -> str | None:
@@ -200,18 +202,18 @@ class ActivityScreen(Screen):
             box.update("")
             return
         e = self.shown[min(table.cursor_row, len(self.shown) - 1)]
-        text = Text(f"{e.get('time') or ''}  {e.get('operator') or ''}  {e.get('action') or ''}  "
-                    f"{e.get('node') or '-'}  {e.get('step') or ''}  ")
+        text = outside(f"{e.get('time') or ''}  {e.get('operator') or ''}  {e.get('action') or ''}  "
+                       f"{e.get('node') or '-'}  {e.get('step') or ''}  ")
         result = e.get("result") or ""
-        text.append(result, style=RESULT_STYLE.get(result, ""))
+        text.append(visible(result), style=RESULT_STYLE.get(result, ""))
         if e.get("ticket"):
-            text.append(f"  ticket {e['ticket']}")
+            text.append(f"  ticket {visible(e['ticket'])}")
         if e.get("plan"):
-            text.append(f"  plan {e['plan']}", style="dim")
+            text.append(f"  plan {visible(e['plan'])}", style="dim")
         if e.get("error"):
-            text.append(f"\nerror: {e['error']}", style="red")
+            text.append(f"\nerror: {visible(e['error'])}", style="red")
         if e.get("detail"):
-            text.append(f"\n{e['detail']}", style="dim")
+            text.append(f"\n{visible(e['detail'], newlines=True)}", style="dim")
         box.update(text)
 
     # ------------------------------------------------------------ filter

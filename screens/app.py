@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState
 from console.fleet import Fleet
 from console.poller import PollConfig, Poller
 from console.pollproc import PollerProcess
+from console.text import visible
 from screens.actions import ActionCommands, start_action
 from screens.common import FleetChanged
 from screens.fleet import FleetScreen
@@ -92,7 +93,7 @@ class FleetConsoleApp(App):
         self._last_input = self._last_full_gc = time.monotonic()
         #: changes held for the screens beneath the top one: screen -> (nodes, switches)
         self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.sub_title = f"site {ctx.site.name}" + ("  [READ-ONLY]" if read_only else "")
+        self.sub_title = f"site {visible(ctx.site.name)}" + ("  [READ-ONLY]" if read_only else "")
 
     def on_mount(self) -> None:
         # No automatic full collection: one walks every object not frozen (tens of ms at
@@ -155,8 +156,8 @@ class FleetConsoleApp(App):
         process = self.poll_process
         if process is not None and process.failure and not self._restarting:
             self._restarting = True
-            self.notify(f"polling stopped: {process.failure}; restarting it in {self.POLLER_RESTART_S:.0f} s",
-                        severity="error", timeout=8)
+            self.notify(visible(f"polling stopped: {process.failure}; restarting it in {self.POLLER_RESTART_S:.0f} s"),
+                        severity="error", timeout=8, markup=False)
             self.set_timer(self.POLLER_RESTART_S, self._restart_polling)
         try:
             top = self.screen
@@ -287,7 +288,8 @@ class FleetConsoleApp(App):
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
-            self.notify(f"{event.worker.name}: {event.worker.error}", severity="error", timeout=10)
+            self.notify(visible(f"{event.worker.name}: {event.worker.error}"), severity="error", timeout=10,
+                        markup=False)
 
     async def action_quit(self) -> None:
         await self.close_poller()

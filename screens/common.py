@@ -1,7 +1,14 @@
-"""Shared bits for every screen: the FleetChanged message and status styling.
+"""Shared bits for every screen: the FleetChanged message, status styling, outside text.
 
 Every status is shown as a symbol *and* a theme colour, so it reads without colour
 (``NO_COLOR`` is honoured by Textual itself).
+
+Text from outside (node and switch names, whatever a BMC, switch or host said,
+journal entries, the operator's name, a filter typed) is data: screens show it as
+:func:`outside` ``Text`` (control characters made visible by
+:func:`console.text.visible`), never inside a markup string, and notifications
+carrying it go out with ``markup=False``.  A BMC whose Model is ``[/]`` would
+otherwise stop the console with a MarkupError.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ import time
 from rich.text import Text
 from textual.message import Message
 
-__all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "node_words", "words_signature", "STATE_WORDS"]
+from console.text import visible
+
+__all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "node_words", "words_signature", "STATE_WORDS",
+           "outside"]
 
 
 class FleetChanged(Message):
@@ -43,12 +53,17 @@ SYMBOLS: dict[str, tuple[str, str]] = {
 }
 
 
+def outside(value: object, style: str = "") -> Text:
+    """Text that came from outside, shown as it is: no markup, control characters visible."""
+    return Text(visible(value), style=style)
+
+
 def status_text(word: str | None, label: str | None = None) -> Text:
-    """``● on``-style text for a status word."""
+    """``● on``-style text for a status word (the label may come from outside: shown as text)."""
     if word is None:
         return Text("-", style="dim")
     symbol, style = SYMBOLS.get(word, ("·", ""))
-    return Text(f"{symbol} {label if label is not None else word}", style=style)
+    return Text(f"{symbol} {visible(label if label is not None else word)}", style=style)
 
 
 def age_text(ts: float | None, now: float | None = None) -> Text:

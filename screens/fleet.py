@@ -30,7 +30,8 @@ from inventory.errors import FleetError
 from inventory.ranges import natural_key
 from inventory.selection import AttrIndex, select
 from screens.columns import BY_KEY, layout
-from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, status_text, words_signature
+from console.text import visible
+from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, outside, status_text, words_signature
 from screens.footer import KeyFooter
 from screens.summary import FleetSummary
 from screens.table import FleetTable, same_cell
@@ -206,12 +207,12 @@ class FleetScreen(Screen):
         keys = {k for k, _, _ in self.columns}
         cells: dict[str, object] = {
             "mark": Text("●", style="bold") if name in self.marked else Text(" "),
-            "name": Text(name, style="bold" if st.error else ""),
-            "rack": Text(f"{node.rack}/{node.u or '-'}"),
+            "name": outside(name, "bold" if st.error else ""),
+            "rack": outside(f"{node.rack}/{node.u or '-'}"),
             "power": status_text(st.power, _SHORT.get(st.power) if "power" in compact else None),
             "health": status_text(st.health, _SHORT.get(st.health) if "health" in compact else None),
             "age": age_text(st.polled_at, self.app.clock()),
-            "error": Text(st.error or "", style="red"),
+            "error": outside(st.error or "", "red"),
         }
         if "port" in keys:
             finding = fleet.port_finding(node)
@@ -228,12 +229,12 @@ class FleetScreen(Screen):
             if image_state == "drift":
                 cells["image"] = status_text("drift", running or "?")
             elif image_state == "ok":
-                cells["image"] = Text(running or "")
+                cells["image"] = outside(running or "")
             elif image_state == "unmanaged":
                 cells["image"] = status_text("unmanaged", running or ("" if short else "unmanaged"))
             else:
                 wanted = node.image or ""
-                cells["image"] = Text(f"? {wanted.rsplit('@', 1)[-1] if short else wanted}", style="dim")
+                cells["image"] = outside(f"? {wanted.rsplit('@', 1)[-1] if short else wanted}", "dim")
         shared = self._shared
         return {key: cell if key in _OWN else shared(cell) for key, cell in cells.items()}
 
@@ -315,8 +316,9 @@ class FleetScreen(Screen):
             line.border_subtitle = line.tooltip = None
         else:
             line.styles.border = ("tall", Color.parse(self.app.current_theme.error))
-            line.border_subtitle = Content(problem)  # (not markup: ranges have brackets)
-            line.tooltip = problem
+            shown = Content(visible(problem))  # not markup: ranges have brackets, and it echoes the filter
+            line.border_subtitle = shown
+            line.tooltip = shown
 
     # ------------------------------------------------------------ sorting
     def _sort_value(self, key: str):
@@ -427,7 +429,7 @@ class FleetScreen(Screen):
         if message != self._banner_shown:
             self._banner_shown = message
             banner = self.query_one("#banner", Static)
-            banner.update(message)
+            banner.update(outside(message))
             banner.display = bool(message)
 
     # ------------------------------------------------------------ actions

@@ -36,7 +36,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from console.fleet import iso
-from screens.common import SYMBOLS, FleetChanged, age_text, status_text
+from console.text import visible
+from screens.common import SYMBOLS, FleetChanged, age_text, outside, status_text
 from screens.footer import KeyFooter
 
 __all__ = ["NodeScreen", "Section", "sorted_sensors", "NODE_REFRESH_JOBS"]
@@ -86,6 +87,12 @@ def _crossed_side(s) -> tuple[tuple[str, str, float | None], ...]:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
+
+
+def _cell(value: object) -> object:
+    """A cell for a grid or table: strings are shown as text (never as markup: they came from
+    a BMC, a switch, the inventory or the journal), with control characters made visible."""
+    return outside(value) if isinstance(value, str) else value
 
 
 def _short_time(value: str | float | None) -> str:
@@ -156,7 +163,7 @@ class NodeScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         if not self._known():
-            yield Static(Text(f"no node named {self.node_name!r} in site {self.fleet.site.name}", style="bold"),
+            yield Static(outside(f"no node named {self.node_name!r} in site {self.fleet.site.name}", "bold"),
                          id="status")
             yield KeyFooter()
             return
@@ -185,9 +192,9 @@ class NodeScreen(Screen):
         return table
 
     def on_mount(self) -> None:
-        self.sub_title = f"node {self.node_name}"
+        self.sub_title = f"node {visible(self.node_name)}"
         if not self._known():
-            self.notify(f"no node named {self.node_name!r}", severity="error")
+            self.notify(visible(f"no node named {self.node_name!r}"), severity="error", markup=False)
             return
         self._refresh_all(journal=True)
         first = self.query_one("#failing")
@@ -272,7 +279,7 @@ class NodeScreen(Screen):
         """``dal1-r01-n07  r01/U7  ● on  ✗ critical  boot none  ≠ drift  ✗ miscabled  polled 3s ago``."""
         node, st, fleet = self.node, self.state, self.fleet
         now = self.app.clock()
-        parts = [Text(node.name, style="bold"), Text(f"{node.rack}/U{node.u}" if node.u else node.rack),
+        parts = [outside(node.name, "bold"), outside(f"{node.rack}/U{node.u}" if node.u else node.rack),
                  status_text(st.power), status_text(st.health)]
         bo = st.boot_override
         if bo is not None and bo.target.value != "none":
@@ -301,7 +308,7 @@ class NodeScreen(Screen):
         if not st.errors:
             return None
         now = self.app.clock()
-        text = Text.assemble((f"{SYMBOLS['error'][0]} {st.error}", "bold"))
+        text = Text.assemble((f"{SYMBOLS['error'][0]} {visible(st.error)}", "bold"))
         text.append(f"\n  {st.consecutive_failures} consecutive failure{'s' if st.consecutive_failures != 1 else ''}"
                     "  ·  last success ")
         text.append_text(age_text(st.last_success, now))
@@ -313,7 +320,7 @@ class NodeScreen(Screen):
             text.append(" ago")
         others = [(job, why) for job, why in st.errors.items() if why != st.error]
         for job, why in others:
-            text.append(f"\n  {job}: {why}")
+            text.append(f"\n  {job}: {visible(why)}")
         return text
 
     def _refresh_errors(self) -> None:
@@ -341,7 +348,7 @@ class NodeScreen(Screen):
         rows = []
         for s in failing:
             limits = [f"{word} {op} {_num(limit)}" for word, op, limit in _crossed_side(s) if limit is not None]
-            rows.append((status_text(s.health, f"{s.health} {s.name}"), f"{_num(s.value)} {s.unit}".strip(),
+            rows.append((status_text(s.health, f"{s.health} {s.name}"), outside(f"{_num(s.value)} {s.unit}".strip()),
                          Text(", ".join(limits), style="dim")))
         self._sync_grid("failing-list", rows, key_style="")
 
@@ -376,8 +383,8 @@ class NodeScreen(Screen):
         elif image_state == "unmanaged":
             running = status_text("unmanaged", st.image_running or "not read")
         else:
-            running = Text(f"? unknown{': ' + st.image_error if st.image_error else ' (not read yet)'}",
-                           style="yellow")
+            running = outside(f"? unknown{': ' + st.image_error if st.image_error else ' (not read yet)'}",
+                              "yellow")
         rows.append(("image running", running))
         self._sync_grid("state-grid", rows)
         section = self.query_one("#state")
@@ -389,18 +396,18 @@ class NodeScreen(Screen):
         finding = fleet.port_finding(node)
         rows: list[tuple[str, Text]] = []
         expected = f"{sp.switch}/{sp.port}" if sp else None
-        rows.append(("port expected", Text(expected or "none in inventory", style="" if sp else "dim")))
+        rows.append(("port expected", outside(expected or "none in inventory", "" if sp else "dim")))
         if st.discovered_port:
             seen = "/".join(st.discovered_port)
-            rows.append(("port seen", Text(seen, style="bold red" if finding == "mismatch" else "")))
+            rows.append(("port seen", outside(seen, "bold red" if finding == "mismatch" else "")))
         elif st.port_evidence:
             where = ", ".join(sorted({f"{e['switch']}/{e['port']}" for e in st.port_evidence}))
-            rows.append(("port seen", Text(f"ambiguous: {where}", style="yellow")))
+            rows.append(("port seen", outside(f"ambiguous: {where}", "yellow")))
         else:
             rows.append(("port seen", Text("not seen by any switch (yet)", style="dim")))
         if finding == "mismatch":
-            rows.append(("cabling", Text(f"{SYMBOLS['mismatch'][0]} MISCABLED: expected {expected}, "
-                                         f"seen on {'/'.join(st.discovered_port)}", style="bold red")))
+            rows.append(("cabling", outside(f"{SYMBOLS['mismatch'][0]} MISCABLED: expected {expected}, "
+                                            f"seen on {'/'.join(st.discovered_port)}", "bold red")))
         elif finding is not None:
             rows.append(("cabling", status_text(finding)))
         if st.link_up is not None:
@@ -414,7 +421,7 @@ class NodeScreen(Screen):
                                    + (f", {port.speed_mbps} Mb/s" if port.speed_mbps else ""))
                 rows.append(("link (expected)", link))
             elif sw is not None and sw.error:
-                rows.append(("link (expected)", Text(f"switch error: {sw.error}", style="red")))
+                rows.append(("link (expected)", outside(f"switch error: {sw.error}", "red")))
             else:
                 rows.append(("link (expected)", Text("switch not polled yet", style="dim")))
         return rows
@@ -442,7 +449,7 @@ class NodeScreen(Screen):
             rows.append(("BMC firmware", ident.bmc_firmware or "-"))
             rows.append(("MACs (BMC)", ", ".join(ident.macs) or "-"))
         if node.mac:
-            mac = Text(node.mac)
+            mac = outside(node.mac)
             if ident is not None and ident.macs:
                 known = node.mac.lower() in {m.lower() for m in ident.macs}
                 mac.append("  " + ("✓ reported by the BMC" if known else "✗ not among the BMC's MACs"),
@@ -511,9 +518,9 @@ class NodeScreen(Screen):
         rows = []
         for e in entries:
             result = e.get("result") or ""
-            detail = Text(e.get("error") or "", style="red")
+            detail = outside(e.get("error") or "", "red")
             if e.get("ticket"):
-                detail.append(("  " if detail else "") + f"ticket {e['ticket']}", style="dim")
+                detail.append(("  " if detail else "") + f"ticket {visible(e['ticket'])}", style="dim")
             rows.append((_short_time(e.get("time")), e.get("operator") or "-", e.get("action") or "-",
                          e.get("step") or "-", status_text(_RESULT_WORDS.get(result, "unknown"), result or "-"),
                          detail))
@@ -526,6 +533,7 @@ class NodeScreen(Screen):
         self.query_one(f"#{key}-empty").display = not rows
         table.display = bool(rows)
         shown = self._rows.get(key, {})
+        rows = [(row_key, tuple(_cell(c) for c in cells)) for row_key, cells in rows]
         new = dict(rows)
         columns = [c for c in table.columns]
         if list(shown) == [k for k, _ in rows]:
@@ -542,6 +550,7 @@ class NodeScreen(Screen):
 
     def _sync_grid(self, key: str, rows: list[tuple], *, key_style: str = "dim") -> None:
         """Show ``rows`` as a borderless grid in the Static ``#<key>`` (redrawn only when they changed)."""
+        rows = [tuple(_cell(c) for c in row) for row in rows]
         if self._lists.get(key) == rows:
             return
         self._lists[key] = rows
@@ -556,6 +565,7 @@ class NodeScreen(Screen):
 
     def _sync_list(self, key: str, columns, rows: list[tuple], empty: str) -> None:
         """Show ``rows`` as a wrapping table in the Static ``#<key>-list`` (redrawn only when they changed)."""
+        rows = [tuple(_cell(c) for c in row) for row in rows]
         if self._lists.get(key) == rows:
             return
         self._lists[key] = rows

@@ -4,6 +4,10 @@
 :meth:`~FleetCommands.discover` lists the screens and racks before anything is
 typed; :meth:`~FleetCommands.search` fuzzy-matches what is typed against every
 "go to node/rack/switch" command and the screens.
+
+Names and addresses come from the site file: the palette shows them as text
+(:func:`_shown`, :func:`_highlight`), never as markup, which Textual's own
+``Matcher.highlight`` and a ``str`` help text would parse.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ from functools import partial
 from typing import Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.fuzzy import Matcher
+
+from console.text import visible
 
 __all__ = ["FleetCommands", "go_to_node", "go_to_rack", "go_to_switch", "go_to_screen"]
 
@@ -22,6 +30,23 @@ SCREENS = {
     "racks": "racks drawn as columns of U slots",
     "switches": "switches, their ports, and cabling findings",
 }
+
+
+def _shown(text: str) -> Content:
+    """Palette text from the site file: plain text, control characters visible."""
+    return Content(visible(text))
+
+
+def _highlight(matcher: Matcher, text: str) -> Content:
+    """``matcher.highlight(text)`` without reading ``text`` as markup."""
+    shown = visible(text)
+    content = Content(shown)
+    score, offsets = matcher.fuzzy_search.match(matcher.query, shown)
+    if score:
+        for offset in offsets:
+            if not shown[offset].isspace():
+                content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content
 
 
 def go_to_node(app, name: str) -> None:
@@ -41,7 +66,7 @@ async def go_to_rack(app, rack: str) -> None:
     if column:
         screen.select(column[-1].node_name)
     else:
-        app.notify(f"rack {rack} has no nodes placed in U slots", severity="warning")
+        app.notify(visible(f"rack {rack} has no nodes placed in U slots"), severity="warning", markup=False)
 
 
 def go_to_switch(app, name: str) -> None:
@@ -93,7 +118,7 @@ class FleetCommands(Provider):
         """Before anything is typed: the screens and the racks."""
         for text, command, help_text in self._commands():
             if not text.startswith("go to node"):
-                yield DiscoveryHit(text, command, help=help_text)
+                yield DiscoveryHit(_shown(text), command, text=text, help=_shown(help_text))
 
     async def search(self, query: str) -> Hits:
         """Everything whose text fuzzy-matches ``query``."""
@@ -101,6 +126,6 @@ class FleetCommands(Provider):
         for i, (text, command, help_text) in enumerate(self._commands()):
             score = matcher.match(text)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), command, text=text, help=help_text)
+                yield Hit(score, _highlight(matcher, text), command, text=text, help=_shown(help_text))
             if i % 500 == 499:
                 await asyncio.sleep(0)  # thousands of nodes: let the palette stay responsive

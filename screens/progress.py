@@ -20,7 +20,9 @@ from textual.widgets import DataTable, Header, Static
 
 from console.actions import Plan
 from console.runner import NodeProgress, RunResult, Runner
+from console.text import visible
 from inventory.errors import FleetError
+from screens.common import outside
 from screens.footer import KeyFooter
 
 __all__ = ["NodeProgressed", "ProgressScreen", "RunFinished"]
@@ -104,7 +106,7 @@ class ProgressScreen(Screen):
         head = f"{plan.action}: {len(plan.targets)} of {len(plan.nodes)} nodes (plan {plan.id})"
         if plan.ticket:
             head += f", ticket {plan.ticket}"
-        yield Static(head, id="run-title")
+        yield Static(outside(head), id="run-title")  # the ticket was typed: text, not markup
         yield Static("", id="counts")
         yield DataTable(id="progress", cursor_type="row", zebra_stripes=True)
         yield Static("", id="steps")
@@ -146,13 +148,14 @@ class ProgressScreen(Screen):
             result = await runner.run()
         except Exception as exc:  # the runner raises only on bugs: say so, never a traceback
             self.post_message(RunFinished(None, f"{type(exc).__name__}: {exc}"))
-            self.app.notify(f"{self.plan.action} broke: {exc}", severity="error", timeout=10)
+            self.app.notify(visible(f"{self.plan.action} broke: {exc}"), severity="error", timeout=10, markup=False)
             return
         self.post_message(RunFinished(result))
         if not self.is_attached or self.app.screen is not self:
             counts = ", ".join(f"{v} {k}" for k, v in result.counts().items() if v)
-            self.app.notify(f"{self.plan.action} finished: {counts}" + (f"; {result.stopped}" if result.stopped else ""),
-                            severity="information" if result.ok else "warning", timeout=10)
+            self.app.notify(visible(f"{self.plan.action} finished: {counts}"
+                                    + (f"; {result.stopped}" if result.stopped else "")),
+                            severity="information" if result.ok else "warning", timeout=10, markup=False)
 
     def _progress(self, p: NodeProgress) -> None:
         """The runner's callback (on the app loop): post a snapshot, never touch widgets here."""
@@ -166,7 +169,7 @@ class ProgressScreen(Screen):
             symbol, style = RUNNING_STYLE
         label = s.phase + (" (canary)" if s.canary and s.phase != "planned" else "")
         words = s.error if s.error and s.phase in ("failed", "skipped", "cancelled") else (s.detail or "")
-        return Text(s.node), Text(f"{symbol} {label}", style=style), Text(words, style="red" if s.phase == "failed" else "")
+        return outside(s.node), Text(f"{symbol} {label}", style=style), outside(words, "red" if s.phase == "failed" else "")
 
     @on(NodeProgressed)
     def _node_progressed(self, message: NodeProgressed) -> None:
@@ -204,11 +207,11 @@ class ProgressScreen(Screen):
         counts = self.counts()
         words = "  ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("done", "failed"))
         if self.error is not None:
-            status = Text(f"error: {self.error}", style="bold red")
+            status = outside(f"error: {self.error}", "bold red")
         elif self.result is not None:
             ok = self.result.ok
             end = "finished" + (f": {self.result.stopped}" if self.result.stopped else "")
-            status = Text(end, style="bold green" if ok else "bold red")
+            status = outside(end, "bold green" if ok else "bold red")
             status.append("   escape closes; l: activity", style="dim")
         elif self.runner is not None and self.runner.cancelled:
             inflight = self.runner.in_flight()
@@ -237,16 +240,16 @@ class ProgressScreen(Screen):
         if s is None:
             box.update("")
             return
-        text = Text(f"{name}: ", style="bold")
+        text = outside(f"{name}: ", "bold")
         if not s.steps:
             text.append("no step has run" if s.final else "no step finished yet", style="dim")
         for step, result, detail, seconds in s.steps:
             style = {"ok": "green", "failed": "red", "cancelled": "magenta"}.get(result, "")
             text.append(f"\n  {step}: ")
             text.append(result, style=style)
-            text.append(f" ({seconds:.1f} s)" + (f" {detail}" if detail else ""))
+            text.append(f" ({seconds:.1f} s)" + (f" {visible(detail)}" if detail else ""))
         if s.error:
-            text.append(f"\n  {s.phase}: {s.error}", style="red" if s.phase == "failed" else "yellow")
+            text.append(f"\n  {s.phase}: {visible(s.error)}", style="red" if s.phase == "failed" else "yellow")
         box.update(text)
 
     # ------------------------------------------------------------ keys

@@ -18,7 +18,8 @@ from textual.events import Click
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
-from screens.common import SYMBOLS, FleetChanged
+from console.text import visible
+from screens.common import SYMBOLS, FleetChanged, outside
 from screens.footer import KeyFooter
 
 __all__ = ["RackScreen", "NodeBlock", "node_state"]
@@ -97,12 +98,13 @@ class NodeBlock(Static):
         self.state = state
         for other in STATES:
             self.set_class(other == state, f"state-{other}")
-        lines = [f"{self.top_u:>2} {short_name(self.node_name):<6} {STATE_SYMBOLS[state]}{marks}"]
+        lines = [f"{self.top_u:>2} {visible(short_name(self.node_name)):<6} {STATE_SYMBOLS[state]}{marks}"]
         lines += [f"{u:>2} │" for u in range(self.top_u - 1, self.bottom_u - 1, -1)]
         self.update(Text("\n".join(lines)))
         st = fleet.nodes[self.node_name]
-        self.tooltip = f"{self.node_name}: power {st.power}, health {st.health}" + (
-            f", {st.error}" if st.error else "")
+        # a tooltip string is markup: the name and the BMC's error text go in as text
+        self.tooltip = outside(f"{self.node_name}: power {st.power}, health {st.health}" + (
+            f", {st.error}" if st.error else ""))
 
     def on_click(self, event: Click) -> None:
         event.stop()
@@ -142,7 +144,7 @@ class RackScreen(Screen):
         with HorizontalScroll(id="racks", can_focus=False):
             for rack in self.fleet.site.racks:
                 with Vertical(classes="rack", id=f"rack-{rack.name}"):
-                    yield Static(f"{rack.name} (row {rack.row})", classes="rack-title")
+                    yield Static(outside(f"{rack.name} (row {rack.row})"), classes="rack-title")
                     with VerticalScroll(classes="rack-slots", can_focus=False):
                         yield from self._slots(rack)
         yield KeyFooter()

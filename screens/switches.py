@@ -28,7 +28,8 @@ from textual.widgets import DataTable, Header, Static
 # The CLI's record assembly, reused so both views agree.  It is private to commands.py
 # today; the report for this change asks for it to become public (switch_records).
 from console.commands import rate_text, switch_records
-from screens.common import FleetChanged, age_text, status_text
+from console.text import visible
+from screens.common import FleetChanged, age_text, outside, status_text
 from screens.footer import KeyFooter
 
 __all__ = ["SwitchesScreen", "port_finding", "uptime_text"]
@@ -163,7 +164,7 @@ class SwitchesScreen(Screen):
         names = [s.name for s in self.fleet.site.switches]
         if self.selected not in names:
             if self.selected is not None:
-                self.notify(f"no switch named {self.selected!r}", severity="warning")
+                self.notify(visible(f"no switch named {self.selected!r}"), severity="warning", markup=False)
             self.selected = names[0] if names else None
         self._node_keys = {name: self._node_key(name) for name in self.fleet.nodes}
         self._refresh(rebuild=True)
@@ -191,13 +192,15 @@ class SwitchesScreen(Screen):
             if word in counts:
                 counts[word] += 1
         findings = Text(" ").join(status_text(w, str(n)) for w, n in counts.items() if n) or Text("-", style="dim")
-        descr = Text(record["error"], style="red") if record["error"] else Text(" ".join((record["descr"] or "").split()))
+        # sysDescr and the error came from the switch: text, never markup, controls made visible
+        descr = (outside(record["error"], "red") if record["error"]
+                 else outside(" ".join((record["descr"] or "").split())))
         return [
-            Text(sw.name, style="bold" if record["error"] else ""),
+            outside(sw.name, "bold" if record["error"] else ""),
             state,
             f"{up}/{len(ports)}" if ports else "-",
             findings,
-            sw.address if sw.port == 161 else f"{sw.address}:{sw.port}",
+            outside(sw.address if sw.port == 161 else f"{sw.address}:{sw.port}"),
             "v3" if sw.snmp.version == "3" else f"v{sw.snmp.version}",
             uptime_text(record["uptime_s"]),
             age_text(st.polled_at, self.app.clock()),
@@ -219,17 +222,17 @@ class SwitchesScreen(Screen):
         if port["lldp"] and port["lldp"].get("sys_name") and not detail:
             detail = f"LLDP {port['lldp']['sys_name']} port {port['lldp'].get('port_id', '?')}"
         return [
-            Text(port["name"], style="bold" if word in FINDINGS else ""),
+            outside(port["name"], "bold" if word in FINDINGS else ""),
             link,
-            Text(expected or "-", style="" if expected else "dim"),
-            Text(seen or "-", style="bold red" if word == "mismatch" and seen else ("" if seen else "dim")),
+            outside(expected or "-", "" if expected else "dim"),
+            outside(seen or "-", "bold red" if word == "mismatch" and seen else ("" if seen else "dim")),
             status_text(word) if word else Text("-", style="dim"),
             _speed(port["speed_mbps"]),
             rate_text(port["in_bps"]),
             rate_text(port["out_bps"]),
             err_text,
-            port["alias"],
-            Text(detail, style="red" if word == "mismatch" else ""),
+            outside(port["alias"]),
+            outside(detail, "red" if word == "mismatch" else ""),
         ]
 
     def _node_key(self, name: str) -> tuple:
@@ -287,8 +290,8 @@ class SwitchesScreen(Screen):
             detail.update("no switches in this site")
             return
         text = Text()
-        text.append(record["name"], style="bold")
-        text.append(f"  {record['address']}")
+        text.append(visible(record["name"]), style="bold")
+        text.append(f"  {visible(record['address'])}")
         if record["error"]:
             text.append("  ")
             text.append_text(status_text("error", record["error"]))
@@ -329,7 +332,7 @@ class SwitchesScreen(Screen):
         if name == self.selected:
             return
         if name not in self._records:
-            self.notify(f"no switch named {name!r}", severity="warning")
+            self.notify(visible(f"no switch named {name!r}"), severity="warning", markup=False)
             return
         self.selected = name
         switches = self.query_one("#switches", DataTable)
@@ -362,7 +365,7 @@ class SwitchesScreen(Screen):
         """Open the node on ``port`` (the one seen there, else the one expected)."""
         node = self._port_nodes.get(port)
         if node is None:
-            self.notify(f"no node on {self.selected} {port}", timeout=2)
+            self.notify(visible(f"no node on {self.selected} {port}"), timeout=2, markup=False)
             return
         self.app.open_node(node)
 

@@ -55,7 +55,7 @@ async def open_node(app, pilot, name: str) -> NodeScreen:
 def sensor_rows(screen: NodeScreen) -> list[tuple[str, str]]:
     """(status, name) of each sensor table row, top to bottom."""
     table = screen.query_one("#sensors-table", DataTable)
-    return [(table.get_row_at(i)[0].plain, table.get_row_at(i)[1]) for i in range(table.row_count)]
+    return [(table.get_row_at(i)[0].plain, table.get_row_at(i)[1].plain) for i in range(table.row_count)]
 
 
 #: the demo lab's faults: node -> the sensor that fails
