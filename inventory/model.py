@@ -8,7 +8,10 @@ stored here, only :class:`CredentialRef` references (``env:``, ``file:``, ``cmd:
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import urllib.parse
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, PrivateAttr, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,12 +24,15 @@ __all__ = [
     "Node",
     "Provisioner",
     "Rack",
+    "Name",
     "Site",
+    "SiteWarning",
     "SnmpConfig",
     "SshConfig",
     "Switch",
     "SwitchPortRef",
     "credential_ref",
+    "name_token",
 ]
 
 _REF_SCHEMES = ("env:", "file:", "cmd:", "lab:")
@@ -51,6 +57,92 @@ def credential_ref(value: str) -> str:
 #: A reference to a secret, such as ``env:DAL1_BMC_PASSWORD``.
 CredentialRef = Annotated[str, AfterValidator(credential_ref)]
 
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A bad value for an error message: repr (control characters escaped), cut short."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
+
+
+_LABEL = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_NAME_MAX = 253
+
+
+def name_token(value: str) -> str:
+    """Check a node, rack, switch, group or site name: a hostname-like token.
+
+    Letters, digits, ``-`` and ``_`` in labels joined by ``.``; a label starts with
+    a letter, digit or ``_`` and has at most 63 characters, the name at most 253.
+    Such a name is safe as a file name, in a URL, a boot script or a terminal.
+    """
+    if not isinstance(value, str) or len(value) > _NAME_MAX or not _NAME.fullmatch(value):
+        shown = _shown(value) if isinstance(value, str) else type(value).__name__
+        raise ValueError(
+            f"a name is letters, digits, '-', '_' and '.' (hostname-like: no '/', no leading '.' or '-', "
+            f"labels of at most 63 characters, 253 in all), got {shown}"
+        )
+    return value
+
+
+def _plain_text(value: str) -> str:
+    """Free text (a role, a tag, a user name, a path): printable, no control characters."""
+    if not value.isprintable():
+        bad = next(ch for ch in value if not ch.isprintable())
+        raise ValueError(f"control or non-printable character {bad!r} is not allowed here")
+    return value
+
+
+def _host(value: str) -> str:
+    """An IP address or a host name, nothing that would change a URL built from it."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > _NAME_MAX or not _NAME.fullmatch(value):
+        raise ValueError(f"not an IP address or host name: {_shown(value)}")
+    return value
+
+
+def _url(schemes: tuple[str, ...]):
+    def check(value: str) -> str:
+        if not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError(f"a URL has no spaces, control or non-ASCII characters: {_shown(value)}")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(f"not a URL: {_shown(value)}") from None
+        if parts.scheme not in schemes:
+            raise ValueError(f"URL scheme must be {' or '.join(schemes)}: {_shown(value)}")
+        if "@" in parts.netloc:
+            raise ValueError("user@ in a URL: a secret does not belong in the inventory")
+        if not parts.hostname:
+            raise ValueError(f"URL has no host: {_shown(value)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _cmdline(value: str) -> str:
+    if not (value.isascii() and value.isprintable()):
+        bad = next(ch for ch in value if not (ch.isascii() and ch.isprintable()))
+        kind = "a line break" if bad in "\r\n\v\f\x85\u2028\u2029" else "a control or non-ASCII character"
+        raise ValueError(f"kernel command line holds {kind} ({bad!r}): only printable ASCII is allowed")
+    return value
+
+
+#: A node, rack, switch, group or site name (see :func:`name_token`).
+Name = Annotated[str, AfterValidator(name_token)]
+#: Free text: printable, without control characters.
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+#: An IP address or host name.
+Host = Annotated[str, AfterValidator(_host)]
+#: Where an installer fetches a kernel, initrd or ISO from.
+BootUrl = Annotated[str, _url(("http", "https", "tftp"))]
+#: An HTTP API endpoint.
+HttpUrl = Annotated[str, _url(("http", "https"))]
+
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -62,15 +154,15 @@ class Bmc(_Model):
     """How to reach one node's baseboard management controller."""
 
     protocol: Literal["ipmi", "redfish"] = Field(description="ipmi (RMCP+ lanplus) or redfish")
-    address: str = Field(description="BMC IP address or host name")
+    address: Host = Field(description="BMC IP address or host name")
     port: int = Field(0, ge=0, le=65535, description="0 means the protocol default")
     scheme: Literal["https", "http"] = Field("https", description="Redfish only")
-    username: str = Field(description="BMC user name (not secret)")
+    username: PlainText = Field(description="BMC user name (not secret)")
     password: CredentialRef = Field(description="reference to the BMC password")
     verify_tls: bool = Field(True, description="Redfish: verify the BMC certificate")
-    ca_bundle: str | None = Field(None, description="Redfish: CA bundle path for verification")
-    system: str | None = Field(None, description="Redfish: ComputerSystem Id on a multi-system BMC")
-    flavor: str | None = Field(None, description="vendor quirk set: dell, hpe, lenovo, supermicro, openbmc")
+    ca_bundle: PlainText | None = Field(None, description="Redfish: CA bundle path for verification")
+    system: PlainText | None = Field(None, description="Redfish: ComputerSystem Id on a multi-system BMC")
+    flavor: PlainText | None = Field(None, description="vendor quirk set: dell, hpe, lenovo, supermicro, openbmc")
 
     @property
     def effective_port(self) -> int:
@@ -81,23 +173,44 @@ class Bmc(_Model):
             return 623
         return 443 if self.scheme == "https" else 80
 
+    @property
+    def insecure_transport(self) -> str | None:
+        """Why this BMC's password would travel unprotected, or None when it does not.
+
+        ``"plain HTTP"`` (Redfish over http: anyone on the path reads it) or ``"TLS not
+        verified"`` (Redfish over https with ``verify_tls: false``: whoever answers at
+        the address gets it).  IPMI's RMCP+ never sends the password itself.
+        """
+        if self.protocol != "redfish":
+            return None
+        if self.scheme == "http":
+            return PLAIN_HTTP
+        if not self.verify_tls:
+            return TLS_NOT_VERIFIED
+        return None
+
+
+PLAIN_HTTP = "plain HTTP"
+TLS_NOT_VERIFIED = "TLS not verified"
+
 
 class SwitchPortRef(_Model):
     """Where a node's primary NIC is cabled, according to the inventory."""
 
-    switch: str = Field(description="switch name")
-    port: str = Field(description="port name as the switch calls it (ifName), e.g. Ethernet12")
+    switch: Name = Field(description="switch name")
+    port: PlainText = Field(description="port name as the switch calls it (ifName), e.g. Ethernet12")
 
 
 class Image(_Model):
     """An immutable OS image the site can install."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    version: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")
-    kernel: str | None = Field(None, description="kernel URL (PXE)")
-    initrd: str | None = Field(None, description="initrd URL (PXE)")
-    iso: str | None = Field(None, description="ISO URL (virtual media)")
-    cmdline: str = Field("", description="extra kernel command line")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128)
+    kernel: BootUrl | None = Field(None, description="kernel URL (PXE): http, https or tftp")
+    initrd: BootUrl | None = Field(None, description="initrd URL (PXE): http, https or tftp")
+    iso: BootUrl | None = Field(None, description="ISO URL (virtual media): http, https or tftp")
+    cmdline: Annotated[str, AfterValidator(_cmdline)] = Field(
+        "", description="extra kernel command line (printable ASCII, one line)")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     @property
@@ -129,18 +242,18 @@ class SnmpConfig(_Model):
 class Switch(_Model):
     """A switch polled over SNMP."""
 
-    name: str
-    address: str
+    name: Name
+    address: Host
     port: int = Field(161, ge=1, le=65535)
     snmp: SnmpConfig
-    rack: str | None = None
-    model: str | None = None
+    rack: Name | None = None
+    model: PlainText | None = None
 
 
 class SshConfig(_Model):
     """How to reach nodes' operating systems over SSH (image version, SSH consoles)."""
 
-    username: str = "root"
+    username: PlainText = "root"
     port: int = Field(22, ge=1, le=65535)
     key: CredentialRef | None = Field(None, description="reference to a private key")
     password: CredentialRef | None = None
@@ -153,24 +266,24 @@ class Provisioner(_Model):
     """Where nodes boot installers from."""
 
     kind: Literal["ipxe", "drp", "vmedia"] = "ipxe"
-    url: str | None = None
-    root: str | None = Field(None, description="ipxe: directory of per-MAC boot scripts")
+    url: HttpUrl | None = None
+    root: PlainText | None = Field(None, description="ipxe: directory of per-MAC boot scripts")
     token: CredentialRef | None = Field(None, description="drp: API token reference")
 
 
 class Node(_Model):
     """One server, fully expanded: ranges resolved, defaults merged."""
 
-    name: str
-    rack: str
+    name: Name
+    rack: Name
     u: int | None = Field(None, ge=1, description="lowest rack unit occupied")
     height: int = Field(1, ge=1, le=20, description="rack units occupied")
     mac: str | None = Field(None, description="primary (PXE) NIC MAC")
-    host: str | None = Field(None, description="OS address, for SSH")
+    host: Host | None = Field(None, description="OS address, for SSH")
     ssh_port: int | None = Field(None, ge=1, le=65535, description="SSH port when not the site's")
-    role: str | None = None
-    tags: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
+    role: PlainText | None = None
+    tags: tuple[PlainText, ...] = Field((), max_length=64)
+    groups: tuple[Name, ...] = Field((), max_length=64)
     image: str | None = Field(None, description="desired image as name@version")
     protected: bool = Field(False, description="destructive actions need an explicit override")
     bmc: Bmc
@@ -218,9 +331,9 @@ class Node(_Model):
 class Rack(_Model):
     """A rack: its height and the node names in it (nodes live in ``Site.nodes``)."""
 
-    name: str
+    name: Name
     height: int = Field(42, ge=1, le=60)
-    row: str | None = None
+    row: PlainText | None = None
     nodes: tuple[str, ...] = ()
 
 
@@ -240,8 +353,8 @@ class LabConfig(_Model):
 class Site(_Model):
     """A whole site, validated."""
 
-    name: str
-    description: str | None = None
+    name: Name
+    description: PlainText | None = None
     source: str | None = Field(None, description="file the site was loaded from")
     images: tuple[Image, ...] = ()
     provisioner: Provisioner | None = None
@@ -252,6 +365,8 @@ class Site(_Model):
     ssh: SshConfig = SshConfig()
     lab: LabConfig | None = None
     _index: tuple[tuple[Node, ...], dict[str, Node]] | None = PrivateAttr(None)
+    #: (node name, "bmc.scheme" or "bmc.verify_tls") -> where the loader read it: line, column, field
+    _where: dict[tuple[str, str], tuple[int | None, int | None, str | None]] = PrivateAttr(default_factory=dict)
 
     def node(self, name: str) -> Node:
         """The node of that name (KeyError when absent)."""
@@ -283,9 +398,68 @@ class Site(_Model):
                 return sw
         return None
 
+    def warnings(self) -> tuple[SiteWarning, ...]:
+        """Nodes whose BMC password would go over plain HTTP or unverified TLS.
+
+        One warning per reason and place in the file that causes it (a ``verify_tls:
+        false`` in the defaults is one warning for every node inheriting it), the
+        nodes written as a range.  Empty for a site that protects every password.
+        """
+        from inventory.ranges import RangeError, compress
+
+        found: dict[tuple[str, tuple], list[str]] = {}
+        for node in self.nodes:
+            reason = node.bmc.insecure_transport
+            if reason is None:
+                continue
+            field = "bmc.scheme" if reason == PLAIN_HTTP else "bmc.verify_tls"
+            where = self._where.get((node.name, field), (None, None, None))
+            found.setdefault((reason, where), []).append(node.name)
+        out = []
+        for (reason, (line, column, field)), names in found.items():
+            try:
+                shown = compress(names)
+            except RangeError:
+                shown = ",".join(names)
+            out.append(SiteWarning(self.source or self.name, line, column, field, reason, shown, len(names)))
+        return tuple(out)
+
     def summary(self) -> str:
         """One line: racks, nodes, switches, images."""
         return (
             f"site {self.name}: {len(self.racks)} racks, {len(self.nodes)} nodes, "
             f"{len(self.switches)} switches, {len(self.images)} images"
         )
+
+
+_ADVICE = {
+    PLAIN_HTTP: "goes over plain HTTP: anyone on the path reads it; use scheme: https with verify_tls: true",
+    TLS_NOT_VERIFIED: "goes over TLS without checking the certificate: whoever answers at the address gets it; "
+                      "set verify_tls: true (and ca_bundle: PATH for a private CA)",
+}
+
+
+@dataclass(frozen=True)
+class SiteWarning:
+    """A site that validates but is unsafe in a way an operator should hear about."""
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str | None
+    reason: str  #: :data:`PLAIN_HTTP` or :data:`TLS_NOT_VERIFIED`
+    nodes: str  #: the nodes concerned, as a range
+    count: int
+
+    @property
+    def message(self) -> str:
+        """The warning without its location."""
+        plural = "s" if self.count != 1 else ""
+        return f"the BMC password of {self.nodes} ({self.count} node{plural}) {_ADVICE[self.reason]}"
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} warning: {self.message}"

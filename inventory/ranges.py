@@ -35,6 +35,8 @@ __all__ = [
     "MAX_ITEMS",
     "RangeError",
     "compress",
+    "count",
+    "count_parallel",
     "expand",
     "expand_parallel",
     "natural_key",
@@ -52,9 +54,17 @@ _NOT_IN_NAMES = "[],"  # characters compress() cannot write literally
 
 
 class RangeError(FleetError, ValueError):
-    """A range pattern is malformed, empty or too large."""
+    """A range pattern is malformed, empty or too large.
+
+    ``field`` names the field whose pattern is at fault when several are expanded
+    together (:func:`expand_parallel`), so a site file error points at that field.
+    """
 
     title = "bad range"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 # --------------------------------------------------------------------------- natural order
@@ -249,6 +259,38 @@ def expand(pattern: str) -> list[str]:
     return list(seen)
 
 
+def count(pattern: str) -> int:
+    """How many names ``pattern`` writes, worked out without expanding it.
+
+    Duplicates count (``n[1,1]`` is 2), so this is :func:`expand`'s length at most
+    and a column's length in :func:`expand_parallel` exactly.  Raises
+    :class:`RangeError` like :func:`expand`.
+    """
+    return sum(term.size() for term in _parse(pattern))
+
+
+def count_parallel(patterns: Mapping[str, str]) -> int:
+    """How many rows :func:`expand_parallel` would give, without expanding anything.
+
+    Raises the :class:`RangeError` it would, with ``field`` naming the field at fault.
+    """
+    sizes: dict[str, int] = {}
+    for field, pattern in patterns.items():
+        try:
+            sizes[field] = count(pattern)
+        except RangeError as exc:
+            raise RangeError(f"{field}: {exc.message}", field=field) from exc
+    ref_field, size = next(((f, n) for f, n in sizes.items() if n > 1), (None, 1))
+    for field, n in sizes.items():
+        if n not in (1, size):
+            raise RangeError(
+                f"{ref_field} expands to {size} values but {field} expands to {n}; "
+                "fields expanded together need the same count (or a single value, which is repeated)",
+                field=field,
+            )
+    return size if sizes else 0
+
+
 def _expand_column(pattern: str) -> list[str]:
     """Like :func:`expand` but keeps duplicates: a column may repeat a value."""
     return [name for term in _parse(pattern) for name in term.names()]
@@ -263,24 +305,15 @@ def expand_parallel(patterns: Mapping[str, str]) -> list[dict[str, str]]:
     A field that expands to one value is repeated for every position.  Unlike
     :func:`expand`, a field keeps duplicate values (``rack: r[1,1,2]``).  Raises
     :class:`RangeError` naming the field for a bad pattern, and naming both
-    fields and their sizes when two fields expand to different counts.
+    fields and their sizes when two fields expand to different counts; its
+    ``field`` is the field at fault (the bad pattern, or the one whose count differs).
+    Every pattern is checked and counted before any is expanded.
     """
-    columns: dict[str, list[str]] = {}
-    for field, pattern in patterns.items():
-        try:
-            columns[field] = _expand_column(pattern)
-        except RangeError as exc:
-            raise RangeError(f"{field}: {exc.message}") from exc
-    ref_field, size = next(((f, len(c)) for f, c in columns.items() if len(c) > 1), (None, 1))
-    for field, column in columns.items():
-        if len(column) not in (1, size):
-            raise RangeError(
-                f"{ref_field} expands to {size} values but {field} expands to {len(column)}; "
-                "fields expanded together need the same count (or a single value, which is repeated)"
-            )
+    size = count_parallel(patterns)
+    columns = {field: _expand_column(pattern) for field, pattern in patterns.items()}
     return [
         {field: column[i] if len(column) > 1 else column[0] for field, column in columns.items()}
-        for i in range(size if columns else 0)
+        for i in range(size)
     ]
 
 

@@ -84,7 +84,7 @@ def base(nodes: str, extra: str = "") -> str:
         ("- {name: a, bmc: {address: 127.0.0.1, password: hunter2}}\n",
          "site.yaml:11:55: racks[0].nodes[0].bmc.password: a literal secret is not allowed"),
         ("- {name: 'n[1-3]', u: '[1-2]', bmc: {address: '127.0.0.[1-3]'}}\n",
-         "site.yaml:11:16: racks[0].nodes[0].name: name expands to 3 values but u expands to 2"),
+         "site.yaml:11:29: racks[0].nodes[0].u: name expands to 3 values but u expands to 2"),
         ("- {name: a, colour: red, bmc: {address: 127.0.0.1}}\n",
          "site.yaml:11:19: racks[0].nodes[0].colour: unknown field 'colour' in a node"),
         ("- {name: a, bmc: {address: 127.0.0.1, protocol: snmp}}\n",
