@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inventory.errors import FleetError
-from inventory.ranges import MAX_ITEMS, RangeError, compress, expand, expand_parallel, natural_key
+from inventory.ranges import MAX_ITEMS, RangeError, compress, count, count_parallel, expand, expand_parallel, natural_key
 
 # --------------------------------------------------------------------------- expand
 
@@ -263,3 +263,26 @@ def test_natural_key_is_total_and_distinct(a: str, b: str) -> None:
     # comparing never raises, and only equal strings get equal keys
     assert (natural_key(a) == natural_key(b)) == (a == b)
     assert (natural_key(a) < natural_key(b)) or (natural_key(a) >= natural_key(b))
+
+
+# --------------------------------------------------------------------------- counting without expanding
+
+
+def test_count_is_arithmetic() -> None:
+    assert count("n[01-20],m[1-3]-x[1-2]") == 26
+    assert count("n[1,1]") == 2  # duplicates count: a column keeps them
+    # 20 x 99,999 would be 2 million names to expand; counting them is instant
+    assert sum(count(f"r{i}-n[1-99999]") for i in range(20)) == 1_999_980
+    with pytest.raises(RangeError, match="more than the limit"):
+        count(f"n[1-{MAX_ITEMS + 1}]")
+
+
+def test_count_parallel_names_the_field_at_fault() -> None:
+    assert count_parallel({"name": "n[1-3]", "u": "[1-3]", "rack": "r1"}) == 3
+    assert count_parallel({}) == 0
+    with pytest.raises(RangeError) as info:
+        count_parallel({"name": "n[1-3]", "u": "[1-3]", "host": "10.0.0.[1-2]"})
+    assert info.value.field == "host"
+    with pytest.raises(RangeError) as info:
+        expand_parallel({"name": "n[1-2]", "u": "[1-2]", "host": "10.0.0.[9-1]"})
+    assert info.value.field == "host" and str(info.value).startswith("host: ")
