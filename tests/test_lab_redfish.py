@@ -651,6 +651,7 @@ EXPECTED = {
     "openbmc": ["/redfish/v1/Systems/system/LogServices/EventLog/Entries/1",
                 "/redfish/v1/Managers/bmc/VirtualMedia/Slot_0", "/redfish/v1/Chassis/chassis/Sensors/FAN1"],
 }
+EXPECTED["sushy"] = EXPECTED["dmtf"]
 
 
 @curl_test
@@ -720,7 +721,8 @@ def _type_clashes(mine: Any, theirs: Any, where: str) -> list[str]:
 
 
 MOCKUP_FOR = {"dmtf": "dmtf-public-rackmount1", "idrac": "dell-idrac-bmclib-fixtures",
-              "ilo": "hpe-ilo5-dl325-gen10plus", "openbmc": "openbmc-stock"}
+              "ilo": "hpe-ilo5-dl325-gen10plus", "openbmc": "openbmc-stock",
+              "sushy": "dmtf-public-rackmount1"}  # sushy-tools serves the DMTF layout
 
 
 @curl_test

@@ -100,7 +100,7 @@ from console.lab.ipmi_session import (CC_INSUFFICIENT_PRIVILEGE, CC_INVALID_COMM
 from console.lab.ipmi_sol import SOL_MAX_PAYLOAD, SolChannel
 from console.lab.machine import BootDevice, Machine
 
-__all__ = ["IpmiLab"]
+__all__ = ["FLAVORS", "IpmiLab"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,17 @@ _DEVICE_TO_SELECTOR = {
 }
 
 
+#: BMC behaviours :meth:`IpmiLab.add` takes (``flavor=``):
+#:
+#: ``standard``  boot flags as the IPMI spec has them: read back valid, once or persistent.
+#: ``openipmi``  as OpenIPMI's ``ipmi_sim``: the boot flags (parameter 5) are stored as they
+#:               came but without the valid bit, so ``chassis bootdev pxe`` reads back
+#:               ``00 04 00 00 00`` ("Boot Flag Invalid", Force PXE); the host still boots
+#:               from the selector, once, and the stored bytes stay as they are after that
+#:               boot (ipmi_sim does not see the host boot) until they are written again.
+FLAVORS = ("standard", "openipmi")
+
+
 # ======================================================================== BMC
 class _LabBmc(pyghmi_bmc.Bmc):
     """One simulated BMC: a UDP socket, its sessions, and the IPMI command set for a machine.
@@ -145,8 +156,12 @@ class _LabBmc(pyghmi_bmc.Bmc):
 
     HANDSHAKE_TIMEOUT = 10.0  # seconds a half-open session (no RAKP 3 yet) is kept
 
-    def __init__(self, lab: "IpmiLab", machine: Machine, sock: socket.socket, username: bytes, password: bytes) -> None:
+    def __init__(self, lab: "IpmiLab", machine: Machine, sock: socket.socket, username: bytes, password: bytes,
+                 flavor: str = "standard") -> None:
         self.lab = lab
+        self.flavor = flavor
+        #: openipmi flavor: parameter 5 as stored (valid bit dropped), read back as is
+        self._stored_boot_flags: bytes | None = None
         self.machine = machine
         self.serversocket = sock
         self.address, self.port = sock.getsockname()[:2]
@@ -458,7 +473,9 @@ class _LabBmc(pyghmi_bmc.Bmc):
     def get_system_boot_options(self, request, session):
         """Get System Boot Options (IPMI 2.0 section 28.13); parameter 5 reflects the machine."""
         selector = request["data"][0] & 0x7F
-        if selector == 5:
+        if selector == 5 and self._stored_boot_flags is not None:
+            value = self._stored_boot_flags
+        elif selector == 5:
             device = self.machine.boot_override
             valid = device != BootDevice.NONE
             data1 = (0x80 if valid else 0) | (0x40 if valid and self.machine.boot_override_persistent else 0)
@@ -485,6 +502,8 @@ class _LabBmc(pyghmi_bmc.Bmc):
                 device = BootDevice.NONE
             self.machine.set_boot_override(device, persistent=bool(flags & 0x40))
             self._boot_uefi = bool(flags & 0x20)
+            if self.flavor == "openipmi":
+                self._stored_boot_flags = bytes([flags & 0x7F]) + bytes(data[2:6]).ljust(4, b"\0")
         elif selector in self._boot_params:
             # Set-in-progress, valid-bit clearing and boot-info acknowledge are stored and read
             # back; like most BMCs we do not act on them.
@@ -724,14 +743,18 @@ class IpmiLab:
         self._next_sweep = 0.0
 
     # ----------------------------------------------------------------- public API
-    def add(self, machine: Machine, address: str, port: int, username: bytes, password: bytes) -> int:
+    def add(self, machine: Machine, address: str, port: int, username: bytes, password: bytes,
+            flavor: str = "standard") -> int:
         """Serve a BMC for ``machine`` on ``address:port`` (loopback only); returns the bound port.
 
         ``port`` 0 picks a free port.  One user, ``username``/``password``, with
-        administrator privilege.  May be called before or after :meth:`start`.
+        administrator privilege; ``flavor`` is one of :data:`FLAVORS`.  May be called
+        before or after :meth:`start`.
         """
         if self._stopped:
             raise RuntimeError("IpmiLab is stopped")
+        if flavor not in FLAVORS:
+            raise ValueError(f"unknown IPMI lab flavor {flavor!r} (known: {', '.join(FLAVORS)})")
         ip = ipaddress.ip_address(address)
         if not ip.is_loopback:
             # A lab BMC with a known password must never be reachable from a real network.
@@ -750,7 +773,7 @@ class IpmiLab:
         except OSError:
             sock.close()
             raise
-        bmc = _LabBmc(self, machine, sock, bytes(username), bytes(password))
+        bmc = _LabBmc(self, machine, sock, bytes(username), bytes(password), flavor)
         with self._bmcs_lock:
             self._bmcs.append(bmc)
         if self._thread is None:

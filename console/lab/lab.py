@@ -310,7 +310,9 @@ class Lab:
                         "address": node.bmc.address,
                         "port": node.bmc.effective_port,
                         "scheme": node.bmc.scheme,
-                        "flavor": o.get("flavor") or _FLAVOR.get(node.bmc.flavor or "", "dmtf"),
+                        # the lab section's flavors are Redfish layouts; IPMI ones come from bmc.flavor
+                        "flavor": (o.get("flavor") if node.bmc.protocol == "redfish" else None)
+                        or _lab_flavor(node.bmc),
                     },
                     "ssh": {"address": node.host, "port": node.ssh_port or site.ssh.port} if node.host else None,
                 })
@@ -593,4 +595,13 @@ _VENDORS = {
     "supermicro": ("Supermicro", "SYS-2029U"),
 }
 # inventory flavor names -> the Redfish simulator's layouts
-_FLAVOR = {"dell": "idrac", "hpe": "ilo", "openbmc": "openbmc", "": "dmtf"}
+_FLAVOR = {"dell": "idrac", "hpe": "ilo", "openbmc": "openbmc", "sushy": "sushy", "": "dmtf"}
+# inventory flavor names -> the IPMI simulator's behaviours (console.lab.ipmi_bmc.FLAVORS)
+_IPMI_FLAVOR = {"openipmi": "openipmi"}
+
+
+def _lab_flavor(bmc: Any) -> str:
+    """The simulator flavor serving an inventory BMC (its ``flavor:`` where the lab has one)."""
+    if bmc.protocol == "ipmi":
+        return _IPMI_FLAVOR.get(bmc.flavor or "", "standard")
+    return _FLAVOR.get(bmc.flavor or "", "dmtf")

@@ -80,6 +80,9 @@ class Flavor:
     sensors: bool  # Chassis/<id>/Sensors collection present
     fan_units: str  # "RPM" or "Percent" (HPE reports fans in percent)
     odata_context: bool  # emit @odata.context (older vendor firmware does)
+    #: BootSourceOverrideEnabled ignored when written and always reported as this (sushy-tools:
+    #: "Continuous"), so a target set "Once" boots every time until the target is set to None
+    boot_enabled: str | None = None
 
 
 #: every vendor layout the lab serves, by the name RedfishLab.add(flavor=...) takes.
@@ -103,6 +106,12 @@ FLAVORS: dict[str, Flavor] = {
                manufacturer=None, vendor=None, log_owner="Systems", log_id="EventLog",
                media_owner="Managers", media_id="Slot_0", nic_id="eth0",
                extra_resets=("ForceOn",), sensors=True, fan_units="RPM", odata_context=False),
+        # OpenStack's sushy-tools emulator: the DMTF layout, with its boot override quirk
+        Flavor(name="sushy", system_ids=("437XR1138R2", "437XR1138R{m}"), chassis_id="1U", manager_id="BMC",
+               manufacturer=None, vendor=None, log_owner="Systems", log_id="SEL",
+               media_owner="Managers", media_id="CD1", nic_id="{mac}",
+               extra_resets=("ForceOn", "PushPowerButton"), sensors=True, fan_units="RPM", odata_context=False,
+               boot_enabled="Continuous"),
     )
 }
 
@@ -479,6 +488,7 @@ class _Bmc:
         health = m.health()
         target = m.boot_override
         enabled = "Disabled" if target == BootDevice.NONE else "Continuous" if m.boot_override_persistent else "Once"
+        enabled = f.boot_enabled or enabled
         out: dict[str, Any] = {
             "@odata.id": uri, "@odata.type": "#ComputerSystem.v1_20_0.ComputerSystem",
             "Id": sid, "Name": m.name, "SystemType": "Physical",
@@ -795,7 +805,10 @@ class _Bmc:
         if mode not in ("UEFI", "Legacy"):
             raise _RedfishError("PropertyValueNotInList", mode, "BootSourceOverrideMode")
         self.boot_mode[sid] = mode
-        if "BootSourceOverrideTarget" in boot or "BootSourceOverrideEnabled" in boot:
+        if self.flavor.boot_enabled:  # Enabled ignored: only a target changes anything
+            if "BootSourceOverrideTarget" in boot:
+                m.set_boot_override(_BOOT_TARGETS[target_name], persistent=self.flavor.boot_enabled == "Continuous")
+        elif "BootSourceOverrideTarget" in boot or "BootSourceOverrideEnabled" in boot:
             device = BootDevice.NONE if enabled == "Disabled" else _BOOT_TARGETS[target_name]
             m.set_boot_override(device, persistent=enabled == "Continuous")
         return _Reply(204)

@@ -98,7 +98,8 @@ class Worker:
             port = 0 if ephemeral else bmc["port"]
             if bmc["protocol"] == "ipmi":
                 any_ipmi = True
-                bound = self.ipmi.add(machine, bmc["address"], port, b"admin", secrets["bmc"].encode())
+                bound = self.ipmi.add(machine, bmc["address"], port, b"admin", secrets["bmc"].encode(),
+                                      flavor=bmc.get("flavor") or "standard")
                 nodes[spec.name] = {"bmc_port": bound}
             else:
                 any_redfish = True
