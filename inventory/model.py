@@ -162,7 +162,8 @@ class Bmc(_Model):
     verify_tls: bool = Field(True, description="Redfish: verify the BMC certificate")
     ca_bundle: PlainText | None = Field(None, description="Redfish: CA bundle path for verification")
     system: PlainText | None = Field(None, description="Redfish: ComputerSystem Id on a multi-system BMC")
-    flavor: PlainText | None = Field(None, description="vendor quirk set: dell, hpe, lenovo, supermicro, openbmc, sushy; IPMI: openipmi")
+    flavor: PlainText | None = Field(
+        None, description="vendor quirk set: dell, hpe, lenovo, supermicro, openbmc, sushy; IPMI: openipmi")
 
     @property
     def effective_port(self) -> int:
