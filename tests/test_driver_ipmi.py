@@ -390,7 +390,10 @@ def test_values_boot_health_and_events():
     # Get System Boot Options parameter 5 replies: version, parameter, data 1..5
     assert iv.boot_flags_from(bytes([1, 5, 0x80, 0x04, 0, 0, 0])) == BootOverride(BootTarget.PXE)
     assert iv.boot_flags_from(bytes([1, 5, 0xC0, 0x08, 0, 0, 0])) == BootOverride(BootTarget.DISK, True)
-    assert iv.boot_flags_from(bytes([1, 5, 0x00, 0x04, 0, 0, 0])) == BootOverride(BootTarget.NONE)  # not valid
+    # not valid (OpenIPMI ipmi_sim keeps them so): none, with the device the selector names
+    assert iv.boot_flags_from(bytes([1, 5, 0x00, 0x04, 0, 0, 0])) == BootOverride(BootTarget.NONE,
+                                                                                unflagged=BootTarget.PXE)
+    assert iv.boot_flags_from(bytes([1, 5, 0x00, 0x00, 0, 0, 0])) == BootOverride(BootTarget.NONE)
     assert iv.boot_flags_from(bytes([1, 0x85, 0x80, 0x04, 0, 0, 0])) == BootOverride(BootTarget.NONE)  # locked
     assert iv.boot_flags_from(bytes([1, 5, 0x80, 0x3C, 0, 0, 0])) == BootOverride(BootTarget.OTHER)  # floppy/USB
     with pytest.raises(ValueError):

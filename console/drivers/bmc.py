@@ -60,6 +60,11 @@ class BootOverride:
 
     target: BootTarget
     persistent: bool = False  # False: once (consumed by the next boot)
+    #: IPMI boot flags whose valid bit is clear but whose device selector names a device:
+    #: that device (``target`` is then NONE, as ipmitool and pyghmi read such flags).  Some
+    #: BMCs never set the bit and still boot the device (OpenIPMI's ipmi_sim); the spec
+    #: lets others clear it on a timer, keeping the selector.
+    unflagged: BootTarget | None = None
 
 
 @dataclass(frozen=True)

@@ -83,15 +83,19 @@ _SELECTOR_FOR_TARGET: dict[BootTarget, int] = {
 def boot_flags_from(data: bytes) -> BootOverride:
     """Get System Boot Options parameter 5 response data (after the completion code) ->
     BootOverride.  Flags not valid (or the parameter marked invalid) read as NONE, once,
-    as pyghmi's ``get_bootdev`` reads them; a selector with no name here reads as OTHER.
+    as pyghmi's ``get_bootdev`` reads them, with the device their selector still names in
+    ``unflagged``; a selector with no name here reads as OTHER.
 
     Raises ValueError for a reply too short or for another parameter.
     """
     if len(data) < 4 or data[1] & 0x7F != 5:
         raise ValueError(f"not a boot flags reply ({bytes(data[:8]).hex()})")
-    if data[1] & 0x80 or not data[2] & 0x80:
+    if data[1] & 0x80:
         return BootOverride(BootTarget.NONE, persistent=False)
     target = _TARGET_FOR_SELECTOR.get((data[3] >> 2) & 0x0F, BootTarget.OTHER)
+    if not data[2] & 0x80:
+        return BootOverride(BootTarget.NONE, persistent=False,
+                            unflagged=None if target is BootTarget.NONE else target)
     if target is BootTarget.NONE:
         return BootOverride(BootTarget.NONE, persistent=False)
     return BootOverride(target, persistent=bool(data[2] & 0x40))
