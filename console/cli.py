@@ -90,14 +90,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from inventory.loader import load_site
 
     site = load_site(path)
+    warnings = site.warnings()
     if args.json:
         print(json.dumps({
             "site": site.name, "file": str(path), "racks": len(site.racks), "nodes": len(site.nodes),
             "switches": len(site.switches), "images": len(site.images), "ok": True,
+            "warnings": [{"file": w.file, "line": w.line, "column": w.column, "field": w.field, "reason": w.reason,
+                          "nodes": w.nodes, "count": w.count, "message": w.message} for w in warnings],
         }))
     else:
         print(f"{path}: ok: {site.summary()}")
-    return EXIT_OK
+        for w in warnings:
+            print(w, file=sys.stderr)
+    return EXIT_FAIL if warnings and args.strict else EXIT_OK
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -221,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only", action="store_true", help="a console that cannot act on the fleet")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    v = sub.add_parser("validate", help="check a site file and print a one-line summary")
+    v = sub.add_parser("validate", help="check a site file and print a one-line summary (and warnings)")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--strict", action="store_true",
+                   help="exit 1 when there are warnings (a BMC password over plain HTTP or unverified TLS)")
     v.set_defaults(func=cmd_validate)
 
     lab = sub.add_parser("lab", help="run the simulated lab in the foreground and print its endpoints")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import pytest
 from console import site as sites
 from inventory.errors import InventoryError, SiteNotFound
 from inventory.loader import load_site_text
+from inventory.model import Bmc
 
 DATA = Path(__file__).parent / "data"
 
@@ -222,3 +224,87 @@ def test_cli_unknown_site_and_missing_site():
     assert r.returncode == 2 and "no site named 'no-such-site'" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("validate")
     assert r.returncode == 2 and "--site is required" in r.stderr
+
+
+# --------------------------------------------------------------------------- plain text on the wire
+def test_insecure_transport_says_why():
+    def bmc(**kw):
+        return Bmc(**{"protocol": "redfish", "address": "10.0.0.1", "username": "u", "password": "env:P", **kw})
+
+    assert bmc(scheme="http").insecure_transport == "plain HTTP"
+    assert bmc(scheme="http", verify_tls=True).insecure_transport == "plain HTTP"
+    assert bmc(verify_tls=False).insecure_transport == "TLS not verified"
+    assert bmc().insecure_transport is None
+    assert bmc(ca_bundle="/etc/fleet/ca.pem").insecure_transport is None
+    assert bmc(protocol="ipmi", verify_tls=False).insecure_transport is None  # RMCP+ never sends the password
+
+
+MIXED = """\
+site: t
+defaults:
+  bmc: {protocol: redfish, username: admin, password: env:PW, verify_tls: false}
+racks:
+  - name: r1
+    nodes:
+      - {name: 'n[01-20]', bmc: {address: '10.0.0.[1-20]'}}
+      - {name: n21, bmc: {address: 10.0.0.21, verify_tls: true}}
+      - {name: n22, bmc: {address: 10.0.0.22, protocol: ipmi}}
+      - {name: n23, bmc: {address: 10.0.0.23, scheme: http}}
+  - name: r2
+    defaults:
+      bmc: {scheme: http}
+    nodes:
+      - {name: 'm[1-4]', bmc: {address: '10.0.1.[1-4]'}}
+"""
+
+
+def test_site_warnings_group_nodes_by_the_line_that_causes_them():
+    warnings = load_site_text(MIXED, "mixed.yaml").warnings()
+    assert [str(w) for w in warnings] == [
+        "mixed.yaml:3:75: defaults.bmc.verify_tls: warning: the BMC password of n[01-20] (20 nodes) goes over TLS "
+        "without checking the certificate: whoever answers at the address gets it; set verify_tls: true (and "
+        "ca_bundle: PATH for a private CA)",
+        "mixed.yaml:10:55: racks[0].nodes[3].bmc.scheme: warning: the BMC password of n23 (1 node) goes over plain "
+        "HTTP: anyone on the path reads it; use scheme: https with verify_tls: true",
+        "mixed.yaml:13:21: racks[1].defaults.bmc.scheme: warning: the BMC password of m[1-4] (4 nodes) goes over "
+        "plain HTTP: anyone on the path reads it; use scheme: https with verify_tls: true",
+    ]
+    assert load_site_text(GOOD.replace("verify_tls: false", "verify_tls: true")).warnings() == ()
+
+
+def test_cli_validate_warns_and_strict_fails(tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_text(MIXED)
+    r = run_cli("--site", str(path), "validate")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{path}: ok: site t: 2 racks, 27 nodes, 0 switches, 0 images"
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(f"{path}:" in line and ": warning: the BMC password of " in line for line in lines)
+    assert "n[01-20] (20 nodes)" in lines[0] and "m[1-4] (4 nodes)" in lines[2]
+    assert run_cli("--site", str(path), "validate", "--strict").returncode == 1
+    r = run_cli("--site", str(path), "validate", "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["ok"] is True
+    assert [(w["line"], w["reason"], w["nodes"], w["count"]) for w in report["warnings"]] == [
+        (3, "TLS not verified", "n[01-20]", 20), (10, "plain HTTP", "n23", 1), (13, "plain HTTP", "m[1-4]", 4)]
+
+
+def readme_site_example() -> str:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("\n## Site files\n"):]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    return section[start : section.index("```", start)]
+
+
+def test_readme_site_example_validates_as_printed(tmp_path):
+    """The README's example is what operators copy: it must load, verify TLS and warn about nothing."""
+    example = readme_site_example()
+    site = load_site_text(example, "README.md")
+    assert site.warnings() == ()
+    n07 = site.node("dal1-r01-n07")
+    assert n07.bmc.verify_tls and n07.bmc.ca_bundle == "/etc/fleet/dal1-bmc-ca.pem"
+    assert site.image(n07.image) is not None
+    path = tmp_path / "dal1.yaml"
+    path.write_text(example)
+    r = run_cli("--site", str(path), "validate", "--strict")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
