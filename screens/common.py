@@ -19,9 +19,10 @@ from rich.text import Text
 from textual.message import Message
 
 from console.text import visible
+from inventory.model import PLAIN_HTTP, TLS_NOT_VERIFIED
 
 __all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "node_words", "words_signature", "STATE_WORDS",
-           "outside"]
+           "outside", "transport_warning", "INSECURE"]
 
 
 class FleetChanged(Message):
@@ -64,6 +65,27 @@ def status_text(word: str | None, label: str | None = None) -> Text:
         return Text("-", style="dim")
     symbol, style = SYMBOLS.get(word, ("·", ""))
     return Text(f"{symbol} {visible(label if label is not None else word)}", style=style)
+
+
+#: the mark of a node whose BMC password crosses the network unprotected
+INSECURE = ("⚠", "bold yellow")
+
+
+def transport_warning(bmc) -> str | None:
+    """Why the BMC password of a node is exposed on the wire, or None when it is not
+    (the inventory's :attr:`~inventory.model.Bmc.insecure_transport`, in words).
+
+    Redfish sends the password with every login: over plain HTTP (``scheme: http``)
+    anyone on the path reads it; over TLS that is not verified (``verify_tls:
+    false``) it goes to whoever answers at the address.  IPMI's RMCP+ never sends
+    the password itself.
+    """
+    reason = bmc.insecure_transport
+    if reason == PLAIN_HTTP:
+        return "BMC password sent over plain HTTP: anyone on the path can read it"
+    if reason == TLS_NOT_VERIFIED:
+        return f"TLS not verified: the BMC password goes to whoever answers at {visible(bmc.address)}"
+    return None
 
 
 def age_text(ts: float | None, now: float | None = None) -> Text:

@@ -15,7 +15,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-from screens.common import SYMBOLS
+from screens.common import INSECURE, SYMBOLS
 
 __all__ = ["HelpScreen", "SELECTION_HELP", "binding_rows"]
 
@@ -54,6 +54,10 @@ SYMBOL_HELP: tuple[tuple[str, str], ...] = (
 #: the fleet summary's freshness (screens.summary)
 FRESHNESS_HELP = ("in the fleet summary: every node was polled within the last 12 s "
                   "(↻40 to go: 40 nodes not polled yet)")
+
+#: the fleet summary's count of exposed BMC passwords, and node detail's warning line
+INSECURE_HELP = ("in the fleet summary (⚠45 at 80 columns): nodes whose BMC password goes over plain "
+                 "HTTP or unverified TLS; node detail says why on a line of its own")
 
 
 def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
@@ -143,8 +147,10 @@ class HelpScreen(ModalScreen):
                 yield Static("Selecting nodes (filters, command ranges)", classes="help-section")
                 yield Static(_table(SELECTION_HELP, key_style="bold cyan"), id="help-selection")
                 yield Static("Status symbols", classes="help-section")
-                yield Static(_table([(Text(f"{SYMBOLS[w][0]} {w}", style=SYMBOLS[w][1]), meaning)
-                                     for w, meaning in SYMBOL_HELP] + [(Text("↻12s"), FRESHNESS_HELP)]),
+                symbols = [(Text(f"{SYMBOLS[w][0]} {w}", style=SYMBOLS[w][1]), meaning) for w, meaning in SYMBOL_HELP]
+                symbols += [(Text("↻12s"), FRESHNESS_HELP),
+                            (Text(f"{INSECURE[0]} 45", style=INSECURE[1]), INSECURE_HELP)]
+                yield Static(_table(symbols),
                              id="help-symbols")
             yield Static("escape, q or ? closes · arrows/pgup/pgdn scroll", id="help-hint")
 

@@ -6,6 +6,8 @@ any scrolling):
 - a status line: power, health, boot override, image drift, cabling, freshness;
 - an error bar when the node's polls fail: the reason, consecutive failures, the
   age of the last success;
+- a warning line when the node's BMC password goes over plain HTTP or unverified
+  TLS (:func:`~screens.common.transport_warning`);
 - the failing sensors, then power / network / image state, then every sensor
   with its thresholds;
 - identity (from the BMC and the inventory), the event log newest first, and the
@@ -37,7 +39,7 @@ from textual.widgets import DataTable, Header, Static
 
 from console.fleet import iso
 from console.text import visible
-from screens.common import SYMBOLS, FleetChanged, age_text, outside, status_text
+from screens.common import INSECURE, SYMBOLS, FleetChanged, age_text, outside, status_text, transport_warning
 from screens.footer import KeyFooter
 
 __all__ = ["NodeScreen", "Section", "sorted_sensors", "NODE_REFRESH_JOBS"]
@@ -169,6 +171,7 @@ class NodeScreen(Screen):
             return
         yield Static(id="status")
         yield Static(id="errors")
+        yield Static(id="transport")
         with VerticalScroll(id="body", can_focus=False):
             with Vertical(id="columns"):
                 with Vertical(id="col-left", classes="column"):
@@ -197,6 +200,7 @@ class NodeScreen(Screen):
             self.notify(visible(f"no node named {self.node_name!r}"), severity="error", markup=False)
             return
         self._refresh_all(journal=True)
+        self._show_transport()
         first = self.query_one("#failing")
         self._initial_focus = first if first.display else self.query_one("#state")
         self._initial_focus.focus()
@@ -329,6 +333,15 @@ class NodeScreen(Screen):
         bar.display = text is not None
         if text is not None:
             bar.update(text)
+
+    def _show_transport(self) -> None:
+        """The warning line for a BMC password that crosses the network unprotected (the
+        inventory says so: it does not change while the screen is open)."""
+        line = self.query_one("#transport", Static)
+        warning = transport_warning(self.node.bmc)
+        line.display = warning is not None
+        if warning is not None:
+            line.update(Text(f"{INSECURE[0]} {warning}"))
 
     # ------------------------------------------------------------ health
     def _refresh_failing(self) -> None:

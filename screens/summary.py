@@ -1,4 +1,10 @@
-"""The fleet screen's summary bar: state counts, how fresh the polls are, what is shown."""
+"""The fleet screen's summary bar: state counts, how fresh the polls are, what is shown.
+
+It also counts the nodes whose BMC password crosses the network unprotected (plain
+HTTP or unverified TLS, :func:`~screens.common.transport_warning`): ``⚠ 45
+insecure`` at the end of the line (``⚠45`` where that does not fit, nothing where
+neither does), with the reasons in its tooltip.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Iterable
 from rich.text import Text
 from textual.widgets import Static
 
-from screens.common import age_text, status_text
+from screens.common import INSECURE, SYMBOLS, age_text, status_text, transport_warning
 
 __all__ = ["FleetSummary", "SUMMARY_WIDE"]
 
@@ -31,6 +37,7 @@ class FleetSummary(Static):
         self._contrib: dict[str, tuple[str, ...]] = {}  # what each node adds to the tally
         self._counts: tuple[bool, Text] | None = None  # (wide, the counts rendered)
         self._shown = Text()
+        self._insecure: int | None = None  # nodes whose BMC password is exposed (the inventory's)
 
     def nodes_changed(self, names: Iterable[str]) -> None:
         """These nodes' states changed: their counts move (shown at the next :meth:`show`)."""
@@ -53,6 +60,7 @@ class FleetSummary(Static):
             text.append_text(self._freshness(wide))
             text.append(" │ ")
             text.append_text(self._counts_text(wide))
+        self._append_insecure(text, wide)
         if text != self._shown or text.spans != self._shown.spans:
             self._shown = text
             self.update(text, layout=False)  # always one line
@@ -66,8 +74,12 @@ class FleetSummary(Static):
             self._recount(list(self.app.fleet.nodes))
         tally = self._tally
         if not wide:  # 80 columns: counts right after their symbols
-            parts = [status_text(word, f"{tally['power:' + word]}") for word in ("on", "off", "unknown")]
+            parts = [_tight(word, tally["power:" + word]) for word in ("on", "off", "unknown")]
             gap, bar = " ", Text(" │ ")
+            parts += [bar, _tight("ok", tally["health:ok"]), _tight("warning", tally["health:warning"]),
+                      _tight("critical", tally["health:critical"]), bar,
+                      _tight("error", tally["error"], " err"), _tight("drift", tally["drift"], " drift"),
+                      _tight("mismatch", tally["miscabled"], " cabling")]
         else:
             parts = [
                 status_text("on", f"{tally['power:on']} on"),
@@ -75,16 +87,16 @@ class FleetSummary(Static):
                 status_text("unknown", f"{tally['power:unknown']} ?"),
             ]
             gap, bar = "  ", Text("   │   ")
-        parts += [
-            bar,
-            status_text("ok", f"{tally['health:ok']}"),
-            status_text("warning", f"{tally['health:warning']}"),
-            status_text("critical", f"{tally['health:critical']}"),
-            bar,
-            status_text("error", f"{tally['error']} err"),
-            status_text("drift", f"{tally['drift']} drift"),
-            status_text("mismatch", f"{tally['miscabled']} cabling"),
-        ]
+            parts += [
+                bar,
+                status_text("ok", f"{tally['health:ok']}"),
+                status_text("warning", f"{tally['health:warning']}"),
+                status_text("critical", f"{tally['health:critical']}"),
+                bar,
+                status_text("error", f"{tally['error']} err"),
+                status_text("drift", f"{tally['drift']} drift"),
+                status_text("mismatch", f"{tally['miscabled']} cabling"),
+            ]
         text = Text()
         for i, part in enumerate(parts):  # no gap around the bars
             if i and part is not bar and parts[i - 1] is not bar:
@@ -92,6 +104,38 @@ class FleetSummary(Static):
             text.append_text(part)
         self._counts = (wide, text)
         return text
+
+    def _append_insecure(self, text: Text, wide: bool) -> None:
+        """End the line with the count of exposed BMC passwords, whole or not at all (a
+        count cut short would be a wrong one): ``⚠ 45 insecure``, else ``⚠45``."""
+        insecure = self._count_insecure()
+        if not insecure:
+            return
+        room = self.app.size.width - 2 - text.cell_len  # (the bar's padding)
+        long, short = f"{INSECURE[0]} {insecure} insecure", f"{INSECURE[0]}{insecure}"
+        choices = [(" │ ", long), (" │ ", short)]
+        if wide:
+            choices.insert(0, ("   │   ", long))
+        for bar, label in choices:
+            if len(bar) + len(label) <= room:
+                text.append(bar)
+                text.append(label, style=INSECURE[1])
+                return
+
+    def _count_insecure(self) -> int:
+        """Nodes whose BMC password goes over plain HTTP or unverified TLS (counted once: the
+        inventory does not change); the reasons go in the bar's tooltip."""
+        if self._insecure is None:
+            reasons = Counter()
+            for node in self.app.fleet.site.nodes:
+                warning = transport_warning(node.bmc)
+                if warning is not None:
+                    reasons[warning.split(":", 1)[0]] += 1
+            self._insecure = sum(reasons.values())
+            if reasons:
+                self.tooltip = Text("\n".join(f"{INSECURE[0]} {n} node{'s' if n != 1 else ''}: {why}"
+                                              for why, n in reasons.items()))
+        return self._insecure
 
     def _freshness(self, wide: bool) -> Text:
         """How current the states are: the age of the least recently polled node's last poll
@@ -115,3 +159,9 @@ class FleetSummary(Static):
             tally.subtract(contrib.get(name, ()))
             tally.update(words)
             contrib[name] = words
+
+
+def _tight(word: str, count: int, label: str = "") -> Text:
+    """A narrow count: its symbol, then the number without a space (``●85``, ``✗1 err``)."""
+    symbol, style = SYMBOLS[word]
+    return Text(f"{symbol}{count}{label}", style=style)
