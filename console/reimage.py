@@ -20,6 +20,11 @@ booted the new assignment it is left in place (the installer may be running).  A
 that finishes marks its assignment known-good
 (:meth:`~console.provision.ProvisionerBackend.confirm`); until then a retried reimage
 keeps the record of the assignment in place before the first attempt.
+
+A boot override that reads back with the right device but continuous, or not flagged
+valid (:mod:`console.bootquirk`), is accepted with a note in the ``assigned`` detail and
+cleared once the node has booted (the provisioner saw the fetch; with virtual media,
+once the OS answers), or when the reimage fails before that.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from console.bootquirk import clear_override, readback_quirk
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.drivers.ssh import read_image
 from console.errors import ActionError, DriverError, FleetError
@@ -100,6 +106,7 @@ class _Follow:
         self.bmc, self.prov, self.t = bmc, prov, timeouts
         self.seen = "nothing yet"
         self.assigned = False  # the provisioner holds this reimage's assignment
+        self.quirk: str | None = None  # the override read back imperfectly: clear it after the boot
         self.phase = ""
         self.seconds = 0.0
         self.deadline = 0.0
@@ -204,28 +211,34 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
 
         seen = await follow.within("rebooting", t.rebooting, lambda: _booted(follow, mark))
         booted = True
+        if mark is not None:  # the provisioner saw the boot: the firmware has read the override
+            seen += await _clear_quirk(follow)
         enter("installing", seen)
 
         if not node.host:
             await follow.within("installing", t.installing, lambda: _powered(follow))
+            await _clear_quirk(follow)
             enter("done", f"{image.ref} handed to the node by the {kind} provisioner; the running version is "
                           f"not verified (no host address in the inventory){await _confirm(prov, node)}")
             return
         ref = await follow.within("installing", t.installing, lambda: _answers(follow))
-        enter("verifying", f"OS answers, reports {ref}")
+        enter("verifying", f"OS answers, reports {ref}{await _clear_quirk(follow)}")
         await follow.within("verifying", t.verifying, lambda: _reports(follow, ref))
         took = time.time() - started
         enter("done", f"running {image.ref} ({took:.0f} s after the reboot){await _confirm(prov, node)}")
     except ActionError as exc:
         if follow.assigned and not booted:
-            raise ActionError(f"{exc}; {await _take_back(prov, node)}") from exc
+            raise ActionError(f"{exc}; {await _take_back(prov, node)}{await _clear_quirk(follow)}") from exc
+        if follow.quirk:
+            raise ActionError(f"{exc}{await _clear_quirk(follow)}") from exc
         raise
     except DriverError as exc:
         undone = f"; {await _take_back(prov, node)}" if follow.assigned and not booted else ""
-        raise ActionError(f"{current}: {exc.title}: {exc}{undone}") from exc
+        raise ActionError(f"{current}: {exc.title}: {exc}{undone}{await _clear_quirk(follow)}") from exc
     except asyncio.CancelledError:
         if follow.assigned and not booted:
             await _take_back(prov, node)
+        await _clear_quirk(follow)
         raise
     finally:
         await prov.close()
@@ -282,11 +295,29 @@ async def _assign(f: _Follow, kind: str) -> str:
         got = await f.bmc.boot_override()
     except DriverError as exc:
         raise ActionError(f"assign: boot override {target.value} once: {exc}") from exc
-    if got.target != target or got.persistent:
+    try:
+        f.quirk = readback_quirk(target, got)
+    except ValueError as exc:
         raise ActionError(f"assign: boot override not applied: asked {target.value.upper()} once, the BMC reports "
-                          f"{got.target.value.upper()} {'persistent' if got.persistent else 'once'}")
+                          f"{exc}") from None
     was = old.image if old is not None and old.image else "nothing"
-    return f"{image.ref} assigned in {kind} provisioner (was {was}); boot override {target.value.upper()} once"
+    override = (f"boot override {target.value.upper()} once" if f.quirk is None
+                else f"boot override read back: {f.quirk}: will clear after boot")
+    return f"{image.ref} assigned in {kind} provisioner (was {was}); {override}"
+
+
+async def _clear_quirk(f: _Follow) -> str:
+    """Clear an override that read back imperfectly (once); words to add to a detail or error."""
+    if f.quirk is None:
+        return ""
+    f.quirk = None
+    try:
+        async with asyncio.timeout(_ROLLBACK_TIMEOUT):
+            return f"; {await clear_override(f.bmc)}"
+    except TimeoutError:
+        return f"; the boot override was not cleared (no answer in {_ROLLBACK_TIMEOUT:g} s): clear it by hand"
+    except DriverError as exc:
+        return f"; the boot override was not cleared ({exc}): clear it by hand"
 
 
 async def _booted(f: _Follow, mark: float | None) -> str:
