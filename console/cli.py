@@ -27,6 +27,7 @@ from typing import Iterator
 from console import site as sites
 from console.errors import FleetError, InventoryError, LabError, SecretError, SelectionError, SiteNotFound
 from console.secrets import Secrets
+from console.text import visible
 from inventory.model import Site
 
 __all__ = ["main", "build_parser", "SiteContext", "open_site"]
@@ -278,7 +279,7 @@ def _action(fn):
         try:
             act_commands.precheck(args)
         except PlanError as exc:
-            print(f"fleet-console: error: {exc}", file=sys.stderr)
+            print(visible(f"fleet-console: error: {exc}"), file=sys.stderr)
             return EXIT_USAGE
         with open_site(args.site) as ctx:
             return fn(args, ctx)
@@ -351,15 +352,15 @@ def main(argv: list[str] | None = None) -> None:
         code = args.func(args)
     except InventoryError as exc:
         for problem in exc.problems:
-            print(f"{problem}", file=sys.stderr)
+            print(visible(f"{problem}"), file=sys.stderr)
         n = len(exc.problems)
         print(f"fleet-console: {n} problem{'s' if n != 1 else ''} in the site file", file=sys.stderr)
         code = EXIT_USAGE
     except (SiteNotFound, SelectionError) as exc:
-        print(f"fleet-console: error: {exc}", file=sys.stderr)
+        print(visible(f"fleet-console: error: {exc}"), file=sys.stderr)
         code = EXIT_USAGE
     except (FleetError, SecretError) as exc:
-        print(f"fleet-console: error: {exc}", file=sys.stderr)
+        print(visible(f"fleet-console: error: {exc}"), file=sys.stderr)
         code = EXIT_FAIL
     except KeyboardInterrupt:
         code = 130
@@ -368,8 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if os.environ.get("FLEET_CONSOLE_DEBUG"):
             raise
-        print(f"fleet-console: internal error: {type(exc).__name__}: {exc} "
-              f"(set FLEET_CONSOLE_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(visible(f"fleet-console: internal error: {type(exc).__name__}: {exc} "
+                      f"(set FLEET_CONSOLE_DEBUG=1 for a traceback)"), file=sys.stderr)
         code = EXIT_FAIL
     sys.exit(code)
 

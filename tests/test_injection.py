@@ -268,6 +268,18 @@ def test_activity_shows_journal_entries_visibly(hostile, own_state, capsys, monk
     assert out.isascii() and json.loads(out)[0]["operator"] == OPERATOR
 
 
+def test_error_messages_show_what_was_given_visibly(tmp_path, capsys):
+    """An error naming what it was given (here a site path) shows its control characters."""
+    from console.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--site", str(tmp_path / f"nope{TITLE}.yaml"), "validate"])
+    assert exit.value.code == 2
+    out, err = capsys.readouterr()
+    assert_clean(out + err)
+    assert f"nope{TITLE_SHOWN}.yaml" in err
+
+
 # ------------------------------------------------------------------ TUI
 def shown(widget) -> str:
     """What a Static shows (or a DataTable's cells), as plain text."""
