@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import logging
+import logging.handlers
 import os
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -225,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="site name (searched in $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
                         "/etc/fleet-console/sites) or path to a site YAML file; 'demo' is built in")
     p.add_argument("--read-only", action="store_true", help="a console that cannot act on the fleet")
+    p.add_argument("--debug", action="store_true",
+                   help=f"log everything to the log file, each BMC request too (or set {LOG_LEVEL_ENV}=INFO)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("validate", help="check a site file and print a one-line summary (and warnings)")
@@ -317,32 +323,101 @@ def _add_action_commands(sub) -> None:
     act.set_defaults(func=ac.cmd_activity)
 
 
-def _setup_logging() -> None:
-    """Log to a file under the XDG state dir, never to the terminal (tracebacks belong in the log)."""
-    import logging
+LOG_MAX_BYTES = 5 * 1024 * 1024
+LOG_BACKUPS = 3
+LOG_LEVEL_ENV = "FLEET_CONSOLE_LOG_LEVEL"
+#: libraries that log a line per request at INFO (~50 KB a minute while polling): WARNING unless asked
+CHATTY_LOGGERS = ("httpx", "httpcore", "pyghmi", "asyncssh", "pysnmp", "aiohttp.access")
 
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "fleet-console"
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file that is the user's alone: created 0600, never through a symbolic link."""
+
+    def _open(self):
+        try:
+            fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(f"{self.baseFilename} is a symbolic link: not following it") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise OSError(f"{self.baseFilename} is not a regular file of ours")
+            if st.st_mode & 0o077:  # ours, opened without following a link: an older version made it 0644
+                os.fchmod(fd, 0o600)
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "a", encoding=self.encoding or "utf-8", errors=self.errors)
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` a directory of ours, mode 0700 (created so, or tightened if ours); OSError otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        base.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(base / "fleet-console.log")
-    except OSError:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise OSError(f"{path} belongs to uid {st.st_uid}, not to us")
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _log_level(debug: bool) -> tuple[int, int]:
+    """(our level, the chatty libraries' level) from ``--debug`` and ``$FLEET_CONSOLE_LOG_LEVEL``."""
+    if debug:
+        return logging.DEBUG, logging.DEBUG
+    name = os.environ.get(LOG_LEVEL_ENV, "").strip().upper()
+    level = logging.getLevelNamesMapping().get(name) if name else None
+    if level is None:
+        if name:
+            print(f"fleet-console: warning: {LOG_LEVEL_ENV}={name[:20]!r} is not a log level "
+                  f"(DEBUG, INFO, WARNING, ERROR); using INFO", file=sys.stderr)
+        return logging.INFO, logging.WARNING
+    return level, level
+
+
+def _setup_logging(debug: bool = False) -> None:
+    """Log to a file under the XDG state dir, never to the terminal (tracebacks belong in the log).
+
+    ``fleet-console.log`` in a 0700 directory, 0600, rotated at 5 MB with 3 kept.
+    The libraries' per-request lines are left out unless ``--debug`` or
+    ``$FLEET_CONSOLE_LOG_LEVEL`` asks for them.
+    """
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "fleet-console"
+    ours, chatty = _log_level(debug)
+    try:
+        _private_dir(base)
+        handler: logging.Handler = PrivateRotatingFileHandler(
+            base / "fleet-console.log", maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+    except OSError as exc:
+        print(f"fleet-console: warning: not writing a log file: {exc.strerror or exc}"
+              + (f": {exc.filename}" if getattr(exc, "filename", None) else ""), file=sys.stderr)
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    root.setLevel(ours)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run a command, map errors to a message and an exit status."""
-    _setup_logging()
-
     def terminate(*_):  # SIGTERM unwinds like Ctrl-C, so every BMC session is logged out
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging(debug=args.debug)
     if not args.site:
         default = getattr(args, "default_site", None)
         if default is None:
