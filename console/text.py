@@ -28,19 +28,10 @@ This module has no dependencies: the engine, the CLI and the screens all use it.
 
 from __future__ import annotations
 
-import re
-
 __all__ = ["visible"]
 
-#: every character :func:`visible` replaces
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-#: the same, newline left alone
-_UNSAFE_KEEP_NEWLINES = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
-                                   "\u2066-\u2069\ud800-\udfff]")
 
-
-def _shown(match: re.Match) -> str:
-    code = ord(match.group())
+def _shown(code: int) -> str:
     if code < 0x20:
         return "^" + chr(code + 0x40)  # ESC -> ^[, BEL -> ^G, NUL -> ^@
     if code == 0x7F:
@@ -50,13 +41,20 @@ def _shown(match: re.Match) -> str:
     return f"\\u{code:04x}"
 
 
+#: every character :func:`visible` replaces, and what with (``str.translate`` does it in C)
+_UNSAFE = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F),
+           *range(0x2066, 0x206A), *range(0xD800, 0xE000)]
+_TABLE = {code: _shown(code) for code in _UNSAFE}
+#: the same, newline left alone
+_TABLE_KEEP_NEWLINES = {code: shown for code, shown in _TABLE.items() if code != 0x0A}
+
+
 def visible(text: object, *, newlines: bool = False) -> str:
     """``text`` (made a ``str``) with every control, bidi and separator character shown
     as printable text (``^[``, ``\\x9b``, ``\\u202e``); ``newlines=True`` keeps line
     breaks.  A string with none of them comes back as it is (the common case, cheap)."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    pattern = _UNSAFE_KEEP_NEWLINES if newlines else _UNSAFE
-    if pattern.search(text) is None:
+    if text.isprintable():  # every character replaced is a non-printable one: the common case, cheap
         return text
-    return pattern.sub(_shown, text)
+    return text.translate(_TABLE_KEEP_NEWLINES if newlines else _TABLE)
