@@ -193,9 +193,23 @@ class _BoundedComposer(yaml.composer.Composer):
         return node
 
 
+class _PyBoundedLoader(_BoundedComposer, yaml.SafeLoader):
+    """PyYAML's safe loader under our bounded composer (when PyYAML was built without libyaml)."""
+
+    counts_bytes = False  # a ReaderError's position is in characters
+
+    def __init__(self, stream: str) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self._init_bounds()
+
+
+_BoundedLoader: type = _PyBoundedLoader
 if yaml.__with_libyaml__:
-    class _BoundedLoader(_BoundedComposer, yaml.cyaml.CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    class _CBoundedLoader(_BoundedComposer, yaml.cyaml.CParser, yaml.constructor.SafeConstructor,
+                          yaml.resolver.Resolver):
         """libyaml's parser (7x faster than PyYAML's) under our bounded composer, safe constructor."""
+
+        counts_bytes = True  # a ReaderError's position is in UTF-8 bytes
 
         def __init__(self, stream: str) -> None:
             yaml.cyaml.CParser.__init__(self, stream)
@@ -203,13 +217,8 @@ if yaml.__with_libyaml__:
             yaml.resolver.Resolver.__init__(self)
             yaml.composer.Composer.__init__(self)
             self._init_bounds()
-else:  # pragma: no cover - PyYAML built without libyaml
-    class _BoundedLoader(_BoundedComposer, yaml.SafeLoader):
-        """PyYAML's safe loader under our bounded composer."""
 
-        def __init__(self, stream: str) -> None:
-            yaml.SafeLoader.__init__(self, stream)
-            self._init_bounds()
+    _BoundedLoader = _CBoundedLoader
 
 
 _BAD = object()  # a value that could not be converted (the problem is recorded)
@@ -243,11 +252,12 @@ class _Doc:
                 [Problem(file, mark.line + 1 if mark else None, mark.column + 1 if mark else None, None, f"YAML syntax error: {msg}")]
             ) from None
         except yaml.reader.ReaderError as exc:
-            # libyaml counts UTF-8 bytes, PyYAML characters
-            position = len(text.encode()[: exc.position].decode("utf-8", "ignore")) if yaml.__with_libyaml__ else exc.position
+            position = exc.position
+            if _BoundedLoader.counts_bytes:
+                position = len(text.encode()[:position].decode("utf-8", "ignore"))
             line, col = _offset_mark(text, position)
-            raise InventoryError([Problem(file, line, col, None, f"character {chr(exc.character)!r} is not allowed "
-                                                                 f"in YAML (control characters are not text)")]) from None
+            message = f"character {chr(exc.character)!r} is not allowed in YAML (control characters are not text)"
+            raise InventoryError([Problem(file, line, col, None, message)]) from None
         except _TooMuch as exc:
             raise InventoryError([Problem(file, exc.mark.line + 1, exc.mark.column + 1, None, exc.message)]) from None
         finally:
@@ -354,15 +364,6 @@ def _check_name(doc: _Doc, path: Path_, value: Any, what: str, *, key: bool = Fa
     return True
 
 
-def _clone(value: Any) -> Any:
-    """A copy of a tree of dicts and lists (their leaves are immutable): deepcopy, faster."""
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clone(v) for v in value]
-    return value
-
-
 def _merge(base: dict, base_origin: dict, over: dict, over_path: Path_) -> tuple[dict, dict]:
     """Deep-merge ``over`` onto ``base``; origins map field paths to document paths."""
     out = copy.deepcopy(base)
@@ -405,11 +406,12 @@ def _get(d: dict, dotted: str) -> Any:
     return cur
 
 
-def _set(d: dict, dotted: str, value: Any) -> None:
+def _set_copy(d: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b`` in ``d``, copying the nested mappings on the way (they may be shared)."""
     parts = dotted.split(".")
     cur = d
     for part in parts[:-1]:
-        cur = cur.setdefault(part, {})
+        cur[part] = cur = dict(cur.get(part) or {})
     cur[parts[-1]] = value
 
 
@@ -511,7 +513,8 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             except ValidationError as exc:
                 _pydantic_problems(doc, exc, {}, (key, i), what)
                 if isinstance(item, dict):  # nodes naming it are not told again that it is unknown
-                    broken.add(f"{item.get('name')}@{item.get('version')}" if key == "images" else str(item.get("name")))
+                    name = item.get("name")
+                    broken.add(f"{name}@{item.get('version')}" if key == "images" else str(name))
         return out
 
     images: list[Image] = model_list("images", Image, "image")
@@ -620,9 +623,9 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
     for e in entries:
         npath, fields, origin = e.path, e.fields, e.origin
         for values in expand_parallel(e.patterns):
-            one = _clone(fields)
+            one = dict(fields)  # shared below the top but for what _set_copy replaces: nothing mutates it
             for f, v in values.items():
-                _set(one, f, v)
+                _set_copy(one, f, v)
             one["rack"] = e.rack
             for key in ("tags", "groups"):
                 if isinstance(one.get(key), list):

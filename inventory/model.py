@@ -94,14 +94,13 @@ def _plain_text(value: str) -> str:
 
 def _host(value: str) -> str:
     """An IP address or a host name, nothing that would change a URL built from it."""
+    if len(value) <= _NAME_MAX and _NAME.fullmatch(value):  # a host name or an IPv4 address
+        return value
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(value)  # IPv6
         return value
     except ValueError:
-        pass
-    if len(value) > _NAME_MAX or not _NAME.fullmatch(value):
-        raise ValueError(f"not an IP address or host name: {_shown(value)}")
-    return value
+        raise ValueError(f"not an IP address or host name: {_shown(value)}") from None
 
 
 def _url(schemes: tuple[str, ...]):
