@@ -308,9 +308,9 @@ def test_names_the_demo_and_tests_use_are_accepted():
 @pytest.mark.parametrize("case", ["billion_laughs", "merge_bomb", "deep_flow", "cycle", "control_char", "huge_int"])
 def test_the_pure_python_parser_has_the_same_limits(case, tmp_path, monkeypatch):
     """Where PyYAML is built without libyaml, its own parser runs under the same composer."""
-    from inventory import loader
+    from inventory import yamldoc
 
-    monkeypatch.setattr(loader, "_BoundedLoader", loader._PyBoundedLoader)
+    monkeypatch.setattr(yamldoc, "_BoundedLoader", yamldoc._PyBoundedLoader)
     make, expected = HOSTILE[case]
     found = problems_of(make(), tmp_path)
     assert any(p.startswith(f"{tmp_path / 'site.yaml'}:{expected}") for p in found), found
