@@ -2,7 +2,7 @@
 
 The loader keeps the position of every YAML node, merges defaults (site, then
 rack, then node entry), expands ranges in step (``name``, ``u``, ``mac``, ``host``,
-``bmc.address``, ``switch_port.port``), validates each node with pydantic, then
+``bmc.address``, ``bmc.system``, ``switch_port.port``), validates each node with pydantic, then
 checks the site as a whole (duplicates, unknown switches and images, U overlaps).
 All problems are collected and raised together as one
 :class:`~inventory.errors.InventoryError`, each naming file:line:column and the
@@ -61,7 +61,7 @@ _DEFAULT_KEYS = {"bmc", "image", "role", "tags", "protected", "groups", "height"
 _RACK_KEYS = {"name", "height", "row", "defaults", "nodes"}
 _NODE_KEYS = {"name", "u", "height", "mac", "host", "role", "tags", "groups", "image", "protected", "bmc", "switch_port"}
 #: fields expanded in step; dotted names reach into nested mappings
-_RANGE_FIELDS = ("name", "u", "mac", "host", "bmc.address", "switch_port.port")
+_RANGE_FIELDS = ("name", "u", "mac", "host", "bmc.address", "bmc.system", "switch_port.port")
 
 
 def max_nodes() -> int:
@@ -425,6 +425,30 @@ def _node_label(name: Any) -> str:
         return ""
 
 
+def _shared_bmc(node: Node, others: list[Node]) -> tuple[tuple[str, ...], str | None]:
+    """Why ``node`` cannot share its BMC address and port with ``others``: (the field to
+    blame, message), message None when it can.
+
+    One Redfish service may front several systems (a blade enclosure, a chassis manager,
+    sushy-tools): nodes may share it when each names its own ``bmc.system``.  An IPMI BMC
+    is one machine, and one Redfish port speaks one scheme.
+    """
+    first = others[0]
+    if node.bmc.protocol != "redfish" or any(o.bmc.protocol != "redfish" for o in others):
+        return ("bmc", "address"), f"is also {first.name}'s"
+    if node.bmc.scheme != first.bmc.scheme:
+        return ("bmc", "scheme"), f"is also {first.name}'s, over {first.bmc.scheme}"
+    unnamed = next((o for o in (node, *others) if o.bmc.system is None), None)
+    if unnamed is not None:
+        other = first.name if unnamed is node else unnamed.name
+        message = f"is also {other}'s; nodes sharing a Redfish service need each a bmc.system ({unnamed.name} has none)"
+        return (() if unnamed is node else ("bmc", "address")), message
+    same = next((o for o in others if o.bmc.system.casefold() == node.bmc.system.casefold()), None)
+    if same is not None:
+        return ("bmc", "system"), f"system {node.bmc.system} is also {same.name}'s"
+    return (), None
+
+
 def _check_site(doc: Doc, nodes: list[Node], node_src: dict, racks: list[Rack], images: list[Image],
                 switches: list[Switch], broken: set[str]) -> None:
     def where(node: Node, field: tuple) -> Path_:
@@ -441,7 +465,7 @@ def _check_site(doc: Doc, nodes: list[Node], node_src: dict, racks: list[Rack], 
     if len(switch_names) != len(switches):
         doc.problem(("switches",), "a switch name appears twice")
     heights = {r.name: r.height for r in racks}
-    endpoints: dict[tuple[str, int], str] = {}
+    endpoints: dict[tuple[str, int], list[Node]] = {}
     macs: dict[str, str] = {}
     used: dict[tuple[str, int], str] = {}
     for node in nodes:
@@ -452,8 +476,10 @@ def _check_site(doc: Doc, nodes: list[Node], node_src: dict, racks: list[Rack], 
             doc.problem(where(node, ("switch_port", "switch")), f"unknown switch {node.switch_port.switch!r}")
         key = (node.bmc.address, node.bmc.effective_port)
         if key in endpoints:
-            doc.problem(where(node, ("bmc", "address")), f"BMC {key[0]}:{key[1]} is also {endpoints[key]}'s")
-        endpoints.setdefault(key, node.name)
+            field, message = _shared_bmc(node, endpoints[key])
+            if message:
+                doc.problem(where(node, field), f"BMC {key[0]}:{key[1]} {message}")
+        endpoints.setdefault(key, []).append(node)
         if node.mac:
             if node.mac in macs:
                 doc.problem(where(node, ("mac",)), f"MAC {node.mac} is also {macs[node.mac]}'s")

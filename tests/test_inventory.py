@@ -99,6 +99,16 @@ def base(nodes: str, extra: str = "") -> str:
          "site.yaml:12:16: racks[0].nodes[1].name: duplicate node name 'a' (first defined at line 11)"),
         ("- {name: a, bmc: {address: 127.0.0.1}}\n- {name: b, bmc: {address: 127.0.0.1}}\n",
          "site.yaml:12:34: racks[0].nodes[1].bmc.address: BMC 127.0.0.1:623 is also a's"),
+        ("- {name: a, bmc: {protocol: redfish, address: 127.0.0.1, port: 8000, system: '1'}}\n"
+         "- {name: b, bmc: {protocol: redfish, address: 127.0.0.1, port: 8000, system: '1'}}\n",
+         "site.yaml:12:84: racks[0].nodes[1].bmc.system: BMC 127.0.0.1:8000 system 1 is also a's"),
+        ("- {name: a, bmc: {protocol: redfish, address: 127.0.0.1, port: 8000, system: '1'}}\n"
+         "- {name: b, bmc: {protocol: redfish, address: 127.0.0.1, port: 8000}}\n",
+         "site.yaml:12:9: racks[0].nodes[1]: BMC 127.0.0.1:8000 is also a's; nodes sharing a Redfish service "
+         "need each a bmc.system (b has none)"),
+        ("- {name: a, bmc: {protocol: redfish, address: 127.0.0.1, port: 623, system: '1'}}\n"
+         "- {name: b, bmc: {address: 127.0.0.1, system: '2'}}\n",
+         "site.yaml:12:34: racks[0].nodes[1].bmc.address: BMC 127.0.0.1:623 is also a's"),
         ("- {name: a, u: 41, height: 4, bmc: {address: 127.0.0.1}}\n",
          "site.yaml:11:22: racks[0].nodes[0].u: a occupies U41-U44, above the rack's 42U"),
         ("- {name: a, u: 3, height: 2, bmc: {address: 127.0.0.1}}\n- {name: b, u: 4, bmc: {address: 127.0.0.2}}\n",
@@ -116,6 +126,21 @@ def base(nodes: str, extra: str = "") -> str:
 def test_each_bad_node_gets_a_located_error(nodes, expected):
     found = problems(base(nodes))
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_systems_of_one_redfish_service_share_its_address():
+    """A blade enclosure or chassis manager: one service, one node per ``bmc.system`` (ranged in step)."""
+    text = base("- {name: 'blade[1-4]', bmc: {protocol: redfish, address: 127.0.0.1, port: 8000,\n"
+                "                          system: 'Blade[1-4]'}}\n")
+    site = load_site_text(text, "site.yaml")
+    assert [(n.bmc.address, n.bmc.effective_port, n.bmc.system) for n in site.nodes] == [
+        ("127.0.0.1", 8000, f"Blade{i}") for i in range(1, 5)]
+
+
+def test_systems_compare_without_case():
+    text = base("- {name: a, bmc: {protocol: redfish, address: 127.0.0.1, system: Blade1}}\n"
+                "- {name: b, bmc: {protocol: redfish, address: 127.0.0.1, system: BLADE1}}\n")
+    assert any("system BLADE1 is also a's" in p for p in problems(text))
 
 
 def test_error_from_defaults_points_at_defaults_once():
