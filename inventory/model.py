@@ -32,6 +32,7 @@ __all__ = [
     "Switch",
     "SwitchPortRef",
     "credential_ref",
+    "listen_address",
     "name_token",
 ]
 
@@ -142,6 +143,26 @@ BootUrl = Annotated[str, _url(("http", "https", "tftp"))]
 #: An HTTP API endpoint.
 HttpUrl = Annotated[str, _url(("http", "https"))]
 
+
+def listen_address(value: str) -> str:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` to bind a server to."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen is HOST:PORT (e.g. 0.0.0.0:8069, [::]:8069), got {_shown(value)}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {_shown(host)}") from None
+    else:
+        _host(host)
+    return value
+
+
+#: ``HOST:PORT`` a server binds.
+Listen = Annotated[str, AfterValidator(listen_address)]
+
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -155,7 +176,8 @@ class Bmc(_Model):
     protocol: Literal["ipmi", "redfish"] = Field(description="ipmi (RMCP+ lanplus) or redfish")
     address: Host = Field(description="BMC IP address or host name")
     port: int = Field(0, ge=0, le=65535, description="0 means the protocol default")
-    scheme: Literal["https", "http"] = Field("https", description="Redfish only")
+    scheme: Literal["https", "http"] = Field(
+        "https", description="Redfish: https, or http (the password then goes in clear: validate warns)")
     username: PlainText = Field(description="BMC user name (not secret)")
     password: CredentialRef = Field(description="reference to the BMC password")
     verify_tls: bool = Field(True, description="Redfish: verify the BMC certificate")
@@ -204,14 +226,18 @@ class SwitchPortRef(_Model):
 class Image(_Model):
     """An immutable OS image the site can install."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128,
+                      description="image name: letters, digits, '.', '_', '-'")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128,
+                         description="image version: letters, digits, '.', '_', '+', '-'; "
+                                     "name@version is how nodes and commands name the image")
     kernel: BootUrl | None = Field(None, description="kernel URL (PXE): http, https or tftp")
     initrd: BootUrl | None = Field(None, description="initrd URL (PXE): http, https or tftp")
     iso: BootUrl | None = Field(None, description="ISO URL (virtual media): http, https or tftp")
     cmdline: Annotated[str, AfterValidator(_cmdline)] = Field(
         "", description="extra kernel command line (printable ASCII, one line)")
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="SHA-256 of the image (64 lowercase hex digits), passed to the installer")
 
     @property
     def ref(self) -> str:
@@ -222,13 +248,13 @@ class Image(_Model):
 class SnmpConfig(_Model):
     """SNMP credentials for one switch: v2c community or v3 USM."""
 
-    version: Literal["2c", "3"] = "2c"
-    community: CredentialRef | None = None
-    username: str | None = None
-    auth_protocol: Literal["sha", "sha256", "md5"] = "sha"
-    auth_key: CredentialRef | None = None
-    priv_protocol: Literal["aes", "aes256", "des"] = "aes"
-    priv_key: CredentialRef | None = None
+    version: Literal["2c", "3"] = Field("2c", description="SNMP version: 2c (community) or 3 (USM, authPriv)")
+    community: CredentialRef | None = Field(None, description="v2c: reference to the community string")
+    username: str | None = Field(None, description="v3: USM user name")
+    auth_protocol: Literal["sha", "sha256", "md5"] = Field("sha", description="v3: authentication protocol")
+    auth_key: CredentialRef | None = Field(None, description="v3: reference to the authentication passphrase")
+    priv_protocol: Literal["aes", "aes256", "des"] = Field("aes", description="v3: privacy (encryption) protocol")
+    priv_key: CredentialRef | None = Field(None, description="v3: reference to the privacy passphrase")
 
     @model_validator(mode="after")
     def _credentials_present(self) -> "SnmpConfig":
@@ -242,21 +268,21 @@ class SnmpConfig(_Model):
 class Switch(_Model):
     """A switch polled over SNMP."""
 
-    name: Name
-    address: Host
-    port: int = Field(161, ge=1, le=65535)
-    snmp: SnmpConfig
-    rack: Name | None = None
-    model: PlainText | None = None
+    name: Name = Field(description="switch name, as nodes' switch_port.switch names it")
+    address: Host = Field(description="SNMP agent IP address or host name")
+    port: int = Field(161, ge=1, le=65535, description="SNMP UDP port")
+    snmp: SnmpConfig = Field(description="SNMP credentials (see switches[].snmp)")
+    rack: Name | None = Field(None, description="rack the switch sits in (top of rack)")
+    model: PlainText | None = Field(None, description="switch model, shown as text")
 
 
 class SshConfig(_Model):
     """How to reach nodes' operating systems over SSH (image version, SSH consoles)."""
 
-    username: PlainText = "root"
-    port: int = Field(22, ge=1, le=65535)
+    username: PlainText = Field("root", description="user to log in as")
+    port: int = Field(22, ge=1, le=65535, description="SSH port of every node")
     key: CredentialRef | None = Field(None, description="reference to a private key")
-    password: CredentialRef | None = None
+    password: CredentialRef | None = Field(None, description="reference to a password (when there is no key)")
     known_hosts: str | None = Field(
         None, description="path to a known_hosts file; 'ignore' disables host key checks (lab only)"
     )
@@ -265,29 +291,35 @@ class SshConfig(_Model):
 class Provisioner(_Model):
     """Where nodes boot installers from."""
 
-    kind: Literal["ipxe", "drp", "vmedia"] = "ipxe"
-    url: HttpUrl | None = None
+    kind: Literal["ipxe", "drp", "vmedia"] = Field(
+        "ipxe", description="ipxe (embedded: boot scripts in root, served by serve-boot), drp (Digital Rebar "
+                            "Provision API) or vmedia (Redfish virtual media, boots the image's iso)")
+    url: HttpUrl | None = Field(
+        None, description="ipxe: the boot server's base URL as nodes and this host reach it (scripts at "
+                          "URL/boot/aa-bb-cc-dd-ee-ff.ipxe, fetches at URL/fetches); drp: the API endpoint")
     root: PlainText | None = Field(None, description="ipxe: directory of per-MAC boot scripts")
+    listen: Listen | None = Field(
+        None, description="ipxe: HOST:PORT serve-boot binds (e.g. 0.0.0.0:8069); default: url's host and port")
     token: CredentialRef | None = Field(None, description="drp: API token reference")
 
 
 class Node(_Model):
     """One server, fully expanded: ranges resolved, defaults merged."""
 
-    name: Name
-    rack: Name
+    name: Name = Field(description="node name; a range such as n[01-20] makes one node per value")
+    rack: Name = Field(description="the rack (set by the loader from the rack the entry is in)")
     u: int | None = Field(None, ge=1, description="lowest rack unit occupied")
     height: int = Field(1, ge=1, le=20, description="rack units occupied")
-    mac: str | None = Field(None, description="primary (PXE) NIC MAC")
+    mac: str | None = Field(None, description="primary (PXE) NIC MAC, aa:bb:cc:dd:ee:ff")
     host: Host | None = Field(None, description="OS address, for SSH")
     ssh_port: int | None = Field(None, ge=1, le=65535, description="SSH port when not the site's")
-    role: PlainText | None = None
-    tags: tuple[PlainText, ...] = Field((), max_length=64)
-    groups: tuple[Name, ...] = Field((), max_length=64)
+    role: PlainText | None = Field(None, description="a role word, matched by selections (role=gpu, or gpu)")
+    tags: tuple[PlainText, ...] = Field((), max_length=64, description="free words, matched by selections")
+    groups: tuple[Name, ...] = Field((), max_length=64, description="groups the node is in (@group in selections)")
     image: str | None = Field(None, description="desired image as name@version")
     protected: bool = Field(False, description="destructive actions need an explicit override")
-    bmc: Bmc
-    switch_port: SwitchPortRef | None = None
+    bmc: Bmc = Field(description="the node's BMC (see bmc)")
+    switch_port: SwitchPortRef | None = Field(None, description="where its PXE NIC is cabled (see switch_port)")
 
     @field_validator("mac")
     @classmethod
@@ -331,10 +363,10 @@ class Node(_Model):
 class Rack(_Model):
     """A rack: its height and the node names in it (nodes live in ``Site.nodes``)."""
 
-    name: Name
-    height: int = Field(42, ge=1, le=60)
-    row: PlainText | None = None
-    nodes: tuple[str, ...] = ()
+    name: Name = Field(description="rack name")
+    height: int = Field(42, ge=1, le=60, description="rack units")
+    row: PlainText | None = Field(None, description="row or aisle, shown as text")
+    nodes: tuple[str, ...] = Field((), description="the rack's nodes")
 
 
 class LabConfig(_Model):
@@ -344,8 +376,9 @@ class LabConfig(_Model):
     """
 
     running: dict[str, str] = Field(default_factory=dict, description="selection -> image name@version installed")
-    faults: dict[str, Literal["fan", "overtemp", "psu"]] = Field(default_factory=dict)
-    powered_off: tuple[str, ...] = ()
+    faults: dict[str, Literal["fan", "overtemp", "psu"]] = Field(
+        default_factory=dict, description="selection -> a failing sensor: fan, overtemp or psu")
+    powered_off: tuple[str, ...] = Field((), description="selections of machines that start powered off")
     flavors: dict[str, str] = Field(default_factory=dict, description="selection -> Redfish flavor")
     unplugged: tuple[str, ...] = Field((), description="selections whose cable is in the wrong port")
 
@@ -353,17 +386,18 @@ class LabConfig(_Model):
 class Site(_Model):
     """A whole site, validated."""
 
-    name: Name
-    description: PlainText | None = None
+    name: Name = Field(description="the site's name (`site:` in the file)")
+    description: PlainText | None = Field(None, description="one line about the site, shown as text")
     source: str | None = Field(None, description="file the site was loaded from")
-    images: tuple[Image, ...] = ()
-    provisioner: Provisioner | None = None
-    switches: tuple[Switch, ...] = ()
-    racks: tuple[Rack, ...] = ()
-    nodes: tuple[Node, ...] = ()
-    groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    ssh: SshConfig = SshConfig()
-    lab: LabConfig | None = None
+    images: tuple[Image, ...] = Field((), description="the catalog of OS images nodes may run (see images[])")
+    provisioner: Provisioner | None = Field(None, description="how nodes are reimaged (see provisioner)")
+    switches: tuple[Switch, ...] = Field((), description="switches polled over SNMP (see switches[])")
+    racks: tuple[Rack, ...] = Field((), description="racks and their nodes (see racks[])")
+    nodes: tuple[Node, ...] = Field((), description="every node, expanded")
+    groups: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="group name -> node selections; @NAME selects the group")
+    ssh: SshConfig = Field(SshConfig(), description="how to reach the nodes' OS over SSH (see ssh)")
+    lab: LabConfig | None = Field(None, description="simulated sites only: the embedded lab's departures (see lab)")
     _index: tuple[tuple[Node, ...], dict[str, Node]] | None = PrivateAttr(None)
     #: (node name, "bmc.scheme" or "bmc.verify_tls") -> where the loader read it: line, column, field
     _where: dict[tuple[str, str], tuple[int | None, int | None, str | None]] = PrivateAttr(default_factory=dict)
