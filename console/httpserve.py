@@ -8,7 +8,13 @@ __all__ = ["HttpService"]
 
 
 class HttpService:
-    """An aiohttp application bound at ``address:port`` (0: any free port) by :meth:`start`."""
+    """An aiohttp application bound at ``address:port`` (0: any free port) by :meth:`start`.
+
+    ``handler_args`` bound what one request may send (aiohttp's request handler
+    options: longest request line and header, how many headers, idle keep-alive).
+    """
+
+    handler_args: dict = {}
 
     def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
         self.address = address
@@ -21,7 +27,7 @@ class HttpService:
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port."""
-        runner = web.AppRunner(self.make_app(), access_log=None)
+        runner = web.AppRunner(self.make_app(), access_log=None, **self.handler_args)
         await runner.setup()
         site = web.TCPSite(runner, self.address, self.port, reuse_address=True)
         try:

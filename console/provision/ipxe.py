@@ -29,7 +29,14 @@ writable by others; every file in it is opened relative to that directory with
 Serving side (:class:`IpxeServer`): ``GET /boot/<aa-bb-cc-dd-ee-ff>.ipxe`` from the
 root, and ``GET /fetches[?mac=aa-bb-..]`` as JSON: every script fetch with time,
 client address, path and status.  That list is how a reimage sees "PXE fetch
-seen".  A site runs the server next to its DHCP (the lab runs it in its worker).
+seen": :meth:`IpxeProvisioner.fetches` asks the server at ``provisioner.url``
+for it, so the reimage and the server may be different processes (``fleet-console
+serve-boot`` runs the server for a site; the lab runs it in its worker; a site
+service can embed :class:`IpxeServer` as it is).  Only names of that exact form
+are served (no other file of the root, no path, so no ``..``); the root is checked
+as the writer checks it and every script is opened without following a link.
+Only GET and HEAD are answered, a request line or header is at most 1 KiB and a
+body is refused.
 """
 
 from __future__ import annotations
@@ -461,26 +468,43 @@ class IpxeProvisioner:
 
 
 def _serve_text(root: Path, name: str) -> str | None:
-    """A script for the server to send: read without following a link (None: there is none)."""
+    """A script for the server to send: read without following a link (None: there is none).
+
+    ActionError when the root is unsafe (a link, someone else's, writable by others) or
+    the script is not a plain file of at most _MAX_SCRIPT bytes.
+    """
     try:
-        dfd = os.open(root, _open_flags(os.O_RDONLY | os.O_DIRECTORY))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ActionError(f"boot root {root}: {exc.strerror or exc}") from None
+        dfd = open_root(root)
+    except ActionError:
+        if not os.path.lexists(root):
+            return None
+        raise
     try:
         return _read_at(dfd, name, f"boot script {root / name}")
     finally:
         os.close(dfd)
 
 
-class IpxeServer(HttpService):
-    """HTTP server for per-MAC iPXE scripts, recording every fetch."""
+#: a boot client sends a short request line and a few headers, and no body
+_LIMITS = {"max_line_size": 1024, "max_field_size": 1024, "max_headers": 32, "keepalive_timeout": 15.0}
 
-    def __init__(self, root: str | os.PathLike[str], address: str = "127.0.0.1", port: int = 0) -> None:
+
+class IpxeServer(HttpService):
+    """HTTP server for per-MAC iPXE scripts, recording every fetch.
+
+    ``on_request(entry)``, when given, is called once per request answered (any path,
+    any method) with ``time``, ``client``, ``method``, ``path`` (as sent, at most 200
+    characters), ``status`` and, for a script, ``mac``: the boot server command logs it.
+    """
+
+    handler_args = _LIMITS
+
+    def __init__(self, root: str | os.PathLike[str], address: str = "127.0.0.1", port: int = 0, *,
+                 on_request=None) -> None:
         super().__init__(address, port)
         self.root = Path(root)
         self.fetches: list[dict] = []
+        self.on_request = on_request
 
     def routes(self, app: web.Application) -> None:
         """Add this server's routes (subclasses add more)."""
@@ -489,9 +513,31 @@ class IpxeServer(HttpService):
 
     def make_app(self) -> web.Application:
         self.root.mkdir(parents=True, exist_ok=True)
-        app = web.Application()
+        app = web.Application(client_max_size=1024, middlewares=[self._logged])
         self.routes(app)
         return app
+
+    @web.middleware
+    async def _logged(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            resp: web.StreamResponse = web.Response(status=405, text="only GET and HEAD\n",
+                                                    headers={"Allow": "GET, HEAD"})
+        elif request.can_read_body:
+            resp = web.Response(status=413, text="a request to the boot server has no body\n")
+        else:
+            try:
+                resp = await handler(request)
+            except web.HTTPException as exc:  # no route (404): logged, then answered as aiohttp does
+                self._log(request, exc.status)
+                raise
+        self._log(request, resp.status)
+        return resp
+
+    def _log(self, request: web.Request, status: int) -> None:
+        if self.on_request is not None:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            self.on_request({"time": time.time(), "client": peer[0] if peer else None, "method": request.method,
+                             "path": request.raw_path[:200], "status": status})
 
     def _record(self, entry: dict) -> None:
         self.fetches.append(entry)
@@ -509,10 +555,10 @@ class IpxeServer(HttpService):
             return web.Response(status=400, text="expected /boot/aa-bb-cc-dd-ee-ff.ipxe\n")
         try:
             body = _serve_text(self.root, name)
-        except ActionError:  # a link, not a file, too big: never followed or served
+        except ActionError:  # a link, not a file, too big, an unsafe root: never followed or served
             entry["status"] = 403
             self._record(entry)
-            return web.Response(status=403, text="this boot script is not a plain file\n")
+            return web.Response(status=403, text="this boot script is not a plain file in a safe root\n")
         if body is None:
             entry["status"] = 404
             self._record(entry)
