@@ -30,6 +30,7 @@ from console.actions import Plan, PlanError, plan_power, plan_pxe, plan_reimage,
 from console.runner import NodeProgress, Runner
 from console.commands import dump_json, selected_nodes
 from console.journal import Journal, read_entries
+from console.locks import LockError
 from console.text import visible
 
 __all__ = ["cmd_power", "cmd_pxe", "cmd_reimage", "cmd_activity", "add_action_options", "precheck"]
@@ -182,7 +183,7 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
     try:
         names = selected_nodes(ctx.site, args.range)
         plan = asyncio.run(make_plan(names))
-    except PlanError as exc:
+    except (PlanError, LockError) as exc:
         _err(f"fleet-console: error: {exc}")
         return EXIT_USAGE
     if args.json:
@@ -216,7 +217,11 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
     except PlanError as exc:
         _err(f"fleet-console: error: {exc}")
         return EXIT_USAGE
-    result = asyncio.run(_run(runner))
+    try:
+        result = asyncio.run(_run(runner))
+    except LockError as exc:  # refused before anything was done: the lock directory is unsafe or busy
+        _err(f"fleet-console: error: {exc}")
+        return EXIT_USAGE
     if args.json:
         dump_json(result.to_json())
     else:

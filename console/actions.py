@@ -240,12 +240,13 @@ async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_acti
     plans: dict[str, NodePlan] = {}
     to_read = []
     destructive = _destructive(kind, power_action)
+    locked = await asyncio.to_thread(locks.held, ordered)  # file reads: off the loop (the TUI plans on it)
     for name in ordered:
         node = site.node(name)
         np = NodePlan(name, [], rack=node.rack, switch=node.switch_port.switch if node.switch_port else None,
                       protocol=node.bmc.protocol, protected=node.protected)
         plans[name] = np
-        held: LockInfo | None = locks.held_by(name)
+        held: LockInfo | None = locked.get(name)
         if node.protected and destructive and not force_protected:
             np.skip = "protected (override with --force-protected)"
         elif held is not None:

@@ -37,7 +37,7 @@ from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.errors import ActionError, DriverError, FleetError
 from console.journal import Journal, current_operator
-from console.locks import Locks
+from console.locks import LockError, Locks
 from inventory.errors import SecretError
 from inventory.ranges import natural_key
 
@@ -237,14 +237,18 @@ class Runner:
             prog = self.progress[np.node]
             self._journal(np.node, "plan", "skipped", error=np.skip)
             self._finish(prog, "skipped", error=np.skip)
-        targets = self._lock_targets()
+        try:
+            targets = await self._lock_targets()
+        except LockError as exc:  # unsafe lock directory, or its guard held too long: nothing was done
+            self._journal(None, "summary", "failed", error=str(exc))
+            raise
         renewer = asyncio.create_task(self._renew_locks())
         try:
             await self._launch(targets)
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            self.locks.release()
+            await self._release_locks()
         result = RunResult(plan, [self.progress[n.node] for n in plan.nodes], self._stopped)
         counts = result.counts()
         summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
@@ -252,11 +256,16 @@ class Runner:
                       error=self._stopped, detail=summary)
         return result
 
-    def _lock_targets(self) -> list[NodePlan]:
-        """Lock every target; ones locked meanwhile by someone else become skipped."""
+    async def _lock_targets(self) -> list[NodePlan]:
+        """Lock every target; ones locked meanwhile by someone else become skipped.
+
+        Taking locks waits for other processes (up to ``locks.wait``): it runs in a
+        thread, so the loop it is called from (the TUI's) keeps going meanwhile.
+        """
         targets = list(self.plan.targets)
         while targets:
-            held = self.locks.acquire([n.node for n in targets], action=self.plan.action, plan=self.plan.id)
+            held = await asyncio.to_thread(self.locks.acquire, [n.node for n in targets], action=self.plan.action,
+                                           plan=self.plan.id)
             if not held:
                 break
             for np in [n for n in targets if n.node in held]:
@@ -270,7 +279,16 @@ class Runner:
         interval = max(1.0, self.locks.ttl / 3)
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self.locks.renew)
+            try:
+                await asyncio.to_thread(self.locks.renew)
+            except LockError as exc:  # tried again next interval; the lock still has ttl/3 left or more
+                self._journal(None, "lock", "failed", error=f"renewing the locks: {exc}")
+
+    async def _release_locks(self) -> None:
+        try:
+            await asyncio.to_thread(self.locks.release)
+        except LockError as exc:  # the files stay until they expire or this process ends
+            self._journal(None, "lock", "failed", error=f"releasing the locks: {exc}")
 
     def _stop_reason(self) -> str | None:
         if self.cancelled:

@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from console.actions import Plan
+from console.locks import LockError
 from console.runner import NodeProgress, RunResult, Runner
 from console.text import visible
 from inventory.errors import FleetError
@@ -146,6 +147,11 @@ class ProgressScreen(Screen):
     async def _run(self, runner: Runner) -> None:
         try:
             result = await runner.run()
+        except LockError as exc:  # refused before any step: the lock directory is unsafe, or its guard busy
+            self.post_message(RunFinished(None, str(exc)))
+            self.app.notify(visible(f"{self.plan.action} not started: {exc}"), severity="error", timeout=10,
+                            markup=False)
+            return
         except Exception as exc:  # the runner raises only on bugs: say so, never a traceback
             self.post_message(RunFinished(None, f"{type(exc).__name__}: {exc}"))
             self.app.notify(visible(f"{self.plan.action} broke: {exc}"), severity="error", timeout=10, markup=False)
