@@ -6,6 +6,12 @@
     fleet-console --site S power ACTION RANGE | pxe RANGE | reimage RANGE --image N@V
                                            act on nodes (plan, confirm, journal)
     fleet-console --site S activity        the activity journal
+    fleet-console --site S serve-boot      serve the site's iPXE boot scripts
+    fleet-console schema                   every site-file field, as Markdown
+    fleet-console init NAME [PATH]         write a starting site file
+
+Global options (``--site``, ``--read-only``, ``--debug``) go before or after the
+command.
 
 Exit status: 0 ok, 1 a failure talking to the fleet or lab, 2 bad input (site
 file, selection, arguments).  Errors are one clear message each, never a
@@ -223,14 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(
         prog="fleet-console",
-        description="Terminal operator console for a data-center fleet (IPMI, Redfish, SNMP).",
+        description="Terminal operator console for a data-center fleet (IPMI, Redfish, SNMP). "
+                    "Without a COMMAND it opens the console (the TUI): fleet-console --site demo. "
+                    "No COMMAND opens the console: each prints its answer and exits (lab and "
+                    "serve-boot run until Ctrl-C).",
+        epilog="Global options may also follow the command (fleet-console status --site demo). "
+               "New site: fleet-console init NAME, then fleet-console --site NAME validate; "
+               "every field: fleet-console schema.",
     )
-    p.add_argument("--site", default=os.environ.get("FLEET_CONSOLE_SITE"),
-                   help="site name (searched in $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
-                        "/etc/fleet-console/sites) or path to a site YAML file; 'demo' is built in")
-    p.add_argument("--read-only", action="store_true", help="a console that cannot act on the fleet")
-    p.add_argument("--debug", action="store_true",
-                   help=f"log everything to the log file, each BMC request too (or set {LOG_LEVEL_ENV}=INFO)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _add_global_options(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     v = sub.add_parser("validate", help="check a site file and print a one-line summary (and warnings)")
@@ -270,9 +278,98 @@ def build_parser() -> argparse.ArgumentParser:
         c.set_defaults(func=_live(fn))
 
     _add_action_commands(sub)
+    _add_site_commands(sub)
 
+    for command in sub.choices.values():  # fleet-console status --site demo works too
+        _add_global_options(command, after_command=True)
     p.set_defaults(func=cmd_tui)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fleet-console")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _add_global_options(p: argparse.ArgumentParser, *, after_command: bool = False) -> None:
+    """--site, --read-only, --debug: on the main parser, and again on each command's
+    with no default (SUPPRESS), so a value given after the command wins and an absent
+    one leaves what came before it."""
+    given = {"default": argparse.SUPPRESS} if after_command else {}
+    p.add_argument("--site", **(given or {"default": os.environ.get("FLEET_CONSOLE_SITE")}),
+                   help="site name (searched in $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
+                        "/etc/fleet-console/sites) or path to a site YAML file; 'demo' is built in")
+    p.add_argument("--read-only", action="store_true", **given, help="a console that cannot act on the fleet")
+    p.add_argument("--debug", action="store_true", **given,
+                   help=f"log everything to the log file, each BMC request too (or set {LOG_LEVEL_ENV}=INFO)")
+
+
+def _add_site_commands(sub) -> None:
+    """serve-boot (the site's iPXE boot server), schema (the site-file reference), init (a new site file)."""
+    sb = sub.add_parser("serve-boot", help="serve the site's iPXE boot scripts (provisioner.root) over HTTP",
+                        description="Serve provisioner.root's per-MAC iPXE scripts on provisioner.listen "
+                                    "(default: provisioner.url's host:port), log every request, and keep the "
+                                    "fetch list a reimage reads at provisioner.url/fetches. Runs until Ctrl-C.")
+    sb.add_argument("--listen", metavar="HOST:PORT", help="bind here instead (port 0: any free port)")
+    sb.add_argument("--dnsmasq", metavar="SUBNET",
+                    help="print a dnsmasq proxy-DHCP snippet that chainloads iPXE to these scripts "
+                         "for machines on SUBNET (e.g. 10.3.1.0/24), and exit")
+    sb.set_defaults(func=cmd_serve_boot)
+
+    sc = sub.add_parser("schema", help="every site-file field with its type, default and meaning (Markdown)")
+    sc.set_defaults(func=cmd_schema, needs_site=False)
+
+    it = sub.add_parser("init", help="write a starting site file (an annotated example) and validate it",
+                        description="Write an annotated starting site file for site NAME (0600; directories "
+                                    "made 0700), refusing to overwrite one. Default PATH: "
+                                    "$XDG_CONFIG_HOME/fleet-console/sites/NAME.yaml, where --site NAME finds it.")
+    it.add_argument("name", metavar="NAME", nargs="?", help="the new site's name (default: --site)")
+    it.add_argument("path", metavar="PATH", nargs="?", help="file to write")
+    it.set_defaults(func=cmd_init, needs_site=False)
+
+
+def cmd_serve_boot(args: argparse.Namespace) -> int:
+    from console import bootserve
+
+    site = sites.load(args.site)
+    try:
+        if args.dnsmasq:
+            print(bootserve.dnsmasq_snippet(site, args.dnsmasq), end="")
+            return EXIT_OK
+        bootserve.listen_of(site, args.listen)
+    except bootserve.BootServeError as exc:
+        print(visible(f"fleet-console: error: {exc}"), file=sys.stderr)
+        return EXIT_USAGE
+    return bootserve.run(site, args.listen)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from console.sitedoc import reference
+
+    print(reference(), end="")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from console.sitedoc import InitError, init_site
+
+    name = args.name or args.site
+    if not name:
+        print("fleet-console: error: init needs the new site's NAME (fleet-console init NAME [PATH])", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        path = init_site(name, args.path)
+    except InitError as exc:
+        print(visible(f"fleet-console: error: {exc}"), file=sys.stderr)
+        return EXIT_USAGE
+    site = sites.load(str(path))  # validated, and refused (naming why) where others could change it
+    print(f"wrote {path} (mode 0600): {site.summary()}")
+    print(f"edit it, then: fleet-console --site {path if args.path else name} validate")
+    return EXIT_OK
 
 
 def _action(fn):
@@ -418,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(debug=args.debug)
-    if not args.site:
+    if not args.site and getattr(args, "needs_site", True):
         default = getattr(args, "default_site", None)
         if default is None:
             parser.error("--site is required (a site name or a path to a site YAML file; try --site demo)")
