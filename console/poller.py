@@ -5,6 +5,10 @@ Rules (see PROTOCOL-NOTES "Operating limits"):
 - one kept driver (session) per BMC, logged out by :meth:`Poller.aclose`;
 - one poll in flight per endpoint (a lock each) and at least ``min_interval``
   seconds between the starts of two polls of the same endpoint;
+- nodes whose BMC is one Redfish service (same address and port, each its own
+  ``bmc.system``: a blade enclosure, a chassis manager) are one endpoint: one
+  session, one lock, one spacing, one breaker; a job reads their systems one
+  after another inside one slot of that discipline (:meth:`Poller.poll_endpoint`);
 - a global cap on polls in flight (``global_limit``);
 - cadences per kind: power + health fast, boot override, sensors and event
   logs slower, identity rarely, the running image (SSH) slowly;
@@ -29,7 +33,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver
-from console.errors import FleetError
+from console.errors import FleetError, Timeout, Unreachable
 from console.fleet import Fleet, PortState
 from console.secrets import Secrets
 from inventory.model import Node, Site, SshConfig, Switch
@@ -75,8 +79,20 @@ class _Endpoint:
         self.last_start = -1e9
         self.failures = 0
         self.next_allowed = 0.0
-        self.driver: Any = None
+        self.driver: Any = None  # switches and hosts
+        self.drivers: dict[str, Any] = {}  # BMCs: node name -> driver (several systems of one service)
+        self.members: list[str] = []  # BMCs: the nodes this endpoint serves
         self.state: dict[str, Any] = {}  # per-endpoint scratch (previous counters, tables)
+
+
+def _endpoint_key(node: Node) -> tuple[str, str, int]:
+    return (node.bmc.protocol, node.bmc.address, node.bmc.effective_port)
+
+
+def _login_key(node: Node) -> tuple[Any, ...]:
+    """Nodes of one endpoint with equal keys can share a session (same user, same TLS trust)."""
+    b = node.bmc
+    return (b.scheme, b.username, b.password, b.verify_tls, b.ca_bundle)
 
 
 async def open_bmc_async(node: Node, secrets: Secrets, *, timeout: float = 10.0) -> BmcDriver:
@@ -120,7 +136,14 @@ class Poller:
         self.clock = clock
         self._bmc_factory = bmc_factory
         self._sem = asyncio.Semaphore(self.config.global_limit)
-        self._bmcs = {n.name: _Endpoint(n.name) for n in site.nodes}
+        self._bmcs: dict[str, _Endpoint] = {}  # node name -> its BMC endpoint (shared by a service's systems)
+        by_key: dict[tuple[str, str, int], _Endpoint] = {}
+        for n in site.nodes:
+            ep = by_key.get(_endpoint_key(n))
+            if ep is None:
+                ep = by_key[_endpoint_key(n)] = _Endpoint(n.name)
+            ep.members.append(n.name)
+            self._bmcs[n.name] = ep
         self._hosts = {n.name: _Endpoint(n.name) for n in site.nodes}
         self._switches = {s.name: _Endpoint(s.name) for s in site.switches}
         self._tasks: list[asyncio.Task] = []
@@ -130,11 +153,12 @@ class Poller:
 
     # ------------------------------------------------------------ discipline
     async def _guarded(self, ep: _Endpoint, fn: Callable[[], Awaitable[Any]], *, probe: bool,
-                       prepare: Callable[[], Awaitable[None]] | None = None) -> Any:
+                       prepare: Callable[[], Awaitable[None]] | None = None, jobs: int = 1) -> Any:
         """Run one poll of ``ep`` under every rule; returns its result or raises.
 
         ``prepare`` (resolving credentials, which may wait for a slow ``cmd:``) runs
         before a slot of the global cap is taken, so it never holds up other endpoints.
+        ``jobs``: how many jobs ``fn`` runs (a batch over a service's systems), for its time limit.
         """
         async with ep.lock:
             now = self.clock()
@@ -156,7 +180,7 @@ class Poller:
                     # a job is a few requests, each bounded by the driver; this bounds the whole
                     # job (asyncio.timeout, not wait_for: no extra task per poll, ~20% of a
                     # steady IPMI sweep)
-                    async with asyncio.timeout(self.config.timeout * 3):
+                    async with asyncio.timeout(self.config.timeout * (2 + jobs)):
                         result = await fn()
                 except BaseException as exc:
                     if not isinstance(exc, asyncio.CancelledError):
@@ -182,14 +206,25 @@ class Poller:
         driver = ep.driver
         if driver is None:
             return
+        if await self._close(driver) and ep.driver is driver:
+            ep.driver = None
+
+    async def _drop_bmc_drivers(self, ep: _Endpoint) -> None:
+        """Log out of a BMC endpoint: the drivers sharing a session first, its owner last."""
+        for name, driver in reversed(list(ep.drivers.items())):
+            if await self._close(driver) and ep.drivers.get(name) is driver:
+                del ep.drivers[name]
+
+    @staticmethod
+    async def _close(driver: Any) -> bool:
+        """Close one driver, bounded; False when cancelled (aclose() then tries again)."""
         try:
             await asyncio.wait_for(driver.close(), 5)
         except asyncio.CancelledError:
-            raise  # keep ep.driver: aclose() logs it out
+            raise
         except Exception:
             pass
-        if ep.driver is driver:
-            ep.driver = None
+        return True
 
     # ------------------------------------------------------------ node jobs
     async def poll_node(self, name: str, jobs: Iterable[str] = ("power",), *, asked: bool = False) -> None:
@@ -219,11 +254,90 @@ class Poller:
                 continue
             self.fleet.node_ok(name, job, **values)
 
+    async def poll_endpoint(self, names: Iterable[str], jobs: Iterable[str] = ("power",)) -> None:
+        """Run the given jobs on several nodes of one BMC endpoint (the systems of one Redfish
+        service), failures landing in the Fleet per node.
+
+        Each job reads every node's system, one after another, in one slot of the endpoint's
+        discipline (one wait for the minimum interval, one request in flight), over the
+        session they share.  A node whose power poll failed gets no slower jobs, as in
+        :meth:`poll_node`.
+        """
+        names = list(names)
+        for job in jobs:
+            if not names:
+                return
+            if job == "image":  # SSH to each host: not the BMC's discipline
+                await asyncio.gather(*(self._poll_image(n) for n in names))
+                continue
+            failed = await self._poll_batch(self._bmcs[names[0]], names, job)
+            if job == "power":
+                names = [n for n in names if n not in failed]
+
+    async def _poll_batch(self, ep: _Endpoint, names: list[str], job: str) -> set[str]:
+        """One job on ``names`` (nodes of ``ep``) in one slot; returns the nodes that failed.
+
+        When the service itself does not answer (unreachable, timeout), the systems after
+        it are not asked again in this slot: they get the same error.  Only a batch in
+        which every system failed counts as a failure of the endpoint (backoff, breaker).
+        """
+        results: dict[str, Any] = {}
+
+        async def run() -> None:
+            down: BaseException | None = None
+            for name in names:
+                if down is not None:
+                    results[name] = down
+                    continue
+                try:
+                    results[name] = await self._bmc_job(ep, name, job)
+                except (Unreachable, Timeout) as exc:
+                    results[name] = down = exc
+                except Exception as exc:  # noqa: BLE001 - this node's error, reported below
+                    results[name] = exc
+            errors = [r for r in results.values() if isinstance(r, BaseException)]
+            if len(errors) == len(names):
+                raise errors[0]
+
+        async def prepare() -> None:
+            for name in names:
+                await self._open_bmc(ep, name)
+
+        try:
+            await self._guarded(ep, run, probe=True, prepare=prepare, jobs=len(names))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            for name in names:
+                results.setdefault(name, exc)
+        failed = set()
+        for name in names:
+            result = results[name]
+            if isinstance(result, BaseException):
+                if not isinstance(result, (FleetError, asyncio.TimeoutError)):
+                    log.error("poll %s %s failed", name, job, exc_info=result)
+                self.fleet.node_failed(name, job, _reason(result))
+                failed.add(name)
+            else:
+                self.fleet.node_ok(name, job, **result)
+        return failed
+
     async def _open_bmc(self, ep: _Endpoint, name: str) -> None:
-        """The endpoint's kept driver, made on first use (its credentials resolved off the loop)."""
-        if ep.driver is None:
-            driver = self._bmc_factory(self.site.node(name), self.secrets, timeout=self.config.timeout)
-            ep.driver = await driver if inspect.isawaitable(driver) else driver
+        """The node's kept driver, made on first use (its credentials resolved off the loop).
+
+        Another system of a service this endpoint already talks to, with the same login,
+        gets a driver over that session (``for_system``) instead of a login of its own.
+        """
+        if name in ep.drivers:
+            return
+        node = self.site.node(name)
+        for other, peer in ep.drivers.items():
+            share = getattr(peer, "for_system", None)
+            if share is not None and _login_key(self.site.node(other)) == _login_key(node):
+                ep.drivers[name] = share(node.bmc)
+                return
+        driver = self._bmc_factory(node, self.secrets, timeout=self.config.timeout)
+        ep.drivers[name] = await driver if inspect.isawaitable(driver) else driver
 
     async def _resolve(self, refs: Iterable[str]) -> None:
         """Resolve credential references off the event loop (the drivers then find them cached)."""
@@ -231,7 +345,7 @@ class Poller:
             await self.secrets.aresolve(ref)
 
     async def _bmc_job(self, ep: _Endpoint, name: str, job: str) -> dict[str, Any]:
-        d: BmcDriver = ep.driver
+        d: BmcDriver = ep.drivers[name]
         if job == "power":
             power = await d.power_state()
             health = await d.health()
@@ -341,23 +455,31 @@ class Poller:
         """One pass over the selected nodes (and every switch); returns when all finished."""
         jobs = tuple(jobs)
         names = list(nodes) if nodes is not None else [n.name for n in self.site.nodes]
-        coros = [self.poll_node(n, jobs) for n in names]
+        by_endpoint: dict[_Endpoint, list[str]] = {}
+        for n in names:
+            by_endpoint.setdefault(self._bmcs[n], []).append(n)
+        coros = [self.poll_node(group[0], jobs) if len(group) == 1 else self.poll_endpoint(group, jobs)
+                 for group in by_endpoint.values()]
         if switches:
             coros += [self.poll_switch(s.name) for s in self.site.switches]
         await asyncio.gather(*coros)
         self.fleet.last_sweep_at = self.fleet.clock()
 
-    async def _node_loop(self, name: str) -> None:
+    async def _node_loop(self, names: list[str]) -> None:
+        """Poll one BMC endpoint for ever: one node, or every system of a shared service."""
         due = {job: self.clock() for job in NODE_JOBS}
         while not self._closing:
-            if self.breaker_open(name):
+            if self.breaker_open(names[0]):
                 job = "power"  # only probe a dead BMC
             else:
                 job = min(NODE_JOBS, key=lambda j: (due[j], NODE_JOBS.index(j)))
             delay = due[job] - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self.poll_node(name, (job,))
+            if len(names) == 1:
+                await self.poll_node(names[0], (job,))
+            else:
+                await self.poll_endpoint(names, (job,))
             due[job] = self.clock() + self.config.interval(job) * random.uniform(0.9, 1.1)
 
     async def _switch_loop(self, name: str) -> None:
@@ -373,8 +495,8 @@ class Poller:
         """Start polling everything in the background (call from a running loop)."""
         if self._tasks:
             return
-        for n in self.site.nodes:
-            self._tasks.append(asyncio.create_task(self._node_loop(n.name), name=f"poll {n.name}"))
+        for ep in dict.fromkeys(self._bmcs.values()):
+            self._tasks.append(asyncio.create_task(self._node_loop(ep.members), name=f"poll {ep.members[0]}"))
         for s in self.site.switches:
             self._tasks.append(asyncio.create_task(self._switch_loop(s.name), name=f"poll {s.name}"))
 
@@ -391,8 +513,9 @@ class Poller:
             for t in pending:
                 t.cancel()
             await asyncio.wait(pending, timeout=0.2)
-        eps = [ep for ep in (*self._bmcs.values(), *self._switches.values()) if ep.driver is not None]
-        await asyncio.gather(*(self._drop_driver(ep) for ep in eps))
+        bmcs = [ep for ep in dict.fromkeys(self._bmcs.values()) if ep.drivers]
+        switches = [ep for ep in self._switches.values() if ep.driver is not None]
+        await asyncio.gather(*(self._drop_bmc_drivers(ep) for ep in bmcs), *(self._drop_driver(ep) for ep in switches))
 
 
 async def settle(timeout: float = 1.0) -> None:
