@@ -269,6 +269,15 @@ class Lab:
                 count = 0
             shards[-1].append(rack.name)
             count += len(rack.nodes)
+        # the systems of one Redfish service are one simulated BMC, so one worker serves them all
+        where = {r: i for i, racks in enumerate(shards) for r in racks}
+        served: dict[tuple[str, int], tuple[str, int]] = {}
+        for node in self.site.nodes:
+            key = (node.bmc.address, node.bmc.effective_port)
+            first = served.setdefault(key, (node.name, where[node.rack]))
+            if first[1] != where[node.rack]:
+                raise LabError(f"site {self.site.name}: nodes {first[0]} and {node.name} share the BMC "
+                               f"{key[0]}:{key[1]} but fall in different lab workers; put them in one rack")
         return shards
 
     def _configs(self) -> list[dict[str, Any]]:
@@ -310,6 +319,7 @@ class Lab:
                         "address": node.bmc.address,
                         "port": node.bmc.effective_port,
                         "scheme": node.bmc.scheme,
+                        "system": node.bmc.system,
                         # the lab section's flavors are Redfish layouts; IPMI ones come from bmc.flavor
                         "flavor": (o.get("flavor") if node.bmc.protocol == "redfish" else None)
                         or _lab_flavor(node.bmc),
@@ -530,6 +540,18 @@ class Lab:
             for k in total:
                 total[k] += r.get(k, 0)
         return total
+
+    def redfish_stats(self, node: str) -> dict[str, int]:
+        """What the Redfish service of ``node`` has seen: ``logins`` (sessions created),
+        live ``sessions``, ``requests`` and ``max_in_flight`` (most requests at once)."""
+        bmc = self.effective_site().node(node).bmc
+        stats = self.call(node, {"cmd": "redfish_stats"})["stats"]
+        return stats[f"{bmc.address}:{bmc.effective_port}"]
+
+    def redfish_latency(self, seconds: float) -> None:
+        """Make every simulated Redfish BMC take ``seconds`` to answer each request."""
+        for p in self._procs:
+            p.call({"cmd": "redfish_latency", "seconds": seconds})
 
     def effective_site(self) -> Site:
         """The site with the endpoints the lab really bound."""

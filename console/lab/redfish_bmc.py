@@ -47,7 +47,7 @@ import uuid as uuidlib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
@@ -297,6 +297,7 @@ class _Settings:
 
     session_timeout: float = 1800.0
     max_sessions: int = 16
+    latency: float = 0.0
 
 
 # --------------------------------------------------------------------------- one BMC
@@ -358,7 +359,8 @@ class _Bmc:
     """
 
     def __init__(self, machine: Machine, address: str, port: int, scheme: str, username: str, password: str,
-                 flavor: Flavor, systems: int, settings: _Settings, media: dict[str, _Media]) -> None:
+                 flavor: Flavor, systems: int, settings: _Settings, media: dict[str, _Media],
+                 members: Mapping[str, Machine] | None = None) -> None:
         self.machine = machine
         self.address = address
         self.port = port
@@ -369,11 +371,19 @@ class _Bmc:
         self.settings = settings
         self.media = media
         self.sessions: dict[str, _Session] = {}
+        self.logins = 0  # sessions ever created
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.uuid = str(uuidlib.uuid5(machine.uuid, "bmc"))
         first, fmt = flavor.system_ids
         self.systems: dict[str, Machine] = {first: machine}
         for n in range(2, systems + 1):
             self.systems[fmt.format(n=n, m=n + 1)] = self._sibling(n)
+        if members is not None:
+            self.systems = dict(members)
+        #: the machines that are nodes of their own (their names map to this BMC's port)
+        self.nodes = list(members.values()) if members is not None else [machine]
         self.boot_mode = {sid: "UEFI" for sid in self.systems}
         self.chassis_uri = f"{_ROOT}/Chassis/{flavor.chassis_id}"
         self.manager_uri = f"{_ROOT}/Managers/{flavor.manager_id}"
@@ -876,6 +886,7 @@ class _Bmc:
             raise _RedfishError("SessionLimitExceeded")
         s = _Session(secrets.token_hex(8).upper(), secrets.token_urlsafe(24), user, time.time(), time.monotonic())
         self.sessions[s.id] = s
+        self.logins += 1
         uri = f"{_ROOT}/SessionService/Sessions/{s.id}"
         return _Reply(201, self._session_body(s), {"X-Auth-Token": s.token, "Location": uri})
 
@@ -899,8 +910,10 @@ class RedfishLab:
         await lab.stop()
 
     Runtime knobs: :attr:`fault` (per address), :attr:`session_timeout` (idle
-    seconds before a session expires) and :attr:`max_sessions` (per BMC; further
-    logins get 503 SessionLimitExceeded, as on BMCs with few session slots).
+    seconds before a session expires), :attr:`max_sessions` (per BMC; further
+    logins get 503 SessionLimitExceeded, as on BMCs with few session slots) and
+    :attr:`latency` (seconds each answer takes).  :meth:`stats` counts logins,
+    requests and overlapping requests per BMC.
     """
 
     def __init__(self, *, cert_dir: str | None = None) -> None:
@@ -936,15 +949,29 @@ class RedfishLab:
     def max_sessions(self, n: int) -> None:
         self._settings.max_sessions = int(n)
 
+    @property
+    def latency(self) -> float:
+        """Seconds every answer takes (0: at once); real BMCs take tens of milliseconds, and
+        overlapping requests from a client then show in :meth:`stats` as ``max_in_flight``."""
+        return self._settings.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self._settings.latency = max(0.0, float(seconds))
+
     # ------------------------------------------------------------- building
     def add(self, machine: Machine, address: str, port: int, *, scheme: str = "https", username: str,
-            password: str, flavor: str = "dmtf", systems: int = 1) -> None:
+            password: str, flavor: str = "dmtf", systems: int = 1,
+            members: Mapping[str, Machine] | None = None) -> None:
         """Declare one BMC fronting ``machine`` at ``address:port`` (port 0: ephemeral).
 
         ``systems > 1`` serves a multi-node chassis: the first ComputerSystem is
         ``machine``, the others are sibling machines created here (see
-        :meth:`machines`).  Raises ``ValueError`` for a non-loopback address, an
-        unknown flavor or scheme, or an address/port already taken.
+        :meth:`machines`).  ``members`` (ComputerSystem Id -> machine) serves those
+        machines as the systems instead, each a node of its own; ``machine`` is one
+        of them, the one the chassis and manager describe.  Raises ``ValueError`` for
+        a non-loopback address, an unknown flavor or scheme, or an address/port
+        already taken.
         """
         if self._runner is not None:
             raise RuntimeError("add() before start(): a running lab does not grow")
@@ -957,10 +984,12 @@ class RedfishLab:
             raise ValueError(f"scheme must be http or https, not {scheme!r}")
         if systems < 1:
             raise ValueError("systems must be at least 1")
+        if members is not None and (not members or machine not in members.values()):
+            raise ValueError("members must include machine")
         if port and any((b.address, b.port) == (address, port) for b in self._bmcs):
             raise ValueError(f"{address}:{port} already has a BMC")
         self._bmcs.append(_Bmc(machine, address, port, scheme, username, password, FLAVORS[flavor], systems,
-                               self._settings, self._media))
+                               self._settings, self._media, members))
 
     async def start(self) -> dict[str, int]:
         """Bind every BMC's socket and start serving; returns ``{machine.name: bound_port}``."""
@@ -998,7 +1027,7 @@ class RedfishLab:
         except BaseException:
             await self.stop()
             raise
-        return {b.machine.name: b.port for b in self._bmcs}
+        return {m.name: b.port for b in self._bmcs for m in b.nodes}
 
     async def stop(self) -> None:
         """Close every socket and drop hung requests; safe to call twice or before start()."""
@@ -1023,6 +1052,16 @@ class RedfishLab:
                 total += len(b.sessions)
         return total
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per BMC (``address:port``): sessions created (``logins``), live ``sessions``,
+        ``requests`` answered and the most requests ever in flight at once (``max_in_flight``)."""
+        out = {}
+        for b in self._bmcs:
+            b.prune_sessions()
+            out[f"{b.address}:{b.port}"] = {"logins": b.logins, "sessions": len(b.sessions),
+                                            "requests": b.requests, "max_in_flight": b.max_in_flight}
+        return out
+
     def virtual_media(self, machine_name: str) -> str | None:
         """The image URL inserted in the machine's virtual CD, or None when empty."""
         drive = self._media.get(machine_name)
@@ -1043,6 +1082,17 @@ class RedfishLab:
         bmc = self._by_socket.get(tuple(sockname[:2])) if sockname else None
         if bmc is None:  # the connection died, or a socket we no longer serve
             raise web.HTTPServiceUnavailable()
+        bmc.requests += 1
+        bmc.in_flight += 1
+        bmc.max_in_flight = max(bmc.max_in_flight, bmc.in_flight)
+        try:
+            if self._settings.latency:
+                await asyncio.sleep(self._settings.latency)
+            return await self._answer(bmc, request)
+        finally:
+            bmc.in_flight -= 1
+
+    async def _answer(self, bmc: _Bmc, request: web.Request) -> web.StreamResponse:
         mode = self.fault.get(bmc.address, "")
         if mode == "hang":
             assert self._stopping is not None

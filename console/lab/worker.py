@@ -89,6 +89,7 @@ class Worker:
         self.ssh = SshHosts(cert_dir=cfg["cert_dir"], username=cfg.get("ssh_user", "core"), password=secrets["ssh"])
         nodes: dict[str, dict[str, int | None]] = {}
         any_ipmi = any_redfish = False
+        services: dict[tuple[str, int], list[tuple[Machine, dict[str, Any]]]] = {}  # Redfish, by address:port
         for m in cfg["machines"]:
             spec = MachineSpec(**m["spec"], provisioner_url=provisioner_url,
                                **({"boot_path": boot_path} if boot_path else {}))
@@ -103,12 +104,17 @@ class Worker:
                 nodes[spec.name] = {"bmc_port": bound}
             else:
                 any_redfish = True
-                self.redfish.add(machine, bmc["address"], port, scheme=bmc.get("scheme", "https"),
-                                 username="admin", password=secrets["bmc"], flavor=bmc.get("flavor") or "dmtf",
-                                 systems=bmc.get("systems", 1))
+                # nodes at one address and port are the systems of one service (validated: each its own Id)
+                services.setdefault((bmc["address"], bmc["port"]), []).append((machine, bmc))
                 nodes[spec.name] = {"bmc_port": None}
             if m.get("ssh"):
                 self.ssh.add(machine, m["ssh"]["address"], 0 if ephemeral else m["ssh"]["port"])
+        for (address, port), members in services.items():
+            machine, bmc = members[0]
+            self.redfish.add(machine, address, 0 if ephemeral else port, scheme=bmc.get("scheme", "https"),
+                             username="admin", password=secrets["bmc"], flavor=bmc.get("flavor") or "dmtf",
+                             systems=bmc.get("systems", 1),
+                             members={b["system"]: m for m, b in members} if len(members) > 1 else None)
         if any_ipmi:
             self.ipmi.start()
         if any_redfish:
@@ -190,6 +196,12 @@ class Worker:
                 "ipmi": self.ipmi.session_count() if self.ipmi else 0,
                 "redfish": self.redfish.session_count() if self.redfish else 0,
             }
+        if op == "redfish_stats":
+            return {"stats": self.redfish.stats() if self.redfish else {}}
+        if op == "redfish_latency":
+            if self.redfish:
+                self.redfish.latency = cmd["seconds"]
+            return {"ok": True}
         if op == "fault":
             target, mode = cmd["target"], cmd.get("mode", "")
             if cmd["kind"] == "switch":
