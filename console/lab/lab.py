@@ -269,8 +269,12 @@ class Lab:
                 count = 0
             shards[-1].append(rack.name)
             count += len(rack.nodes)
-        # the systems of one Redfish service are one simulated BMC, so one worker serves them all
-        where = {r: i for i, racks in enumerate(shards) for r in racks}
+        return shards
+
+    def _check_services(self) -> None:
+        """LabError when nodes sharing one BMC (the systems of one Redfish service, which the
+        lab serves as one simulated BMC) would fall in different worker processes."""
+        where = {r: i for i, racks in enumerate(self._shards()) for r in racks}
         served: dict[tuple[str, int], tuple[str, int]] = {}
         for node in self.site.nodes:
             key = (node.bmc.address, node.bmc.effective_port)
@@ -278,7 +282,6 @@ class Lab:
             if first[1] != where[node.rack]:
                 raise LabError(f"site {self.site.name}: nodes {first[0]} and {node.name} share the BMC "
                                f"{key[0]}:{key[1]} but fall in different lab workers; put them in one rack")
-        return shards
 
     def _configs(self) -> list[dict[str, Any]]:
         site = self.site
@@ -431,6 +434,7 @@ class Lab:
     def start(self, timeout: float = 60) -> dict[str, Any]:
         """Start every worker; returns the endpoints.  LabError on failure (nothing left running)."""
         self._check_loopback()
+        self._check_services()
         self.lab_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.boot_root.mkdir(parents=True, exist_ok=True)
         self.cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
