@@ -51,12 +51,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from console.errors import FleetError
 from console.journal import current_operator
 
-__all__ = ["LockInfo", "Locks", "LockError", "LockBusy", "lock_dir", "DEFAULT_TTL", "MAX_TTL", "GUARD_WAIT"]
+__all__ = ["LockInfo", "Locks", "LockError", "LockBusy", "LockCancelled", "lock_dir", "DEFAULT_TTL", "MAX_TTL", "GUARD_WAIT"]
 
 #: seconds a lock lasts unless renewed (an action longer than this renews it)
 DEFAULT_TTL = 2 * 3600.0
@@ -82,6 +82,12 @@ class LockBusy(LockError):
     """Another process held the site's guard flock for longer than we wait."""
 
     title = "lock busy"
+
+
+class LockCancelled(LockError):
+    """Waiting for the guard was given up because the caller was cancelled (nothing was locked)."""
+
+    title = "cancelled"
 
 
 def lock_dir() -> Path:
@@ -434,8 +440,13 @@ class Locks:
         raise LockError(f"{where} keeps appearing and disappearing: is another program playing with it?")
 
     @contextmanager
-    def _guard(self, dfd: int, wait: float | None = None) -> Iterator[None]:
-        """The site's guard flock, waited for at most ``wait`` seconds (never blocks: polls, so signals work)."""
+    def _guard(self, dfd: int, wait: float | None = None,
+               stop: Callable[[], bool] | None = None) -> Iterator[None]:
+        """The site's guard flock, waited for at most ``wait`` seconds, or until ``stop()`` says so.
+
+        It polls (non-blocking attempts), so the wait is bounded, signals are handled
+        meanwhile, and a cancelled caller stops waiting at the next attempt.
+        """
         wait = self.wait if wait is None else wait
         fd = self._open_guard(dfd)
         try:
@@ -446,6 +457,8 @@ class Locks:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if stop is not None and stop():
+                        raise LockCancelled(f"stopped waiting for {self.dir / '.guard'}: cancelled") from None
                     if time.monotonic() >= deadline:
                         raise LockBusy(self._busy(fd, wait)) from None
                     time.sleep(pause)
@@ -587,20 +600,21 @@ class Locks:
                 pass
             raise
 
-    def acquire(self, nodes: Iterable[str], *, action: str = "", plan: str = "",
-                ttl: float | None = None) -> dict[str, LockInfo]:
+    def acquire(self, nodes: Iterable[str], *, action: str = "", plan: str = "", ttl: float | None = None,
+                stop: Callable[[], bool] | None = None) -> dict[str, LockInfo]:
         """Lock every node in ``nodes``, or none of them.
 
         Returns ``{}`` when all are now ours; otherwise ``{node: LockInfo}`` of the ones
         someone else holds (and nothing was locked).  Stale locks are reclaimed.  Raises
         :class:`LockError` when the directory is unsafe, :class:`LockBusy` when the guard
-        stays held past ``wait``.  Blocking (up to ``wait``): call it from a thread in async code.
+        stays held past ``wait``, :class:`LockCancelled` when ``stop()`` turns true meanwhile.
+        Blocking (up to ``wait``): call it from a thread in async code.
         """
         names = sorted(set(nodes))
         for n in names:
             self._name(n)
         ttl = self.ttl if ttl is None else self._ttl(ttl)
-        with self._site(create=True) as dfd, self._guard(dfd):
+        with self._site(create=True) as dfd, self._guard(dfd, stop=stop):
             try:
                 return self._acquire(dfd, names, action, plan, ttl)
             except OSError as exc:

@@ -37,7 +37,7 @@ from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.errors import ActionError, DriverError, FleetError
 from console.journal import Journal, current_operator
-from console.locks import LockError, Locks
+from console.locks import LockCancelled, LockError, Locks
 from inventory.errors import SecretError
 from inventory.ranges import natural_key
 
@@ -264,8 +264,12 @@ class Runner:
         """
         targets = list(self.plan.targets)
         while targets:
-            held = await asyncio.to_thread(self.locks.acquire, [n.node for n in targets], action=self.plan.action,
-                                           plan=self.plan.id)
+            try:
+                held = await asyncio.to_thread(self.locks.acquire, [n.node for n in targets], action=self.plan.action,
+                                               plan=self.plan.id, stop=lambda: self._cancels > 0)
+            except LockCancelled:  # Ctrl-C, SIGTERM or `c` while waiting for another process: nothing started
+                self._not_started(targets, "cancelled")
+                return []
             if not held:
                 break
             for np in [n for n in targets if n.node in held]:

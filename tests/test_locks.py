@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -25,6 +26,7 @@ from console.journal import Journal
 from console.locks import LockBusy, LockError, Locks, user_name
 from console.runner import Runner
 from console.secrets import Secrets
+from tests.support import wait_for
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: files are given to other uids")
 
@@ -390,13 +392,15 @@ async def test_waiting_for_the_guard_keeps_the_event_loop_turning(tmp_path):
             assert not task.done()
         entries = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
         assert [(e["step"], e["result"]) for e in entries] == [("plan", "started")]  # and no further yet
-        runner.cancel()  # so that nothing starts once it has the lock: no BMC is touched
+        runner.cancel()  # Ctrl-C, SIGTERM or `c`: it stops waiting at its next attempt, and nothing starts
+        result = await task
     finally:
-        os.close(guard)  # let it in
-    result = await task
+        os.close(guard)
     assert [(p.node, p.phase, p.error) for p in result.nodes] == [("dal1-r01-n01", "cancelled",
                                                                     "not started: cancelled")]
-    assert not list(guard_path.parent.glob("*.lock"))  # taken, then released
+    assert not list(guard_path.parent.glob("*.lock"))
+    last = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()][-1]
+    assert (last["step"], last["result"], last["error"]) == ("summary", "cancelled", "cancelled")
 
 
 async def test_a_guard_held_past_the_bound_fails_the_run_and_says_so_in_the_journal(tmp_path, guard_holder):
@@ -452,3 +456,32 @@ def test_cli_power_while_the_guard_is_held_exits_2_with_one_clear_line(demo_cli,
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip() == (f"fleet-console: error: unsafe lock directory: {tmp_path / 'locks'} is writable "
                                 "by others and not sticky (mode 0777)")
+
+
+def test_cli_sigterm_while_waiting_for_the_guard_ends_it_and_starts_nothing(demo_cli, tmp_path, demo_lab):
+    site_file, env = demo_cli
+    node = "dal1-r01-n05"
+    before = demo_lab.machine(node)["boots"]
+    guard_path = make_dirs(tmp_path / "locks", "demo") / ".guard"
+    guard = os.open(guard_path, os.O_RDONLY)
+    fcntl.flock(guard, fcntl.LOCK_EX)
+    journal_file = tmp_path / "state" / "fleet-console" / "demo" / "journal.jsonl"
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", site_file, "power", "cycle", node,
+                                 "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                stdin=subprocess.DEVNULL)
+        try:  # "plan started" is journalled just before the locks are taken (and the guard waited for)
+            wait_for(lambda: journal_file.exists() and '"started"' in journal_file.read_text(), timeout=60,
+                     what="the run to start")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        os.close(guard)  # held all along: the signal, not the guard, ended the wait
+    assert proc.returncode == 1, (out, err)  # cancelled, not refused (that would be 2, after the 5 s bound)
+    assert "not started: cancelled" in out and "Traceback" not in err
+    assert demo_lab.machine(node)["boots"] == before
+    assert not list(guard_path.parent.glob("*.lock"))

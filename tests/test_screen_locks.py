@@ -58,24 +58,26 @@ async def start_power_cycle(app, pilot) -> ProgressScreen:
     return app.screen
 
 
-async def test_keys_work_while_an_action_waits_for_the_guard(ctx, demo_lab, tmp_path, held_guard):
+async def test_keys_work_while_an_action_waits_for_the_guard_and_cancel_stops_the_wait(ctx, demo_lab, tmp_path,
+                                                                                       held_guard):
     before = demo_lab.machine(NODE)["boots"]
     app = make_app(ctx, poll=False)
     app.action_options = {"poll_interval": 0.05, "power_timeout": 30.0, "request_timeout": 10.0,
                           "locks": Locks("demo", directory=tmp_path / "locks", owner="tester", wait=60)}
     async with app.run_test(size=(120, 40)) as pilot:
         progress = await start_power_cycle(app, pilot)
-        # the run is waiting for the guard, and the console answers keys all the same
-        await pilot.press("c")  # cancel: nothing may start once it gets the lock
-        assert progress.runner.cancelled and not progress.finished
+        # the run waits for the guard, and the console answers keys all the same
         await pilot.press("escape")  # hide the progress screen; the action goes on
         assert isinstance(app.screen, FleetScreen) and not progress.finished
-        held_guard["let_go"]()
+        assert progress.runner.progress[NODE].phase == "planned"
+        progress.runner.cancel()  # what `c` on its screen does: it stops waiting, and nothing starts
         await wait_until(lambda: any(n.message.startswith("power cycle finished") for n in app._notifications),
                          what="the run's end, notified")
+    assert held_guard["fd"] is not None  # the guard was never let go: the cancel ended the wait
     assert progress.runner.progress[NODE].phase == "cancelled"
+    assert progress.runner.progress[NODE].error == "not started: cancelled"
     assert demo_lab.machine(NODE)["boots"] == before
-    assert not list(held_guard["path"].parent.glob("*.lock"))  # taken, then released
+    assert not list(held_guard["path"].parent.glob("*.lock"))
 
 
 async def test_a_guard_held_too_long_ends_the_action_with_a_message_naming_it(ctx, demo_lab, tmp_path,
