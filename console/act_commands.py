@@ -97,7 +97,8 @@ def cmd_pxe(args: argparse.Namespace, ctx) -> int:
 def cmd_reimage(args: argparse.Namespace, ctx) -> int:
     """``reimage RANGE --image NAME@VERSION``."""
     return _act(args, ctx, lambda names: plan_reimage(
-        ctx, names, args.image, ticket=args.ticket, force_protected=args.force_protected, timeout=args.timeout))
+        ctx, names, args.image, ticket=args.ticket, force_protected=args.force_protected,
+        force=getattr(args, "force", False), timeout=args.timeout))
 
 
 def cmd_activity(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import secrets as pysecrets
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from console.drivers import open_bmc
 from console.drivers.bmc import PowerState
@@ -38,6 +38,7 @@ __all__ = [
     "plan_power",
     "plan_pxe",
     "plan_reimage",
+    "drift_warning",
     "plural",
     "reimage_module",
     "failure_reason",
@@ -111,6 +112,8 @@ class Plan:
     power_action: str | None = None
     image: str | None = None
     force_protected: bool = False
+    #: what the operator must read before confirming (e.g. the target differs from the desired image)
+    warnings: list[str] = field(default_factory=list)
     id: str = field(default_factory=_new_id)
     created: str = field(default_factory=_now_iso)
 
@@ -138,6 +141,7 @@ class Plan:
         if self.ticket:
             head += f"  (ticket {self.ticket})"
         lines = [head]
+        lines += [f"WARNING: {w}" for w in self.warnings]
         racks = ", ".join(br["racks"]) or "none"
         switches = ", ".join(br["switches"]) or "none"
         lines.append(f"blast radius: {br['nodes']} node{plural(br['nodes'])}; "
@@ -176,7 +180,8 @@ class Plan:
         return {
             "id": self.id, "action": self.action, "kind": self.kind, "power_action": self.power_action,
             "image": self.image, "ticket": self.ticket, "created": self.created,
-            "force_protected": self.force_protected, "blast_radius": self.blast_radius(),
+            "force_protected": self.force_protected, "warnings": list(self.warnings),
+            "blast_radius": self.blast_radius(),
             "nodes": [n.to_json() for n in self.nodes],
         }
 
@@ -228,7 +233,8 @@ async def _read_power(ctx, nodes: list, *, timeout: float, concurrency: int) -> 
 async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_action: str | None = None,
                 image: str | None = None, ticket: str | None = None, force_protected: bool = False,
                 locks: Locks | None = None, timeout: float = 5.0, concurrency: int = 32,
-                steps_for: Callable[[Any, PowerState], list[Step] | str]) -> Plan:
+                steps_for: Callable[[Any, PowerState], list[Step] | str],
+                also_read: Callable[[list], Awaitable[None]] | None = None) -> Plan:
     site = ctx.site
     ordered = sorted(dict.fromkeys(names), key=natural_key)
     unknown = [n for n in ordered if n not in {x.name for x in site.nodes}]
@@ -253,7 +259,11 @@ async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_acti
             np.skip = held.describe()
         else:
             to_read.append(node)
-    states = await _read_power(ctx, to_read, timeout=timeout, concurrency=concurrency)
+    if also_read is not None:  # other facts the steps depend on (the running image), read alongside
+        states, _ = await asyncio.gather(_read_power(ctx, to_read, timeout=timeout, concurrency=concurrency),
+                                         also_read(to_read))
+    else:
+        states = await _read_power(ctx, to_read, timeout=timeout, concurrency=concurrency)
     for node in to_read:
         np = plans[node.name]
         state, error = states[node.name]
@@ -350,22 +360,74 @@ def reimage_module():
     return reimage
 
 
+async def _read_images(ctx, nodes: list, *, timeout: float, concurrency: int) -> dict[str, str | None]:
+    """The image each node reports it runs (``name@version``), None where it did not answer."""
+    from console.drivers.ssh import read_image
+
+    sem = asyncio.Semaphore(max(1, concurrency))
+    out: dict[str, str | None] = {}
+
+    async def one(node) -> None:
+        async with sem:
+            try:
+                got = await read_image(node, ctx.site.ssh, ctx.secrets, timeout=timeout)
+            except Exception:  # noqa: BLE001 - an unread image only means "not known to be there"
+                out[node.name] = None
+                return
+            out[node.name] = got.ref
+
+    await asyncio.gather(*(one(n) for n in nodes))
+    return out
+
+
+def drift_warning(site, names: Iterable[str], image_ref: str) -> str | None:
+    """``this creates drift: ...`` when ``image_ref`` is not the inventory's desired image of some of ``names``."""
+    by_desired: dict[str, list[str]] = {}
+    for name in names:
+        desired = site.node(name).image
+        if desired != image_ref:
+            by_desired.setdefault(desired or "(none)", []).append(name)
+    if not by_desired:
+        return None
+    parts = [f"{compress(members)} desire {desired}" if len(by_desired) > 1 else f"desired is {desired}"
+             for desired, members in by_desired.items()]
+    return (f"this creates drift: {'; '.join(parts)}, not {image_ref} "
+            f"(the inventory will report these nodes as drifted until it is changed)")
+
+
 async def plan_reimage(ctx, names: Iterable[str], image_ref: str, *, ticket: str | None = None,
-                       force_protected: bool = False, locks: Locks | None = None, timeout: float = 5.0) -> Plan:
+                       force_protected: bool = False, force: bool = False, locks: Locks | None = None,
+                       timeout: float = 5.0) -> Plan:
     """Plan a reimage to ``image_ref`` (``NAME@VERSION`` from the site's image catalog).
 
     The steps come from :func:`console.reimage.reimage_steps`; a node it refuses
-    (ActionError, e.g. no MAC) is skipped with its reason.
+    (ActionError, e.g. no MAC) is skipped with its reason.  A node that reports (over
+    SSH, read fresh while planning) it already runs ``image_ref`` is skipped as
+    ``already running ...`` unless ``force``: reinstalling it would power-cycle it for
+    nothing.  (Nodes report name and version in ``/etc/os-release``, no digest: the
+    version is what is compared.)  When ``image_ref`` is not the inventory's desired
+    image, the plan warns that it creates drift.
     """
     image = resolve_image(ctx.site, image_ref)
     reimage = reimage_module()
+    running: dict[str, str | None] = {}
+
+    async def read_running(nodes: list) -> None:
+        if not force:
+            running.update(await _read_images(ctx, nodes, timeout=timeout, concurrency=32))
 
     def steps_for(node, state: PowerState) -> list[Step] | str:
+        if running.get(node.name) == image.ref:
+            return f"already running {image.ref} (--force reinstalls it)"
         try:
             return [Step(name, desc) for name, desc in reimage.reimage_steps(node, image, ctx.site)]
         except ActionError as exc:
             return str(exc)
 
-    return await _plan(ctx, names, kind="reimage", action=f"reimage {image.ref}", image=image.ref,
+    plan = await _plan(ctx, names, kind="reimage", action=f"reimage {image.ref}", image=image.ref,
                        ticket=ticket, force_protected=force_protected, locks=locks, timeout=timeout,
-                       steps_for=steps_for)
+                       steps_for=steps_for, also_read=read_running)
+    warning = drift_warning(ctx.site, [n.node for n in plan.targets], image.ref)
+    if warning:
+        plan.warnings.append(warning)
+    return plan

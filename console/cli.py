@@ -217,11 +217,31 @@ def _live(fn):
     return run
 
 
+READ_ONLY_ENV = "FLEET_CONSOLE_READ_ONLY"
+
+
+def read_only_reason(args: argparse.Namespace, site: Site) -> str | None:
+    """Why this console may only look, or None when it may act.
+
+    ``--read-only``; ``$FLEET_CONSOLE_READ_ONLY`` set to 1/true/yes/on (a jump host's
+    default: unset it, or set it to 0, to act); the site file's ``read_only: true``
+    (policy: only editing the site file lifts it, no option does).
+    """
+    if getattr(args, "read_only", False):
+        return "--read-only was given"
+    value = os.environ.get(READ_ONLY_ENV, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return f"{READ_ONLY_ENV}={value} is set"
+    if site.read_only:
+        return f"site {site.name} is read-only (read_only: true in its site file)"
+    return None
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
     from screens.app import run_app
 
     with open_site(args.site) as ctx:
-        return run_app(ctx, read_only=args.read_only)
+        return run_app(ctx, read_only=read_only_reason(args, ctx.site) is not None)
 
 
 # ----------------------------------------------------------------- parser
@@ -303,7 +323,9 @@ def _add_global_options(p: argparse.ArgumentParser, *, after_command: bool = Fal
     p.add_argument("--site", **(given or {"default": os.environ.get("FLEET_CONSOLE_SITE")}),
                    help="site name (searched in $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
                         "/etc/fleet-console/sites) or path to a site YAML file; 'demo' is built in")
-    p.add_argument("--read-only", action="store_true", **given, help="a console that cannot act on the fleet")
+    p.add_argument("--read-only", action="store_true", **given,
+                   help=f"a console that cannot act on the fleet: power, pxe and reimage refuse (exit 2); "
+                        f"also when {READ_ONLY_ENV}=1 or the site file says read_only: true")
     p.add_argument("--debug", action="store_true", **given,
                    help=f"log everything to the log file, each BMC request too (or set {LOG_LEVEL_ENV}=INFO)")
 
@@ -379,6 +401,10 @@ def _action(fn):
         from console import act_commands
         from console.actions import PlanError
 
+        why = read_only_reason(args, sites.load(args.site))
+        if why is not None:  # before the selection, the plan and any lab: nothing is touched
+            print(visible(f"fleet-console: error: refusing to {args.command}: read-only ({why})"), file=sys.stderr)
+            return EXIT_USAGE
         try:
             act_commands.precheck(args)
         except PlanError as exc:
@@ -411,6 +437,8 @@ def _add_action_commands(sub) -> None:
     ri = sub.add_parser("reimage", help="install an image through the site's provisioner")
     ac.add_action_options(ri)
     ri.add_argument("--image", required=True, metavar="NAME@VERSION", help="an image from the site's catalog")
+    ri.add_argument("--force", action="store_true",
+                    help="reinstall nodes that already run the image (skipped as 'already running' otherwise)")
     ri.set_defaults(func=_action(ac.cmd_reimage))
 
     act = sub.add_parser("activity", help="the activity journal (every action step), newest last")

@@ -56,7 +56,7 @@ MAX_NODES = 50_000
 """The most nodes (servers) a site may expand to, unless ``$FLEET_CONSOLE_MAX_NODES`` says otherwise."""
 MAX_NODES_ENV = "FLEET_CONSOLE_MAX_NODES"
 
-_TOP_KEYS = {"site", "description", "defaults", "images", "provisioner", "switches", "groups", "ssh", "racks", "lab"}
+_TOP_KEYS = {"site", "description", "defaults", "images", "provisioner", "switches", "groups", "ssh", "racks", "lab", "read_only"}
 _DEFAULT_KEYS = {"bmc", "image", "role", "tags", "protected", "groups", "height"}
 _RACK_KEYS = {"name", "height", "row", "defaults", "nodes"}
 _NODE_KEYS = {"name", "u", "height", "mac", "host", "role", "tags", "groups", "image", "protected", "bmc", "switch_port"}
@@ -391,6 +391,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             groups=groups,
             ssh=ssh or SshConfig(),
             lab=lab,
+            read_only=data.get("read_only", False),
         )
     except ValidationError as exc:  # what is left: the site's own scalar fields (description)
         _pydantic_problems(doc, exc, {}, ())

@@ -398,6 +398,9 @@ class Site(_Model):
         default_factory=dict, description="group name -> node selections; @NAME selects the group")
     ssh: SshConfig = Field(SshConfig(), description="how to reach the nodes' OS over SSH (see ssh)")
     lab: LabConfig | None = Field(None, description="simulated sites only: the embedded lab's departures (see lab)")
+    read_only: bool = Field(False, description="true: every console and command on this site only looks "
+                                                "(power, pxe and reimage refuse, exit 2); only editing this "
+                                                "file makes it writable again")
     _index: tuple[tuple[Node, ...], dict[str, Node]] | None = PrivateAttr(None)
     #: (node name, "bmc.scheme" or "bmc.verify_tls") -> where the loader read it: line, column, field
     _where: dict[tuple[str, str], tuple[int | None, int | None, str | None]] = PrivateAttr(default_factory=dict)
