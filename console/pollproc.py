@@ -19,8 +19,15 @@ what crosses over is the state that changed:
 - the child runs at a lower priority (``NICE``): on a busy machine a keypress is
   served first, and the polls wait;
 - :meth:`PollerProcess.aclose` asks the child to log out of every BMC and waits
-  for it (bounded), then ends it.  If this process dies, the child sees the pipe
-  close and logs out on its own.
+  for it (bounded), then ends it.  If this process dies, however it dies (``q``,
+  SIGHUP from a dropped terminal, SIGTERM, SIGKILL, an exception), the child logs
+  out on its own and ends within ``CHILD_EXIT_S``: it sees the socket close, and,
+  on Linux, the kernel sends it SIGTERM when its parent ends (``PR_SET_PDEATHSIG``)
+  in case something else holds the socket open.  The logout is bounded, and the
+  child leaves with ``os._exit``: a blocking BMC call stuck in a worker thread
+  (pyghmi waits without a deadline) must not keep it alive in the interpreter's
+  exit, which joins every worker thread; an orphaned poller was once found asleep
+  there 30 minutes after its console was killed.
 
 This is the seam DESIGN.md plans for a per-site poller service: the console only
 sees Fleet states arriving.
@@ -58,6 +65,10 @@ FLUSH_S = 0.05
 NICE = 10
 #: how long aclose() waits for the child to log out of every BMC
 CLOSE_TIMEOUT_S = 20.0
+#: however the child is told to end, it is gone this many seconds later (logged out or not)
+CHILD_EXIT_S = 10.0
+#: of which the logout of every BMC may take this long
+LOGOUT_S = 8.0
 
 
 class PollerGone(Exception):
@@ -98,7 +109,7 @@ class PollerProcess:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (_CODE_ROOT, env.get("PYTHONPATH")) if p)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "console.pollproc", str(theirs.fileno())],
+                [sys.executable, "-m", "console.pollproc", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, env=env)
             self._conn = Connection(ours.detach())
@@ -233,9 +244,45 @@ class _PipeLogHandler(logging.Handler):
             pass
 
 
-def _child_main(fd: int) -> None:
-    """The child's whole life: poll until asked to close or the console goes away."""
+def _die_with_parent(parent: int | None) -> None:
+    """Ask the kernel for SIGTERM when the console ends (Linux ``PR_SET_PDEATHSIG``).
+
+    The socket closing says the same, unless another process holds its other end
+    (a descriptor inherited across a fork); this does not depend on that.  When the
+    console ended before this ran, the parent is already someone else: end now.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)
+
+
+def _exit_within(seconds: float) -> None:
+    """Make sure this process is gone ``seconds`` from now, whatever is still running."""
+    timer = threading.Timer(seconds, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
+
+
+def _child_main(fd: int, parent: int | None = None) -> None:
+    """The child's whole life: poll until asked to close or the console goes away; then
+    log out (bounded) and leave at once (``os._exit``: see the module docstring)."""
+    try:
+        _child_life(fd, parent)
+    finally:
+        logging.shutdown()
+        os._exit(0)
+
+
+def _child_life(fd: int, parent: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console decides when polling ends
+    _die_with_parent(parent)
     try:  # background work: on a busy jump host the operator's keypress comes first
         os.nice(NICE)
     except OSError:
@@ -318,17 +365,29 @@ async def _serve(conn, send, site: Site, secrets: Secrets, config: PollConfig) -
             if not done.done():
                 done.set_result(None)
 
+    def ended(why: str) -> None:  # SIGTERM (also the console's death), SIGHUP: log out and end
+        logging.getLogger(__name__).info("poller process: %s: logging out", why)
+        if not done.done():
+            done.set_result(None)
+
+    for sig, why in ((signal.SIGTERM, "terminated"), (signal.SIGHUP, "hung up")):
+        loop.add_signal_handler(sig, ended, why)
     loop.add_reader(conn.fileno(), readable)
     try:
         while not done.done():
             await asyncio.wait([done], timeout=FLUSH_S)
             flush()
     finally:
+        _exit_within(CHILD_EXIT_S)  # from here on, nothing may keep this process alive
         loop.remove_reader(conn.fileno())
         for task in list(asks):
             task.cancel()
-        await poller.aclose()
-        await settle()
+        try:
+            async with asyncio.timeout(LOGOUT_S):
+                await poller.aclose()
+                await settle()
+        except TimeoutError:
+            logging.getLogger(__name__).warning("poller process: logging out took over %g s: leaving", LOGOUT_S)
         rid = done.result() if done.done() else None
         try:
             flush()
@@ -339,4 +398,4 @@ async def _serve(conn, send, site: Site, secrets: Secrets, config: PollConfig) -
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]))
+    _child_main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)
