@@ -28,9 +28,11 @@ How it talks (``shared/PROTOCOL-NOTES.md``, section Redfish):
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
 
 import httpx
 
@@ -43,6 +45,9 @@ from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, PowerSt
 from .redfish_http import RedfishSession, odata_id
 
 __all__ = ["QUIRKS", "Quirks", "RedfishDriver", "quirks_for"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- vendor quirks
@@ -125,6 +130,31 @@ _MAX_LOG_PAGES = 50
 
 
 # --------------------------------------------------------------------------- the driver
+#: What reading a BMC's JSON of an unexpected shape can raise where no check caught it first
+_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
+def _at_bmc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Errors of a BmcDriver call name the BMC: a value error from :mod:`redfish_values`
+    ("ComputerSystem.PowerState is a list...") gets the address in front, and a JSON shape
+    nothing checked becomes that node's ProtocolError instead of a crash of the poll."""
+    @functools.wraps(method)
+    async def call(self: "RedfishDriver", *args: Any, **kwargs: Any) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except DriverError as exc:
+            if exc.message.startswith(f"{self.address}:"):
+                raise
+            named = type(exc)(f"{self.address}: {exc.message}", detail=f"{self.address}: {exc.detail}")
+            named.__dict__.update({k: v for k, v in exc.__dict__.items() if k not in ("message", "detail")})
+            raise named from exc
+        except _SHAPE_ERRORS as exc:
+            log.warning("%s: %s: unexpected answer", self.address, method.__name__, exc_info=True)
+            raise ProtocolError(f"{self.address}: {method.__name__}: unexpected answer "
+                                f"({type(exc).__name__})") from exc
+    return call
+
+
 class RedfishDriver:
     """An open connection to one Redfish BMC (satisfies :class:`console.drivers.bmc.BmcDriver`).
 
@@ -175,6 +205,7 @@ class RedfishDriver:
         await self.close()
 
     # ------------------------------------------------------------------ BmcDriver
+    @_at_bmc
     async def power_state(self) -> PowerState:
         """PowerState of the ComputerSystem (PoweringOn counts as on, PoweringOff as off)."""
         system = await self._system()
@@ -182,6 +213,7 @@ class RedfishDriver:
         value = rv.opt_str(system, "PowerState", "ComputerSystem")
         return rv.POWER.get(value, PowerState.UNKNOWN) if value else PowerState.UNKNOWN
 
+    @_at_bmc
     async def power(self, action: PowerAction) -> None:
         """POST ComputerSystem.Reset with the ResetType the BMC allows for ``action``.
 
@@ -206,11 +238,13 @@ class RedfishDriver:
                               f"(allowed: {', '.join(allowed or ())})")
         await self._reset(target, kind)
 
+    @_at_bmc
     async def boot_override(self) -> BootOverride:
         """The boot override the system reports now."""
         self._polled = None  # health() reuses only a power_state() read just before it
         return rv.boot_from(await self._system())
 
+    @_at_bmc
     async def set_boot_override(self, target: BootTarget, *, persistent: bool = False) -> None:
         """PATCH Boot on the system, then read it back (vendors silently ignore or revert it)."""
         target = BootTarget(target)
@@ -251,6 +285,7 @@ class RedfishDriver:
             raise ProtocolError(f"{self.address}: boot override not applied: asked {_boot_words(want)}, "
                                 f"the BMC reports {_boot_words(got)}")
 
+    @_at_bmc
     async def health(self) -> str:
         """Status.HealthRollup (else Health) of the system: ok, warning, critical or unknown."""
         polled, self._polled = self._polled, None  # used once: a later health() reads afresh
@@ -266,6 +301,7 @@ class RedfishDriver:
         value = rv.opt_str(status, "HealthRollup", "Status") or rv.opt_str(status, "Health", "Status")
         return rv.HEALTH.get(value, "unknown") if value else "unknown"
 
+    @_at_bmc
     async def sensors(self) -> list[Sensor]:
         """Thermal + Power of the system's chassis, or its Sensors collection when Thermal is absent."""
         self._polled = None  # health() reuses only a power_state() read just before it
@@ -281,6 +317,7 @@ class RedfishDriver:
             raise DriverError(f"{self.address}: the chassis links no Thermal, Power or Sensors resource")
         return out
 
+    @_at_bmc
     async def events(self, limit: int = 100) -> list[Event]:
         """The last ``limit`` entries of the hardware event log (SEL, IML, EventLog), newest last.
 
@@ -309,6 +346,7 @@ class RedfishDriver:
         events.sort(key=lambda e: (e.timestamp if e.timestamp is not None else float("-inf"), rv.id_key(e.id)))
         return events[-limit:]
 
+    @_at_bmc
     async def identity(self) -> Identity:
         """Manufacturer, model, serial, UUID, BIOS and BMC firmware versions, NIC MACs."""
         self._polled = None  # health() reuses only a power_state() read just before it

@@ -6,19 +6,31 @@ SessionService, sends ``X-Auth-Token`` and logs in again once on a 401, falls ba
 HTTP Basic when the service has no SessionService or its login answers 404/405, and
 deletes the session on :meth:`RedfishSession.close`.
 
-Error mapping lives here and nowhere else (STYLE.md "Errors"): :meth:`RedfishSession._send`
+Error mapping lives here and nowhere else: :meth:`RedfishSession._send`
 turns httpx exceptions into :mod:`console.errors` classes ``from exc``, and
 :func:`decode` / :func:`http_error` turn unusable answers into :class:`ProtocolError`.
 Messages name the BMC, the method and the path, never the password or the token.
+
+A BMC's answer is untrusted input, so every request is bounded (one hostile BMC once
+took ``status`` to 4 GB): the body is streamed and refused past :data:`MAX_BODY`
+bytes (decompressed, and at once when Content-Length says so), the whole request,
+redirects included, ends at ``deadline`` seconds however slowly the body trickles
+(httpx's own timeouts are per network read), and the JSON is refused when it nests
+deeper than :data:`MAX_DEPTH` or holds more than :data:`MAX_CONTAINERS` objects and
+arrays, checked by a scan of the bytes before anything is decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json as jsonlib
 import logging
 import os
+import re
 import ssl
+import zlib
+from itertools import accumulate
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +40,8 @@ from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unre
 from console.secrets import Secret
 from inventory.model import Bmc
 
-__all__ = ["ROOT", "Missing", "RedfishSession", "decode", "http_error"]
+__all__ = ["MAX_BODY", "MAX_CONTAINERS", "MAX_DEPTH", "ROOT", "Missing", "RedfishSession", "decode",
+           "http_error", "load_json"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +49,16 @@ ROOT = "/redfish/v1"
 _PUBLIC = ("/redfish", ROOT)  # the spec lets these answer without credentials
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
-_HEADERS = {"Accept": "application/json", "OData-Version": "4.0"}
+_HEADERS = {"Accept": "application/json", "OData-Version": "4.0", "Accept-Encoding": "gzip, deflate"}
+
+#: Largest response body accepted from a BMC, in bytes after decompression (Redfish
+#: resources are a few KiB; a page of a big event log some hundreds).
+MAX_BODY = 4 * 1024 * 1024
+#: Deepest JSON nesting accepted (Redfish resources nest a handful of levels).
+MAX_DEPTH = 32
+#: Most JSON objects and arrays in one answer: a body of ``[{},{},...]`` under
+#: MAX_BODY would otherwise decode to ~100 MB of dicts.
+MAX_CONTAINERS = 100_000
 
 
 class Missing(ProtocolError):
@@ -70,8 +92,11 @@ def _verify(bmc: Bmc) -> ssl.SSLContext | bool:
 class RedfishSession:
     """Authenticated JSON requests to one BMC; see the module docstring."""
 
+    #: body size limit (bytes) of every answer; see :data:`MAX_BODY`
+    max_body = MAX_BODY
+
     def __init__(self, bmc: Bmc, password: Secret, *, timeout: float = 10.0,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, deadline: float | None = None) -> None:
         self.bmc = bmc
         self.address = bmc.address
         self._password = password
@@ -80,6 +105,8 @@ class RedfishSession:
         self._origin = urlsplit(self.base)[:2]
         self._own_client = client is None
         self._timeout = timeout
+        #: seconds one request may take in all, body and redirects included (default: ``timeout``)
+        self.deadline = timeout if deadline is None else deadline
         if client is None:
             client = self._new_client()
         self._client = client
@@ -223,9 +250,10 @@ class RedfishSession:
         location = response.headers.get("Location")
         if not location:
             try:
-                location = response.json().get("@odata.id")
-            except (ValueError, AttributeError):
-                location = None
+                doc = load_json(response.content)
+            except ValueError:
+                doc = None
+            location = doc.get("@odata.id") if isinstance(doc, dict) else None
         self._token = token
         # Only the path: some BMCs put their own host name in Location; the session lives here anyway.
         self._session_uri = _path(location) if isinstance(location, str) and location else None
@@ -263,6 +291,15 @@ class RedfishSession:
     # ------------------------------------------------------------------ the wire
     async def _send(self, method: str, uri: str, *, json: Any = None, headers: dict[str, str] | None = None,
                     auth: bool) -> httpx.Response:
+        """One request within :attr:`deadline`, redirects included (a trickling body ends there)."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await self._send_unbounded(method, uri, json=json, headers=headers, auth=auth)
+        except TimeoutError as exc:
+            raise Timeout(f"{self.address}: {method} {_path(uri)} took longer than {self.deadline:g} s") from exc
+
+    async def _send_unbounded(self, method: str, uri: str, *, json: Any = None,
+                              headers: dict[str, str] | None = None, auth: bool) -> httpx.Response:
         """The one place httpx exceptions become DriverErrors; follows same-origin redirects only."""
         url = self._url(uri)
         if self._client.is_closed:  # a caller-supplied client its owner already closed
@@ -275,7 +312,7 @@ class RedfishSession:
             elif auth:
                 extra["auth"] = httpx.BasicAuth(self.bmc.username, self._password.get())
             try:
-                response = await self._client.request(method, url, json=json, headers=hdrs, **extra)
+                response = await self._exchange(method, url, json=json, headers=hdrs, **extra)
             except httpx.ConnectTimeout as exc:  # nothing answered the SYN: errors.Unreachable's "no reply"
                 raise Unreachable(f"{self.address}: no answer to connect ({self.base})") from exc
             except httpx.TimeoutException as exc:
@@ -300,6 +337,48 @@ class RedfishSession:
                 method, json = "GET", None
         raise ProtocolError(f"{self.address}: {method} {_path(uri)}: too many redirects")
 
+    async def _exchange(self, method: str, url: str, *, json: Any, headers: dict[str, str],
+                        **auth: Any) -> httpx.Response:
+        """Send one request and read its body, at most :attr:`max_body` bytes of it."""
+        request = self._client.build_request(method, url, json=json, headers=headers)
+        response = await self._client.send(request, stream=True, **auth)
+        try:
+            body = await self._read_body(response, method, url)
+        finally:
+            await response.aclose()  # a body left unread closes the connection
+        kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+        return httpx.Response(response.status_code, headers=kept, content=body, request=request)
+
+    async def _read_body(self, response: httpx.Response, method: str, url: str) -> bytes:
+        limit = self.max_body
+        too_big = f"{self.address}: {method} {_path(url)}: response body over {_size(limit)}"
+        length = response.headers.get("Content-Length", "").strip()
+        if length.isdigit() and int(length) > limit:
+            raise ProtocolError(too_big)
+        coding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if coding in ("gzip", "x-gzip", "deflate"):
+            inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
+        elif coding in ("", "identity"):
+            inflate = None
+        else:
+            raise ProtocolError(f"{self.address}: {method} {_path(url)}: unsupported Content-Encoding "
+                                f"{coding[:40]!r}")
+        chunks: list[bytes] = []
+        size = 0
+        async for raw in response.aiter_raw():
+            if inflate is not None:
+                try:
+                    # at most one byte past the limit: a compressed bomb never inflates further
+                    raw = inflate.decompress(raw, limit + 1 - size)
+                except zlib.error as exc:
+                    raise ProtocolError(f"{self.address}: {method} {_path(url)}: body does not decompress "
+                                        f"({coding})") from exc
+            size += len(raw)
+            if size > limit:
+                raise ProtocolError(too_big)
+            chunks.append(raw)
+        return b"".join(chunks)
+
     def _url(self, uri: str) -> str:
         """Absolute URL of an ``@odata.id``; links pointing off this BMC are refused."""
         uri = uri.split("#", 1)[0]
@@ -323,9 +402,9 @@ def decode(response: httpx.Response, method: str, uri: str, address: str) -> dic
     if response.status_code >= 400:
         raise http_error(response, method, uri, address)
     try:
-        doc = response.json()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"{address}: {method} {_path(uri)}: answer is not valid JSON") from exc
+        doc = load_json(response.content)
+    except ValueError as exc:
+        raise ProtocolError(f"{address}: {method} {_path(uri)}: answer {exc}") from exc
     if not isinstance(doc, dict):
         raise ProtocolError(f"{address}: {method} {_path(uri)}: answer is a JSON {type(doc).__name__}, not an object")
     return doc
@@ -335,14 +414,14 @@ def http_error(response: httpx.Response, method: str, uri: str, address: str) ->
     """ProtocolError (Missing for 404) for an HTTP error status, naming the Redfish MessageId."""
     message_id = ""
     try:
-        body = response.json()
+        body = load_json(response.content)
         err = body.get("error") if isinstance(body, dict) else None
         if isinstance(err, dict):
             info = err.get("@Message.ExtendedInfo")
             if isinstance(info, list) and info and isinstance(info[0], dict):
                 message_id = str(info[0].get("MessageId") or "")
             message_id = message_id or str(err.get("code") or "")
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         pass
     kind = Missing if response.status_code == 404 else ProtocolError
     text = f"{address}: {method} {_path(uri)} answered HTTP {response.status_code}"
@@ -350,6 +429,40 @@ def http_error(response: httpx.Response, method: str, uri: str, address: str) ->
     exc = kind(text + (f" ({short})" if short else ""), detail=f"{text} {message_id}".strip())
     exc.status = response.status_code  # type: ignore[attr-defined]
     return exc
+
+
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # opening +1, closing -1 (as signed bytes)
+
+
+def load_json(body: bytes, *, max_depth: int = MAX_DEPTH, max_containers: int = MAX_CONTAINERS) -> Any:
+    """Decode a BMC's JSON answer, or raise ValueError saying what is wrong with it.
+
+    Nesting and size are checked on the bytes first (strings blanked out, brackets
+    counted), so a ``[[[[...`` a million deep costs a scan, not a RecursionError.
+    """
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 (byte {exc.start})") from None
+    steps = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEP, _NOT_BRACKETS)
+    depth = max(accumulate(memoryview(steps).cast("b")), default=0)
+    if depth > max_depth:
+        raise ValueError(f"nests deeper than {max_depth} levels")
+    if steps.count(1) > max_containers:
+        raise ValueError(f"holds more than {max_containers} JSON objects and arrays")
+    try:
+        return jsonlib.loads(text)
+    except ValueError as exc:  # JSONDecodeError, and int() past sys.get_int_max_str_digits
+        raise ValueError(f"is not valid JSON ({str(exc)[:80]})") from None
+    except RecursionError:  # cannot happen after the depth check; never let it out
+        raise ValueError(f"nests deeper than {max_depth} levels") from None
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n} bytes"
 
 
 def odata_id(link: Any, what: str) -> str:

@@ -3,7 +3,8 @@
 Each function takes a decoded JSON object (ComputerSystem, Thermal, Power, Sensor,
 LogEntry...) and returns the value types of :mod:`console.drivers.bmc`.  Properties
 Redfish marks optional may be missing or null: that gives ``None``/``""``/``unknown``.
-A property of the wrong JSON type is a :class:`ProtocolError` naming it.
+A property of the wrong JSON type, or a string longer than :data:`MAX_STRING`, is a
+:class:`ProtocolError` naming it (the driver adds the BMC's address).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _READING_KINDS = {"Temperature": "temperature", "Rotational": "fan", "Voltage": 
 _UNIT_KINDS = {"Cel": "temperature", "RPM": "fan", "V": "voltage", "W": "power"}  # ReadingType is optional
 #: sensors in these states are not there to read (Status.State)
 _SKIP_STATES = frozenset({"Absent", "Disabled"})
+#: Longest string property taken from a BMC (characters): names, versions, messages are short
+MAX_STRING = 4096
 _NO_THRESHOLDS: dict[str, float | None] = dict.fromkeys(
     ("lower_critical", "lower_warning", "upper_warning", "upper_critical"))
 
@@ -77,6 +80,8 @@ def opt_str(doc: dict[str, Any], key: str, what: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ProtocolError(f"{what}.{key} is a {type(value).__name__}, not a string")
+    if len(value) > MAX_STRING:
+        raise ProtocolError(f"{what}.{key} is {len(value)} characters long (at most {MAX_STRING})")
     return value
 
 
@@ -137,7 +142,8 @@ def _health(status: Any, value: float | None, thresholds: dict[str, float | None
 
 def _skip(member: dict[str, Any]) -> bool:
     status = member.get("Status")
-    return isinstance(status, dict) and status.get("State") in _SKIP_STATES
+    state = status.get("State") if isinstance(status, dict) else None
+    return isinstance(state, str) and state in _SKIP_STATES
 
 
 def _legacy_thresholds(m: dict[str, Any], what: str) -> dict[str, float | None]:
@@ -241,11 +247,14 @@ def event(entry: dict[str, Any]) -> Event:
     """A LogEntry.  ``sensor`` is its SensorType (SEL entries; empty for IML, journal...)."""
     severity = opt_str(entry, "Severity", "LogEntry") or "OK"
     message = opt_str(entry, "Message", "LogEntry") or opt_str(entry, "Name", "LogEntry") or ""
-    ident = entry.get("Id")
+    ident: Any = entry.get("Id")
+    if isinstance(ident, int) and not isinstance(ident, bool):  # some services number their entries
+        ident = str(ident)
+    ident = opt_str({"Id": ident}, "Id", "LogEntry")
     if ident is None:
-        ident = last_segment(entry.get("@odata.id") or "")
+        ident = last_segment(opt_str(entry, "@odata.id", "LogEntry") or "")
     return Event(
-        id=str(ident),
+        id=ident,
         timestamp=_timestamp(opt_str(entry, "Created", "LogEntry") or opt_str(entry, "EventTimestamp", "LogEntry")),
         severity={"Warning": "warning", "Critical": "critical"}.get(severity, "ok"),
         message=message,
