@@ -4,8 +4,11 @@ Every action prints its plan first (:meth:`console.actions.Plan.text`) and acts
 only when confirmed: ``--yes``, or on a terminal an interactive ``y`` (one node) or
 the number of nodes typed back (more than one).  Without a terminal and without
 ``--yes`` it refuses.  ``--dry-run`` prints the plan and touches nothing.
-Ctrl-C while running stops launching steps (a second Ctrl-C aborts the ones in
-flight) and the report says what ran.
+Ctrl-C while running stops launching new nodes; the ones in flight go on, and a
+second Ctrl-C aborts them, rolling back what they started (``--on-cancel rollback``:
+the first Ctrl-C does that; ``--on-cancel finish``: the first lets them finish).
+SIGTERM and SIGHUP (the terminal hung up: nobody to ask) abort and roll back at
+once, and the journal says why.  The report says, per node, what it was left with.
 
 Exit status: 0 every node done (or nothing to do), 1 any node failed, was
 cancelled, or was skipped for a reason other than "already so" (unreachable,
@@ -58,6 +61,9 @@ def add_action_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--power-timeout", type=float, default=120.0,
                    help="seconds to wait for the power state to read back as wanted")
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between power-state reads")
+    p.add_argument("--on-cancel", choices=["finish", "rollback"], default=None,
+                   help="what the first Ctrl-C does to the nodes in flight: let them finish, or abort and roll "
+                        "them back (default: they go on; a second Ctrl-C aborts and rolls back)")
 
 
 def precheck(args: argparse.Namespace) -> None:
@@ -132,7 +138,10 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 
 
 def _err(text: str) -> None:
-    print(visible(text, newlines=True), file=sys.stderr, flush=True)
+    try:
+        print(visible(text, newlines=True), file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # the terminal hung up: the journal still says it
+        pass
 
 
 def _confirm(plan: Plan) -> bool | None:
@@ -163,7 +172,8 @@ def _progress_printer(plan: Plan) -> Callable[[NodeProgress], None]:
             return
         last[p.node] = p.phase
         if p.phase in ("failed", "skipped", "cancelled"):
-            words = p.error or ""
+            words = (p.error or "") + (f"; left: {p.left.text()}" if p.left is not None and not p.left.untouched
+                                       else "")
         elif p.phase == "done":
             words = (p.steps[-1].detail if p.steps and plan.kind != "reimage" else p.detail) or ""
         elif p.phase in planned:
@@ -214,7 +224,8 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
         runner = Runner(ctx, plan, fanout=args.fanout, canary=args.canary, max_failures=args.max_failures,
                         stagger=args.stagger, journal=Journal(ctx.site.name), progress_callback=_progress_printer(plan),
                         poll_interval=args.poll_interval, power_timeout=args.power_timeout,
-                        request_timeout=args.timeout, canary_timeout=args.canary_timeout, **runner_opts)
+                        request_timeout=args.timeout, canary_timeout=args.canary_timeout,
+                        on_cancel=getattr(args, "on_cancel", None), **runner_opts)
     except PlanError as exc:
         _err(f"fleet-console: error: {exc}")
         return EXIT_USAGE
@@ -223,17 +234,20 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
     except LockError as exc:  # refused before anything was done: the lock directory is unsafe or busy
         _err(f"fleet-console: error: {exc}")
         return EXIT_USAGE
-    if args.json:
-        dump_json(result.to_json())
-    else:
-        rows = []
-        for p in result.nodes:
-            last = ((p.steps[-1].detail if p.steps else None) or p.detail) if p.phase == "done" else None
-            rows.append([p.node, p.phase, p.error or last or ""])
-        print()
-        _table(rows, ["NODE", "RESULT", "DETAIL"])
-    counts = ", ".join(f"{v} {k}" for k, v in result.counts().items() if v)
-    _err(f"{plan.action}: {counts}" + (f"; {result.stopped}" if result.stopped else "")
+    try:
+        if args.json:
+            dump_json(result.to_json())
+        else:
+            rows = []
+            for p in result.nodes:
+                last = ((p.steps[-1].detail if p.steps else None) or p.detail) if p.phase == "done" else None
+                left = p.left.text() if p.left is not None and p.phase in ("cancelled", "failed") else ""
+                rows.append([p.node, p.phase, p.outcome if p.final else p.phase, left, p.error or last or ""])
+            print()
+            _table(rows, ["NODE", "RESULT", "OUTCOME", "LEFT", "DETAIL"])
+    except (OSError, ValueError):  # stdout went with the terminal: the journal has it all
+        pass
+    _err(f"{plan.action}: {result.summary()}"
          + f" (plan {plan.id}; `fleet-console --site {args.site} activity` shows the journal)")
     return EXIT_OK if result.ok else EXIT_FAIL
 
@@ -243,19 +257,26 @@ async def _run(runner: Runner):
 
     def on_interrupt() -> None:
         runner.cancel()
-        if runner._cancels == 1:
-            inflight = runner.in_flight()
-            _err(f"cancelling: no new steps will start; waiting for {len(inflight)} in flight "
-                 f"({', '.join(inflight[:8])}{' ...' if len(inflight) > 8 else ''}); Ctrl-C again aborts them")
+        inflight = runner.in_flight()
+        names = f"{', '.join(inflight[:8])}{' ...' if len(inflight) > 8 else ''}"
+        if runner.aborting:
+            _err(f"cancelling: no new steps will start; aborting {len(inflight)} in flight ({names}) "
+                 f"and rolling back what they started")
+        elif runner.on_cancel == "finish":
+            _err(f"cancelling: no new steps will start; letting {len(inflight)} in flight finish ({names}); "
+                 f"Ctrl-C again aborts and rolls them back")
         else:
-            _err("aborting the steps in flight")
+            _err(f"cancelling: no new steps will start; waiting for {len(inflight)} in flight ({names}); "
+                 f"Ctrl-C again aborts them and rolls back what they started")
 
     def on_term() -> None:
-        runner.cancel()
-        runner.cancel()
+        runner.cancel(rollback=True, reason="terminated (SIGTERM)")
+
+    def on_hangup() -> None:  # nobody left to ask: end cleanly, as a cancel with rollback does
+        runner.cancel(rollback=True, reason="terminal hung up")
 
     installed: list[tuple[int, Any]] = []
-    for sig, handler in ((signal.SIGINT, on_interrupt), (signal.SIGTERM, on_term)):
+    for sig, handler in ((signal.SIGINT, on_interrupt), (signal.SIGTERM, on_term), (signal.SIGHUP, on_hangup)):
         try:
             previous = signal.getsignal(sig)
             loop.add_signal_handler(sig, handler)

@@ -38,6 +38,7 @@ from console.bootquirk import clear_override, readback_quirk
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.drivers.ssh import read_image
 from console.errors import ActionError, DriverError, FleetError
+from console.leftover import Left
 from console.provision import Fetch, ProvisionerBackend, boot_target, check_node, open_provisioner
 from console.secrets import Secrets
 from inventory.model import Image, Node, Site
@@ -169,13 +170,18 @@ async def _mark(prov: ProvisionerBackend, node: Node) -> float | None:
 
 
 async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets, bmc: BmcDriver,
-                       phase: PhaseCallback, timeouts: PhaseTimeouts | None = None) -> None:
+                       phase: PhaseCallback, timeouts: PhaseTimeouts | None = None, left: Left | None = None) -> None:
     """Reimage ``node`` to ``image`` and follow it until it runs the image.
 
     ``bmc`` is an open driver for the node; ``phase(name, detail)`` is called as each
     phase starts.  ActionError (message starting with the phase) on failure or timeout.
+    When the reimage fails or is cancelled (the task cancelled: an abort), what it
+    could undo is undone (see the module docstring: the previous assignment back and
+    the boot override cleared while the node has not fetched the new one) and ``left``
+    records what the node is left with.
     """
     t = timeouts or PhaseTimeouts()
+    left = left if left is not None else Left()
     try:
         check_node(site, node, image)
     except ActionError as exc:
@@ -188,6 +194,8 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
     follow = _Follow(node, image, site, secrets, bmc, prov, t)
     current = "assign"
     booted = False  # the node fetched its new assignment: from then on it stays
+    mark: float | None = None
+    cycled = False  # the power cycle was asked for: the node boots the override
 
     def enter(name: str, detail: str) -> None:
         nonlocal current
@@ -198,6 +206,7 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
         detail = await follow.within("assign", t.assigned, lambda: _assign(follow, kind), backstop=0.0)
         mark = await _mark(prov, node)
         enter("assigned", detail)
+        cycled = True  # from the request on, the node may be rebooting
 
         state = await bmc.power_state()
         if state == PowerState.ON:
@@ -227,21 +236,111 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
         took = time.time() - started
         enter("done", f"running {image.ref} ({took:.0f} s after the reboot){await _confirm(prov, node)}")
     except ActionError as exc:
+        booted = booted or await _fetched_since(follow, mark)
         if follow.assigned and not booted:
-            raise ActionError(f"{exc}; {await _take_back(prov, node)}{await _clear_quirk(follow)}") from exc
+            undone = await _undo(follow, left, cycled)
+            raise ActionError(f"{exc}; {undone}") from exc
+        await _left_after_boot(follow, left, booted, current)
         if follow.quirk:
             raise ActionError(f"{exc}{await _clear_quirk(follow)}") from exc
         raise
     except DriverError as exc:
-        undone = f"; {await _take_back(prov, node)}" if follow.assigned and not booted else ""
-        raise ActionError(f"{current}: {exc.title}: {exc}{undone}{await _clear_quirk(follow)}") from exc
-    except asyncio.CancelledError:
+        booted = booted or await _fetched_since(follow, mark)
         if follow.assigned and not booted:
-            await _take_back(prov, node)
-        await _clear_quirk(follow)
+            undone = f"; {await _undo(follow, left, cycled)}"
+        else:
+            await _left_after_boot(follow, left, booted, current)
+            undone = await _clear_quirk(follow)
+        raise ActionError(f"{current}: {exc.title}: {exc}{undone}") from exc
+    except asyncio.CancelledError:
+        # an abort: undo what can be undone, bounded, whatever else is cancelled meanwhile
+        async def undo() -> None:
+            fetched = booted or await _fetched_since(follow, mark)
+            if follow.assigned and not fetched:
+                await _undo(follow, left, cycled)
+            else:
+                await _left_after_boot(follow, left, fetched, current)
+                await _clear_quirk(follow)
+
+        undoing = asyncio.ensure_future(_bounded(undo(), 4 * _ROLLBACK_TIMEOUT))
+        while not undoing.done():  # a second cancel (quitting, another `c`) must not cut it short
+            try:
+                await asyncio.shield(undoing)
+            except asyncio.CancelledError:
+                pass
         raise
     finally:
         await prov.close()
+
+
+async def _bounded(coro, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await coro
+    except TimeoutError:
+        pass
+
+
+async def _fetched_since(f: _Follow, mark: float | None) -> bool:
+    """True when the provisioner saw the node fetch its assignment since ``mark`` (a boot
+    this reimage did not notice yet: its install runs on its own)."""
+    if mark is None or not f.assigned:
+        return False
+    try:
+        async with asyncio.timeout(_ROLLBACK_TIMEOUT):
+            seen = await f.prov.fetches(f.node, mark) or []
+    except (TimeoutError, FleetError):
+        return False
+    return any(fetch.status == 200 for fetch in seen)
+
+
+async def _power_word(f: _Follow) -> str:
+    try:
+        async with asyncio.timeout(5.0):  # what is left is read, not waited for
+            return (await f.bmc.power_state()).value
+    except (TimeoutError, DriverError):
+        return "unknown"
+
+
+async def _undo(f: _Follow, left: Left, cycled: bool) -> str:
+    """The node never fetched this reimage's assignment: put the previous one back and
+    clear the boot override; ``left`` says what is left, the words say what was done."""
+    words = await _take_back(f.prov, f.node)
+    left.rolled_back = words.startswith("rolled back")
+    left.assignment = "previous" if left.rolled_back else "new"
+    left.assignment_detail = words.split(": ", 1)[-1] if left.rolled_back else f"{f.image.ref}: {words}"
+    f.quirk = None  # cleared below either way
+    try:
+        async with asyncio.timeout(_ROLLBACK_TIMEOUT):
+            seen = await clear_override(f.bmc)
+        left.boot_override = "cleared"
+        words += f"; {seen}"
+    except (TimeoutError, DriverError) as exc:
+        left.boot_override = "set"
+        left.rolled_back = False
+        why = "no answer" if isinstance(exc, TimeoutError) else str(exc)
+        words += f"; the boot override was not cleared ({why}): clear it by hand"
+    left.power = await _power_word(f)
+    # with the override cleared the node boots its disk; with it still set it boots the network,
+    # and installs whatever is assigned then (the previous image, or the new one if not rolled back)
+    left.install_pending = left.boot_override == "set" and cycled
+    return words
+
+
+async def _left_after_boot(f: _Follow, left: Left, booted: bool, current: str) -> None:
+    """What is left once the node may have fetched the new assignment (nothing to undo)."""
+    if not f.assigned:
+        left.assignment = "previous"
+        left.assignment_detail = "nothing assigned"
+        left.install_pending = False
+        left.power = await _power_word(f)
+        return
+    left.assignment = "new"
+    left.assignment_detail = f.image.ref
+    left.boot_override = "consumed" if booted else None
+    left.power = await _power_word(f)
+    # a node that fetched its script runs the installer on its own until it reports the image
+    left.install_pending = booted and current in ("rebooting", "installing")
 
 
 #: seconds a rollback after a failure may take (it runs after the phase's own time is up)

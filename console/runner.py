@@ -7,7 +7,12 @@ healthy: BMC health not critical and the OS answering over SSH, before the rest
 start), no new node after ``max_failures`` failures, power-on
 requests spaced by ``stagger`` seconds (xCAT's ``syspowerinterval``: a rack must
 not draw its inrush current at once), and :meth:`Runner.cancel` (Ctrl-C) stops
-launching steps; a second cancel aborts what is in flight.  Each node goes
+launching steps; a second cancel aborts what is in flight, rolling back what it can
+(a reimage's previous assignment restored, its boot override cleared; a PXE boot's
+override cleared before the reboot).  ``cancel(rollback=True)`` aborts at once,
+``cancel(rollback=False)`` lets the nodes in flight finish; ``on_cancel`` makes the
+first plain cancel do one or the other.  Every node that ends cancelled or failed
+records what it was left with (:class:`~console.leftover.Left`).  Each node goes
 ``planned`` → one phase per step → ``done`` / ``failed`` / ``skipped`` /
 ``cancelled``.  Every step is journalled twice (started, then its result) in
 :mod:`console.journal`.
@@ -37,11 +42,15 @@ from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.errors import ActionError, DriverError, FleetError
 from console.journal import Journal, current_operator
+from console.leftover import Left
 from console.locks import LockCancelled, LockError, Locks
 from inventory.errors import SecretError
 from inventory.ranges import natural_key
 
 __all__ = ["NodeProgress", "RunResult", "Runner", "StepRecord"]
+
+#: seconds the read-back of what an aborted or failed node was left with may take
+LEFT_READ_S = 5.0
 
 
 @dataclass
@@ -70,6 +79,20 @@ class NodeProgress:
     finished: float | None = None
     steps: list[StepRecord] = field(default_factory=list)
     canary: bool = False
+    #: what a cancelled or failed node was left with (None while running, or when done)
+    left: Left | None = None
+
+    @property
+    def outcome(self) -> str:
+        """The final state in words the header counts: done, failed, skipped, not started,
+        rolled back, aborted (cancelled in flight, not all undone); else the phase."""
+        if self.phase == "cancelled":
+            if self.left is not None and self.left.untouched:
+                return "not started"
+            if self.left is not None and self.left.rolled_back:
+                return "rolled back"
+            return "aborted"
+        return self.phase
 
     @property
     def final(self) -> bool:
@@ -80,6 +103,8 @@ class NodeProgress:
         """Stable JSON record (``result`` is ``running`` until the node is final)."""
         return {"node": self.node, "result": self.phase if self.final else "running", "phase": self.phase,
                 "error": self.error, "detail": self.detail, "canary": self.canary,
+                "outcome": self.outcome if self.final else None,
+                "left": self.left.to_json() if self.left is not None else None,
                 "started": _iso(self.started), "finished": _iso(self.finished),
                 "steps": [s.to_json() for s in self.steps]}
 
@@ -105,6 +130,20 @@ class RunResult:
             out[n.phase] = out.get(n.phase, 0) + 1
         return out
 
+    def outcomes(self) -> dict[str, int]:
+        """Nodes per outcome (:attr:`NodeProgress.outcome`), in a fixed order, zeros left out."""
+        order = ("done", "rolled back", "aborted", "not started", "failed", "skipped")
+        out = {k: 0 for k in order}
+        for n in self.nodes:
+            out[n.outcome] = out.get(n.outcome, 0) + 1
+        return {k: v for k, v in out.items() if v}
+
+    def summary(self) -> str:
+        """How the run ended, agreeing with its rows: e.g. "cancelled: 1 done, 1 rolled back,
+        2 not started" (the header of the progress screen and the CLI's last line)."""
+        counts = ", ".join(f"{v} {k}" for k, v in self.outcomes().items())
+        return f"{self.stopped}: {counts}" if self.stopped else counts
+
     @property
     def ok(self) -> bool:
         """True when nothing failed, nothing was cancelled, and every skip was "nothing to do"."""
@@ -118,6 +157,7 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         """Stable JSON: the plan, how the run ended, every node's steps (no secrets in it)."""
         return {"plan": self.plan.to_json(), "stopped": self.stopped, "ok": self.ok, "counts": self.counts(),
+                "outcomes": self.outcomes(), "summary": self.summary(),
                 "nodes": [n.to_json() for n in self.nodes]}
 
 
@@ -139,7 +179,8 @@ class Runner:
                  progress_callback: Callable[[NodeProgress], None] | None = None, locks: Locks | None = None,
                  poll_interval: float = 1.0, power_timeout: float = 120.0, soft_timeout: float = 300.0,
                  hard_after: float | None = None, request_timeout: float = 10.0,
-                 reimage_options: dict[str, Any] | None = None, canary_timeout: float = 900.0) -> None:
+                 reimage_options: dict[str, Any] | None = None, canary_timeout: float = 900.0,
+                 on_cancel: str | None = None) -> None:
         if fanout < 1:
             raise PlanError(f"--fanout must be at least 1, got {fanout}")
         if canary < 0:
@@ -148,6 +189,8 @@ class Runner:
             raise PlanError(f"--max-failures must be at least 1, got {max_failures}")
         if stagger < 0:
             raise PlanError(f"--stagger must be 0 or more seconds, got {stagger}")
+        if on_cancel not in (None, "finish", "rollback"):
+            raise PlanError(f"--on-cancel must be finish or rollback, got {on_cancel!r}")
         self.ctx = ctx
         self.plan = plan
         self.fanout = fanout
@@ -167,6 +210,10 @@ class Runner:
         self.reimage_options = dict(reimage_options or {})  # extra keywords for reimage_node (timeouts=...)
         self.progress: dict[str, NodeProgress] = {n.node: NodeProgress(n.node) for n in plan.nodes}
         self._cancels = 0
+        #: what the first plain cancel does: None (stop launching; a second aborts), "finish", "rollback"
+        self.on_cancel = on_cancel
+        self._aborting = False
+        self._aborted: set[str] = set()
         self._failures = 0
         self._stopped: str | None = None
         self._tasks: dict[str, asyncio.Task] = {}
@@ -180,18 +227,45 @@ class Runner:
         """True once :meth:`cancel` was called."""
         return self._cancels > 0
 
-    def cancel(self) -> None:
-        """Stop launching steps; a second call also aborts the steps in flight.
+    @property
+    def aborting(self) -> bool:
+        """True once the steps in flight are being aborted (and rolled back)."""
+        return self._aborting
 
+    def cancel(self, rollback: bool | None = None, reason: str | None = None) -> None:
+        """Stop launching steps; and then:
+
+        - ``rollback=True``: abort the steps in flight now, undoing what they started;
+        - ``rollback=False``: let the nodes in flight finish;
+        - ``None``: as ``on_cancel`` says, else (the default) wait: a second cancel aborts.
+
+        ``reason`` (e.g. "terminal hung up") is said in the journal and the result.
         Call it on the runner's event loop (from another thread use
         ``loop.call_soon_threadsafe(runner.cancel)``).
         """
         self._cancels += 1
-        if self._stopped is None:
-            self._stopped = "cancelled"
-        if self._cancels >= 2:
-            for task in self._tasks.values():
-                if not task.done():
+        if self._stopped is None or self._stopped == "cancelled":
+            self._stopped = f"cancelled: {reason}" if reason else "cancelled"
+        if rollback is None:
+            if self._cancels >= 2:
+                rollback = True
+            elif self.on_cancel is not None:
+                rollback = self.on_cancel == "rollback"
+        if rollback is None:
+            how = "no new node starts; the ones in flight go on until told to finish or roll back"
+        elif rollback:
+            how = "no new node starts; the ones in flight are aborted and rolled back"
+        else:
+            how = "no new node starts; the ones in flight are let finish"
+        if not self._ran or (rollback and self._aborting):
+            pass
+        else:
+            self._journal(None, "cancel", "cancelled", error=reason, detail=how)
+        if rollback:
+            self._aborting = True
+            for node, task in self._tasks.items():
+                if not task.done() and node not in self._aborted:
+                    self._aborted.add(node)  # once: a second cancel would cut its rollback short
                     task.cancel()
 
     def in_flight(self) -> list[str]:
@@ -250,10 +324,8 @@ class Runner:
             await asyncio.gather(renewer, return_exceptions=True)
             await self._release_locks()
         result = RunResult(plan, [self.progress[n.node] for n in plan.nodes], self._stopped)
-        counts = result.counts()
-        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         self._journal(None, "summary", "ok" if result.ok else ("cancelled" if self.cancelled else "failed"),
-                      error=self._stopped, detail=summary)
+                      error=self._stopped, detail=", ".join(f"{v} {k}" for k, v in result.outcomes().items()))
         return result
 
     async def _lock_targets(self) -> list[NodePlan]:
@@ -296,7 +368,7 @@ class Runner:
 
     def _stop_reason(self) -> str | None:
         if self.cancelled:
-            return "cancelled"
+            return self._stopped or "cancelled"
         if self.max_failures is not None and self._failures >= self.max_failures:
             return f"stopped after {self._failures} failure{plural(self._failures)} (--max-failures {self.max_failures})"
         return self._stopped
@@ -347,7 +419,8 @@ class Runner:
             prog = self.progress[np.node]
             if not prog.final and np.node in self._tasks:
                 self._journal(np.node, np.steps[0].name if np.steps else "start", "cancelled",
-                              error="aborted before it started")
+                              error="aborted before it started", detail="untouched")
+                prog.left = Left(untouched=True)
                 self._finish(prog, "cancelled", error="aborted before it started")
 
     def _not_started(self, nodes: list[NodePlan], reason: str) -> None:
@@ -355,7 +428,9 @@ class Runner:
             prog = self.progress[np.node]
             if prog.final:
                 continue
-            self._journal(np.node, np.steps[0].name if np.steps else "start", "cancelled", error=f"not started: {reason}")
+            self._journal(np.node, np.steps[0].name if np.steps else "start", "cancelled", error=f"not started: {reason}",
+                          detail="untouched")
+            prog.left = Left(untouched=True)
             self._finish(prog, "cancelled", error=f"not started: {reason}")
 
     async def _node(self, np: NodePlan) -> None:
@@ -375,8 +450,10 @@ class Runner:
                 await self._reimage(np, prog, node, driver)
             else:
                 for step in np.steps:
-                    if self.cancelled:
-                        self._journal(np.node, step.name, "cancelled", error="cancelled before this step")
+                    if self._aborting:
+                        prog.left = await self._left_after_steps(np, prog, driver)
+                        self._journal(np.node, step.name, "cancelled", error="cancelled before this step",
+                                      detail=prog.left.text())
                         prog.steps.append(StepRecord(step.name, "cancelled", "not started"))
                         self._finish(prog, "cancelled", error=f"cancelled before {step.name}")
                         return
@@ -403,14 +480,22 @@ class Runner:
             self._finish(prog, "done", detail=None if self.plan.kind == "reimage" else "verified")
         except asyncio.CancelledError:
             where = current or prog.phase
-            self._journal(np.node, where, "cancelled", error="aborted while in flight")
+            if self.plan.kind != "reimage" and driver is not None:
+                prog.left = await self._left_after_steps(np, prog, driver)
+            left = prog.left or Left()
+            why = (self._stopped or "cancelled").removeprefix("cancelled").lstrip(": ") or None
+            self._journal(np.node, where, "cancelled",
+                          error="aborted while in flight" + (f" ({why})" if why else ""), detail=left.text())
             prog.steps.append(StepRecord(where, "cancelled", "aborted", time.monotonic() - t0))
+            prog.left = left
             self._finish(prog, "cancelled", error=f"aborted during {where}")
         except (FleetError, SecretError) as exc:
             reason = failure_reason(exc)
             self._failures += 1
             where = current or prog.phase
-            self._journal(np.node, where, "failed", error=reason)
+            if prog.left is None and driver is not None:
+                prog.left = await self._left_after_steps(np, prog, driver, undo=False)
+            self._journal(np.node, where, "failed", error=reason, detail=prog.left.text() if prog.left else None)
             if current is not None:
                 prog.steps.append(StepRecord(where, "failed", reason, time.monotonic() - t0))
             self._finish(prog, "failed", error=reason)
@@ -425,6 +510,35 @@ class Runner:
                     await asyncio.shield(driver.close())
                 except BaseException:
                     pass
+
+    async def _left_after_steps(self, np: NodePlan, prog: NodeProgress, driver: BmcDriver, *,
+                                undo: bool = True) -> Left:
+        """What a power or PXE action left a node with; aborted (``undo``) between setting a
+        PXE override and the reboot, the override is cleared (the next boot would follow it)."""
+        from console.bootquirk import clear_override
+
+        left = Left()
+        ran = {s.step for s in prog.steps if s.result == "ok"}
+        if "boot-pxe" in ran and "reboot" not in ran:
+            left.boot_override = "set"
+            if undo:
+                try:
+                    async with asyncio.timeout(min(self.request_timeout, LEFT_READ_S) * 2):
+                        await clear_override(driver)
+                    left.boot_override = "cleared"
+                    left.rolled_back = True
+                except (TimeoutError, DriverError):
+                    pass
+        elif "reboot" in ran:
+            left.boot_override = "consumed"
+        try:  # a BMC that hangs must not hold an abort up for long
+            async with asyncio.timeout(min(self.request_timeout, LEFT_READ_S)):
+                left.power = (await driver.power_state()).value
+        except (TimeoutError, DriverError):
+            left.power = "unknown"
+        if not ran and not left.rolled_back:
+            left.rolled_back = True  # nothing it started had taken effect: nothing to undo
+        return left
 
     async def _canary_healthy(self, node, driver: BmcDriver) -> str:
         """A canary is healthy when its BMC reports no critical fault and its OS answers over SSH.
@@ -580,9 +694,10 @@ class Runner:
 
         await self._stagger_gate()
         self._journal(np.node, "reimage", "started", detail=f"to {image.ref}")
+        prog.left = Left()
         try:
             await reimage.reimage_node(node, image, site=self.ctx.site, secrets=self.ctx.secrets, bmc=driver,
-                                       phase=phase, **self.reimage_options)
+                                       phase=phase, left=prog.left, **self.reimage_options)
         except asyncio.CancelledError:
             close_phase("cancelled", "aborted")
             prog.phase = "reimage"  # the caller journals the whole reimage as cancelled
@@ -592,4 +707,5 @@ class Runner:
             prog.phase = "reimage"  # the caller journals the whole reimage as failed
             raise
         close_phase("ok")
+        prog.left = None  # done: nothing left over
         self._journal(np.node, "reimage", "ok", detail=state.get("done") or f"{image.ref} installed")
