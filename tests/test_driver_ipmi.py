@@ -14,9 +14,8 @@ import time
 from typing import Awaitable, Callable, Iterator
 
 import pytest
-from pyghmi.ipmi.private import session as pyghmi_session
 
-from console.drivers import ipmi, ipmi_fixes
+from console.drivers import ipmi
 from console.drivers import ipmi_values as iv
 from console.drivers.bmc import BmcDriver, BootOverride, BootTarget, PowerAction, PowerState
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
@@ -100,13 +99,9 @@ async def connect(lab, executor):
 
 
 # --------------------------------------------------------------------- tests
-async def test_is_a_bmc_driver_and_fixes_are_installed(connect):
+async def test_is_a_bmc_driver(connect):
     driver = connect(A)
     assert isinstance(driver, BmcDriver)
-    assert ipmi_fixes.install() is True
-    assert pyghmi_session._io_wait is ipmi_fixes._io_wait
-    assert pyghmi_session.WAITING_SESSIONS is pyghmi_session.KEEPALIVE_SESSIONS  # no lock order to invert
-    assert ipmi_fixes.install() is True  # once: a second call changes nothing
     assert "s3cret" not in repr(driver)
 
 
@@ -209,11 +204,10 @@ async def test_session_is_kept_and_close_logs_out(lab, connect):
     poll = driver._rmcp
     assert lab.ipmi.session_count(B) == 1
     await driver.power_state()
-    await driver.health()  # the sensor half: pyghmi logs in, reads, and logs out again
+    await driver.health()
     await driver.boot_override()
-    assert driver._rmcp is poll and poll.logins == 1  # the same poll session...
-    assert driver._command is None  # ... pyghmi's is gone ...
-    wait_for(lambda: lab.ipmi.session_count(B) == 1, what="the health session to be logged out")  # ... ONE left
+    assert driver._rmcp is poll and poll.logins == 1  # the same poll session
+    assert lab.ipmi.session_count(B) == 1
 
     await driver.close()
     wait_for(lambda: lab.ipmi.session_count(B) == 0, what="logout")
@@ -222,32 +216,19 @@ async def test_session_is_kept_and_close_logs_out(lab, connect):
         await driver.power_state()
 
 
-async def test_idle_pyghmi_session_is_logged_out_at_the_next_poll(lab, connect):
-    driver = connect(B)
-    driver.idle_relogin = 0.1
-    await driver.sensors()  # pyghmi's session, kept for the next slow job
-    first = driver._command
-    assert first is not None
-    await driver.power_state()
-    assert lab.ipmi.session_count(B) == 2  # poll session + pyghmi's
-    await asyncio.sleep(0.2)
-    assert await driver.power_state() == PowerState.ON
-    assert driver._command is None  # idle past idle_relogin: logged out at this poll
-    wait_for(lambda: lab.ipmi.session_count(B) == 1, what="the idle pyghmi session to be logged out")
-    await driver.sensors()
-    assert driver._command is not first  # a new login when it is needed again
-
-
-async def test_two_drivers_share_pyghmis_session_and_logout_waits_for_the_last(lab, connect):
-    first, second = connect(B), connect(B)
-    await first.sensors()
-    await second.sensors()
-    assert first._command.ipmi_session is second._command.ipmi_session  # pyghmi shares it
-    await first.close()
-    assert await second.sensors()  # still logged in
-    assert lab.ipmi.session_count(B) == 1
-    await second.close()
-    wait_for(lambda: lab.ipmi.session_count(B) == 0, what="logout by the last user")
+async def test_every_job_of_many_polls_runs_on_one_session(lab, connect):
+    """The README's promise: one session per BMC while it is polled.  Sensors, SEL and FRU are
+    decoded by pyghmi, but sent on the poll session (a pyghmi session beside it made two)."""
+    driver = connect(A)
+    for _ in range(3):
+        assert await driver.power_state() == PowerState.ON
+        assert await driver.health() == "critical"
+        assert len(await driver.sensors()) == 9
+        assert await driver.events()
+        assert (await driver.identity()).model == "FL-1000"
+        await driver.boot_override()
+        assert lab.ipmi.session_count(A) == 1
+    assert driver._rmcp.logins == 1
 
 
 async def test_wrong_password_is_auth_failed_quickly(lab, connect):

@@ -1,39 +1,28 @@
-"""IPMI driver: one :class:`IpmiDriver` per BMC, speaking RMCP+ (``lanplus``).
+"""IPMI driver: one :class:`IpmiDriver` per BMC, speaking RMCP+ (``lanplus``) on ONE session.
 
-Two clients, one BMC at a time (one :class:`asyncio.Lock` per driver covers both):
+Everything goes through :class:`console.drivers.rmcp.RmcpSession`, an asyncio RMCP+
+client with one kept session per BMC (one :class:`asyncio.Lock` per driver):
 
 - the poll path -- power state and chassis fault bits (Get Chassis Status), chassis
-  control, boot flags -- goes through :class:`console.drivers.rmcp.RmcpSession`, an
-  asyncio RMCP+ client: one kept session, no threads.  It replaced pyghmi there because
-  of measured speed (``rmcp``'s docstring: 1,000 lab BMCs, pyghmi 1.23 s per steady
-  sweep, slower than freeipmi; see the issue 3 report for the numbers after);
-- the sensor half of :meth:`IpmiDriver.health` (every ``health_ttl`` seconds) is read on
-  the same session too: the SDR's threshold sensors once, then Get Sensor Reading each
-  (:mod:`console.drivers.ipmi_health`); only a BMC whose SDR lists discrete sensors
-  gets pyghmi for it (their states need pyghmi's tables);
-- sensors (values, thresholds), SEL and FRU/identity stay on pyghmi, whose session is
-  opened lazily, so a BMC that is only polled holds ONE session; one pyghmi has not
-  used for ``idle_relogin`` seconds is logged out at the next poll.
+  control, boot flags -- and the threshold half of :meth:`IpmiDriver.health`
+  (:mod:`console.drivers.ipmi_health`) are sent from the event loop directly.  It
+  replaced pyghmi there because of measured speed (``rmcp``'s docstring);
+- sensors (values, thresholds), SEL, FRU/identity and discrete sensor health still use
+  pyghmi's decoding, but not pyghmi's sessions: a pyghmi ``Command`` is given
+  :class:`_OnPollSession` in place of its session object (the interface pyghmi's own
+  in-band ``localsession`` offers), whose ``raw_command`` sends each request on the
+  same RMCP+ session.  So a BMC holds one session while it is polled, as the README
+  promises; a pyghmi session beside it used to make two (seen on every polled BMC).
 
-How pyghmi is used (``shared/PROTOCOL-NOTES.md``, section pyghmi):
+pyghmi is blocking: its calls run on a bounded thread pool that lives here and only
+here (:func:`shared_pool`, 32 threads, shared by every driver that is not given its own
+``executor``); each request it makes hops back to the event loop and waits for the
+answer.  One call runs per driver at a time, within ``timeout``; a call that runs out
+of time is cut off at its next request.  The ``Command`` is kept, so the SDR is read
+once per driver.
 
-- pyghmi is blocking.  Every call runs on a bounded thread pool that lives here and only
-  here (:func:`shared_pool`, 32 threads, shared by every driver that is not given its own
-  ``executor``).  One request is in flight per driver (an :class:`asyncio.Lock`).
-- One pyghmi ``Command`` per driver, created on first use and kept: ``get_power`` on an
-  open session is one round trip, a new RMCP+ login is several.  User and password are
-  passed as bytes (a second ``Command`` to the same BMC hangs with ``str``).  A session
-  pyghmi has given up on is dropped and logged in again once; one idle longer than
-  :attr:`IpmiDriver.idle_relogin` is replaced before use (nothing sends keepalives
-  between our calls, and a BMC silently forgets an idle session).  pyghmi shares one
-  session among ``Command`` objects for the same BMC and user, so sessions are
-  reference-counted and :meth:`IpmiDriver.close` logs out only the last user.
-- Every pyghmi or socket exception is mapped to :mod:`console.errors` in one place,
-  :func:`map_error`, and re-raised ``from`` the original.  Messages never hold the password.
-
-pyghmi 1.6.19 needs three fixes (slow reply pickup, per-call deadlines and junk packets,
-a lock-order deadlock); :mod:`console.drivers.ipmi_fixes` applies them once, without
-editing pyghmi, when the first driver is made.
+Every pyghmi or socket exception is mapped to :mod:`console.errors` in one place,
+:func:`map_error`, and re-raised ``from`` the original.  Messages never hold the password.
 """
 
 from __future__ import annotations
@@ -41,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import struct
 import threading
 import time
 from typing import Any, Awaitable, Callable, TypeVar
@@ -49,12 +37,13 @@ from typing import Any, Awaitable, Callable, TypeVar
 import pyghmi.exceptions as pyghmi_exc
 from pyghmi.ipmi import command as pyghmi_command
 from pyghmi.ipmi import sdr as pyghmi_sdr
+from pyghmi.ipmi.private import util as pyghmi_util
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
 from console.secrets import Secret
 from inventory.model import Bmc
 
-from . import ipmi_fixes as fixes
+from .ipmi_fixes import MALFORMED
 from . import ipmi_health
 from . import ipmi_values as iv
 from .rmcp import CommandFailed, RmcpSession
@@ -67,12 +56,9 @@ T = TypeVar("T")
 
 #: Threads in the pool shared by drivers that are not given an executor.
 POOL_SIZE = 32
-#: How long past its timeout a call may take before the asyncio side gives up on the
-#: thread (only when the pyghmi fixes could not be installed, or a thread is stuck
-#: outside pyghmi's wait loop, e.g. resolving a host name).
+#: How long past its timeout a pyghmi call may take before the asyncio side gives up on
+#: the thread (one stuck in pyghmi's own code between two requests).
 _GRACE = 1.0
-#: Longest :meth:`IpmiDriver.close` waits for the BMC to confirm the logout (seconds).
-_LOGOUT_TIMEOUT = 2.0
 
 # --------------------------------------------------------------------------- thread pool
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -86,28 +72,6 @@ def shared_pool() -> concurrent.futures.ThreadPoolExecutor:
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="ipmi")
         return _pool
-
-
-# Sessions in use per pyghmi Session object: pyghmi hands the same one to every Command for
-# the same BMC, user and password, and a logout would end it for all of them.
-_session_users: dict[Any, int] = {}
-_session_users_lock = threading.Lock()
-
-
-def _acquire_session(sess: Any) -> None:
-    with _session_users_lock:
-        _session_users[sess] = _session_users.get(sess, 0) + 1
-
-
-def _release_session(sess: Any) -> bool:
-    """Forget one user of ``sess``; True when it was the last (time to log out)."""
-    with _session_users_lock:
-        left = _session_users.get(sess, 1) - 1
-        if left > 0:
-            _session_users[sess] = left
-            return False
-        _session_users.pop(sess, None)
-        return True
 
 
 # --------------------------------------------------------------------------- error mapping
@@ -125,8 +89,6 @@ def map_error(exc: BaseException, where: str, password: str = "") -> DriverError
     if password and password in text:  # never seen from pyghmi; cheap insurance
         text = text.replace(password, "********")
     lowered = text.lower()
-    if isinstance(exc, fixes.DeadlineExceeded):
-        return Timeout(f"{where}: no answer in time")
     if isinstance(exc, pyghmi_exc.IpmiException):
         if any(w in lowered for w in _AUTH_WORDS):
             return AuthFailed(f"{where}: {text}")
@@ -137,7 +99,7 @@ def map_error(exc: BaseException, where: str, password: str = "") -> DriverError
         return DriverError(f"{where}: the BMC refused: {text}")
     if isinstance(exc, OSError):
         return Unreachable(f"{where}: {text}")
-    if isinstance(exc, fixes.MALFORMED):
+    if isinstance(exc, MALFORMED):
         return ProtocolError(f"{where}: malformed reply ({type(exc).__name__}: {text})")
     if isinstance(exc, pyghmi_exc.PyghmiException):
         return DriverError(f"{where}: {text}")
@@ -152,9 +114,6 @@ class IpmiDriver:
     ``executor`` replaces the shared pool (tests, or a caller that sizes its own).
     """
 
-    #: Seconds of idleness after which the session is replaced before the next call
-    #: (BMCs drop idle sessions after 30-60 s; a stale one costs pyghmi seconds of retries).
-    idle_relogin = 25.0
     #: Seconds the sensor half of :meth:`health` is reused (chassis fault bits are always fresh)
     health_ttl = 30.0
 
@@ -168,17 +127,14 @@ class IpmiDriver:
         self._executor = executor or shared_pool()
         self._where = f"{self.address}:{self.port}" if self.port != 623 else self.address
         self._lock = asyncio.Lock()  # one request in flight per driver (asyncio side)
-        self._thread_lock = threading.Lock()  # ... and per thread, should one outlive its caller
-        self._command: Any = None
-        self._last_used = 0.0
+        self._thread_lock = threading.Lock()  # ... and one pyghmi call, should one outlive its caller
+        self._command: Any = None  # pyghmi's Command on _OnPollSession, made on first use and kept
         self._thresholds: dict[str, tuple[float | None, ...]] | None = None
         self._sensor_health: tuple[str, float] | None = None
         self._chassis_health: str | None = None
         self._closed = False
         self._rmcp: RmcpSession | None = None
         self._sdr: ipmi_health.SdrSummary | None = None  # read once, on the poll session
-        self._pyghmi_used = False  # pyghmi was asked for something (a login may be half-done)
-        fixes.install()
 
     def __repr__(self) -> str:
         return f"IpmiDriver({self._where!r}, user={self.bmc.username!r})"
@@ -269,10 +225,9 @@ class IpmiDriver:
         return await self._call("identity", _read_identity)
 
     async def close(self) -> None:
-        """Log out (when no other driver shares the session) and wait for the BMC to confirm.
+        """Log out (Close Session, waiting a moment for the BMC to confirm).
 
-        Idempotent; never raises.  A BMC that does not confirm within 2 s (or ``timeout``)
-        is left to expire the session itself.
+        Idempotent; never raises.  A BMC that does not confirm is left to expire the session itself.
         """
         if self._closed:
             return
@@ -281,12 +236,6 @@ class IpmiDriver:
             if self._rmcp is not None:
                 await self._rmcp.close()  # never raises
                 self._rmcp = None
-            if self._command is None and not self._pyghmi_used:
-                return  # pyghmi never logged in: nothing to log out (and no thread to wake)
-            try:
-                await asyncio.wrap_future(self._executor.submit(self._logout))
-            except Exception as exc:  # closing must not fail the caller
-                log.debug("%s: logout: %s", self._where, exc)
 
     # ------------------------------------------------------------- machinery
     def _boot_flags(self, data: bytes) -> BootOverride:
@@ -300,7 +249,7 @@ class IpmiDriver:
 
         :meth:`_on_poll_session` inlined: this is the path every poll takes."""
         rmcp = self._rmcp
-        if rmcp is None or self._closed or self._lock.locked() or self._command is not None:
+        if rmcp is None or self._closed or self._lock.locked():
             return await self._on_poll_session(what, lambda session: session.request(netfn, command, data))
         async with self._lock:
             try:
@@ -310,28 +259,28 @@ class IpmiDriver:
             except DriverError as exc:
                 raise type(exc)(f"{self._where}: {what}: {exc.message.removeprefix(self._where + ': ')}") from exc
 
+    def _session(self) -> RmcpSession:
+        """The poll session (made on first use; call with the driver's lock held)."""
+        if self._rmcp is None:
+            self._rmcp = RmcpSession(self.address, self.port, self.bmc.username.encode(),
+                                     self._password.get().encode(), timeout=self.timeout, owner_lock=self._lock)
+        return self._rmcp
+
     async def _on_poll_session(self, what: str, fn: Callable[[RmcpSession], Awaitable[T]]) -> T:
         """``await fn(session)`` on the poll session under the driver's lock, errors mapped."""
         if self._closed:
             raise DriverError(f"{self._where}: driver is closed")
         async with self._lock:
-            if self._rmcp is None:
-                self._rmcp = RmcpSession(self.address, self.port, self.bmc.username.encode(),
-                                         self._password.get().encode(), timeout=self.timeout, owner_lock=self._lock)
             try:
-                reply = await fn(self._rmcp)
+                return await fn(self._session())
             except CommandFailed as exc:
                 raise DriverError(f"{self._where}: {what}: the BMC refused: completion code {exc.code:02x}h") from exc
             except DriverError as exc:
                 raise type(exc)(f"{self._where}: {what}: {exc.message.removeprefix(self._where + ': ')}") from exc
-            if self._command is not None and time.monotonic() - self._last_used > self.idle_relogin:
-                # the pyghmi session would be replaced at its next use anyway: free the slot now
-                await asyncio.wrap_future(self._executor.submit(self._logout_idle))
-            return reply
 
     async def _sensor_health_now(self) -> str:
         """The sensor half of :meth:`health`: threshold states on the poll session
-        (:mod:`console.drivers.ipmi_health`); pyghmi only when the SDR has discrete sensors."""
+        (:mod:`console.drivers.ipmi_health`); pyghmi's tables when the SDR has discrete sensors."""
         async def read(session: RmcpSession) -> str | None:
             if self._sdr is None:
                 self._sdr = await ipmi_health.read_sensor_refs(session)
@@ -340,23 +289,30 @@ class IpmiDriver:
             return await ipmi_health.threshold_health(session, self._sdr.thresholds)
 
         word = await self._on_poll_session("health", read)
-        if word is None:  # discrete states need pyghmi's tables (a second, kept session)
+        if word is None:  # discrete states need pyghmi's tables (decoded on the same session)
             word = iv.health_word((await self._call("health", lambda c: c.get_health())).get("health"))
         return word
 
     async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(command)`` on the pool, one at a time, within ``timeout``."""
+        """Run ``fn(command)`` (pyghmi) on the pool, one at a time, within ``timeout``;
+        its requests go out on the poll session."""
         if self._closed:
             raise DriverError(f"{self._where}: driver is closed")
         async with self._lock:
-            self._pyghmi_used = True
+            session = self._session()
+            if self._command is None:
+                self._command = _command_on(self.address, _OnPollSession(self._where, asyncio.get_running_loop(),
+                                                                         self.bmc.username.encode()))
+            bridge: _OnPollSession = self._command.ipmi_session
+            bridge.session = session
             deadline = time.monotonic() + self.timeout
             future = asyncio.wrap_future(self._executor.submit(self._work, what, fn, deadline))
             try:
                 done, _ = await asyncio.wait({future}, timeout=self.timeout + _GRACE)
             finally:
-                if not future.done():  # the thread stays behind: collect its outcome quietly
+                if not future.done():  # cut the thread off at its next request
                     future.add_done_callback(_retrieve)
+                    await bridge.stop()
             if not done:
                 raise Timeout(f"{self._where}: {what}: no answer in {self.timeout:g} s")
             return future.result()
@@ -368,97 +324,19 @@ class IpmiDriver:
             raise Timeout(f"{where}: no free IPMI worker thread within {self.timeout:g} s")
         if not self._thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise Timeout(f"{where}: an earlier request to this BMC is still running")
+        bridge: _OnPollSession = self._command.ipmi_session
         try:
-            with fixes.deadline(deadline):
-                return self._attempt(fn)
-        except fixes.DeadlineExceeded:
-            malformed = self._give_up()
-            if malformed:
-                raise ProtocolError(f"{where}: malformed replies ({malformed})") from None
-            raise Timeout(f"{where}: no answer in {self.timeout:g} s") from None
-        except DriverError:
-            raise
+            bridge.arm(deadline)
+            return fn(self._command)
+        except CommandFailed as exc:
+            raise DriverError(f"{where}: the BMC refused: completion code {exc.code:02x}h") from exc
+        except DriverError as exc:
+            raise type(exc)(f"{where}: {exc.message.removeprefix(self._where + ': ')}") from exc
         except Exception as exc:
             raise map_error(exc, where, self._password.get()) from exc
         finally:
+            bridge.disarm()
             self._thread_lock.release()
-
-    def _attempt(self, fn: Callable[[Any], T]) -> T:
-        kept = self._command
-        cmd = self._session()
-        reused = cmd is kept
-        try:
-            result = fn(cmd)
-        except (pyghmi_exc.IpmiException, OSError):
-            if not (reused and getattr(cmd.ipmi_session, "broken", False)):
-                raise
-            log.info("%s: IPMI session lost; logging in again", self._where)
-            self._drop()
-            result = fn(self._session())
-        self._last_used = time.monotonic()
-        return result
-
-    def _session(self) -> Any:
-        """The kept ``Command``; a new login if there is none, it broke, or it idled too long."""
-        cmd = self._command
-        if cmd is not None:
-            sess = cmd.ipmi_session
-            idle = time.monotonic() - self._last_used
-            if not getattr(sess, "broken", False) and not (self._last_used and idle > self.idle_relogin):
-                return cmd
-            self._drop()
-        cmd = pyghmi_command.Command(bmc=self.address, userid=self.bmc.username.encode(),
-                                     password=self._password.get().encode(), port=self.port)
-        _acquire_session(cmd.ipmi_session)
-        self._command = cmd
-        self._thresholds = None
-        self._last_used = 0.0
-        return cmd
-
-    def _drop(self) -> None:
-        """Forget the kept session, logging it out if it is still up and ours alone."""
-        cmd, self._command = self._command, None
-        self._thresholds = None
-        if cmd is None:
-            return
-        sess = cmd.ipmi_session
-        if _release_session(sess) and not getattr(sess, "broken", False):
-            _log_out(sess)
-
-    def _give_up(self) -> str:
-        """After a deadline: abandon the session pyghmi is stuck in; say if it saw junk."""
-        if self._command is not None:
-            sessions = [self._command.ipmi_session]
-            _release_session(self._command.ipmi_session)
-            self._command = None
-        else:  # the login itself ran out of time: find the half-made session
-            sessions = fixes.half_open_sessions(self.address, self.port, self.bmc.username.encode())
-        self._thresholds = None
-        malformed = ""
-        for sess in sessions:
-            malformed = malformed or fixes.malformed_note(sess)
-            fixes.abandon(sess)
-        return malformed
-
-    def _logout_idle(self) -> None:
-        """In a pool thread: log out a pyghmi session nobody used for ``idle_relogin`` s."""
-        if not self._thread_lock.acquire(timeout=self.timeout):
-            return
-        try:
-            with fixes.deadline(time.monotonic() + min(self.timeout, _LOGOUT_TIMEOUT)):
-                self._drop()
-        finally:
-            self._thread_lock.release()
-
-    def _logout(self) -> None:
-        # An abandoned worker ends at its deadline (it holds the thread lock until then).
-        locked = self._thread_lock.acquire(timeout=self.timeout + _GRACE)
-        try:
-            with fixes.deadline(time.monotonic() + min(self.timeout, _LOGOUT_TIMEOUT)):
-                self._drop()
-        finally:
-            if locked:
-                self._thread_lock.release()
 
     def _read_sensors(self, cmd: Any) -> list[Sensor]:
         if self._thresholds is None:
@@ -468,20 +346,102 @@ class IpmiDriver:
         return sensors
 
 
-def _log_out(sess: Any) -> None:
-    """Close Session, waiting for the BMC's answer (pyghmi's ``logout`` only sends it), then
-    pyghmi's own cleanup.  Bounded by the worker's deadline; a BMC that does not answer
-    gets the session abandoned (it expires it itself)."""
-    try:
-        if sess.logged:
-            sess.raw_command(netfn=0x06, command=0x3C, data=tuple(struct.pack("<I", sess.sessionid)))
-            sess.logged = 0  # closed on the BMC: logout() must not send it again
-        sess.logout()
-    except fixes.DeadlineExceeded:
-        fixes.abandon(sess)
-    except Exception:
-        log.debug("logout from %s failed", getattr(sess, "bmc", "?"), exc_info=True)
-        fixes.abandon(sess)
+class _OnPollSession:
+    """What pyghmi's ``Command`` needs of a session (``raw_command`` answering pyghmi's
+    response dict, as its in-band ``localsession.Session`` does), on our RMCP+ session.
+
+    ``raw_command`` is called in a pool thread; it runs the request on the event loop and
+    waits for it.  Only while armed (a driver call is running, within its deadline):
+    a call cut off by its caller fails at its next request instead of going on.
+    """
+
+    ipmiversion = 2.0
+
+    def __init__(self, where: str, loop: asyncio.AbstractEventLoop, userid: bytes) -> None:
+        self.where = where
+        self.loop = loop
+        self.userid = userid  # pyghmi's OEM modules read these two
+        self.password = None
+        self.session: RmcpSession | None = None
+        self._deadline: float | None = None
+        self._task: asyncio.Task | None = None
+
+    def arm(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    def disarm(self) -> None:
+        self._deadline = None
+
+    async def stop(self) -> None:
+        """On the loop: disarm, and end the request in flight (so none outlives the driver's lock)."""
+        self._deadline = None
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+
+    def raw_command(self, netfn: int, command: int, bridge_request: Any = None, data: Any = (),
+                    retry: bool = True, delay_xmit: Any = None, timeout: Any = None, waitall: bool = False,
+                    rslun: int = 0) -> dict[str, Any]:
+        deadline = self._deadline
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is None or left <= 0:
+            raise Timeout(f"{self.where}: no answer in time")
+        if bridge_request:
+            raise DriverError(f"{self.where}: bridged IPMI requests are not supported")
+        future = asyncio.run_coroutine_threadsafe(self._request(netfn, command, bytes(data), rslun, left), self.loop)
+        try:
+            return future.result(left + _GRACE)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Timeout(f"{self.where}: no answer in time") from None
+        except concurrent.futures.CancelledError:
+            raise Timeout(f"{self.where}: no answer in time") from None
+
+    async def _request(self, netfn: int, command: int, data: bytes, lun: int, left: float) -> dict[str, Any]:
+        self._task = asyncio.current_task()
+        session = self.session
+        if session is None or self._deadline is None:
+            raise Timeout(f"{self.where}: no answer in time")
+        try:
+            reply, code = await session.request(netfn, command, data, lun=lun, timeout=left), 0
+        except CommandFailed as exc:
+            reply, code = b"", exc.code
+        finally:
+            self._task = None
+        rsp: dict[str, Any] = {"netfn": netfn + 1, "command": command, "code": code, "data": bytearray(reply)}
+        if code:
+            rsp["error"] = pyghmi_util.get_ipmi_error(rsp) or f"completion code {code:02x}h"
+        return rsp
+
+    def pause(self, seconds: float) -> None:
+        time.sleep(max(0.0, min(seconds, (self._deadline or 0) - time.monotonic())))
+
+    def register_keepalive(self, cmd: Any, callback: Any) -> None:
+        return None  # the RMCP+ session keeps itself alive
+
+    def logout(self, *args: Any) -> dict[str, Any]:
+        return {"success": True}  # the driver closes the RMCP+ session
+
+
+def _command_on(address: str, session: _OnPollSession) -> Any:
+    """A pyghmi ``Command`` for ``address`` whose requests go through ``session``.
+
+    ``Command.__init__`` would open a pyghmi session of its own (or /dev/ipmi0): its
+    attributes are set here as it sets them, without that."""
+    cmd = pyghmi_command.Command.__new__(pyghmi_command.Command)
+    cmd.onlogon = None
+    cmd.bmc = address
+    cmd._sdrcachedir = None
+    cmd._sdr = None
+    cmd._oem = None
+    cmd._oemknown = False
+    cmd._netchannel = None
+    cmd._ipv6support = None
+    cmd.certverify = None
+    cmd.kwargs = {}
+    cmd.ipmi_session = session
+    return cmd
 
 
 def _retrieve(future: asyncio.Future) -> None:

@@ -2,9 +2,9 @@
 
 :meth:`console.drivers.ipmi.IpmiDriver.health` needs only each sensor's verdict, not its
 value, so it is read here on the :class:`~console.drivers.rmcp.RmcpSession` the driver
-polls with, and a BMC that is only polled keeps ONE session (pyghmi, which decodes
-values, units and discrete states for :meth:`~console.drivers.ipmi.IpmiDriver.sensors`,
-would need a second).  The verdict is pyghmi's for threshold sensors: at or past a
+polls with, in a few round trips, without a pool thread (pyghmi, which decodes values,
+units and discrete states for :meth:`~console.drivers.ipmi.IpmiDriver.sensors`, sends
+its requests on the same session, from a thread).  The verdict is pyghmi's for threshold sensors: at or past a
 non-critical threshold -> warning, critical -> critical, non-recoverable -> critical
 (pyghmi's "failed").  Discrete sensors need pyghmi's per-sensor-type state tables:
 when the SDR lists any, :func:`read_sensor_refs` says so and the driver asks pyghmi.

@@ -22,8 +22,8 @@ request in flight per session (an :class:`asyncio.Lock`).  Each request is retra
 with a fresh session sequence number (``retry_interval``, doubling) until the call's
 deadline.  An idle session is kept alive (Get Device ID every ``keepalive_interval``
 seconds without traffic) so the BMC does not expire it between polls; :meth:`close`
-sends Close Session and waits (bounded) for the answer.  SDR/sensors, SEL, FRU and SOL
-stay with pyghmi (``console.drivers.ipmi``).
+sends Close Session and waits (bounded) for the answer.  SDR/sensors, SEL and FRU are
+decoded by pyghmi, whose requests ``console.drivers.ipmi`` sends on this same session.
 
 Errors are :mod:`console.errors` classes: a BMC that refuses the user or the password
 -> :class:`AuthFailed`; no answer -> :class:`Timeout` (or :class:`ProtocolError` when
@@ -297,15 +297,16 @@ class RmcpSession:
         return self._logged_in
 
     # ------------------------------------------------------------- public API
-    async def request(self, netfn: int, command: int, data: bytes = b"", *, lun: int = 0) -> bytes:
+    async def request(self, netfn: int, command: int, data: bytes = b"", *, lun: int = 0,
+                      timeout: float | None = None) -> bytes:
         """Send one IPMI request in the session; returns the response data (after the
         completion code).  Logs in first when needed; raises :class:`CommandFailed` for a
-        completion code other than 00h."""
+        completion code other than 00h.  ``timeout`` shortens the session's own."""
         if self._closed:
             raise DriverError(f"{self._where}: session is closed")
         async with self._lock:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout
+            deadline = loop.time() + (self.timeout if timeout is None else min(timeout, self.timeout))
             try:
                 if not self._logged_in:
                     await self._login(deadline)
