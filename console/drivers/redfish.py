@@ -173,12 +173,15 @@ class RedfishDriver:
     poll_reuse: float = 2.0
 
     def __init__(self, bmc: Bmc, password: Secret, *, timeout: float = 10.0,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, session: RedfishSession | None = None) -> None:
         if bmc.protocol != "redfish":
             raise DriverError(f"{bmc.address}: RedfishDriver needs a redfish BMC, not {bmc.protocol}")
         self.bmc = bmc
         self.address = bmc.address
-        self._http = RedfishSession(bmc, password, timeout=timeout, client=client)
+        self._password = password
+        # a borrowed session (for_system) is the lender's to log out
+        self._owns_session = session is None
+        self._http = session or RedfishSession(bmc, password, timeout=timeout, client=client)
         # discovered once, then cached
         self._system_uri: str | None = None
         self._chassis_uri: str | None = None
@@ -381,9 +384,21 @@ class RedfishDriver:
             macs=tuple(macs),
         )
 
+    def for_system(self, bmc: Bmc) -> "RedfishDriver":
+        """A driver for another system of this service (its ``bmc.system``) over this
+        driver's session: one login, one request at a time for both (a blade enclosure's
+        systems).  Its :meth:`close` leaves the session alone; this driver's logs out."""
+        mine = self.bmc
+        if (bmc.address, bmc.effective_port, bmc.scheme, bmc.username) != \
+                (mine.address, mine.effective_port, mine.scheme, mine.username):
+            raise DriverError(f"{bmc.address}: not the service and user of {mine.address}'s session")
+        return RedfishDriver(bmc, self._password, session=self._http)
+
     async def close(self) -> None:
-        """Delete our session (logout) and close the client; safe to call twice."""
-        await self._http.close()
+        """Delete our session (logout) and close the client; safe to call twice.  A driver
+        made by :meth:`for_system` only drops the session it borrowed."""
+        if self._owns_session:
+            await self._http.close()
 
     # ------------------------------------------------------------------ navigation
     async def _system_url(self) -> str:
