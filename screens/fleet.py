@@ -368,6 +368,8 @@ class FleetScreen(Screen):
     # ------------------------------------------------------------ live updates
     @on(FleetChanged)
     def _fleet_changed(self, message: FleetChanged) -> None:
+        if message.switches:  # a switch polled the first time: miscabling may be known now
+            self.query_one(FleetSummary).switches_changed(message.switches)
         if not message.nodes:
             self._refresh_summary()
             return

@@ -1,5 +1,11 @@
 """The fleet screen's summary bar: state counts, how fresh the polls are, what is shown.
 
+A count not known yet is never shown as 0: drift is unknown (``?``, or ``≥2`` when two
+nodes already drift) until every node with a desired image had its image read once
+(or the read failed), miscabling until every switch was polled once; after start
+and after the poller restarted (its first states replace the old ones) that takes
+a few seconds.
+
 It also counts the nodes whose BMC password crosses the network unprotected (plain
 HTTP or unverified TLS, :func:`~screens.common.transport_warning`): ``⚠ 45
 insecure`` at the end of the line (``⚠45`` where that does not fit, nothing where
@@ -38,12 +44,43 @@ class FleetSummary(Static):
         self._counts: tuple[bool, Text] | None = None  # (wide, the counts rendered)
         self._shown = Text()
         self._insecure: int | None = None  # nodes whose BMC password is exposed (the inventory's)
+        #: nodes with a desired image whose image was never read, switches never polled:
+        #: while either has one, the drift / miscabling count is not known
+        self._image_unread: set[str] = set()
+        self._switches_unpolled: set[str] = set()
 
     def nodes_changed(self, names: Iterable[str]) -> None:
         """These nodes' states changed: their counts move (shown at the next :meth:`show`)."""
         self._counts = None
         if self._tally is not None:
             self._recount(names)
+
+    def switches_changed(self, names: Iterable[str]) -> None:
+        """These switches' states changed: whether every one was polled may have."""
+        if self._tally is None:
+            return
+        switches, unpolled = self.app.fleet.switches, self._switches_unpolled
+        before = bool(unpolled)
+        for name in names:
+            if name in switches:
+                if switches[name].polled_at is None:
+                    unpolled.add(name)
+                else:
+                    unpolled.discard(name)
+        if bool(unpolled) != before:
+            self._counts = None
+
+    @property
+    def drift_known(self) -> bool:
+        """Every node with a desired image had its image read (or the read failed)."""
+        self._ensure_tally()
+        return not self._image_unread
+
+    @property
+    def cabling_known(self) -> bool:
+        """Every switch was polled once."""
+        self._ensure_tally()
+        return not self._switches_unpolled
 
     def show(self, *, shown: int, marked: int) -> None:
         """Bring the line up to date: ``shown`` nodes in the table, ``marked`` of them marked."""
@@ -68,18 +105,17 @@ class FleetSummary(Static):
     def _counts_text(self, wide: bool) -> Text:
         if self._counts is not None and self._counts[0] == wide:
             return self._counts[1]
-        if self._tally is None:
-            self._tally = Counter()
-            self._contrib = {}
-            self._recount(list(self.app.fleet.nodes))
+        self._ensure_tally()
         tally = self._tally
+        drift = _count(tally["drift"], not self._image_unread)
+        cabling = _count(tally["miscabled"], not self._switches_unpolled)
         if not wide:  # 80 columns: counts right after their symbols
             parts = [_tight(word, tally["power:" + word]) for word in ("on", "off", "unknown")]
             gap, bar = " ", Text(" │ ")
             parts += [bar, _tight("ok", tally["health:ok"]), _tight("warning", tally["health:warning"]),
                       _tight("critical", tally["health:critical"]), bar,
-                      _tight("error", tally["error"], " err"), _tight("drift", tally["drift"], " drift"),
-                      _tight("mismatch", tally["miscabled"], " cabling")]
+                      _tight("error", tally["error"], " err"), _tight("drift", drift, " drift"),
+                      _tight("mismatch", cabling, " cabling")]
         else:
             parts = [
                 status_text("on", f"{tally['power:on']} on"),
@@ -94,8 +130,8 @@ class FleetSummary(Static):
                 status_text("critical", f"{tally['health:critical']}"),
                 bar,
                 status_text("error", f"{tally['error']} err"),
-                status_text("drift", f"{tally['drift']} drift"),
-                status_text("mismatch", f"{tally['miscabled']} cabling"),
+                status_text("drift", f"{drift} drift"),
+                status_text("mismatch", f"{cabling} cabling"),
             ]
         text = Text()
         for i, part in enumerate(parts):  # no gap around the bars
@@ -104,6 +140,14 @@ class FleetSummary(Static):
             text.append_text(part)
         self._counts = (wide, text)
         return text
+
+    def _ensure_tally(self) -> None:
+        """Count every node (and see which switches were polled) the first time."""
+        if self._tally is None:
+            self._tally = Counter()
+            self._contrib = {}
+            self._recount(list(self.app.fleet.nodes))
+            self._switches_unpolled = {name for name, st in self.app.fleet.switches.items() if st.polled_at is None}
 
     def _append_insecure(self, text: Text, wide: bool) -> None:
         """End the line with the count of exposed BMC passwords, whole or not at all (a
@@ -159,9 +203,21 @@ class FleetSummary(Static):
             tally.subtract(contrib.get(name, ()))
             tally.update(words)
             contrib[name] = words
+            if node.image and st.image_running is None and st.image_error is None:
+                self._image_unread.add(name)  # never read (a failed read sets image_error)
+            else:
+                self._image_unread.discard(name)
 
 
-def _tight(word: str, count: int, label: str = "") -> Text:
+def _count(found: int, known: bool) -> str:
+    """A count, or what is known of it while not every node was read: ``?`` (none found
+    yet), ``≥2`` (two found so far); never a 0 that is not known."""
+    if known:
+        return str(found)
+    return f"≥{found}" if found else "?"
+
+
+def _tight(word: str, count: int | str, label: str = "") -> Text:
     """A narrow count: its symbol, then the number without a space (``●85``, ``✗1 err``)."""
     symbol, style = SYMBOLS[word]
     return Text(f"{symbol}{count}{label}", style=style)
