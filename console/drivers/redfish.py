@@ -100,6 +100,7 @@ QUIRKS: dict[str, Quirks] = {
 _FLAVOR_ALIASES = {
     "dell": "dell", "idrac": "dell", "hpe": "hpe", "ilo": "hpe", "lenovo": "lenovo", "xcc": "lenovo",
     "supermicro": "supermicro", "openbmc": "openbmc", "dmtf": "generic", "generic": "generic",
+    "sushy": "generic",  # sushy-tools: reads every override back continuous (console.bootquirk judges it)
 }
 #: substrings of Manufacturer / ServiceRoot Vendor (lower case) -> QUIRKS key.
 _VENDOR_HINTS = (("dell", "dell"), ("hpe", "hpe"), ("hewlett", "hpe"), ("lenovo", "lenovo"),
@@ -284,7 +285,9 @@ class RedfishDriver:
             await self._http.request("PATCH", uri, json={"Boot": body}, headers={"If-Match": etag} if etag else None)
         got = await self.boot_override()
         want = BootOverride(target, persistent and target != BootTarget.NONE)
-        if got != want:
+        # asked once, read back continuous (sushy-tools, some vendors): the device is right; the
+        # caller judges it and clears the override after the boot (console.bootquirk)
+        if got != want and not (got.target == want.target and got.persistent and not want.persistent):
             raise ProtocolError(f"{self.address}: boot override not applied: asked {_boot_words(want)}, "
                                 f"the BMC reports {_boot_words(got)}")
 
