@@ -19,7 +19,10 @@ records what it was left with (:class:`~console.leftover.Left`).  Each node goes
 
 Steps are verified by reading back: power by polling the power state until it
 is what the step promises (BMCs apply changes seconds later); a PXE boot override
-by reading it back before the reboot (vendors silently revert it).  IPMI and
+by reading it back before the reboot (vendors silently revert it).  One that reads
+back the right device but continuous, or not flagged valid (:mod:`console.bootquirk`),
+is accepted with a note, and a ``clear-boot`` step clears it once the provisioner saw
+the node boot (or when the action fails first), so it does not PXE boot for ever.  IPMI and
 Redfish are the same here: everything goes through
 :class:`~console.drivers.bmc.BmcDriver`.
 
@@ -36,8 +39,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from console.actions import (FINAL, NOTHING_TO_DO, NodePlan, Plan, PlanError, failure_reason, plural, reimage_module,
-                             resolve_image)
+from console.actions import (FINAL, NOTHING_TO_DO, NodePlan, Plan, PlanError, Step, failure_reason, plural,
+                             reimage_module, resolve_image)
+from console.bootquirk import AfterBoot, clear_override, readback_quirk
 from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.errors import ActionError, DriverError, FleetError
@@ -180,7 +184,7 @@ class Runner:
                  poll_interval: float = 1.0, power_timeout: float = 120.0, soft_timeout: float = 300.0,
                  hard_after: float | None = None, request_timeout: float = 10.0,
                  reimage_options: dict[str, Any] | None = None, canary_timeout: float = 900.0,
-                 on_cancel: str | None = None) -> None:
+                 on_cancel: str | None = None, boot_timeout: float = 600.0) -> None:
         if fanout < 1:
             raise PlanError(f"--fanout must be at least 1, got {fanout}")
         if canary < 0:
@@ -208,6 +212,9 @@ class Runner:
         self.request_timeout = request_timeout
         self.canary_timeout = canary_timeout  # how long a canary may take to come back healthy
         self.reimage_options = dict(reimage_options or {})  # extra keywords for reimage_node (timeouts=...)
+        self.boot_timeout = boot_timeout  # how long clear-boot waits for the provisioner to see the boot
+        self._after_boot: dict[str, tuple[str, AfterBoot]] = {}  # node -> (read-back quirk, to clear after boot)
+        self._boot_notes: dict[str, str] = {}  # node -> what the plan result says about its boot override
         self.progress: dict[str, NodeProgress] = {n.node: NodeProgress(n.node) for n in plan.nodes}
         self._cancels = 0
         #: what the first plain cancel does: None (stop launching; a second aborts), "finish", "rollback"
@@ -449,7 +456,8 @@ class Runner:
             if self.plan.kind == "reimage":
                 await self._reimage(np, prog, node, driver)
             else:
-                for step in np.steps:
+                steps = list(np.steps)
+                for step in steps:  # clear-boot is appended when verify-boot accepts a quirk
                     if self._aborting:
                         prog.left = await self._left_after_steps(np, prog, driver)
                         self._journal(np.node, step.name, "cancelled", error="cancelled before this step",
@@ -467,6 +475,8 @@ class Runner:
                     prog.steps.append(StepRecord(step.name, result, detail, time.monotonic() - t0))
                     self._journal(np.node, step.name, result, detail=detail)
                     current = None
+                    if step.name == "verify-boot" and np.node in self._after_boot:
+                        steps.append(Step("clear-boot", "clear the boot override once the provisioner sees the boot"))
             if prog.canary and self._leaves_power_on() and self.plan.kind != "reimage":
                 current = "canary-health"
                 prog.phase = current
@@ -477,7 +487,9 @@ class Runner:
                 prog.steps.append(StepRecord(current, "ok", words, time.monotonic() - t0))
                 self._journal(np.node, current, "ok", detail=words)
                 current = None
-            self._finish(prog, "done", detail=None if self.plan.kind == "reimage" else "verified")
+            note = self._boot_notes.pop(np.node, None)
+            self._finish(prog, "done", detail=None if self.plan.kind == "reimage" else
+                         "verified" + (f"; boot override read back {note}" if note else ""))
         except asyncio.CancelledError:
             where = current or prog.phase
             if self.plan.kind != "reimage" and driver is not None:
@@ -505,6 +517,8 @@ class Runner:
             self._journal(np.node, current or prog.phase, "failed", error=reason)
             self._finish(prog, "failed", error=reason)
         finally:
+            if np.node in self._after_boot:  # failed or cancelled before clear-boot ran
+                await asyncio.shield(self._clear_left(np.node, driver, prog))
             if driver is not None:
                 try:
                     await asyncio.shield(driver.close())
@@ -646,11 +660,22 @@ class Runner:
             return "ok", "boot override PXE once requested"
         if name == "verify-boot":
             got = await driver.boot_override()
-            if got.target != BootTarget.PXE or got.persistent:
-                seen = f"{got.target.value} {'continuous' if got.persistent else 'once'}"
-                raise ActionError(f"boot override did not stick: the BMC reports {seen}, not pxe once "
-                                  f"(vendors revert it; not rebooting)")
-            return "ok", "read back: pxe once"
+            try:
+                quirk = readback_quirk(BootTarget.PXE, got)
+            except ValueError as exc:
+                raise ActionError(f"boot override did not stick: the BMC reports {exc}, not pxe once "
+                                  f"(vendors revert it; not rebooting)") from None
+            if quirk is None:
+                return "ok", "read back: pxe once"
+            after = AfterBoot(self.ctx.site, self.ctx.secrets, self.ctx.site.node(np.node))
+            self._after_boot[np.node] = (quirk, after)
+            await after.mark()  # before the reboot: the boot to wait for is a newer one
+            return "ok", f"read back: {quirk}: will clear after boot"
+        if name == "clear-boot":
+            quirk, after = self._after_boot.pop(np.node)
+            cleared, words = await after.clear_when_booted(driver, self.boot_timeout, self.poll_interval)
+            self._boot_notes[np.node] = f"{quirk}; {words}"
+            return ("ok" if cleared else "skipped"), words
         if name == "reboot":
             state = await driver.power_state()
             if state == PowerState.ON:
@@ -664,6 +689,23 @@ class Runner:
                 how = "powered on"
             return "ok", f"{how}; " + (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
         raise ActionError(f"unknown step {name!r}")
+
+    async def _clear_left(self, node: str, driver: BmcDriver | None, prog: NodeProgress) -> None:
+        """Clear an override accepted with a quirk when the action ended before clear-boot."""
+        _, after = self._after_boot.pop(node)
+        try:
+            if driver is None or (prog.left is not None and prog.left.boot_override == "cleared"):
+                return
+            async with asyncio.timeout(self.request_timeout * 2):
+                words = await clear_override(driver)
+            self._journal(node, "clear-boot", "ok", detail=f"{words} (the action ended before the boot was seen)")
+            if prog.left is not None:
+                prog.left.boot_override = "cleared"
+        except (TimeoutError, DriverError) as exc:
+            why = "no answer" if isinstance(exc, TimeoutError) else failure_reason(exc)
+            self._journal(node, "clear-boot", "failed", error=f"boot override not cleared ({why}): clear it by hand")
+        finally:
+            await after.close()
 
     async def _reimage(self, np: NodePlan, prog: NodeProgress, node, driver: BmcDriver) -> None:
         """Hand the node to :func:`console.reimage.reimage_node`, journalling each phase it reports."""
