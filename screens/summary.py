@@ -2,7 +2,8 @@
 
 A count not known yet is never shown as 0: drift is unknown (``?``, or ``≥2`` when two
 nodes already drift) until every node with a desired image had its image read once
-(or the read failed), miscabling until every switch was polled once; after start
+(or the read failed, or its BMC fails: the poller reads only its power then, and it
+counts as an error), miscabling until every switch was polled once; after start
 and after the poller restarted (its first states replace the old ones) that takes
 a few seconds.
 
@@ -203,8 +204,10 @@ class FleetSummary(Static):
             tally.subtract(contrib.get(name, ()))
             tally.update(words)
             contrib[name] = words
-            if node.image and st.image_running is None and st.image_error is None:
-                self._image_unread.add(name)  # never read (a failed read sets image_error)
+            # never read (a failed read sets image_error); a node whose BMC fails is not waited
+            # for: the poller reads no more than its power while it fails, and it counts as an error
+            if node.image and st.image_running is None and st.image_error is None and not st.errors:
+                self._image_unread.add(name)
             else:
                 self._image_unread.discard(name)
 
