@@ -675,7 +675,7 @@ class Runner:
             quirk, after = self._after_boot.pop(np.node)
             cleared, words = await after.clear_when_booted(driver, self.boot_timeout, self.poll_interval)
             self._boot_notes[np.node] = f"{quirk}; {words}"
-            return ("ok" if cleared else "skipped"), words
+            return ("ok" if cleared else "skipped"), f"{words}; it read back {quirk}"  # the CLI shows this last step
         if name == "reboot":
             state = await driver.power_state()
             if state == PowerState.ON:

@@ -174,6 +174,7 @@ async def test_pxe_goes_on_with_the_quirk_noted_and_clears_the_override_after_th
     assert [s.step for s in p.steps] == ["boot-pxe", "verify-boot", "reboot", "clear-boot"]
     assert p.steps[1].detail == f"read back: {QUIRK[flavor]}: will clear after boot"
     assert p.steps[3].detail.startswith(CLEARED + " (boot seen by the provisioner")
+    assert p.steps[3].detail.endswith(f"; it read back {QUIRK[flavor]}")  # what the pxe command's table shows
     assert QUIRK[flavor] in p.detail and "cleared after boot" in p.detail  # the plan's result says so
     entries = {e["step"]: e for e in read_entries("quirks", path=journal.path, node=name, limit=0)
                if e["result"] != "started"}
