@@ -334,3 +334,17 @@ def test_interface_is_frozen() -> None:
     with pytest.raises(Exception):
         i.in_octets = 5  # type: ignore[misc]
     assert replace(i, in_octets=5).in_octets == 5
+
+
+async def test_the_client_socket_is_bound_to_the_source_address_not_the_wildcard(env: Env, engine) -> None:
+    """pysnmp's client socket was bound to 0.0.0.0 (every interface of a shared jump host)."""
+    from console.drivers.route import source_address
+
+    client = env.client()
+    try:
+        assert (await client.system()).name == "sw1"
+        transport = engine.transport_dispatcher.get_transport(client._target.TRANSPORT_DOMAIN)
+        local = transport.transport.get_extra_info("sockname")
+        assert local[0] == source_address(ADDRESS, env.port) != "0.0.0.0"
+    finally:
+        await client.close()

@@ -7,6 +7,7 @@ Real packets over loopback to :class:`console.lab.ipmi_bmc.IpmiLab`; every test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from typing import Iterator
@@ -16,6 +17,7 @@ import pytest
 from console.drivers import rmcp
 from console.drivers.bmc import PowerState
 from console.drivers.ipmi import IpmiDriver
+from console.drivers.route import source_address
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout
 from console.lab.ipmi_bmc import IpmiLab
 from console.lab.machine import BootDevice, Machine, MachineSpec
@@ -212,3 +214,50 @@ def test_aes_cbc_matches_the_library():
     assert aes.encrypt(iv, clear) == want
     assert aes.decrypt(iv, want) == clear
     assert struct.calcsize("<IIH") == 10
+
+
+async def test_the_socket_is_bound_to_the_source_address_and_takes_replies_from_the_bmc_only(lab):
+    """The poller's UDP socket does not listen on every interface (it was bound to 0.0.0.0),
+    and a forged reply from another address, or from the BMC's address but another port,
+    is not taken as the BMC's."""
+    import socket
+
+    bmc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a BMC that never answers
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    same_host = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        bmc.bind(("127.83.9.1", 0))
+        forger.bind(("127.83.9.2", 0))
+        same_host.bind(("127.83.9.1", 0))
+        s = rmcp.RmcpSession("127.83.9.1", bmc.getsockname()[1], USER, PASSWORD, timeout=1.0)
+        call = asyncio.ensure_future(s.request(0x00, 0x01))
+        await asyncio.sleep(0)  # the Open Session Request is out
+        local = s._ep.sock.getsockname()
+        assert local[0] == source_address("127.83.9.1", 623) != "0.0.0.0"
+        _, sender = bmc.recvfrom(2048)
+        assert sender == local
+        # An Open Session Response for our console session ID saying "no free session slots":
+        # taken as the BMC's answer, the call would fail with that instead of timing out.
+        payload = bytes([0, 0x01, 0, 0]) + struct.pack("<I", s.console_id) + bytes(28)
+        forged = (rmcp.RMCP_HEADER + bytes([rmcp.AUTH_RMCP_PLUS, rmcp.PAYLOAD_OPEN_RSP]) + bytes(8)
+                  + struct.pack("<H", len(payload)) + payload)
+        forger.sendto(forged, local)
+        same_host.sendto(forged, local)
+        with pytest.raises(Timeout):
+            await call
+        # the control: the same packet from the BMC's own address and port is its answer
+        bmc.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                bmc.recv(2048)  # the first request's retransmits
+        bmc.setblocking(True)
+        call = asyncio.ensure_future(s.request(0x00, 0x01))
+        await asyncio.sleep(0)
+        _, sender = bmc.recvfrom(2048)
+        payload = bytes([0, 0x01, 0, 0]) + struct.pack("<I", s.console_id) + bytes(28)
+        bmc.sendto(forged[:-len(payload)] + payload, sender)
+        with pytest.raises(DriverError, match="no free session slots"):
+            await call
+    finally:
+        for sock in (bmc, forger, same_host):
+            sock.close()

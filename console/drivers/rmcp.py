@@ -49,6 +49,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
 
+from .route import source_address
+
 __all__ = ["CommandFailed", "RmcpSession", "PRIV_ADMIN", "PRIV_OPERATOR", "PRIV_USER"]
 
 log = logging.getLogger(__name__)
@@ -85,17 +87,22 @@ class CommandFailed(DriverError):
 
 # --------------------------------------------------------------------------- the socket
 class _Endpoint:
-    """One non-blocking UDP socket shared by every session of one loop and address family.
+    """One non-blocking UDP socket shared by every session of one loop and source address.
 
     A single socket keeps this process's descriptor count low (pyghmi, in the same
     process, uses ``select()`` and breaks on descriptors past 1,023) and is drained in
-    one go on readiness.  Replies are routed by the console session ID we chose.
+    one go on readiness.  Replies are routed by the console session ID we chose, and
+    taken only from the address and port the session talks to.  The socket is bound to
+    the source address the kernel picks for the BMCs it serves (a fleet on one
+    management network: one socket), never to the wildcard, so it does not listen on
+    every interface of a shared jump host.
     """
 
     RCVBUF = 4 * 1024 * 1024  # a sweep of a thousand BMCs answers in a burst
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, family: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, family: int, source: str) -> None:
         self.loop = loop
+        self.key = (family, source)
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -103,7 +110,11 @@ class _Endpoint:
                 self.sock.setsockopt(socket.SOL_SOCKET, opt, self.RCVBUF)
             except OSError:
                 pass
-        self.sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+        try:
+            self.sock.bind((source, 0))
+        except OSError:
+            self.sock.close()
+            raise
         self.routes: dict[int, RmcpSession] = {}
         self.by_addr: dict[tuple[str, int], set[RmcpSession]] = {}
         loop.add_reader(self.sock.fileno(), self._drain)
@@ -134,8 +145,8 @@ class _Endpoint:
             self.close()
 
     def close(self) -> None:
-        if _endpoints.get(self.loop, {}).get(self.sock.family) is self:
-            del _endpoints[self.loop][self.sock.family]
+        if _endpoints.get(self.loop, {}).get(self.key) is self:
+            del _endpoints[self.loop][self.key]
         try:
             self.loop.remove_reader(self.sock.fileno())
         except Exception:  # the loop is closed already
@@ -169,15 +180,17 @@ class _Endpoint:
             peer._junk(f"undecodable {len(data)}-byte packet")
 
 
-_endpoints: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Endpoint]]" = weakref.WeakKeyDictionary()
+_endpoints: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Endpoint]]" = \
+    weakref.WeakKeyDictionary()
 
 
-def _endpoint(family: int) -> _Endpoint:
+def _endpoint(address: str, port: int) -> _Endpoint:
     loop = asyncio.get_running_loop()
+    key = (_family(address), source_address(address, port))
     per_loop = _endpoints.setdefault(loop, {})
-    ep = per_loop.get(family)
+    ep = per_loop.get(key)
     if ep is None:
-        ep = per_loop[family] = _Endpoint(loop, family)
+        ep = per_loop[key] = _Endpoint(loop, *key)
     return ep
 
 
@@ -336,7 +349,7 @@ class RmcpSession:
     # ------------------------------------------------------------- login
     async def _login(self, deadline: float) -> None:
         self._forget()
-        self._ep = _endpoint(_family(self.address))
+        self._ep = _endpoint(self.address, self.port)
         self.console_id = _new_console_id(self._ep)
         self._ep.register(self)
         self._note = ""

@@ -72,6 +72,8 @@ from pysnmp.proto.rfc1902 import ObjectName
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout
 from console.secrets import Secrets
+
+from .route import source_address
 from inventory.model import Switch
 
 __all__ = [
@@ -241,6 +243,19 @@ class _ListeningTransport(udp.UdpAsyncioTransport):
 
 class _Target(UdpTransportTarget):
     PROTO_TRANSPORT = _ListeningTransport
+
+
+#: The transport domain per local source address: pysnmp opens one socket per domain and
+#: engine, bound to the first target's local address, so each source address gets a
+#: domain of its own (``udp.DOMAIN_NAME + (n,)``, as pysnmp's examples do for a second
+#: interface).  Never the wildcard: the socket does not listen on every interface.
+_domains: dict[str, tuple[int, ...]] = {}
+
+
+def _domain(source: str) -> tuple[int, ...]:
+    if source not in _domains:
+        _domains[source] = udp.DOMAIN_NAME + (len(_domains),) if _domains else udp.DOMAIN_NAME
+    return _domains[source]
 
 
 # --------------------------------------------------------------------------- the client
@@ -483,16 +498,19 @@ class SnmpClient:
     def _heard_since(self, engine: SnmpEngine, started: float) -> bool:
         """Did the switch send us any datagram since ``started`` (decodable or not)?"""
         dispatcher = engine.transport_dispatcher
-        transport = dispatcher.get_transport(udp.DOMAIN_NAME) if dispatcher is not None else None
-        heard = getattr(transport, "heard", {})
         if self._target is None:
             return False
+        transport = dispatcher.get_transport(self._target.TRANSPORT_DOMAIN) if dispatcher is not None else None
+        heard = getattr(transport, "heard", {})
         return heard.get(tuple(self._target.transport_address[:2]), 0.0) >= started
 
     async def _transport_target(self) -> UdpTransportTarget:
         if self._target is None:
-            self._target = await _Target.create(
+            target = await _Target.create(
                 (self.switch.address, self.switch.port), timeout=self._timeout, retries=self._retries)
+            source = source_address(*target.transport_address[:2])  # resolved by create()
+            target.TRANSPORT_DOMAIN = _domain(source)
+            self._target = target.set_local_address((source, 0))
         return self._target
 
     def _auth_data(self) -> CommunityData | UsmUserData:
