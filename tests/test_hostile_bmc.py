@@ -123,6 +123,8 @@ class HostileBmc:
                     await send(writer, b'{"error": {"code": "Base.1.0.ResourceMissingAtURI"}}', status="404 Not Found")
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream protocol logs a task that ends cancelled)
         finally:
             writer.close()
             self.connections.discard(asyncio.current_task())  # type: ignore[arg-type]
