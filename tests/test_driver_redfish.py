@@ -3,7 +3,7 @@
 Part 1 runs the driver against :class:`console.lab.redfish_bmc.RedfishLab` on loopback
 (every flavor, HTTP and HTTPS with and without verification) and checks that what the
 driver reports matches the simulated machine.  Part 2 serves each tree in
-``shared/redfish-mockups`` read-only with a tiny aiohttp server and checks that the
+``tests/data/redfish-mockups`` read-only with a tiny aiohttp server and checks that the
 driver navigates it, or says clearly what is missing.
 """
 
@@ -32,9 +32,7 @@ from inventory.model import Bmc
 
 USER, PASSWORD = "root", "calvin"
 LAB_FLAVORS = ("dmtf", "idrac", "ilo", "openbmc")
-MOCKUPS = Path(__file__).resolve().parents[2] / "shared" / "redfish-mockups"
-if not MOCKUPS.is_dir():
-    MOCKUPS = Path("/work/shared/redfish-mockups")
+MOCKUPS = Path(__file__).resolve().parent / "data" / "redfish-mockups"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -4,7 +4,7 @@ Every HTTP exchange here goes through ``/usr/bin/curl`` (run as an asyncio
 subprocess so the lab keeps serving on the test's loop): a real client on real
 sockets is the cross-check that the simulator speaks Redfish and not just
 "whatever our own driver expects".  Resource shapes are compared with the
-published mockups in ``shared/redfish-mockups``.
+published mockups in ``tests/data/redfish-mockups``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ from console.lab.redfish_bmc import FLAVORS, RedfishLab
 
 CURL = "/usr/bin/curl"
 USER, PASSWORD = "root", "calvin"
-MOCKUPS = Path(__file__).resolve().parents[2] / "shared" / "redfish-mockups"
-if not MOCKUPS.is_dir():
-    MOCKUPS = Path("/work/shared/redfish-mockups")
+MOCKUPS = Path(__file__).resolve().parent / "data" / "redfish-mockups"
 
 IMAGE = ("flatcar", "3815.2.0")
 
