@@ -21,7 +21,7 @@ from typing import Any
 from console.drivers.bmc import BootOverride, Event, Identity, Sensor
 from inventory.model import Node, Site
 
-__all__ = ["Fleet", "NodeState", "SwitchState", "PortState", "iso"]
+__all__ = ["Fleet", "NodeActivity", "NodeState", "SwitchState", "PortState", "iso"]
 
 
 def iso(ts: float | None) -> str | None:
@@ -51,7 +51,20 @@ class NodeState:
     last_success: float | None = None
     last_error_at: float | None = None
     consecutive_failures: int = 0
+    #: when the oldest fact a row shows was read: the power/health poll or the image read,
+    #: whichever is older (a row's AGE; an image read 4 minutes ago is not 2 s fresh)
     polled_at: float | None = None
+    power_at: float | None = None  # the last power/health poll (ok or failed)
+    image_at: float | None = None  # the last image read over SSH (ok or failed)
+
+    def stamp(self, job: str, now: float) -> None:
+        """A ``job`` poll happened at ``now``: move its fact's time and the row's age."""
+        if job == "power":
+            self.power_at = now
+        elif job == "image":
+            self.image_at = now
+        facts = [t for t in (self.power_at, self.image_at) if t is not None]
+        self.polled_at = min(facts) if facts else now
 
     @property
     def error(self) -> str | None:
@@ -59,6 +72,27 @@ class NodeState:
         if not self.errors:
             return None
         return self.errors.get("power") or next(iter(self.errors.values()))
+
+
+@dataclass(frozen=True)
+class NodeActivity:
+    """Work on a node that is not a poll (kept apart from :class:`NodeState`, which the
+    poller's process replaces whole): an action of this console running on it (``kind``
+    ``job``: its ``phase``, e.g. ``installing``, or ``queued``), or a lock another console
+    or command holds on it (``lock``)."""
+
+    kind: str  # job | lock
+    action: str = ""  # "reimage flatcar@4152.2.0"
+    phase: str = ""  # job: the node's phase in the run
+    owner: str = ""  # who: the job's operator, or the lock's holder (as locks describe it)
+    plan: str = ""
+    until: float | None = None  # lock: when it expires unless renewed
+
+    def words(self) -> str:
+        """``installing (reimage flatcar@4152.2.0)`` or ``locked by bob: power cycle``."""
+        if self.kind == "job":
+            return f"{self.phase} ({self.action})" if self.action else self.phase
+        return f"locked by {self.owner}" + (f": {self.action}" if self.action else "")
 
 
 @dataclass
@@ -108,6 +142,8 @@ class Fleet:
         self._changed_nodes: set[str] = set()
         self._changed_switches: set[str] = set()
         self.last_sweep_at: float | None = None
+        #: node -> what is being done to it (an action running here, another's lock)
+        self.activity: dict[str, NodeActivity] = {}
 
     # ------------------------------------------------------------------ writes
     def node_ok(self, name: str, job: str, **values: Any) -> None:
@@ -119,7 +155,7 @@ class Fleet:
                 setattr(st, key, value)
             st.errors.pop(job, None)
             st.last_success = now
-            st.polled_at = now
+            st.stamp(job, now)
             if not st.errors:
                 st.consecutive_failures = 0
             self._changed_nodes.add(name)
@@ -131,7 +167,7 @@ class Fleet:
             st = self.nodes[name]
             st.errors[job] = reason
             st.last_error_at = now
-            st.polled_at = now
+            st.stamp(job, now)
             st.consecutive_failures += 1
             # any failed BMC request means we cannot vouch for power or health right now
             st.power = "unknown"
@@ -192,6 +228,18 @@ class Fleet:
             if last_sweep_at is not None:
                 self.last_sweep_at = last_sweep_at
 
+    def set_activity(self, name: str, activity: NodeActivity | None) -> bool:
+        """What is being done to node ``name`` now (None: nothing); True when that changed."""
+        with self._lock:
+            if name not in self.nodes or self.activity.get(name) == activity:
+                return False
+            if activity is None:
+                del self.activity[name]
+            else:
+                self.activity[name] = activity
+            self._changed_nodes.add(name)
+            return True
+
     # ------------------------------------------------------------------ reads
     def drain_changes(self) -> tuple[set[str], set[str]]:
         """Names of nodes and switches changed since the last drain (one batch)."""
@@ -246,6 +294,7 @@ class Fleet:
                 "running": st.image_running,
                 "state": self.image_state(node),
                 "error": st.image_error,
+                "read_at": iso(st.image_at),
             },
             "error": st.error,
             "consecutive_failures": st.consecutive_failures,

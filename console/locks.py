@@ -58,8 +58,11 @@ from console.journal import current_operator
 
 __all__ = ["LockInfo", "Locks", "LockError", "LockBusy", "LockCancelled", "lock_dir", "DEFAULT_TTL", "MAX_TTL", "GUARD_WAIT"]
 
-#: seconds a lock lasts unless renewed (an action longer than this renews it)
-DEFAULT_TTL = 2 * 3600.0
+#: seconds a lock lasts unless renewed.  Short, because the lock follows its plan: the
+#: runner renews it every ttl/3 while the plan runs and releases it at the end, so a lock
+#: left by a console that hung or lost its host outlives it by at most this long
+#: (a dead process on this host is reclaimed at once).
+DEFAULT_TTL = 10 * 60.0
 #: no lock may last longer than this from now; one that claims to is forged or broken
 MAX_TTL = 24 * 3600.0
 #: seconds to wait for another process's guard flock before giving up

@@ -39,6 +39,7 @@ from textual.widgets import DataTable, Header, Static
 
 from console.fleet import iso
 from console.text import visible
+from screens.columns import activity_text
 from screens.common import INSECURE, SYMBOLS, FleetChanged, age_text, outside, status_text, transport_warning
 from screens.footer import KeyFooter
 
@@ -263,6 +264,8 @@ class NodeScreen(Screen):
     def _tick(self) -> None:
         """Once a second: ages move; the journal is re-read when its file changed."""
         self._refresh_status()
+        if self._known():
+            self._refresh_state()  # the image's age (redrawn only when its text changed)
         self._refresh_errors()
         self._refresh_activity()
 
@@ -298,6 +301,9 @@ class NodeScreen(Screen):
             parts.append(status_text("ambiguous", "port ambiguous"))
         if st.errors:
             parts.append(status_text("error", "poll error"))
+        activity = fleet.activity.get(node.name)
+        if activity is not None:  # a reimage under way explains the drift; a lock says who acts on it
+            parts.append(activity_text(activity))
         parts.append(Text.assemble("polled ", age_text(st.polled_at, now), (" ago" if st.polled_at else "")))
         if self.polling:
             parts.append(Text("⟳ refreshing…", style="italic"))
@@ -398,7 +404,20 @@ class NodeScreen(Screen):
         else:
             running = outside(f"? unknown{': ' + st.image_error if st.image_error else ' (not read yet)'}",
                               "yellow")
+        if st.image_at is not None:  # how old this fact is: the image is read less often than power
+            running = running.copy()
+            running.append(Text.assemble("  (read ", age_text(st.image_at, self.app.clock()), " ago)",
+                                         style="dim"))
         rows.append(("image running", running))
+        activity = fleet.activity.get(node.name)
+        if activity is not None:
+            label = "action" if activity.kind == "job" else "lock"
+            words = activity_text(activity)
+            if activity.kind == "job" and activity.plan:
+                words.append(f"  plan {activity.plan}, by {visible(activity.owner)}", style="dim")
+            if activity.kind == "lock" and activity.until is not None:
+                words.append(f"  until {_short_time(activity.until)}", style="dim")
+            rows.append((label, words))
         self._sync_grid("state-grid", rows)
         section = self.query_one("#state")
         section.set_class(fleet.port_finding(node) == "mismatch", "-miscabled")

@@ -1,0 +1,255 @@
+"""The jobs screen: this console's running and recent actions, reachable after escape.
+
+One row per run (:class:`console.jobs.Job`): plan, action, owner, ticket, nodes,
+phase counts, when it started and how it stands.  ``enter`` reopens its progress
+(a :class:`ReopenedProgress` over the same runner: the rows as they are now, then
+live), ``c`` cancels it as ``c`` on its progress screen does (the first stops
+launching nodes, the second aborts the ones in flight), escape goes back.
+
+:func:`board_of` gives the app's :class:`~console.jobs.JobBoard`, made on first
+use: it follows the runs the progress screens register in ``app.runs``, reads the
+site's lock files every :data:`LOCK_SCAN_S` seconds in a thread (others' locks on
+the rows), and asks the poller for a node's power, boot override and image as soon
+as an action on it ended (here or, seen as its lock going away, elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Header, Static
+
+from console.jobs import REFRESH_JOBS, Job, JobBoard, counts_text
+from screens.common import outside
+from screens.footer import KeyFooter
+
+__all__ = ["JobsScreen", "ReopenedProgress", "board_of", "LOCK_SCAN_S"]
+
+log = logging.getLogger(__name__)
+
+#: seconds between two reads of the site's lock files (a directory of small files, in a thread)
+LOCK_SCAN_S = 5.0
+#: seconds between two syncs of the runs' phases onto the rows
+SYNC_S = 0.5
+
+COLUMNS = (("plan", "PLAN", 8), ("action", "ACTION", 24), ("owner", "OWNER", 10), ("ticket", "TICKET", 10),
+           ("nodes", "NODES", 5), ("phases", "PHASES", 28), ("started", "STARTED", 8), ("state", "STATE", 24))
+
+
+def board_of(app) -> JobBoard:
+    """The app's job board, made (and its timers started) on first use."""
+    board = getattr(app, "_job_board", None)
+    if board is not None:
+        return board
+    board = JobBoard(app.fleet, refresh=lambda names: _refresh(app, names), clock=app.clock)
+    app._job_board = board
+
+    def sync() -> None:
+        # the progress screens register their running actions in app.runs; one whose run ended
+        # before it was seen there is still on the screen stack (a finished run stays shown)
+        runs = list(getattr(app, "runs", ()) or ()) + [s for s in app.screen_stack if hasattr(s, "runner")]
+        for run in runs:
+            if getattr(run, "runner", None) is not None and getattr(run, "plan", None) is not None:
+                board.add(run.plan, run.runner, view=run)
+        board.sync()
+
+    async def scan() -> None:
+        held = await asyncio.to_thread(board.scan_locks)
+        board.apply_locks(held)
+
+    app.set_interval(SYNC_S, sync)
+    app.set_interval(LOCK_SCAN_S, lambda: app.run_worker(scan(), group="lock-scan", exclusive=True,
+                                                         exit_on_error=False))
+    app.call_later(lambda: app.run_worker(scan(), group="lock-scan", exclusive=True, exit_on_error=False))
+    return board
+
+
+def _refresh(app, names: list[str]) -> None:
+    """Read ``names``' power, boot override and running image now (an action on them ended)."""
+
+    async def one(name: str) -> None:
+        try:
+            await app.poll_node_now(name, REFRESH_JOBS)
+        except Exception as exc:  # noqa: BLE001 - the scheduled polls still come
+            log.warning("refreshing %s after an action: %s", name, exc)
+
+    async def run() -> None:
+        await asyncio.gather(*(one(n) for n in names))
+
+    app.run_worker(run(), group="refresh-after-action", exit_on_error=False)
+
+
+def _clock_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+
+
+class JobsScreen(Screen):
+    """This console's running and recent actions; enter reopens one, ``c`` cancels it."""
+
+    CSS_PATH = "jobs.tcss"
+    BINDINGS = [
+        Binding("enter", "open_job", "Progress"),
+        Binding("c", "cancel_job", "Cancel"),
+        Binding("escape", "back", "Back"),
+        Binding("q", "back", "Back", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="jobs-title")
+        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield Static(id="jobs-empty")
+        yield KeyFooter()
+
+    @property
+    def board(self) -> JobBoard:
+        return board_of(self.app)
+
+    def on_mount(self) -> None:
+        self.sub_title = "jobs"
+        table = self.query_one("#jobs", DataTable)
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=width)
+        self._refresh()
+        self.set_interval(SYNC_S, self._refresh)
+
+    def _cells(self, job: Job) -> tuple:
+        plan = job.plan
+        state = job.state()
+        style = "bold" if job.running else ("green" if state == "ended ok" else "yellow")
+        return (outside(plan.id), outside(plan.action), outside(job.owner), outside(plan.ticket or "-"),
+                Text(str(len(plan.targets))), outside(counts_text(job.counts())),
+                Text(_clock_time(job.started)), outside(("▶ " if job.running else "") + state, style))
+
+    def _refresh(self) -> None:
+        board = self.board
+        board.sync()
+        table = self.query_one("#jobs", DataTable)
+        jobs = sorted(board.jobs, key=lambda j: (not j.running, -j.started))
+        keys = [j.plan.id for j in jobs]
+        current = [str(k.value) for k in table.rows]
+        cursor = self.selected_plan()
+        if keys != current:
+            table.clear()
+            for job in jobs:
+                table.add_row(*self._cells(job), key=job.plan.id)
+            if cursor in keys:
+                table.move_cursor(row=keys.index(cursor))
+        else:
+            for job in jobs:
+                for (key, _, _), cell in zip(COLUMNS, self._cells(job)):
+                    table.update_cell(job.plan.id, key, cell, update_width=False)
+        running = len(board.running())
+        self.query_one("#jobs-title", Static).update(Text(
+            f"{running} running, {len(jobs) - running} ended (this console; others' locks show on the fleet rows)",
+            style="bold"))
+        empty = self.query_one("#jobs-empty", Static)
+        empty.update(Text("no action has run in this console yet", style="dim") if not jobs else "")
+        empty.display = not jobs
+
+    def selected_plan(self) -> str | None:
+        """The plan id under the cursor."""
+        table = self.query_one("#jobs", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _selected(self) -> Job | None:
+        plan = self.selected_plan()
+        job = self.board.job(plan) if plan else None
+        if job is None:
+            self.notify("no job selected", severity="warning")
+        return job
+
+    def action_open_job(self) -> None:
+        """``enter``: the selected run's progress, as it stands, then live."""
+        job = self._selected()
+        if job is not None:
+            self.app.push_screen(ReopenedProgress(job))
+
+    @on(DataTable.RowSelected, "#jobs")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_job()
+
+    def action_cancel_job(self) -> None:
+        """``c``: stop launching nodes of the selected run; again: abort the ones in flight."""
+        job = self._selected()
+        if job is None:
+            return
+        if not job.running:
+            self.notify(f"plan {job.plan.id} has ended: nothing to cancel", severity="warning")
+            return
+        first = not job.runner.cancelled
+        job.runner.cancel()
+        if first:
+            self.notify(f"cancelling {job.plan.action} (plan {job.plan.id}): no new node starts; "
+                        f"{len(job.runner.in_flight())} in flight (c again aborts them)", severity="warning",
+                        markup=False)
+        else:
+            self.notify(f"aborting the nodes in flight of plan {job.plan.id}", severity="warning", markup=False)
+        self._refresh()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+def _reopened_class():
+    """:class:`ReopenedProgress`, built over the progress screen as it is now (imported late:
+    the progress screen imports the action machinery)."""
+    from screens.progress import NodeProgressed, ProgressScreen, RunFinished
+
+    class _Reopened(ProgressScreen):
+        """A running (or ended) job's progress, reopened: the same runner, never a second run."""
+
+        def __init__(self, job: Job) -> None:
+            super().__init__(job.plan)
+            self.job = job
+
+        def _start(self) -> None:
+            if self.started:
+                return
+            self.started = True
+            self.runner = self.job.runner
+            self.job.viewers.append(self)
+            for p in list(self.runner.progress.values()):
+                self._node_progressed(NodeProgressed.of(p))
+            if not self.job.running:
+                self.run_ended(self.job)
+
+        def node_changed(self, p) -> None:
+            """The board: a node of this run changed (a snapshot is posted, as the runner's callback does)."""
+            self.post_message(NodeProgressed.of(p))
+
+        def run_ended(self, job: Job) -> None:
+            """The board: the run ended."""
+            ended = getattr(self, "ended", None)
+            if ended is not None and hasattr(ended, "set"):
+                ended.set()
+            self.post_message(RunFinished(job.result, job.error))
+
+        def on_unmount(self) -> None:
+            if self in self.job.viewers:
+                self.job.viewers.remove(self)
+
+    return _Reopened
+
+
+def ReopenedProgress(job: Job):  # noqa: N802 - a class made on first use
+    """A progress screen over ``job``'s runner (see :func:`_reopened_class`)."""
+    global _REOPENED
+    if _REOPENED is None:
+        _REOPENED = _reopened_class()
+    return _REOPENED(job)
+
+
+_REOPENED = None

@@ -1,0 +1,209 @@
+"""Running work is visible and reachable, and facts are fresh after an action (demo lab, pilot).
+
+- the jobs screen lists a running plan (owner, nodes, phase counts), enter reopens its
+  progress over the same runner, ``c`` cancels it; the fleet rows carry the phase;
+- a lock another process holds shows its owner on the row and in node detail, and
+  its release makes the node's facts be read again;
+- after an action, the touched node's power and image are read at once (polling is
+  off in these tests: nothing else reads them);
+- AGE counts the oldest fact a row shows (the image read, not only the power poll).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from console.cli import SiteContext
+from console.fleet import Fleet
+from console.secrets import Secrets
+from screens.app import make_app
+from screens.columns import error_cell
+from screens.jobs import JobsScreen, board_of
+from screens.progress import ProgressScreen
+from screens.table import FleetTable
+from tests.support import wait_until
+
+FAST = {"poll_interval": 0.05, "power_timeout": 30.0, "request_timeout": 10.0}
+
+
+@pytest.fixture
+def ctx(demo_lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_CONSOLE_LOCKS", str(tmp_path / "locks"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
+
+
+def app_for(ctx):
+    app = make_app(ctx, poll=False)
+    app.action_options = dict(FAST)
+    return app
+
+
+def put_cursor(app, name: str) -> None:
+    table = app.screen.query_one(FleetTable)
+    table.move_cursor(row=table.get_row_index(name))
+
+
+def grid_of(app) -> dict[str, str]:
+    """Node detail's power / network / image grid as label -> text."""
+    return {str(label): str(value) for label, value in app.screen._lists["state-grid"]}
+
+
+def row_text(app, name: str) -> str:
+    """What the fleet row's ERROR column shows for ``name`` (the row state lives there)."""
+    return error_cell(app.fleet.activity.get(name), app.fleet.nodes[name].error).plain
+
+
+async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_lab):
+    nodes = ["dal1-r02-n18", "dal1-r02-n19"]
+    boots = {n: demo_lab.machine(n)["boots"] for n in nodes}
+    app = app_for(ctx)
+    app.action_options.update(fanout=1, request_timeout=60.0)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            board = board_of(app)
+            for n in nodes:
+                put_cursor(app, n)
+                await pilot.press("space")
+            await pilot.press("p", "r")
+            from screens.actions import ConfirmScreen
+
+            await wait_until(lambda: isinstance(app.screen, ConfirmScreen) and app.screen.plan is not None,
+                             what="the plan")
+            demo_lab.fault("redfish", nodes[0], "hang")  # the first node's reset hangs in flight
+            app.screen.query_one("#count", Input).value = "2"
+            await pilot.press("enter")
+            await wait_until(lambda: isinstance(app.screen, ProgressScreen) and app.screen.runner is not None
+                             and app.screen.runner.in_flight() == nodes[:1], what="the first node in flight")
+            plan_id = app.screen.plan.id
+            await pilot.press("escape")  # hide it: the action goes on
+            assert not isinstance(app.screen, ProgressScreen)
+            # the rows say what is going on
+            await wait_until(lambda: "▶ reset (power reset)" in row_text(app, nodes[0]), what="the phase on the row")
+            assert "▶ queued (power reset)" in row_text(app, nodes[1])
+            # the jobs screen lists it
+            app.push_screen(JobsScreen())
+            await wait_until(lambda: isinstance(app.screen, JobsScreen) and app.screen.query("#jobs"),
+                             what="the jobs screen")
+            jobs = app.screen
+            table = jobs.query_one("#jobs", DataTable)
+            await wait_until(lambda: table.row_count == 1, what="one job listed")
+            row = [c.plain for c in table.get_row(plan_id)]
+            assert row[0] == plan_id and row[1] == "power reset" and row[4] == "2"
+            assert "1 queued" in row[5] and "1 running" in row[5] and "running" in row[7]
+            # enter reopens its progress: the same runner, the row as it is now
+            await pilot.press("enter")
+            await wait_until(lambda: isinstance(app.screen, ProgressScreen), what="progress reopened")
+            reopened = app.screen
+            assert reopened.runner is board.job(plan_id).runner
+            await wait_until(lambda: reopened.states[nodes[0]].phase == "reset", what="the phase shown")
+            assert "reset" in reopened.query_one("#progress", DataTable).get_cell(nodes[0], "phase").plain
+            await pilot.press("escape")
+            await wait_until(lambda: app.screen is jobs, what="back on the jobs screen")
+            # c cancels (no new node starts), c again aborts the one in flight
+            await pilot.press("c")
+            assert board.job(plan_id).runner.cancelled
+            await pilot.press("c")
+            await wait_until(lambda: not board.job(plan_id).running, what="the run to end")
+            await wait_until(lambda: "ended" in table.get_row(plan_id)[7].plain, what="the row to say it ended")
+            assert not any(n in app.fleet.activity for n in nodes)
+    finally:
+        demo_lab.fault("redfish", nodes[0], "")
+    assert demo_lab.machine(nodes[1])["boots"] == boots[nodes[1]]  # never started
+
+
+async def test_facts_are_read_again_as_soon_as_an_action_ends(ctx, demo_lab):
+    node = "dal1-r01-n20"
+    app = app_for(ctx)
+    async with app.run_test(size=(120, 40)) as pilot:
+        board_of(app)
+        st = app.fleet.nodes[node]
+        assert st.power_at is None and st.image_at is None  # polling is off: never read
+        put_cursor(app, node)
+        await pilot.press("p", "c")
+        from screens.actions import ConfirmScreen
+
+        await wait_until(lambda: isinstance(app.screen, ConfirmScreen) and app.screen.plan is not None,
+                         what="the plan")
+        await pilot.press("y")
+        await wait_until(lambda: isinstance(app.screen, ProgressScreen) and app.screen.finished, what="the run")
+        # read at once after the action: power, boot override and the image (over SSH)
+        await wait_until(lambda: app.fleet.nodes[node].image_at is not None, what="the image read again")
+        st = app.fleet.nodes[node]
+        assert st.power == "on" and st.boot_override is not None and st.power_at is not None
+        assert st.image_running == "flatcar@4081.2.1"
+    await wait_until(lambda: demo_lab.machine(node)["phase"] == "running", what="back to running")
+
+
+@pytest.fixture
+def other_lock(ctx):
+    """A lock on dal1-r03-n20 held by another process, as bob, for a power cycle."""
+    code = ("import sys, time\n"
+            "from console.locks import Locks\n"
+            "locks = Locks('demo', owner='bob')\n"
+            "assert locks.acquire(['dal1-r03-n20'], action='power cycle', plan='feedbeef') == {}\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n"
+            "locks.release()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.stdin.close()
+            proc.wait(10)
+
+
+async def test_another_consoles_lock_shows_its_owner_and_its_release_refreshes(ctx, other_lock):
+    from screens.node import NodeScreen
+
+    node = "dal1-r03-n20"
+    app = app_for(ctx)
+    async with app.run_test(size=(120, 40)) as pilot:
+        board = board_of(app)
+        board.apply_locks(board.scan_locks())
+        assert app.fleet.activity[node].kind == "lock"
+        assert row_text(app, node) == "◆ locked by bob: power cycle"
+        app.open_node(node)
+        await wait_until(lambda: isinstance(app.screen, NodeScreen) and app.screen.query("#state-grid"),
+                         what="node detail")
+        await pilot.pause()
+        assert "locked by bob: power cycle" in app.screen.status_line().plain
+        grid = grid_of(app)
+        assert grid["lock"].startswith("◆ locked by bob: power cycle  until ")
+        # the image's row says how old that fact is (opening the screen reads it: never read before)
+        await wait_until(lambda: "(read " in grid_of(app).get("image running", ""),
+                         what="the image read time shown")
+        assert grid_of(app)["image running"].endswith("s ago)")
+        # the other process ends its action: the lock goes, the node is read again
+        other_lock.stdin.close()
+        other_lock.wait(10)
+        before = app.fleet.nodes[node].power_at
+        board.apply_locks(board.scan_locks())
+        assert node not in app.fleet.activity
+        await wait_until(lambda: app.fleet.nodes[node].image_at is not None
+                         and app.fleet.nodes[node].power_at != before, what="the node read again")
+        await pilot.pause()
+
+
+def test_age_counts_the_oldest_fact_shown():
+    from console import site as sites
+
+    now = [1000.0]
+    fleet = Fleet(sites.load("demo"), clock=lambda: now[0])
+    fleet.node_ok("dal1-r01-n01", "image", image_running="flatcar@4081.2.1", image_error=None)
+    now[0] = 1290.0
+    fleet.node_ok("dal1-r01-n01", "power", power="on", health="ok")
+    st = fleet.nodes["dal1-r01-n01"]
+    assert st.polled_at == 1000.0 and st.power_at == 1290.0 and st.image_at == 1000.0
+    now[0] = 1300.0
+    fleet.node_ok("dal1-r01-n01", "image", image_running="flatcar@4081.2.1", image_error=None)
+    assert st.polled_at == 1290.0
+    fleet.node_failed("dal1-r01-n01", "power", "timeout")
+    assert st.polled_at == 1300.0
+    assert fleet.record("dal1-r01-n01")["image"]["read_at"] == "1970-01-01T00:21:40Z"
