@@ -136,7 +136,7 @@ class RunResult:
 
     def outcomes(self) -> dict[str, int]:
         """Nodes per outcome (:attr:`NodeProgress.outcome`), in a fixed order, zeros left out."""
-        order = ("done", "rolled back", "aborted", "not started", "failed", "skipped")
+        order = ("done", "rolled back", "aborted", "failed", "not started", "skipped")
         out = {k: 0 for k in order}
         for n in self.nodes:
             out[n.outcome] = out.get(n.outcome, 0) + 1

@@ -7,12 +7,21 @@ observes land in the app's Fleet, and a poll asked for now goes to it
 drains the Fleet's changed names into one :class:`~screens.common.FleetChanged`
 message per screen, so a fleet of thousands stays smooth: screens update only the
 rows that changed.
+
+Quitting never silently aborts work: ``q`` / ctrl+q with actions running ask first
+(:class:`screens.quit.QuitScreen`); aborting then cancels them as ``c`` ``c`` does
+(rolling back what can be undone) before the app ends.  A signal cannot ask: SIGHUP
+(the terminal went away), SIGTERM and SIGINT abort the running actions the same way,
+the journal saying why ("terminal hung up"), then log out of every BMC and end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
+import signal
 import time
 import weakref
 from typing import Callable
@@ -68,10 +77,20 @@ class FleetConsoleApp(App):
     #: ... and come at most this often, or this long after the last one whatever happens
     GC_EVERY_S, GC_AT_LEAST_S = 10.0, 60.0
 
+    #: how long quitting waits for aborted actions to roll back (each undo is bounded itself)
+    ABORT_WAIT_S = 120.0
+    #: the signals that end the console (no one to ask): name said in the journal
+    ENDING_SIGNALS = {signal.SIGHUP: "terminal hung up", signal.SIGTERM: "terminated (SIGTERM)",
+                      signal.SIGINT: "interrupted (SIGINT)"}
+
     def __init__(self, ctx, *, read_only: bool = False, poll_config: PollConfig | None = None,
-                 poll: bool = True, clock: Callable[[], float] = time.time) -> None:
+                 poll: bool = True, clock: Callable[[], float] = time.time, handle_signals: bool = False) -> None:
         super().__init__()
         self.ctx = ctx
+        #: the progress screens whose action has not ended (they add and remove themselves)
+        self.runs: list = []
+        self._handle_signals = handle_signals
+        self._ending = False
         self.read_only = read_only
         self.clock = clock
         self.fleet = Fleet(ctx.site, clock=clock)
@@ -107,6 +126,13 @@ class FleetConsoleApp(App):
             # after the first paint: the inventory table shows at once, then fills in
             self.call_after_refresh(self._start_polling)
         self.set_interval(0.05, self.drain)
+        if self._handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig, why in self.ENDING_SIGNALS.items():
+                try:
+                    loop.add_signal_handler(sig, self._signalled, why)
+                except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                    pass
 
     def freeze_heap(self) -> None:
         """Take every object alive now out of the garbage collector's sight (``gc.freeze``).
@@ -291,8 +317,72 @@ class FleetConsoleApp(App):
             self.notify(visible(f"{event.worker.name}: {event.worker.error}"), severity="error", timeout=10,
                         markup=False)
 
+    def running_runners(self) -> list:
+        """The runners of the actions still running (started from any progress screen)."""
+        return [run.runner for run in self.runs if run.runner is not None and not run.ended.is_set()]
+
     async def action_quit(self) -> None:
+        """``q`` / ctrl+q: quit; with actions running, ask first (the default keeps them running)."""
+        from screens.quit import QuitScreen
+
+        if self._ending:
+            return
+        runners = self.running_runners()
+        if not runners:
+            await self._end()
+            return
+        if isinstance(self.screen, QuitScreen):
+            return
+
+        def answered(abort: bool | None) -> None:
+            if abort:
+                self.run_worker(self._end("console quit by the operator"), name="quit", group="quit")
+            else:
+                self.notify("still running; the console stays open", timeout=4)
+
+        self.push_screen(QuitScreen(runners), answered)
+
+    def _signalled(self, why: str) -> None:
+        """SIGHUP, SIGTERM, SIGINT: nobody can be asked; abort running actions cleanly, then end."""
+        log.warning("console ending: %s", why)
+        hangup = why == self.ENDING_SIGNALS[signal.SIGHUP]
+        if hangup and self._driver is not None:
+            # The terminal is gone: Textual's output thread dies on its first write (EIO) and
+            # later writes wait forever for room in its queue, freezing this loop before the
+            # rollback is done.  Nothing can be shown any more: write nowhere.
+            self._driver.write = lambda data: None
+        if not self._ending:
+            asyncio.get_running_loop().create_task(self._end(why, hard=hangup))
+
+    async def abort_runs(self, why: str) -> None:
+        """Abort every running action with rollback (``why`` goes to the journal); wait, bounded."""
+        runs = [run for run in self.runs if not run.ended.is_set()]
+        for run in runs:
+            if run.runner is not None:
+                run.runner.cancel(rollback=True, reason=why)
+        waits = [run.ended.wait() for run in runs]
+        if waits:
+            try:
+                await asyncio.wait_for(asyncio.gather(*waits), self.ABORT_WAIT_S)
+            except asyncio.TimeoutError:
+                log.error("actions did not finish rolling back within %g s: %s", self.ABORT_WAIT_S,
+                          ", ".join(run.plan.id for run in runs if not run.ended.is_set()))
+
+    async def _end(self, why: str | None = None, *, hard: bool = False) -> None:
+        """Abort what runs (when ``why`` is given), log out of every BMC, end the app.
+
+        ``hard`` (the terminal hung up): then leave at once; Textual's own shutdown would
+        restore a terminal that is gone, and wait on its dead output thread.
+        """
+        if self._ending:
+            return
+        self._ending = True
+        if why is not None:
+            await self.abort_runs(why)
         await self.close_poller()
+        if hard:
+            logging.shutdown()
+            os._exit(128 + signal.SIGHUP)
         self.exit()
 
     async def on_unmount(self) -> None:
@@ -328,5 +418,5 @@ def make_app(ctx, **kwargs) -> FleetConsoleApp:
 
 def run_app(ctx, *, read_only: bool = False) -> int:
     """Run the TUI until the operator quits; sessions are logged out on the way out."""
-    make_app(ctx, read_only=read_only).run()
+    make_app(ctx, read_only=read_only, handle_signals=True).run()
     return 0

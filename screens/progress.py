@@ -3,10 +3,17 @@
 Part of the action flow in :mod:`screens.actions` (choose, confirm, then this).  The
 runner runs as an app worker (not the screen's): hiding the progress screen with
 escape leaves the action running, and its end is notified.
+
+Cancelling: the first ``c`` stops launching new nodes and asks what to do with the
+ones in flight: ``r`` (or ``c`` again) aborts them and rolls back what they started,
+``f`` lets them finish.  Every finished row says its outcome (done, rolled back,
+aborted, not started, failed, skipped) and, for a cancelled or failed node, what it
+was left with; the header counts the same outcomes, so header and rows agree.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +42,13 @@ PHASE_STYLE = {
     "failed": ("✗", "bold red"),
     "skipped": ("-", "yellow"),
     "cancelled": ("⊘", "magenta"),
+    "rolled back": ("↺", "magenta"),
+    "aborted": ("⊘", "bold magenta"),
+    "not started": ("·", "magenta"),
 }
 RUNNING_STYLE = ("▶", "bold")
 #: the order counts are shown in
-COUNT_ORDER = ("planned", "running", "done", "failed", "skipped", "cancelled")
+COUNT_ORDER = ("planned", "running", "done", "rolled back", "aborted", "failed", "not started", "skipped")
 
 
 @dataclass
@@ -52,6 +62,10 @@ class NodeProgressed(Message):
     canary: bool
     final: bool
     steps: tuple[tuple[str, str, str | None, float], ...]
+    #: done, rolled back, aborted, not started, failed, skipped (None while running)
+    outcome: str | None = None
+    #: what a cancelled or failed node was left with, in words
+    left: str | None = None
 
     def can_replace(self, message: Message) -> bool:
         """A newer state of the same node replaces a queued older one."""
@@ -59,8 +73,10 @@ class NodeProgressed(Message):
 
     @classmethod
     def of(cls, p: NodeProgress) -> "NodeProgressed":
+        left = p.left.text() if p.left is not None and p.final and p.phase in ("cancelled", "failed") else None
         return cls(p.node, p.phase, p.detail, p.error, p.canary, p.final,
-                   tuple((s.step, s.result, s.detail, s.seconds) for s in p.steps))
+                   tuple((s.step, s.result, s.detail, s.seconds) for s in p.steps),
+                   p.outcome if p.final else None, left)
 
 
 @dataclass
@@ -83,6 +99,8 @@ class ProgressScreen(Screen):
     BINDINGS = [
         Binding("c", "cancel_run", "Cancel"),
         Binding("ctrl+c", "cancel_run", "Cancel", show=False, priority=True),
+        Binding("r", "roll_back", "Roll back in flight"),
+        Binding("f", "let_finish", "Let them finish"),
         Binding("escape", "close", "Close"),
         Binding("q", "close", "Close", show=False),
     ]
@@ -96,6 +114,10 @@ class ProgressScreen(Screen):
         self.result: RunResult | None = None
         self.error: str | None = None
         self.started = False
+        #: set when the run has ended (whatever way): quitting waits on it
+        self.ended = asyncio.Event()
+        #: what the operator chose for the nodes in flight after the first cancel
+        self.decided: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -138,13 +160,26 @@ class ProgressScreen(Screen):
             self.runner = Runner(self.app.ctx, self.plan, progress_callback=self._progress, **options)
         except FleetError as exc:
             self.error = str(exc)
+            self.ended.set()
             self._refresh_counts()
             return
+        runs = getattr(self.app, "runs", None)
+        if runs is not None:
+            runs.append(self)
         # the app's worker, not the screen's: hiding this screen must not stop the action
         self.app.run_worker(self._run(self.runner), name=f"{self.plan.action} (plan {self.plan.id})",
                             group="actions", exit_on_error=False)
 
     async def _run(self, runner: Runner) -> None:
+        try:
+            await self._run_once(runner)
+        finally:
+            self.ended.set()
+            runs = getattr(self.app, "runs", None)
+            if runs is not None and self in runs:
+                runs.remove(self)
+
+    async def _run_once(self, runner: Runner) -> None:
         try:
             result = await runner.run()
         except LockError as exc:  # refused before any step: the lock directory is unsafe, or its guard busy
@@ -158,9 +193,7 @@ class ProgressScreen(Screen):
             return
         self.post_message(RunFinished(result))
         if not self.is_attached or self.app.screen is not self:
-            counts = ", ".join(f"{v} {k}" for k, v in result.counts().items() if v)
-            self.app.notify(visible(f"{self.plan.action} finished: {counts}"
-                                    + (f"; {result.stopped}" if result.stopped else "")),
+            self.app.notify(visible(f"{self.plan.action} finished: {result.summary()}"),
                             severity="information" if result.ok else "warning", timeout=10, markup=False)
 
     def _progress(self, p: NodeProgress) -> None:
@@ -169,12 +202,15 @@ class ProgressScreen(Screen):
 
     # ------------------------------------------------------------ display
     def _cells(self, s: NodeProgressed) -> tuple[Text, Text, Text]:
-        if s.phase in PHASE_STYLE:
-            symbol, style = PHASE_STYLE[s.phase]
+        shown = s.outcome or s.phase
+        if shown in PHASE_STYLE:
+            symbol, style = PHASE_STYLE[shown]
         else:
             symbol, style = RUNNING_STYLE
-        label = s.phase + (" (canary)" if s.canary and s.phase != "planned" else "")
+        label = shown + (" (canary)" if s.canary and s.phase != "planned" else "")
         words = s.error if s.error and s.phase in ("failed", "skipped", "cancelled") else (s.detail or "")
+        if s.left:
+            words = f"{words}; left: {s.left}" if words else f"left: {s.left}"
         return outside(s.node), Text(f"{symbol} {label}", style=style), outside(words, "red" if s.phase == "failed" else "")
 
     @on(NodeProgressed)
@@ -205,8 +241,8 @@ class ProgressScreen(Screen):
         """Nodes per phase group: planned, running, done, failed, skipped, cancelled."""
         out = {k: 0 for k in COUNT_ORDER}
         for s in self.states.values():
-            key = s.phase if s.phase in out else "running"
-            out[key] += 1
+            key = s.outcome or s.phase
+            out[key if key in out else "running"] += 1
         return out
 
     def _refresh_counts(self) -> None:
@@ -216,13 +252,21 @@ class ProgressScreen(Screen):
             status = outside(f"error: {self.error}", "bold red")
         elif self.result is not None:
             ok = self.result.ok
-            end = "finished" + (f": {self.result.stopped}" if self.result.stopped else "")
+            end = self.result.summary() if self.result.stopped else "finished"
             status = outside(end, "bold green" if ok else "bold red")
             status.append("   escape closes; l: activity", style="dim")
+        elif self.runner is not None and self.runner.aborting:
+            inflight = self.runner.in_flight()
+            status = Text(f"cancelling: aborting {len(inflight)} in flight and rolling back what they started",
+                          style="bold magenta")
         elif self.runner is not None and self.runner.cancelled:
             inflight = self.runner.in_flight()
-            status = Text(f"cancelling: no new steps start; {len(inflight)} in flight "
-                          f"(c again aborts them)", style="bold magenta")
+            if self.decided == "finish":
+                status = Text(f"cancelling: no new node starts; letting {len(inflight)} in flight finish "
+                              f"(r rolls them back)", style="bold magenta")
+            else:
+                status = Text(f"cancelling: no new node starts; {len(inflight)} in flight: "
+                              f"r roll them back, f let them finish", style="bold magenta")
         else:
             status = Text("running   c cancels", style="bold")
         line = Text(words + "   ")
@@ -263,6 +307,9 @@ class ProgressScreen(Screen):
         """Cancel shows in the footer only while something runs."""
         if action == "cancel_run":
             return not self.finished
+        if action in ("roll_back", "let_finish"):
+            return (not self.finished and self.runner is not None and self.runner.cancelled
+                    and not self.runner.aborting and (action == "roll_back" or self.decided is None))
         return True
 
     def action_cancel_run(self) -> None:
@@ -272,13 +319,34 @@ class ProgressScreen(Screen):
             return
         first = not self.runner.cancelled
         self.runner.cancel()
-        if first:
+        if first and not self.runner.aborting:
             inflight = self.runner.in_flight()
-            self.notify(f"cancelling {self.plan.action}: no new steps will start; {len(inflight)} in flight "
-                        f"finish (c again aborts them)", severity="warning")
+            self.notify(f"cancelling {self.plan.action}: no new node will start; {len(inflight)} in flight: "
+                        f"r rolls them back, f lets them finish", severity="warning")
         else:
-            self.notify("aborting the steps in flight", severity="warning")
+            self.notify("aborting the steps in flight and rolling back what they started", severity="warning")
         self._refresh_counts()
+        self.refresh_bindings()
+
+    def action_roll_back(self) -> None:
+        """``r`` after a cancel: abort the nodes in flight, rolling back what they started."""
+        if self.runner is None or self.finished or not self.runner.cancelled:
+            return
+        self.decided = "rollback"
+        self.runner.cancel(rollback=True)
+        self.notify("aborting the steps in flight and rolling back what they started", severity="warning")
+        self._refresh_counts()
+        self.refresh_bindings()
+
+    def action_let_finish(self) -> None:
+        """``f`` after a cancel: the nodes in flight finish; nothing new starts."""
+        if self.runner is None or self.finished or not self.runner.cancelled or self.decided is not None:
+            return
+        self.decided = "finish"
+        self.runner.cancel(rollback=False)
+        self.notify("the nodes in flight will finish; no new node starts", severity="information")
+        self._refresh_counts()
+        self.refresh_bindings()
 
     def action_close(self) -> None:
         """Escape: close when ended; while running, hide (the action goes on, its end is notified)."""
