@@ -12,7 +12,7 @@ Each round is one ``asyncio.gather`` of ``power_state()`` on every driver (sessi
 logged in during a warm-up round and kept).  Run each variant in its own process: the
 fixes are installed once per process.  The lab runs in a child process, as a real BMC
 would be elsewhere: in the same process it competes for the GIL and answers so late
-that pyghmi's slow-pickup race (PROTOCOL-NOTES) hardly ever shows.
+that pyghmi's slow-pickup race (docs/protocols.md) hardly ever shows.
 """
 
 from __future__ import annotations

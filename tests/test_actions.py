@@ -237,7 +237,7 @@ async def test_pxe_sets_the_override_reads_it_back_then_reboots(lab, ctx, journa
 
 @pytest.mark.parametrize("node", ["act-r01-n03", "act-r02-n03"], ids=["ipmi", "redfish"])
 async def test_pxe_stops_when_the_override_does_not_stick(lab, ctx, journal, locks, node):
-    """A BMC that accepts the override and then reverts it (PROTOCOL-NOTES: Supermicro, iDRAC):
+    """A BMC that accepts the override and then reverts it (docs/protocols.md: Supermicro, iDRAC):
     the lab reverts it just before our read-back; the node must not be rebooted."""
     set_power(lab, [node], True)
     before = machine(lab, node)

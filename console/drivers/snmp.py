@@ -1,6 +1,6 @@
 """SNMP driver: one :class:`SnmpClient` per switch, reading IF-MIB, LLDP-MIB and the FDB.
 
-How it talks (see ``shared/PROTOCOL-NOTES.md``, section SNMP):
+How it talks (see ``docs/protocols.md``, section SNMP):
 
 - pysnmp 7's asyncio high-level API with numeric OIDs only (Debian ships no MIB files
   and pysnmp cannot resolve ``IF-MIB`` names offline) and ``lookupMib=False`` on replies.

@@ -20,7 +20,7 @@ so in-session packets (IPMI 2.0 table 13-8 framing, AES-CBC-128 confidentiality,
 integrity, IPMI message encoding) are handled by pyghmi's ``Session`` code.
 
 What is replaced, and why (each was seen to fail or is documented in
-``shared/PROTOCOL-NOTES.md``):
+``docs/protocols.md``):
 
 * **The I/O loop.**  pyghmi's server side runs on its process-global I/O thread.  That
   thread can never be stopped, keeps every socket in a module-level list (closing one

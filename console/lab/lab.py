@@ -393,7 +393,7 @@ class Lab:
                 "speed_mbps": 100000 if pname in uplinks else 25000,
                 "node": node.name if node else None,
                 "mac": node.mac if node else None,
-                # some servers advertise their MAC as the LLDP port id (PROTOCOL-NOTES)
+                # some servers advertise their MAC as the LLDP port id (docs/protocols.md)
                 "lldp": [node.mac, node.mac if node.rack.endswith("1") else "eth0", node.name] if node and node.mac else None,
             })
         return {

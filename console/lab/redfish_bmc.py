@@ -17,7 +17,7 @@ Layers, top to bottom::
 Vendor layouts differ (ids, where the SEL and virtual media live, fan units): they
 are rows of :data:`FLAVORS` and nothing else branches on the vendor name.
 Resource shapes follow the published DMTF ``public-rackmount1`` mockup and the
-vendor captures in ``shared/redfish-mockups``.
+vendor captures in ``tests/data/redfish-mockups``.
 
 Faults (``RedfishLab.fault[address] = mode``, read on every request):
 
