@@ -38,6 +38,7 @@ from console.text import visible
 from screens.actions import ActionCommands, start_action
 from screens.common import FleetChanged
 from screens.fleet import FleetScreen
+from screens.jobs import board_of
 from screens.palette import FleetCommands
 
 __all__ = ["FleetConsoleApp", "make_app", "run_app"]
@@ -50,6 +51,7 @@ SCREENS_BY_NAME = {
     "switches": ("screens.switches", "SwitchesScreen"),
     "node": ("screens.node", "NodeScreen"),
     "activity": ("screens.activity", "ActivityScreen"),
+    "jobs": ("screens.jobs", "JobsScreen"),
 }
 
 
@@ -63,7 +65,8 @@ class FleetConsoleApp(App):
                 Binding("p", "power_menu", "Power"),
                 Binding("x", "pxe", "PXE boot"),
                 Binding("i", "reimage", "Reimage"),
-                Binding("l", "activity", "Activity")]
+                Binding("l", "activity", "Activity"),
+                Binding("J", "jobs", "Jobs", show=False)]
     COMMANDS = App.COMMANDS | {FleetCommands, ActionCommands}
     #: the fleet screen is the bottom of the stack.  (Pushed over Textual's blank default
     #: screen, it was repainted whole on every change: the screen beneath the top one
@@ -126,6 +129,7 @@ class FleetConsoleApp(App):
             # after the first paint: the inventory table shows at once, then fills in
             self.call_after_refresh(self._start_polling)
         self.set_interval(0.05, self.drain)
+        board_of(self)  # running work on the rows, others' locks, facts read again after an action
         if self._handle_signals:
             loop = asyncio.get_running_loop()
             for sig, why in self.ENDING_SIGNALS.items():
@@ -301,6 +305,13 @@ class FleetConsoleApp(App):
 
         if not isinstance(self.screen, ActivityScreen):
             self.open_screen("activity")
+
+    def action_jobs(self) -> None:
+        """``J``: this console's running and recent actions (enter reopens one, ``c`` cancels)."""
+        from screens.jobs import JobsScreen
+
+        if not isinstance(self.screen, JobsScreen):
+            self.open_screen("jobs")
 
     def action_help(self) -> None:
         """``?``: help for the current screen (a second ``?`` closes it)."""

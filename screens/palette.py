@@ -29,6 +29,7 @@ SCREENS = {
     "fleet": "every node in one table",
     "racks": "racks drawn as columns of U slots",
     "switches": "switches, their ports, and cabling findings",
+    "jobs": "this console's running and recent actions: reopen, cancel (J)",
 }
 
 
@@ -87,10 +88,11 @@ def go_to_screen(app, which: str) -> None:
         while not isinstance(app.screen, FleetScreen) and len(app.screen_stack) > 1:
             app.pop_screen()
         return
+    from screens.jobs import JobsScreen
     from screens.rack import RackScreen
     from screens.switches import SwitchesScreen
 
-    current = {"racks": RackScreen, "switches": SwitchesScreen}[which]
+    current = {"racks": RackScreen, "switches": SwitchesScreen, "jobs": JobsScreen}[which]
     if not isinstance(app.screen, current):
         app.open_screen(which)
 

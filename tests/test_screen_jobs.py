@@ -86,7 +86,7 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
             await wait_until(lambda: "▶ reset (power reset)" in row_text(app, nodes[0]), what="the phase on the row")
             assert "▶ queued (power reset)" in row_text(app, nodes[1])
             # the jobs screen lists it
-            app.push_screen(JobsScreen())
+            await pilot.press("J")  # the jobs screen (also in the command palette)
             await wait_until(lambda: isinstance(app.screen, JobsScreen) and app.screen.query("#jobs"),
                              what="the jobs screen")
             jobs = app.screen
