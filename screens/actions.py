@@ -37,16 +37,21 @@ from inventory.errors import FleetError
 from console.text import visible
 from inventory.ranges import compress, natural_key
 from screens.common import outside
+from screens.footer import KeyFooter
 from screens.progress import ProgressScreen
 
 __all__ = [
     "POWER_CHOICES",
+    "PROTECTED_SKIP",
     "ActionCommands",
     "ConfirmScreen",
     "ImageChooser",
     "PowerMenu",
     "start_action",
+    "protected_skipped",
+    "protected_words",
     "targets_of",
+    "warnings_of",
 ]
 
 #: the power menu: (action, key, words)
@@ -72,21 +77,21 @@ def _acting_screen(app) -> Screen:
 def targets_of(screen: Screen) -> list[str]:
     """The nodes an action from ``screen`` applies to: marked nodes if any, else the cursor's node.
 
-    Screens that can be acted on implement ``action_targets()``; the fleet and node
-    screens are read directly until they do.
+    Screens that can be acted on implement ``action_targets()``; the node screen is
+    read directly (its node is the one on screen).
     """
     own = getattr(type(screen), "action_targets", None)
     if callable(own):
         return list(screen.action_targets())
-    marked = getattr(screen, "marked", None)
-    if isinstance(marked, (set, frozenset)):  # FleetScreen: marks, else the cursor row
-        if marked:
-            return sorted(marked, key=natural_key)
-        cursor = getattr(screen, "_cursor_name", None)
-        name = cursor() if callable(cursor) else None
-        return [name] if name else []
     name = getattr(screen, "node_name", None)  # NodeScreen
     return [name] if isinstance(name, str) and name else []
+
+
+def warnings_of(screen: Screen, names: list[str]) -> list[str]:
+    """What about ``names`` the operator may not see on ``screen`` (marked nodes hidden by a
+    filter, a filter that was not applied), in words for the confirm dialog; [] when nothing."""
+    own = getattr(type(screen), "target_warnings", None)
+    return list(screen.target_warnings(names)) if callable(own) else []
 
 
 def _refuse_read_only(app, what: str) -> bool:
@@ -97,8 +102,8 @@ def _refuse_read_only(app, what: str) -> bool:
     return False
 
 
-def _current_targets(app, what: str) -> list[str] | None:
-    """Targets of the current screen, or None (notified) when there are none or acting is refused."""
+def _current_targets(app, what: str) -> tuple[Screen, list[str]] | None:
+    """(the acting screen, its targets), or None (notified) when there are none or acting is refused."""
     if _refuse_read_only(app, what):
         return None
     screen = _acting_screen(app)
@@ -107,35 +112,42 @@ def _current_targets(app, what: str) -> list[str] | None:
         return None
     names = targets_of(screen)
     if not names:
-        app.notify(f"{what}: no node selected here (mark nodes or put the cursor on one in the fleet, "
-                   "rack or node screen)", severity="warning")
+        app.notify(f"{what}: no node under the cursor and none marked (mark nodes, or put the cursor on a "
+                   "node shown in the fleet, rack or node screen)", severity="warning")
         return None
     known = {n.name for n in app.ctx.site.nodes}
     missing = [n for n in names if n not in known]
     if missing:
         app.notify(visible(f"{what}: unknown node(s) {compress(missing)}"), severity="error", markup=False)
         return None
-    return names
+    return screen, names
 
 
-def start_action(app, kind: str, choice: str | None = None, names: list[str] | None = None) -> None:
+def start_action(app, kind: str, choice: str | None = None, names: list[str] | None = None, *,
+                 warnings: list[str] | None = None, source: Screen | None = None) -> None:
     """The entry point of ``p`` (kind ``power``), ``x`` (``pxe``) and ``i`` (``reimage``).
 
     ``choice`` skips the menu (a power verb, or an image ref); ``names`` overrides the
-    current screen's targets.
+    current screen's targets.  ``warnings`` are what the confirm dialog says before the
+    plan (targets the operator may not see); ``source`` the screen acted from, told
+    when the action was started and when it finished (its marks are cleared then).
     """
     what = {"power": "power", "pxe": "PXE reboot", "reimage": "reimage"}[kind]
     if names is None:
-        names = _current_targets(app, what)
-        if names is None:
+        found = _current_targets(app, what)
+        if found is None:
             return
+        source, names = found
+        warnings = warnings_of(source, names)
     elif _refuse_read_only(app, what):
         return
+    warnings = list(warnings or ())
+    again = partial(start_action, app, kind, names=names, warnings=warnings, source=source)
     # the step descriptions state the verification time the runner will use
     power_timeout = float((getattr(app, "action_options", None) or {}).get("power_timeout", 120.0))
     if kind == "power":
         if choice is None:
-            app.push_screen(PowerMenu(names), callback=lambda verb: verb and start_action(app, kind, verb, names))
+            app.push_screen(PowerMenu(names), callback=lambda verb: verb and again(verb))
             return
         make = partial(plan_power, app.ctx, names, choice, power_timeout=power_timeout)
         title = f"power {choice}"
@@ -145,16 +157,20 @@ def start_action(app, kind: str, choice: str | None = None, names: list[str] | N
         title, danger = "PXE reboot", True
     else:
         if choice is None:
-            app.push_screen(ImageChooser(names), callback=lambda ref: ref and start_action(app, kind, ref, names))
+            app.push_screen(ImageChooser(names), callback=lambda ref: ref and again(ref))
             return
         make = partial(plan_reimage, app.ctx, names, choice)
         title, danger = f"reimage to {choice}", True
 
     def confirmed(plan: Plan | None) -> None:
         if plan is not None and not _refuse_read_only(app, title):
-            app.push_screen(ProgressScreen(plan))
+            progress = ProgressScreen(plan)
+            app.push_screen(progress)
+            started = getattr(source, "action_started", None)
+            if callable(started):
+                started(names, progress)
 
-    app.push_screen(ConfirmScreen(title, names, make, danger=danger), callback=confirmed)
+    app.push_screen(ConfirmScreen(title, names, make, danger=danger, warnings=warnings), callback=confirmed)
 
 
 # --------------------------------------------------------------------------- choices
@@ -180,6 +196,7 @@ class PowerMenu(ActionDialog):
             yield OptionList(*(Option(Text.assemble((f"{key} ", "bold"), (f"{verb:<6}", "bold"), f" {words}"),
                                       id=verb) for verb, key, words in POWER_CHOICES), id="choices")
             yield Static("enter or the letter chooses; escape cancels", classes="hint")
+        yield KeyFooter()
 
     @on(OptionList.OptionSelected)
     def _selected(self, event: OptionList.OptionSelected) -> None:
@@ -216,6 +233,7 @@ class ImageChooser(ActionDialog):
             else:
                 yield Static(outside(f"site {site.name} has no images in its catalog"), classes="error")
             yield Static("enter chooses; escape cancels", classes="hint")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         site = self.app.ctx.site
@@ -242,37 +260,78 @@ def _who(names: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------- confirm
+#: the start of a skip reason that means "protected in the inventory" (console.actions._plan)
+PROTECTED_SKIP = "protected"
+
+
+def protected_skipped(plan: Plan) -> list[str]:
+    """The nodes ``plan`` skips only because they are protected (what "include" would add)."""
+    return [n.node for n in plan.skipped if n.protected and (n.skip or "").startswith(PROTECTED_SKIP)]
+
+
+def protected_words(names: list[str]) -> str:
+    """What the operator types to include protected nodes: the node's name for one, else
+    ``protected N`` (as deliberate as the CLI's ``--force-protected`` and a typed count)."""
+    return names[0] if len(names) == 1 else f"protected {len(names)}"
+
+
 class ConfirmScreen(ActionDialog):
     """The plan, read fresh from the BMCs, for the operator to confirm.
 
-    One node: Confirm (or ``y``).  More than one: Confirm stays disabled until the
-    number of nodes the plan acts on is typed.  Escape cancels: nothing happens.
-    The optional ticket goes with every journal entry.
+    One node: Confirm (or ``y``).  More than one, or anything the operator may not
+    see (``warnings``: marked nodes hidden by a filter, a filter not applied): Confirm
+    stays disabled until the number of nodes the plan acts on is typed.  Escape
+    cancels: nothing happens.  The optional ticket goes with every journal entry.
+
+    Protected nodes the plan skips are listed with a way through: typing the node's
+    name (``protected N`` for several) plans again with ``force_protected``.
+
+    The dialog fits any terminal: the title and warnings at the top, the count,
+    ticket and buttons at the bottom always show; the plan between them scrolls.
+    Focus goes to the field to type in first, then the ticket, then the buttons.
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("y", "confirm", "Confirm", show=False)]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("y", "confirm", "Confirm"),
+                Binding("tab", "app.focus_next", "Next field")]
 
-    def __init__(self, title: str, names: list[str], make_plan: Callable[[], Awaitable[Plan]], *,
-                 danger: bool = True) -> None:
+    def __init__(self, title: str, names: list[str], make_plan: Callable[..., Awaitable[Plan]], *,
+                 danger: bool = True, warnings: list[str] | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.names = names
         self.make_plan = make_plan
         self.danger = danger
+        #: what the operator may not see about the targets, said before the plan
+        self.warnings = list(warnings or ())
         self.plan: Plan | None = None
         self.error: str | None = None
+        #: protected nodes the plan skips (None: none), and whether they were asked for
+        self.protected: list[str] = []
+        self.force_protected = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="-danger" if self.danger else ""):
-            yield Label(outside(f"{self.title_text}: {_who(self.names)}"), id="title")
+            with Vertical(id="head"):
+                yield Label(outside(f"{self.title_text}: {_who(self.names)}"), id="title")
+                warning = Static(_warning_text(self.warnings), id="warnings", classes="warning")
+                warning.display = bool(self.warnings)
+                yield warning
+            with Vertical(id="controls"):
+                with Vertical(id="protected-box", classes="hidden"):
+                    yield Static("", id="protected-note", classes="warning")
+                    yield Input(id="protected", compact=True)
+                yield Input(placeholder="type the number of nodes to confirm", id="count", classes="hidden",
+                            compact=True)
+                yield Input(placeholder="ticket (optional), e.g. INC-123", id="ticket", compact=True)
+                with Horizontal(id="buttons"):
+                    yield Button("Confirm", id="confirm", variant="error" if self.danger else "primary",
+                                 disabled=True, compact=True)
+                    yield Button("Cancel", id="cancel", compact=True)
             with VerticalScroll(id="plan-box"):
                 yield Static(f"planning: reading the power state of {len(self.names)} "
                              f"node{'' if len(self.names) == 1 else 's'} ...", id="plan")
-            yield Input(placeholder="ticket (optional), e.g. INC-123", id="ticket")
-            yield Input(placeholder="type the number of nodes to confirm", id="count", classes="hidden")
-            with Horizontal(id="buttons"):
-                yield Button("Confirm", id="confirm", variant="error" if self.danger else "primary", disabled=True)
-                yield Button("Cancel", id="cancel")
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
@@ -281,7 +340,7 @@ class ConfirmScreen(ActionDialog):
     @work(exclusive=True, group="plan", exit_on_error=False)
     async def _plan(self) -> None:
         try:
-            plan = await self.make_plan()
+            plan = await (self.make_plan(force_protected=True) if self.force_protected else self.make_plan())
         except FleetError as exc:  # bad selection or image, reimage not available: say it, never a traceback
             self._show_error(str(exc))
             return
@@ -290,25 +349,61 @@ class ConfirmScreen(ActionDialog):
             return
         self.plan = plan
         self.query_one("#plan", Static).update(_plan_text(plan))
+        self._offer_protected(plan)
         count = len(plan.targets)
         confirm = self.query_one("#confirm", Button)
+        box = self.query_one("#count", Input)
+        box.value = ""
         if count == 0:
             confirm.label = "Nothing to do"
             confirm.disabled = True
+            box.add_class("hidden")
             self.query_one("#cancel", Button).label = "Close"
-            confirm.refresh(layout=True)
-            return
-        if count == 1:
+            if self.protected:
+                self.query_one("#protected", Input).focus()
+        elif not self.count_needed:
             confirm.label = f"Confirm {plan.action} (y)"
             confirm.disabled = False
+            box.add_class("hidden")
             confirm.focus()
         else:
-            confirm.label = f"Confirm {plan.action} on {count} nodes"
-            box = self.query_one("#count", Input)
+            confirm.label = f"Confirm {plan.action} on {count} node{'' if count == 1 else 's'}"
+            confirm.disabled = True
             box.placeholder = f"type {count} (the number of nodes) to enable Confirm"
             box.remove_class("hidden")
             box.focus()
         confirm.refresh(layout=True)  # the longer label needs a wider button
+        self.refresh_bindings()
+
+    def _offer_protected(self, plan: Plan) -> None:
+        """List the protected nodes the plan skips, and how to include them (or that they are)."""
+        self.protected = [] if plan.force_protected else protected_skipped(plan)
+        box = self.query_one("#protected-box")
+        forced = [n.node for n in plan.targets if n.protected]
+        if forced:
+            self.warnings = [w for w in self.warnings if not w.startswith("PROTECTED")]
+            self.warnings.append(f"PROTECTED node{'' if len(forced) == 1 else 's'} included on request: "
+                                 f"{compress(forced)}")
+            warning = self.query_one("#warnings", Static)
+            warning.update(_warning_text(self.warnings))
+            warning.display = True
+        if not self.protected:
+            box.add_class("hidden")
+            return
+        n = len(self.protected)
+        words = protected_words(self.protected)
+        note = Text(f"{n} protected node{'' if n == 1 else 's'} skipped: ", style="bold")
+        note.append(visible(compress(self.protected)))
+        self.query_one("#protected-note", Static).update(note)
+        field = self.query_one("#protected", Input)
+        field.value = ""
+        field.placeholder = f'to include {"it" if n == 1 else "them"}, type "{visible(words)}" and enter'
+        box.remove_class("hidden")
+
+    @property
+    def count_needed(self) -> bool:
+        """The node count must be typed: several nodes, or targets the operator may not see."""
+        return self.plan is not None and (len(self.plan.targets) > 1 or bool(self.warnings))
 
     def _show_error(self, text: str) -> None:
         self.error = text
@@ -330,6 +425,26 @@ class ConfirmScreen(ActionDialog):
     def _count_ok(self) -> bool:
         return self.plan is not None and self.query_one("#count", Input).value.strip() == str(len(self.plan.targets))
 
+    @on(Input.Submitted, "#protected")
+    def _protected_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the protected field: plan again with the protected nodes, if their words were typed."""
+        event.stop()
+        if not self.protected or self.plan is None:
+            return
+        words = protected_words(self.protected)
+        if event.value.strip() != words:
+            self.notify(visible(f'type "{words}" to include the protected '
+                                f'node{"" if len(self.protected) == 1 else "s"}'), severity="warning",
+                        markup=False)
+            return
+        self.force_protected = True
+        self.plan = None
+        self.query_one("#confirm", Button).disabled = True
+        self.query_one("#protected-box").add_class("hidden")
+        self.query_one("#plan", Static).update(f"planning again with the protected "
+                                               f"node{'' if len(self.protected) == 1 else 's'} included ...")
+        self._plan()
+
     @on(Button.Pressed, "#confirm")
     def _confirm_pressed(self) -> None:
         self.action_confirm()
@@ -338,12 +453,18 @@ class ConfirmScreen(ActionDialog):
     def _cancel_pressed(self) -> None:
         self.action_cancel()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The footer shows ``y`` only when it confirms (one node, nothing to type)."""
+        if action == "confirm":
+            return self.plan is not None and bool(self.plan.targets) and not self.count_needed
+        return True
+
     def action_confirm(self) -> None:
-        """Go, if the plan is ready, acts on something, and (for > 1 node) the count is typed."""
+        """Go, if the plan is ready, acts on something, and (when needed) the count is typed."""
         plan = self.plan
         if plan is None or not plan.targets:
             return
-        if len(plan.targets) > 1 and not self._count_ok():
+        if self.count_needed and not self._count_ok():
             self.notify(f"type {len(plan.targets)} (the number of nodes) to confirm", severity="warning")
             return
         ticket = self.query_one("#ticket", Input).value.strip()
@@ -352,6 +473,17 @@ class ConfirmScreen(ActionDialog):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _warning_text(warnings: list[str]) -> Text:
+    """The warnings as the dialog's head shows them: each on its own line, bold, the BMC's
+    or the filter's words in them as text."""
+    out = Text(style="bold")
+    for i, warning in enumerate(warnings):
+        if i:
+            out.append("\n")
+        out.append(f"⚠ {visible(warning)}")
+    return out
 
 
 def _plan_text(plan: Plan) -> Text:

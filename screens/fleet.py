@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, Static
 
 from inventory.errors import FleetError
-from inventory.ranges import natural_key
+from inventory.ranges import compress, natural_key
 from inventory.selection import AttrIndex, select
 from screens.columns import BY_KEY, layout
 from console.text import visible
@@ -128,6 +128,8 @@ class FleetScreen(Screen):
         self._banner_shown: str | None = None
         self._name_width = 18
         self._rack_width = 7
+        #: marks an action took, cleared when it finishes: (its progress screen, nodes)
+        self._consumed: list[tuple[object, list[str]]] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -158,6 +160,10 @@ class FleetScreen(Screen):
         self._refresh_summary()
         self.set_interval(1.0, self._tick)
         self.set_interval(0.05, self._work_ahead)
+
+    def on_screen_resume(self) -> None:
+        """Back on top (an action's progress closed): its marks go at once if it finished."""
+        self._clear_consumed_marks()
 
     def on_resize(self, event: events.Resize) -> None:
         self._relayout(event.size.width)
@@ -406,7 +412,9 @@ class FleetScreen(Screen):
         self._refresh_summary()
 
     def _tick(self) -> None:
-        """Once a second: ages move, and the stale banner follows the poller."""
+        """Once a second: ages move, the stale banner follows the poller, finished actions'
+        marks go."""
+        self._clear_consumed_marks()
         self._refresh_ages()
         self._refresh_summary()
 
@@ -458,6 +466,51 @@ class FleetScreen(Screen):
 
     def _cursor_name(self) -> str | None:
         return self.query_one(FleetTable).cursor_key
+
+    # ------------------------------------------------------------ what actions act on
+    def action_targets(self) -> list[str]:
+        """The nodes an action (``p``, ``x``, ``i``) takes: the marked ones, else the node
+        under the cursor when its row is on screen (none otherwise: never a node the
+        operator cannot see)."""
+        if self.marked:
+            return sorted(self.marked, key=natural_key)
+        table = self.query_one(FleetTable)
+        return [table.cursor_key] if table.cursor_in_view else []
+
+    def target_warnings(self, names: list[str]) -> list[str]:
+        """What the operator may not see about ``names``, in words that stop them: marked
+        nodes the filter hides, and a filter typed but not applied (the rows are the
+        last good filter's)."""
+        out = []
+        shown = set(self.shown)
+        hidden = [n for n in names if n in self.marked and n not in shown]
+        if hidden:
+            total = len(self.marked)
+            out.append(f"{len(hidden)} of the {total} marked node{'' if total == 1 else 's'} "
+                       f"{'is' if len(hidden) == 1 else 'are'} hidden by the filter and in this plan: "
+                       f"{compress(hidden)}")
+        if self.filter_problem is not None:
+            out.append(f"the filter {self.filter_text.strip()!r} was not applied ({self.filter_problem}): "
+                       "the rows shown are the last good filter's")
+        return out
+
+    def action_started(self, names: list[str], progress) -> None:
+        """An action on ``names`` started (``progress``: its screen): the marks that chose
+        them are cleared when it finishes, so they cannot be acted on again by mistake."""
+        consumed = [n for n in names if n in self.marked]
+        if consumed:
+            self._consumed.append((progress, consumed))
+
+    def _clear_consumed_marks(self) -> None:
+        """Clear the marks of the actions that finished (checked with the ages, once a second)."""
+        done = [(progress, names) for progress, names in self._consumed if progress.finished]
+        if not done:
+            return
+        self._consumed = [entry for entry in self._consumed if not entry[0].finished]
+        # a run that never started (refused: a lock directory unsafe) keeps its marks to try again
+        cleared = [n for progress, names in done if progress.result is not None for n in names if n in self.marked]
+        self.marked.difference_update(cleared)
+        self._redraw_marks(cleared)
 
     def _redraw_marks(self, names) -> None:
         names = list(names)

@@ -332,6 +332,18 @@ class FleetTable(ScrollView, can_focus=True):
         if scroll:
             self._scroll_to_cursor()
 
+    @property
+    def cursor_in_view(self) -> bool:
+        """The cursor's row is on screen (not scrolled out of view, and there is one)."""
+        if not self._keys:
+            return False
+        top = int(self.scroll_y)
+        return top <= self._cursor < top + max(0, self.scrollable_content_region.height - 1)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A shorter table (the filter line opened above it) keeps the cursor's row in view."""
+        self._scroll_to_cursor()
+
     def _page(self) -> int:
         """Rows in view under the header."""
         return max(1, self.scrollable_content_region.height - 1)
