@@ -1,6 +1,6 @@
 """The poller: keeps :class:`~console.fleet.Fleet` fresh without ever harming a BMC.
 
-Rules (see PROTOCOL-NOTES "Operating limits"):
+Rules (see docs/protocols.md, "Operating limits"):
 
 - one kept driver (session) per BMC, logged out by :meth:`Poller.aclose`;
 - one poll in flight per endpoint (a lock each) and at least ``min_interval``

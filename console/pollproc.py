@@ -29,7 +29,7 @@ what crosses over is the state that changed:
   exit, which joins every worker thread; an orphaned poller was once found asleep
   there 30 minutes after its console was killed.
 
-This is the seam DESIGN.md plans for a per-site poller service: the console only
+This is the seam docs/architecture.md plans for a per-site poller service: the console only
 sees Fleet states arriving.
 """
 

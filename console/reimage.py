@@ -1,6 +1,6 @@
 """Reimage one node, end to end, through the site's provisioner.
 
-The flow (DESIGN.md "Reimage, end to end")::
+The flow (docs/architecture.md, "Reimage, end to end")::
 
     assign the image (provisioner keeps the previous assignment for rollback)
     -> boot override PXE once (ipxe, drp) or CD once (vmedia, after InsertMedia)

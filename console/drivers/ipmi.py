@@ -177,7 +177,7 @@ class IpmiDriver:
 
         A different target read back raises ProtocolError.  ``none`` read back after
         setting a device is only logged: some BMCs never set the flags' valid bit
-        (PROTOCOL-NOTES), so their read-back always says none.
+        (docs/protocols.md), so their read-back always says none.
         """
         target = BootTarget(target)
         if target is BootTarget.OTHER:

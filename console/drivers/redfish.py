@@ -6,7 +6,7 @@ Layers, top to bottom::
     RedfishSession   client, login/logout, one request at a time, error mapping (redfish_http)
     redfish_values   Redfish JSON -> PowerState, Sensor, Event... (pure functions)
 
-How it talks (``shared/PROTOCOL-NOTES.md``, section Redfish):
+How it talks (``docs/protocols.md``, section Redfish):
 
 - One ``httpx.AsyncClient`` per BMC with keep-alive (a reused connection costs ~4 ms a
   request, a new one ~22 ms; a client shared by 1,000 BMCs was measured far slower).
@@ -75,7 +75,7 @@ DEFAULT_RESETS: dict[PowerAction, tuple[str, ...]] = {
     PowerAction.RESET: ("ForceRestart", "GracefulRestart"),
 }
 
-#: The vendor quirk table: only what PROTOCOL-NOTES or a mockup shows.  Reset types differ per
+#: The vendor quirk table: only what docs/protocols.md or a mockup shows.  Reset types differ per
 #: vendor, but every mockup states them in AllowableValues/ActionInfo, so no row needs ``resets``
 #: yet; it is there for the first vendor whose allowed list misleads.
 QUIRKS: dict[str, Quirks] = {

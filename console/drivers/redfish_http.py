@@ -110,7 +110,7 @@ class RedfishSession:
         if client is None:
             client = self._new_client()
         self._client = client
-        # One in-flight request per BMC (PROTOCOL-NOTES "Operating limits"; BmcDriver's contract).
+        # One in-flight request per BMC (docs/protocols.md, "Operating limits"; BmcDriver's contract).
         self._lock = asyncio.Lock()
         self._closed = False
         self._logged_in = False
@@ -181,7 +181,7 @@ class RedfishSession:
         return httpx.AsyncClient(
             verify=_verify(self.bmc),
             timeout=httpx.Timeout(self._timeout),
-            # One connection, kept alive: ~4 ms a request instead of ~22 ms (PROTOCOL-NOTES).
+            # One connection, kept alive: ~4 ms a request instead of ~22 ms (docs/protocols.md).
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60.0),
         )
 
@@ -329,7 +329,7 @@ class RedfishSession:
                 raise DriverError(f"{self.address}: {method} {_path(url)} failed ({type(exc).__name__})") from exc
             if response.status_code not in _REDIRECTS or "Location" not in response.headers:
                 return response
-            # Aliases redirect (PROTOCOL-NOTES); credentials go to this BMC only, never elsewhere.
+            # Aliases redirect (docs/protocols.md); credentials go to this BMC only, never elsewhere.
             url = str(response.request.url.join(response.headers["Location"]))
             if urlsplit(url)[:2] != self._origin:
                 raise ProtocolError(f"{self.address}: {method} {_path(uri)} redirects off the BMC; not followed")
