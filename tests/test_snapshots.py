@@ -373,3 +373,26 @@ def test_progress(snap_compare, app, own_state, size):
     assert seen["phases"] == {"dal1-r03-db01": "skipped", "dal1-r03-n01": "done",
                               "dal1-r03-n02": "done", "dal1-r03-n03": "done"}
     assert seen["cursor"] == "dal1-r03-db01"
+
+
+def test_confirm_protected(snap_compare, app, own_state):
+    """The protected database node and two others at 80x24: the dialog lists the protected
+    node skipped and how to include it (typing its name), over the count field and the
+    buttons, which fit."""
+    actions = pytest.importorskip("screens.actions")
+    seen = {}
+
+    async def plan_off(pilot):
+        await pilot.press("slash", *"dal1-r03-db01,dal1-r03-n[01-02]", "enter", "a", "p", "f")
+        await _until(pilot, lambda: isinstance(app.screen, actions.ConfirmScreen)
+                     and (app.screen.plan is not None or app.screen.error is not None), "the plan")
+        _no_blink(app.screen)
+        await settled(pilot)
+        seen["error"] = app.screen.error
+        seen["protected"] = list(app.screen.protected)
+        seen["targets"] = [n.node for n in app.screen.plan.targets] if app.screen.plan else []
+
+    assert snap_compare(app, run_before=plan_off, terminal_size=(80, 24))
+    assert seen["error"] is None
+    assert seen["protected"] == ["dal1-r03-db01"]
+    assert seen["targets"] == ["dal1-r03-n01", "dal1-r03-n02"]
