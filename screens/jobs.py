@@ -39,8 +39,8 @@ LOCK_SCAN_S = 5.0
 #: seconds between two syncs of the runs' phases onto the rows
 SYNC_S = 0.5
 
-COLUMNS = (("plan", "PLAN", 8), ("action", "ACTION", 24), ("owner", "OWNER", 10), ("ticket", "TICKET", 10),
-           ("nodes", "NODES", 5), ("phases", "PHASES", 28), ("started", "STARTED", 8), ("state", "STATE", 24))
+COLUMNS = (("plan", "PLAN", 8), ("state", "STATE", 20), ("phases", "PHASES", 24), ("action", "ACTION", 24),
+           ("owner", "OWNER", 10), ("nodes", "NODES", 5), ("ticket", "TICKET", 10), ("started", "STARTED UTC", 11))
 
 
 def board_of(app) -> JobBoard:
@@ -89,7 +89,7 @@ def _refresh(app, names: list[str]) -> None:
 def _clock_time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%H:%M:%S")
 
 
 class JobsScreen(Screen):
@@ -126,9 +126,11 @@ class JobsScreen(Screen):
         plan = job.plan
         state = job.state()
         style = "bold" if job.running else ("green" if state == "ended ok" else "yellow")
-        return (outside(plan.id), outside(plan.action), outside(job.owner), outside(plan.ticket or "-"),
-                Text(str(len(plan.targets))), outside(counts_text(job.counts())),
-                Text(_clock_time(job.started)), outside(("▶ " if job.running else "") + state, style))
+        cells = {"plan": outside(plan.id), "state": outside(("▶ " if job.running else "") + state, style),
+                 "phases": outside(counts_text(job.counts())), "action": outside(plan.action),
+                 "owner": outside(job.owner), "nodes": Text(str(len(plan.targets))),
+                 "ticket": outside(plan.ticket or "-"), "started": Text(_clock_time(job.started))}
+        return tuple(cells[key] for key, _, _ in COLUMNS)
 
     def _refresh(self) -> None:
         board = self.board
@@ -150,8 +152,8 @@ class JobsScreen(Screen):
                     table.update_cell(job.plan.id, key, cell, update_width=False)
         running = len(board.running())
         self.query_one("#jobs-title", Static).update(Text(
-            f"{running} running, {len(jobs) - running} ended (this console; others' locks show on the fleet rows)",
-            style="bold"))
+            f"{running} running, {len(jobs) - running} ended  ·  enter: progress  c: cancel  "
+            f"(this console's; others' locks show on the rows)", style="bold"))
         empty = self.query_one("#jobs-empty", Static)
         empty.update(Text("no action has run in this console yet", style="dim") if not jobs else "")
         empty.display = not jobs

@@ -93,8 +93,8 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
             table = jobs.query_one("#jobs", DataTable)
             await wait_until(lambda: table.row_count == 1, what="one job listed")
             row = [c.plain for c in table.get_row(plan_id)]
-            assert row[0] == plan_id and row[1] == "power reset" and row[4] == "2"
-            assert "1 queued" in row[5] and "1 running" in row[5] and "running" in row[7]
+            assert row[0] == plan_id and row[3] == "power reset" and row[5] == "2"
+            assert "1 queued" in row[2] and "1 running" in row[2] and "running" in row[1]
             # enter reopens its progress: the same runner, the row as it is now
             await pilot.press("enter")
             await wait_until(lambda: isinstance(app.screen, ProgressScreen), what="progress reopened")
@@ -109,7 +109,7 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
             assert board.job(plan_id).runner.cancelled
             await pilot.press("c")
             await wait_until(lambda: not board.job(plan_id).running, what="the run to end")
-            await wait_until(lambda: "ended" in table.get_row(plan_id)[7].plain, what="the row to say it ended")
+            await wait_until(lambda: "ended" in table.get_row(plan_id)[1].plain, what="the row to say it ended")
             assert not any(n in app.fleet.activity for n in nodes)
     finally:
         demo_lab.fault("redfish", nodes[0], "")
