@@ -49,7 +49,7 @@ from console.journal import Journal, current_operator
 from console.leftover import Left
 from console.locks import LockCancelled, LockError, Locks
 from inventory.errors import SecretError
-from inventory.ranges import natural_key
+from inventory.ranges import compress, natural_key
 
 __all__ = ["NodeProgress", "RunResult", "Runner", "StepRecord"]
 
@@ -309,11 +309,13 @@ class Runner:
         self._stagger_lock = asyncio.Lock()
         plan = self.plan
         br = plan.blast_radius()
+        forced = [np.node for np in plan.targets if np.protected] if plan.force_protected else []
         self._journal(None, "plan", "started",
                       detail=f"{br['nodes']} nodes, racks {','.join(br['racks']) or '-'}, "
                              f"switches {','.join(br['switches']) or '-'}; skipped {len(plan.skipped)}; "
                              f"fanout {self.fanout}, canary {self.canary}, max failures {self.max_failures or '-'}, "
-                             f"stagger {self.stagger:g} s")
+                             f"stagger {self.stagger:g} s"
+                             + (f"; PROTECTED included (force-protected): {compress(forced)}" if forced else ""))
         for np in plan.skipped:
             prog = self.progress[np.node]
             self._journal(np.node, "plan", "skipped", error=np.skip)

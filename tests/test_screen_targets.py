@@ -335,6 +335,8 @@ async def test_protected_node_can_be_included_by_typing_its_name(ctx, demo_lab):
     assert demo_lab.machine(node)["boots"] == boots + 1
     steps = [(e["step"], e["result"]) for e in read_entries("demo", node=node, limit=0) if e["plan"] == plan_id]
     assert steps == [("reset", "started"), ("reset", "ok")], steps
+    started = [e for e in read_entries("demo", limit=0) if e["plan"] == plan_id and e["step"] == "plan"]
+    assert started and f"PROTECTED included (force-protected): {node}" in started[0]["detail"], started
     await wait_until(lambda: demo_lab.machine(node)["phase"] == "running", what="back to running")
 
 
