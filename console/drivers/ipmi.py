@@ -256,6 +256,8 @@ class IpmiDriver:
                 return await rmcp.request(netfn, command, data)
             except CommandFailed as exc:
                 raise DriverError(f"{self._where}: {what}: the BMC refused: completion code {exc.code:02x}h") from exc
+            except Unreachable:
+                raise  # names the address and is about the BMC, not what was asked of it
             except DriverError as exc:
                 raise type(exc)(f"{self._where}: {what}: {exc.message.removeprefix(self._where + ': ')}") from exc
 
@@ -275,6 +277,8 @@ class IpmiDriver:
                 return await fn(self._session())
             except CommandFailed as exc:
                 raise DriverError(f"{self._where}: {what}: the BMC refused: completion code {exc.code:02x}h") from exc
+            except Unreachable:
+                raise  # names the address and is about the BMC, not what was asked of it
             except DriverError as exc:
                 raise type(exc)(f"{self._where}: {what}: {exc.message.removeprefix(self._where + ': ')}") from exc
 
@@ -330,6 +334,8 @@ class IpmiDriver:
             return fn(self._command)
         except CommandFailed as exc:
             raise DriverError(f"{where}: the BMC refused: completion code {exc.code:02x}h") from exc
+        except Unreachable:
+            raise
         except DriverError as exc:
             raise type(exc)(f"{where}: {exc.message.removeprefix(self._where + ': ')}") from exc
         except Exception as exc:

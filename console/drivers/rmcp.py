@@ -26,8 +26,9 @@ sends Close Session and waits (bounded) for the answer.  SDR/sensors, SEL and FR
 decoded by pyghmi, whose requests ``console.drivers.ipmi`` sends on this same session.
 
 Errors are :mod:`console.errors` classes: a BMC that refuses the user or the password
--> :class:`AuthFailed`; no answer -> :class:`Timeout` (or :class:`ProtocolError` when
-only undecodable packets came back); a completion code other than 00h ->
+-> :class:`AuthFailed`; no answer at all to a login -> :class:`Unreachable` ("no answer
+from ADDRESS:PORT after N s"); no answer later -> :class:`Timeout` (or
+:class:`ProtocolError` when only undecodable packets came back); a completion code other than 00h ->
 :class:`CommandFailed` (a :class:`DriverError`).  Messages never hold the password.
 """
 
@@ -280,6 +281,7 @@ class RmcpSession:
         self._username = username
         self._password = password
         self._where = f"{address}:{port}" if port != 623 else address
+        self._hostport = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         # One request in flight: our own lock, or the caller's per-BMC one (the driver's, so
         # that keepalives never overlap its other client's requests).  With ``owner_lock``
         # the caller holds it around request() and close(), and only keepalives take it.
@@ -348,6 +350,7 @@ class RmcpSession:
 
     # ------------------------------------------------------------- login
     async def _login(self, deadline: float) -> None:
+        started = asyncio.get_running_loop().time()
         self._forget()
         self._ep = _endpoint(self.address, self.port)
         self.console_id = _new_console_id(self._ep)
@@ -359,7 +362,13 @@ class RmcpSession:
             proposal = (bytes([tag, self.privilege, 0, 0]) + struct.pack("<I", self.console_id)
                         + bytes([0, 0, 0, 8, 1, 0, 0, 0]) + bytes([1, 0, 0, 8, 1, 0, 0, 0])
                         + bytes([2, 0, 0, 8, 1, 0, 0, 0]))
-            rsp = await self._exchange(self._frame0(PAYLOAD_OPEN_REQ, proposal), PAYLOAD_OPEN_RSP, deadline)
+            try:
+                rsp = await self._exchange(self._frame0(PAYLOAD_OPEN_REQ, proposal), PAYLOAD_OPEN_RSP, deadline)
+            except Timeout:
+                # Not one packet back, however often we asked: nothing answers there (a BMC
+                # that is down, a wrong address or port), which a slow BMC is not.
+                raise Unreachable(f"no answer from {self._hostport} after "
+                                  f"{round(deadline - started, 1):g} s") from None
             self._status(rsp, "open session")
             if len(rsp) < 12:
                 raise ProtocolError(f"{self._where}: short open-session response")
