@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -145,21 +146,44 @@ def _err(text: str) -> None:
 
 
 def _confirm(plan: Plan) -> bool | None:
-    """Ask on the terminal: True to go, False declined; None when there is no terminal."""
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+    """Ask on the terminal: True to go, False declined; None when there is no terminal.
+
+    A terminal on stdin is what makes an interactive run.  The question goes where the
+    operator sees it whatever was redirected (``2>/dev/null``, ``> plan.txt``): see
+    :func:`_ask`."""
+    if not sys.stdin.isatty():
         return None
     n = len(plan.targets)
+    if n == 1:
+        question = visible(f"{plan.action} on {plan.targets[0].node}: proceed? [y/N] ")
+    else:
+        question = f"{plan.action} on {n} nodes: type the number of nodes ({n}) to proceed: "
     try:
-        if n == 1:
-            sys.stderr.write(visible(f"{plan.action} on {plan.targets[0].node}: proceed? [y/N] "))
-            sys.stderr.flush()
-            answer = sys.stdin.readline().strip().lower()
-            return answer in ("y", "yes")
-        sys.stderr.write(f"{plan.action} on {n} nodes: type the number of nodes ({n}) to proceed: ")
-        sys.stderr.flush()
-        return sys.stdin.readline().strip() == str(n)
-    except (EOFError, KeyboardInterrupt):
+        answer = _ask(question).strip()
+    except (EOFError, KeyboardInterrupt, OSError):
         return False
+    return answer.lower() in ("y", "yes") if n == 1 else answer == str(n)
+
+
+def _ask(question: str) -> str:
+    """Ask on the terminal stdin reads from, and read the answer from stdin.
+
+    The question is written to that terminal's device, opened afresh (``/dev/tty``
+    when stdin is the controlling terminal, as ssh and sudo ask for a password), so
+    it is seen whatever stdout and stderr were redirected to.  Should the device not
+    open, stdout when it is a terminal, else stderr."""
+    try:
+        fd = os.open(os.ttyname(sys.stdin.fileno()), os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        out = sys.stdout if sys.stdout.isatty() else sys.stderr
+        out.write(question)
+        out.flush()
+    else:
+        try:
+            os.write(fd, question.encode())
+        finally:
+            os.close(fd)
+    return sys.stdin.readline()
 
 
 def _progress_printer(plan: Plan) -> Callable[[NodeProgress], None]:
@@ -208,7 +232,8 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
         _err("dry run: nothing done")
         return EXIT_OK
     if not plan.targets:
-        _err("nothing to do")
+        if args.json:  # otherwise the plan just printed said it
+            _err("nothing to do")
         asyncio.run(Runner(ctx, plan, journal=Journal(ctx.site.name)).run())  # the journal records the skips
         return _exit_for_skips(plan)
     if not args.yes:
