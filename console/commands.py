@@ -149,6 +149,12 @@ def rate_text(bps: float | None) -> str:
 
 def cmd_switches(args: argparse.Namespace, ctx) -> int:
     """``switches [--json]``: switches, their ports, the node on each, miscabling findings."""
+    if not ctx.site.switches:  # say so: an empty answer reads as a command that did nothing
+        if args.json:
+            dump_json([])
+        else:
+            print(visible(f"site {ctx.site.name} has no switches"))
+        return EXIT_OK
 
     async def run(poller: Poller, fleet: Fleet):
         await asyncio.gather(*(poller.poll_switch(s.name) for s in ctx.site.switches))
