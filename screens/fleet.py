@@ -29,7 +29,7 @@ from textual.widgets import Header, Input, Static
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
 from inventory.selection import AttrIndex, select
-from screens.columns import BY_KEY, layout
+from screens.columns import BY_KEY, error_cell, layout
 from console.text import visible
 from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, outside, status_text, words_signature
 from screens.footer import KeyFooter
@@ -218,7 +218,7 @@ class FleetScreen(Screen):
             "power": status_text(st.power, _SHORT.get(st.power) if "power" in compact else None),
             "health": status_text(st.health, _SHORT.get(st.health) if "health" in compact else None),
             "age": age_text(st.polled_at, self.app.clock()),
-            "error": outside(st.error or "", "red"),
+            "error": error_cell(fleet.activity.get(name), st.error),  # an action under way or a lock first
         }
         if "port" in keys:
             finding = fleet.port_finding(node)

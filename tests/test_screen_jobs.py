@@ -21,7 +21,6 @@ from console.cli import SiteContext
 from console.fleet import Fleet
 from console.secrets import Secrets
 from screens.app import make_app
-from screens.columns import error_cell
 from screens.jobs import JobsScreen, board_of
 from screens.progress import ProgressScreen
 from screens.table import FleetTable
@@ -54,8 +53,11 @@ def grid_of(app) -> dict[str, str]:
 
 
 def row_text(app, name: str) -> str:
-    """What the fleet row's ERROR column shows for ``name`` (the row state lives there)."""
-    return error_cell(app.fleet.activity.get(name), app.fleet.nodes[name].error).plain
+    """What the fleet screen's row shows in its ERROR column for ``name`` (the row state lives there)."""
+    from screens.fleet import FleetScreen
+
+    fleet_screen = next(s for s in app.screen_stack if isinstance(s, FleetScreen))
+    return fleet_screen._cells(name)["error"].plain
 
 
 async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_lab):
@@ -84,7 +86,7 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
             assert not isinstance(app.screen, ProgressScreen)
             # the rows say what is going on
             await wait_until(lambda: "▶ reset (power reset)" in row_text(app, nodes[0]), what="the phase on the row")
-            assert "▶ queued (power reset)" in row_text(app, nodes[1])
+            await wait_until(lambda: "▶ queued (power reset)" in row_text(app, nodes[1]), what="queued on the row")
             # the jobs screen lists it
             await pilot.press("J")  # the jobs screen (also in the command palette)
             await wait_until(lambda: isinstance(app.screen, JobsScreen) and app.screen.query("#jobs"),
@@ -168,7 +170,7 @@ async def test_another_consoles_lock_shows_its_owner_and_its_release_refreshes(c
         board = board_of(app)
         board.apply_locks(board.scan_locks())
         assert app.fleet.activity[node].kind == "lock"
-        assert row_text(app, node) == "◆ locked by bob: power cycle"
+        await wait_until(lambda: row_text(app, node) == "◆ locked by bob: power cycle", what="the lock on the row")
         app.open_node(node)
         await wait_until(lambda: isinstance(app.screen, NodeScreen) and app.screen.query("#state-grid"),
                          what="node detail")
