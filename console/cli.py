@@ -14,7 +14,7 @@ Global options (``--site``, ``--read-only``, ``--debug``) go before or after the
 command.
 
 Exit status: 0 ok, 1 a failure talking to the fleet or lab, 2 bad input (site
-file, selection, arguments).  Errors are one clear message each, never a
+file, selection, arguments), 141 stdout's reader went away (``| head``).  Errors are one clear message each, never a
 traceback (set FLEET_CONSOLE_DEBUG=1 to see one for a bug report).
 """
 
@@ -36,6 +36,7 @@ from typing import Iterator
 
 from console import site as sites
 from console.errors import FleetError, InventoryError, LabError, SecretError, SelectionError, SiteNotFound
+from console.libwarnings import silence_library_warnings
 from console.secrets import Secrets
 from console.text import visible
 from inventory.model import Site
@@ -43,6 +44,8 @@ from inventory.model import Site
 __all__ = ["main", "build_parser", "SiteContext", "open_site"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+#: 128 + SIGPIPE: what a shell reports for a tool whose reader went away (``| head``)
+EXIT_PIPE = 141
 
 
 class SiteContext:
@@ -88,11 +91,22 @@ def open_site(name: str, *, need_lab: bool = True) -> Iterator[SiteContext]:
         served = load_site(state["site_file"])
         yield SiteContext(apply_endpoints(served, state["endpoints"]), Secrets(lab=state.secrets), lab_state=state)
         return
+    # A few seconds for the demo (the TUI's screen would stay blank meanwhile): say why.
+    _say(f"starting the lab for site {site.name} ({len(site.nodes)} simulated machines, "
+         f"{len(site.switches)} switches) ...")
     lab = _start_lab(site, ephemeral=False)
     try:
         yield SiteContext(lab.effective_site(), Secrets(lab=lab.secrets), lab=lab)
     finally:
         lab.stop()
+
+
+def _say(text: str) -> None:
+    """A progress line on stderr (never in the way of stdout's answer; a closed stderr is no error)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 # ----------------------------------------------------------------- commands
@@ -121,11 +135,20 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from console.lab.lab import apply_endpoints
     from console.lab.state import read_state, write_state
 
-    site_file = str(sites.find_site(args.site))
-    site = sites.load(site_file)
     if args.nodes:
-        site_file = str(scale.write_scaled_site(args.nodes, protocol=args.protocol, name=site.name))
+        # A site of its own (lab-1000-ipmi): never the demo's name, whose lab other
+        # commands would then take for the demo.
+        try:
+            site_file = str(scale.write_scaled_site(args.nodes, protocol=args.protocol))
+        except ValueError as exc:
+            print(f"fleet-console: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         site = sites.load(site_file)
+        use = site.name  # found by name while its lab runs (console.site)
+    else:
+        site_file = str(sites.find_site(args.site))
+        site = sites.load(site_file)
+        use = args.site
     if site.lab is None:
         raise LabError(f"site {site.name} has no 'lab:' section: it is a real site, not a simulated one")
     running = read_state(site.name)
@@ -142,7 +165,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as f:
             f.write(lab.secrets["bmc"] + "\n")
         effective = apply_endpoints(site, lab.endpoints)
-        _print_endpoints(effective, lab, pwfile, args.json)
+        _print_endpoints(effective, lab, pwfile, args.json, use)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda *_: stop.set())
         while not stop.wait(1.0):
@@ -156,7 +179,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool) -> None:
+def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool, use: str) -> None:
     eps = lab.endpoints
     if as_json:
         print(json.dumps({
@@ -199,6 +222,7 @@ def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool) -> None:
     if first_sw and first_sw.snmp.version == "2c":
         print(f"  snmpwalk -v2c -c $(python3 -c 'import json;print(json.load(open(\"{lab.lab_dir / 'secrets.json'}\"))[\"snmp\"])') "
               f"{first_sw.address}:{first_sw.port} 1.3.6.1.2.1.31.1.1.1.1")
+    print(f"other commands use this lab with --site {use} (fleet-console --site {use} status)")
     print("lab running; Ctrl-C stops it", flush=True)
 
 
@@ -268,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     lab = sub.add_parser("lab", help="run the simulated lab in the foreground and print its endpoints")
-    lab.add_argument("--nodes", type=int, default=0, help="serve a generated site of N machines instead (benchmarks)")
+    lab.add_argument("--nodes", type=int, default=0,
+                     help="serve a generated site of N machines instead, named lab-N-PROTOCOL (benchmarks)")
     lab.add_argument("--protocol", choices=["ipmi", "redfish", "mixed"], default="mixed",
                      help="with --nodes: BMC protocol of the generated machines")
     lab.add_argument("--ephemeral", action="store_true", help="bind ephemeral ports instead of the standard ones")
@@ -540,6 +565,7 @@ def main(argv: list[str] | None = None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    silence_library_warnings()  # before anything imports asyncssh
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(debug=args.debug)
@@ -565,14 +591,33 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:
-        code = EXIT_OK
+        code = _stdout_gone()
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if os.environ.get("FLEET_CONSOLE_DEBUG"):
             raise
         print(visible(f"fleet-console: internal error: {type(exc).__name__}: {exc} "
                       f"(set FLEET_CONSOLE_DEBUG=1 for a traceback)"), file=sys.stderr)
         code = EXIT_FAIL
+    try:
+        sys.stdout.flush()  # here, not in the interpreter's exit, where it would print a traceback
+    except BrokenPipeError:
+        code = _stdout_gone()
     sys.exit(code)
+
+
+def _stdout_gone() -> int:
+    """stdout's reader went away (``| head -1``): end quietly, as a tool killed by SIGPIPE.
+
+    As the Python documentation (``signal``, "Note on SIGPIPE") advises: point stdout at
+    /dev/null so that the interpreter's last flush of what is still buffered does not
+    fail again and print a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":

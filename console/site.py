@@ -3,8 +3,10 @@
 Search path for ``--site NAME``: each directory in ``$FLEET_CONSOLE_SITES``
 (colon-separated), ``$XDG_CONFIG_HOME/fleet-console/sites/`` (``~/.config`` by
 default), ``/etc/fleet-console/sites/``, then the sites shipped with fleet-console
-(``demo``).  The current directory is never searched: the console runs as root on
-shared hosts, and a site file names ``cmd:`` secrets it runs.  A value containing
+(``demo``), then the site of a running lab by that name (``fleet-console lab --nodes
+1000 --protocol ipmi`` serves ``lab-1000-ipmi``, generated in the runtime directory).
+The current directory is never searched: the console runs as root on shared hosts,
+and a site file names ``cmd:`` secrets it runs.  A value containing
 ``/`` or ending in ``.yaml`` / ``.yml`` is a path.
 
 Whichever way it was found, a site file is used only when nobody but us and root
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import stat
 from pathlib import Path
 
@@ -110,8 +113,26 @@ def find_site(name_or_path: str) -> Path:
             if p.is_file():
                 check_site_file(p)
                 return p
+    running = _running_lab_site(name_or_path)
+    if running is not None:
+        return running
     looked = ", ".join(str(d) for d in search_path())
-    raise SiteNotFound(f"no site named {name_or_path!r} (looked in {looked})")
+    hint = ""
+    if re.fullmatch(r"lab-\d+-(ipmi|redfish|mixed)", name_or_path):
+        nodes, protocol = name_or_path.split("-")[1:]
+        hint = f"; a generated lab's site is found while it runs: fleet-console lab --nodes {nodes} --protocol {protocol}"
+    raise SiteNotFound(f"no site named {name_or_path!r} (looked in {looked}{hint})")
+
+
+def _running_lab_site(name: str) -> Path | None:
+    """The site file a running lab of site ``name`` serves (``fleet-console lab --nodes N``
+    writes its generated site into the private runtime directory), or None."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        return None
+    from console.lab.state import read_state  # the lab machinery only when a name was not found
+
+    state = read_state(name)  # checks the state file and the site file it names
+    return Path(state["site_file"]) if state is not None else None
 
 
 def load(name_or_path: str) -> Site:

@@ -1,7 +1,9 @@
 """Generated lab sites of any size, for benchmarks (``fleet-console lab --nodes N``).
 
 Racks of 40 one-U machines, one ToR switch each (SNMP v2c), addresses in the
-same plan as the demo site: BMC 127.1.R.N, host 127.2.R.N, switch 127.3.0.R.
+same plan as the demo site: BMC 127.1.R.N, host 127.2.R.N, switch 127.3.0.R.  The
+site is named for its size and protocol (``lab-1000-ipmi``); while its lab runs,
+``--site lab-1000-ipmi`` finds it (:func:`console.site.find_site`).
 """
 
 from __future__ import annotations
@@ -13,15 +15,24 @@ import yaml
 
 from console.lab.lab import runtime_dir
 
-__all__ = ["scaled_site_yaml", "write_scaled_site", "RACK_SIZE"]
+__all__ = ["scaled_name", "scaled_site_yaml", "write_scaled_site", "RACK_SIZE"]
 
 RACK_SIZE = 40
 
 
-def scaled_site_yaml(nodes: int, *, protocol: str = "mixed", name: str = "demo") -> str:
-    """A site YAML with ``nodes`` machines; ``protocol``: ipmi, redfish or mixed (alternate racks)."""
+def scaled_name(nodes: int, protocol: str = "mixed") -> str:
+    """A generated site's own name, ``lab-1000-ipmi``: never a real site's or the demo's,
+    whose running lab other commands would take for that site's."""
+    return f"lab-{nodes}-{protocol}"
+
+
+def scaled_site_yaml(nodes: int, *, protocol: str = "mixed", name: str | None = None) -> str:
+    """A site YAML with ``nodes`` machines; ``protocol``: ipmi, redfish or mixed (alternate racks).
+
+    Named :func:`scaled_name` unless ``name`` is given."""
     if not 1 <= nodes <= 250 * RACK_SIZE:
         raise ValueError(f"--nodes must be between 1 and {250 * RACK_SIZE}")
+    name = name or scaled_name(nodes, protocol)
     racks = []
     switches = []
     for r in range(1, math.ceil(nodes / RACK_SIZE) + 1):
@@ -59,8 +70,9 @@ def scaled_site_yaml(nodes: int, *, protocol: str = "mixed", name: str = "demo")
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def write_scaled_site(nodes: int, *, protocol: str = "mixed", name: str = "demo") -> Path:
-    """Write the generated site into the runtime directory; returns its path."""
-    path = runtime_dir() / f"lab-{name}-scaled-{nodes}-{protocol}.yaml"
+def write_scaled_site(nodes: int, *, protocol: str = "mixed", name: str | None = None) -> Path:
+    """Write the generated site into the runtime directory (``lab-1000-ipmi.yaml``); returns its path."""
+    name = name or scaled_name(nodes, protocol)
+    path = runtime_dir() / f"{name}.yaml"
     path.write_text(scaled_site_yaml(nodes, protocol=protocol, name=name))
     return path
