@@ -47,9 +47,9 @@ from textual import events  # noqa: E402
 from textual.screen import Screen  # noqa: E402
 from screens.table import FleetTable  # noqa: E402
 
-from console.cli import SiteContext  # noqa: E402
+from console.cli.main import SiteContext  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
-from console.poller import PollConfig  # noqa: E402
+from console.live.poller import PollConfig  # noqa: E402
 from console.secrets import Secrets  # noqa: E402
 from inventory.loader import load_site_text  # noqa: E402
 from screens.app import make_app  # noqa: E402

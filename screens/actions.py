@@ -1,6 +1,6 @@
 """Acting on nodes from the TUI: power menu, PXE reboot, reimage; the plan dialog; progress.
 
-The flow is the CLI's (:mod:`console.act_commands`) with screens in place of the
+The flow is the CLI's (:mod:`console.cli.act_commands`) with screens in place of the
 prompts::
 
     p / x / i (app keys)  ->  PowerMenu / ImageChooser (a choice)
@@ -32,7 +32,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from console.actions import Plan, plan_power, plan_pxe, plan_reimage
+from console.ops.actions import Plan, plan_power, plan_pxe, plan_reimage
 from inventory.errors import FleetError
 from console.text import visible
 from inventory.ranges import compress, natural_key
@@ -260,7 +260,7 @@ def _who(names: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------- confirm
-#: the start of a skip reason that means "protected in the inventory" (console.actions._plan)
+#: the start of a skip reason that means "protected in the inventory" (console.ops.actions._plan)
 PROTECTED_SKIP = "protected"
 
 

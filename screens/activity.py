@@ -1,6 +1,6 @@
 """The Activity screen: this site's action journal, newest first, live.
 
-Rows come from :func:`console.journal.read_entries` (the newest ``LIMIT``).  Once a
+Rows come from :func:`console.ops.journal.read_entries` (the newest ``LIMIT``).  Once a
 second the screen looks at the journal file's size and modification time and
 re-reads it only when they changed, so an action running in this console, in
 another operator's, or from the CLI shows up within a second.  ``/`` filters:
@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
-from console.journal import journal_path, read_entries
+from console.ops.journal import journal_path, read_entries
 from console.text import visible
 from screens.common import outside
 from screens.footer import KeyFooter

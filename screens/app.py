@@ -1,6 +1,6 @@
 """FleetConsoleApp: owns the Fleet and the Poller, batches changes into messages.
 
-The poller runs in a process of its own (:class:`console.pollproc.PollerProcess`), so
+The poller runs in a process of its own (:class:`console.live.pollproc.PollerProcess`), so
 polling thousands of BMCs never sits between a keypress and the screen; the states it
 observes land in the app's Fleet, and a poll asked for now goes to it
 (:meth:`FleetConsoleApp.poll_node_now`).  Twenty times a second the app
@@ -31,9 +31,9 @@ from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
-from console.fleet import Fleet
-from console.poller import PollConfig, Poller
-from console.pollproc import PollerProcess
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig, Poller
+from console.live.pollproc import PollerProcess
 from console.text import visible
 from screens.actions import ActionCommands, start_action
 from screens.common import FleetChanged

@@ -92,7 +92,7 @@ ACTIVITY_STYLE = {"job": ("▶", "bold cyan"), "lock": ("◆", "bold yellow")}
 
 def activity_text(activity) -> Text:
     """``▶ installing (reimage flatcar@4152.2.0)`` / ``◆ locked by bob: power cycle`` for a
-    :class:`~console.fleet.NodeActivity` (names and actions come from files: shown as text)."""
+    :class:`~console.live.fleet.NodeActivity` (names and actions come from files: shown as text)."""
     symbol, style = ACTIVITY_STYLE.get(activity.kind, ("▶", "bold"))
     return Text(f"{symbol} {visible(activity.words())}", style=style)
 

@@ -1,12 +1,12 @@
 """The jobs screen: this console's running and recent actions, reachable after escape.
 
-One row per run (:class:`console.jobs.Job`): plan, action, owner, ticket, nodes,
+One row per run (:class:`console.ops.jobs.Job`): plan, action, owner, ticket, nodes,
 phase counts, when it started and how it stands.  ``enter`` reopens its progress
 (a :class:`ReopenedProgress` over the same runner: the rows as they are now, then
 live), ``c`` cancels it as ``c`` on its progress screen does (the first stops
 launching nodes, the second aborts the ones in flight), escape goes back.
 
-:func:`board_of` gives the app's :class:`~console.jobs.JobBoard`, made on first
+:func:`board_of` gives the app's :class:`~console.ops.jobs.JobBoard`, made on first
 use: it follows the runs the progress screens register in ``app.runs``, reads the
 site's lock files every :data:`LOCK_SCAN_S` seconds in a thread (others' locks on
 the rows), and asks the poller for a node's power, boot override and image as soon
@@ -26,7 +26,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from console.jobs import REFRESH_JOBS, Job, JobBoard, counts_text
+from console.ops.jobs import REFRESH_JOBS, Job, JobBoard, counts_text
 from screens.common import outside
 from screens.footer import KeyFooter
 

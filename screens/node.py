@@ -37,7 +37,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from console.fleet import iso
+from console.live.fleet import iso
 from console.text import visible
 from screens.columns import activity_text
 from screens.common import INSECURE, SYMBOLS, FleetChanged, age_text, outside, status_text, transport_warning
@@ -517,7 +517,7 @@ class NodeScreen(Screen):
     def _journal_entries(self) -> list[dict[str, Any]] | None:
         """This node's journal entries, newest first; None when there is no journal module."""
         try:
-            from console.journal import read_entries
+            from console.ops.journal import read_entries
         except ImportError:
             return None
         try:
@@ -530,7 +530,7 @@ class NodeScreen(Screen):
     def _journal_changed(self) -> bool:
         """Cheap check (one stat) whether the journal file changed since the last read."""
         try:
-            from console.journal import journal_path
+            from console.ops.journal import journal_path
 
             stat = os.stat(journal_path(self.fleet.site.name))
             stamp = (stat.st_mtime, stat.st_size)

@@ -25,9 +25,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from console.actions import Plan
-from console.locks import LockError
-from console.runner import NodeProgress, RunResult, Runner
+from console.ops.actions import Plan
+from console.ops.locks import LockError
+from console.ops.runner import NodeProgress, RunResult, Runner
 from console.text import visible
 from inventory.errors import FleetError
 from screens.common import outside

@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from console.runner import Runner
+from console.ops.runner import Runner
 from screens.common import outside
 
 __all__ = ["QuitScreen", "describe_runs"]

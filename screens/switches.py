@@ -8,7 +8,7 @@ LLDP), and the cabling finding with a symbol (``✗ mismatch``, ``~ ambiguous``,
 ``? unknown``).
 
 The rows come from the same assembly the headless ``switches`` command prints
-(:func:`console.commands.switch_records`), so the CLI and the screen agree.  A
+(:func:`console.cli.commands.switch_records`), so the CLI and the screen agree.  A
 :class:`~screens.common.FleetChanged` batch updates only the cells that changed;
 a table is rebuilt only when its set of rows changes (the first poll of a switch,
 another switch selected, the findings-only filter toggled).
@@ -27,7 +27,7 @@ from textual.widgets import DataTable, Header, Static
 
 # The CLI's record assembly, reused so both views agree.  It is private to commands.py
 # today; the report for this change asks for it to become public (switch_records).
-from console.commands import rate_text, switch_records
+from console.cli.commands import rate_text, switch_records
 from console.text import visible
 from screens.common import FleetChanged, age_text, outside, status_text
 from screens.footer import KeyFooter

@@ -7,7 +7,7 @@ import time
 from typing import Callable, TypeVar
 
 from console.drivers import open_bmc
-from console.reimage import PhaseTimeouts, reimage_node
+from console.ops.reimage import PhaseTimeouts, reimage_node
 
 __all__ = ["FAST_PHASES", "reimage_phases", "wait_for", "wait_until"]
 

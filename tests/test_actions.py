@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.actions import PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
-from console.runner import Runner
+from console.ops.actions import PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
+from console.ops.runner import Runner
 from console.drivers import open_bmc
-from console.journal import Journal, read_entries
-from console.locks import Locks
+from console.ops.journal import Journal, read_entries
+from console.ops.locks import Locks
 from console.secrets import Secrets
 from tests import support
 
@@ -260,7 +260,7 @@ async def test_pxe_stops_when_the_override_does_not_stick(lab, ctx, journal, loc
 
 # --------------------------------------------------------------------------- reimage
 async def test_reimage_takes_nodes_through_pxe_to_the_new_image_journalling_each_phase(lab, ctx, journal, locks):
-    from console import reimage
+    from console.ops import reimage
 
     nodes = ["act-r01-n05", "act-r02-n05"]  # IPMI and Redfish
     set_power(lab, nodes[:1], True, running=False)

@@ -9,9 +9,9 @@ import pytest
 from textual.color import Color
 from textual.widgets import Input, Static
 
-from console.cli import SiteContext
+from console.cli.main import SiteContext
 from inventory.ranges import natural_key
-from console.poller import PollConfig
+from console.live.poller import PollConfig
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.common import age_text

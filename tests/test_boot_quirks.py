@@ -1,4 +1,4 @@
-"""PXE and reimage on BMCs that echo the boot override imperfectly (console.bootquirk).
+"""PXE and reimage on BMCs that echo the boot override imperfectly (console.ops.bootquirk).
 
 Two third-party BMCs, reproduced as lab flavors, over the real protocols:
 
@@ -20,14 +20,14 @@ import subprocess
 import httpx
 import pytest
 
-from console.actions import plan_pxe, plan_reimage
-from console.bootquirk import CLEARED
+from console.ops.actions import plan_pxe, plan_reimage
+from console.ops.bootquirk import CLEARED
 from console.drivers import open_bmc
 from console.drivers.bmc import BootOverride, BootTarget
-from console.journal import Journal, read_entries
-from console.locks import Locks
-from console.reimage import PHASES, PhaseTimeouts
-from console.runner import Runner
+from console.ops.journal import Journal, read_entries
+from console.ops.locks import Locks
+from console.ops.reimage import PHASES, PhaseTimeouts
+from console.ops.runner import Runner
 from tests.conftest import need
 from tests.support import wait_for
 

@@ -21,7 +21,7 @@ import pytest
 
 from console.provision import open_provisioner
 from console.provision.ipxe import IpxeProvisioner, script_name
-from console.reimage import PhaseTimeouts, _booted, _Follow, _mark
+from console.ops.reimage import PhaseTimeouts, _booted, _Follow, _mark
 from console.secrets import Secrets
 from inventory.loader import load_site
 from tests.conftest import need
@@ -70,7 +70,7 @@ def site_file(tmp_path) -> Path:
 
 @pytest.fixture
 def served(site_file) -> Served:
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", str(site_file), "serve-boot",
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", str(site_file), "serve-boot",
                              "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
@@ -175,7 +175,7 @@ def test_reimage_sees_the_fetch_through_the_servers_record(served):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_dnsmasq_snippet_points_ipxe_at_the_names_the_provisioner_writes(site_file):

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.actions import plan_reimage
+from console.ops.actions import plan_reimage
 from console.drivers.ssh import read_image
-from console.journal import Journal, read_entries
-from console.locks import Locks
+from console.ops.journal import Journal, read_entries
+from console.ops.locks import Locks
 from console.provision import open_provisioner
-from console.reimage import PhaseTimeouts
-from console.runner import Runner
+from console.ops.reimage import PhaseTimeouts
+from console.ops.runner import Runner
 from tests.support import wait_until
 
 SITE = """
@@ -202,7 +202,7 @@ def cli_journal(env):
 
 
 def start_reimage(lab, env, names, *extra):
-    return subprocess.Popen([sys.executable, "-m", "console.cli", "--site", lab.site_file, "reimage", names,
+    return subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, "reimage", names,
                              "--image", NEW, "--yes", "--json", "--poll-interval", "0.05", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             stdin=subprocess.DEVNULL)
@@ -256,7 +256,7 @@ async def test_cli_cancel_during_rebooting_rolls_back(lab, ctx, env, how):
         assert "terminal hung up" in mine[-1]["error"]
         assert entries[-1]["error"] == "cancelled: terminal hung up"
     await settled_on(ctx, lab, node, OLD)
-    status = subprocess.run([sys.executable, "-m", "console.cli", "--site", lab.site_file, "status", node, "--json"],
+    status = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, "status", node, "--json"],
                             capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     (record,) = json.loads(status.stdout)
     assert record["image"]["running"] == OLD, record

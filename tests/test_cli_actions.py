@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.journal import read_entries
+from console.ops.journal import read_entries
 from tests.test_actions import SITE_YAML, set_power, wait_for
 
 TIME_SCALE = 0.05
@@ -51,7 +51,7 @@ def env(tmp_path):
 
 
 def cli(lab, env, *args, timeout=120, **kw):
-    return subprocess.run([sys.executable, "-m", "console.cli", "--site", lab.site_file, *args],
+    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
                           capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL, **kw)
 
 
@@ -163,7 +163,7 @@ def test_a_failure_or_an_unreachable_node_exits_1(lab, env):
 def _run_on_pty(lab, env, args, answer):
     """Run the CLI with a terminal; answer its question; return (exit status, everything printed)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", lab.site_file, *args],
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
                             stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     out = b""
@@ -209,7 +209,7 @@ def test_interactive_confirmation_needs_the_node_count(lab, env):
 
 def _start_slow_power_on(lab, env, nodes):
     set_power(lab, nodes, False)
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", lab.site_file, "power", "on",
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, "power", "on",
                              ",".join(nodes), "--yes", "--fanout", "1", "--stagger", "1.5", *FAST],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []

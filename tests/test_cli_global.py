@@ -8,11 +8,11 @@ import subprocess
 import sys
 from importlib.metadata import version
 
-from console.sitedoc import EXAMPLE
+from console.cli.sitedoc import EXAMPLE
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
 
 

@@ -51,7 +51,7 @@ def env(tmp_path):
 
 
 def cli(site_file, env, *args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "console.cli", "--site", str(site_file), *args],
+    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", str(site_file), *args],
                           capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 

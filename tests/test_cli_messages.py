@@ -22,7 +22,7 @@ import pytest
 from tests.test_actions import set_power
 from tests.test_cli_actions import FAST, boots, cli, env, lab  # noqa: F401 - fixtures used below
 
-CLI = [sys.executable, "-m", "console.cli"]
+CLI = [sys.executable, "-m", "console.cli.main"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

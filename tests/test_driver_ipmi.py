@@ -261,7 +261,7 @@ async def test_a_bmc_that_never_answers_is_unreachable_naming_its_address(execut
     """Nothing answers at the address (a socket that reads and never replies): every call says
     so, with the address and port and how long it waited, within the call's timeout (this once
     read "identity: the BMC refused: None", 45 s later)."""
-    from console.poller import _reason
+    from console.live.poller import _reason
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as deaf:
         deaf.bind(("127.0.0.250", 0))

@@ -22,8 +22,8 @@ import pytest
 from console.drivers.redfish import RedfishDriver
 from console.drivers.redfish_http import MAX_BODY, MAX_DEPTH, load_json
 from console.errors import DriverError, ProtocolError, Timeout
-from console.fleet import Fleet
-from console.poller import PollConfig, Poller
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig, Poller
 from console.secrets import Secret, Secrets
 from inventory.loader import load_site_text
 from inventory.model import Bmc

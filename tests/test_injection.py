@@ -26,13 +26,13 @@ from aiohttp import web
 from rich.console import Console
 from textual.widgets import DataTable, Static
 
-from console import act_commands, commands
-from console.cli import SiteContext
-from console.journal import Journal, current_operator
+from console.cli import act_commands, commands
+from console.cli.main import SiteContext
+from console.ops.journal import Journal, current_operator
 from console.lab.machine import Machine, MachineSpec, SelEvent, SensorReading
 from console.lab.redfish_bmc import RedfishLab
 from console.lab.snmp_agent import SnmpLab, SwitchPort, SwitchSpec
-from console.poller import NODE_JOBS, PollConfig
+from console.live.poller import NODE_JOBS, PollConfig
 from console.secrets import Secrets
 from console.site import load as load_site
 from console.text import visible
@@ -270,7 +270,7 @@ def test_activity_shows_journal_entries_visibly(hostile, own_state, capsys, monk
 
 def test_error_messages_show_what_was_given_visibly(tmp_path, capsys):
     """An error naming what it was given (here a site path) shows its control characters."""
-    from console.cli import main
+    from console.cli.main import main
 
     with pytest.raises(SystemExit) as exit:
         main(["--site", str(tmp_path / f"nope{TITLE}.yaml"), "validate"])

@@ -222,7 +222,7 @@ def test_site_search_path(tmp_path, monkeypatch):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_cli_validate_broken_file_prints_located_errors_and_exits_2():

@@ -185,7 +185,7 @@ def test_hostile_file_through_the_cli_exits_2_within_1gb(case, tmp_path):
     path.write_bytes(make())
     env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
     env.pop("FLEET_CONSOLE_DEBUG", None)
-    r = subprocess.run([sys.executable, "-m", "console.cli", "--site", str(path), "validate"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", str(path), "validate"], capture_output=True,
                        text=True, timeout=120, env=env, preexec_fn=_limited(1 << 30))
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr

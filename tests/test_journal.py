@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from console.journal import KEYS, Journal, journal_path, read_entries, state_dir
+from console.ops.journal import KEYS, Journal, journal_path, read_entries, state_dir
 
 
 def test_entries_have_every_key_and_land_under_the_xdg_state_dir(tmp_path, monkeypatch):
@@ -68,7 +68,7 @@ def test_a_crash_mid_write_leaves_the_journal_readable(tmp_path):
     path = tmp_path / "j.jsonl"
     code = textwrap.dedent(f"""
         import os, signal
-        from console.journal import Journal
+        from console.ops.journal import Journal
         j = Journal("s", path={str(path)!r})
         for i in range(5):
             j.write(action="power cycle", node="n%d" % i, step="power-cycle", result="started")
@@ -89,7 +89,7 @@ def test_concurrent_writers_never_interleave_lines(tmp_path):
     path = tmp_path / "j.jsonl"
     code = textwrap.dedent(f"""
         import sys
-        from console.journal import Journal
+        from console.ops.journal import Journal
         j = Journal("s", path={str(path)!r})
         for i in range(150):
             j.write(action="power on", node=sys.argv[1], step=str(i), result="ok", detail="x" * 1500)
@@ -105,7 +105,7 @@ def test_concurrent_writers_never_interleave_lines(tmp_path):
 
 
 def test_reading_the_tail_of_a_long_journal_across_blocks(tmp_path):
-    from console import journal as jmod
+    from console.ops import journal as jmod
 
     j = Journal("s", path=tmp_path / "j.jsonl")
     for i in range(300):

@@ -152,7 +152,7 @@ def test_third_party_clients_against_the_lab(demo_lab):
 def test_cli_lab_runs_in_foreground_and_publishes_state(tmp_path):
     """`fleet-console --site demo lab` prints endpoints, publishes state, stops cleanly on SIGINT."""
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", "demo", "lab", "--ephemeral", "--json",
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", "demo", "lab", "--ephemeral", "--json",
                              "--time-scale", "0.02"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = proc.stdout.readline()  # "starting the lab ..."

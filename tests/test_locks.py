@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.actions import NodePlan, Plan, Step
-from console.cli import SiteContext
-from console.journal import Journal
-from console.locks import LockBusy, LockError, Locks, user_name
-from console.runner import Runner
+from console.ops.actions import NodePlan, Plan, Step
+from console.cli.main import SiteContext
+from console.ops.journal import Journal
+from console.ops.locks import LockBusy, LockError, Locks, user_name
+from console.ops.runner import Runner
 from console.secrets import Secrets
 from tests.support import wait_for
 
@@ -32,7 +32,7 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: files are 
 
 HOLD = textwrap.dedent("""
     import sys
-    from console.locks import Locks
+    from console.ops.locks import Locks
     l = Locks("s", directory=sys.argv[1], owner=sys.argv[2])
     held = l.acquire(sys.argv[3].split(","), action="power cycle", plan="p-other")
     print("ok" if not held else "held:" + ",".join(sorted(held)), flush=True)
@@ -430,7 +430,7 @@ def demo_cli(demo_lab, tmp_path):
 
 
 def fleet(site_file, env, *args):
-    return subprocess.run([sys.executable, "-m", "console.cli", "--site", site_file, *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", site_file, *args], capture_output=True,
                           text=True, timeout=90, env=env, stdin=subprocess.DEVNULL)
 
 
@@ -467,7 +467,7 @@ def test_cli_sigterm_while_waiting_for_the_guard_ends_it_and_starts_nothing(demo
     fcntl.flock(guard, fcntl.LOCK_EX)
     journal_file = tmp_path / "state" / "fleet-console" / "demo" / "journal.jsonl"
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", site_file, "power", "cycle", node,
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", site_file, "power", "cycle", node,
                                  "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 stdin=subprocess.DEVNULL)
         try:  # "plan started" is journalled just before the locks are taken (and the guard waited for)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from textual.command import CommandPalette, CommandList
 
-from console.cli import SiteContext
+from console.cli.main import SiteContext
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen

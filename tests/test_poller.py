@@ -13,8 +13,8 @@ import pytest
 
 from console.drivers.bmc import BootOverride, BootTarget, PowerState
 from console.errors import AuthFailed, ProtocolError
-from console.fleet import Fleet
-from console.poller import PollConfig, Poller
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig, Poller
 from inventory.loader import load_site_text
 
 

@@ -1,4 +1,4 @@
-"""The poller in its own process (console/pollproc.py), against the demo lab.
+"""The poller in its own process (console/live/pollproc.py), against the demo lab.
 
 What crosses the socket is checked on the console's side: states in its Fleet,
 polls asked for now, log records, and every BMC session logged out however the
@@ -19,10 +19,10 @@ import time
 
 import pytest
 
-from console.cli import SiteContext
-from console.fleet import Fleet
-from console.poller import PollConfig
-from console.pollproc import PollerGone, PollerProcess
+from console.cli.main import SiteContext
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig
+from console.live.pollproc import PollerGone, PollerProcess
 from console.secrets import Secrets
 from screens.app import make_app
 from textual.widgets import Static
@@ -96,9 +96,9 @@ async def test_a_killed_child_is_reported_and_asks_fail_fast(own_lab) -> None:
 
 CONSOLE = textwrap.dedent("""
     import asyncio, pickle, sys
-    from console.fleet import Fleet
-    from console.poller import PollConfig
-    from console.pollproc import PollerProcess
+    from console.live.fleet import Fleet
+    from console.live.poller import PollConfig
+    from console.live.pollproc import PollerProcess
 
     with open(sys.argv[1], "rb") as f:
         site, secrets = pickle.load(f)

@@ -10,7 +10,7 @@ from console.errors import ActionError, AuthFailed
 from console.lab.drp import PatchError, apply_patch
 from console.provision import open_provisioner
 from console.provision.drp import DrpProvisioner
-from console.reimage import PHASES, PhaseTimeouts
+from console.ops.reimage import PHASES, PhaseTimeouts
 from console.secrets import Secret, Secrets
 from tests.support import reimage_phases
 

@@ -7,7 +7,7 @@ import pytest
 from console.drivers.ssh import read_image
 from console.errors import ActionError
 from console.provision import open_provisioner
-from console.reimage import PHASES, PhaseTimeouts, reimage_steps
+from console.ops.reimage import PHASES, PhaseTimeouts, reimage_steps
 from tests.support import reimage_phases
 
 SITE = """

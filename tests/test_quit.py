@@ -26,8 +26,8 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from console import site as sites
-from console.cli import SiteContext
-from console.journal import read_entries
+from console.cli.main import SiteContext
+from console.ops.journal import read_entries
 from console.secrets import Secrets
 from screens.progress import ProgressScreen
 from screens.quit import QuitScreen
@@ -178,7 +178,7 @@ def test_the_poller_ends_with_its_console_however_it_ends(published_lab, tmp_pat
     env["TERM"] = "xterm-256color"
     exports = " ".join(f"{k}={v!s}" for k, v in env.items() if " " not in v and "'" not in v)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command = f"cd {root} && exec env {exports} {sys.executable} -m console.cli --site demo"
+    command = f"cd {root} && exec env {exports} {sys.executable} -m console.cli.main --site demo"
     base = [tmux, "-L", sock, "-f", "/dev/null"]
     left: list[int] = []
     subprocess.run([*base, "new-session", "-d", "-s", "fc", "-x", "100", "-y", "30", command], check=True, timeout=10)
@@ -186,8 +186,8 @@ def test_the_poller_ends_with_its_console_however_it_ends(published_lab, tmp_pat
         console = int(subprocess.run([*base, "display", "-p", "-t", "fc", "#{pane_pid}"], capture_output=True,
                                      text=True, check=True, timeout=10).stdout)
         left.append(console)
-        _wait(lambda: _children(console, "console.pollproc"), 60, "the poller process")
-        (poller,) = _children(console, "console.pollproc")
+        _wait(lambda: _children(console, "console.live.pollproc"), 60, "the poller process")
+        (poller,) = _children(console, "console.live.pollproc")
         left.append(poller)
         _wait(lambda: published_lab.sessions()["ipmi"] > 0 and published_lab.sessions()["redfish"] > 0, 60,
               "BMC sessions")

@@ -12,14 +12,14 @@ import os
 import httpx
 import pytest
 
-from console.actions import plan_reimage
+from console.ops.actions import plan_reimage
 from console.errors import ActionError
-from console.journal import Journal, read_entries
+from console.ops.journal import Journal, read_entries
 from console.lab.machine import parse_ipxe
-from console.locks import Locks
+from console.ops.locks import Locks
 from console.provision import Assignment, open_provisioner
-from console.reimage import PhaseTimeouts
-from console.runner import Runner
+from console.ops.reimage import PhaseTimeouts
+from console.ops.runner import Runner
 from tests.support import reimage_phases
 
 SITE = """

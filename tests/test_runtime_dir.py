@@ -92,7 +92,7 @@ def test_planted_state_is_never_read_and_the_cli_says_why(tmp_path):
         for p in (planted / "s.json", planted / "lab-demo.json", planted):
             os.chown(p, 65534, 65534)
         env = dict(os.environ, XDG_RUNTIME_DIR=str(run))
-        out = subprocess.run([sys.executable, "-m", "console.cli", "--site", "demo", "status"], env=env,
+        out = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "demo", "status"], env=env,
                              capture_output=True, text=True, timeout=60)
     assert not marker.exists()
     assert out.returncode == 1, out.stderr
@@ -147,7 +147,7 @@ def test_cli_lab_with_a_wildcard_address_says_why(tmp_path):
     path.write_text("site: t-bind\ndefaults:\n  bmc: {protocol: ipmi, username: admin, password: 'lab:bmc'}\n"
                     "racks:\n  - name: r1\n    nodes:\n      - {name: n1, bmc: {address: 0.0.0.0}}\nlab: {}\n")
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path / "run"))
-    out = subprocess.run([sys.executable, "-m", "console.cli", "--site", str(path), "lab", "--ephemeral"],
+    out = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", str(path), "lab", "--ephemeral"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip() == ("fleet-console: error: site t-bind: the lab binds loopback addresses only "
@@ -173,7 +173,7 @@ def killed_lab(tmp_path):
     site = tmp_path / "t-stale.yaml"
     site.write_text(SMALL_LAB)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path / "run"))
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", str(site), "lab", "--ephemeral",
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", str(site), "lab", "--ephemeral",
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     workers: list[int] = []
     try:

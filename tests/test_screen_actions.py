@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Button, DataTable, Input
 
-from console.cli import SiteContext
-from console.journal import read_entries
+from console.cli.main import SiteContext
+from console.ops.journal import read_entries
 from console.secrets import Secrets
 from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, targets_of
 from screens.app import make_app

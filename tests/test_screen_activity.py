@@ -8,8 +8,8 @@ import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import DataTable, Input
 
-from console.cli import SiteContext
-from console.journal import Journal
+from console.cli.main import SiteContext
+from console.ops.journal import Journal
 from console.secrets import Secrets
 from screens.actions import ActionCommands
 from screens.activity import ActivityScreen

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 from textual.widgets import Input, Static
 
-from console.cli import SiteContext
+from console.cli.main import SiteContext
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen

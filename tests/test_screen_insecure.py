@@ -15,8 +15,8 @@ import pytest
 from rich.console import Console
 from textual.widgets import Static
 
-from console.cli import SiteContext
-from console.poller import PollConfig
+from console.cli.main import SiteContext
+from console.live.poller import PollConfig
 from console.secrets import Secrets
 from inventory.loader import load_site_text
 from screens.app import make_app

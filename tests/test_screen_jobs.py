@@ -17,8 +17,8 @@ import sys
 import pytest
 from textual.widgets import DataTable, Input
 
-from console.cli import SiteContext
-from console.fleet import Fleet
+from console.cli.main import SiteContext
+from console.live.fleet import Fleet
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.jobs import JobsScreen, board_of
@@ -145,7 +145,7 @@ async def test_facts_are_read_again_as_soon_as_an_action_ends(ctx, demo_lab):
 def other_lock(ctx):
     """A lock on dal1-r03-n20 held by another process, as bob, for a power cycle."""
     code = ("import sys, time\n"
-            "from console.locks import Locks\n"
+            "from console.ops.locks import Locks\n"
             "locks = Locks('demo', owner='bob')\n"
             "assert locks.acquire(['dal1-r03-n20'], action='power cycle', plan='feedbeef') == {}\n"
             "print('locked', flush=True)\n"

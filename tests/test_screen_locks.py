@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from console.cli import SiteContext
-from console.locks import Locks
+from console.cli.main import SiteContext
+from console.ops.locks import Locks
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen

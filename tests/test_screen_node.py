@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 from textual.widgets import DataTable, Static
 
-from console.cli import SiteContext
-from console.poller import PollConfig
+from console.cli.main import SiteContext
+from console.live.poller import PollConfig
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen
@@ -161,7 +161,7 @@ async def test_a_failing_bmc_shows_its_error_then_recovers_on_refresh(ctx, demo_
 
 
 async def test_activity_from_the_journal_newest_first(ctx, monkeypatch):
-    from console.journal import Journal
+    from console.ops.journal import Journal
 
     name = "dal1-r01-n05"
     journal = Journal(ctx.site.name, operator="alice", ticket="INC-7")
@@ -189,7 +189,7 @@ async def test_activity_from_the_journal_newest_first(ctx, monkeypatch):
         assert plain(screen.query_one("#activity-list", Static)).strip() == "no activity recorded"
         app.pop_screen()
         await pilot.pause()
-        monkeypatch.setitem(sys.modules, "console.journal", None)  # import now raises ImportError
+        monkeypatch.setitem(sys.modules, "console.ops.journal", None)  # import now raises ImportError
         screen = await open_node(app, pilot, "dal1-r01-n02")
         assert plain(screen.query_one("#activity-list", Static)).strip() == "no activity recorded"
         await app.poller.aclose()

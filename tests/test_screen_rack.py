@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.cli import SiteContext
+from console.cli.main import SiteContext
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen

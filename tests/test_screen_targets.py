@@ -19,9 +19,9 @@ import pytest
 from textual.geometry import Region
 from textual.widgets import Button, Input, Static
 
-from console.actions import NodePlan, Plan
-from console.cli import SiteContext
-from console.journal import read_entries
+from console.ops.actions import NodePlan, Plan
+from console.cli.main import SiteContext
+from console.ops.journal import read_entries
 from console.secrets import Secrets
 from screens.actions import ConfirmScreen, protected_skipped, protected_words
 from screens.app import make_app
@@ -130,7 +130,7 @@ async def test_drift_and_cabling_are_unknown_until_read(ctx, demo_lab):
         miscabled = sum(app.fleet.port_finding(n) == "mismatch" for n in app.fleet.site.nodes)
         assert f"✗{miscabled} cabling" in summary_text(app), summary_text(app)
         # a new poller's first states replace the old ones: a node never image-read again
-        from console.fleet import NodeState
+        from console.live.fleet import NodeState
 
         app.fleet.absorb({"dal1-r03-n05": NodeState("dal1-r03-n05")}, {})
         app.drain()

@@ -3,8 +3,8 @@ bounded, its failure cached; the other nodes poll as if it were not there."""
 
 from __future__ import annotations
 
-from console.fleet import Fleet
-from console.poller import PollConfig, Poller
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig, Poller
 from console.secrets import Secrets
 
 SLOW = "cmd:sh -c 'echo run >> \"$FLEET_TEST_SECRET_RUNS\"; sleep 5; echo late'"

@@ -18,8 +18,8 @@ import pytest
 
 from console.drivers import open_bmc
 from console.drivers.bmc import PowerState
-from console.fleet import Fleet
-from console.poller import PollConfig, Poller
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig, Poller
 from tests.support import wait_for, wait_until
 
 SITE = """\
@@ -141,13 +141,13 @@ def test_status_json_lists_every_system(tmp_path):
     (tmp_path / "run").mkdir(mode=0o700)
     site_file = tmp_path / "blades.yaml"
     site_file.write_text(SITE)
-    lab = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", str(site_file), "lab", "--ephemeral",
+    lab = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", str(site_file), "lab", "--ephemeral",
                             "--json", "--time-scale", "0.02"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                            text=True, env=env)
     try:
         lab.stdout.readline()
         json.loads(lab.stdout.readline())
-        r = subprocess.run([sys.executable, "-m", "console.cli", "--site", str(site_file), "status", "--json"],
+        r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", str(site_file), "status", "--json"],
                            capture_output=True, text=True, timeout=120, env=env)
         assert r.returncode == 0, r.stderr
         records = {rec["name"]: rec for rec in json.loads(r.stdout)}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from console.sitedoc import EXAMPLE, SECTIONS, reference
+from console.cli.sitedoc import EXAMPLE, SECTIONS, reference
 from inventory import loader
 from inventory.loader import load_site_text
 
@@ -19,7 +19,7 @@ REFERENCE = REPO / "docs" / "site-reference.md"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_reference_file_is_up_to_date():

@@ -34,9 +34,9 @@ from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 
 from console import site as sites
-from console.cli import SiteContext
-from console.fleet import Fleet
-from console.poller import NODE_JOBS, PollConfig, Poller
+from console.cli.main import SiteContext
+from console.live.fleet import Fleet
+from console.live.poller import NODE_JOBS, PollConfig, Poller
 from console.secrets import Secrets
 from screens.app import make_app
 
@@ -217,13 +217,13 @@ def own_state(tmp_path, monkeypatch):
     The action cases write to the journal and take locks; neither may reach the
     module's empty journal (the node screen shows a node's journal) nor another test.
     """
-    import console.actions
+    import console.ops.actions
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("FLEET_CONSOLE_LOCKS", str(tmp_path / "locks"))
     monkeypatch.setenv("FLEET_OPERATOR", OPERATOR)
     fixed_ids = types.SimpleNamespace(token_hex=lambda nbytes=4: PLAN_ID)
-    monkeypatch.setattr(console.actions, "pysecrets", fixed_ids)  # what Plan ids come from
+    monkeypatch.setattr(console.ops.actions, "pysecrets", fixed_ids)  # what Plan ids come from
     return tmp_path
 
 
@@ -264,7 +264,7 @@ def _iso(t: float) -> str:
 
 def _write_journal(site: str) -> int:
     """Write _JOURNAL with fixed times (and the fixed operator) through the Journal; the entry count."""
-    from console.journal import Journal
+    from console.ops.journal import Journal
 
     count = 0
     for action, ticket, plan, entries in _JOURNAL:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from console.actions import NodePlan, Plan, Step
-from console.runner import Runner
+from console.ops.actions import NodePlan, Plan, Step
+from console.ops.runner import Runner
 from tests.test_snapshots import APP_NOW, FROZEN, SIZES, app, empty_journal, settled, snapshot, swept  # noqa: F401
 
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from console.fleet import Fleet
-from console.poller import PollConfig, Poller
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig, Poller
 from console.secrets import Secrets
 
 
@@ -91,12 +91,12 @@ async def test_a_dead_bmc_becomes_an_error_within_two_periods_and_the_rest_stay_
 def test_status_json_uses_the_running_lab_and_never_prints_secrets(tmp_path):
     """`lab` in one process, `status --json` in another: the second finds and uses the first."""
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
-    lab = subprocess.Popen([sys.executable, "-m", "console.cli", "--site", "demo", "lab", "--ephemeral", "--json",
+    lab = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", "demo", "lab", "--ephemeral", "--json",
                             "--time-scale", "0.02"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         lab.stdout.readline()
         info = json.loads(lab.stdout.readline())
-        r = subprocess.run([sys.executable, "-m", "console.cli", "--site", "demo", "status", "--json"],
+        r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "demo", "status", "--json"],
                            capture_output=True, text=True, timeout=180, env=env)
         assert r.returncode == 0, r.stderr
         records = json.loads(r.stdout)
@@ -120,7 +120,7 @@ def test_status_json_uses_the_running_lab_and_never_prints_secrets(tmp_path):
 
 
 def test_status_bad_selection_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "console.cli", "--site", "demo", "status", "dal1-r09-n[01-02]"],
+    r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "demo", "status", "dal1-r09-n[01-02]"],
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
     assert r.returncode == 2 and "unknown node(s)" in r.stderr and "Traceback" not in r.stderr
 
@@ -129,8 +129,8 @@ def test_status_bad_selection_exits_2(tmp_path):
 def test_sensors_and_events_commands(demo_lab, node, capsys):
     import argparse
 
-    from console.cli import SiteContext
-    from console.commands import cmd_events, cmd_sensors
+    from console.cli.main import SiteContext
+    from console.cli.commands import cmd_events, cmd_sensors
 
     ctx = SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
     args = argparse.Namespace(node=node, json=True, timeout=5.0)

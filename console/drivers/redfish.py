@@ -100,7 +100,7 @@ QUIRKS: dict[str, Quirks] = {
 _FLAVOR_ALIASES = {
     "dell": "dell", "idrac": "dell", "hpe": "hpe", "ilo": "hpe", "lenovo": "lenovo", "xcc": "lenovo",
     "supermicro": "supermicro", "openbmc": "openbmc", "dmtf": "generic", "generic": "generic",
-    "sushy": "generic",  # sushy-tools: reads every override back continuous (console.bootquirk judges it)
+    "sushy": "generic",  # sushy-tools: reads every override back continuous (console.ops.bootquirk judges it)
 }
 #: substrings of Manufacturer / ServiceRoot Vendor (lower case) -> QUIRKS key.
 _VENDOR_HINTS = (("dell", "dell"), ("hpe", "hpe"), ("hewlett", "hpe"), ("lenovo", "lenovo"),
@@ -286,7 +286,7 @@ class RedfishDriver:
         got = await self.boot_override()
         want = BootOverride(target, persistent and target != BootTarget.NONE)
         # asked once, read back continuous (sushy-tools, some vendors): the device is right; the
-        # caller judges it and clears the override after the boot (console.bootquirk)
+        # caller judges it and clears the override after the boot (console.ops.bootquirk)
         if got != want and not (got.target == want.target and got.persistent and not want.persistent):
             raise ProtocolError(f"{self.address}: boot override not applied: asked {_boot_words(want)}, "
                                 f"the BMC reports {_boot_words(got)}")

@@ -38,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-from console.httpserve import HttpService
+from console.provision.httpserve import HttpService
 
 __all__ = ["DrpLab", "INSTALL_BOOTENV", "apply_patch"]
 

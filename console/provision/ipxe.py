@@ -54,7 +54,7 @@ import httpx
 from aiohttp import web
 
 from console.errors import ActionError, ProtocolError, Timeout, Unreachable
-from console.httpserve import HttpService
+from console.provision.httpserve import HttpService
 from console.provision import Assignment, Fetch
 from inventory.model import Image, Node
 

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from console.errors import FleetError
-from console.journal import current_operator
+from console.ops.journal import current_operator
 
 __all__ = ["LockInfo", "Locks", "LockError", "LockBusy", "LockCancelled", "lock_dir", "DEFAULT_TTL", "MAX_TTL", "GUARD_WAIT"]
 

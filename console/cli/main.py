@@ -36,7 +36,7 @@ from typing import Iterator
 
 from console import site as sites
 from console.errors import FleetError, InventoryError, LabError, SecretError, SelectionError, SiteNotFound
-from console.libwarnings import silence_library_warnings
+from console.cli.libwarnings import silence_library_warnings
 from console.secrets import Secrets
 from console.text import visible
 from inventory.model import Site
@@ -232,7 +232,7 @@ def _live(fn):
     def run(args: argparse.Namespace) -> int:
         expr = getattr(args, "range", None) or getattr(args, "node", None)
         if expr:  # a bad selection is caught before any lab starts
-            from console.commands import selected_nodes
+            from console.cli.commands import selected_nodes
 
             selected_nodes(sites.load(args.site), expr)
         with open_site(args.site) as ctx:
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     lab.set_defaults(func=cmd_lab, default_site="demo")
 
-    from console import commands
+    from console.cli import commands
 
     st = sub.add_parser("status", help="live state of every node (or of RANGE)")
     st.add_argument("range", nargs="?", help="node selection, e.g. dal1-r02-n[01-10] or rack=r03")
@@ -380,7 +380,7 @@ def _add_site_commands(sub) -> None:
 
 
 def cmd_serve_boot(args: argparse.Namespace) -> int:
-    from console import bootserve
+    from console.provision import bootserve
 
     site = sites.load(args.site)
     try:
@@ -395,14 +395,14 @@ def cmd_serve_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from console.sitedoc import reference
+    from console.cli.sitedoc import reference
 
     print(reference(), end="")
     return EXIT_OK
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from console.sitedoc import InitError, init_site
+    from console.cli.sitedoc import InitError, init_site
 
     name = args.name or args.site
     if not name:
@@ -423,8 +423,8 @@ def _action(fn):
     """Wrap an action command: check selection, image and options before any lab starts."""
 
     def run(args: argparse.Namespace) -> int:
-        from console import act_commands
-        from console.actions import PlanError
+        from console.cli import act_commands
+        from console.ops.actions import PlanError
 
         why = read_only_reason(args, sites.load(args.site))
         if why is not None:  # before the selection, the plan and any lab: nothing is touched
@@ -443,7 +443,7 @@ def _action(fn):
 
 def _add_action_commands(sub) -> None:
     """power, pxe, reimage (plans, confirmation, journal) and activity (the journal)."""
-    from console import act_commands as ac
+    from console.cli import act_commands as ac
 
     pw = sub.add_parser("power", help="power on/off/soft/cycle/reset nodes (plan, confirm, act, verify)")
     pw.add_argument("power_action", choices=["on", "off", "soft", "cycle", "reset"], metavar="{on,off,soft,cycle,reset}",

@@ -16,8 +16,8 @@ import json
 import sys
 from typing import Any
 
-from console.fleet import Fleet, iso
-from console.poller import PollConfig, Poller
+from console.live.fleet import Fleet, iso
+from console.live.poller import PollConfig, Poller
 from console.text import visible
 from inventory.selection import select
 

@@ -1,4 +1,4 @@
-"""The poller in a process of its own, feeding a :class:`~console.fleet.Fleet` in this one.
+"""The poller in a process of its own, feeding a :class:`~console.live.fleet.Fleet` in this one.
 
 The console polls thousands of BMCs; on a thread of the UI's process that work
 shares the interpreter lock with the screen, and a keypress waited behind it
@@ -6,7 +6,7 @@ shares the interpreter lock with the screen, and a keypress waited behind it
 nodes while polling).  In a child process the poller has its own interpreter, and
 what crosses over is the state that changed:
 
-- the child runs a :class:`~console.poller.Poller` on its own Fleet and, every
+- the child runs a :class:`~console.live.poller.Poller` on its own Fleet and, every
   ``FLUSH_S`` seconds, sends the changed nodes' and switches' states (pickled
   dataclasses) over a pipe;
 - a reader thread here puts them into the console's Fleet
@@ -48,8 +48,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterable
 
-from console.fleet import Fleet
-from console.poller import PollConfig, Poller, settle
+from console.live.fleet import Fleet
+from console.live.poller import PollConfig, Poller, settle
 from console.secrets import Secrets
 from inventory.model import Site
 
@@ -58,7 +58,7 @@ __all__ = ["PollerProcess", "PollerGone"]
 log = logging.getLogger(__name__)
 
 #: the directory holding the ``console`` package this module was imported from
-_CODE_ROOT = str(Path(__file__).resolve().parents[1])
+_CODE_ROOT = str(Path(__file__).resolve().parents[2])
 #: how often the child sends what changed (the console drains its Fleet at 20 Hz)
 FLUSH_S = 0.05
 #: the poller's scheduling priority, below the console's (nice(2) increment)
@@ -98,7 +98,7 @@ class PollerProcess:
     def start(self) -> None:
         """Start the child and the reader.
 
-        The child is ``python -m console.pollproc FD`` over a socket pair (not
+        The child is ``python -m console.live.pollproc FD`` over a socket pair (not
         multiprocessing: its spawn wants a real stderr, which a TUI has replaced), in a
         session of its own: a terminal's signals are the console's to handle, and if
         the console dies the child sees the socket close and logs out of every BMC.
@@ -109,7 +109,7 @@ class PollerProcess:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (_CODE_ROOT, env.get("PYTHONPATH")) if p)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "console.pollproc", str(theirs.fileno()), str(os.getpid())],
+                [sys.executable, "-m", "console.live.pollproc", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, env=env)
             self._conn = Connection(ours.detach())
@@ -273,7 +273,7 @@ def _exit_within(seconds: float) -> None:
 def _child_main(fd: int, parent: int | None = None) -> None:
     """The child's whole life: poll until asked to close or the console goes away; then
     log out (bounded) and leave at once (``os._exit``: see the module docstring)."""
-    from console.libwarnings import silence_library_warnings
+    from console.cli.libwarnings import silence_library_warnings
 
     silence_library_warnings()  # as the console does: before the SSH driver imports asyncssh
     try:

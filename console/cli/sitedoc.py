@@ -33,7 +33,7 @@ from inventory.model import (Bmc, Image, LabConfig, Node, Provisioner, Rack, Sit
 __all__ = ["EXAMPLE", "InitError", "SECTIONS", "Section", "init_site", "reference"]
 
 #: the annotated example site, shipped with the package (``--site example`` loads it too)
-EXAMPLE = Path(__file__).resolve().parent.parent / "inventory" / "sites" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "sites" / "example.yaml"
 
 
 @dataclass(frozen=True)

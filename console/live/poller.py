@@ -1,4 +1,4 @@
-"""The poller: keeps :class:`~console.fleet.Fleet` fresh without ever harming a BMC.
+"""The poller: keeps :class:`~console.live.fleet.Fleet` fresh without ever harming a BMC.
 
 Rules (see docs/protocols.md, "Operating limits"):
 
@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver
 from console.errors import FleetError, Timeout, Unreachable
-from console.fleet import Fleet, PortState
+from console.live.fleet import Fleet, PortState
 from console.secrets import Secrets
 from inventory.model import Node, Site, SshConfig, Switch
 

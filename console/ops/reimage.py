@@ -22,7 +22,7 @@ that finishes marks its assignment known-good
 keeps the record of the assignment in place before the first attempt.
 
 A boot override that reads back with the right device but continuous, or not flagged
-valid (:mod:`console.bootquirk`), is accepted with a note in the ``assigned`` detail and
+valid (:mod:`console.ops.bootquirk`), is accepted with a note in the ``assigned`` detail and
 cleared once the node has booted (the provisioner saw the fetch; with virtual media,
 once the OS answers), or when the reimage fails before that.
 """
@@ -34,11 +34,11 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from console.bootquirk import clear_override, readback_quirk
+from console.ops.bootquirk import clear_override, readback_quirk
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.drivers.ssh import read_image
 from console.errors import ActionError, DriverError, FleetError
-from console.leftover import Left
+from console.ops.leftover import Left
 from console.provision import Fetch, ProvisionerBackend, boot_target, check_node, open_provisioner
 from console.secrets import Secrets
 from inventory.model import Image, Node, Site

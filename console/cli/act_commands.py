@@ -1,6 +1,6 @@
 """Headless action commands: ``power``, ``pxe``, ``reimage`` and ``activity``.
 
-Every action prints its plan first (:meth:`console.actions.Plan.text`) and acts
+Every action prints its plan first (:meth:`console.ops.actions.Plan.text`) and acts
 only when confirmed: ``--yes``, or on a terminal an interactive ``y`` (one node) or
 the number of nodes typed back (more than one).  Without a terminal and without
 ``--yes`` it refuses.  ``--dry-run`` prints the plan and touches nothing.
@@ -30,11 +30,11 @@ import time
 from typing import Any, Awaitable, Callable
 
 from console import site as sites
-from console.actions import Plan, PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
-from console.runner import NodeProgress, Runner
-from console.commands import dump_json, selected_nodes
-from console.journal import Journal, read_entries
-from console.locks import LockError
+from console.ops.actions import Plan, PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
+from console.ops.runner import NodeProgress, Runner
+from console.cli.commands import dump_json, selected_nodes
+from console.ops.journal import Journal, read_entries
+from console.ops.locks import LockError
 from console.text import visible
 
 __all__ = ["cmd_power", "cmd_pxe", "cmd_reimage", "cmd_activity", "add_action_options", "precheck"]

@@ -3,13 +3,13 @@ has seen a :class:`Plan`::
 
     plan = await plan_power(ctx, names, "cycle", ticket="INC-123")
     print(plan.text())                 # what the operator confirms
-    result = await Runner(ctx, plan, fanout=10, canary=1).run()   # console.runner
+    result = await Runner(ctx, plan, fanout=10, canary=1).run()   # console.ops.runner
 
 Planning reads each BMC's power state fresh and decides, per node, the steps or
 why the node is skipped: unreachable, already in the wanted state, locked by
-another operator (:mod:`console.locks`), ``protected`` in the inventory (unless
+another operator (:mod:`console.ops.locks`), ``protected`` in the inventory (unless
 ``force_protected``; powering on is never refused for protection).  The plan also
-states the blast radius: nodes, racks, switches.  :mod:`console.runner` executes it.
+states the blast radius: nodes, racks, switches.  :mod:`console.ops.runner` executes it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from console.drivers import open_bmc
 from console.drivers.bmc import PowerState
 from console.errors import ActionError, DriverError, Timeout, Unreachable
-from console.locks import LockInfo, Locks
+from console.ops.locks import LockInfo, Locks
 from inventory.errors import SecretError, SelectionError
 from inventory.ranges import compress, natural_key
 
@@ -354,8 +354,8 @@ def resolve_image(site, ref: str):
 
 
 def reimage_module():
-    """:mod:`console.reimage`, imported when a reimage is planned (power actions never need it)."""
-    from console import reimage
+    """:mod:`console.ops.reimage`, imported when a reimage is planned (power actions never need it)."""
+    from console.ops import reimage
 
     return reimage
 
@@ -400,7 +400,7 @@ async def plan_reimage(ctx, names: Iterable[str], image_ref: str, *, ticket: str
                        timeout: float = 5.0) -> Plan:
     """Plan a reimage to ``image_ref`` (``NAME@VERSION`` from the site's image catalog).
 
-    The steps come from :func:`console.reimage.reimage_steps`; a node it refuses
+    The steps come from :func:`console.ops.reimage.reimage_steps`; a node it refuses
     (ActionError, e.g. no MAC) is skipped with its reason.  A node that reports (over
     SSH, read fresh while planning) it already runs ``image_ref`` is skipped as
     ``already running ...`` unless ``force``: reinstalling it would power-cycle it for

@@ -1,9 +1,9 @@
 """Running work, where an operator can see it: this console's actions, and other consoles' locks.
 
-A :class:`JobBoard` follows every :class:`~console.runner.Runner` this console
+A :class:`JobBoard` follows every :class:`~console.ops.runner.Runner` this console
 starts (:meth:`JobBoard.add`) and keeps recent ones after they end, so a run
 hidden by escape stays listed and reachable (cancel, reopen).  While a run goes,
-each of its nodes carries a :class:`~console.fleet.NodeActivity` in the Fleet
+each of its nodes carries a :class:`~console.live.fleet.NodeActivity` in the Fleet
 (``queued``, then its phase: ``power-cycle``, ``installing`` ...), so rows show it;
 when a node's part ends, its activity goes and its facts (power, boot override,
 running image) are asked for at once (``refresh``), instead of waiting for the
@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from console.actions import Plan
-from console.fleet import Fleet, NodeActivity
-from console.locks import LockError, LockInfo, Locks
-from console.runner import NodeProgress, RunResult, Runner
+from console.ops.actions import Plan
+from console.live.fleet import Fleet, NodeActivity
+from console.ops.locks import LockError, LockInfo, Locks
+from console.ops.runner import NodeProgress, RunResult, Runner
 
 __all__ = ["Job", "JobBoard", "REFRESH_JOBS", "PHASE_GROUPS"]
 

@@ -1,5 +1,5 @@
 """Acting on the fleet, second half: bounded, journalled, cancellable execution of a
-:class:`~console.actions.Plan`.
+:class:`~console.ops.actions.Plan`.
 
 :class:`Runner` executes a plan: at most ``fanout`` nodes at a time (a semaphore),
 ``canary`` nodes first (all must finish verified and, where power stays on,
@@ -12,15 +12,15 @@ launching steps; a second cancel aborts what is in flight, rolling back what it 
 override cleared before the reboot).  ``cancel(rollback=True)`` aborts at once,
 ``cancel(rollback=False)`` lets the nodes in flight finish; ``on_cancel`` makes the
 first plain cancel do one or the other.  Every node that ends cancelled or failed
-records what it was left with (:class:`~console.leftover.Left`).  Each node goes
+records what it was left with (:class:`~console.ops.leftover.Left`).  Each node goes
 ``planned`` → one phase per step → ``done`` / ``failed`` / ``skipped`` /
 ``cancelled``.  Every step is journalled twice (started, then its result) in
-:mod:`console.journal`.
+:mod:`console.ops.journal`.
 
 Steps are verified by reading back: power by polling the power state until it
 is what the step promises (BMCs apply changes seconds later); a PXE boot override
 by reading it back before the reboot (vendors silently revert it).  One that reads
-back the right device but continuous, or not flagged valid (:mod:`console.bootquirk`),
+back the right device but continuous, or not flagged valid (:mod:`console.ops.bootquirk`),
 is accepted with a note, and a ``clear-boot`` step clears it once the provisioner saw
 the node boot (or when the action fails first), so it does not PXE boot for ever.  IPMI and
 Redfish are the same here: everything goes through
@@ -39,15 +39,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from console.actions import (FINAL, NOTHING_TO_DO, NodePlan, Plan, PlanError, Step, failure_reason, plural,
+from console.ops.actions import (FINAL, NOTHING_TO_DO, NodePlan, Plan, PlanError, Step, failure_reason, plural,
                              reimage_module, resolve_image)
-from console.bootquirk import AfterBoot, clear_override, readback_quirk
+from console.ops.bootquirk import AfterBoot, clear_override, readback_quirk
 from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.errors import ActionError, DriverError, FleetError
-from console.journal import Journal, current_operator
-from console.leftover import Left
-from console.locks import LockCancelled, LockError, Locks
+from console.ops.journal import Journal, current_operator
+from console.ops.leftover import Left
+from console.ops.locks import LockCancelled, LockError, Locks
 from inventory.errors import SecretError
 from inventory.ranges import compress, natural_key
 
@@ -173,7 +173,7 @@ class Runner:
     loop at every change.  ``poll_interval`` / ``power_timeout`` govern power
     verification; ``soft_timeout`` how long ``soft`` waits for the OS; with
     ``hard_after`` a ``soft`` waits that long and then forces the power off.
-    ``reimage_options`` are passed to :func:`console.reimage.reimage_node` (e.g. ``timeouts``).
+    ``reimage_options`` are passed to :func:`console.ops.reimage.reimage_node` (e.g. ``timeouts``).
     A canary is done when its steps are verified and, where power stays on, it is healthy:
     no critical BMC health and its OS answering over SSH within ``canary_timeout``.
     """
@@ -531,7 +531,7 @@ class Runner:
                                 undo: bool = True) -> Left:
         """What a power or PXE action left a node with; aborted (``undo``) between setting a
         PXE override and the reboot, the override is cleared (the next boot would follow it)."""
-        from console.bootquirk import clear_override
+        from console.ops.bootquirk import clear_override
 
         left = Left()
         ran = {s.step for s in prog.steps if s.result == "ok"}
@@ -710,7 +710,7 @@ class Runner:
             await after.close()
 
     async def _reimage(self, np: NodePlan, prog: NodeProgress, node, driver: BmcDriver) -> None:
-        """Hand the node to :func:`console.reimage.reimage_node`, journalling each phase it reports."""
+        """Hand the node to :func:`console.ops.reimage.reimage_node`, journalling each phase it reports."""
         reimage = reimage_module()
         image = resolve_image(self.ctx.site, self.plan.image or "")
         state = {"phase": None, "t0": time.monotonic()}
