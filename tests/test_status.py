@@ -38,8 +38,9 @@ async def test_sweep_reads_every_node_over_its_protocol(demo_lab, lab_site):
     assert records["dal1-r01-n07"]["health"] == "critical"  # failed fan, over IPMI
     assert records["dal1-r03-n11"]["health"] == "critical"  # overtemp, over Redfish (iLO flavor)
     assert records["dal1-r01-n01"]["health"] == "ok"
-    assert records["dal1-r02-n03"]["image"] == {"desired": "flatcar@4081.2.1", "running": "flatcar@3975.2.2",
-                                                 "state": "drift", "error": None}
+    image = records["dal1-r02-n03"]["image"]
+    assert image.pop("read_at").endswith("Z")  # when the running image was read (ISO 8601, UTC)
+    assert image == {"desired": "flatcar@4081.2.1", "running": "flatcar@3975.2.2", "state": "drift", "error": None}
     assert records["dal1-r03-n05"]["image"]["state"] == "ok"
     off = records["dal1-r03-n20"]["image"]
     assert off["state"] == "unknown" and off["error"]  # no SSH to a machine that is off: unknown, with why
