@@ -21,14 +21,21 @@ import os
 import pwd
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import inventory
+from console.secrets import Secrets
 from inventory.errors import SiteNotFound
 from inventory.loader import load_site
 from inventory.model import Site
 
-__all__ = ["search_path", "find_site", "load", "check_site_file", "UntrustedSite"]
+if TYPE_CHECKING:  # only named in annotations: a site without a lab never imports the lab
+    from console.lab.lab import Lab
+    from console.lab.state import LabState
+
+__all__ = ["search_path", "find_site", "load", "check_site_file", "UntrustedSite", "SiteContext"]
 
 BUILTIN_SITES = Path(inventory.__file__).parent / "sites"
 
@@ -120,7 +127,8 @@ def find_site(name_or_path: str) -> Path:
     hint = ""
     if re.fullmatch(r"lab-\d+-(ipmi|redfish|mixed)", name_or_path):
         nodes, protocol = name_or_path.split("-")[1:]
-        hint = f"; a generated lab's site is found while it runs: fleet-console lab --nodes {nodes} --protocol {protocol}"
+        hint = ("; a generated lab's site is found while it runs: "
+                f"fleet-console lab --nodes {nodes} --protocol {protocol}")
     raise SiteNotFound(f"no site named {name_or_path!r} (looked in {looked}{hint})")
 
 
@@ -138,3 +146,15 @@ def _running_lab_site(name: str) -> Path | None:
 def load(name_or_path: str) -> Site:
     """Find and validate a site (InventoryError / SiteNotFound on problems)."""
     return load_site(find_site(name_or_path))
+
+
+@dataclass(frozen=True)
+class SiteContext:
+    """A loaded site plus what is needed to talk to it: what every action, command and
+    screen is given.  ``lab`` is a lab this process started (stopped on exit),
+    ``lab_state`` one another process runs; both None for a real site."""
+
+    site: Site
+    secrets: Secrets
+    lab: Lab | None = None
+    lab_state: LabState | None = None

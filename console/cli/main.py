@@ -38,6 +38,7 @@ from console import site as sites
 from console.errors import FleetError, InventoryError, LabError, SecretError, SelectionError, SiteNotFound
 from console.cli.libwarnings import silence_library_warnings
 from console.secrets import Secrets
+from console.site import SiteContext
 from console.text import visible
 from inventory.model import Site
 
@@ -46,16 +47,6 @@ __all__ = ["main", "build_parser", "SiteContext", "open_site"]
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 #: 128 + SIGPIPE: what a shell reports for a tool whose reader went away (``| head``)
 EXIT_PIPE = 141
-
-
-class SiteContext:
-    """A loaded site plus what is needed to talk to it (secrets, the lab if simulated)."""
-
-    def __init__(self, site: Site, secrets: Secrets, lab=None, lab_state=None) -> None:
-        self.site = site
-        self.secrets = secrets
-        self.lab = lab  # a Lab this process started (stopped on exit)
-        self.lab_state = lab_state  # a lab another process runs
 
 
 def _start_lab(site: Site, *, ephemeral: bool, time_scale: float = 1.0):
