@@ -36,7 +36,7 @@ from typing import Iterator
 
 from console import site as sites
 from console.errors import FleetError, InventoryError, LabError, SecretError, SelectionError, SiteNotFound
-from console.cli.libwarnings import silence_library_warnings
+from console.libwarnings import silence_library_warnings
 from console.secrets import Secrets
 from console.site import SiteContext
 from console.text import visible

@@ -273,7 +273,7 @@ def _exit_within(seconds: float) -> None:
 def _child_main(fd: int, parent: int | None = None) -> None:
     """The child's whole life: poll until asked to close or the console goes away; then
     log out (bounded) and leave at once (``os._exit``: see the module docstring)."""
-    from console.cli.libwarnings import silence_library_warnings
+    from console.libwarnings import silence_library_warnings
 
     silence_library_warnings()  # as the console does: before the SSH driver imports asyncssh
     try:
