@@ -18,6 +18,8 @@ import time
 from rich.text import Text
 from textual.message import Message
 
+from console.live import words
+from console.live.words import STATE_WORDS, node_words, words_signature
 from console.text import visible
 from inventory.model import PLAIN_HTTP, TLS_NOT_VERIFIED
 
@@ -34,24 +36,16 @@ class FleetChanged(Message):
         self.switches = switches
 
 
-#: word -> (symbol, style).  Styles are theme-neutral Rich styles resolved per theme by
-#: the widgets' component classes where it matters; these keep meaning without colour.
-SYMBOLS: dict[str, tuple[str, str]] = {
-    "on": ("●", "green"),
-    "off": ("○", "dim"),
-    "unknown": ("?", "yellow"),
-    "ok": ("✓", "green"),
-    "warning": ("!", "yellow"),
-    "critical": ("✗", "bold red"),
-    "error": ("✗", "bold red"),
-    "drift": ("≠", "magenta"),
-    "match": ("✓", "green"),
-    "mismatch": ("✗", "bold red"),
-    "ambiguous": ("~", "yellow"),
-    "unmanaged": ("-", "dim"),
-    "up": ("▲", "green"),
-    "down": ("▼", "red"),
+#: status word -> its style.  Theme-neutral Rich styles resolved per theme by the widgets'
+#: component classes where it matters; the symbols keep the meaning without colour.
+STYLES: dict[str, str] = {
+    "on": "green", "off": "dim", "unknown": "yellow",
+    "ok": "green", "warning": "yellow", "critical": "bold red", "error": "bold red",
+    "drift": "magenta", "match": "green", "mismatch": "bold red", "ambiguous": "yellow", "unmanaged": "dim",
+    "up": "green", "down": "red",
 }
+#: word -> (symbol, style): the engine's symbol (:data:`console.live.words.SYMBOLS`) in its colour
+SYMBOLS: dict[str, tuple[str, str]] = {word: (symbol, STYLES[word]) for word, symbol in words.SYMBOLS.items()}
 
 
 def outside(value: object, style: str = "") -> Text:
@@ -100,35 +94,3 @@ def age_text(ts: float | None, now: float | None = None) -> Text:
     else:
         s = f"{age / 3600:.0f}h"
     return Text(s, style="yellow" if age > 120 else "")
-
-
-def node_words(fleet, node) -> dict[str, object]:
-    """Inventory attributes plus live state words, for the selection syntax in filters."""
-    st = fleet.nodes[node.name]
-    attrs: dict[str, object] = dict(node.attributes())
-    attrs["power"] = st.power
-    attrs["health"] = st.health
-    attrs["image_state"] = fleet.image_state(node)
-    finding = fleet.port_finding(node)
-    if finding:
-        attrs["port"] = finding
-    attrs["state"] = tuple(w for w in (
-        "error" if st.error else None,
-        "drift" if fleet.image_state(node) == "drift" else None,
-        "miscabled" if finding == "mismatch" else None,
-        "stale" if st.last_success is None else None,
-    ) if w)
-    return attrs
-
-
-def words_signature(st) -> tuple:
-    """What :func:`node_words` reads of a node's live state: while it is the same, so are
-    the words (a poll that only moved the node's timestamps changes nothing to select by)."""
-    return (st.power, st.health, st.image_running, st.discovered_port, bool(st.port_evidence),
-            bool(st.errors), st.last_success is None)
-
-
-#: every live state word :func:`node_words` can give: a filter for one of them is valid
-#: (and live) even while no node has it
-STATE_WORDS = frozenset({"on", "off", "unknown", "ok", "warning", "critical", "drift", "unmanaged",
-                         "match", "mismatch", "ambiguous", "error", "miscabled", "stale"})

@@ -12,25 +12,27 @@ applied in the frame that shows the typed character.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.color import Color
-from textual.content import Content
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.geometry import Size
 from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Header, Input, Static
 
+from console.live.columns import sort_key
+from console.text import visible
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
 from inventory.selection import AttrIndex, select
 from screens.columns import BY_KEY, error_cell, layout
-from console.text import visible
 from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, outside, status_text, words_signature
 from screens.footer import KeyFooter
 from screens.summary import FleetSummary
@@ -47,12 +49,11 @@ INDEX_SLICE, INDEX_SLICE_TYPING = 100, 25
 ROWS_SLICE = 20
 #: the operator is typing: input less than this many seconds ago
 TYPING_S = 0.5
+#: distinct cells kept as one object each (FleetScreen._shared)
+ALIKE_MAX = 20_000
 
 #: the columns whose cells are each node's own (the others are shared: FleetScreen._shared)
 _OWN = frozenset({"name", "rack"})
-#: sort rank of status words: trouble first
-_RANK = {"critical": 0, "error": 0, "mismatch": 0, "drift": 1, "warning": 1, "ambiguous": 1, "unknown": 2,
-         "off": 3, "ok": 4, "match": 4, "on": 5, "unmanaged": 6}
 #: short labels of the compact POWER / HEALTH forms (the symbol carries the meaning)
 _SHORT = {"unknown": "?", "warning": "warn", "critical": "crit"}
 
@@ -119,7 +120,8 @@ class FleetScreen(Screen):
         self.columns: tuple[tuple[str, str, int], ...] = ()
         self._compact: frozenset[str] = frozenset()
         self._cache: dict[str, dict[str, object]] = {}  # name -> column key -> cell
-        self._alike: dict[tuple, Text] = {}  # see _shared
+        #: one object per distinct cell (see _shared); distinct errors and ages come and go
+        self._alike: LRUCache[tuple, Text] = LRUCache(ALIKE_MAX)
         #: nodes whose rows are not made yet (ordered): made ahead in idle time (_work_ahead)
         self._unmade: dict[str, None] = {}
         self._index: AttrIndex | None = None  # every node's selection words, for the filter
@@ -200,9 +202,8 @@ class FleetScreen(Screen):
         key = (cell.plain, cell.style, tuple(cell.spans), cell.justify, cell.overflow)
         kept = self._alike.get(key)
         if kept is None:
-            if len(self._alike) > 20_000:  # distinct errors and ages come and go
-                self._alike.clear()
-            kept = self._alike[key] = cell
+            kept = cell
+            self._alike.set(key, cell)
         return kept
 
     def _make_cells(self, name: str) -> dict[str, object]:
@@ -329,31 +330,9 @@ class FleetScreen(Screen):
     # ------------------------------------------------------------ sorting
     def _sort_value(self, key: str):
         """A function name -> sort key for column ``key``, from the fleet state (not the cells)."""
-        fleet = self.fleet
-        site = fleet.site
         if key == "mark":
             return lambda n: (n not in self.marked, natural_key(n))
-        if key == "name":
-            return natural_key
-        if key == "rack":
-            return lambda n: (natural_key(site.node(n).rack), site.node(n).u or 0, natural_key(n))
-        if key in ("power", "health"):
-            return lambda n: (_RANK.get(getattr(fleet.nodes[n], key), 9), natural_key(n))
-        if key == "port":
-            def port(n):
-                node = site.node(n)
-                finding = fleet.port_finding(node)
-                return (_RANK.get(finding, 9) if finding else 9,
-                        natural_key(node.switch_port.port) if node.switch_port else (), natural_key(n))
-            return port
-        if key == "image":
-            return lambda n: (_RANK.get(fleet.image_state(site.node(n)), 9), fleet.nodes[n].image_running or "",
-                              natural_key(n))
-        if key == "age":  # youngest first; never polled last
-            return lambda n: (fleet.nodes[n].polled_at is None, -(fleet.nodes[n].polled_at or 0), natural_key(n))
-        if key == "error":  # failing nodes first
-            return lambda n: (fleet.nodes[n].error is None, fleet.nodes[n].error or "", natural_key(n))
-        raise ValueError(f"no column {key!r}")
+        return sort_key(self.fleet, key)
 
     def _sorted(self, names: list[str]) -> list[str]:
         if not self.sort_key and not self._sort_reverse:

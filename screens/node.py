@@ -26,7 +26,7 @@ slow cadences do not leave the screen empty; ``r`` asks for everything again.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -37,7 +37,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from console.live.fleet import iso
+from console.live.words import iso, sorted_sensors
 from console.text import visible
 from screens.columns import activity_text
 from screens.common import INSECURE, SYMBOLS, FleetChanged, age_text, outside, status_text, transport_warning
@@ -50,8 +50,6 @@ NODE_REFRESH_JOBS = ("power", "boot", "sensors", "events", "identity", "image")
 #: event and journal rows shown (newest first)
 MAX_EVENTS = 50
 MAX_ACTIVITY = 30
-
-_HEALTH_ORDER = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
 
 SENSOR_COLUMNS = (
     ("status", "STATUS", 10),
@@ -68,11 +66,6 @@ ACTIVITY_COLUMNS = (("TIME (UTC)", None), ("OPERATOR", None), ("ACTION", None), 
 
 #: journal result -> status word for the symbol
 _RESULT_WORDS = {"ok": "ok", "failed": "error", "cancelled": "warning", "skipped": "off", "started": "unknown"}
-
-
-def sorted_sensors(sensors: Iterable) -> list:
-    """Sensors with the failing ones first (critical, warning, unknown, ok), then by name."""
-    return sorted(sensors, key=lambda s: (_HEALTH_ORDER.get(s.health, 2), s.name))
 
 
 def _crossed_side(s) -> tuple[tuple[str, str, float | None], ...]:
@@ -571,7 +564,7 @@ class NodeScreen(Screen):
         if list(shown) == [k for k, _ in rows]:
             for row_key, cells in rows:
                 old = shown[row_key]
-                for col, cell, before in zip(columns, cells, old):
+                for col, cell, before in zip(columns, cells, old, strict=False):
                     if cell != before:
                         table.update_cell(row_key, col, cell, update_width=False)
         else:

@@ -13,8 +13,8 @@ Names and addresses come from the site file: the palette shows them as text
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
@@ -63,7 +63,7 @@ async def go_to_rack(app, rack: str) -> None:
     if not isinstance(screen, RackScreen):
         screen = RackScreen()
         await app.push_screen(screen)
-    column = next((c for c, r in zip(screen.columns, app.fleet.site.racks) if r.name == rack), None)
+    column = next((c for c, r in zip(screen.columns, app.fleet.site.racks, strict=False) if r.name == rack), None)
     if column:
         screen.select(column[-1].node_name)
     else:

@@ -18,11 +18,12 @@ from textual.events import Click
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
+from console.live.words import NODE_STATES, image_state, node_state, port_finding
 from console.text import visible
 from screens.common import SYMBOLS, FleetChanged, outside
 from screens.footer import KeyFooter
 
-__all__ = ["RackScreen", "NodeBlock", "node_state"]
+__all__ = ["RackScreen", "NodeBlock"]
 
 #: state -> symbol shown in a block (and its CSS class is ``state-<state>``)
 STATE_SYMBOLS = {
@@ -34,7 +35,7 @@ STATE_SYMBOLS = {
 }
 DRIFT = SYMBOLS["drift"][0]
 MISCABLED = "⇄"
-STATES = tuple(STATE_SYMBOLS)
+STATES = NODE_STATES
 
 #: the legend's entries: a symbol and what it means, kept together on one line
 LEGEND_ITEMS = (
@@ -56,20 +57,6 @@ def legend(width: int) -> str:
     return "\n".join(lines)
 
 
-def node_state(fleet, node) -> str:
-    """One word for a node's colour: error, warning, off, ok or unknown."""
-    st = fleet.nodes[node.name]
-    if st.error or st.health == "critical":
-        return "error"
-    if st.health == "warning":
-        return "warning"
-    if st.power == "off":
-        return "off"
-    if st.power == "on" and st.health == "ok":
-        return "ok"
-    return "unknown"
-
-
 def short_name(name: str) -> str:
     """The last part of a node name: ``dal1-r01-n07`` -> ``n07``."""
     return name.rsplit("-", 1)[-1]
@@ -89,11 +76,12 @@ class NodeBlock(Static):
     def refresh_state(self, fleet) -> None:
         """Redraw from the fleet: label, symbols and the ``state-*`` class."""
         node = fleet.site.node(self.node_name)
-        state = node_state(fleet, node)
+        st = fleet.nodes[self.node_name]
+        state = node_state(st)
         marks = ""
-        if fleet.image_state(node) == "drift":
+        if image_state(node, st) == "drift":
             marks += DRIFT
-        if fleet.port_finding(node) == "mismatch":
+        if port_finding(node, st) == "mismatch":
             marks += MISCABLED
         self.state = state
         for other in STATES:
@@ -101,7 +89,6 @@ class NodeBlock(Static):
         lines = [f"{self.top_u:>2} {visible(short_name(self.node_name)):<6} {STATE_SYMBOLS[state]}{marks}"]
         lines += [f"{u:>2} │" for u in range(self.top_u - 1, self.bottom_u - 1, -1)]
         self.update(Text("\n".join(lines)))
-        st = fleet.nodes[self.node_name]
         # a tooltip string is markup: the name and the BMC's error text go in as text
         self.tooltip = outside(f"{self.node_name}: power {st.power}, health {st.health}" + (
             f", {st.error}" if st.error else ""))

@@ -16,7 +16,7 @@ neither does), with the reasons in its tooltip.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from rich.text import Text
 from textual.widgets import Static

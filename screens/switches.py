@@ -7,8 +7,8 @@ inventory expects on the port, the node the switches actually see there (FDB and
 LLDP), and the cabling finding with a symbol (``✗ mismatch``, ``~ ambiguous``,
 ``? unknown``).
 
-The rows come from the same assembly the headless ``switches`` command prints
-(:func:`console.cli.commands.switch_records`), so the CLI and the screen agree.  A
+The rows come from the same records the headless ``switches`` command prints
+(:func:`console.live.records.switch_records`), so the CLI and the screen agree.  A
 :class:`~screens.common.FleetChanged` batch updates only the cells that changed;
 a table is rebuilt only when its set of rows changes (the first poll of a switch,
 another switch selected, the findings-only filter toggled).
@@ -25,14 +25,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-# The CLI's record assembly, reused so both views agree.  It is private to commands.py
-# today; the report for this change asks for it to become public (switch_records).
-from console.cli.commands import rate_text, switch_records
+from console.live.records import PortRecord, SwitchRecord, cabling, switch_records
+from console.live.words import FINDINGS, port_finding, rate_text, uptime_text
 from console.text import visible
 from screens.common import FleetChanged, age_text, outside, status_text
 from screens.footer import KeyFooter
 
-__all__ = ["SwitchesScreen", "port_finding", "uptime_text"]
+__all__ = ["SwitchesScreen", "uptime_text"]
 
 #: the switch list: (key, label, width); the most telling columns first for 80 columns
 SWITCH_COLUMNS = (
@@ -62,55 +61,10 @@ PORT_COLUMNS = (
     ("detail", "DETAIL", 60),
 )
 
-#: port findings that count as a problem, in the order the summary shows them
-FINDINGS = ("mismatch", "ambiguous", "unknown")
-
-
-def uptime_text(seconds: float | None) -> str:
-    """``12d 03h``, ``5h 07m``, ``42m``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes = s // 60
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m"
-
-
 def _speed(mbps: int) -> str:
     if not mbps:
         return "-"
     return f"{mbps // 1000}G" if mbps >= 1000 else f"{mbps}M"
-
-
-def port_finding(fleet, port: dict[str, Any]) -> tuple[str | None, str]:
-    """The cabling finding on one port record: (word, explanation).
-
-    The word is ``match``, ``mismatch``, ``ambiguous``, ``unknown`` or None (no
-    node expected or seen).  A port is a mismatch both where a node turns up that
-    the inventory puts elsewhere and where the inventory's node is seen elsewhere.
-    """
-    expected = port["node_expected"]
-    if port["finding"]:  # someone is seen here who the inventory does not put here
-        return "mismatch", port["finding"]
-    if not expected:
-        return None, ""
-    node = fleet.site.node(expected)
-    word = fleet.port_finding(node)
-    st = fleet.nodes[expected]
-    if word == "mismatch" and st.discovered_port:
-        return "mismatch", f"{expected} is seen on {'/'.join(st.discovered_port)}"
-    if word == "ambiguous":
-        where = sorted({f"{e['switch']}/{e['port']}" for e in st.port_evidence})
-        return "ambiguous", f"{expected} is seen on several ports: {', '.join(where)}"
-    if word == "unknown":
-        why = "link down" if port["oper"] != "up" else "not in the FDB or LLDP"
-        return "unknown", f"{expected} not learned ({why})"
-    return word, ""
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -137,7 +91,7 @@ class SwitchesScreen(Screen):
         #: the switch whose ports are shown
         self.selected: str | None = switch
         self.findings_only = False
-        self._records: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, SwitchRecord] = {}
         self._switch_cells: dict[str, list] = {}
         self._port_cells: dict[str, list] = {}
         self._port_nodes: dict[str, str | None] = {}  # port -> the node enter opens
@@ -174,64 +128,64 @@ class SwitchesScreen(Screen):
         self.set_interval(1.0, self._tick)
 
     # ------------------------------------------------------------ rows
-    def _switch_row(self, record: dict[str, Any]) -> list:
+    def _switch_row(self, record: SwitchRecord) -> list:
         fleet = self.fleet
-        sw = fleet.site.switch(record["name"])
-        st = fleet.switches[record["name"]]
-        if record["error"]:
+        sw = fleet.site.switch(record.name)
+        st = fleet.switches[record.name]
+        if record.error:
             state = status_text("error")
         elif st.last_success is None:
             state = status_text("unknown")  # before the first poll answers
         else:
             state = status_text("ok")
-        ports = record["ports"]
-        up = sum(1 for p in ports if p["oper"] == "up")
+        ports = record.ports
+        up = sum(1 for p in ports if p.oper == "up")
         counts = {word: 0 for word in FINDINGS}
         for p in ports:
-            word, _ = port_finding(fleet, p)
+            word, _ = cabling(fleet, p)
             if word in counts:
                 counts[word] += 1
         findings = Text(" ").join(status_text(w, str(n)) for w, n in counts.items() if n) or Text("-", style="dim")
         # sysDescr and the error came from the switch: text, never markup, controls made visible
-        descr = (outside(record["error"], "red") if record["error"]
-                 else outside(" ".join((record["descr"] or "").split())))
+        descr = (outside(record.error, "red") if record.error
+                 else outside(" ".join((record.descr or "").split())))
         return [
-            outside(sw.name, "bold" if record["error"] else ""),
+            outside(sw.name, "bold" if record.error else ""),
             state,
             f"{up}/{len(ports)}" if ports else "-",
             findings,
             outside(sw.address if sw.port == 161 else f"{sw.address}:{sw.port}"),
             "v3" if sw.snmp.version == "3" else f"v{sw.snmp.version}",
-            uptime_text(record["uptime_s"]),
+            uptime_text(record.uptime_s),
             age_text(st.polled_at, self.app.clock()),
             descr,
         ]
 
-    def _port_row(self, switch: str, port: dict[str, Any]) -> list:
-        word, detail = port_finding(self.fleet, port)
-        oper_up = port["oper"] == "up"
-        link = status_text("up" if oper_up else "down", f"{port['oper']}/{port['admin']}")
-        if port["admin"] == "down":
+    def _port_row(self, switch: str, port: PortRecord) -> list:
+        word, detail = cabling(self.fleet, port)
+        oper_up = port.oper == "up"
+        link = status_text("up" if oper_up else "down", f"{port.oper}/{port.admin}")
+        if port.admin == "down":
             link.stylize("dim")
-        state = self.fleet.switches[switch].ports.get(port["ifindex"])
+        state = self.fleet.switches[switch].ports.get(port.ifindex)
         err_rate = ((state.in_errors_per_s or 0) + (state.out_errors_per_s or 0)) if state else 0
-        errors = port["in_errors"] + port["out_errors"]
+        errors = port.in_errors + port.out_errors
         err_text = Text(f"{errors}" + (f" +{err_rate:.0f}/s" if err_rate >= 1 else ""),
                         style="bold red" if err_rate else ("yellow" if errors else "dim"))
-        expected, seen = port["node_expected"], port["node_seen"]
-        if port["lldp"] and port["lldp"].get("sys_name") and not detail:
-            detail = f"LLDP {port['lldp']['sys_name']} port {port['lldp'].get('port_id', '?')}"
+        expected, seen = port.node_expected, port.node_seen
+        if port.lldp and port.lldp.get("sys_name") and not detail:
+            detail = f"LLDP {port.lldp['sys_name']} port {port.lldp.get('port_id', '?')}"
         return [
-            outside(port["name"], "bold" if word in FINDINGS else ""),
+            outside(port.name, "bold" if word in FINDINGS else ""),
             link,
             outside(expected or "-", "" if expected else "dim"),
             outside(seen or "-", "bold red" if word == "mismatch" and seen else ("" if seen else "dim")),
             status_text(word) if word else Text("-", style="dim"),
-            _speed(port["speed_mbps"]),
-            rate_text(port["in_bps"]),
-            rate_text(port["out_bps"]),
+            _speed(port.speed_mbps),
+            rate_text(port.in_bps),
+            rate_text(port.out_bps),
             err_text,
-            outside(port["alias"]),
+            outside(port.alias),
             outside(detail, "red" if word == "mismatch" else ""),
         ]
 
@@ -239,16 +193,16 @@ class SwitchesScreen(Screen):
         """What of a node the port view shows; a node change matters only if this changes."""
         st = self.fleet.nodes[name]
         return (st.discovered_port, st.link_up, len(st.port_evidence),
-                self.fleet.port_finding(self.fleet.site.node(name)))
+                port_finding(self.fleet.site.node(name), st))
 
     # ------------------------------------------------------------ updates
     def _refresh(self, rebuild: bool = False) -> None:
         """Re-read the records and update the cells that changed (rows only if their set did)."""
-        records = switch_records(self.fleet, self.fleet.site)
-        self._records = {r["name"]: r for r in records}
+        records = switch_records(self.fleet)
+        self._records = {r.name: r for r in records}
         with self.app.batch_update():
             self._update_table(self.query_one("#switches", DataTable), self._switch_cells, SWITCH_COLUMNS,
-                               {r["name"]: self._switch_row(r) for r in records}, rebuild)
+                               {r.name: self._switch_row(r) for r in records}, rebuild)
             self._refresh_ports(rebuild)
         self._refresh_detail()
 
@@ -257,11 +211,11 @@ class SwitchesScreen(Screen):
         rows: dict[str, list] = {}
         self._port_nodes = {}
         if record is not None:
-            for p in record["ports"]:
-                if self.findings_only and port_finding(self.fleet, p)[0] not in FINDINGS:
+            for p in record.ports:
+                if self.findings_only and cabling(self.fleet, p)[0] not in FINDINGS:
                     continue
-                rows[p["name"]] = self._port_row(record["name"], p)
-                self._port_nodes[p["name"]] = p["node_seen"] or p["node_expected"]
+                rows[p.name] = self._port_row(record.name, p)
+                self._port_nodes[p.name] = p.node_seen or p.node_expected
         self._update_table(self.query_one("#ports", DataTable), self._port_cells, PORT_COLUMNS, rows, rebuild)
 
     @staticmethod
@@ -277,7 +231,7 @@ class SwitchesScreen(Screen):
         else:
             for key, cells in rows.items():
                 old = cache[key]
-                for (column, _, _), new, before in zip(columns, cells, old):
+                for (column, _, _), new, before in zip(columns, cells, old, strict=False):
                     if not _same(new, before):
                         table.update_cell(key, column, new, update_width=False)
         cache.clear()
@@ -290,16 +244,16 @@ class SwitchesScreen(Screen):
             detail.update("no switches in this site")
             return
         text = Text()
-        text.append(visible(record["name"]), style="bold")
-        text.append(f"  {visible(record['address'])}")
-        if record["error"]:
+        text.append(visible(record.name), style="bold")
+        text.append(f"  {visible(record.address)}")
+        if record.error:
             text.append("  ")
-            text.append_text(status_text("error", record["error"]))
+            text.append_text(status_text("error", record.error))
         shown = len(self._port_cells)
-        total = len(record["ports"])
+        total = len(record.ports)
         text.append(f"  │ {shown}/{total} ports shown" + ("  (findings only)" if self.findings_only else ""))
         if not total:
-            text.append("  │ no port data yet" if not record["error"] else "  │ no port data")
+            text.append("  │ no port data yet" if not record.error else "  │ no port data")
         detail.update(text)
 
     @on(FleetChanged)

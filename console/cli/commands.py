@@ -16,13 +16,15 @@ import json
 import sys
 from typing import Any
 
-from console.live.fleet import Fleet, iso
+from console.live.columns import STATUS_COLUMNS
+from console.live.fleet import Fleet
 from console.live.poller import PollConfig, Poller
+from console.live.records import switch_records
+from console.live.words import iso, rate_text, sorted_sensors, with_symbol
 from console.text import visible
 from inventory.selection import select
 
-__all__ = ["cmd_status", "cmd_switches", "cmd_sensors", "cmd_events", "selected_nodes", "switch_records", "rate_text",
-           "dump_json"]
+__all__ = ["cmd_status", "cmd_switches", "cmd_sensors", "cmd_events", "selected_nodes", "dump_json"]
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -60,91 +62,29 @@ def _print_table(rows: list[list[str]], headers: list[str]) -> None:
     """Columns padded to their widest cell; every cell is shown through :func:`visible`."""
     rows = [[visible(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip())
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
-_SYMBOL = {"on": "● on", "off": "○ off", "unknown": "? unknown",
-           "ok": "✓ ok", "warning": "! warning", "critical": "✗ critical"}
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
 
 
 def cmd_status(args: argparse.Namespace, ctx) -> int:
     """``status [RANGE] [--json]``: one record per node, read live."""
     names = selected_nodes(ctx.site, args.range)
 
-    async def run(poller: Poller, fleet: Fleet):
+    async def run(poller: Poller, fleet: Fleet) -> tuple[Fleet, list[dict[str, Any]]]:
         await poller.sweep(("power", "boot", "image"), nodes=names, switches=True)
-        return [fleet.record(n) for n in names]
+        return fleet, [fleet.record(n) for n in names]
 
-    records = asyncio.run(_with_poller(ctx, run, args))
+    fleet, records = asyncio.run(_with_poller(ctx, run, args))
     if args.json:
         dump_json(records)
     else:
-        rows = []
-        for r in records:
-            bo = r["boot_override"]
-            sp = r["switch_port"]
-            img = r["image"]
-            port = sp["expected"] or "-"
-            if sp["finding"] == "mismatch":
-                port = f"✗ {sp['expected']} seen on {sp['discovered']}"
-            elif sp["finding"] in ("unknown", "ambiguous"):
-                port += f" ({sp['finding']})"
-            image = img["running"] or "?"
-            if img["state"] == "drift":
-                image = f"≠ {img['running']} (want {img['desired']})"
-            rows.append([
-                r["name"], f"{r['rack']}/{r['u'] or '-'}", _SYMBOL.get(r["power"], r["power"]),
-                _SYMBOL.get(r["health"], r["health"]),
-                "-" if not bo or bo["target"] == "none" else bo["target"] + ("" if bo["persistent"] else " once"),
-                port, image, r["error"] or "",
-            ])
-        _print_table(rows, ["NODE", "RACK/U", "POWER", "HEALTH", "BOOT", "SWITCH PORT", "IMAGE", "ERROR"])
+        # the fleet table's columns (console.live.columns), in words
+        rows = [[column.text(fleet, name) if column.text else "" for column in STATUS_COLUMNS] for name in names]
+        _print_table(rows, [column.wide_label or column.label for column in STATUS_COLUMNS])
         bad = sum(1 for r in records if r["error"])
         print(f"\n{len(records)} nodes, {bad} with errors", file=sys.stderr)
     return EXIT_FAIL if any(r["error"] for r in records) else EXIT_OK
-
-
-def switch_records(fleet: Fleet, site) -> list[dict[str, Any]]:
-    port_owner = {}
-    for n in site.nodes:
-        st = fleet.nodes[n.name]
-        if n.switch_port:
-            port_owner.setdefault((n.switch_port.switch, n.switch_port.port), {})["expected"] = n.name
-        if st.discovered_port:
-            port_owner.setdefault(st.discovered_port, {})["seen"] = n.name
-    out = []
-    for sw in site.switches:
-        st = fleet.switches[sw.name]
-        ports = []
-        for p in sorted(st.ports.values(), key=lambda p: p.ifindex):
-            own = port_owner.get((sw.name, p.name), {})
-            finding = None
-            if own.get("expected") and own.get("seen") and own["expected"] != own["seen"]:
-                finding = f"expected {own['expected']}, found {own['seen']}"
-            elif own.get("seen") and not own.get("expected"):
-                finding = f"{own['seen']} is cabled here, not where the inventory says"
-            ports.append({
-                "ifindex": p.ifindex, "name": p.name, "alias": p.alias,
-                "admin": "up" if p.admin_up else "down", "oper": "up" if p.oper_up else "down",
-                "speed_mbps": p.speed_mbps, "in_bps": p.in_bps, "out_bps": p.out_bps,
-                "in_errors": p.in_errors, "out_errors": p.out_errors,
-                "node_expected": own.get("expected"), "node_seen": own.get("seen"),
-                "macs": p.macs, "lldp": p.lldp, "finding": finding,
-            })
-        out.append({"name": sw.name, "address": sw.address, "descr": st.descr, "uptime_s": st.uptime_s,
-                    "error": st.error, "polled_at": iso(st.polled_at), "ports": ports})
-    return out
-
-
-def rate_text(bps: float | None) -> str:
-    if bps is None:
-        return "-"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if bps >= div:
-            return f"{bps / div:.1f}{unit}"
-    return f"{bps:.0f}"
 
 
 def cmd_switches(args: argparse.Namespace, ctx) -> int:
@@ -161,22 +101,21 @@ def cmd_switches(args: argparse.Namespace, ctx) -> int:
         # a second interface read gives traffic rates
         await asyncio.sleep(1.0)
         await asyncio.gather(*(poller.poll_switch(s.name, tables=False) for s in ctx.site.switches))
-        return switch_records(fleet, ctx.site)
+        return switch_records(fleet)
 
     records = asyncio.run(_with_poller(ctx, run, args))
     if args.json:
-        dump_json(records)
+        dump_json([record.as_json() for record in records])
     else:
         for sw in records:
-            print(visible(f"{sw['name']} {sw['address']}  {sw['descr'] or ''}"
-                          + (f"  ERROR: {sw['error']}" if sw["error"] else "")))
-            rows = [[p["name"], p["admin"], p["oper"], f"{p['speed_mbps'] // 1000}G" if p["speed_mbps"] >= 1000 else str(p["speed_mbps"]),
-                     rate_text(p["in_bps"]), rate_text(p["out_bps"]), str(p["in_errors"] + p["out_errors"]),
-                     p["node_seen"] or p["node_expected"] or "", p["finding"] or ""]
-                    for p in sw["ports"]]
+            print(visible(f"{sw.name} {sw.address}  {sw.descr or ''}" + (f"  ERROR: {sw.error}" if sw.error else "")))
+            rows = [[p.name, p.admin, p.oper, f"{p.speed_mbps // 1000}G" if p.speed_mbps >= 1000 else str(p.speed_mbps),
+                     rate_text(p.in_bps), rate_text(p.out_bps), str(p.in_errors + p.out_errors),
+                     p.node_seen or p.node_expected or "", p.finding or ""]
+                    for p in sw.ports]
             _print_table(rows, ["  PORT", "ADMIN", "OPER", "SPEED", "IN b/s", "OUT b/s", "ERRORS", "NODE", "FINDING"])
             print()
-    return EXIT_FAIL if any(s["error"] for s in records) else EXIT_OK
+    return EXIT_FAIL if any(s.error for s in records) else EXIT_OK
 
 
 def _one_node(ctx, name: str) -> str:
@@ -208,8 +147,7 @@ def cmd_sensors(args: argparse.Namespace, ctx) -> int:
     st = _poll_one(args, ctx, "sensors")
     if st is None:
         return EXIT_FAIL
-    order = {"critical": 0, "warning": 1, "unknown": 2, "ok": 3}
-    sensors = sorted(st.sensors or [], key=lambda s: (order.get(s.health, 3), s.name))
+    sensors = sorted_sensors(st.sensors or [])
     if args.json:
         dump_json([{"name": s.name, "kind": s.kind, "value": s.value, "unit": s.unit, "health": s.health,
                     "thresholds": {"lower_critical": s.lower_critical, "lower_warning": s.lower_warning,
@@ -218,9 +156,10 @@ def cmd_sensors(args: argparse.Namespace, ctx) -> int:
     else:
         def fmt(v):
             return "-" if v is None else f"{v:g}"
-        _print_table([[s.name, s.kind, fmt(s.value), s.unit, _SYMBOL.get(s.health, s.health),
-                       f"{fmt(s.lower_critical)}/{fmt(s.lower_warning)}", f"{fmt(s.upper_warning)}/{fmt(s.upper_critical)}"]
-                      for s in sensors], ["SENSOR", "KIND", "VALUE", "UNIT", "HEALTH", "LOW crit/warn", "HIGH warn/crit"])
+        _print_table([[s.name, s.kind, fmt(s.value), s.unit, with_symbol(s.health),
+                       f"{fmt(s.lower_critical)}/{fmt(s.lower_warning)}",
+                       f"{fmt(s.upper_warning)}/{fmt(s.upper_critical)}"] for s in sensors],
+                     ["SENSOR", "KIND", "VALUE", "UNIT", "HEALTH", "LOW crit/warn", "HIGH warn/crit"])
     return EXIT_OK
 
 
@@ -234,6 +173,6 @@ def cmd_events(args: argparse.Namespace, ctx) -> int:
         dump_json([{"id": e.id, "time": iso(e.timestamp), "severity": e.severity, "sensor": e.sensor,
                     "message": e.message} for e in events])
     else:
-        _print_table([[e.id, iso(e.timestamp) or "-", _SYMBOL.get(e.severity, e.severity), e.sensor, e.message]
+        _print_table([[e.id, iso(e.timestamp) or "-", with_symbol(e.severity), e.sensor, e.message]
                       for e in events], ["ID", "TIME", "SEVERITY", "SENSOR", "MESSAGE"])
     return EXIT_OK

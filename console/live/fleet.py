@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from console.drivers.bmc import BootOverride, Event, Identity, Sensor
+from console.live import words
+from console.live.words import iso
 from inventory.model import Node, Site
 
 __all__ = ["Fleet", "NodeActivity", "NodeState", "SwitchState", "PortState", "iso"]
-
-
-def iso(ts: float | None) -> str | None:
-    """Unix time as ISO 8601 UTC (None stays None)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -133,7 +128,7 @@ class SwitchState:
 class Fleet:
     """Live state for one site.  Thread-safe for the poller writing and a UI reading."""
 
-    def __init__(self, site: Site, *, clock=time.time) -> None:
+    def __init__(self, site: Site, *, clock: Callable[[], float] = time.time) -> None:
         self.site = site
         self.clock = clock
         self.nodes: dict[str, NodeState] = {n.name: NodeState(n.name) for n in site.nodes}
@@ -249,25 +244,13 @@ class Fleet:
         return nodes, switches
 
     def image_state(self, node: Node) -> str:
-        """ok, drift, unknown, or unmanaged (no desired image)."""
-        st = self.nodes[node.name]
-        if not node.image:
-            return "unmanaged"
-        if st.image_running is None:
-            return "unknown"
-        return "ok" if st.image_running == node.image else "drift"
+        """ok, drift, unknown, or unmanaged (no desired image): :func:`console.live.words.image_state`."""
+        return words.image_state(node, self.nodes[node.name])
 
     def port_finding(self, node: Node) -> str | None:
-        """``match``, ``mismatch`` (miscabling), ``ambiguous``, ``unknown``; None without an expected port."""
-        st = self.nodes[node.name]
-        if node.switch_port is None:
-            return None
-        if st.discovered_port is None:
-            if st.port_evidence:
-                return "ambiguous"
-            return "unknown"
-        expected = (node.switch_port.switch, node.switch_port.port)
-        return "match" if st.discovered_port == expected else "mismatch"
+        """``match``, ``mismatch`` (miscabling), ``ambiguous``, ``unknown``; None without an expected
+        port: :func:`console.live.words.port_finding`."""
+        return words.port_finding(node, self.nodes[node.name])
 
     def record(self, name: str) -> dict[str, Any]:
         """The stable ``status --json`` record of one node (no secrets, ever)."""
