@@ -18,13 +18,15 @@ cursor and click again (or enter) to select, header click to sort, page keys.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import Reactive
@@ -41,6 +43,9 @@ def same_cell(a, b) -> bool:
         return a.plain == b.plain and a.style == b.style and a.spans == b.spans
     return a == b
 
+
+#: cells kept drawn (FleetTable._contents) and lines kept styled (FleetTable._styled)
+CONTENTS_MAX, STYLED_MAX = 60_000, 2_000
 
 _JOIN = Text("")
 _BLANK = Style.null()
@@ -183,23 +188,23 @@ class FleetTable(ScrollView, can_focus=True):
     class RowSelected(Message):
         """Enter on the cursor row, or a click on it."""
 
-        def __init__(self, table: "FleetTable", key: str, row: int) -> None:
+        def __init__(self, table: FleetTable, key: str, row: int) -> None:
             super().__init__()
             self.table, self.key, self.row = table, key, row
 
         @property
-        def control(self) -> "FleetTable":
+        def control(self) -> FleetTable:
             return self.table
 
     class HeaderSelected(Message):
         """A click on a column's header."""
 
-        def __init__(self, table: "FleetTable", key: str) -> None:
+        def __init__(self, table: FleetTable, key: str) -> None:
             super().__init__()
             self.table, self.key = table, key
 
         @property
-        def control(self) -> "FleetTable":
+        def control(self) -> FleetTable:
             return self.table
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
@@ -223,15 +228,18 @@ class FleetTable(ScrollView, can_focus=True):
         #: a meta style per column: each cell stays a segment of its own (a screenshot draws
         #: cells apart, as DataTable's do), and an event's style names the column
         self._metas: list[Style] = []
-        #: each cell's segments before the table's styles, by id(cell): (cell, width, segments).
-        #: A changed cell is a new cell; a row shown again (other stripe, cursor, filter) reuses them.
-        #: and the segments styled, by (column style, post style)
-        self._contents: dict[int, tuple[object, int, list[Segment], dict[tuple, list[Segment]]]] = {}
+        #: each cell's segments before the table's styles, by id(cell): (cell, width, segments,
+        #: and the segments styled, by (column style, post style)).  Cells are not hashable (rich's
+        #: Text compares its plain text only), hence id(); the entry holds the cell, so the id
+        #: is not reused while it is kept.  A changed cell is a new cell; a row shown again
+        #: (other stripe, cursor, filter) reuses them.  The least recently drawn go first.
+        self._contents: LRUCache[int, tuple[object, int, list[Segment], dict[tuple, list[Segment]]]] = (
+            LRUCache(CONTENTS_MAX))
         #: row style -> that style with each column's meta
         self._column_styles: dict[Style, list[Style]] = {}
         #: each line as Textual styled it (background, filters), by id(its strip from render_line):
         #: (that strip, crop columns, styled strip); valid while ``_look`` stays the same
-        self._styled: dict[int, tuple[Strip, tuple[int, int], Strip]] = {}
+        self._styled: LRUCache[int, tuple[Strip, tuple[int, int], Strip]] = LRUCache(STYLED_MAX)
         self._look: tuple = ()
         #: the line below the last row: (width, style, strip)
         self._blank: tuple[int, Style, Strip] | None = None
@@ -507,8 +515,6 @@ class FleetTable(ScrollView, can_focus=True):
             self._look = look
             self._styled.clear()
         styled, columns = self._styled, (crop.x, crop.width)
-        if len(styled) > 2_000:
-            styled.clear()
         out: list[Strip | None] = []
         contents = []
         for y in crop.line_range:
@@ -529,7 +535,8 @@ class FleetTable(ScrollView, can_focus=True):
             lines = super().render_lines(Region(crop.x, top + i, crop.width, end - i))
             for j, strip in enumerate(lines, i):
                 out[j] = strip
-                styled[id(contents[j])] = (contents[j], columns, strip)
+                styled.discard(id(contents[j]))  # a kept line of another crop
+                styled.set(id(contents[j]), (contents[j], columns, strip))
             i = end
         return out  # type: ignore[return-value]
 
@@ -586,7 +593,7 @@ class FleetTable(ScrollView, can_focus=True):
         post = post or None
         segments: list[Segment] = []
         used = 0
-        for column, cell, column_style in zip(self.columns, cells, self._styles_by_column(style)):
+        for column, cell, column_style in zip(self.columns, cells, self._styles_by_column(style), strict=False):
             segments += self._styled_cell(column, cell, column_style, post)
             used += column.width + 2
         if used < width:
@@ -607,9 +614,9 @@ class FleetTable(ScrollView, can_focus=True):
         contents = self._contents
         content = contents.get(id(cell))
         if content is None or content[0] is not cell or content[1] != column.width:
-            if len(contents) > 60_000:
-                contents.clear()
-            content = contents[id(cell)] = (cell, column.width, cell_segments(self.app.console, cell, column.width, 1), {})
+            content = (cell, column.width, cell_segments(self.app.console, cell, column.width, 1), {})
+            contents.discard(id(cell))  # kept for another width
+            contents.set(id(cell), content)
         styled = content[3].get((column_style, post))
         if styled is None:
             styled = content[3][column_style, post] = list(Segment.apply_style(content[2], column_style, post))
@@ -621,5 +628,6 @@ class FleetTable(ScrollView, can_focus=True):
         only puts their lines together."""
         styles = self._style_sets.get(self._state) or self._styles()
         for stripe in ("even", "odd"):
-            for column, cell, column_style in zip(self.columns, cells, self._styles_by_column(styles[stripe])):
+            column_styles = self._styles_by_column(styles[stripe])
+            for column, cell, column_style in zip(self.columns, cells, column_styles, strict=False):
                 self._styled_cell(column, cell, column_style, None)
