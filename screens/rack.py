@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.containers import HorizontalScroll, Vertical, VerticalScroll
 from textual.events import Click
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Header, Static
 
 from console.live.words import NODE_STATES, image_state, node_state, port_finding
@@ -185,7 +186,9 @@ class RackScreen(Screen):
         block = self.blocks[name]
         block.add_class("-cursor")
         block.scroll_visible(animate=False)
-        block.parent.parent.scroll_visible(animate=False)
+        rack = block.parent.parent if block.parent is not None else None
+        if isinstance(rack, Widget):  # the rack's column, scrolled sideways into view
+            rack.scroll_visible(animate=False)
 
     def _where(self, name: str) -> tuple[int, int]:
         for x, column in enumerate(self.columns):

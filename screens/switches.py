@@ -304,16 +304,20 @@ class SwitchesScreen(Screen):
         # follow where the cursor is now: highlight messages queued by a rebuild are stale
         table = event.data_table
         if table.row_count:
-            self.select_switch(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+            name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            if name is not None:
+                self.select_switch(name)
 
     @on(DataTable.RowSelected, "#switches")
     def _switch_chosen(self, event: DataTable.RowSelected) -> None:
-        self.select_switch(event.row_key.value)
+        if event.row_key.value is not None:
+            self.select_switch(event.row_key.value)
         self.query_one("#ports", DataTable).focus()
 
     @on(DataTable.RowSelected, "#ports")
     def _port_chosen(self, event: DataTable.RowSelected) -> None:
-        self.open_port(event.row_key.value)
+        if event.row_key.value is not None:
+            self.open_port(event.row_key.value)
 
     def open_port(self, port: str) -> None:
         """Open the node on ``port`` (the one seen there, else the one expected)."""

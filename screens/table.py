@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -51,7 +52,7 @@ _JOIN = Text("")
 _BLANK = Style.null()
 
 
-def cell_segments(console, text: Text, inner: int, pad: int) -> list[Segment]:
+def cell_segments(console: Console, text: Text | object, inner: int, pad: int) -> list[Segment]:
     """``text`` as one table cell line, unstyled by the table: cropped to ``inner`` cells,
     ``pad`` blanks each side (as DataTable draws a cell with ``cell_padding``), in as
     few segments as draw it (blanks and unstyled text share one)."""
@@ -438,7 +439,7 @@ class FleetTable(ScrollView, can_focus=True):
             self._refresh_row(self._hover)
             self._hover = None
 
-    def _on_click(self, event: events.Click) -> None:
+    async def _on_click(self, event: events.Click) -> None:
         at = self._at(event)
         if at is None:
             return
@@ -520,8 +521,7 @@ class FleetTable(ScrollView, can_focus=True):
         for y in crop.line_range:
             content = self.render_line(y)
             kept = styled.get(id(content))
-            fresh = kept is None or kept[0] is not content or kept[1] != columns
-            out.append(None if fresh else kept[2])
+            out.append(kept[2] if kept is not None and kept[0] is content and kept[1] == columns else None)
             contents.append(content)
         # the lines not kept, styled by Textual a run of lines at a time
         top, i = crop.y, 0
@@ -590,11 +590,11 @@ class FleetTable(ScrollView, can_focus=True):
         """One table line: each cell padded and cropped to its column, then the row's style
         carried on to the widget's right edge (as DataTable draws it)."""
         style = row_style + component
-        post = post or None
+        post_style = post or None
         segments: list[Segment] = []
         used = 0
         for column, cell, column_style in zip(self.columns, cells, self._styles_by_column(style), strict=False):
-            segments += self._styled_cell(column, cell, column_style, post)
+            segments += self._styled_cell(column, cell, column_style, post_style)
             used += column.width + 2
         if used < width:
             segments.append(Segment(" " * (width - used), style))
