@@ -3,10 +3,12 @@
 The poller runs in a process of its own (:class:`console.live.pollproc.PollerProcess`), so
 polling thousands of BMCs never sits between a keypress and the screen; the states it
 observes land in the app's Fleet, and a poll asked for now goes to it
-(:meth:`FleetConsoleApp.poll_node_now`).  Twenty times a second the app
-drains the Fleet's changed names into one :class:`~screens.common.FleetChanged`
-message per screen, so a fleet of thousands stays smooth: screens update only the
-rows that changed.
+(:meth:`FleetConsoleApp.poll_node_now`).  The app knows it only as a
+:class:`~console.live.source.PollSource`: tests give it an in-process
+:class:`~console.live.poller.Poller` instead (``poll=False``) and drive that.
+Twenty times a second the app drains the Fleet's changed names into one
+:class:`~screens.common.FleetChanged` message per screen, so a fleet of thousands stays
+smooth: screens update only the rows that changed.
 
 Quitting never silently aborts work: ``q`` / ctrl+q with actions running ask first
 (:class:`screens.quit.QuitScreen`); aborting then cancels them as ``c`` ``c`` does
@@ -24,7 +26,8 @@ import os
 import signal
 import time
 import weakref
-from typing import Callable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from textual import events, on
 from textual.app import App, ScreenStackError
@@ -32,8 +35,13 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from console.live.fleet import Fleet
+from console.live.freshness import Freshness, PollAge
 from console.live.poller import PollConfig, Poller
 from console.live.pollproc import PollerProcess
+from console.live.source import PollSource, PollSourceFactory
+from console.ops.locks import Locks
+from console.ops.options import RunOptions
+from console.site import SiteContext
 from console.text import visible
 from screens.actions import ActionCommands, start_action
 from screens.common import FleetChanged
@@ -86,10 +94,16 @@ class FleetConsoleApp(App):
     ENDING_SIGNALS = {signal.SIGHUP: "terminal hung up", signal.SIGTERM: "terminated (SIGTERM)",
                       signal.SIGINT: "interrupted (SIGINT)"}
 
-    def __init__(self, ctx, *, read_only: bool = False, poll_config: PollConfig | None = None,
-                 poll: bool = True, clock: Callable[[], float] = time.time, handle_signals: bool = False) -> None:
+    def __init__(self, ctx: SiteContext, *, run_options: RunOptions | None = None, locks: Locks | None = None,
+                 read_only: bool = False, poll_config: PollConfig | None = None,
+                 poll: bool = True, clock: Callable[[], float] = time.time, handle_signals: bool = False,
+                 poller: PollSourceFactory | None = None) -> None:
         super().__init__()
         self.ctx = ctx
+        #: how the actions started here run (fan-out, time limits): the CLI's defaults unless given
+        self.run_options = run_options if run_options is not None else RunOptions()
+        #: the operator locks actions take (None: the site's own)
+        self.locks = locks
         #: the progress screens whose action has not ended (they add and remove themselves)
         self.runs: list = []
         self._handle_signals = handle_signals
@@ -97,18 +111,16 @@ class FleetConsoleApp(App):
         self.read_only = read_only
         self.clock = clock
         self.fleet = Fleet(ctx.site, clock=clock)
-        #: polls in this process: when not polling in the background (tests drive it directly)
-        self.poller = Poller(ctx.site, self.fleet, ctx.secrets, poll_config or PollConfig())
+        self.poll_config = poll_config or PollConfig()
+        #: builds what keeps the Fleet fresh: by default the poller's own process when
+        #: polling in the background (``poll``), else a Poller on this loop that the caller drives
+        self._make_poller: PollSourceFactory = poller or (PollerProcess if poll else Poller)
+        self.poller: PollSource = self._make_poller(ctx.site, self.fleet, ctx.secrets, self.poll_config)
+        #: start ``poller`` after the first paint (and a new one when it fails)
         self._poll = poll
-        #: the background poller's process; None when not polling
-        self.poll_process: PollerProcess | None = None
-        #: what the stale banner is worked out from, kept up to date as changes are drained
-        #: (a scan of every state was ~5 ms at 5,000 nodes): the newest successful poll, and
-        #: the nodes whose last poll failed
-        self._newest_success: float | None = None
-        self._failing: set[str] = set()
-        self._track(self.fleet.nodes)
-        self._freshness: tuple[float, tuple[int, float | None]] | None = None
+        self._polling = False
+        #: the stale banner and the polls' age, kept up to date as changes are drained
+        self.freshness = Freshness(self.fleet)
         self._restarting = False
         #: the garbage collector's thresholds before this app changed them (on_mount)
         self._gc_thresholds: tuple[int, int, int] | None = None
@@ -167,26 +179,27 @@ class FleetConsoleApp(App):
             self._last_full_gc = time.monotonic()
 
     def _start_polling(self) -> None:
-        if self.poll_process is None and self.is_running:
-            self.poll_process = PollerProcess(self.ctx.site, self.fleet, self.ctx.secrets, self.poller.config)
-            self.poll_process.start()
+        if not self._polling and self.is_running:
+            self._polling = True
+            self.poller.start()
 
     def _restart_polling(self) -> None:
-        """The poller's process died (killed, out of memory, a bug): start a new one."""
+        """The poller failed (its process killed, out of memory, a bug): start a new one."""
         self._restarting = False
-        if self.poll_process is not None and self.poll_process.failure and self.is_running:
-            log.warning("restarting the poller: %s", self.poll_process.failure)
-            self.poll_process = None
+        if self.poller.failure and self.is_running:
+            log.warning("restarting the poller: %s", self.poller.failure)
+            self.poller = self._make_poller(self.ctx.site, self.fleet, self.ctx.secrets, self.poll_config)
+            self._polling = False
             self._start_polling()
 
     def drain(self) -> None:
         """Send the batch of changes since the last drain to the screen on top; screens
         beneath get theirs, merged, when they are on top again (a screen updated under
         another is repainted through it, whole: at thousands of nodes, every 50 ms)."""
-        process = self.poll_process
-        if process is not None and process.failure and not self._restarting:
+        failure = self.poller.failure
+        if failure and not self._restarting:
             self._restarting = True
-            self.notify(visible(f"polling stopped: {process.failure}; restarting it in {self.POLLER_RESTART_S:.0f} s"),
+            self.notify(visible(f"polling stopped: {failure}; restarting it in {self.POLLER_RESTART_S:.0f} s"),
                         severity="error", timeout=8, markup=False)
             self.set_timer(self.POLLER_RESTART_S, self._restart_polling)
         try:
@@ -194,7 +207,7 @@ class FleetConsoleApp(App):
         except ScreenStackError:  # the app is closing: its screens are gone, this timer not yet
             return
         nodes, switches = self.fleet.drain_changes()
-        self._track(nodes)
+        self.freshness.track(nodes)
         held = self._held.pop(top, None)
         if held is not None:
             nodes, switches = held[0] | nodes, held[1] | switches
@@ -207,50 +220,14 @@ class FleetConsoleApp(App):
                 waiting[0].update(nodes)
                 waiting[1].update(switches)
 
-    def _track(self, names) -> None:
-        """Follow the changed nodes ``names`` into what :meth:`staleness` counts."""
-        nodes, failing, newest = self.fleet.nodes, self._failing, self._newest_success
-        for name in names:
-            st = nodes[name]
-            if st.last_success is not None and (newest is None or st.last_success > newest):
-                newest = st.last_success
-            if st.error:
-                failing.add(name)
-            else:
-                failing.discard(name)
-        self._newest_success = newest
-
-    def poll_freshness(self) -> tuple[int, float | None]:
-        """How current the states are: (nodes not polled yet, when the least recently polled
-        of the others was last polled).  Worked out at most once a second: a scan of every
-        node, under a millisecond at 5,000."""
-        now = time.monotonic()
-        if self._freshness is None or now - self._freshness[0] >= 1.0:
-            stamps = [st.polled_at for st in self.fleet.nodes.values()]
-            polled = [stamp for stamp in stamps if stamp is not None]
-            self._freshness = (now, (len(stamps) - len(polled), min(polled) if polled else None))
-        return self._freshness[1]
+    def poll_freshness(self) -> PollAge:
+        """How current the states are: :meth:`console.live.freshness.Freshness.poll_age`."""
+        return self.freshness.poll_age()
 
     def staleness(self) -> str | None:
-        """A banner text when the poller is behind or nothing answers, else None."""
-        process = self.poll_process
-        if process is not None and process.failure:
-            return f"⚠ polling stopped ({process.failure}); restarting it"
-        total = len(self.fleet.nodes)
-        if not total:
-            return None
-        newest = self._newest_success
-        if newest is None:
-            if self._failing:
-                return "⚠ no BMC has answered: check the network path to the site and the credentials"
-            return None
-        now = self.clock()
-        stale_after = max(3 * self.poller.config.power_interval, 30.0)
-        if now - newest > stale_after:
-            return f"⚠ data is stale: the last successful poll was {now - newest:.0f}s ago"
-        if len(self._failing) == total:
-            return "⚠ every BMC is failing: the site looks unreachable"
-        return None
+        """A banner text when the poller stopped or is behind or nothing answers, else None."""
+        return self.freshness.staleness(power_interval=self.poll_config.power_interval,
+                                        failure=self.poller.failure, now=self.clock())
 
     def open_node(self, name: str) -> None:
         """Open the node detail screen."""
@@ -401,33 +378,25 @@ class FleetConsoleApp(App):
             gc.set_threshold(*self._gc_thresholds)
         await self.close_poller()
 
-    async def poll_node_now(self, name: str, jobs) -> None:
-        """Poll ``jobs`` of node ``name`` now, by whichever poller runs; in the Fleet on return."""
-        if self.poll_process is None:
-            await self.poller.poll_node(name, jobs, asked=True)
-        else:
-            await self.poll_process.poll_node(name, jobs)
+    async def poll_node_now(self, name: str, jobs: Iterable[str]) -> None:
+        """Poll ``jobs`` of node ``name`` now; in the Fleet on return."""
+        await self.poller.poll_node_now(name, jobs)
 
     async def poll_switch_now(self, name: str) -> None:
-        """Poll switch ``name`` now, by whichever poller runs."""
-        if self.poll_process is None:
-            await self.poller.poll_switch(name)
-        else:
-            await self.poll_process.poll_switch(name)
+        """Poll switch ``name`` now; in the Fleet on return."""
+        await self.poller.poll_switch_now(name)
 
     async def close_poller(self) -> None:
         """Stop polling and log out of every BMC."""
         await self.poller.aclose()
-        if self.poll_process is not None:
-            await self.poll_process.aclose()
 
 
-def make_app(ctx, **kwargs) -> FleetConsoleApp:
+def make_app(ctx: SiteContext, **kwargs: Any) -> FleetConsoleApp:
     """Build the app (tests use this)."""
     return FleetConsoleApp(ctx, **kwargs)
 
 
-def run_app(ctx, *, read_only: bool = False) -> int:
+def run_app(ctx: SiteContext, *, read_only: bool = False) -> int:
     """Run the TUI until the operator quits; sessions are logged out on the way out."""
     make_app(ctx, read_only=read_only, handle_signals=True).run()
     return 0

@@ -76,7 +76,7 @@ async def test_quitting_during_the_first_sweep_logs_out_of_every_bmc(ctx, demo_l
     app = make_app(ctx, poll_config=FAST)
     async with app.run_test(size=(80, 24)):
         await wait_until(lambda: sum(1 for st in app.fleet.nodes.values() if st.last_success) >= 10)
-        assert app.poll_process is not None and app.poll_process.alive
+        assert app.poller.alive
         await app.action_quit()
     assert demo_lab.sessions() == before
 

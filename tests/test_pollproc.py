@@ -58,10 +58,10 @@ async def test_states_arrive_polls_run_now_and_close_logs_out(demo_lab, caplog) 
         assert fleet.nodes["dal1-r01-n13"].power == "off"  # the lab's powered-off node
         assert fleet.drain_changes()[0] == {n.name for n in site.nodes}  # arrivals count as changes
         assert fleet.nodes["dal1-r01-n01"].sensors is None  # sensors every 10 min: not yet
-        await process.poll_node("dal1-r01-n01", ("sensors",))
+        await process.poll_node_now("dal1-r01-n01", ("sensors",))
         assert fleet.nodes["dal1-r01-n01"].sensors  # there on return: the states came first
         switch = site.switches[0].name
-        await process.poll_switch(switch)
+        await process.poll_switch_now(switch)
         assert fleet.switches[switch].last_success is not None
         assert process.alive and process.pid != os.getpid()
     finally:
@@ -87,7 +87,7 @@ async def test_a_killed_child_is_reported_and_asks_fail_fast(own_lab) -> None:
         assert not process.alive
         assert "ended" in process.failure
         with pytest.raises(PollerGone):
-            await asyncio.wait_for(process.poll_node("dal1-r01-n01", ("power",)), 5)
+            await asyncio.wait_for(process.poll_node_now("dal1-r01-n01", ("power",)), 5)
     finally:
         await process.aclose()  # bounded, even with nobody to answer
     # SIGKILL gave the child no chance to log out: the lab's sessions time out on their
@@ -159,12 +159,12 @@ async def test_the_console_restarts_a_poller_that_died(own_lab) -> None:
     app = make_app(SiteContext(own_lab.effective_site(), Secrets(lab=own_lab.secrets)), poll_config=FAST)
     app.POLLER_RESTART_S = 3.0  # the banner (redrawn each second) has time to say it
     async with app.run_test(size=(100, 30)):
-        await wait_until(lambda: app.poll_process is not None and app.poll_process.alive, timeout=30)
-        first = app.poll_process
+        await wait_until(lambda: app.poller.alive, timeout=30)
+        first = app.poller
         os.kill(first.pid, signal.SIGKILL)
         banner = app.screen.query_one("#banner", Static)
         await wait_until(lambda: banner.display and "polling stopped" in str(banner.render()), timeout=10)
-        await wait_until(lambda: app.poll_process is not first and app.poll_process.alive, timeout=30)
+        await wait_until(lambda: app.poller is not first and app.poller.alive, timeout=30)
         app.fleet.nodes["dal1-r01-n01"].last_success = None
         await wait_until(lambda: app.fleet.nodes["dal1-r01-n01"].last_success is not None, timeout=30)
         assert app.staleness() is None

@@ -28,8 +28,9 @@ import inspect
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver
@@ -124,7 +125,12 @@ def _reason(exc: BaseException) -> str:
 
 
 class Poller:
-    """Schedules every poll of one site."""
+    """Schedules every poll of one site, on the running event loop (a
+    :class:`~console.live.source.PollSource`; :class:`~console.live.pollproc.PollerProcess`
+    runs one in a process of its own)."""
+
+    #: polling on this loop stops only when closed: never a failure to report
+    failure: str | None = None
 
     def __init__(self, site: Site, fleet: Fleet, secrets: Secrets, config: PollConfig | None = None,
                  *, clock: Callable[[], float] = time.monotonic,
@@ -146,7 +152,7 @@ class Poller:
             self._bmcs[n.name] = ep
         self._hosts = {n.name: _Endpoint(n.name) for n in site.nodes}
         self._switches = {s.name: _Endpoint(s.name) for s in site.switches}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.in_flight = 0
         self.max_in_flight = 0
@@ -253,6 +259,14 @@ class Poller:
                     return  # the BMC is in trouble: don't pile slower polls onto it
                 continue
             self.fleet.node_ok(name, job, **values)
+
+    async def poll_node_now(self, name: str, jobs: Iterable[str] = ("power",)) -> None:
+        """An operator asked: :meth:`poll_node` without a failing BMC's backoff wait."""
+        await self.poll_node(name, jobs, asked=True)
+
+    async def poll_switch_now(self, name: str) -> None:
+        """An operator asked: :meth:`poll_switch`, tables included."""
+        await self.poll_switch(name)
 
     async def poll_endpoint(self, names: Iterable[str], jobs: Iterable[str] = ("power",)) -> None:
         """Run the given jobs on several nodes of one BMC endpoint (the systems of one Redfish
@@ -383,7 +397,7 @@ class Poller:
         ep = self._switches[name]
         try:
             await self._guarded(ep, lambda: self._switch_job(ep, name, tables), probe=True,
-                                prepare=lambda: self._resolve(_switch_refs(self.site.switch(name))))
+                                prepare=lambda: self._resolve(_switch_refs(self._switch(name))))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -393,11 +407,17 @@ class Poller:
             return
         self._discover()
 
+    def _switch(self, name: str) -> Switch:
+        switch = self.site.switch(name)
+        if switch is None:  # cannot be: every switch endpoint was made from the site's switches
+            raise KeyError(name)
+        return switch
+
     async def _switch_job(self, ep: _Endpoint, name: str, tables: bool) -> None:
         from console.drivers.snmp import SnmpClient, rates
 
         if ep.driver is None:
-            ep.driver = SnmpClient(self.site.switch(name), self.secrets, timeout=min(self.config.timeout, 5.0))
+            ep.driver = SnmpClient(self._switch(name), self.secrets, timeout=min(self.config.timeout, 5.0))
         client = ep.driver
         system = await client.system()
         ifaces = await client.interfaces()
@@ -436,8 +456,8 @@ class Poller:
             if "fdb" not in ep.state:
                 continue
             found = discover_ports(ep.state["fdb"], ep.state.get("lldp", []), macs)
-            for node, items in found.items():
-                for ev in items:
+            for node, found_here in found.items():
+                for ev in found_here:
                     evidence.setdefault(node, []).append(
                         {"switch": sw_name, "port": ev.port, "source": ev.source, "ambiguous": ev.ambiguous})
         for node, items in evidence.items():

@@ -7,8 +7,8 @@ nodes while polling).  In a child process the poller has its own interpreter, an
 what crosses over is the state that changed:
 
 - the child runs a :class:`~console.live.poller.Poller` on its own Fleet and, every
-  ``FLUSH_S`` seconds, sends the changed nodes' and switches' states (pickled
-  dataclasses) over a pipe;
+  ``FLUSH_S`` seconds, sends the changed nodes' and switches' states over a pipe
+  (every message is a dataclass of :mod:`console.live.messages`);
 - a reader thread here puts them into the console's Fleet
   (:meth:`Fleet.absorb`), which marks them changed for the screens, as a poll in
   this process would;
@@ -36,6 +36,7 @@ sees Fleet states arriving.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -44,11 +45,23 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Awaitable, Callable, Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterable
 
 from console.live.fleet import Fleet
+from console.live.messages import (
+    Close,
+    Failed,
+    Logged,
+    PollNode,
+    PollSwitch,
+    Replied,
+    Report,
+    Request,
+    Setup,
+    StatesChanged,
+)
 from console.live.poller import PollConfig, Poller, settle
 from console.secrets import Secrets
 from inventory.model import Site
@@ -75,8 +88,13 @@ class PollerGone(Exception):
     """The poller's process ended (or was never started); the text says why."""
 
 
+#: an asker waiting on its own event loop for a reply: (that loop, its future)
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str | None]"]
+
+
 class PollerProcess:
-    """A Poller in a child process; its observations land in ``fleet`` here."""
+    """A Poller in a child process; its observations land in ``fleet`` here (a
+    :class:`~console.live.source.PollSource`)."""
 
     def __init__(self, site: Site, fleet: Fleet, secrets: Secrets, config: PollConfig) -> None:
         self.site = site
@@ -85,11 +103,11 @@ class PollerProcess:
         self.config = config
         #: why the poller's process ended, when it ended other than by aclose()
         self.failure: str | None = None
-        self._proc = None
-        self._conn = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
         self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._waiting: dict[int, _Waiter] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = False
@@ -113,16 +131,18 @@ class PollerProcess:
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, env=env)
             self._conn = Connection(ours.detach())
-        self._conn.send(("setup", self.site, self.secrets.detached(), self.config, logging.getLogger().level))
+        self._conn.send(Setup(self.site, self.secrets.detached(), self.config, logging.getLogger().level))
         self._reader = threading.Thread(target=self._read, name="poller-pipe", daemon=True)
         self._reader.start()
 
     @property
     def alive(self) -> bool:
+        """The child runs and has not failed."""
         return self._proc is not None and self._proc.poll() is None and self.failure is None
 
     @property
     def pid(self) -> int | None:
+        """The child's process id (None before :meth:`start`)."""
         return self._proc.pid if self._proc is not None else None
 
     async def aclose(self) -> None:
@@ -131,8 +151,8 @@ class PollerProcess:
             return
         self._closed = True
         try:
-            await asyncio.wait_for(self._request("close"), CLOSE_TIMEOUT_S)
-        except (PollerGone, asyncio.TimeoutError) as exc:
+            await asyncio.wait_for(self._request(Close), CLOSE_TIMEOUT_S)
+        except (TimeoutError, PollerGone) as exc:
             log.warning("poller process did not close cleanly: %s", exc or "timed out")
         try:
             await asyncio.to_thread(self._proc.wait, 5)
@@ -140,32 +160,37 @@ class PollerProcess:
             self._proc.kill()
             await asyncio.to_thread(self._proc.wait, 5)
         try:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
         except OSError:
             pass
         if self._reader is not None:
             await asyncio.to_thread(self._reader.join, 5)
 
     # ------------------------------------------------------------ asks
-    async def poll_node(self, name: str, jobs: Iterable[str] = ("power",)) -> None:
+    async def poll_node_now(self, name: str, jobs: Iterable[str] = ("power",)) -> None:
         """Poll ``jobs`` of node ``name`` now (no backoff); its state is in the Fleet on return."""
-        await self._request("poll_node", name, tuple(jobs))
+        jobs = tuple(jobs)
+        await self._request(lambda rid: PollNode(rid, name, jobs))
 
-    async def poll_switch(self, name: str) -> None:
+    async def poll_switch_now(self, name: str) -> None:
         """Poll switch ``name`` now; its state is in the Fleet on return."""
-        await self._request("poll_switch", name)
+        await self._request(lambda rid: PollSwitch(rid, name))
 
-    async def _request(self, kind: str, *args: Any) -> None:
+    async def _request(self, make: Callable[[int], Request]) -> None:
+        """Send the request ``make(rid)`` and wait for its reply; PollerGone when the child is
+        gone (or a close failed), RuntimeError with the child's reason when a poll failed."""
         if self._conn is None or self.failure is not None:
             raise PollerGone(self.failure or "the poller is not running")
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future: asyncio.Future[str | None] = loop.create_future()
         rid = next(self._ids)
+        request = make(rid)
         with self._lock:
             self._waiting[rid] = (loop, future)
         try:
             with self._send_lock:
-                self._conn.send((kind, rid, *args))
+                self._conn.send(request)
         except (OSError, ValueError) as exc:
             with self._lock:
                 self._waiting.pop(rid, None)
@@ -176,32 +201,30 @@ class PollerProcess:
             with self._lock:
                 self._waiting.pop(rid, None)
         if error:
-            raise PollerGone(error) if kind == "close" else RuntimeError(error)
+            raise PollerGone(error) if isinstance(request, Close) else RuntimeError(error)
 
     # ------------------------------------------------------------ the pipe
     def _read(self) -> None:
         """Reader thread: states into the Fleet, replies to their askers, logs re-logged."""
         why = "the poller's process ended"
+        assert self._conn is not None  # started before this thread
         try:
             while True:
                 try:
-                    message = self._conn.recv()
+                    message: Report = self._conn.recv()
                 except (EOFError, OSError):
                     break
-                kind = message[0]
-                if kind == "states":
-                    _, nodes, switches, last_sweep_at = message
-                    self.fleet.absorb(nodes, switches, last_sweep_at)
-                elif kind == "reply":
+                if isinstance(message, StatesChanged):
+                    self.fleet.absorb(message.nodes, message.switches, message.last_sweep_at)
+                elif isinstance(message, Replied):
                     with self._lock:
-                        waiter = self._waiting.get(message[1])
+                        waiter = self._waiting.get(message.rid)
                     if waiter is not None:
-                        _settle(waiter, message[2])
-                elif kind == "log":
-                    _, level, name, text = message
-                    logging.getLogger(name).log(level, "%s", text)
-                elif kind == "failed":
-                    why = f"the poller failed: {message[1]}"
+                        _settle(waiter, message.error)
+                elif isinstance(message, Logged):
+                    logging.getLogger(message.logger).log(message.level, "%s", message.text)
+                elif isinstance(message, Failed):
+                    why = f"the poller failed: {message.why}"
                     log.error("%s", why)
         finally:
             if not self._closed:
@@ -214,7 +237,7 @@ class PollerProcess:
                 _settle(waiter, why)
 
 
-def _settle(waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future], error: str | None) -> None:
+def _settle(waiter: _Waiter, error: str | None) -> None:
     """Answer an asker waiting on its own loop (from the reader thread)."""
     loop, future = waiter
 
@@ -229,8 +252,13 @@ def _settle(waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future], error: str
 
 
 # ---------------------------------------------------------------- the child
+_Send = Callable[[Report], None]
+
+
 class _PipeLogHandler(logging.Handler):
-    def __init__(self, send) -> None:
+    """Sends the child's log records to the console, which logs them again."""
+
+    def __init__(self, send: _Send) -> None:
         super().__init__()
         self._send = send
 
@@ -239,7 +267,7 @@ class _PipeLogHandler(logging.Handler):
             text = record.getMessage()
             if record.exc_info:
                 text += "\n" + logging.Formatter().formatException(record.exc_info)
-            self._send(("log", record.levelno, record.name, text))
+            self._send(Logged(record.levelno, record.name, text))
         except Exception:  # noqa: BLE001 - a log record must never take the poller down
             pass
 
@@ -292,47 +320,50 @@ def _child_life(fd: int, parent: int | None) -> None:
         pass
     conn = Connection(fd)
     try:
-        kind, site, secrets, config, level = conn.recv()
+        setup = conn.recv()
     except (EOFError, OSError, ValueError):
         return
-    if kind != "setup":
+    if not isinstance(setup, Setup):
         return
     send_lock = threading.Lock()
 
-    def send(message) -> None:
+    def send(message: Report) -> None:
         with send_lock:
             conn.send(message)
 
     root = logging.getLogger()
     root.handlers[:] = [_PipeLogHandler(send)]
-    root.setLevel(level)
+    root.setLevel(setup.log_level)
     try:
-        asyncio.run(_serve(conn, send, site, secrets, config))
+        asyncio.run(_serve(conn, send, setup.site, setup.secrets, setup.config))
     except Exception as exc:  # noqa: BLE001 - said to the console, which shows it
         logging.getLogger(__name__).exception("poller process failed")
         try:
-            send(("failed", f"{type(exc).__name__}: {exc}"))
+            send(Failed(f"{type(exc).__name__}: {exc}"))
         except (OSError, ValueError):
             pass
     finally:
         conn.close()
 
 
-async def _serve(conn, send, site: Site, secrets: Secrets, config: PollConfig) -> None:
+async def _serve(conn: Connection, send: _Send, site: Site, secrets: Secrets, config: PollConfig) -> None:
+    """Poll, answer the console's requests and send what changed, until told to close or
+    the console is gone; then log out of every BMC (bounded) and answer the close."""
     loop = asyncio.get_running_loop()
     fleet = Fleet(site)
     poller = Poller(site, fleet, secrets, config)
     poller.start()
-    done = loop.create_future()
-    asks: set[asyncio.Task] = set()
+    #: set when polling is to end: the close request's id, or None (signal, console gone)
+    done: asyncio.Future[int | None] = loop.create_future()
+    asks: set[asyncio.Task[None]] = set()
 
     def flush() -> None:
         nodes, switches = fleet.drain_changes()
         if nodes or switches:
-            send(("states", {n: fleet.nodes[n] for n in nodes}, {s: fleet.switches[s] for s in switches},
-                  fleet.last_sweep_at))
+            send(StatesChanged({n: fleet.nodes[n] for n in nodes}, {s: fleet.switches[s] for s in switches},
+                               fleet.last_sweep_at))
 
-    async def answer(rid: int, make) -> None:
+    async def answer(rid: int, make: Callable[[], Awaitable[None]]) -> None:
         error = None
         try:
             await make()
@@ -341,26 +372,27 @@ async def _serve(conn, send, site: Site, secrets: Secrets, config: PollConfig) -
         except Exception as exc:  # noqa: BLE001 - the asker gets the reason
             error = f"{type(exc).__name__}: {exc}"
         flush()  # the results first, then the reply
-        send(("reply", rid, error))
+        send(Replied(rid, error))
 
     def readable() -> None:
         try:
             while conn.poll():
-                message = conn.recv()
-                kind, rid, *args = message
-                if kind == "poll_node":
-                    name, jobs = args
-                    make = lambda name=name, jobs=jobs: poller.poll_node(name, jobs, asked=True)  # noqa: E731
-                elif kind == "poll_switch":
-                    make = lambda name=args[0]: poller.poll_switch(name)  # noqa: E731
-                elif kind == "close":
+                message: Request = conn.recv()
+                make: Callable[[], Awaitable[None]]
+                if isinstance(message, PollNode):
+                    make = functools.partial(poller.poll_node_now, message.name, message.jobs)
+                elif isinstance(message, PollSwitch):
+                    make = functools.partial(poller.poll_switch_now, message.name)
+                elif isinstance(message, Close):
                     if not done.done():
-                        done.set_result(rid)
+                        done.set_result(message.rid)
                     continue
                 else:
-                    send(("reply", rid, f"unknown request {kind!r}"))
+                    rid = getattr(message, "rid", None)
+                    if isinstance(rid, int):
+                        send(Replied(rid, f"unknown request {type(message).__name__}"))
                     continue
-                task = loop.create_task(answer(rid, make))
+                task = loop.create_task(answer(message.rid, make))
                 asks.add(task)
                 task.add_done_callback(asks.discard)
         except (EOFError, OSError):  # the console is gone: log out and end
@@ -395,7 +427,7 @@ async def _serve(conn, send, site: Site, secrets: Secrets, config: PollConfig) -
         try:
             flush()
             if rid is not None:
-                send(("reply", rid, None))
+                send(Replied(rid, None))
         except (OSError, ValueError):
             pass
 
