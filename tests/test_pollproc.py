@@ -57,9 +57,17 @@ async def test_states_arrive_polls_run_now_and_close_logs_out(demo_lab, caplog) 
         await wait_until(lambda: all(st.last_success for st in fleet.nodes.values()), timeout=60)
         assert fleet.nodes["dal1-r01-n13"].power == "off"  # the lab's powered-off node
         assert fleet.drain_changes()[0] == {n.name for n in site.nodes}  # arrivals count as changes
-        assert fleet.nodes["dal1-r01-n01"].sensors is None  # sensors every 10 min: not yet
-        await process.poll_node_now("dal1-r01-n01", ("sensors",))
-        assert fleet.nodes["dal1-r01-n01"].sensors  # there on return: the states came first
+        # A fact only an asked poll can have read: the poller reads every job once at its
+        # start (sensors too, whatever their cadence), so "not polled yet" is a race.
+        before = demo_lab.call("dal1-r01-n01", {"cmd": "machine", "node": "dal1-r01-n01"})
+        demo_lab.call("dal1-r01-n01", {"cmd": "boot_override", "node": "dal1-r01-n01", "device": "bios"})
+        try:
+            await process.poll_node_now("dal1-r01-n01", ("boot",))
+            override = fleet.nodes["dal1-r01-n01"].boot_override
+            assert override is not None and override.target == "bios"  # there on return: the states came first
+        finally:
+            demo_lab.call("dal1-r01-n01", {"cmd": "boot_override", "node": "dal1-r01-n01",
+                                           "device": before["boot_override"], "persistent": before["boot_persistent"]})
         switch = site.switches[0].name
         await process.poll_switch_now(switch)
         assert fleet.switches[switch].last_success is not None
