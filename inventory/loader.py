@@ -22,9 +22,9 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from inventory.errors import InventoryError, Problem, SelectionError
 from inventory.model import (
@@ -51,15 +51,18 @@ __all__ = [
 ]
 
 Path_ = tuple[Any, ...]
+M = TypeVar("M", bound=BaseModel)
 
 MAX_NODES = 50_000
 """The most nodes (servers) a site may expand to, unless ``$FLEET_CONSOLE_MAX_NODES`` says otherwise."""
 MAX_NODES_ENV = "FLEET_CONSOLE_MAX_NODES"
 
-_TOP_KEYS = {"site", "description", "defaults", "images", "provisioner", "switches", "groups", "ssh", "racks", "lab", "read_only"}
+_TOP_KEYS = {"site", "description", "defaults", "images", "provisioner", "switches", "groups", "ssh", "racks", "lab",
+             "read_only"}
 _DEFAULT_KEYS = {"bmc", "image", "role", "tags", "protected", "groups", "height"}
 _RACK_KEYS = {"name", "height", "row", "defaults", "nodes"}
-_NODE_KEYS = {"name", "u", "height", "mac", "host", "role", "tags", "groups", "image", "protected", "bmc", "switch_port"}
+_NODE_KEYS = {"name", "u", "height", "mac", "host", "role", "tags", "groups", "image", "protected", "bmc",
+              "switch_port"}
 #: fields expanded in step; dotted names reach into nested mappings
 _RANGE_FIELDS = ("name", "u", "mac", "host", "bmc.address", "bmc.system", "switch_port.port")
 
@@ -79,7 +82,7 @@ def max_nodes() -> int:
 
 
 # ----------------------------------------------------------------- the shape of a site file
-def _model(what: str, model: type, **fields: Shape) -> Shape:
+def _model(what: str, model: type[BaseModel], **fields: Shape) -> Shape:
     return Shape(what, frozenset(model.model_fields), fields)
 
 
@@ -219,7 +222,8 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
               values_hint=f"; the limit is twice {MAX_NODES_ENV}, set it higher to allow more")
     data = doc.data
     if data is None:
-        raise InventoryError([Problem(file, 1, 1, None, "the file is empty; a site needs at least 'site:' and 'racks:'")])
+        raise InventoryError([Problem(file, 1, 1, None,
+                                      "the file is empty; a site needs at least 'site:' and 'racks:'")])
     if not _check_keys(doc, data, (), "the site"):
         raise InventoryError(doc.problems)
     if "site" not in data:
@@ -230,7 +234,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
 
     broken: set[str] = set()  # images (name@version) and switches already reported as invalid
 
-    def model_list(key: str, model: type, what: str) -> list:
+    def model_list(key: str, model: type[BaseModel], what: str) -> list:
         items = data.get(key) or []
         if not isinstance(items, list):
             doc.problem((key,), f"{key} must be a list")
@@ -248,20 +252,19 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
 
     images: list[Image] = model_list("images", Image, "image")
     switches: list[Switch] = model_list("switches", Switch, "switch")
-    provisioner = ssh = lab = None
-    for key, model in (("provisioner", Provisioner), ("ssh", SshConfig), ("lab", LabConfig)):
-        if data.get(key) is not None:
-            try:
-                value = model.model_validate(data[key])
-            except ValidationError as exc:
-                _pydantic_problems(doc, exc, {}, (key,))
-                value = None
-            if key == "provisioner":
-                provisioner = value
-            elif key == "ssh":
-                ssh = value
-            else:
-                lab = value
+
+    def section(key: str, model: type[M]) -> M | None:
+        if data.get(key) is None:
+            return None
+        try:
+            return model.model_validate(data[key])
+        except ValidationError as exc:
+            _pydantic_problems(doc, exc, {}, (key,))
+            return None
+
+    provisioner = section("provisioner", Provisioner)
+    ssh = section("ssh", SshConfig)
+    lab = section("lab", LabConfig)
 
     site_defaults = data.get("defaults") or {}
     if site_defaults:
@@ -444,7 +447,8 @@ def _shared_bmc(node: Node, others: list[Node]) -> tuple[tuple[str, ...], str | 
         other = first.name if unnamed is node else unnamed.name
         message = f"is also {other}'s; nodes sharing a Redfish service need each a bmc.system ({unnamed.name} has none)"
         return (() if unnamed is node else ("bmc", "address")), message
-    same = next((o for o in others if o.bmc.system.casefold() == node.bmc.system.casefold()), None)
+    system = (node.bmc.system or "").casefold()  # every one names a system by now
+    same = next((o for o in others if (o.bmc.system or "").casefold() == system), None)
     if same is not None:
         return ("bmc", "system"), f"system {node.bmc.system} is also {same.name}'s"
     return (), None
@@ -488,7 +492,8 @@ def _check_site(doc: Doc, nodes: list[Node], node_src: dict, racks: list[Rack], 
         if node.u is not None:
             top = node.u + node.height - 1
             if top > heights.get(node.rack, 42):
-                doc.problem(where(node, ("u",)), f"{node.name} occupies U{node.u}-U{top}, above the rack's {heights[node.rack]}U")
+                doc.problem(where(node, ("u",)),
+                            f"{node.name} occupies U{node.u}-U{top}, above the rack's {heights[node.rack]}U")
             for u in range(node.u, top + 1):
                 other = used.get((node.rack, u))
                 if other:
@@ -530,7 +535,8 @@ def _groups(doc: Doc, raw: Any, nodes: list[Node], limit: int) -> dict[str, tupl
                 continue
             unknown = [n for n in expanded if n not in names]
             if unknown:
-                doc.problem(path, f"group {gname!r} names unknown node(s): {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
+                more = " ..." if len(unknown) > 5 else ""
+                doc.problem(path, f"group {gname!r} names unknown node(s): {', '.join(unknown[:5])}{more}")
             groups.setdefault(str(gname), []).extend(n for n in expanded if n in names)
     return {k: tuple(dict.fromkeys(v)) for k, v in groups.items()}
 
@@ -546,7 +552,7 @@ def _check_lab(doc: Doc, site: Site, limit: int) -> None:
         return site.node(name).attributes()
 
     lab = site.lab
-    exprs = [(("lab", key, expr), expr, True) for key, mapping in
+    exprs: list[tuple[Path_, str, bool]] = [(("lab", key, expr), expr, True) for key, mapping in
              (("running", lab.running), ("faults", lab.faults), ("flavors", lab.flavors)) for expr in mapping]
     exprs += [(("lab", key, i), expr, False) for key, seq in
               (("powered_off", lab.powered_off), ("unplugged", lab.unplugged)) for i, expr in enumerate(seq)]

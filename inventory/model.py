@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, PrivateAttr, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 __all__ = [
     "Bmc",
@@ -257,7 +257,7 @@ class SnmpConfig(_Model):
     priv_key: CredentialRef | None = Field(None, description="v3: reference to the privacy passphrase")
 
     @model_validator(mode="after")
-    def _credentials_present(self) -> "SnmpConfig":
+    def _credentials_present(self) -> SnmpConfig:
         if self.version == "2c" and not self.community:
             raise ValueError("SNMP v2c needs community")
         if self.version == "3" and not (self.username and self.auth_key and self.priv_key):
@@ -415,6 +415,7 @@ class Site(_Model):
         # straight at pydantic's private storage: its attribute path costs ~10 us a call,
         # and the console asks for thousands of nodes at a time
         private = self.__pydantic_private__
+        assert private is not None  # a model with private attributes always has it
         index = private.get("_index")
         nodes = self.nodes
         if index is None or index[0] is not nodes:

@@ -198,7 +198,7 @@ class _Term:
         choices = [[v for span in group for v in span.values()] for group in self.groups]
         for combo in itertools.product(*choices):
             parts = [self.literals[0]]
-            for value, literal in zip(combo, self.literals[1:]):
+            for value, literal in zip(combo, self.literals[1:], strict=True):
                 parts += (value, literal)
             yield "".join(parts)
 
@@ -324,7 +324,7 @@ def _varying_field(a: list[str], b: list[str]) -> int | None:
     """Index of the one number in which split names ``a`` and ``b`` differ, if exactly one."""
     if len(a) != len(b):
         return None
-    diffs = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    diffs = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
     if len(diffs) != 1 or diffs[0] % 2 == 0:
         return None
     k = diffs[0]

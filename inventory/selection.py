@@ -40,6 +40,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -350,15 +351,13 @@ class AttrIndex:
                 continue
             if was is None:
                 counts[key] = counts.get(key, 0) + 1
-            by_value = index.get(key)
-            if by_value is None:
-                by_value = index[key] = {}
+            by_value = index.setdefault(key, {})
             for v in values:
-                names = by_value.get(v)
-                if names is None:
+                holding = by_value.get(v)
+                if holding is None:
                     by_value[v] = {name}
                 else:
-                    names.add(name)
+                    holding.add(name)
                 holders = folded.setdefault(v.casefold(), {})
                 holders[name] = holders.get(name, 0) + 1
         self._attrs[name] = new
@@ -405,8 +404,8 @@ class _Resolver:
             self._attrs[name] = self._attrs_fn(name) or {}
         return self._attrs[name]
 
-    def resolve(self, term: Term) -> set[str]:
-        """The nodes ``term`` matches (before exclusion)."""
+    def resolve(self, term: Term) -> AbstractSet[str]:
+        """The nodes ``term`` matches (before exclusion); callers do not change it."""
         match term.kind:
             case TermKind.ALL:
                 return set(self.names)
@@ -462,7 +461,7 @@ class _Resolver:
             found.update(m for m in self.groups[group] if m in self.name_set)
         return found
 
-    def _attr(self, term: Term) -> set[str]:
+    def _attr(self, term: Term) -> AbstractSet[str]:
         key = term.key
         assert key is not None
         index = self._attrs_fn

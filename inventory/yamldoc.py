@@ -15,9 +15,10 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 import yaml.composer
@@ -48,10 +49,10 @@ class Shape:
 
     what: str
     keys: frozenset[str] | None = None
-    fields: dict[str, "Shape"] = dc_field(default_factory=dict)
-    items: "Shape | None" = None  # for a list: the shape of each item
+    fields: dict[str, Shape] = dc_field(default_factory=dict)
+    items: Shape | None = None  # for a list: the shape of each item
 
-    def child(self, key: Any) -> "Shape | None":
+    def child(self, key: Any) -> Shape | None:
         return self.fields.get(key) if isinstance(key, str) else None
 
 
@@ -123,16 +124,40 @@ class _PyBoundedLoader(_BoundedComposer, yaml.SafeLoader):
         self._init_bounds()
 
 
-_BoundedLoader: type = _PyBoundedLoader
+class _Loader(Protocol):
+    """What :class:`Doc` uses of a bounded loader (either class here)."""
+
+    max_values: int
+    values_hint: str
+
+    def get_single_node(self) -> yaml.Node | None: ...
+
+    def dispose(self) -> None: ...
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any: ...
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None: ...
+
+
+class _LoaderClass(Protocol):
+    """The bounded loader class in use: a loader for a text, and how its errors count."""
+
+    counts_bytes: bool
+
+    def __call__(self, stream: str) -> _Loader: ...
+
+
+_BoundedLoader: _LoaderClass = _PyBoundedLoader
 if yaml.__with_libyaml__:
-    class _CBoundedLoader(_BoundedComposer, yaml.cyaml.CParser, yaml.constructor.SafeConstructor,
-                          yaml.resolver.Resolver):
+    from yaml._yaml import CParser
+
+    class _CBoundedLoader(_BoundedComposer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
         """libyaml's parser (7x faster than PyYAML's) under our bounded composer, safe constructor."""
 
         counts_bytes = True  # a ReaderError's position is in UTF-8 bytes
 
         def __init__(self, stream: str) -> None:
-            yaml.cyaml.CParser.__init__(self, stream)
+            CParser.__init__(self, stream)
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
             yaml.composer.Composer.__init__(self)
@@ -168,7 +193,7 @@ class Doc:
         self._merged: dict[int, int] = {}  # id(mapping node) -> how many of its pairs a merge key brought
         if text.startswith("\ufeff"):  # a byte order mark is not part of the document
             text = text[1:]
-        loader = None
+        loader: _Loader | None = None
         try:
             loader = _BoundedLoader(text)  # checks the characters first
             loader.max_values, loader.values_hint = max_values, values_hint
@@ -177,7 +202,8 @@ class Doc:
             mark = exc.problem_mark or exc.context_mark
             msg = " ".join(filter(None, [exc.context, exc.problem])) or "invalid YAML"
             raise InventoryError(
-                [Problem(file, mark.line + 1 if mark else None, mark.column + 1 if mark else None, None, f"YAML syntax error: {msg}")]
+                [Problem(file, mark.line + 1 if mark else None, mark.column + 1 if mark else None, None,
+                         f"YAML syntax error: {msg}")]
             ) from None
         except yaml.reader.ReaderError as exc:
             position = exc.position

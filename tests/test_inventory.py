@@ -23,8 +23,8 @@ defaults:
   bmc: {protocol: redfish, username: admin, password: env:DAL1_BMC_PASSWORD, verify_tls: false}
   image: flatcar@4081.2.1
 images:
-  - {name: flatcar, version: 4081.2.1, kernel: http://boot.dal1/f/4081.2.1/vmlinuz,
-     initrd: http://boot.dal1/f/4081.2.1/initrd, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
+  - {name: flatcar, version: 4081.2.1, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08,
+     kernel: http://boot.dal1/f/4081.2.1/vmlinuz, initrd: http://boot.dal1/f/4081.2.1/initrd}
 provisioner: {kind: ipxe, url: http://127.0.0.1:8069, root: /var/lib/fleet-console/boot}
 switches:
   - {name: dal1-r01-tor, address: 10.1.0.2, port: 161, snmp: {version: 2c, community: env:DAL1_SNMP}}
@@ -144,7 +144,8 @@ def test_systems_compare_without_case():
 
 
 def test_error_from_defaults_points_at_defaults_once():
-    text = base("- {name: 'n[1-20]', bmc: {address: '127.0.0.[1-20]'}}\n").replace("password: env:PW", "password: pw123")
+    text = base("- {name: 'n[1-20]', bmc: {address: '127.0.0.[1-20]'}}\n")
+    text = text.replace("password: env:PW", "password: pw123")
     found = problems(text)
     assert found == ["site.yaml:3:52: defaults.bmc.password: a literal secret is not allowed in the inventory; "
                      "use env:NAME, file:/path (mode 0600) or cmd:COMMAND"]

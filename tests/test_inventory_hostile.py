@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from inventory.errors import InventoryError
-from inventory.loader import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, MAX_YAML_NODES, load_site, load_site_text
+from inventory.loader import (
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_NODES,
+    MAX_YAML_NODES,
+    load_site,
+    load_site_text,
+)
 
 HEAD = (
     "site: t\n"
@@ -270,12 +278,16 @@ SITE = ("site: t\n"
          "8:13: images[0].kernel: a URL has no spaces, control or non-ASCII characters"),
         ("http://boot.example/initrd", "'http://boot.example/initrd quiet'",
          "9:13: images[0].initrd: a URL has no spaces"),
-        ("http://boot.example/initrd", "file:///etc/shadow", "9:13: images[0].initrd: URL scheme must be http or https or tftp"),
+        ("http://boot.example/initrd", "file:///etc/shadow",
+         "9:13: images[0].initrd: URL scheme must be http or https or tftp"),
         ("http://boot.example/initrd", "http:///initrd", "9:13: images[0].initrd: URL has no host"),
         ("http://boot.example/initrd", "http://user:pw@boot.example/initrd", "9:13: images[0].initrd: user@ in a URL"),
-        ("    cmdline: console=ttyS0\n", '    iso: "https://boot.example/a.iso\\r\\nshell"\n', "10:10: images[0].iso: a URL"),
-        ("{address: 127.0.0.1}}", "{address: 'evil.example/x#'}}", "16:34: racks[0].nodes[0].bmc.address: not an IP address"),
-        ("{address: 127.0.0.1}}", "{address: 127.0.0.1}, groups: ['../x']}", "16:55: racks[0].nodes[0].groups[0]: a name is"),
+        ("    cmdline: console=ttyS0\n", '    iso: "https://boot.example/a.iso\\r\\nshell"\n',
+         "10:10: images[0].iso: a URL"),
+        ("{address: 127.0.0.1}}", "{address: 'evil.example/x#'}}",
+         "16:34: racks[0].nodes[0].bmc.address: not an IP address"),
+        ("{address: 127.0.0.1}}", "{address: 127.0.0.1}, groups: ['../x']}",
+         "16:55: racks[0].nodes[0].groups[0]: a name is"),
         ("{address: 127.0.0.1}}", "{address: 127.0.0.1}, role: \"gpu\\e]0;PWNED\\a\"}",
          "16:52: racks[0].nodes[0].role: control or non-printable character '\\x1b'"),
     ],

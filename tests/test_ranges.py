@@ -7,7 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inventory.errors import FleetError
-from inventory.ranges import MAX_ITEMS, RangeError, compress, count, count_parallel, expand, expand_parallel, natural_key
+from inventory.ranges import (
+    MAX_ITEMS,
+    RangeError,
+    compress,
+    count,
+    count_parallel,
+    expand,
+    expand_parallel,
+    natural_key,
+)
 
 # --------------------------------------------------------------------------- expand
 
@@ -122,7 +131,7 @@ def test_generated_ranges_count_and_padding(lo: int, count: int, width: int, pre
     names = expand(f"{prefix}[{lo_text}-{hi}]{suffix}")
     assert len(names) == count
     padded = len(lo_text) > 1 and lo_text[0] == "0"
-    for value, name in zip(range(lo, hi + 1), names):
+    for value, name in zip(range(lo, hi + 1), names, strict=True):
         assert name == f"{prefix}{str(value).zfill(len(lo_text) if padded else 0)}{suffix}"
 
 

@@ -447,7 +447,8 @@ def _outcome(expr: str, attrs) -> list[str] | str:
 
 
 @settings(max_examples=150, deadline=None)
-@given(terms=st.lists(st.one_of(attribute_terms(), st.sampled_from(["dal1-r01-n0*", "@gpu", "Off", "nosuch", "nosuch=1", "-rack=r01"])),
+@given(terms=st.lists(st.one_of(attribute_terms(),
+                                st.sampled_from(["dal1-r01-n0*", "@gpu", "Off", "nosuch", "nosuch=1", "-rack=r01"])),
                       min_size=1, max_size=3),
        excluded=st.booleans())
 def test_index_selects_what_the_attrs_function_selects(terms: list[str], excluded: bool) -> None:
