@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from console.live.fleet import Fleet  # noqa: E402
 from console.lab.lab import Lab  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
+from console.live.fleet import Fleet  # noqa: E402
 from console.live.poller import PollConfig, Poller  # noqa: E402
 from console.secrets import Secrets  # noqa: E402
 from inventory.loader import load_site_text  # noqa: E402

@@ -38,14 +38,13 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textual import events  # noqa: E402
 from textual.screen import Screen  # noqa: E402
-from screens.table import FleetTable  # noqa: E402
 
 from console.cli.main import SiteContext  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
@@ -54,6 +53,7 @@ from console.secrets import Secrets  # noqa: E402
 from inventory.loader import load_site_text  # noqa: E402
 from screens.app import make_app  # noqa: E402
 from screens.fleet import FleetScreen  # noqa: E402
+from screens.table import FleetTable  # noqa: E402
 
 TARGETS = {"first table": 1.5, "change-to-screen": 0.200, "keypress p95": 0.050}
 
@@ -131,7 +131,7 @@ async def filter_applied(text: str, since: float, timeout: float = 10.0) -> floa
             if paint is not None:
                 return paint
         if time.perf_counter() > deadline:
-            raise asyncio.TimeoutError(f"filter {text!r} not shown")
+            raise TimeoutError(f"filter {text!r} not shown")
         await asyncio.sleep(0.001)
 
 
@@ -195,8 +195,9 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
         for round_ in range(batches):
             text = f"bench fault {round_}"
             seen: set[str] = set()
+            injected: dict = {}  # the states put in, filled just before the clock starts
 
-            def shows(s: FleetScreen, text=text, seen=seen) -> bool:
+            def shows(s: FleetScreen, text=text, seen=seen, injected=injected) -> bool:
                 # each node counts once shown; a real poll that arrived since and replaced
                 # the fault counts once the screen shows what it brought
                 for nm in batch:
@@ -208,17 +209,19 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
                 return len(seen) == len(batch)
 
             t = time.perf_counter()
-            injected = absorb(fleet, batch, text)
+            injected.update(absorb(fleet, batch, text))
             latencies.append(await until_painted(shows) - t)
             absorb(fleet, batch, None)  # cleared again
-            await until_painted(lambda s: all(table.get_cell(nm, "error").plain != text for nm in batch))
+            await until_painted(lambda s, text=text: all(table.get_cell(nm, "error").plain != text for nm in batch))
             await asyncio.sleep(0.3)
         out["change-to-screen"] = latencies
 
         # -------------------------------------------- keys: cursor moves
         pauses: list[tuple[int, float]] = []  # garbage collections while keys are typed
 
-        def collected(phase: str, info: dict, started=[0.0]) -> None:
+        started = [0.0]  # when the collection in progress began
+
+        def collected(phase: str, info: dict) -> None:
             if phase == "start":
                 started[0] = time.perf_counter()
             else:
@@ -286,7 +289,8 @@ def report(run: int, out: dict, n: int, mode: str, verbose: bool = False) -> Non
               f"(target p95 < {ms(TARGETS['keypress p95'])})")
     if verbose:
         print("  per key typed (echo / table): " + ", ".join(
-            f"{text!r} {ms(e)}/{ms(f)}" for text, e, f in zip(out["typed"], out["filter echo"], out["filter typing"])))
+            f"{text!r} {ms(e)}/{ms(f)}" for text, e, f in zip(out["typed"], out["filter echo"], out["filter typing"],
+                                                  strict=True)))
     full = [p for g, p in out["gc pauses"] if g == 2]
     young = [p for g, p in out["gc pauses"] if g < 2]
     print(f"  garbage collections while keys were typed: {len(full)} full"

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from console.ops.reimage import PhaseTimeouts, _booted, _Follow, _mark
 from console.provision import open_provisioner
 from console.provision.ipxe import IpxeProvisioner, script_name
-from console.ops.reimage import PhaseTimeouts, _booted, _Follow, _mark
 from console.secrets import Secrets
 from inventory.loader import load_site
 from tests.conftest import need
@@ -90,7 +90,7 @@ def served(site_file) -> Served:
 async def _assign(site) -> str:
     prov = open_provisioner(site, Secrets())
     node = site.node("bs-n1")
-    await prov.assign(node, site.image(f"flatcar@1.0"))
+    await prov.assign(node, site.image("flatcar@1.0"))
     return (Path(site.provisioner.root) / script_name(MAC)).read_text()
 
 

@@ -12,7 +12,7 @@ import concurrent.futures
 import socket
 import threading
 import time
-from typing import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -51,7 +51,7 @@ class Lab:
         self.ports: dict[str, int] = {}
 
     def add(self, address: str, name: str, fault: str | None = None) -> Machine:
-        spec = MachineSpec(name=name, mac="52:54:00:81:%02x:%02x" % tuple(map(int, address.split(".")[2:])),
+        spec = MachineSpec(name=name, mac="52:54:00:81:{:02x}:{:02x}".format(*map(int, address.split(".")[2:])),
                            bmc_address=address, host_address=address.replace("127.81.", "127.82."),
                            image=("flatcar", "3975.2.0"), fault=fault)
         machine = Machine(spec, self.loop, time_scale=0.01, clock=lambda: FROZEN_NOW)

@@ -498,7 +498,7 @@ class MockupServer:
         return path.split("#", 1)[0].rstrip("/").lower() or "/"
 
     @classmethod
-    def from_mockup(cls, name: str) -> "MockupServer":
+    def from_mockup(cls, name: str) -> MockupServer:
         root = MOCKUPS / name
         docs: dict[str, Any] = {}
         if (root / "redfish" / "v1").is_dir():

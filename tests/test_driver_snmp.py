@@ -9,7 +9,7 @@ the ``engine`` fixture.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import FrozenInstanceError, dataclass, replace
 
 import pytest
 
@@ -271,7 +271,8 @@ def test_v3_protocols_map_to_pysnmp(auth: str, priv: str) -> None:
     from console.drivers import snmp
 
     switch = Switch(name="s", address=ADDRESS, snmp=SnmpConfig(
-        version="3", username="fleet", auth_protocol=auth, auth_key="env:AUTH", priv_protocol=priv, priv_key="env:PRIV"))
+        version="3", username="fleet", auth_protocol=auth, auth_key="env:AUTH",
+        priv_protocol=priv, priv_key="env:PRIV"))
     data = SnmpClient(switch, Secrets(environ=SECRETS))._auth_data()
     assert data.authentication_protocol == snmp._AUTH_PROTOCOLS[auth]
     assert data.privacy_protocol == snmp._PRIV_PROTOCOLS[priv]
@@ -331,7 +332,7 @@ def test_discover_ports_miscabled_ambiguous_and_lldp_only() -> None:
 
 def test_interface_is_frozen() -> None:
     i = _iface()
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError):
         i.in_octets = 5  # type: ignore[misc]
     assert replace(i, in_octets=5).in_octets == 5
 

@@ -15,7 +15,8 @@ import copy
 import gzip
 import json
 import tracemalloc
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 

@@ -8,9 +8,9 @@ import pytest
 from console.drivers.ssh import read_image
 from console.errors import ActionError, AuthFailed
 from console.lab.drp import PatchError, apply_patch
+from console.ops.reimage import PHASES, PhaseTimeouts
 from console.provision import open_provisioner
 from console.provision.drp import DrpProvisioner
-from console.ops.reimage import PHASES, PhaseTimeouts
 from console.secrets import Secret, Secrets
 from tests.support import reimage_phases
 
@@ -20,8 +20,9 @@ defaults:
   bmc: {protocol: redfish, scheme: http, username: admin, password: "lab:bmc"}
   image: flatcar@4081.2.1
 images:
-  - {name: flatcar, version: 4081.2.1, kernel: "http://127.0.0.1:8069/images/flatcar/4081.2.1/vmlinuz",
-     initrd: "http://127.0.0.1:8069/images/flatcar/4081.2.1/initrd", sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
+  - {name: flatcar, version: 4081.2.1, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08,
+     kernel: "http://127.0.0.1:8069/images/flatcar/4081.2.1/vmlinuz",
+     initrd: "http://127.0.0.1:8069/images/flatcar/4081.2.1/initrd"}
   - {name: flatcar, version: 4152.2.0, kernel: "http://127.0.0.1:8069/images/flatcar/4152.2.0/vmlinuz",
      initrd: "http://127.0.0.1:8069/images/flatcar/4152.2.0/initrd"}
 provisioner: {kind: drp, url: "http://127.0.0.1:8092", token: "lab:drp"}
@@ -150,7 +151,7 @@ async def test_reimage_through_drp(site_lab, site_ctx):
         assert "DRP job fleet-install:install" in phases[2][1]
         state = site_lab.machine(name)
         assert state["image"] == "flatcar@4152.2.0" and state["last_boot_source"] == "pxe"
-        assert state["pxe_fetches"][-1][1].endswith("/52:54:00:0d:00:0%s.ipxe" % name[-1])
+        assert state["pxe_fetches"][-1][1].endswith(f"/52:54:00:0d:00:0{name[-1]}.ipxe")
         assert (await read_image(site.node(name), site.ssh, secrets)).ref == "flatcar@4152.2.0"
     prov = open_provisioner(site, secrets)
     try:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import struct
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ from console.drivers import rmcp
 from console.drivers.bmc import PowerState
 from console.drivers.ipmi import IpmiDriver
 from console.drivers.route import source_address
-from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
+from console.errors import AuthFailed, DriverError, ProtocolError, Unreachable
 from console.lab.ipmi_bmc import IpmiLab
 from console.lab.machine import BootDevice, Machine, MachineSpec
 from console.secrets import Secret

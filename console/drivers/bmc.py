@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class PowerState(str, enum.Enum):
+class PowerState(str, enum.Enum):  # noqa: UP042 -- str() and f-strings keep "PowerState.ON"
     """What the BMC says about chassis power."""
 
     ON = "on"
@@ -33,7 +33,7 @@ class PowerState(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-class PowerAction(str, enum.Enum):
+class PowerAction(str, enum.Enum):  # noqa: UP042 -- as PowerState
     """Power requests, in the operator's words."""
 
     ON = "on"
@@ -43,7 +43,7 @@ class PowerAction(str, enum.Enum):
     RESET = "reset"  # warm reset
 
 
-class BootTarget(str, enum.Enum):
+class BootTarget(str, enum.Enum):  # noqa: UP042 -- as PowerState
     """Boot override targets (IPMI boot device / Redfish BootSourceOverrideTarget)."""
 
     NONE = "none"

@@ -5,14 +5,14 @@ client with one kept session per BMC (one :class:`asyncio.Lock` per driver):
 
 - the poll path -- power state and chassis fault bits (Get Chassis Status), chassis
   control, boot flags -- and the threshold half of :meth:`IpmiDriver.health`
-  (:mod:`console.drivers.ipmi_health`) are sent from the event loop directly.  It
-  replaced pyghmi there because of measured speed (``rmcp``'s docstring);
+  (:mod:`console.drivers.ipmi_health`) are sent from the event loop directly, because
+  pyghmi's threads cost the poller far more CPU per poll (``rmcp``'s docstring);
 - sensors (values, thresholds), SEL, FRU/identity and discrete sensor health still use
   pyghmi's decoding, but not pyghmi's sessions: a pyghmi ``Command`` is given
   :class:`_OnPollSession` in place of its session object (the interface pyghmi's own
   in-band ``localsession`` offers), whose ``raw_command`` sends each request on the
   same RMCP+ session.  So a BMC holds one session while it is polled, as the README
-  promises; a pyghmi session beside it used to make two (seen on every polled BMC).
+  promises, where a pyghmi session of its own would make two.
 
 pyghmi is blocking: its calls run on a bounded thread pool that lives here and only
 here (:func:`shared_pool`, 32 threads, shared by every driver that is not given its own
@@ -32,7 +32,8 @@ import concurrent.futures
 import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pyghmi.exceptions as pyghmi_exc
 from pyghmi.ipmi import command as pyghmi_command
@@ -43,11 +44,11 @@ from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unre
 from console.secrets import Secret
 from inventory.model import Bmc
 
-from .ipmi_fixes import MALFORMED
 from . import ipmi_health
 from . import ipmi_values as iv
-from .rmcp import CommandFailed, RmcpSession
 from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, PowerState, Sensor, worst_health
+from .ipmi_fixes import MALFORMED
+from .rmcp import CommandFailed, RmcpSession
 
 __all__ = ["POOL_SIZE", "IpmiDriver", "map_error", "shared_pool"]
 
@@ -456,7 +457,9 @@ def _retrieve(future: asyncio.Future) -> None:
 
 
 def _words(o: BootOverride) -> str:
-    return o.target.value if o.target is BootTarget.NONE else f"{o.target.value} ({'persistent' if o.persistent else 'once'})"
+    if o.target is BootTarget.NONE:
+        return o.target.value
+    return f"{o.target.value} ({'persistent' if o.persistent else 'once'})"
 
 
 # --------------------------------------------------------------------------- pyghmi calls
@@ -491,19 +494,22 @@ def _read_thresholds(cmd: Any) -> dict[str, tuple[float | None, ...]]:
         data = rsp.get("data") or b""
         if "error" in rsp or len(data) < 7:
             continue  # no thresholds for this one: the reading is still reported
-
-        def decode(mask_bit: int, raw: int) -> float | None:
-            if not data[0] & mask_bit:
-                return None
-            if entry.numeric_format == 2:
-                raw = pyghmi_sdr.twos_complement(raw, 8)
-            elif entry.numeric_format == 1:
-                raw = pyghmi_sdr.ones_complement(raw, 8)
-            return round(entry.decode_value(cmd, raw), 3)
-
-        lw, lc = decode(0x01, data[1]), decode(0x02, data[2])
-        uw, uc = decode(0x08, data[4]), decode(0x10, data[5])
+        readable = data[0]
+        lw, lc = _threshold(cmd, entry, readable & 0x01, data[1]), _threshold(cmd, entry, readable & 0x02, data[2])
+        uw, uc = _threshold(cmd, entry, readable & 0x08, data[4]), _threshold(cmd, entry, readable & 0x10, data[5])
         if entry.linearization == 7:  # 1/x: lower and upper swap meaning
             lw, lc, uw, uc = uw, uc, lw, lc
         out[entry.name] = (lc, lw, uw, uc)
     return out
+
+
+def _threshold(cmd: Any, entry: Any, readable: int, raw: int) -> float | None:
+    """One threshold byte in the sensor's units by the SDR's formula; None when the BMC
+    marks it not readable."""
+    if not readable:
+        return None
+    if entry.numeric_format == 2:
+        raw = pyghmi_sdr.twos_complement(raw, 8)
+    elif entry.numeric_format == 1:
+        raw = pyghmi_sdr.ones_complement(raw, 8)
+    return round(entry.decode_value(cmd, raw), 3)

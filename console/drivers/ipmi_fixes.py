@@ -9,11 +9,8 @@ driver then still works, only slower and with its asyncio-side timeout alone.
    starts waiting is noticed at the retransmit timer (0.5-1 s).  The replacement
    ``_io_wait`` returns at once when the session already has a reply queued, and never
    sleeps longer than :data:`IO_WAIT_CAP` (the remaining race between that check and
-   registering the waiter).  ``bench/ipmi_poll.py``, 20 lab BMCs (lab in a child
-   process) polled with ``power_state()`` concurrently, 30 rounds, 3 runs on a shared
-   2-CPU box: as shipped, rounds took a median 26-728 ms (a round waits for its slowest
-   BMC; single calls up to 1.7 s); fixed, 34-36 ms (slowest call 88 ms).  Per-call
-   medians barely move (20-29 ms vs 28-30 ms): the fix removes the retransmit-timer tail.
+   registering the waiter).  This removes the retransmit-timer tail of concurrent
+   calls (``bench/ipmi_poll.py``; its numbers are in ``bench/README.md``).
 2. **Deadlines and junk.**  The same ``_io_wait`` raises :class:`DeadlineExceeded` in
    a worker thread whose call is past its deadline, so a silent BMC frees its thread
    after ``timeout`` instead of pyghmi's own ~30 s of retries; the abandoned session is
@@ -25,8 +22,8 @@ driver then still works, only slower and with its asyncio-side timeout alone.
 3. **A lock-order deadlock.**  ``Session.send_payload`` holds ``KEEPALIVE_SESSIONS`` while
    ``_xmit_packet`` takes ``WAITING_SESSIONS``; ``awaitresponse`` and ``wait_for_rsp``
    hold ``WAITING_SESSIONS`` while a retransmit (``_timedout`` -> ``send_payload``) takes
-   ``KEEPALIVE_SESSIONS``.  Two threads retransmitting and sending at once hang forever
-   (seen: the 89-node ``status`` run, every pool thread stuck).  Both names are bound to
+   ``KEEPALIVE_SESSIONS``.  Two threads retransmitting and sending at once hang forever,
+   every pool thread stuck.  Both names are bound to
    the same reentrant lock, so there is no order left to invert.
 """
 
@@ -38,7 +35,8 @@ import logging
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from pyghmi.ipmi.private import session as pyghmi_session
 

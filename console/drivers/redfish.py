@@ -8,8 +8,9 @@ Layers, top to bottom::
 
 How it talks (``docs/protocols.md``, section Redfish):
 
-- One ``httpx.AsyncClient`` per BMC with keep-alive (a reused connection costs ~4 ms a
-  request, a new one ~22 ms; a client shared by 1,000 BMCs was measured far slower).
+- One ``httpx.AsyncClient`` per BMC with keep-alive: a reused connection costs a fraction
+  of a new one per request, and one client shared by a thousand BMCs is slower than one
+  each.
 - One SessionService session per BMC, deleted by :meth:`RedfishDriver.close` (leaked
   sessions lock BMCs out).  A 401 re-logs in once; services without a SessionService,
   or whose login answers 404/405, get HTTP Basic credentials on every request instead.
@@ -20,7 +21,7 @@ How it talks (``docs/protocols.md``, section Redfish):
   BMC accepted the request; callers poll :meth:`RedfishDriver.power_state`.
 - A boot override is read back after it is set: vendors silently ignore or revert it.
 - PATCH carries ``If-Match`` when the resource had an ETag (AMI-based services are
-  reported to require it, see the mockups README), retried once on 412.
+  reported to require it, see tests/data/redfish-mockups/README.md), retried once on 412.
 - Vendor differences are rows of :data:`QUIRKS`, keyed by ``Bmc.flavor`` or detected from
   the Manufacturer / ServiceRoot Vendor.  Nothing else branches on a vendor.
 """
@@ -31,8 +32,9 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
@@ -48,6 +50,7 @@ __all__ = ["QUIRKS", "Quirks", "RedfishDriver", "quirks_for"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 # --------------------------------------------------------------------------- vendor quirks
@@ -135,12 +138,13 @@ _MAX_LOG_PAGES = 50
 _SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 
 
-def _at_bmc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _at_bmc(method: Callable[Concatenate[RedfishDriver, P], Coroutine[Any, Any, T]]
+            ) -> Callable[Concatenate[RedfishDriver, P], Coroutine[Any, Any, T]]:
     """Errors of a BmcDriver call name the BMC: a value error from :mod:`redfish_values`
     ("ComputerSystem.PowerState is a list...") gets the address in front, and a JSON shape
     nothing checked becomes that node's ProtocolError instead of a crash of the poll."""
     @functools.wraps(method)
-    async def call(self: "RedfishDriver", *args: Any, **kwargs: Any) -> T:
+    async def call(self: RedfishDriver, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(self, *args, **kwargs)
         except DriverError as exc:
@@ -202,7 +206,7 @@ class RedfishDriver:
         """``session`` (X-Auth-Token), ``basic`` (no usable SessionService) or ``none`` (not logged in yet)."""
         return self._http.auth_mode
 
-    async def __aenter__(self) -> "RedfishDriver":
+    async def __aenter__(self) -> RedfishDriver:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -334,16 +338,17 @@ class RedfishDriver:
         if uri is None or limit <= 0:
             return []
         entries: list[dict[str, Any]] = []
-        page_uri: str | None = uri
+        page_uri = uri
         for _ in range(_MAX_LOG_PAGES):
             page = await self._http.get(page_uri)
             for m in rv.members(page, "Members", "LogEntryCollection"):
                 if not isinstance(m, dict):
                     raise ProtocolError(f"{self.address}: a log entry is not an object")
                 entries.append(m)
-            page_uri = page.get("Members@odata.nextLink")
-            if not isinstance(page_uri, str) or not page_uri:
+            next_uri = page.get("Members@odata.nextLink")
+            if not isinstance(next_uri, str) or not next_uri:
                 break
+            page_uri = next_uri
         events = [rv.event(e) for e in entries if set(e) - {"@odata.id"}]
         bare = [odata_id(e, "LogEntry") for e in entries if not set(e) - {"@odata.id"}]
         for link in bare[-limit:]:  # members given as bare links: read the last few only
@@ -387,7 +392,7 @@ class RedfishDriver:
             macs=tuple(macs),
         )
 
-    def for_system(self, bmc: Bmc) -> "RedfishDriver":
+    def for_system(self, bmc: Bmc) -> RedfishDriver:
         """A driver for another system of this service (its ``bmc.system``) over this
         driver's session: one login, one request at a time for both (a blade enclosure's
         systems).  Its :meth:`close` leaves the session alone; this driver's logs out."""
@@ -418,8 +423,8 @@ class RedfishDriver:
         want = self.bmc.system
         if want is None:
             if len(uris) > 1:
-                ids = ", ".join(rv.last_segment(u) for u in uris)
-                raise DriverError(f"{self.address}: {len(uris)} systems ({ids}); set bmc.system to choose one")
+                listed = ", ".join(rv.last_segment(u) for u in uris)
+                raise DriverError(f"{self.address}: {len(uris)} systems ({listed}); set bmc.system to choose one")
             self._system_uri = uris[0]
             return uris[0]
         match = [u for u in uris if rv.last_segment(u).lower() == want.lower()]
@@ -427,7 +432,7 @@ class RedfishDriver:
             ids = []
             for uri in uris:
                 ids.append(rv.opt_str(await self._http.get(uri), "Id", "ComputerSystem") or rv.last_segment(uri))
-            match = [u for u, i in zip(uris, ids) if i == want]
+            match = [u for u, i in zip(uris, ids, strict=True) if i == want]
             if not match:
                 raise DriverError(f"{self.address}: no system {want!r}; the BMC has {', '.join(ids)}")
         self._system_uri = match[0]

@@ -11,8 +11,8 @@ turns httpx exceptions into :mod:`console.errors` classes ``from exc``, and
 :func:`decode` / :func:`http_error` turn unusable answers into :class:`ProtocolError`.
 Messages name the BMC, the method and the path, never the password or the token.
 
-A BMC's answer is untrusted input, so every request is bounded (one hostile BMC once
-took ``status`` to 4 GB): the body is streamed and refused past :data:`MAX_BODY`
+A BMC's answer is untrusted input, so every request is bounded (an unbounded body is
+all one hostile BMC needs to exhaust the console's memory): the body is streamed and refused past :data:`MAX_BODY`
 bytes (decompressed, and at once when Content-Length says so), the whole request,
 redirects included, ends at ``deadline`` seconds however slowly the body trickles
 (httpx's own timeouts are per network read), and the JSON is refused when it nests
@@ -116,7 +116,7 @@ class RedfishSession:
         self._logged_in = False
         self._basic = False
         self._token: str | None = None
-        self._pending_login: "asyncio.Future | None" = None  # a login POST whose caller was cancelled
+        self._pending_login: asyncio.Future | None = None  # a login POST whose caller was cancelled
         self._session_uri: str | None = None
         self._root: dict[str, Any] | None = None
 
@@ -181,7 +181,7 @@ class RedfishSession:
         return httpx.AsyncClient(
             verify=_verify(self.bmc),
             timeout=httpx.Timeout(self._timeout),
-            # One connection, kept alive: ~4 ms a request instead of ~22 ms (docs/protocols.md).
+            # One connection, kept alive: a request on it costs a fraction of a new connection's.
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60.0),
         )
 

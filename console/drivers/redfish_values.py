@@ -10,7 +10,8 @@ A property of the wrong JSON type, or a string longer than :data:`MAX_STRING`, i
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from console.errors import ProtocolError
@@ -239,7 +240,7 @@ def _timestamp(text: str | None) -> float | None:
     except ValueError:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 

@@ -1,20 +1,14 @@
 """An asyncio IPMI 2.0 RMCP+ client for the poll path (chassis status, control, boot flags).
 
-Why this exists beside pyghmi (measured, ``bench/poll_sweep.py``, N=1000 lab BMCs on a
-2-core machine with the lab on the same cores): with pyghmi on the 32-thread pool a
-steady power + health sweep took 1.23 s (814 polls/s), slower than freeipmi's
-``ipmi-power --stat`` (1.27 s) which logs in afresh to every host.  Process CPU
-accounting over 10 steady sweeps showed the poller process burning ~4.7 s of CPU per
-sweep against ~1.6 s for all the lab workers together: pyghmi's blocking design (one I/O
-thread, waiter threads that poll every 5 ms, per-call thread hand-offs, a global lock)
-costs far more than the crypto and the BMC.  This client does the same wire protocol
-from the event loop: one non-blocking UDP socket per loop and address family, drained
-on readiness, replies routed by our session ID, no threads.  After the change, same
-bench and machine (shared with other work, so noisy): steady sweep 0.32-0.41 s against
-freeipmi's 1.00-1.46 s in the same runs (2.7-3.2x at load average 3-4), poller process
-CPU 0.18 s per sweep of 1,000 (was ~4.7 s), one session per BMC, none leaked.  Two
-details mattered: a CBC ``Cipher`` object built per packet and ``asyncio.wait`` per try
-cost more than the AES and HMAC themselves (see :class:`_Aes` and :meth:`_exchange`).
+Why it exists beside pyghmi: pyghmi's blocking design (one I/O thread, waiter threads
+that poll every few milliseconds, per-call thread hand-offs, a global lock) costs the
+poller far more CPU per poll than the crypto and the BMC do, so sweeping a thousand BMCs
+with it was slower than freeipmi logging in afresh to each.  This client speaks the same
+wire protocol from the event loop: one non-blocking UDP socket per loop and address
+family, drained on readiness, replies routed by our session ID, no threads.  A CBC
+``Cipher`` object built per packet or an ``asyncio.wait`` per try would cost more than
+the AES and HMAC themselves, hence :class:`_Aes` and :meth:`_exchange`.  The numbers
+are in ``bench/README.md`` (``poll_sweep.py``).
 
 Scope: cipher suite 3 only (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128), the one every
 BMC we support offers and the lab serves; one session per :class:`RmcpSession`; one
@@ -130,11 +124,11 @@ class _Endpoint:
                 raise Unreachable(f"{addr[0]}: {exc.strerror}") from exc
             raise
 
-    def register(self, session: "RmcpSession") -> None:
+    def register(self, session: RmcpSession) -> None:
         self.routes[session.console_id] = session
         self.by_addr.setdefault(session.addr, set()).add(session)
 
-    def unregister(self, session: "RmcpSession") -> None:
+    def unregister(self, session: RmcpSession) -> None:
         if self.routes.get(session.console_id) is session:
             del self.routes[session.console_id]
         peers = self.by_addr.get(session.addr)
@@ -181,7 +175,7 @@ class _Endpoint:
             peer._junk(f"undecodable {len(data)}-byte packet")
 
 
-_endpoints: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Endpoint]]" = \
+_endpoints: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], _Endpoint]] = \
     weakref.WeakKeyDictionary()
 
 
@@ -456,6 +450,7 @@ class RmcpSession:
         waiter = loop.create_future()
         self._waiter, self._expect = waiter, expect
         interval = self.retry_interval
+        timer: asyncio.TimerHandle | None = None  # the next resend
 
         def send() -> None:
             nonlocal interval, timer
@@ -474,7 +469,6 @@ class RmcpSession:
             timer = loop.call_at(min(now + interval, deadline), send)
             interval *= 2
 
-        timer: asyncio.TimerHandle | None = None
         send()
         try:
             return await waiter

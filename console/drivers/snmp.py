@@ -44,8 +44,9 @@ import asyncio
 import re
 import time
 import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from pyasn1.error import PyAsn1Error
 from pysnmp.carrier.asyncio.dgram import udp
@@ -72,9 +73,9 @@ from pysnmp.proto.rfc1902 import ObjectName
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout
 from console.secrets import Secrets
+from inventory.model import Switch
 
 from .route import source_address
-from inventory.model import Switch
 
 __all__ = [
     "Evidence",
@@ -205,7 +206,7 @@ class Evidence:
 
 
 # --------------------------------------------------------------------------- engine
-_engines: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SnmpEngine]" = weakref.WeakKeyDictionary()
+_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SnmpEngine] = weakref.WeakKeyDictionary()
 
 
 def shared_engine() -> SnmpEngine:
@@ -285,7 +286,8 @@ class SnmpClient:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"SnmpClient({self.switch.name!r}, {self.switch.address}:{self.switch.port}, v{self.switch.snmp.version})"
+        sw = self.switch
+        return f"SnmpClient({sw.name!r}, {sw.address}:{sw.port}, v{sw.snmp.version})"
 
     async def close(self) -> None:
         """Forget credentials and target; the shared engine stays open for other clients."""
@@ -320,32 +322,7 @@ class SnmpClient:
         out = []
         try:
             for ifindex in indexes:
-                idx = (ifindex,)
-
-                def col(oid: OID, default: Any = None) -> Any:
-                    return cols[oid].get(idx, default)
-
-                hc_in, hc_out = col(IF_HC_IN_OCTETS), col(IF_HC_OUT_OCTETS)
-                counters_64 = hc_in is not None and hc_out is not None
-                high_speed = col(IF_HIGH_SPEED)
-                speed = int(high_speed) if high_speed else int(col(IF_SPEED, 0)) // 1_000_000
-                name = col(IF_NAME)
-                out.append(Interface(
-                    ifindex=ifindex,
-                    name=_text(name) if name is not None else _text(col(IF_DESCR, b"")),
-                    alias=_text(col(IF_ALIAS, b"")),
-                    admin_up=int(col(IF_ADMIN_STATUS, 2)) == 1,
-                    oper_up=int(col(IF_OPER_STATUS, 2)) == 1,
-                    speed_mbps=speed,
-                    in_octets=int(hc_in if counters_64 else col(IF_IN_OCTETS, 0)),
-                    out_octets=int(hc_out if counters_64 else col(IF_OUT_OCTETS, 0)),
-                    in_errors=int(col(IF_IN_ERRORS, 0)),
-                    out_errors=int(col(IF_OUT_ERRORS, 0)),
-                    in_discards=int(col(IF_IN_DISCARDS, 0)),
-                    out_discards=int(col(IF_OUT_DISCARDS, 0)),
-                    mac=_mac(_octets(col(IF_PHYS_ADDRESS, b""))),
-                    counters_64=counters_64,
-                ))
+                out.append(_interface(cols, ifindex))
         except (TypeError, ValueError, PyAsn1Error) as exc:
             raise ProtocolError(f"{self.switch.name}: unusable IF-MIB row {ifindex}") from exc
         return out
@@ -533,7 +510,8 @@ class SnmpClient:
 
 
 # --------------------------------------------------------------------------- value helpers
-_MAC_TEXT = re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$|^[0-9a-fA-F]{4}(\.[0-9a-fA-F]{4}){2}$"
+_MAC_TEXT = re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$"
+                       r"|^[0-9a-fA-F]{4}(\.[0-9a-fA-F]{4}){2}$"
                        r"|^[0-9a-fA-F]{12}$")
 
 
@@ -577,6 +555,37 @@ def _skip_fdb(status: Any) -> bool:
     return status is not None and int(status) in _FDB_NOT_A_HOST
 
 
+def _interface(cols: dict[OID, dict[OID, Any]], ifindex: int) -> Interface:
+    """One interface from the walked IF-MIB columns (raises TypeError/ValueError/PyAsn1Error
+    on a value of the wrong kind)."""
+    idx = (ifindex,)
+
+    def col(oid: OID, default: Any = None) -> Any:
+        return cols[oid].get(idx, default)
+
+    hc_in, hc_out = col(IF_HC_IN_OCTETS), col(IF_HC_OUT_OCTETS)
+    counters_64 = hc_in is not None and hc_out is not None
+    high_speed = col(IF_HIGH_SPEED)
+    speed = int(high_speed) if high_speed else int(col(IF_SPEED, 0)) // 1_000_000
+    name = col(IF_NAME)
+    return Interface(
+        ifindex=ifindex,
+        name=_text(name) if name is not None else _text(col(IF_DESCR, b"")),
+        alias=_text(col(IF_ALIAS, b"")),
+        admin_up=int(col(IF_ADMIN_STATUS, 2)) == 1,
+        oper_up=int(col(IF_OPER_STATUS, 2)) == 1,
+        speed_mbps=speed,
+        in_octets=int(hc_in if counters_64 else col(IF_IN_OCTETS, 0)),
+        out_octets=int(hc_out if counters_64 else col(IF_OUT_OCTETS, 0)),
+        in_errors=int(col(IF_IN_ERRORS, 0)),
+        out_errors=int(col(IF_OUT_ERRORS, 0)),
+        in_discards=int(col(IF_IN_DISCARDS, 0)),
+        out_discards=int(col(IF_OUT_DISCARDS, 0)),
+        mac=_mac(_octets(col(IF_PHYS_ADDRESS, b""))),
+        counters_64=counters_64,
+    )
+
+
 # --------------------------------------------------------------------------- pure helpers
 RateRow = tuple[float | None, float | None, float | None, float | None]
 
@@ -603,20 +612,21 @@ def rates(prev: list[Interface], prev_t: float, cur: list[Interface], cur_t: flo
             out[now.ifindex] = (None, None, None, None)  # the counter source changed under us
             continue
         line_bytes = now.speed_mbps * 125_000 * dt * 1.05 if now.speed_mbps else None
-
-        def octets(a: int, b: int) -> float | None:
-            d = _delta(a, b, octet_bits, line_bytes)
-            return None if d is None else d * 8 / dt
-
-        def errors(a: int, b: int) -> float | None:
-            d = _delta(a, b, 32, None)
-            return None if d is None else d / dt
-
         out[now.ifindex] = (
-            octets(was.in_octets, now.in_octets), octets(was.out_octets, now.out_octets),
-            errors(was.in_errors, now.in_errors), errors(was.out_errors, now.out_errors),
+            _per_second(was.in_octets, now.in_octets, dt, octet_bits, line_bytes, scale=8),
+            _per_second(was.out_octets, now.out_octets, dt, octet_bits, line_bytes, scale=8),
+            _per_second(was.in_errors, now.in_errors, dt, 32, None),
+            _per_second(was.out_errors, now.out_errors, dt, 32, None),
         )
     return out
+
+
+def _per_second(before: int, after: int, dt: float, bits: int, most: float | None, *,
+                scale: int = 1) -> float | None:
+    """A counter's change per second (times ``scale``: 8 turns octets into bits), None
+    when it was reset rather than wrapped (see :func:`_delta`)."""
+    d = _delta(before, after, bits, most)
+    return None if d is None else d * scale / dt
 
 
 def _delta(before: int, after: int, bits: int, most: float | None) -> int | None:

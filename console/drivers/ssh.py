@@ -83,7 +83,7 @@ async def _read(node: Node, cfg: SshConfig, secrets: Secrets, timeout: float) ->
         raise AuthFailed("ssh: permission denied") from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         raise AuthFailed("ssh: host key not verifiable (known_hosts)") from exc
-    except (asyncio.TimeoutError, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise Timeout("ssh: no answer in time") from exc
     except ConnectionRefusedError as exc:
         raise Unreachable("ssh: connection refused") from exc

@@ -63,7 +63,8 @@ class ProvisionerBackend(Protocol):
     kind: str
 
     async def assign(self, node: Node, image: Image) -> Assignment | None:
-        """Make ``node`` install ``image`` on its next network (or CD) boot; returns the replaced assignment (None: there was none)."""
+        """Make ``node`` install ``image`` on its next network (or CD) boot; returns the
+        replaced assignment (None: there was none)."""
 
     async def assignment(self, node: Node) -> Assignment | None:
         """What the provisioner holds for ``node`` now (None: nothing)."""

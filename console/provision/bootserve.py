@@ -23,8 +23,9 @@ import signal
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from console.errors import ActionError, FleetError
 from console.text import visible
@@ -117,7 +118,8 @@ def dnsmasq_snippet(site: Site, subnet: str) -> str:
         "dhcp-userclass=set:ipxe,iPXE             # iPXE says so in its DHCP request",
         "# 1. A PXE firmware (not iPXE yet) gets iPXE over TFTP: chainloading.",
         "enable-tftp",
-        "tftp-root=/srv/tftp                      # holds undionly.kpxe and ipxe.efi (your distribution's ipxe package)",
+        "tftp-root=/srv/tftp                      # holds undionly.kpxe and ipxe.efi "
+        "(your distribution's ipxe package)",
         'pxe-service=tag:!ipxe,x86PC,"iPXE",undionly.kpxe',
         'pxe-service=tag:!ipxe,X86-64_EFI,"iPXE",ipxe.efi',
         "# 2. iPXE asks again and gets its own script; it fills in ${mac:hexhyp} (aa-bb-cc-dd-ee-ff).",

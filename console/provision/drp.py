@@ -94,7 +94,8 @@ class DrpProvisioner:
 
     async def _uuid(self, node: Node) -> str:
         if not node.mac:
-            raise ActionError(f"{node.name}: no MAC address in the inventory (the drp provisioner finds machines by MAC)")
+            raise ActionError(f"{node.name}: no MAC address in the inventory "
+                              "(the drp provisioner finds machines by MAC)")
         if self._by_mac is None:
             rows = await self._call("GET", "/api/v3/machines", params={"slim": "Params,Meta"})
             if not isinstance(rows, list):
@@ -143,9 +144,10 @@ class DrpProvisioner:
             {"op": "replace", "path": "/BootEnv", "value": INSTALL_BOOTENV},
         ])
         got = await self.machine(node)
-        if got.get("BootEnv") != INSTALL_BOOTENV or _ref((got.get("Params") or {}).get(IMAGE_PARAM)) != image.ref:
+        got_image = _ref((got.get("Params") or {}).get(IMAGE_PARAM))
+        if got.get("BootEnv") != INSTALL_BOOTENV or got_image != image.ref:
             raise ProtocolError(f"drp {self.url}: {node.name} reads back BootEnv {got.get('BootEnv')!r}, "
-                                f"image {_ref((got.get('Params') or {}).get(IMAGE_PARAM))}: the assignment did not stick")
+                                f"image {got_image}: the assignment did not stick")
         return Assignment(_ref(previous["image"]), f"BootEnv {old_env}")
 
     async def confirm(self, node: Node) -> None:
@@ -176,8 +178,9 @@ class DrpProvisioner:
             return None
         if prev.get("image") is None:
             if IMAGE_PARAM in (m.get("Params") or {}):
+                pointer = "/" + IMAGE_PARAM.replace("~", "~0").replace("/", "~1")  # JSON Pointer escapes
                 await self._call("PATCH", f"/api/v3/machines/{uuid}/params",
-                                 json=[{"op": "remove", "path": "/" + IMAGE_PARAM.replace("~", "~0").replace("/", "~1")}])
+                                 json=[{"op": "remove", "path": pointer}])
         else:
             await self._call("POST", f"/api/v3/machines/{uuid}/params/{IMAGE_PARAM}", json=prev["image"])
         await self._call("PATCH", f"/api/v3/machines/{uuid}", json=[

@@ -54,11 +54,19 @@ import httpx
 from aiohttp import web
 
 from console.errors import ActionError, ProtocolError, Timeout, Unreachable
-from console.provision.httpserve import HttpService
 from console.provision import Assignment, Fetch
+from console.provision.httpserve import HttpService
 from inventory.model import Image, Node
 
-__all__ = ["IpxeProvisioner", "IpxeServer", "check_script_image", "check_script_node", "open_root", "render_script", "script_name"]
+__all__ = [
+    "IpxeProvisioner",
+    "IpxeServer",
+    "check_script_image",
+    "check_script_node",
+    "open_root",
+    "render_script",
+    "script_name",
+]
 
 _SCRIPT = re.compile(r"^[0-9a-f]{2}(-[0-9a-f]{2}){5}\.ipxe$")
 _IMAGE_LINE = re.compile(r"^\s*set\s+image-(name|version)\s+(\S+)\s*$", re.M)
@@ -206,7 +214,7 @@ def render_script(node: Node, image: Image, state: str = PENDING) -> str:
 
 
 def _image_of(script: str) -> str | None:
-    found = dict(m.groups() for m in _IMAGE_LINE.finditer(script))
+    found = {m[1]: m[2] for m in _IMAGE_LINE.finditer(script)}
     if "name" in found and "version" in found:
         return f"{found['name']}@{found['version']}"
     return None
