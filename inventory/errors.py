@@ -1,22 +1,20 @@
-"""The error hierarchy shared by every layer.
+"""The root of the error hierarchy, and the errors the inventory layer raises.
 
 ::
 
-    FleetError                      base: every error we raise on purpose
-    ├── InventoryError              a site file is wrong (file, line, column, field)
-    ├── SelectionError              a node selection is malformed or matches nothing
-    ├── RangeError                  a node range is malformed (inventory.ranges; also a ValueError)
-    ├── SiteNotFound                no site of that name on the search path
-    ├── SecretError                 a credential reference cannot be resolved
-    └── DriverError                 talking to a BMC, switch or host failed (console.errors)
-        ├── Unreachable
-        ├── AuthFailed
-        ├── Timeout
-        └── ProtocolError
+    FleetError              base: every error fleet-console raises on purpose
+    ├── InventoryError      a site file is wrong: every problem found, each located (Problem)
+    ├── SelectionError      a node selection is malformed or matches nothing
+    ├── RangeError          a node range is malformed or too large (inventory.ranges; also a ValueError)
+    ├── SiteNotFound        no site file of that name in the trusted places
+    └── SecretError         a credential reference cannot be resolved (raised by console.secrets)
+
+The engine's errors (drivers, lab, actions, locks, boot server) derive from
+:class:`FleetError` too; :mod:`console.errors` draws the whole tree.  They live
+there because the inventory layer must not know about the engine.
 
 Each error has a short ``title`` for the UI and a ``detail`` for logs; ``str()`` is
-the one-line message an operator reads.  The driver half lives in
-:mod:`console.errors` because the inventory layer must not know about drivers.
+the one-line message an operator reads.
 """
 
 from __future__ import annotations
