@@ -33,8 +33,8 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from inventory.errors import SecretError
 
@@ -111,7 +111,7 @@ class Secrets:
         self._pending: dict[str, concurrent.futures.Future] = {}
         self._lock = threading.Lock()
 
-    def detached(self) -> "Secrets":
+    def detached(self) -> Secrets:
         """A copy for another process (it pickles): the environment as it is now, the
         lab's secrets as they are now, and what is already resolved."""
         lab = self._lab() if callable(self._lab) else self._lab

@@ -81,22 +81,48 @@ import threading
 import time
 import zlib
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import pyghmi.ipmi.bmc as pyghmi_bmc
 
-from console.lab.ipmi_records import (_checksum, _fru_image, _le16, _le32, _sel_record, _sel_record_id,
-                                     _SensorTable)
-from console.lab.ipmi_session import (CC_INSUFFICIENT_PRIVILEGE, CC_INVALID_COMMAND, CC_INVALID_DATA, CC_NOT_PRESENT,
-                                      CC_OK, CC_PARAMETER_NOT_SUPPORTED, CC_PARAMETER_OUT_OF_RANGE,
-                                      CC_PAYLOAD_ALREADY_ACTIVE, CC_REQUEST_LENGTH_INVALID, CC_RESERVATION_INVALID,
-                                      NETFN_APP, NETFN_CHASSIS, NETFN_SENSOR, NETFN_STORAGE, NETFN_TRANSPORT,
-                                      PAYLOAD_IPMI, PAYLOAD_OPEN_SESSION_REQUEST, PAYLOAD_OPEN_SESSION_RESPONSE,
-                                      PAYLOAD_RAKP1, PAYLOAD_RAKP3, PAYLOAD_SOL, PRIV_ADMIN, PRIV_CALLBACK,
-                                      PRIV_OPERATOR, PRIV_USER, RMCP_HEADER, RMCP_ILLEGAL_PARAMETER,
-                                      RMCP_INVALID_AUTH_ALGORITHM, RMCP_INVALID_CONFIDENTIALITY_ALGORITHM,
-                                      RMCP_INVALID_INTEGRITY_ALGORITHM, RMCP_INVALID_ROLE, RMCP_NO_RESOURCES,
-                                      RMCP_UNAUTHORIZED_ROLE, LabSession, rmcp_plus_frame)
+from console.lab.ipmi_records import _checksum, _fru_image, _le16, _le32, _sel_record, _sel_record_id, _SensorTable
+from console.lab.ipmi_session import (
+    CC_INSUFFICIENT_PRIVILEGE,
+    CC_INVALID_COMMAND,
+    CC_INVALID_DATA,
+    CC_NOT_PRESENT,
+    CC_OK,
+    CC_PARAMETER_NOT_SUPPORTED,
+    CC_PARAMETER_OUT_OF_RANGE,
+    CC_PAYLOAD_ALREADY_ACTIVE,
+    CC_REQUEST_LENGTH_INVALID,
+    CC_RESERVATION_INVALID,
+    NETFN_APP,
+    NETFN_CHASSIS,
+    NETFN_SENSOR,
+    NETFN_STORAGE,
+    NETFN_TRANSPORT,
+    PAYLOAD_IPMI,
+    PAYLOAD_OPEN_SESSION_REQUEST,
+    PAYLOAD_OPEN_SESSION_RESPONSE,
+    PAYLOAD_RAKP1,
+    PAYLOAD_RAKP3,
+    PAYLOAD_SOL,
+    PRIV_ADMIN,
+    PRIV_CALLBACK,
+    PRIV_OPERATOR,
+    PRIV_USER,
+    RMCP_HEADER,
+    RMCP_ILLEGAL_PARAMETER,
+    RMCP_INVALID_AUTH_ALGORITHM,
+    RMCP_INVALID_CONFIDENTIALITY_ALGORITHM,
+    RMCP_INVALID_INTEGRITY_ALGORITHM,
+    RMCP_INVALID_ROLE,
+    RMCP_NO_RESOURCES,
+    RMCP_UNAUTHORIZED_ROLE,
+    LabSession,
+    rmcp_plus_frame,
+)
 from console.lab.ipmi_sol import SOL_MAX_PAYLOAD, SolChannel
 from console.lab.machine import BootDevice, Machine
 
@@ -156,7 +182,7 @@ class _LabBmc(pyghmi_bmc.Bmc):
 
     HANDSHAKE_TIMEOUT = 10.0  # seconds a half-open session (no RAKP 3 yet) is kept
 
-    def __init__(self, lab: "IpmiLab", machine: Machine, sock: socket.socket, username: bytes, password: bytes,
+    def __init__(self, lab: IpmiLab, machine: Machine, sock: socket.socket, username: bytes, password: bytes,
                  flavor: str = "standard") -> None:
         self.lab = lab
         self.flavor = flavor
@@ -735,7 +761,7 @@ class IpmiLab:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._wake_pending = False
-        self._calls: deque[Callable[[], None]] = deque()
+        self._calls: deque[Callable[[], object]] = deque()
         self._sols: set[SolChannel] = set()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -833,7 +859,7 @@ class IpmiLab:
         except (BlockingIOError, OSError):  # already full of wake-ups, or closed at stop
             pass
 
-    def call_soon(self, fn: Callable[[], None]) -> None:
+    def call_soon(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the lab thread at its next turn."""
         self._calls.append(fn)
         self.wake(force=True)

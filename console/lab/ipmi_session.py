@@ -17,16 +17,75 @@ import os
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+import socket
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyghmi.ipmi.private.serversession as pyghmi_serversession
 
 from console.lab.ipmi_records import BMC_SLAVE_ADDRESS, _le16, _le32
 
 if TYPE_CHECKING:
-    from console.lab.ipmi_bmc import _LabBmc
+    from console.lab.machine import Machine
 
-__all__ = ["LabSession", "SessionCrypto", "rmcp_plus_frame"]
+__all__ = ["LabSession", "SessionCrypto", "rmcp_plus_frame", "BmcHost", "LabLoop"]
+
+
+class LabLoop(Protocol):
+    """What a session's SOL payload needs from the lab's I/O loop (:class:`~console.lab.ipmi_bmc.IpmiLab`)."""
+
+    @property
+    def sol_retry_interval(self) -> float: ...
+
+    @property
+    def sol_max_tries(self) -> int: ...
+
+    def wake(self, force: bool = False) -> None:
+        """Have the loop look at the SOL channels again (output is waiting)."""
+        ...
+
+
+class BmcHost(Protocol):
+    """What a :class:`LabSession` and its SOL payload need from the BMC that owns them
+    (:class:`~console.lab.ipmi_bmc`'s ``_LabBmc``).  Sessions and SOL sit below the BMC:
+    they know it through this, never by importing it."""
+
+    @property
+    def lab(self) -> LabLoop: ...
+
+    @property
+    def machine(self) -> Machine: ...
+
+    @property
+    def serversocket(self) -> socket.socket: ...
+
+    @property
+    def username(self) -> bytes: ...
+
+    @property
+    def password(self) -> bytes: ...
+
+    @property
+    def guid_bytes(self) -> bytes: ...
+
+    @property
+    def sessions(self) -> Mapping[int, LabSession]: ...
+
+    def send(self, packet: bytes, addr: Any) -> None:
+        """Send one datagram to a console."""
+        ...
+
+    def drop_session(self, session: LabSession, reason: str) -> None:
+        """Forget a session (logout, timeout, failed handshake)."""
+        ...
+
+    def end_sol(self, reason: str, notify: bool = False) -> None:
+        """Deactivate the SOL payload."""
+        ...
+
+    def handle_raw_request(self, request: Any, session: Any) -> Any:
+        """Answer one IPMI request that came in over ``session``."""
+        ...
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +201,7 @@ class LabSession(pyghmi_serversession.ServerSession):
     def __new__(cls, *args, **kwargs):  # pyghmi's Session.__new__ would look for a shared client session
         return object.__new__(cls)
 
-    def __init__(self, bmc: "_LabBmc", clientaddr, console_session_id: bytes, managed_session_id: int,
+    def __init__(self, bmc: BmcHost, clientaddr, console_session_id: bytes, managed_session_id: int,
                  max_privilege: int) -> None:
         # Attributes read by pyghmi's Session framing code (send_payload, _handle_ipmi2_packet ...).
         self.bmc = bmc
@@ -165,10 +224,10 @@ class LabSession(pyghmi_serversession.ServerSession):
         self.remseqnumber = None
         self.lastpayload = None
         self.last_payload_type = None
-        self.pendingpayloads = deque()
-        self.pktqueue = deque()
+        self.pendingpayloads: deque[Any] = deque()
+        self.pktqueue: deque[Any] = deque()
         self.broken = False
-        self.sol_handler = None
+        self.sol_handler: Callable[[Any], None] | None = None
         self.ipmicallback = None
         # This session's state.
         self.clientsessionid = bytearray(console_session_id)

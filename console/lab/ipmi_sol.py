@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
-
-from console.lab.ipmi_session import PAYLOAD_SOL, LabSession
-
-if TYPE_CHECKING:
-    from console.lab.ipmi_bmc import _LabBmc
+from console.lab.ipmi_session import PAYLOAD_SOL, BmcHost, LabSession
 
 __all__ = ["SOL_MAX_PAYLOAD", "SolChannel"]
 
@@ -36,7 +31,7 @@ class SolChannel:
     Keys typed on the console are acknowledged at once and passed to the machine.
     """
 
-    def __init__(self, bmc: "_LabBmc", session: LabSession) -> None:
+    def __init__(self, bmc: BmcHost, session: LabSession) -> None:
         self.bmc = bmc
         self.session = session
         self.machine = bmc.machine

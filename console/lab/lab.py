@@ -31,8 +31,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from console.errors import LabError
 from inventory.model import Site
@@ -509,7 +510,7 @@ class Lab:
         if procs:
             shutil.rmtree(self.lab_dir, ignore_errors=True)
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         self.start()
         return self
 

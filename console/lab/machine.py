@@ -25,8 +25,8 @@ import re
 import threading
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = [
     "BootDevice",
@@ -242,7 +242,7 @@ class Machine:
         *,
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.time,
-        http_get: Callable[[str], "asyncio.Future[tuple[int, str]]"] | None = None,
+        http_get: Callable[[str], asyncio.Future[tuple[int, str]]] | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name

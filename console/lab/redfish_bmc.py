@@ -45,9 +45,10 @@ import tempfile
 import time
 import uuid as uuidlib
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -227,7 +228,7 @@ def _link(uri: str) -> dict[str, str]:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def _collection(uri: str, type_name: str, name: str, members: list[str]) -> dict[str, Any]:

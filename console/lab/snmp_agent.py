@@ -42,8 +42,9 @@ import re
 import socket
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
@@ -571,7 +572,7 @@ class SnmpLab:
             raise RuntimeError("add switches before start()")
         if any(s.name == spec.name for s in self._specs):
             raise ValueError(f"duplicate switch name {spec.name!r}")
-        if not ipaddress.ip_address(spec.address) in ipaddress.ip_network("127.0.0.0/8"):
+        if ipaddress.ip_address(spec.address) not in ipaddress.ip_network("127.0.0.0/8"):
             raise ValueError(f"{spec.name}: the lab listens on 127.0.0.0/8 only, not {spec.address}")
         v3 = (spec.v3_user, spec.v3_auth_key, spec.v3_priv_key)
         if any(v3) and not all(v3):

@@ -96,7 +96,7 @@ class SshHosts:
         for server in servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
 
     @staticmethod

@@ -75,7 +75,7 @@ def _cached(cert_path: Path, key_path: Path) -> set[ipaddress.IPv4Address] | Non
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
         return None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if cert.not_valid_after_utc - now < _MIN_REMAINING or cert.not_valid_before_utc > now:
         return None
     return {ip for ip in sans.get_values_for_type(x509.IPAddress) if isinstance(ip, ipaddress.IPv4Address)}
@@ -87,7 +87,7 @@ def _generate(wanted: set[ipaddress.IPv4Address]) -> tuple[bytes, bytes]:
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleet-console lab"),
         x509.NameAttribute(NameOID.COMMON_NAME, "fleet-console lab BMC"),
     ])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     sans = [x509.DNSName("localhost"), *(x509.IPAddress(ip) for ip in sorted(wanted))]
     cert = (
