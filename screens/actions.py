@@ -19,23 +19,25 @@ In read-only mode every entry point refuses with a notification.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
 from functools import partial
-from typing import Awaitable, Callable
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from console.ops.actions import Plan, plan_power, plan_pxe, plan_reimage
-from inventory.errors import FleetError
+from console.ops.actions import Plan, SkipKind, plan_power, plan_pxe, plan_reimage
 from console.text import visible
-from inventory.ranges import compress, natural_key
+from inventory.errors import FleetError
+from inventory.ranges import compress
+from screens.appref import fleet_app
 from screens.common import outside
 from screens.footer import KeyFooter
 from screens.progress import ProgressScreen
@@ -82,7 +84,7 @@ def targets_of(screen: Screen) -> list[str]:
     """
     own = getattr(type(screen), "action_targets", None)
     if callable(own):
-        return list(screen.action_targets())
+        return list(own(screen))
     name = getattr(screen, "node_name", None)  # NodeScreen
     return [name] if isinstance(name, str) and name else []
 
@@ -91,7 +93,7 @@ def warnings_of(screen: Screen, names: list[str]) -> list[str]:
     """What about ``names`` the operator may not see on ``screen`` (marked nodes hidden by a
     filter, a filter that was not applied), in words for the confirm dialog; [] when nothing."""
     own = getattr(type(screen), "target_warnings", None)
-    return list(screen.target_warnings(names)) if callable(own) else []
+    return list(own(screen, names)) if callable(own) else []
 
 
 def _refuse_read_only(app, what: str) -> bool:
@@ -144,7 +146,7 @@ def start_action(app, kind: str, choice: str | None = None, names: list[str] | N
     warnings = list(warnings or ())
     again = partial(start_action, app, kind, names=names, warnings=warnings, source=source)
     # the step descriptions state the verification time the runner will use
-    power_timeout = float((getattr(app, "action_options", None) or {}).get("power_timeout", 120.0))
+    power_timeout = app.run_options.power_timeout
     if kind == "power":
         if choice is None:
             app.push_screen(PowerMenu(names), callback=lambda verb: verb and again(verb))
@@ -183,7 +185,7 @@ class ActionDialog(ModalScreen):
 class PowerMenu(ActionDialog):
     """Choose a power action for the targets; escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")] + [
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")] + [
         Binding(key, f"choose('{verb}')", verb, show=False) for verb, key, _ in POWER_CHOICES]
 
     def __init__(self, names: list[str]) -> None:
@@ -220,7 +222,7 @@ class ImageChooser(ActionDialog):
         self.names = names
 
     def compose(self) -> ComposeResult:
-        site = self.app.ctx.site
+        site = fleet_app(self).ctx.site
         desired = {site.node(n).image for n in self.names} - {None}
         options = []
         for img in site.images:
@@ -236,7 +238,7 @@ class ImageChooser(ActionDialog):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        site = self.app.ctx.site
+        site = fleet_app(self).ctx.site
         first = site.node(self.names[0]).image
         lists = self.query(OptionList)
         if lists and first is not None:
@@ -266,7 +268,7 @@ PROTECTED_SKIP = "protected"
 
 def protected_skipped(plan: Plan) -> list[str]:
     """The nodes ``plan`` skips only because they are protected (what "include" would add)."""
-    return [n.node for n in plan.skipped if n.protected and (n.skip or "").startswith(PROTECTED_SKIP)]
+    return [n.node for n in plan.skipped if n.protected and n.skip is not None and n.skip.kind is SkipKind.PROTECTED]
 
 
 def protected_words(names: list[str]) -> str:

@@ -89,7 +89,7 @@ def _refresh(app, names: list[str]) -> None:
 def _clock_time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%H:%M:%S")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%H:%M:%S")
 
 
 class JobsScreen(Screen):
@@ -148,7 +148,7 @@ class JobsScreen(Screen):
                 table.move_cursor(row=keys.index(cursor))
         else:
             for job in jobs:
-                for (key, _, _), cell in zip(COLUMNS, self._cells(job)):
+                for (key, _, _), cell in zip(COLUMNS, self._cells(job), strict=True):
                     table.update_cell(job.plan.id, key, cell, update_width=False)
         running = len(board.running())
         self.query_one("#jobs-title", Static).update(Text(

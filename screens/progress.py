@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -27,9 +26,11 @@ from textual.widgets import DataTable, Header, Static
 
 from console.ops.actions import Plan
 from console.ops.locks import LockError
-from console.ops.runner import NodeProgress, RunResult, Runner
+from console.ops.options import RunOptions
+from console.ops.runner import NodeProgress, Runner, RunResult
 from console.text import visible
 from inventory.errors import FleetError
+from screens.appref import FleetAppMixin
 from screens.common import outside
 from screens.footer import KeyFooter
 
@@ -72,7 +73,7 @@ class NodeProgressed(Message):
         return isinstance(message, NodeProgressed) and message.node == self.node
 
     @classmethod
-    def of(cls, p: NodeProgress) -> "NodeProgressed":
+    def of(cls, p: NodeProgress) -> NodeProgressed:
         left = p.left.text() if p.left is not None and p.final and p.phase in ("cancelled", "failed") else None
         return cls(p.node, p.phase, p.detail, p.error, p.canary, p.final,
                    tuple((s.step, s.result, s.detail, s.seconds) for s in p.steps),
@@ -87,7 +88,7 @@ class RunFinished(Message):
     error: str | None = None
 
 
-class ProgressScreen(Screen):
+class ProgressScreen(FleetAppMixin, Screen):
     """A running action: one row per node with its phase; ``c`` / ctrl+c cancels.
 
     The first cancel stops launching steps (what is in flight finishes); a second
@@ -105,10 +106,11 @@ class ProgressScreen(Screen):
         Binding("q", "close", "Close", show=False),
     ]
 
-    def __init__(self, plan: Plan, **runner_options: Any) -> None:
+    def __init__(self, plan: Plan, options: RunOptions | None = None) -> None:
         super().__init__()
         self.plan = plan
-        self.runner_options = runner_options
+        #: how this plan runs; None: as the app's run options say
+        self.options = options
         self.runner: Runner | None = None
         self.states: dict[str, NodeProgressed] = {}
         self.result: RunResult | None = None
@@ -154,18 +156,16 @@ class ProgressScreen(Screen):
         if self.started:
             return
         self.started = True
-        options = dict(getattr(self.app, "action_options", None) or {})
-        options.update(self.runner_options)
+        options = self.options if self.options is not None else self.console.run_options
         try:
-            self.runner = Runner(self.app.ctx, self.plan, progress_callback=self._progress, **options)
+            self.runner = Runner(self.console.ctx, self.plan, options, progress_callback=self._progress,
+                                 locks=self.console.locks)
         except FleetError as exc:
             self.error = str(exc)
             self.ended.set()
             self._refresh_counts()
             return
-        runs = getattr(self.app, "runs", None)
-        if runs is not None:
-            runs.append(self)
+        self.console.runs.append(self)
         # the app's worker, not the screen's: hiding this screen must not stop the action
         self.app.run_worker(self._run(self.runner), name=f"{self.plan.action} (plan {self.plan.id})",
                             group="actions", exit_on_error=False)
@@ -175,8 +175,8 @@ class ProgressScreen(Screen):
             await self._run_once(runner)
         finally:
             self.ended.set()
-            runs = getattr(self.app, "runs", None)
-            if runs is not None and self in runs:
+            runs = self.console.runs
+            if self in runs:
                 runs.remove(self)
 
     async def _run_once(self, runner: Runner) -> None:
@@ -211,7 +211,8 @@ class ProgressScreen(Screen):
         words = s.error if s.error and s.phase in ("failed", "skipped", "cancelled") else (s.detail or "")
         if s.left:
             words = f"{words}; left: {s.left}" if words else f"left: {s.left}"
-        return outside(s.node), Text(f"{symbol} {label}", style=style), outside(words, "red" if s.phase == "failed" else "")
+        detail = outside(words, "red" if s.phase == "failed" else "")
+        return outside(s.node), Text(f"{symbol} {label}", style=style), detail
 
     @on(NodeProgressed)
     def _node_progressed(self, message: NodeProgressed) -> None:

@@ -9,7 +9,7 @@ answer (enter, escape) keeps the console open; ``a`` (or its button) aborts them
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult

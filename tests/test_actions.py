@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.ops.actions import PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
-from console.ops.runner import Runner
 from console.drivers import open_bmc
+from console.ops.actions import PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
 from console.ops.journal import Journal, read_entries
 from console.ops.locks import Locks
+from console.ops.options import RunOptions
+from console.ops.runner import Runner
 from console.secrets import Secrets
 from tests import support
 
@@ -145,7 +146,7 @@ def set_power(lab, nodes, on: bool, *, running: bool = True) -> None:
 async def run(ctx, plan, journal, locks, **kw):
     opts = dict(FAST)
     opts.update(kw)
-    return await Runner(ctx, plan, journal=journal, locks=locks, **opts).run()
+    return await Runner(ctx, plan, RunOptions(**opts), journal=journal, locks=locks).run()
 
 
 def by_node(result):
@@ -187,7 +188,7 @@ async def test_each_power_action_is_verified_in_the_lab(lab, ctx, journal, locks
     assert res.ok and machine(lab, node)["powered"] is False
     # already off: skipped with the reason, nothing sent
     plan = await plan_power(ctx, [node], "off", locks=locks)
-    assert plan.targets == [] and plan.nodes[0].skip == "already off"
+    assert plan.targets == [] and plan.nodes[0].skip_reason == "already off"
     # every step journalled twice: started, then its result
     entries = read_entries("acttest", path=journal.path, node=node, limit=0)
     steps = [(e["step"], e["result"]) for e in entries]
@@ -247,7 +248,7 @@ async def test_pxe_stops_when_the_override_does_not_stick(lab, ctx, journal, loc
             lab.call(node, {"cmd": "boot_override", "node": node, "device": "none"})
 
     plan = await plan_pxe(ctx, [node], locks=locks)
-    res = await Runner(ctx, plan, journal=journal, locks=locks, progress_callback=revert, **FAST).run()
+    res = await Runner(ctx, plan, RunOptions(**FAST), journal=journal, locks=locks, progress_callback=revert).run()
     p = by_node(res)[node]
     assert p.phase == "failed" and p.error.startswith("boot override did not stick: the BMC reports none")
     assert [s.step for s in p.steps] == ["boot-pxe", "verify-boot"]  # no reboot step ran
@@ -267,10 +268,10 @@ async def test_reimage_takes_nodes_through_pxe_to_the_new_image_journalling_each
     set_power(lab, nodes[1:], False)
     plan = await plan_reimage(ctx, nodes, "flatcar@4152.2.0", locks=locks, ticket="CHG-1")
     assert plan.action == "reimage flatcar@4152.2.0" and len(plan.targets) == 2
-    assert [s.name for s in plan.targets[0].steps] == [n for n, _ in reimage.reimage_steps(
+    assert [s.name for s in plan.targets[0].steps] == [s.name for s in reimage.reimage_steps(
         ctx.site.node(nodes[0]), ctx.site.image("flatcar@4152.2.0"), ctx.site)]
     timeouts = reimage.PhaseTimeouts(poll=0.1, assigned=20, rebooting=30, installing=30, verifying=30)
-    res = await run(ctx, plan, journal, locks, reimage_options={"timeouts": timeouts})
+    res = await run(ctx, plan, journal, locks, reimage_timeouts=timeouts)
     assert res.ok, [(p.node, p.error) for p in res.nodes]
     for n in nodes:
         m = machine(lab, n)
@@ -303,7 +304,7 @@ async def test_plan_skips_with_reasons_and_states_the_blast_radius(lab, ctx, loc
     finally:
         other.stdin.close()
         other.wait(10)
-    skip = {n.node: n.skip for n in plan.nodes}
+    skip = {n.node: n.skip_reason for n in plan.nodes}
     assert skip["act-r01-n01"].startswith("locked by bob (pid %d" % other.pid)
     assert skip["act-r02-n01"].startswith("unreachable (")
     assert skip["act-r02-db01"] == "protected (override with --force-protected)"
@@ -434,7 +435,7 @@ async def test_cancel_stops_launching_and_reports_what_ran(lab, ctx, journal, lo
         if p.node == nodes[0] and p.phase == "done":
             runner.cancel()
 
-    runner = Runner(ctx, plan, journal=journal, locks=locks, fanout=1, progress_callback=progress, **FAST)
+    runner = Runner(ctx, plan, RunOptions(fanout=1, **FAST), journal=journal, locks=locks, progress_callback=progress)
     res = await runner.run()
     p = by_node(res)
     assert p[nodes[0]].phase == "done"
@@ -455,8 +456,8 @@ async def test_cancel_stops_launching_and_reports_what_ran(lab, ctx, journal, lo
             asyncio.get_running_loop().call_later(0.2, runner2.cancel)
             asyncio.get_running_loop().call_later(0.3, runner2.cancel)
 
-    runner2 = Runner(ctx, plan, journal=journal, locks=locks, progress_callback=abort,
-                     **dict(FAST, request_timeout=30))
+    runner2 = Runner(ctx, plan, RunOptions(**dict(FAST, request_timeout=30)), journal=journal, locks=locks,
+                     progress_callback=abort)
     try:
         t0 = time.monotonic()
         res = await runner2.run()
@@ -478,7 +479,7 @@ async def test_abort_reaches_nodes_whose_task_had_not_started(lab, ctx, journal,
             runner.cancel()
             runner.cancel()
 
-    runner = Runner(ctx, plan, journal=journal, locks=locks, fanout=2, progress_callback=abort_at_once, **FAST)
+    runner = Runner(ctx, plan, RunOptions(fanout=2, **FAST), journal=journal, locks=locks, progress_callback=abort_at_once)
     res = await asyncio.wait_for(runner.run(), 30)
     p = by_node(res)
     assert p[nodes[0]].phase == "cancelled" and p[nodes[0]].error == "aborted during reset"
@@ -526,7 +527,7 @@ async def test_a_run_holds_locks_and_releases_them(lab, ctx, journal, locks):
             other = Locks("acttest", directory=locks.base, owner="bob")  # another operator's run
             seen["held"] = other.held_by(node)
 
-    res = await Runner(ctx, plan, journal=journal, locks=locks, progress_callback=progress, **FAST).run()
+    res = await Runner(ctx, plan, RunOptions(**FAST), journal=journal, locks=locks, progress_callback=progress).run()
     assert res.ok
     assert seen["held"] is not None and seen["held"].owner == "tester" and seen["held"].plan == plan.id
     assert not (locks.dir / f"{node}.lock").exists()

@@ -20,12 +20,13 @@ import subprocess
 import httpx
 import pytest
 
-from console.ops.actions import plan_pxe, plan_reimage
-from console.ops.bootquirk import CLEARED
 from console.drivers import open_bmc
 from console.drivers.bmc import BootOverride, BootTarget
+from console.ops.actions import plan_pxe, plan_reimage
+from console.ops.bootquirk import CLEARED
 from console.ops.journal import Journal, read_entries
 from console.ops.locks import Locks
+from console.ops.options import RunOptions
 from console.ops.reimage import PHASES, PhaseTimeouts
 from console.ops.runner import Runner
 from tests.conftest import need
@@ -168,7 +169,7 @@ async def test_pxe_goes_on_with_the_quirk_noted_and_clears_the_override_after_th
         site_lab, ctx, journal, locks, name, flavor):
     before = running(site_lab, name)
     plan = await plan_pxe(ctx, [name], locks=locks)
-    res = await Runner(ctx, plan, journal=journal, locks=locks, **FAST).run()
+    res = await Runner(ctx, plan, RunOptions(**FAST), journal=journal, locks=locks).run()
     (p,) = res.nodes
     assert p.phase == "done", p.error
     assert [s.step for s in p.steps] == ["boot-pxe", "verify-boot", "reboot", "clear-boot"]
@@ -204,7 +205,7 @@ async def test_pxe_refuses_an_override_that_reads_back_another_device(site_lab, 
                 site_lab.call(name, {"cmd": "boot_override", "node": name, "device": "disk", "persistent": True})
 
     plan = await plan_pxe(ctx, [name], locks=locks)
-    res = await Runner(ctx, plan, journal=journal, locks=locks, progress_callback=revert, **FAST).run()
+    res = await Runner(ctx, plan, RunOptions(**FAST), journal=journal, locks=locks, progress_callback=revert).run()
     (p,) = res.nodes
     assert p.phase == "failed"
     seen = "none once (selector disk, not flagged valid)" if flavor == "openipmi" else "disk continuous"
@@ -222,7 +223,7 @@ async def test_reimage_through_ipxe_goes_on_and_clears_the_override_once_the_fet
     running(site_lab, name)
     plan = await plan_reimage(ctx, [name], "flatcar@4152.2.0", locks=locks)
     timeouts = PhaseTimeouts(poll=0.05, assigned=30, rebooting=30, installing=30, verifying=30)
-    res = await Runner(ctx, plan, journal=journal, locks=locks, reimage_options={"timeouts": timeouts}, **FAST).run()
+    res = await Runner(ctx, plan, RunOptions(reimage_timeouts=timeouts, **FAST), journal=journal, locks=locks).run()
     (p,) = res.nodes
     assert p.phase == "done", p.error
     entries = [e for e in read_entries("quirks", path=journal.path, node=name, limit=0) if e["result"] == "started"]

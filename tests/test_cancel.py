@@ -22,13 +22,14 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.ops.actions import plan_reimage
 from console.drivers.ssh import read_image
+from console.ops.actions import plan_reimage
 from console.ops.journal import Journal, read_entries
 from console.ops.locks import Locks
-from console.provision import open_provisioner
+from console.ops.options import RunOptions
 from console.ops.reimage import PhaseTimeouts
 from console.ops.runner import Runner
+from console.provision import open_provisioner
 from tests.support import wait_until
 
 SITE = """
@@ -119,8 +120,9 @@ async def settled_on(ctx, lab, name, ref) -> None:
 def runner_for(ctx, plan, tmp_path, **kw) -> tuple[Runner, Journal]:
     journal = Journal("t-cancel", operator="tester", path=tmp_path / "journal.jsonl")
     locks = Locks("t-cancel", directory=tmp_path / "locks", owner="tester")
-    return Runner(ctx, plan, journal=journal, locks=locks, poll_interval=0.05, power_timeout=30.0,
-                  request_timeout=5.0, reimage_options={"timeouts": PHASES}, **kw), journal
+    callback = kw.pop("progress_callback", None)
+    options = RunOptions(poll_interval=0.05, power_timeout=30.0, request_timeout=5.0, reimage_timeouts=PHASES, **kw)
+    return Runner(ctx, plan, options, journal=journal, locks=locks, progress_callback=callback), journal
 
 
 async def test_abort_during_rebooting_rolls_back_and_says_so(lab, ctx, tmp_path):

@@ -42,8 +42,8 @@ def test_ipmi_nodes_and_isoless_images_are_refused_clearly(site_ctx):
         reimage_steps(site.node("vm-ipmi"), site.image("flatcar@4152.2.0"), site)
     with pytest.raises(ActionError, match=r"image netonly@1 has no iso URL"):
         reimage_steps(site.node("vm-n01"), site.image("netonly@1"), site)
-    steps = dict(reimage_steps(site.node("vm-n01"), site.image("flatcar@4152.2.0"), site))
-    assert "flatcar.iso as virtual CD on 127.1.14.1" in steps["assign"] and "CD once" in steps["boot-override"]
+    steps = {s.name: s.description for s in reimage_steps(site.node("vm-n01"), site.image("flatcar@4152.2.0"), site)}
+    assert "flatcar.iso as virtual CD on 127.1.14.1" in steps["assigned"] and "CD once" in steps["assigned"]
 
 
 async def test_reimage_of_an_ipmi_node_fails_before_touching_it(site_lab, site_ctx):

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ async def test_quit_with_an_action_running_asks_and_the_default_keeps_it(ctx, de
     nodes = ["dal1-r02-n16", "dal1-r02-n17"]
     kind = ctx.site.node(nodes[0]).bmc.protocol
     app = app_for(ctx)
-    app.action_options.update(fanout=1, request_timeout=60.0)
+    app.run_options = replace(app.run_options, fanout=1, request_timeout=60.0)
     try:
         async with app.run_test(size=(100, 30)) as pilot:
             progress = await start_reset(app, pilot, nodes,  # its step hangs in flight
@@ -97,7 +98,7 @@ async def test_after_one_cancel_the_header_counts_what_the_rows_show(ctx, demo_l
     nodes = ["dal1-r02-n18", "dal1-r02-n19", "dal1-r02-n20"]
     kind = ctx.site.node(nodes[0]).bmc.protocol
     app = app_for(ctx)
-    app.action_options.update(fanout=1, request_timeout=3.0)
+    app.run_options = replace(app.run_options, fanout=1, request_timeout=3.0)
     try:
         async with app.run_test(size=(120, 30)) as pilot:
             progress = await start_reset(app, pilot, nodes,  # the first node hangs, then fails

@@ -9,10 +9,11 @@ import pytest
 from console import site as sites
 from console.drivers.ssh import read_image
 from console.errors import ActionError
-from console.provision import open_provisioner
 from console.ops.reimage import PHASES, PhaseTimeouts, reimage_steps
+from console.provision import open_provisioner
 from console.secrets import Secrets
 from tests.support import reimage_phases
+
 
 #: generous per phase (a loaded CI box), fast polling; the lab runs at 1/50 of real time
 @pytest.fixture(scope="module")
@@ -36,9 +37,9 @@ def ctx(lab):
 def test_steps_name_what_will_happen(ctx):
     site, _ = ctx
     steps = reimage_steps(site.node("dal1-r02-n01"), site.image("flatcar@4081.2.1"), site)
-    assert [s for s, _ in steps] == ["assign", "boot-override", "power-cycle", "follow"]
-    assert "flatcar@4081.2.1" in steps[0][1] and "52:54:00:02:00:01" in steps[0][1] and "ipxe" in steps[0][1]
-    assert "PXE once" in steps[1][1]
+    assert [s.name for s in steps] == list(PHASES[:-1])  # the plan's steps are the phases the operator sees
+    assert "flatcar@4081.2.1" in steps[0].description and "52:54:00:02:00:01" in steps[0].description
+    assert "ipxe" in steps[0].description and "PXE once" in steps[0].description
 
 
 async def test_demo_five_nodes_reimaged_to_flatcar_4081(lab, ctx):
@@ -123,7 +124,7 @@ async def test_a_node_without_host_address_is_done_but_not_verified(lab, ctx):
     site, secrets = ctx
     node = site.node("dal1-r02-n12").model_copy(update={"host": None})
     blind = site.model_copy(update={"nodes": tuple(node if n.name == node.name else n for n in site.nodes)})
-    assert "not verified" in reimage_steps(node, site.image("flatcar@4152.2.0"), blind)[-1][1]
+    assert "not verified" in reimage_steps(node, site.image("flatcar@4152.2.0"), blind)[-1].description
     phases = await reimage_phases(blind, secrets, "dal1-r02-n12", "flatcar@4152.2.0")
     assert [p for p, _ in phases] == ["assigned", "rebooting", "installing", "done"]
     assert "not verified" in phases[-1][1]

@@ -12,14 +12,15 @@ import os
 import httpx
 import pytest
 
-from console.ops.actions import plan_reimage
 from console.errors import ActionError
-from console.ops.journal import Journal, read_entries
 from console.lab.machine import parse_ipxe
+from console.ops.actions import plan_reimage
+from console.ops.journal import Journal, read_entries
 from console.ops.locks import Locks
-from console.provision import Assignment, open_provisioner
+from console.ops.options import RunOptions
 from console.ops.reimage import PhaseTimeouts
 from console.ops.runner import Runner
+from console.provision import Assignment, open_provisioner
 from tests.support import reimage_phases
 
 SITE = """
@@ -101,9 +102,8 @@ async def test_a_node_that_never_fetches_its_script_gets_the_previous_one_back(s
     journal = Journal("t-rollback", operator="tester", path=tmp_path / "journal.jsonl")
     locks = Locks("t-rollback", directory=tmp_path / "locks", owner="tester")
     plan = await plan_reimage(Ctx(lost, secrets), ["rb-n02"], "flatcar@4152.2.0", locks=locks)
-    result = await Runner(Ctx(lost, secrets), plan, journal=journal, locks=locks, poll_interval=0.05,
-                          power_timeout=15.0, request_timeout=3.0,
-                          reimage_options={"timeouts": NEVER_FETCHED}).run()
+    options = RunOptions(poll_interval=0.05, power_timeout=15.0, request_timeout=3.0, reimage_timeouts=NEVER_FETCHED)
+    result = await Runner(Ctx(lost, secrets), plan, options, journal=journal, locks=locks).run()
     (node,) = result.nodes
     assert not result.ok and node.error.startswith("rebooting: timed out after 1.5 s")
     assert "rolled back: the previous assignment is restored (flatcar@4081.2.1)" in node.error

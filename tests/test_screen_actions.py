@@ -9,20 +9,22 @@ and leaves them powered on as it found them; a BMC fault set here is cleared in
 
 from __future__ import annotations
 
+from dataclasses import replace
 
 import pytest
 from textual.widgets import Button, DataTable, Input
 
 from console.cli.main import SiteContext
 from console.ops.journal import read_entries
+from console.ops.options import RunOptions
 from console.secrets import Secrets
 from screens.actions import ConfirmScreen, ImageChooser, PowerMenu, targets_of
 from screens.app import make_app
+from screens.fleet import FleetScreen
 from screens.footer import KeyFooter
 from screens.progress import ProgressScreen
-from screens.fleet import FleetScreen
-from screens.table import FleetTable
 from screens.rack import RackScreen
+from screens.table import FleetTable
 from tests.support import wait_until
 
 #: fast verification for the lab (time_scale 0.02)
@@ -36,7 +38,7 @@ def ctx(demo_lab):
 
 def app_for(ctx, **kw):
     app = make_app(ctx, poll=False, **kw)
-    app.action_options = dict(FAST)
+    app.run_options = RunOptions(**FAST)
     return app
 
 
@@ -208,7 +210,7 @@ async def test_cancel_stops_launching_and_aborts_in_flight(ctx, demo_lab):
     nodes = ["dal1-r02-n25", "dal1-r02-n26", "dal1-r02-n27"]
     boots = {n: demo_lab.machine(n)["boots"] for n in nodes}
     app = app_for(ctx)
-    app.action_options.update(fanout=1, request_timeout=60.0)
+    app.run_options = replace(app.run_options, fanout=1, request_timeout=60.0)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             for n in nodes:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from textual.widgets import DataTable, Input
 
 from console.cli.main import SiteContext
 from console.live.fleet import Fleet
+from console.ops.options import RunOptions
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.jobs import JobsScreen, board_of
@@ -38,7 +40,7 @@ def ctx(demo_lab, tmp_path, monkeypatch):
 
 def app_for(ctx):
     app = make_app(ctx, poll=False)
-    app.action_options = dict(FAST)
+    app.run_options = RunOptions(**FAST)
     return app
 
 
@@ -64,7 +66,7 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
     nodes = ["dal1-r02-n18", "dal1-r02-n19"]
     boots = {n: demo_lab.machine(n)["boots"] for n in nodes}
     app = app_for(ctx)
-    app.action_options.update(fanout=1, request_timeout=60.0)
+    app.run_options = replace(app.run_options, fanout=1, request_timeout=60.0)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             board = board_of(app)

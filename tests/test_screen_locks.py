@@ -2,7 +2,7 @@
 held too long ends the action with a message naming it (never a frozen screen).
 
 Each test holds the guard itself (another open file of ``.guard``, flocked) and hands the
-run its own lock directory through ``app.action_options``.
+run its own lock directory through ``make_app(..., locks=...)``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 
 from console.cli.main import SiteContext
 from console.ops.locks import Locks
+from console.ops.options import RunOptions
 from console.secrets import Secrets
 from screens.app import make_app
 from screens.fleet import FleetScreen
@@ -61,9 +62,8 @@ async def start_power_cycle(app, pilot) -> ProgressScreen:
 async def test_keys_work_while_an_action_waits_for_the_guard_and_cancel_stops_the_wait(ctx, demo_lab, tmp_path,
                                                                                        held_guard):
     before = demo_lab.machine(NODE)["boots"]
-    app = make_app(ctx, poll=False)
-    app.action_options = {"poll_interval": 0.05, "power_timeout": 30.0, "request_timeout": 10.0,
-                          "locks": Locks("demo", directory=tmp_path / "locks", owner="tester", wait=60)}
+    app = make_app(ctx, poll=False, run_options=RunOptions(poll_interval=0.05, power_timeout=30.0, request_timeout=10.0),
+                   locks=Locks("demo", directory=tmp_path / "locks", owner="tester", wait=60))
     async with app.run_test(size=(120, 40)) as pilot:
         progress = await start_power_cycle(app, pilot)
         # the run waits for the guard, and the console answers keys all the same
@@ -83,9 +83,8 @@ async def test_keys_work_while_an_action_waits_for_the_guard_and_cancel_stops_th
 async def test_a_guard_held_too_long_ends_the_action_with_a_message_naming_it(ctx, demo_lab, tmp_path,
                                                                               held_guard):
     before = demo_lab.machine(NODE)["boots"]
-    app = make_app(ctx, poll=False)
-    app.action_options = {"poll_interval": 0.05, "power_timeout": 30.0, "request_timeout": 10.0,
-                          "locks": Locks("demo", directory=tmp_path / "locks", owner="tester", wait=0.3)}
+    app = make_app(ctx, poll=False, run_options=RunOptions(poll_interval=0.05, power_timeout=30.0, request_timeout=10.0),
+                   locks=Locks("demo", directory=tmp_path / "locks", owner="tester", wait=0.3))
     async with app.run_test(size=(120, 40)) as pilot:
         progress = await start_power_cycle(app, pilot)
         await wait_until(lambda: progress.finished, what="the run to end")

@@ -19,9 +19,11 @@ import pytest
 from textual.geometry import Region
 from textual.widgets import Button, Input, Static
 
-from console.ops.actions import NodePlan, Plan
 from console.cli.main import SiteContext
+from console.ops.actions import NodePlan, Plan
 from console.ops.journal import read_entries
+from console.ops.options import RunOptions
+from console.ops.steps import Skip, SkipKind
 from console.secrets import Secrets
 from screens.actions import ConfirmScreen, protected_skipped, protected_words
 from screens.app import make_app
@@ -43,7 +45,7 @@ def ctx(demo_lab):
 
 def app_for(ctx, **kw):
     app = make_app(ctx, poll=False, **kw)
-    app.action_options = dict(FAST)
+    app.run_options = RunOptions(**FAST)
     return app
 
 
@@ -343,9 +345,9 @@ async def test_protected_node_can_be_included_by_typing_its_name(ctx, demo_lab):
 def test_protected_words_and_skips():
     """One protected node: its name; several: ``protected N``; only protection skips count."""
     plan = Plan("power off", [
-        NodePlan("a", [], skip="protected (override with --force-protected)", protected=True),
-        NodePlan("b", [], skip="protected (override with --force-protected)", protected=True),
-        NodePlan("c", [], skip="already off", protected=True),
+        NodePlan("a", [], skip=Skip("protected (override with --force-protected)", SkipKind.PROTECTED), protected=True),
+        NodePlan("b", [], skip=Skip("protected (override with --force-protected)", SkipKind.PROTECTED), protected=True),
+        NodePlan("c", [], skip=Skip("already off", SkipKind.ALREADY), protected=True),
         NodePlan("d", []),
     ])
     assert protected_skipped(plan) == ["a", "b"]

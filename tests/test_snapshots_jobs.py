@@ -13,6 +13,7 @@ import pytest
 
 from console.ops.actions import NodePlan, Plan, Step
 from console.ops.runner import Runner
+from console.ops.steps import Skip, SkipKind
 from tests.test_snapshots import APP_NOW, FROZEN, SIZES, app, empty_journal, settled, snapshot, swept  # noqa: F401
 
 
@@ -27,7 +28,7 @@ def _stage(app, tmp_path, monkeypatch) -> None:
                                                for i in (1, 2, 3)],
                    ticket="CHG-2231", kind="reimage", image="flatcar@4152.2.0", id="c0ffee01")
     cycle = Plan("power cycle", [NodePlan("dal1-r01-n07", [Step("power-cycle", "x")], rack="r01"),
-                                 NodePlan("dal1-r01-n08", [], skip="already off", rack="r01")],
+                                 NodePlan("dal1-r01-n08", [], skip=Skip("already off", SkipKind.ALREADY), rack="r01")],
                  id="a1b2c3d4")
     runs = []
     for plan, started, phases in ((cycle, FROZEN - 300, {"dal1-r01-n07": "done", "dal1-r01-n08": "skipped"}),

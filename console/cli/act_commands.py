@@ -27,14 +27,18 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from console import site as sites
-from console.ops.actions import Plan, PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
-from console.ops.runner import NodeProgress, Runner
 from console.cli.commands import dump_json, selected_nodes
+from console.ops.actions import Plan, PlanError, plan_power, plan_pxe, plan_reimage, resolve_image
 from console.ops.journal import Journal, read_entries
 from console.ops.locks import LockError
+from console.ops.options import OnCancel, RunOptions
+from console.ops.runner import NodeProgress, Runner, RunResult
+from console.ops.steps import NodeState
+from console.site import SiteContext
 from console.text import visible
 
 __all__ = ["cmd_power", "cmd_pxe", "cmd_reimage", "cmd_activity", "add_action_options", "precheck"]
@@ -84,24 +88,23 @@ def precheck(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------- the commands
-def cmd_power(args: argparse.Namespace, ctx) -> int:
+def cmd_power(args: argparse.Namespace, ctx: SiteContext) -> int:
     """``power {on,off,soft,cycle,reset} RANGE``."""
     hard_after = getattr(args, "hard_after", None)
     soft_timeout = getattr(args, "soft_timeout", 300.0)
     return _act(args, ctx, lambda names: plan_power(
         ctx, names, args.power_action, ticket=args.ticket, force_protected=args.force_protected,
-        timeout=args.timeout, power_timeout=args.power_timeout, soft_timeout=soft_timeout, hard_after=hard_after),
-        soft_timeout=soft_timeout, hard_after=hard_after)
+        timeout=args.timeout, power_timeout=args.power_timeout, soft_timeout=soft_timeout, hard_after=hard_after))
 
 
-def cmd_pxe(args: argparse.Namespace, ctx) -> int:
+def cmd_pxe(args: argparse.Namespace, ctx: SiteContext) -> int:
     """``pxe RANGE``: boot override PXE once (read back), then reset or power on."""
     return _act(args, ctx, lambda names: plan_pxe(
         ctx, names, ticket=args.ticket, force_protected=args.force_protected, timeout=args.timeout,
         power_timeout=args.power_timeout))
 
 
-def cmd_reimage(args: argparse.Namespace, ctx) -> int:
+def cmd_reimage(args: argparse.Namespace, ctx: SiteContext) -> int:
     """``reimage RANGE --image NAME@VERSION``."""
     return _act(args, ctx, lambda names: plan_reimage(
         ctx, names, args.image, ticket=args.ticket, force_protected=args.force_protected,
@@ -133,9 +136,9 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
     rows = [[visible(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     widths[-1] = 0  # the last column is free text
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _err(text: str) -> None:
@@ -195,10 +198,10 @@ def _progress_printer(plan: Plan) -> Callable[[NodeProgress], None]:
         if last.get(p.node) == p.phase:
             return
         last[p.node] = p.phase
-        if p.phase in ("failed", "skipped", "cancelled"):
+        if p.phase in (NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED):
             words = (p.error or "") + (f"; left: {p.left.text()}" if p.left is not None and not p.left.untouched
                                        else "")
-        elif p.phase == "done":
+        elif p.phase == NodeState.DONE:
             words = (p.steps[-1].detail if p.steps and plan.kind != "reimage" else p.detail) or ""
         elif p.phase in planned:
             words = ""
@@ -210,11 +213,12 @@ def _progress_printer(plan: Plan) -> Callable[[NodeProgress], None]:
 
 
 def _exit_for_skips(plan: Plan) -> int:
-    real = [n for n in plan.skipped if not (n.skip or "").startswith("already ")]
+    real = [n for n in plan.skipped if n.skip is not None and not n.skip.nothing_to_do]
     return EXIT_FAIL if real else EXIT_OK
 
 
-def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitable[Plan]], **runner_opts: Any) -> int:
+def _act(args: argparse.Namespace, ctx: SiteContext,
+         make_plan: Callable[[list[str]], Coroutine[Any, Any, Plan]]) -> int:
     try:
         names = selected_nodes(ctx.site, args.range)
         plan = asyncio.run(make_plan(names))
@@ -246,11 +250,8 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
             _err("not confirmed: nothing done")
             return EXIT_USAGE
     try:
-        runner = Runner(ctx, plan, fanout=args.fanout, canary=args.canary, max_failures=args.max_failures,
-                        stagger=args.stagger, journal=Journal(ctx.site.name), progress_callback=_progress_printer(plan),
-                        poll_interval=args.poll_interval, power_timeout=args.power_timeout,
-                        request_timeout=args.timeout, canary_timeout=args.canary_timeout,
-                        on_cancel=getattr(args, "on_cancel", None), **runner_opts)
+        runner = Runner(ctx, plan, RunOptions.from_args(args), journal=Journal(ctx.site.name),
+                        progress_callback=_progress_printer(plan))
     except PlanError as exc:
         _err(f"fleet-console: error: {exc}")
         return EXIT_USAGE
@@ -265,8 +266,9 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
         else:
             rows = []
             for p in result.nodes:
-                last = ((p.steps[-1].detail if p.steps else None) or p.detail) if p.phase == "done" else None
-                left = p.left.text() if p.left is not None and p.phase in ("cancelled", "failed") else ""
+                last = ((p.steps[-1].detail if p.steps else None) or p.detail) if p.phase == NodeState.DONE else None
+                ended_badly = p.phase in (NodeState.CANCELLED, NodeState.FAILED)
+                left = p.left.text() if p.left is not None and ended_badly else ""
                 rows.append([p.node, p.phase, p.outcome if p.final else p.phase, left, p.error or last or ""])
             print()
             _table(rows, ["NODE", "RESULT", "OUTCOME", "LEFT", "DETAIL"])
@@ -277,7 +279,7 @@ def _act(args: argparse.Namespace, ctx, make_plan: Callable[[list[str]], Awaitab
     return EXIT_OK if result.ok else EXIT_FAIL
 
 
-async def _run(runner: Runner):
+async def _run(runner: Runner) -> RunResult:
     loop = asyncio.get_running_loop()
 
     def on_interrupt() -> None:
@@ -287,7 +289,7 @@ async def _run(runner: Runner):
         if runner.aborting:
             _err(f"cancelling: no new steps will start; aborting {len(inflight)} in flight ({names}) "
                  f"and rolling back what they started")
-        elif runner.on_cancel == "finish":
+        elif runner.on_cancel is OnCancel.FINISH:
             _err(f"cancelling: no new steps will start; letting {len(inflight)} in flight finish ({names}); "
                  f"Ctrl-C again aborts and rolls them back")
         else:
@@ -300,7 +302,7 @@ async def _run(runner: Runner):
     def on_hangup() -> None:  # nobody left to ask: end cleanly, as a cancel with rollback does
         runner.cancel(rollback=True, reason="terminal hung up")
 
-    installed: list[tuple[int, Any]] = []
+    installed: list[tuple[signal.Signals, Any]] = []
     for sig, handler in ((signal.SIGINT, on_interrupt), (signal.SIGTERM, on_term), (signal.SIGHUP, on_hangup)):
         try:
             previous = signal.getsignal(sig)

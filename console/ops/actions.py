@@ -3,10 +3,11 @@ has seen a :class:`Plan`::
 
     plan = await plan_power(ctx, names, "cycle", ticket="INC-123")
     print(plan.text())                 # what the operator confirms
-    result = await Runner(ctx, plan, fanout=10, canary=1).run()   # console.ops.runner
+    result = await Runner(ctx, plan, RunOptions(fanout=10, canary=1)).run()   # console.ops.runner
 
-Planning reads each BMC's power state fresh and decides, per node, the steps or
-why the node is skipped: unreachable, already in the wanted state, locked by
+Planning reads each BMC's power state fresh and decides, per node, the steps
+(:mod:`console.ops.steps`) or why the node is skipped (a :class:`~console.ops.steps.Skip`):
+unreachable, already in the wanted state, locked by
 another operator (:mod:`console.ops.locks`), ``protected`` in the inventory (unless
 ``force_protected``; powering on is never refused for protection).  The plan also
 states the blast radius: nodes, racks, switches.  :mod:`console.ops.runner` executes it.
@@ -17,24 +18,32 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets as pysecrets
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from types import ModuleType
+from typing import Any
 
+from console import site as sites
 from console.drivers import open_bmc
 from console.drivers.bmc import PowerState
 from console.errors import ActionError, DriverError, Timeout, Unreachable
+from console.ops import steps as st
 from console.ops.locks import LockInfo, Locks
+from console.ops.steps import FINAL, Skip, SkipKind, Step, StepName
 from inventory.errors import SecretError, SelectionError
+from inventory.model import Image, Node, Site
 from inventory.ranges import compress, natural_key
 
 __all__ = [
     "FINAL",
-    "NOTHING_TO_DO",
     "POWER_ACTIONS",
     "NodePlan",
     "Plan",
     "PlanError",
+    "Skip",
+    "SkipKind",
     "Step",
+    "StepName",
     "plan_power",
     "plan_pxe",
     "plan_reimage",
@@ -47,10 +56,6 @@ __all__ = [
 
 #: the power actions, in the operator's words
 POWER_ACTIONS = ("on", "off", "soft", "cycle", "reset")
-#: final node states
-FINAL = ("done", "failed", "skipped", "cancelled")
-#: skip reasons that mean "nothing to do", not "could not act"
-NOTHING_TO_DO = ("already ",)
 
 
 class PlanError(ActionError):
@@ -60,31 +65,28 @@ class PlanError(ActionError):
 
 
 # --------------------------------------------------------------------------- plan
-@dataclass(frozen=True)
-class Step:
-    """One step on one node: a short name (journal ``step``) and what it does, in words."""
-
-    name: str
-    description: str
-
-
 @dataclass
 class NodePlan:
     """What will happen to one node: its steps, or why it is skipped."""
 
     node: str
     steps: list[Step]
-    skip: str | None = None
+    skip: Skip | None = None
     rack: str = ""
     switch: str | None = None
     protocol: str = ""
     power: str | None = None  # the power state read while planning (None: not read)
     protected: bool = False  # marked protected in the inventory
 
+    @property
+    def skip_reason(self) -> str | None:
+        """Why the node is skipped, in words (None: it is a target)."""
+        return self.skip.reason if self.skip is not None else None
+
     def to_json(self) -> dict[str, Any]:
         """Stable JSON record."""
         return {"node": self.node, "rack": self.rack, "switch": self.switch, "protocol": self.protocol,
-                "power": self.power, "protected": self.protected, "skip": self.skip,
+                "power": self.power, "protected": self.protected, "skip": self.skip_reason,
                 "steps": [{"name": s.name, "description": s.description} for s in self.steps]}
 
 
@@ -93,7 +95,7 @@ def _new_id() -> str:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -162,12 +164,13 @@ class Plan:
                 lines.append(f"  {compress(m.node for m in members)} ({len(members)}):")
                 for i, s in enumerate(first.steps, 1):
                     varies = any(m.steps[i - 1].description != s.description for m in members[1:])
-                    lines.append(f"    {i}. {s.name}: {s.description}" + (f"  (for {first.node}; per node)" if varies else ""))
+                    lines.append(f"    {i}. {s.name}: {s.description}"
+                                 + (f"  (for {first.node}; per node)" if varies else ""))
         else:
             lines.append("nothing to do")
         skipped: dict[str, list[str]] = {}
         for n in self.skipped:
-            skipped.setdefault(n.skip or "", []).append(n.node)
+            skipped.setdefault(n.skip_reason or "", []).append(n.node)
         if skipped:
             total = len(self.skipped)
             lines.append(f"skipped {total} node{plural(total)}:")
@@ -204,12 +207,13 @@ def failure_reason(exc: BaseException) -> str:
     return text
 
 
-async def _read_power(ctx, nodes: list, *, timeout: float, concurrency: int) -> dict[str, tuple[PowerState | None, str | None]]:
+async def _read_power(ctx: sites.SiteContext, nodes: list[Node], *, timeout: float,
+                      concurrency: int) -> dict[str, tuple[PowerState | None, str | None]]:
     """Fresh power state of each node: ``{name: (state, error)}``; every driver closed after."""
     sem = asyncio.Semaphore(max(1, concurrency))
     out: dict[str, tuple[PowerState | None, str | None]] = {}
 
-    async def one(node) -> None:
+    async def one(node: Node) -> None:
         async with sem:
             try:
                 driver = open_bmc(node, ctx.secrets, timeout=timeout)
@@ -230,11 +234,11 @@ async def _read_power(ctx, nodes: list, *, timeout: float, concurrency: int) -> 
     return out
 
 
-async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_action: str | None = None,
-                image: str | None = None, ticket: str | None = None, force_protected: bool = False,
-                locks: Locks | None = None, timeout: float = 5.0, concurrency: int = 32,
-                steps_for: Callable[[Any, PowerState], list[Step] | str],
-                also_read: Callable[[list], Awaitable[None]] | None = None) -> Plan:
+async def _plan(ctx: sites.SiteContext, names: Iterable[str], *, kind: str, action: str,
+                power_action: str | None = None, image: str | None = None, ticket: str | None = None,
+                force_protected: bool = False, locks: Locks | None = None, timeout: float = 5.0,
+                concurrency: int = 32, steps_for: Callable[[Node, PowerState], list[Step] | Skip],
+                also_read: Callable[[list[Node]], Awaitable[None]] | None = None) -> Plan:
     site = ctx.site
     ordered = sorted(dict.fromkeys(names), key=natural_key)
     unknown = [n for n in ordered if n not in {x.name for x in site.nodes}]
@@ -244,7 +248,7 @@ async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_acti
         raise SelectionError("no nodes selected")
     locks = locks if locks is not None else Locks(site.name)
     plans: dict[str, NodePlan] = {}
-    to_read = []
+    to_read: list[Node] = []
     destructive = _destructive(kind, power_action)
     locked = await asyncio.to_thread(locks.held, ordered)  # file reads: off the loop (the TUI plans on it)
     for name in ordered:
@@ -254,9 +258,9 @@ async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_acti
         plans[name] = np
         held: LockInfo | None = locked.get(name)
         if node.protected and destructive and not force_protected:
-            np.skip = "protected (override with --force-protected)"
+            np.skip = Skip("protected (override with --force-protected)", SkipKind.PROTECTED)
         elif held is not None:
-            np.skip = held.describe()
+            np.skip = Skip(held.describe(), SkipKind.LOCKED)
         else:
             to_read.append(node)
     if also_read is not None:  # other facts the steps depend on (the running image), read alongside
@@ -268,11 +272,11 @@ async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_acti
         np = plans[node.name]
         state, error = states[node.name]
         if state is None:
-            np.skip = error
+            np.skip = Skip(error or "power state unknown", SkipKind.UNREACHABLE)
             continue
         np.power = state.value
         steps = steps_for(node, state)
-        if isinstance(steps, str):
+        if isinstance(steps, Skip):
             np.skip = steps
         else:
             np.steps = steps
@@ -280,11 +284,7 @@ async def _plan(ctx, names: Iterable[str], *, kind: str, action: str, power_acti
                 power_action=power_action, image=image, force_protected=force_protected)
 
 
-def _wait_words(timeout: float) -> str:
-    return f"read the power state back until it is %s (up to {timeout:g} s)"
-
-
-async def plan_power(ctx, names: Iterable[str], action: str, *, ticket: str | None = None,
+async def plan_power(ctx: sites.SiteContext, names: Iterable[str], action: str, *, ticket: str | None = None,
                      force_protected: bool = False, locks: Locks | None = None, timeout: float = 5.0,
                      power_timeout: float = 120.0, soft_timeout: float = 300.0,
                      hard_after: float | None = None) -> Plan:
@@ -295,54 +295,44 @@ async def plan_power(ctx, names: Iterable[str], action: str, *, ticket: str | No
     """
     if action not in POWER_ACTIONS:
         raise PlanError(f"unknown power action {action!r} (one of {', '.join(POWER_ACTIONS)})")
-    verify = _wait_words(power_timeout)
+    already_on, already_off = Skip("already on", SkipKind.ALREADY), Skip("already off", SkipKind.ALREADY)
 
-    def steps_for(node, state: PowerState) -> list[Step] | str:
+    def steps_for(node: Node, state: PowerState) -> list[Step] | Skip:
         on = state == PowerState.ON
         if action == "on":
-            return "already on" if on else [Step("power-on", "power on, then " + verify % "on")]
+            return already_on if on else [st.power_on(power_timeout)]
         if action == "off":
-            return "already off" if not on else [Step("power-off", "hard power off, then " + verify % "off")]
+            return already_off if not on else [st.power_off(power_timeout)]
         if action == "soft":
             if not on:
-                return "already off"
-            wait = hard_after if hard_after is not None else soft_timeout
-            steps = [Step("soft-off", f"ACPI shutdown request, then wait up to {wait:g} s for power off")]
+                return already_off
+            steps = [st.soft_off(hard_after if hard_after is not None else soft_timeout)]
             if hard_after is not None:
-                steps.append(Step("hard-off", f"if still on after {hard_after:g} s: hard power off, then "
-                                  + verify % "off"))
+                steps.append(st.hard_off(hard_after, power_timeout))
             return steps
         if action == "cycle":
-            if not on:
-                return [Step("power-on", "node is off: power on instead of a cycle, then " + verify % "on")]
-            return [Step("power-cycle", "power off and on again, then " + verify % "on")]
+            return [st.power_cycle(power_timeout) if on else st.power_on(power_timeout, instead_of_cycle=True)]
         # reset
         if not on:
-            return "already off (a warm reset needs power; use power on)"
-        return [Step("reset", "warm reset, then " + verify % "on")]
+            return Skip("already off (a warm reset needs power; use power on)", SkipKind.ALREADY)
+        return [st.reset(power_timeout)]
 
     return await _plan(ctx, names, kind="power", action=f"power {action}", power_action=action, ticket=ticket,
                        force_protected=force_protected, locks=locks, timeout=timeout, steps_for=steps_for)
 
 
-async def plan_pxe(ctx, names: Iterable[str], *, ticket: str | None = None, force_protected: bool = False,
-                   locks: Locks | None = None, timeout: float = 5.0, power_timeout: float = 120.0) -> Plan:
+async def plan_pxe(ctx: sites.SiteContext, names: Iterable[str], *, ticket: str | None = None,
+                   force_protected: bool = False, locks: Locks | None = None, timeout: float = 5.0,
+                   power_timeout: float = 120.0) -> Plan:
     """Plan a PXE reboot: boot override PXE once, read it back, then reset (on) or power on (off)."""
-    verify = _wait_words(power_timeout)
-
-    def steps_for(node, state: PowerState) -> list[Step]:
-        boot = ("reset (node is on)" if state == PowerState.ON else "power on (node is off)")
-        return [
-            Step("boot-pxe", "set the boot override to PXE, once"),
-            Step("verify-boot", "read the boot override back: it must say PXE once (vendors revert it)"),
-            Step("reboot", f"{boot}, then " + verify % "on"),
-        ]
+    def steps_for(node: Node, state: PowerState) -> list[Step] | Skip:
+        return st.pxe_steps(state == PowerState.ON, power_timeout)
 
     return await _plan(ctx, names, kind="pxe", action="pxe", ticket=ticket, force_protected=force_protected,
                        locks=locks, timeout=timeout, steps_for=steps_for)
 
 
-def resolve_image(site, ref: str):
+def resolve_image(site: Site, ref: str) -> Image:
     """The catalog :class:`~inventory.model.Image` for ``NAME@VERSION``; PlanError lists the known ones."""
     known = ", ".join(img.ref for img in site.images) or "none"
     if not ref or ref.count("@") != 1 or not all(ref.split("@")):
@@ -353,21 +343,22 @@ def resolve_image(site, ref: str):
     return image
 
 
-def reimage_module():
+def reimage_module() -> ModuleType:
     """:mod:`console.ops.reimage`, imported when a reimage is planned (power actions never need it)."""
     from console.ops import reimage
 
     return reimage
 
 
-async def _read_images(ctx, nodes: list, *, timeout: float, concurrency: int) -> dict[str, str | None]:
+async def _read_images(ctx: sites.SiteContext, nodes: list[Node], *, timeout: float,
+                       concurrency: int) -> dict[str, str | None]:
     """The image each node reports it runs (``name@version``), None where it did not answer."""
     from console.drivers.ssh import read_image
 
     sem = asyncio.Semaphore(max(1, concurrency))
     out: dict[str, str | None] = {}
 
-    async def one(node) -> None:
+    async def one(node: Node) -> None:
         async with sem:
             try:
                 got = await read_image(node, ctx.site.ssh, ctx.secrets, timeout=timeout)
@@ -380,7 +371,7 @@ async def _read_images(ctx, nodes: list, *, timeout: float, concurrency: int) ->
     return out
 
 
-def drift_warning(site, names: Iterable[str], image_ref: str) -> str | None:
+def drift_warning(site: Site, names: Iterable[str], image_ref: str) -> str | None:
     """``this creates drift: ...`` when ``image_ref`` is not the inventory's desired image of some of ``names``."""
     by_desired: dict[str, list[str]] = {}
     for name in names:
@@ -395,7 +386,7 @@ def drift_warning(site, names: Iterable[str], image_ref: str) -> str | None:
             f"(the inventory will report these nodes as drifted until it is changed)")
 
 
-async def plan_reimage(ctx, names: Iterable[str], image_ref: str, *, ticket: str | None = None,
+async def plan_reimage(ctx: sites.SiteContext, names: Iterable[str], image_ref: str, *, ticket: str | None = None,
                        force_protected: bool = False, force: bool = False, locks: Locks | None = None,
                        timeout: float = 5.0) -> Plan:
     """Plan a reimage to ``image_ref`` (``NAME@VERSION`` from the site's image catalog).
@@ -403,7 +394,7 @@ async def plan_reimage(ctx, names: Iterable[str], image_ref: str, *, ticket: str
     The steps come from :func:`console.ops.reimage.reimage_steps`; a node it refuses
     (ActionError, e.g. no MAC) is skipped with its reason.  A node that reports (over
     SSH, read fresh while planning) it already runs ``image_ref`` is skipped as
-    ``already running ...`` unless ``force``: reinstalling it would power-cycle it for
+    ``already running ...`` (nothing to do) unless ``force``: reinstalling it would power-cycle it for
     nothing.  (Nodes report name and version in ``/etc/os-release``, no digest: the
     version is what is compared.)  When ``image_ref`` is not the inventory's desired
     image, the plan warns that it creates drift.
@@ -412,17 +403,18 @@ async def plan_reimage(ctx, names: Iterable[str], image_ref: str, *, ticket: str
     reimage = reimage_module()
     running: dict[str, str | None] = {}
 
-    async def read_running(nodes: list) -> None:
+    async def read_running(nodes: list[Node]) -> None:
         if not force:
             running.update(await _read_images(ctx, nodes, timeout=timeout, concurrency=32))
 
-    def steps_for(node, state: PowerState) -> list[Step] | str:
+    def steps_for(node: Node, state: PowerState) -> list[Step] | Skip:
         if running.get(node.name) == image.ref:
-            return f"already running {image.ref} (--force reinstalls it)"
+            return Skip(f"already running {image.ref} (--force reinstalls it)", SkipKind.ALREADY)
         try:
-            return [Step(name, desc) for name, desc in reimage.reimage_steps(node, image, ctx.site)]
+            steps: list[Step] = reimage.reimage_steps(node, image, ctx.site)
         except ActionError as exc:
-            return str(exc)
+            return Skip(str(exc), SkipKind.REFUSED)
+        return steps
 
     plan = await _plan(ctx, names, kind="reimage", action=f"reimage {image.ref}", image=image.ref,
                        ticket=ticket, force_protected=force_protected, locks=locks, timeout=timeout,

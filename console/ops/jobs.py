@@ -22,13 +22,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from console.ops.actions import Plan
 from console.live.fleet import Fleet, NodeActivity
+from console.ops.actions import Plan
 from console.ops.locks import LockError, LockInfo, Locks
-from console.ops.runner import NodeProgress, RunResult, Runner
+from console.ops.runner import NodeProgress, Runner, RunResult
 
 __all__ = ["Job", "JobBoard", "REFRESH_JOBS", "PHASE_GROUPS"]
 

@@ -10,7 +10,9 @@ The flow (docs/architecture.md, "Reimage, end to end")::
        answers again, and it reports the new version over SSH (/etc/os-release)
 
 :func:`reimage_node` reports progress through ``phase(name, detail)``: ``assigned``,
-``rebooting``, ``installing``, ``verifying``, ``done``.  Every phase has a timeout
+``rebooting``, ``installing``, ``verifying``, ``done``.  The same phases are the steps
+:func:`reimage_steps` plans (:mod:`console.ops.steps`), so the operator confirms what
+they then see.  Every phase has a timeout
 (:class:`PhaseTimeouts`); a failure or a timeout raises
 :class:`console.errors.ActionError` whose message starts with the phase's name.
 A reimage that fails or is cancelled after the assignment but before the node fetched
@@ -31,14 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any
 
-from console.ops.bootquirk import clear_override, readback_quirk
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
 from console.drivers.ssh import read_image
 from console.errors import ActionError, DriverError, FleetError
+from console.ops.bootquirk import clear_override, readback_quirk
 from console.ops.leftover import Left
+from console.ops.steps import REIMAGE_PHASES, NodeState, Step, StepName
 from console.provision import Fetch, ProvisionerBackend, boot_target, check_node, open_provisioner
 from console.secrets import Secrets
 from inventory.model import Image, Node, Site
@@ -46,9 +50,9 @@ from inventory.model import Image, Node, Site
 __all__ = ["PHASES", "PhaseTimeouts", "reimage_node", "reimage_steps"]
 
 #: the phases :func:`reimage_node` reports, in order
-PHASES = ("assigned", "rebooting", "installing", "verifying", "done")
+PHASES: tuple[StepName | NodeState, ...] = (*REIMAGE_PHASES, NodeState.DONE)
 
-PhaseCallback = Callable[[str, str], None]
+PhaseCallback = Callable[[StepName | NodeState, str], None]
 #: seconds past a phase's deadline before a hung call is cancelled
 _BACKSTOP = 15.0
 
@@ -74,8 +78,9 @@ def _kind(site: Site) -> str:
     return site.provisioner.kind if site.provisioner is not None else "ipxe"
 
 
-def reimage_steps(node: Node, image: Image, site: Site) -> list[tuple[str, str]]:
-    """The steps a reimage of ``node`` to ``image`` takes, as (name, description) pairs.
+def reimage_steps(node: Node, image: Image, site: Site) -> list[Step]:
+    """The steps a reimage of ``node`` to ``image`` takes: the phases :func:`reimage_node`
+    then reports, in the same order (``verifying`` only for a node with a host address).
 
     Raises ActionError when the node cannot be reimaged this way (no MAC, an IPMI BMC
     with virtual media, an image without kernel/initrd or ISO URL).
@@ -88,14 +93,17 @@ def reimage_steps(node: Node, image: Image, site: Site) -> list[tuple[str, str]]
     else:
         where = site.provisioner.url if site.provisioner and site.provisioner.url else "boot root"
         assign = f"assign {image.ref} to {node.mac} in {kind} provisioner ({where})"
-    follow = ("follow: " + ("PXE fetch seen by the provisioner, " if kind != "vmedia" else "boot from virtual CD, ")
-              + ("node back up reporting " + image.ref if node.host else "install (no host address: not verified)"))
-    return [
-        ("assign", assign),
-        ("boot-override", f"set boot override {target.upper()} once and read it back"),
-        ("power-cycle", "power cycle (power on when off)"),
-        ("follow", follow),
+    seen = "the provisioner sees the PXE fetch" if kind != "vmedia" else "power is on, booting from virtual CD"
+    steps = [
+        Step(StepName.ASSIGNED, f"{assign}; set boot override {target.upper()} once and read it back"),
+        Step(StepName.REBOOTING, f"power cycle (power on when off), until {seen}"),
     ]
+    if not node.host:
+        steps.append(Step(StepName.INSTALLING, "install until power is on (no host address: not verified)"))
+        return steps
+    steps.append(Step(StepName.INSTALLING, "the installer runs until the node's OS answers again over SSH"))
+    steps.append(Step(StepName.VERIFYING, f"the node reports {image.ref} over SSH"))
+    return steps
 
 
 class _Follow:
@@ -192,12 +200,12 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
     except FleetError as exc:
         raise ActionError(f"assign: {exc}") from None
     follow = _Follow(node, image, site, secrets, bmc, prov, t)
-    current = "assign"
+    current: str = "assign"  # where a failure happened: the assignment, then a phase
     booted = False  # the node fetched its new assignment: from then on it stays
     mark: float | None = None
     cycled = False  # the power cycle was asked for: the node boots the override
 
-    def enter(name: str, detail: str) -> None:
+    def enter(name: StepName | NodeState, detail: str) -> None:
         nonlocal current
         current = name
         phase(name, detail)
@@ -205,7 +213,7 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
     try:
         detail = await follow.within("assign", t.assigned, lambda: _assign(follow, kind), backstop=0.0)
         mark = await _mark(prov, node)
-        enter("assigned", detail)
+        enter(StepName.ASSIGNED, detail)
         cycled = True  # from the request on, the node may be rebooting
 
         state = await bmc.power_state()
@@ -215,26 +223,26 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
         else:
             await bmc.power(PowerAction.ON)
             how = "powered on (was off)" if state == PowerState.OFF else f"powered on (was {state.value})"
-        enter("rebooting", how)
+        enter(StepName.REBOOTING, how)
         started = time.time()
 
         seen = await follow.within("rebooting", t.rebooting, lambda: _booted(follow, mark))
         booted = True
         if mark is not None:  # the provisioner saw the boot: the firmware has read the override
             seen += await _clear_quirk(follow)
-        enter("installing", seen)
+        enter(StepName.INSTALLING, seen)
 
         if not node.host:
             await follow.within("installing", t.installing, lambda: _powered(follow))
             await _clear_quirk(follow)
-            enter("done", f"{image.ref} handed to the node by the {kind} provisioner; the running version is "
+            enter(NodeState.DONE, f"{image.ref} handed to the node by the {kind} provisioner; the running version is "
                           f"not verified (no host address in the inventory){await _confirm(prov, node)}")
             return
         ref = await follow.within("installing", t.installing, lambda: _answers(follow))
-        enter("verifying", f"OS answers, reports {ref}{await _clear_quirk(follow)}")
+        enter(StepName.VERIFYING, f"OS answers, reports {ref}{await _clear_quirk(follow)}")
         await follow.within("verifying", t.verifying, lambda: _reports(follow, ref))
         took = time.time() - started
-        enter("done", f"running {image.ref} ({took:.0f} s after the reboot){await _confirm(prov, node)}")
+        enter(NodeState.DONE, f"running {image.ref} ({took:.0f} s after the reboot){await _confirm(prov, node)}")
     except ActionError as exc:
         booted = booted or await _fetched_since(follow, mark)
         if follow.assigned and not booted:
@@ -273,7 +281,7 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
         await prov.close()
 
 
-async def _bounded(coro, seconds: float) -> None:
+async def _bounded(coro: Coroutine[Any, Any, None], seconds: float) -> None:
     try:
         async with asyncio.timeout(seconds):
             await coro

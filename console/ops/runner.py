@@ -36,22 +36,26 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from console.ops.actions import (FINAL, NOTHING_TO_DO, NodePlan, Plan, PlanError, Step, failure_reason, plural,
-                             reimage_module, resolve_image)
-from console.ops.bootquirk import AfterBoot, clear_override, readback_quirk
 from console.drivers import open_bmc
-from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
+from console.drivers.bmc import BmcDriver, PowerState
 from console.errors import ActionError, DriverError, FleetError
+from console.ops.actions import NodePlan, Plan, failure_reason, plural, reimage_module, resolve_image
+from console.ops.bootquirk import AfterBoot, clear_override
 from console.ops.journal import Journal, current_operator
 from console.ops.leftover import Left
 from console.ops.locks import LockCancelled, LockError, Locks
+from console.ops.options import OnCancel, RunOptions
+from console.ops.steps import CLEAR_BOOT, FINAL, RUNS, NodeState, Result, StepName
+from console.site import SiteContext
 from inventory.errors import SecretError
+from inventory.model import Node
 from inventory.ranges import compress, natural_key
 
-__all__ = ["NodeProgress", "RunResult", "Runner", "StepRecord"]
+__all__ = ["NodeProgress", "RunOptions", "RunResult", "Runner", "StepRecord"]
 
 #: seconds the read-back of what an aborted or failed node was left with may take
 LEFT_READ_S = 5.0
@@ -61,8 +65,8 @@ LEFT_READ_S = 5.0
 class StepRecord:
     """What one step did on one node."""
 
-    step: str
-    result: str  # ok | failed | skipped | cancelled
+    step: str  # a StepName
+    result: Result
     detail: str | None = None
     seconds: float = 0.0
 
@@ -76,7 +80,7 @@ class NodeProgress:
     """A node's progress through a run: ``phase`` is planned, a step or phase name, or final."""
 
     node: str
-    phase: str = "planned"
+    phase: str = NodeState.PLANNED  # a NodeState or the StepName running
     detail: str | None = None
     error: str | None = None
     started: float | None = None  # time.time()
@@ -116,7 +120,7 @@ class NodeProgress:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -129,7 +133,7 @@ class RunResult:
 
     def counts(self) -> dict[str, int]:
         """Nodes per final state: done, failed, skipped, cancelled."""
-        out = {k: 0 for k in FINAL}
+        out: dict[str, int] = {k: 0 for k in FINAL}
         for n in self.nodes:
             out[n.phase] = out.get(n.phase, 0) + 1
         return out
@@ -151,11 +155,14 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when nothing failed, nothing was cancelled, and every skip was "nothing to do"."""
+        planned = {n.node: n for n in self.plan.nodes}
         for n in self.nodes:
-            if n.phase in ("failed", "cancelled"):
+            if n.phase in (NodeState.FAILED, NodeState.CANCELLED):
                 return False
-            if n.phase == "skipped" and not (n.error or "").startswith(NOTHING_TO_DO):
-                return False
+            if n.phase == NodeState.SKIPPED:
+                skip = planned[n.node].skip  # None: skipped at run time (locked meanwhile)
+                if skip is None or not skip.nothing_to_do:
+                    return False
         return True
 
     def to_json(self) -> dict[str, Any]:
@@ -166,64 +173,46 @@ class RunResult:
 
 
 class Runner:
-    """Executes one :class:`Plan` (see the module docstring).
+    """Executes one :class:`Plan` (see the module docstring) as ``options`` say
+    (:class:`~console.ops.options.RunOptions`: fan-out, canaries, pacing, time limits).
 
     ``operator`` names the locks and journal entries (default: the journal's, else
     the login name).  ``progress_callback(NodeProgress)`` is called on the runner's
-    loop at every change.  ``poll_interval`` / ``power_timeout`` govern power
-    verification; ``soft_timeout`` how long ``soft`` waits for the OS; with
-    ``hard_after`` a ``soft`` waits that long and then forces the power off.
-    ``reimage_options`` are passed to :func:`console.ops.reimage.reimage_node` (e.g. ``timeouts``).
-    A canary is done when its steps are verified and, where power stays on, it is healthy:
-    no critical BMC health and its OS answering over SSH within ``canary_timeout``.
+    loop at every change.  A canary is done when its steps are verified and, where power
+    stays on, it is healthy: no critical BMC health and its OS answering over SSH within
+    ``options.canary_timeout``.
     """
 
-    def __init__(self, ctx, plan: Plan, *, fanout: int = 10, canary: int = 0, max_failures: int | None = None,
-                 stagger: float = 0.0, operator: str | None = None, journal: Journal | None = None,
-                 progress_callback: Callable[[NodeProgress], None] | None = None, locks: Locks | None = None,
-                 poll_interval: float = 1.0, power_timeout: float = 120.0, soft_timeout: float = 300.0,
-                 hard_after: float | None = None, request_timeout: float = 10.0,
-                 reimage_options: dict[str, Any] | None = None, canary_timeout: float = 900.0,
-                 on_cancel: str | None = None, boot_timeout: float = 600.0) -> None:
-        if fanout < 1:
-            raise PlanError(f"--fanout must be at least 1, got {fanout}")
-        if canary < 0:
-            raise PlanError(f"--canary must be 0 or more, got {canary}")
-        if max_failures is not None and max_failures < 1:
-            raise PlanError(f"--max-failures must be at least 1, got {max_failures}")
-        if stagger < 0:
-            raise PlanError(f"--stagger must be 0 or more seconds, got {stagger}")
-        if on_cancel not in (None, "finish", "rollback"):
-            raise PlanError(f"--on-cancel must be finish or rollback, got {on_cancel!r}")
+    def __init__(self, ctx: SiteContext, plan: Plan, options: RunOptions | None = None, *,
+                 operator: str | None = None, journal: Journal | None = None,
+                 progress_callback: Callable[[NodeProgress], None] | None = None,
+                 locks: Locks | None = None) -> None:
         self.ctx = ctx
         self.plan = plan
-        self.fanout = fanout
-        self.canary = canary
-        self.max_failures = max_failures
-        self.stagger = stagger
+        self.options = options = options if options is not None else RunOptions()
+        self.fanout = options.fanout
+        self.canary = options.canary
+        self.max_failures = options.max_failures
+        self.stagger = options.stagger
         self.operator = operator or (journal.operator if journal is not None else current_operator())
         self.journal = journal if journal is not None else Journal(ctx.site.name, operator=self.operator)
         self.locks = locks if locks is not None else Locks(ctx.site.name, owner=self.operator)
         self.progress_callback = progress_callback
-        self.poll_interval = poll_interval
-        self.power_timeout = power_timeout
-        self.soft_timeout = soft_timeout
-        self.hard_after = hard_after
-        self.request_timeout = request_timeout
-        self.canary_timeout = canary_timeout  # how long a canary may take to come back healthy
-        self.reimage_options = dict(reimage_options or {})  # extra keywords for reimage_node (timeouts=...)
-        self.boot_timeout = boot_timeout  # how long clear-boot waits for the provisioner to see the boot
-        self._after_boot: dict[str, tuple[str, AfterBoot]] = {}  # node -> (read-back quirk, to clear after boot)
-        self._boot_notes: dict[str, str] = {}  # node -> what the plan result says about its boot override
+        self.poll_interval = options.poll_interval
+        self.request_timeout = options.request_timeout
+        #: node -> (read-back quirk, to clear after boot): verify-boot adds, clear-boot takes
+        self.after_boot: dict[str, tuple[str, AfterBoot]] = {}
+        #: node -> what the plan result says about its boot override
+        self.boot_notes: dict[str, str] = {}
         self.progress: dict[str, NodeProgress] = {n.node: NodeProgress(n.node) for n in plan.nodes}
         self._cancels = 0
-        #: what the first plain cancel does: None (stop launching; a second aborts), "finish", "rollback"
-        self.on_cancel = on_cancel
+        #: what the first plain cancel does: None (stop launching; a second aborts), finish, rollback
+        self.on_cancel: OnCancel | None = options.on_cancel
         self._aborting = False
         self._aborted: set[str] = set()
         self._failures = 0
         self._stopped: str | None = None
-        self._tasks: dict[str, asyncio.Task] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stagger_lock: asyncio.Lock | None = None
         self._last_power_on = -1e9
         self._ran = False
@@ -257,7 +246,7 @@ class Runner:
             if self._cancels >= 2:
                 rollback = True
             elif self.on_cancel is not None:
-                rollback = self.on_cancel == "rollback"
+                rollback = self.on_cancel is OnCancel.ROLLBACK
         if rollback is None:
             how = "no new node starts; the ones in flight go on until told to finish or roll back"
         elif rollback:
@@ -289,10 +278,11 @@ class Runner:
         if self.progress_callback is not None:
             try:
                 self.progress_callback(prog)
-            except Exception:  # a broken display must not break the action
+            except Exception:  # noqa: BLE001 - a broken display must not break the action
                 pass
 
-    def _finish(self, prog: NodeProgress, phase: str, *, error: str | None = None, detail: str | None = None) -> None:
+    def _finish(self, prog: NodeProgress, phase: NodeState, *, error: str | None = None,
+                detail: str | None = None) -> None:
         prog.phase = phase
         prog.error = error
         if detail is not None:
@@ -318,8 +308,8 @@ class Runner:
                              + (f"; PROTECTED included (force-protected): {compress(forced)}" if forced else ""))
         for np in plan.skipped:
             prog = self.progress[np.node]
-            self._journal(np.node, "plan", "skipped", error=np.skip)
-            self._finish(prog, "skipped", error=np.skip)
+            self._journal(np.node, "plan", Result.SKIPPED, error=np.skip_reason)
+            self._finish(prog, NodeState.SKIPPED, error=np.skip_reason)
         try:
             targets = await self._lock_targets()
         except LockError as exc:  # unsafe lock directory, or its guard held too long: nothing was done
@@ -356,7 +346,7 @@ class Runner:
             for np in [n for n in targets if n.node in held]:
                 reason = held[np.node].describe()
                 self._journal(np.node, "lock", "skipped", error=reason)
-                self._finish(self.progress[np.node], "skipped", error=reason)
+                self._finish(self.progress[np.node], NodeState.SKIPPED, error=reason)
             targets = [n for n in targets if n.node not in held]
         return targets
 
@@ -379,7 +369,8 @@ class Runner:
         if self.cancelled:
             return self._stopped or "cancelled"
         if self.max_failures is not None and self._failures >= self.max_failures:
-            return f"stopped after {self._failures} failure{plural(self._failures)} (--max-failures {self.max_failures})"
+            return (f"stopped after {self._failures} failure{plural(self._failures)} "
+                    f"(--max-failures {self.max_failures})")
         return self._stopped
 
     async def _launch(self, targets: list[NodePlan]) -> None:
@@ -410,7 +401,7 @@ class Runner:
             ok = await launch(canaries)
             await asyncio.gather(*(self._tasks[n.node] for n in canaries if n.node in self._tasks),
                                  return_exceptions=True)
-            bad = [n.node for n in canaries if self.progress[n.node].phase != "done"]
+            bad = [n.node for n in canaries if self.progress[n.node].phase != NodeState.DONE]
             if not ok or bad:
                 if self._stop_reason() is None and bad:
                     first = self.progress[bad[0]]
@@ -430,17 +421,17 @@ class Runner:
                 self._journal(np.node, np.steps[0].name if np.steps else "start", "cancelled",
                               error="aborted before it started", detail="untouched")
                 prog.left = Left(untouched=True)
-                self._finish(prog, "cancelled", error="aborted before it started")
+                self._finish(prog, NodeState.CANCELLED, error="aborted before it started")
 
     def _not_started(self, nodes: list[NodePlan], reason: str) -> None:
         for np in nodes:
             prog = self.progress[np.node]
             if prog.final:
                 continue
-            self._journal(np.node, np.steps[0].name if np.steps else "start", "cancelled", error=f"not started: {reason}",
-                          detail="untouched")
+            self._journal(np.node, np.steps[0].name if np.steps else "start", Result.CANCELLED,
+                          error=f"not started: {reason}", detail="untouched")
             prog.left = Left(untouched=True)
-            self._finish(prog, "cancelled", error=f"not started: {reason}")
+            self._finish(prog, NodeState.CANCELLED, error=f"not started: {reason}")
 
     async def _node(self, np: NodePlan) -> None:
         """One node's steps, in order, under one BMC session."""
@@ -464,8 +455,8 @@ class Runner:
                         prog.left = await self._left_after_steps(np, prog, driver)
                         self._journal(np.node, step.name, "cancelled", error="cancelled before this step",
                                       detail=prog.left.text())
-                        prog.steps.append(StepRecord(step.name, "cancelled", "not started"))
-                        self._finish(prog, "cancelled", error=f"cancelled before {step.name}")
+                        prog.steps.append(StepRecord(step.name, Result.CANCELLED, "not started"))
+                        self._finish(prog, NodeState.CANCELLED, error=f"cancelled before {step.name}")
                         return
                     current = step.name
                     prog.phase = step.name
@@ -473,24 +464,27 @@ class Runner:
                     self._changed(prog)
                     self._journal(np.node, step.name, "started", detail=step.description)
                     t0 = time.monotonic()
-                    result, detail = await self._step(step.name, np, driver)
+                    run = RUNS.get(step.name)
+                    if run is None:
+                        raise ActionError(f"unknown step {step.name!r}")
+                    result, detail = await run(self, np.node, driver)
                     prog.steps.append(StepRecord(step.name, result, detail, time.monotonic() - t0))
                     self._journal(np.node, step.name, result, detail=detail)
                     current = None
-                    if step.name == "verify-boot" and np.node in self._after_boot:
-                        steps.append(Step("clear-boot", "clear the boot override once the provisioner sees the boot"))
+                    if step.name == StepName.VERIFY_BOOT and np.node in self.after_boot:
+                        steps.append(CLEAR_BOOT)
             if prog.canary and self._leaves_power_on() and self.plan.kind != "reimage":
-                current = "canary-health"
+                current = StepName.CANARY_HEALTH
                 prog.phase = current
                 self._changed(prog)
                 self._journal(np.node, current, "started", detail="wait until the node is healthy and its OS answers")
                 t0 = time.monotonic()
                 words = await self._canary_healthy(node, driver)
-                prog.steps.append(StepRecord(current, "ok", words, time.monotonic() - t0))
-                self._journal(np.node, current, "ok", detail=words)
+                prog.steps.append(StepRecord(current, Result.OK, words, time.monotonic() - t0))
+                self._journal(np.node, current, Result.OK, detail=words)
                 current = None
-            note = self._boot_notes.pop(np.node, None)
-            self._finish(prog, "done", detail=None if self.plan.kind == "reimage" else
+            note = self.boot_notes.pop(np.node, None)
+            self._finish(prog, NodeState.DONE, detail=None if self.plan.kind == "reimage" else
                          "verified" + (f"; boot override read back {note}" if note else ""))
         except asyncio.CancelledError:
             where = current or prog.phase
@@ -500,9 +494,9 @@ class Runner:
             why = (self._stopped or "cancelled").removeprefix("cancelled").lstrip(": ") or None
             self._journal(np.node, where, "cancelled",
                           error="aborted while in flight" + (f" ({why})" if why else ""), detail=left.text())
-            prog.steps.append(StepRecord(where, "cancelled", "aborted", time.monotonic() - t0))
+            prog.steps.append(StepRecord(where, Result.CANCELLED, "aborted", time.monotonic() - t0))
             prog.left = left
-            self._finish(prog, "cancelled", error=f"aborted during {where}")
+            self._finish(prog, NodeState.CANCELLED, error=f"aborted during {where}")
         except (FleetError, SecretError) as exc:
             reason = failure_reason(exc)
             self._failures += 1
@@ -511,20 +505,20 @@ class Runner:
                 prog.left = await self._left_after_steps(np, prog, driver, undo=False)
             self._journal(np.node, where, "failed", error=reason, detail=prog.left.text() if prog.left else None)
             if current is not None:
-                prog.steps.append(StepRecord(where, "failed", reason, time.monotonic() - t0))
-            self._finish(prog, "failed", error=reason)
+                prog.steps.append(StepRecord(where, Result.FAILED, reason, time.monotonic() - t0))
+            self._finish(prog, NodeState.FAILED, error=reason)
         except Exception as exc:  # a bug: the node fails with it, the run goes on
             reason = f"internal error: {type(exc).__name__}: {exc}"
             self._failures += 1
-            self._journal(np.node, current or prog.phase, "failed", error=reason)
-            self._finish(prog, "failed", error=reason)
+            self._journal(np.node, current or prog.phase, Result.FAILED, error=reason)
+            self._finish(prog, NodeState.FAILED, error=reason)
         finally:
-            if np.node in self._after_boot:  # failed or cancelled before clear-boot ran
+            if np.node in self.after_boot:  # failed or cancelled before clear-boot ran
                 await asyncio.shield(self._clear_left(np.node, driver, prog))
             if driver is not None:
                 try:
                     await asyncio.shield(driver.close())
-                except BaseException:
+                except BaseException:  # noqa: BLE001 - closing must not replace the node's outcome
                     pass
 
     async def _left_after_steps(self, np: NodePlan, prog: NodeProgress, driver: BmcDriver, *,
@@ -534,8 +528,8 @@ class Runner:
         from console.ops.bootquirk import clear_override
 
         left = Left()
-        ran = {s.step for s in prog.steps if s.result == "ok"}
-        if "boot-pxe" in ran and "reboot" not in ran:
+        ran = {s.step for s in prog.steps if s.result == Result.OK}
+        if StepName.BOOT_PXE in ran and StepName.REBOOT not in ran:
             left.boot_override = "set"
             if undo:
                 try:
@@ -545,7 +539,7 @@ class Runner:
                     left.rolled_back = True
                 except (TimeoutError, DriverError):
                     pass
-        elif "reboot" in ran:
+        elif StepName.REBOOT in ran:
             left.boot_override = "consumed"
         try:  # a BMC that hangs must not hold an abort up for long
             async with asyncio.timeout(min(self.request_timeout, LEFT_READ_S)):
@@ -556,7 +550,7 @@ class Runner:
             left.rolled_back = True  # nothing it started had taken effect: nothing to undo
         return left
 
-    async def _canary_healthy(self, node, driver: BmcDriver) -> str:
+    async def _canary_healthy(self, node: Node, driver: BmcDriver) -> str:
         """A canary is healthy when its BMC reports no critical fault and its OS answers over SSH.
 
         (A node without a host address in the inventory: the BMC's word only.)  Reimage
@@ -570,13 +564,13 @@ class Runner:
         if not node.host:
             return f"BMC health {health} (no host address: OS not checked)"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.canary_timeout
+        deadline = loop.time() + self.options.canary_timeout
         while True:
             got = await read_image(node, self.ctx.site.ssh, self.ctx.secrets, timeout=min(10.0, self.request_timeout))
             if got.ref is not None:
                 return f"BMC health {health}; OS answers, running {got.ref}"
             if loop.time() >= deadline:
-                raise ActionError(f"canary unhealthy: its OS did not answer within {self.canary_timeout:g} s "
+                raise ActionError(f"canary unhealthy: its OS did not answer within {self.options.canary_timeout:g} s "
                                   f"({got.error})")
             await asyncio.sleep(min(self.poll_interval * 2, max(0.0, deadline - loop.time())))
 
@@ -584,7 +578,7 @@ class Runner:
         return self.plan.kind in ("pxe", "reimage") or self.plan.power_action in ("on", "cycle", "reset")
 
     # ------------------------------------------------------------- steps
-    async def _stagger_gate(self) -> None:
+    async def stagger_gate(self) -> None:
         """Space power-on requests ``stagger`` seconds apart across the whole run."""
         if self.stagger <= 0:
             return
@@ -596,7 +590,7 @@ class Runner:
                 await asyncio.sleep(wait)
             self._last_power_on = loop.time()
 
-    async def _wait_power(self, driver: BmcDriver, want: PowerState, timeout: float, *,
+    async def wait_power(self, driver: BmcDriver, want: PowerState, timeout: float, *,
                           fail: bool = True) -> tuple[bool, str]:
         """Poll the power state until ``want``; (reached, words about what was seen)."""
         loop = asyncio.get_running_loop()
@@ -623,78 +617,9 @@ class Runner:
                 return False, words
             await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - loop.time())))
 
-    async def _step(self, name: str, np: NodePlan, driver: BmcDriver) -> tuple[str, str]:
-        """Run one step; (result, detail).  ActionError/DriverError on failure."""
-        if name == "power-on":
-            await self._stagger_gate()
-            await driver.power(PowerAction.ON)
-            return "ok", (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
-        if name == "power-off":
-            await driver.power(PowerAction.OFF)
-            return "ok", (await self._wait_power(driver, PowerState.OFF, self.power_timeout))[1]
-        if name == "power-cycle":
-            await self._stagger_gate()
-            await driver.power(PowerAction.CYCLE)
-            return "ok", (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
-        if name == "reset":
-            await driver.power(PowerAction.RESET)
-            return "ok", (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
-        if name == "soft-off":
-            await driver.power(PowerAction.SOFT)
-            wait = self.hard_after if self.hard_after is not None else self.soft_timeout
-            reached, words = await self._wait_power(driver, PowerState.OFF, wait, fail=False)
-            if reached:
-                return "ok", words
-            if self.hard_after is None:
-                raise ActionError(f"the OS did not shut down: {words} (ACPI request ignored? "
-                                  f"use --hard-after SECONDS to force it off)")
-            return "ok", f"{words}; forcing it off next"
-        if name == "hard-off":
-            if await driver.power_state() == PowerState.OFF:
-                return "skipped", "not needed: the OS shut down"
-            await driver.power(PowerAction.OFF)
-            return "ok", (await self._wait_power(driver, PowerState.OFF, self.power_timeout))[1]
-        if name == "boot-pxe":
-            try:
-                await driver.set_boot_override(BootTarget.PXE, persistent=False)
-            except DriverError as exc:
-                raise ActionError(f"setting the boot override failed: {failure_reason(exc)}") from exc
-            return "ok", "boot override PXE once requested"
-        if name == "verify-boot":
-            got = await driver.boot_override()
-            try:
-                quirk = readback_quirk(BootTarget.PXE, got)
-            except ValueError as exc:
-                raise ActionError(f"boot override did not stick: the BMC reports {exc}, not pxe once "
-                                  f"(vendors revert it; not rebooting)") from None
-            if quirk is None:
-                return "ok", "read back: pxe once"
-            after = AfterBoot(self.ctx.site, self.ctx.secrets, self.ctx.site.node(np.node))
-            self._after_boot[np.node] = (quirk, after)
-            await after.mark()  # before the reboot: the boot to wait for is a newer one
-            return "ok", f"read back: {quirk}: will clear after boot"
-        if name == "clear-boot":
-            quirk, after = self._after_boot.pop(np.node)
-            cleared, words = await after.clear_when_booted(driver, self.boot_timeout, self.poll_interval)
-            self._boot_notes[np.node] = f"{quirk}; {words}"
-            return ("ok" if cleared else "skipped"), f"{words}; it read back {quirk}"  # the CLI shows this last step
-        if name == "reboot":
-            state = await driver.power_state()
-            if state == PowerState.ON:
-                await driver.power(PowerAction.RESET)
-                how = "reset"
-            elif state == PowerState.UNKNOWN:
-                raise ActionError("the BMC reports power state unknown: not rebooting")
-            else:
-                await self._stagger_gate()
-                await driver.power(PowerAction.ON)
-                how = "powered on"
-            return "ok", f"{how}; " + (await self._wait_power(driver, PowerState.ON, self.power_timeout))[1]
-        raise ActionError(f"unknown step {name!r}")
-
     async def _clear_left(self, node: str, driver: BmcDriver | None, prog: NodeProgress) -> None:
         """Clear an override accepted with a quirk when the action ended before clear-boot."""
-        _, after = self._after_boot.pop(node)
+        _, after = self.after_boot.pop(node)
         try:
             if driver is None or (prog.left is not None and prog.left.boot_override == "cleared"):
                 return
@@ -709,47 +634,50 @@ class Runner:
         finally:
             await after.close()
 
-    async def _reimage(self, np: NodePlan, prog: NodeProgress, node, driver: BmcDriver) -> None:
+    async def _reimage(self, np: NodePlan, prog: NodeProgress, node: Node, driver: BmcDriver) -> None:
         """Hand the node to :func:`console.ops.reimage.reimage_node`, journalling each phase it reports."""
         reimage = reimage_module()
         image = resolve_image(self.ctx.site, self.plan.image or "")
-        state = {"phase": None, "t0": time.monotonic()}
+        current: StepName | None = None  # the phase running
+        t0 = time.monotonic()
+        done: str | None = None  # what the reimage said at its end
 
-        def close_phase(result: str, detail: str | None = None) -> None:
-            name = state["phase"]
-            if name is None:
+        def close_phase(result: Result, detail: str | None = None) -> None:
+            nonlocal current
+            if current is None:
                 return
-            prog.steps.append(StepRecord(name, result, detail, time.monotonic() - state["t0"]))
-            self._journal(np.node, name, result, detail=detail)
-            state["phase"] = None
+            prog.steps.append(StepRecord(current, result, detail, time.monotonic() - t0))
+            self._journal(np.node, current, result, detail=detail)
+            current = None
 
-        def phase(name: str, detail: str | None = None) -> None:
-            close_phase("ok")
-            if name == "done":  # the end, not a phase of its own: the reimage's result says it
+        def phase(name: StepName | NodeState, detail: str | None = None) -> None:
+            nonlocal current, t0, done
+            close_phase(Result.OK)
+            if name == NodeState.DONE:  # the end, not a phase of its own: the reimage's result says it
                 prog.detail = detail
-                state["done"] = detail
+                done = detail
                 return
-            state["phase"] = name
-            state["t0"] = time.monotonic()
-            prog.phase = name
+            current = StepName(name)
+            t0 = time.monotonic()
+            prog.phase = current
             prog.detail = detail
-            self._journal(np.node, name, "started", detail=detail)
+            self._journal(np.node, current, Result.STARTED, detail=detail)
             self._changed(prog)
 
-        await self._stagger_gate()
-        self._journal(np.node, "reimage", "started", detail=f"to {image.ref}")
+        await self.stagger_gate()
+        self._journal(np.node, StepName.REIMAGE, Result.STARTED, detail=f"to {image.ref}")
         prog.left = Left()
         try:
             await reimage.reimage_node(node, image, site=self.ctx.site, secrets=self.ctx.secrets, bmc=driver,
-                                       phase=phase, left=prog.left, **self.reimage_options)
+                                       phase=phase, left=prog.left, timeouts=self.options.reimage_timeouts)
         except asyncio.CancelledError:
-            close_phase("cancelled", "aborted")
-            prog.phase = "reimage"  # the caller journals the whole reimage as cancelled
+            close_phase(Result.CANCELLED, "aborted")
+            prog.phase = StepName.REIMAGE  # the caller journals the whole reimage as cancelled
             raise
         except FleetError as exc:
-            close_phase("failed", failure_reason(exc))
-            prog.phase = "reimage"  # the caller journals the whole reimage as failed
+            close_phase(Result.FAILED, failure_reason(exc))
+            prog.phase = StepName.REIMAGE  # the caller journals the whole reimage as failed
             raise
-        close_phase("ok")
+        close_phase(Result.OK)
         prog.left = None  # done: nothing left over
-        self._journal(np.node, "reimage", "ok", detail=state.get("done") or f"{image.ref} installed")
+        self._journal(np.node, StepName.REIMAGE, Result.OK, detail=done or f"{image.ref} installed")
