@@ -34,6 +34,7 @@ from typing import Any
 
 from console.errors import LabError
 from console.lab.runtime import runtime_dir
+from console.lab.state import remove_state
 from inventory.model import Site
 from inventory.ranges import natural_key
 from inventory.selection import select
@@ -429,8 +430,6 @@ class Lab:
             t.start()
         for t in threads:
             t.join()
-        from console.lab.state import remove_state
-
         remove_state(self.site.name, os.getpid())
         if procs:
             shutil.rmtree(self.lab_dir, ignore_errors=True)

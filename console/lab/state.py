@@ -21,9 +21,11 @@ import socket
 import stat
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 from console.errors import LabError
-from console.lab.lab import Lab, runtime_dir
+from console.lab.runtime import runtime_dir
+from inventory.model import Site
 
 __all__ = ["write_state", "read_state", "remove_state", "LabState"]
 
@@ -86,7 +88,26 @@ def _atomic_write(path: Path, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def write_state(lab: Lab, site_file: str) -> Path:
+class PublishedLab(Protocol):
+    """What :func:`write_state` publishes of a started :class:`~console.lab.lab.Lab`."""
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def lab_dir(self) -> Path: ...
+
+    @property
+    def secrets(self) -> dict[str, str]: ...
+
+    @property
+    def endpoints(self) -> dict[str, Any]: ...
+
+    @property
+    def time_scale(self) -> float: ...
+
+
+def write_state(lab: PublishedLab, site_file: str) -> Path:
     """Publish a started lab for other commands."""
     secrets_file = lab.lab_dir / "secrets.json"
     _atomic_write(secrets_file, json.dumps(lab.secrets), 0o600)
