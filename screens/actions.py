@@ -20,8 +20,8 @@ In read-only mode every entry point refuses with a notification.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
 from functools import partial
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -185,8 +185,9 @@ class ActionDialog(ModalScreen):
 class PowerMenu(ActionDialog):
     """Choose a power action for the targets; escape cancels."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")] + [
-        Binding(key, f"choose('{verb}')", verb, show=False) for verb, key, _ in POWER_CHOICES]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        *(Binding(key, f"choose('{verb}')", verb, show=False) for verb, key, _ in POWER_CHOICES)]
 
     def __init__(self, names: list[str]) -> None:
         super().__init__()
