@@ -6,8 +6,8 @@ import pytest
 
 from console.drivers.ssh import read_image
 from console.errors import ActionError
-from console.provision import open_provisioner
 from console.ops.reimage import PHASES, PhaseTimeouts, reimage_steps
+from console.provision import open_provisioner
 from tests.support import reimage_phases
 
 SITE = """
