@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from console.drivers.bmc import Sensor
 from inventory.model import Node
+from inventory.selection import AttrValue
 
 if TYPE_CHECKING:
     from console.live.fleet import Fleet, NodeState
@@ -118,10 +119,10 @@ def sorted_sensors(sensors: Iterable[Sensor]) -> list[Sensor]:
     return sorted(sensors, key=lambda s: (rank(s.health), s.name))
 
 
-def node_words(fleet: Fleet, node: Node) -> dict[str, object]:
+def node_words(fleet: Fleet, node: Node) -> dict[str, AttrValue]:
     """Inventory attributes plus live state words, for the selection syntax in filters."""
     st = fleet.nodes[node.name]
-    attrs: dict[str, object] = dict(node.attributes())
+    attrs: dict[str, AttrValue] = dict(node.attributes())
     attrs["power"] = st.power
     attrs["health"] = st.health
     image = image_state(node, st)
