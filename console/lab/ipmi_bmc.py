@@ -70,6 +70,7 @@ command" (C1h).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -322,8 +323,9 @@ class _LabBmc(pyghmi_bmc.Bmc):
         """0 if the proposed algorithms are cipher suite 3's, else the RMCP+ status code to send."""
         if len(request) < 32:
             return RMCP_ILLEGAL_PARAMETER
-        refusals = (RMCP_INVALID_AUTH_ALGORITHM, RMCP_INVALID_INTEGRITY_ALGORITHM, RMCP_INVALID_CONFIDENTIALITY_ALGORITHM)
-        for kind, (wanted, refusal) in enumerate(zip(CIPHER_SUITE_3, refusals)):
+        refusals = (RMCP_INVALID_AUTH_ALGORITHM, RMCP_INVALID_INTEGRITY_ALGORITHM,
+                    RMCP_INVALID_CONFIDENTIALITY_ALGORITHM)
+        for kind, (wanted, refusal) in enumerate(zip(CIPHER_SUITE_3, refusals, strict=True)):
             record = request[8 + 8 * kind:16 + 8 * kind]
             if record[0] != kind:
                 return RMCP_ILLEGAL_PARAMETER
@@ -483,7 +485,8 @@ class _LabBmc(pyghmi_bmc.Bmc):
     def get_chassis_status(self, session):
         """Get Chassis Status (IPMI 2.0 section 28.2)."""
         fault = self.machine.fault
-        power = (0x01 if self.machine.powered else 0x00) | (0x08 if fault == "psu" else 0) | (0b01 << 5)  # restore: previous
+        # bits 6:5 = 01b: power restore policy "previous"
+        power = (0x01 if self.machine.powered else 0x00) | (0x08 if fault == "psu" else 0) | (0b01 << 5)
         identify = 0x20 if time.monotonic() < self._identify_until else 0x00  # 01b temporary on
         misc = 0x40 | identify | (0x08 if fault == "fan" else 0)  # identify supported; cooling fault
         session.send_ipmi_response(data=[power, 0x00, misc])
@@ -562,7 +565,7 @@ class _LabBmc(pyghmi_bmc.Bmc):
         if self.sol is None:
             return session.send_ipmi_response(code=CC_PAYLOAD_ALREADY_ACTIVE)  # 80h: already deactivated
         session.send_ipmi_response()
-        self.end_sol("deactivated by session %08x" % session.localsid, notify=self.sol.session is not session)
+        self.end_sol(f"deactivated by session {session.localsid:08x}", notify=self.sol.session is not session)
 
     def end_sol(self, reason: str, notify: bool = False) -> None:
         sol, self.sol = self.sol, None
@@ -676,7 +679,8 @@ class _LabBmc(pyghmi_bmc.Bmc):
         erased = self._sel_erased_at if self._sel_erased_at is not None else 0xFFFFFFFF
         free = max(0, 512 - len(events)) * 16
         overflow = 0x80 if len(events) >= 512 else 0x00
-        data = bytes([0x51]) + _le16(len(events)) + _le16(free) + _le32(last_add) + _le32(erased) + bytes([overflow | 0x02])
+        data = (bytes([0x51]) + _le16(len(events)) + _le16(free) + _le32(last_add) + _le32(erased)
+                + bytes([overflow | 0x02]))
         session.send_ipmi_response(data=data)
 
     def _cmd_sel_allocation_info(self, request, session):
@@ -887,11 +891,11 @@ class IpmiLab:
                 self._guarded(self._calls.popleft())
             now = time.monotonic()
             for sol in list(self._sols):
-                self._guarded(lambda: sol.pump(now))
+                self._guarded(functools.partial(sol.pump, now))
             if now >= self._next_sweep:
                 self._next_sweep = now + 1.0
                 for bmc in list(self._bmcs):
-                    self._guarded(lambda: bmc.expire_sessions(now))
+                    self._guarded(functools.partial(bmc.expire_sessions, now))
 
     @staticmethod
     def _guarded(fn: Callable[[], object]) -> None:

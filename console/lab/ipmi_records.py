@@ -21,7 +21,7 @@ __all__ = ["BMC_SLAVE_ADDRESS", "_SensorTable", "_checksum", "_fru_image", "_le1
 BMC_SLAVE_ADDRESS = 0x20
 
 
-def _checksum(data: bytes) -> int:
+def _checksum(data: bytes | bytearray) -> int:
     """IPMI two's-complement checksum: the byte that makes ``sum(data) + it`` zero mod 256."""
     return -sum(data) & 0xFF
 
@@ -30,7 +30,7 @@ def _le16(value: int) -> bytes:
     return struct.pack("<H", value & 0xFFFF)
 
 
-def _le32(value: int) -> bytes:
+def _le32(value: float) -> bytes:
     return struct.pack("<I", int(value) & 0xFFFFFFFF)
 
 
@@ -117,7 +117,7 @@ class _SensorTable:
                 self._by_name[reading.name] = entry
                 changed = True
             for key, value in zip(_THRESHOLDS, (reading.lower_warning, reading.lower_critical,
-                                                reading.upper_warning, reading.upper_critical)):
+                                                reading.upper_warning, reading.upper_critical), strict=True):
                 if value is not None and entry.thresholds.get(key) != value:
                     entry.thresholds[key] = value
                     changed = True
@@ -160,10 +160,12 @@ class _SensorTable:
     def _full_record(e: _SensorEntry) -> bytes:
         """Full Sensor Record (type 01h), IPMI 2.0 table 43-1; byte numbers from the table."""
         t = e.thresholds
-        readable = (1 if "lnc" in t else 0) | (2 if "lcr" in t else 0) | (8 if "unc" in t else 0) | (16 if "ucr" in t else 0)
+        readable = ((1 if "lnc" in t else 0) | (2 if "lcr" in t else 0)
+                    | (8 if "unc" in t else 0) | (16 if "ucr" in t else 0))
         # Assertion mask bits 11:0 (threshold going low/high events, table 43-1 bytes 15-16);
         # bits 14:12 say which lower thresholds Get Sensor Reading compares against.
-        events = (0x001 if "lnc" in t else 0) | (0x004 if "lcr" in t else 0) | (0x080 if "unc" in t else 0) | (0x200 if "ucr" in t else 0)
+        events = ((0x001 if "lnc" in t else 0) | (0x004 if "lcr" in t else 0)
+                  | (0x080 if "unc" in t else 0) | (0x200 if "ucr" in t else 0))
         lower_cmp = (0x1000 if "lnc" in t else 0) | (0x2000 if "lcr" in t else 0)
         upper_cmp = (0x1000 if "unc" in t else 0) | (0x2000 if "ucr" in t else 0)
         m, r_exp = e.kind.m, e.kind.r_exp

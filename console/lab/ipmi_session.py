@@ -14,10 +14,10 @@ import hashlib
 import hmac
 import logging
 import os
+import socket
 import struct
 import time
 from collections import deque
-import socket
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -263,7 +263,7 @@ class LabSession(pyghmi_serversession.ServerSession):
             status = RMCP_UNAUTHORIZED_ROLE
         if status:
             self._send_handshake(PAYLOAD_RAKP2, bytes([tag, status, 0, 0]) + self.clientsessionid)
-            self.bmc.drop_session(self, "RAKP 1 refused (status %02xh)" % status)
+            self.bmc.drop_session(self, f"RAKP 1 refused (status {status:02x}h)")
             return
         self.maxpriv = requested
         self.username = name
@@ -282,7 +282,7 @@ class LabSession(pyghmi_serversession.ServerSession):
         tag = data[0]
         if data[1] != 0:
             # The console rejected our RAKP 2 (typically a wrong password on its side).
-            self.bmc.drop_session(self, "console refused RAKP 2 (status %02xh)" % data[1])
+            self.bmc.drop_session(self, f"console refused RAKP 2 (status {data[1]:02x}h)")
             return
         hmacdata = self.Rc + self.clientsessionid + bytes([self.rolem, len(self.username)]) + self.username
         expected = hmac.new(self.kuid, bytes(hmacdata), hashlib.sha1).digest()

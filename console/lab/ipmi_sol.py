@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+
 from console.lab.ipmi_session import PAYLOAD_SOL, BmcHost, LabSession
 
 __all__ = ["SOL_MAX_PAYLOAD", "SolChannel"]

@@ -35,7 +35,7 @@ from typing import Any
 from console.errors import LabError
 from console.lab.runtime import runtime_dir
 from console.lab.state import remove_state
-from inventory.model import Site
+from inventory.model import Node, Site
 from inventory.ranges import natural_key
 from inventory.selection import select
 
@@ -304,12 +304,12 @@ class Lab:
         uplinks = [f"Ethernet{k}" for k in range(49, 53)]
         names = sorted(dict.fromkeys(names), key=natural_key) + uplinks
         spare = [p for p in names if p not in nodes and p not in uplinks]
-        cabled: dict[str, Any] = {}
-        for pname, node in nodes.items():
-            if over[node.name].get("unplugged") and spare:
-                cabled[spare.pop()] = node  # cable moved to a spare port: a miscabling finding
+        cabled: dict[str, Node] = {}
+        for pname, cable_end in nodes.items():
+            if over[cable_end.name].get("unplugged") and spare:
+                cabled[spare.pop()] = cable_end  # cable moved to a spare port: a miscabling finding
             else:
-                cabled[pname] = node
+                cabled[pname] = cable_end
         ports = []
         for idx, pname in enumerate(names, start=1):
             node = cabled.get(pname)
@@ -321,7 +321,8 @@ class Lab:
                 "node": node.name if node else None,
                 "mac": node.mac if node else None,
                 # some servers advertise their MAC as the LLDP port id (docs/protocols.md)
-                "lldp": [node.mac, node.mac if node.rack.endswith("1") else "eth0", node.name] if node and node.mac else None,
+                "lldp": ([node.mac, node.mac if node.rack.endswith("1") else "eth0", node.name]
+                         if node and node.mac else None),
             })
         return {
             "name": sw.name,
@@ -382,7 +383,7 @@ class Lab:
         switches: dict[str, Any] = {}
         boot_port = None
         host_key = ""
-        for proc, cfg, ready in zip(self._procs, configs, readies):
+        for proc, ready in zip(self._procs, readies, strict=True):
             for name, ep in ready["nodes"].items():
                 nodes[name] = ep
                 self._where[name] = proc

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-class BootDevice(str, enum.Enum):
+class BootDevice(str, enum.Enum):  # noqa: UP042 -- StrEnum would change str() and format() of members
     """Where the machine boots from (a neutral vocabulary; front ends map it)."""
 
     NONE = "none"  # no override: follow the boot order
@@ -49,7 +49,7 @@ class BootDevice(str, enum.Enum):
     BIOS = "bios"
 
 
-class Phase(str, enum.Enum):
+class Phase(str, enum.Enum):  # noqa: UP042 -- StrEnum would change str() and format() of members
     """What the machine is doing, as an operator watching the console would say."""
 
     OFF = "off"
@@ -242,7 +242,7 @@ class Machine:
         *,
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.time,
-        http_get: Callable[[str], asyncio.Future[tuple[int, str]]] | None = None,
+        http_get: Callable[[str], Awaitable[tuple[int, str]]] | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -332,7 +332,8 @@ class Machine:
             rpm = (7200.0 + wobble(300, 400, i)) if on else 0.0
             if self.fault == "fan" and i == 3 and on:
                 rpm = 0.0
-            fans.append(SensorReading(f"FAN{i}", "fan", "RPM", round(rpm, 0), 1000.0 if on else None, 1800.0 if on else None, None, None))
+            fans.append(SensorReading(f"FAN{i}", "fan", "RPM", round(rpm, 0),
+                                      1000.0 if on else None, 1800.0 if on else None, None, None))
         psu_w = (310.0 + wobble(200, 40)) if on else 9.0
         v12 = 12.05 + wobble(500, 0.04)
         if self.fault == "psu":
@@ -700,7 +701,8 @@ class Machine:
             elif cmd == "hostname":
                 self.serial.write(self.name + "\n")
             elif cmd.startswith("uname"):
-                self.serial.write(f"Linux {self.name} 6.6.60-{self.image[0] if self.image else 'x'} #1 SMP x86_64 GNU/Linux\n")
+                release = f"6.6.60-{self.image[0] if self.image else 'x'}"
+                self.serial.write(f"Linux {self.name} {release} #1 SMP x86_64 GNU/Linux\n")
             elif cmd == "uptime":
                 self.serial.write(f" up {int(self.uptime // 60)} min,  1 user,  load average: 0.08, 0.03, 0.01\n")
             elif cmd == "reboot":
@@ -726,6 +728,8 @@ class Machine:
         if self.fault == "fan":
             self._add_event("critical", "FAN3", "Fan", "Lower Critical going low: reading 0 RPM < threshold 1000 RPM")
         elif self.fault == "overtemp":
-            self._add_event("critical", "CPU1 Temp", "Temperature", "Upper Critical going high: reading 96 C > threshold 95 C")
+            self._add_event("critical", "CPU1 Temp", "Temperature",
+                            "Upper Critical going high: reading 96 C > threshold 95 C")
         elif self.fault == "psu":
-            self._add_event("warning", "12V", "Voltage", "Lower Non-critical going low: reading 10.6 V < threshold 11.2 V")
+            self._add_event("warning", "12V", "Voltage",
+                            "Lower Non-critical going low: reading 10.6 V < threshold 11.2 V")

@@ -610,7 +610,8 @@ class _Bmc:
         m = self._owner(p, "media")
         if p["media"] != self.flavor.media_id:
             raise self._missing(p["kind"], p["owner"], "VirtualMedia", p["media"])
-        return self.media.setdefault(m.name, _Media()), f"{self._owner_uri(p['kind'], p['owner'])}/VirtualMedia/{p['media']}"
+        uri = f"{self._owner_uri(p['kind'], p['owner'])}/VirtualMedia/{p['media']}"
+        return self.media.setdefault(m.name, _Media()), uri
 
     def get_media(self, p: dict[str, str], body: Any) -> dict[str, Any]:
         drive, uri = self._drive(p)
@@ -655,7 +656,8 @@ class _Bmc:
         self._check_chassis(p["ch"])
         uri = f"{self.chassis_uri}/Thermal"
         sensors = self.machine.sensors()
-        temps, fans = [], []
+        temps: list[dict[str, Any]] = []
+        fans: list[dict[str, Any]] = []
         for s in sensors:
             if s.kind == "temperature":
                 temps.append({
@@ -1002,6 +1004,7 @@ class RedfishLab:
             if self._cert_dir is None:
                 self._tmp_dir = tempfile.mkdtemp(prefix="fleet-lab-tls-")
             cert_dir = self._cert_dir or self._tmp_dir
+            assert cert_dir is not None  # made just above when the caller chose none
             ssl_ctx = tls.server_context(https, cert_dir)
             self.cert_file = Path(cert_dir) / tls.CERT_NAME
         app = web.Application()

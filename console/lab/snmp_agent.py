@@ -173,7 +173,7 @@ def _mac_bytes(text: str) -> bytes | None:
     return bytes.fromhex(digits)
 
 
-class _FaultMap(dict):
+class _FaultMap(dict[str, str]):
     """``switch name -> fault``; rejects unknown modes so a typo is not a healthy switch."""
 
     def __setitem__(self, name: str, mode: str) -> None:
@@ -534,12 +534,12 @@ class _SwitchTransport(udp.UdpAsyncioTransport):
         self._switch = agent
         self.ready: asyncio.Future[None] = loop.create_future()
 
-    def connection_made(self, transport: asyncio.DatagramTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.DatagramTransport) -> None:
         super().connection_made(transport)
         if not self.ready.done():
             self.ready.set_result(None)
 
-    def datagram_received(self, datagram: bytes, address: Any) -> None:  # type: ignore[override]
+    def datagram_received(self, datagram: bytes, address: Any) -> None:
         fault = self._switch.fault
         if fault == "silent":
             return
@@ -559,7 +559,7 @@ class SnmpLab:
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.fault: dict[str, str] = _FaultMap()
+        self.fault = _FaultMap()
         self._clock = clock
         self._specs: list[SwitchSpec] = []
         self._agents: dict[OID, _SwitchAgent] = {}

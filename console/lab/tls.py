@@ -8,8 +8,8 @@ fast.
 
 The pair is cached in a directory chosen by the caller (``cert.pem`` + ``key.pem``)
 and reused while it still covers the requested addresses and stays valid for more
-than a day; otherwise it is regenerated for the union of the old and new addresses.  A lock file serialises processes sharing
-the directory.  Clients that want to verify the lab can use ``cert.pem`` as their
+than a day; otherwise it is regenerated for the union of the old and new addresses.  A
+lock file serialises processes sharing the directory.  Clients that want to verify the lab can use ``cert.pem`` as their
 CA file: it is its own trust anchor.
 
 Only loopback addresses (127.0.0.0/8) are accepted: the lab never serves anything

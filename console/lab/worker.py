@@ -23,13 +23,27 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from console.lab.machine import BootDevice, Machine, MachineSpec
 
+if TYPE_CHECKING:
+    from console.lab.boot import BootServer
+    from console.lab.drp import DrpLab
+    from console.lab.ipmi_bmc import IpmiLab
+    from console.lab.redfish_bmc import RedfishLab
+    from console.lab.snmp_agent import SnmpLab
+    from console.lab.ssh_host import SshHosts
+
 __all__ = ["Worker", "main"]
+
+
+def _power_of(machine: Machine) -> Callable[[], bool]:
+    """A switch port's link state: up while the machine behind it is powered."""
+    return lambda: machine.powered
 
 
 class Worker:
@@ -38,12 +52,13 @@ class Worker:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.machines: dict[str, Machine] = {}
-        self.ipmi = None
-        self.redfish = None
-        self.snmp = None
-        self.ssh = None
-        self.boot = None
-        self.drp = None
+        # each part exists once start() has reached it; stop() copes with any subset
+        self.ipmi: IpmiLab | None = None
+        self.redfish: RedfishLab | None = None
+        self.snmp: SnmpLab | None = None
+        self.ssh: SshHosts | None = None
+        self.boot: BootServer | None = None
+        self.drp: DrpLab | None = None
         self._http: aiohttp.ClientSession | None = None
 
     async def _http_get(self, url: str) -> tuple[int, str]:
@@ -69,24 +84,25 @@ class Worker:
         if cfg.get("serve_boot"):
             from console.lab.boot import BootServer
 
-            self.boot = BootServer(cfg["boot_root"], cfg.get("boot_address", "127.0.0.1"),
-                                   0 if ephemeral else cfg.get("boot_port", 8069))
-            boot_port = await self.boot.start()
+            self.boot = boot = BootServer(cfg["boot_root"], cfg.get("boot_address", "127.0.0.1"),
+                                          0 if ephemeral else cfg.get("boot_port", 8069))
+            boot_port = await boot.start()
         provisioner_url = cfg.get("provisioner_url")
         if provisioner_url is None and cfg.get("drp"):
             from console.lab.drp import DrpLab
 
             d = cfg["drp"]
-            self.drp = DrpLab(d["machines"], secrets["drp"], d.get("address", "127.0.0.1"),
-                              0 if ephemeral else d.get("port", 8092))
-            provisioner_url = f"http://{d.get('address', '127.0.0.1')}:{await self.drp.start()}"
+            self.drp = drp = DrpLab(d["machines"], secrets["drp"], d.get("address", "127.0.0.1"),
+                                    0 if ephemeral else d.get("port", 8092))
+            provisioner_url = f"http://{d.get('address', '127.0.0.1')}:{await drp.start()}"
         if provisioner_url is None and boot_port is not None:
             provisioner_url = f"http://{cfg.get('boot_address', '127.0.0.1')}:{boot_port}"
         boot_path = cfg.get("boot_path")
 
-        self.ipmi = IpmiLab()
-        self.redfish = RedfishLab(cert_dir=cfg.get("cert_dir"))
-        self.ssh = SshHosts(cert_dir=cfg["cert_dir"], username=cfg.get("ssh_user", "core"), password=secrets["ssh"])
+        self.ipmi = ipmi = IpmiLab()
+        self.redfish = redfish = RedfishLab(cert_dir=cfg.get("cert_dir"))
+        self.ssh = ssh = SshHosts(cert_dir=cfg["cert_dir"], username=cfg.get("ssh_user", "core"),
+                                  password=secrets["ssh"])
         nodes: dict[str, dict[str, int | None]] = {}
         any_ipmi = any_redfish = False
         services: dict[tuple[str, int], list[tuple[Machine, dict[str, Any]]]] = {}  # Redfish, by address:port
@@ -99,7 +115,7 @@ class Worker:
             port = 0 if ephemeral else bmc["port"]
             if bmc["protocol"] == "ipmi":
                 any_ipmi = True
-                bound = self.ipmi.add(machine, bmc["address"], port, b"admin", secrets["bmc"].encode(),
+                bound = ipmi.add(machine, bmc["address"], port, b"admin", secrets["bmc"].encode(),
                                       flavor=bmc.get("flavor") or "standard")
                 nodes[spec.name] = {"bmc_port": bound}
             else:
@@ -108,51 +124,51 @@ class Worker:
                 services.setdefault((bmc["address"], bmc["port"]), []).append((machine, bmc))
                 nodes[spec.name] = {"bmc_port": None}
             if m.get("ssh"):
-                self.ssh.add(machine, m["ssh"]["address"], 0 if ephemeral else m["ssh"]["port"])
+                ssh.add(machine, m["ssh"]["address"], 0 if ephemeral else m["ssh"]["port"])
         for (address, port), members in services.items():
             machine, bmc = members[0]
-            self.redfish.add(machine, address, 0 if ephemeral else port, scheme=bmc.get("scheme", "https"),
+            redfish.add(machine, address, 0 if ephemeral else port, scheme=bmc.get("scheme", "https"),
                              username="admin", password=secrets["bmc"], flavor=bmc.get("flavor") or "dmtf",
                              systems=bmc.get("systems", 1),
                              members={b["system"]: m for m, b in members} if len(members) > 1 else None)
         if any_ipmi:
-            self.ipmi.start()
+            ipmi.start()
         if any_redfish:
-            for name, port in (await self.redfish.start()).items():
+            for name, port in (await redfish.start()).items():
                 nodes[name]["bmc_port"] = port
-        for name, port in (await self.ssh.start()).items():
+        for name, port in (await ssh.start()).items():
             nodes[name]["ssh_port"] = port
 
         switches: dict[str, int] = {}
         if cfg.get("switches"):
-            self.snmp = SnmpLab(clock=(lambda: frozen) if frozen is not None else time.monotonic)
+            self.snmp = snmp = SnmpLab(clock=(lambda: frozen) if frozen is not None else time.monotonic)
             for sw in cfg["switches"]:
                 ports = []
                 for p in sw["ports"]:
-                    machine = self.machines.get(p.get("node") or "")
+                    linked = self.machines.get(p.get("node") or "")
                     ports.append(SwitchPort(
                         ifindex=p["ifindex"], name=p["name"], alias=p.get("alias", ""),
                         speed_mbps=p.get("speed_mbps", 25000), node_mac=p.get("mac"),
                         lldp=tuple(p["lldp"]) if p.get("lldp") else None,
                         # a port's link follows its server's power; empty ports are dark, uplinks lit
-                        link=(lambda m=machine: m.powered) if machine else
+                        link=_power_of(linked) if linked else
                         (None if p.get("alias") == "uplink" else (lambda: False)),
                     ))
-                self.snmp.add(SwitchSpec(
+                snmp.add(SwitchSpec(
                     name=sw["name"], address=sw["address"], port=0 if ephemeral else sw["port"],
                     community=secrets["snmp"], v3_user=sw.get("v3_user"),
                     v3_auth_key=secrets.get("snmp-auth") if sw.get("v3_user") else None,
                     v3_priv_key=secrets.get("snmp-priv") if sw.get("v3_user") else None,
                     ports=ports,
                 ))
-            switches = await self.snmp.start()
+            switches = await snmp.start()
         return {
             "ready": True,
             "nodes": nodes,
             "switches": switches,
             "boot_port": boot_port,
             "provisioner_url": provisioner_url,
-            "ssh_host_key": self.ssh.public_key,
+            "ssh_host_key": ssh.public_key,
             "pid": os.getpid(),
         }
 
@@ -190,7 +206,8 @@ class Worker:
             self.machines[cmd["node"]].set_boot_override(BootDevice(cmd["device"]), cmd.get("persistent", False))
             return {"ok": True}
         if op == "serial":
-            return {"output": self.machines[cmd["node"]].serial.history()[-cmd.get("tail", 4096):].decode(errors="replace")}
+            history = self.machines[cmd["node"]].serial.history()
+            return {"output": history[-cmd.get("tail", 4096):].decode(errors="replace")}
         if op == "sessions":
             return {
                 "ipmi": self.ipmi.session_count() if self.ipmi else 0,
@@ -204,12 +221,12 @@ class Worker:
             return {"ok": True}
         if op == "fault":
             target, mode = cmd["target"], cmd.get("mode", "")
-            if cmd["kind"] == "switch":
-                self.snmp.fault[target] = mode
-            elif cmd["kind"] == "redfish":
-                self.redfish.fault[target] = mode
-            elif cmd["kind"] == "ipmi":
-                self.ipmi.fault[target] = mode
+            parts = {"switch": self.snmp, "redfish": self.redfish, "ipmi": self.ipmi}
+            if cmd["kind"] in parts:
+                part = parts[cmd["kind"]]
+                if part is None:
+                    raise RuntimeError(f"this worker serves no {cmd['kind']} endpoint")
+                part.fault[target] = mode
             return {"ok": True}
         if op == "ping":
             return {"ok": True, "time": time.time()}
