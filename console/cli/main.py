@@ -33,6 +33,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from console import site as sites
 from console.errors import FleetError, InventoryError, LabError, SecretError, SelectionError, SiteNotFound
@@ -57,7 +58,7 @@ def _start_lab(site: Site, *, ephemeral: bool, time_scale: float = 1.0):
         lab.start()
     except LabError as exc:
         text = str(exc)
-        busy = "Address already in use" in text or "Errno 98" in text or "Permission denied" in text or "Errno 13" in text
+        busy = any(sign in text for sign in ("Address already in use", "Errno 98", "Permission denied", "Errno 13"))
         if ephemeral or not busy:
             raise
         # standard ports are taken or need root: fall back to ephemeral ones
@@ -175,10 +176,12 @@ def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool, use: str) -> 
     if as_json:
         print(json.dumps({
             "site": site.name,
-            "nodes": [{"name": n.name, "bmc": {"protocol": n.bmc.protocol, "address": n.bmc.address,
-                                                "port": n.bmc.port, "scheme": n.bmc.scheme if n.bmc.protocol == "redfish" else None},
+            "nodes": [{"name": n.name,
+                       "bmc": {"protocol": n.bmc.protocol, "address": n.bmc.address, "port": n.bmc.port,
+                               "scheme": n.bmc.scheme if n.bmc.protocol == "redfish" else None},
                        "host": n.host, "ssh_port": n.ssh_port} for n in site.nodes],
-            "switches": [{"name": s.name, "address": s.address, "port": s.port, "snmp": s.snmp.version} for s in site.switches],
+            "switches": [{"name": s.name, "address": s.address, "port": s.port, "snmp": s.snmp.version}
+                         for s in site.switches],
             "provisioner": eps["provisioner_url"],
             "boot_root": eps["boot_root"],
             "bmc_user": "admin",
@@ -195,24 +198,27 @@ def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool, use: str) -> 
     for s in site.switches:
         auth = "v2c" if s.snmp.version == "2c" else f"v3 authPriv user {s.snmp.username}"
         print(f"switch {s.name:<16} snmp {s.address}:{s.port} ({auth})")
-    if site.provisioner.kind == "drp":
+    if site.provisioner is not None and site.provisioner.kind == "drp":
         print(f"provisioner (DRP stand-in API): {eps['provisioner_url']}/api/v3   token lab:drp")
         if eps.get("boot_url"):
             print(f"boot server: {eps['boot_url']}")
     else:
-        print(f"provisioner (iPXE over HTTP): {eps['provisioner_url']}/boot/<mac>.ipxe   root {eps['boot_root']}")
+        print(f"provisioner (iPXE over HTTP): {eps['provisioner_url']}/boot/<mac>.ipxe"
+              f"   root {eps['boot_root']}")
     print(f"\nBMC user admin; password in {pwfile} (mode 0600); all lab secrets in {lab.lab_dir / 'secrets.json'}")
     first_ipmi = next((n for n in site.nodes if n.bmc.protocol == "ipmi"), None)
     first_rf = next((n for n in site.nodes if n.bmc.protocol == "redfish"), None)
     first_sw = next(iter(site.switches), None)
     print("try:")
     if first_ipmi:
-        print(f"  ipmitool -I lanplus -C 3 -H {first_ipmi.bmc.address} -p {first_ipmi.bmc.port} -U admin -f {pwfile} power status")
+        print(f"  ipmitool -I lanplus -C 3 -H {first_ipmi.bmc.address} -p {first_ipmi.bmc.port}"
+              f" -U admin -f {pwfile} power status")
     if first_rf:
-        print(f"  curl -sk -u admin:$(cat {pwfile}) {first_rf.bmc.scheme}://{first_rf.bmc.address}:{first_rf.bmc.port}/redfish/v1/Systems")
+        print(f"  curl -sk -u admin:$(cat {pwfile})"
+              f" {first_rf.bmc.scheme}://{first_rf.bmc.address}:{first_rf.bmc.port}/redfish/v1/Systems")
     if first_sw and first_sw.snmp.version == "2c":
-        print(f"  snmpwalk -v2c -c $(python3 -c 'import json;print(json.load(open(\"{lab.lab_dir / 'secrets.json'}\"))[\"snmp\"])') "
-              f"{first_sw.address}:{first_sw.port} 1.3.6.1.2.1.31.1.1.1.1")
+        community = f"$(python3 -c 'import json;print(json.load(open(\"{lab.lab_dir / 'secrets.json'}\"))[\"snmp\"])')"
+        print(f"  snmpwalk -v2c -c {community} {first_sw.address}:{first_sw.port} 1.3.6.1.2.1.31.1.1.1.1")
     print(f"other commands use this lab with --site {use} (fleet-console --site {use} status)")
     print("lab running; Ctrl-C stops it", flush=True)
 
@@ -335,8 +341,9 @@ def _add_global_options(p: argparse.ArgumentParser, *, after_command: bool = Fal
     """--site, --read-only, --debug: on the main parser, and again on each command's
     with no default (SUPPRESS), so a value given after the command wins and an absent
     one leaves what came before it."""
-    given = {"default": argparse.SUPPRESS} if after_command else {}
-    p.add_argument("--site", **(given or {"default": os.environ.get("FLEET_CONSOLE_SITE")}),
+    given: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
+    site_default: dict[str, Any] = given or {"default": os.environ.get("FLEET_CONSOLE_SITE")}
+    p.add_argument("--site", **site_default,
                    help="site name (searched in $FLEET_CONSOLE_SITES, ~/.config/fleet-console/sites, "
                         "/etc/fleet-console/sites) or path to a site YAML file; 'demo' is built in")
     p.add_argument("--read-only", action="store_true", **given,
@@ -437,7 +444,8 @@ def _add_action_commands(sub) -> None:
     from console.cli import act_commands as ac
 
     pw = sub.add_parser("power", help="power on/off/soft/cycle/reset nodes (plan, confirm, act, verify)")
-    pw.add_argument("power_action", choices=["on", "off", "soft", "cycle", "reset"], metavar="{on,off,soft,cycle,reset}",
+    pw.add_argument("power_action", choices=["on", "off", "soft", "cycle", "reset"],
+                    metavar="{on,off,soft,cycle,reset}",
                     help="on; off (hard); soft (ACPI shutdown); cycle; reset (warm)")
     ac.add_action_options(pw)
     pw.add_argument("--soft-timeout", type=float, default=300.0,
@@ -476,7 +484,8 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def _open(self):
         try:
-            fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.baseFilename, flags, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise OSError(f"{self.baseFilename} is a symbolic link: not following it") from None

@@ -27,8 +27,22 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from inventory import loader
-from inventory.model import (Bmc, Image, LabConfig, Node, Provisioner, Rack, Site, SnmpConfig, SshConfig, Switch,
-                             SwitchPortRef, credential_ref, listen_address, name_token)
+from inventory.model import (
+    Bmc,
+    Image,
+    LabConfig,
+    Node,
+    Provisioner,
+    Rack,
+    Site,
+    SnmpConfig,
+    SshConfig,
+    Switch,
+    SwitchPortRef,
+    credential_ref,
+    listen_address,
+    name_token,
+)
 
 __all__ = ["EXAMPLE", "InitError", "SECTIONS", "Section", "init_site", "reference"]
 
@@ -112,7 +126,7 @@ def _type(annotation: Any, metadata: list | tuple = ()) -> str:
         if func in _VALIDATORS:
             return _VALIDATORS[func]
         name = getattr(func, "__qualname__", "")
-        if name.startswith("_url."):
+        if name.startswith("_url.") and func is not None:
             schemes = func.__closure__[0].cell_contents if func.__closure__ else ()
             return f"URL ({'/'.join(schemes)})"
         if name == "_host":

@@ -79,7 +79,7 @@ def current_operator() -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Journal:
@@ -189,6 +189,5 @@ def _lines_backwards(f, block: int = 64 * 1024):
         chunk = f.read(step) + tail
         lines = chunk.split(b"\n")
         tail = lines[0]  # may be the end of a line that starts in an earlier block
-        for line in reversed(lines[1:]):
-            yield line
+        yield from reversed(lines[1:])
     yield tail

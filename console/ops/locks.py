@@ -48,15 +48,16 @@ import secrets
 import socket
 import stat
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from console.errors import FleetError
 from console.ops.journal import current_operator
 
-__all__ = ["LockInfo", "Locks", "LockError", "LockBusy", "LockCancelled", "lock_dir", "DEFAULT_TTL", "MAX_TTL", "GUARD_WAIT"]
+__all__ = ["LockInfo", "Locks", "LockError", "LockBusy", "LockCancelled", "lock_dir",
+           "DEFAULT_TTL", "MAX_TTL", "GUARD_WAIT"]
 
 #: seconds a lock lasts unless renewed.  Short, because the lock follows its plan: the
 #: runner renews it every ttl/3 while the plan runs and releases it at the end, so a lock
@@ -617,14 +618,15 @@ class Locks:
         for n in names:
             self._name(n)
         ttl = self.ttl if ttl is None else self._ttl(ttl)
-        with self._site(create=True) as dfd, self._guard(dfd, stop=stop):
-            try:
-                return self._acquire(dfd, names, action, plan, ttl)
-            except OSError as exc:
-                raise _os_problem(exc, str(self.dir)) from exc
+        with self._site(create=True) as dfd:
+            assert dfd is not None  # create=True makes the directory or raises
+            with self._guard(dfd, stop=stop):
+                try:
+                    return self._acquire(dfd, names, action, plan, ttl)
+                except OSError as exc:
+                    raise _os_problem(exc, str(self.dir)) from exc
 
     def _acquire(self, dfd: int, names: list[str], action: str, plan: str, ttl: float) -> dict[str, LockInfo]:
-        dir_st = os.fstat(dfd)
         now = time.time()
         held: dict[str, LockInfo] = {}
         stale: list[LockInfo] = []
@@ -723,7 +725,7 @@ class Locks:
                     raise _os_problem(exc, str(self._path(n))) from exc
                 self._mine.pop(n, None)
 
-    def __enter__(self) -> "Locks":
+    def __enter__(self) -> Locks:
         return self
 
     def __exit__(self, *exc: object) -> None:
