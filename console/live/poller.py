@@ -24,6 +24,7 @@ The next poll of an endpoint is scheduled when the last one finished.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random
@@ -245,8 +246,9 @@ class Poller:
                 continue
             ep = self._bmcs[name]
             try:
-                values = await self._guarded(ep, lambda: self._bmc_job(ep, name, job), probe=not asked,
-                                             prepare=lambda: self._open_bmc(ep, name))
+                # partials, not lambdas: each binds this iteration's endpoint and job
+                values = await self._guarded(ep, functools.partial(self._bmc_job, ep, name, job), probe=not asked,
+                                             prepare=functools.partial(self._open_bmc, ep, name))
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
