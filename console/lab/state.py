@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from console.errors import LabError
 from console.lab.runtime import runtime_dir
+from console.sitefile import check_site_file
 from inventory.model import Site
 
 __all__ = ["write_state", "read_state", "remove_state", "LabState"]
@@ -178,8 +179,6 @@ def read_state(site: str) -> LabState | None:
     state = _load(path)
     if state is not None and _live(state):
         # the lab serves this site file and we will run its cmd: secrets: it must be trusted
-        from console.site import check_site_file
-
         check_site_file(Path(state["site_file"]))
         return state
     if state is not None:
