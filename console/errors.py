@@ -7,7 +7,7 @@
     ├── SelectionError          a node selection is malformed or matches nothing (inventory.errors)
     ├── RangeError              a node range is malformed or too large (inventory.ranges)
     ├── SiteNotFound            no site file of that name in the trusted places (inventory.errors)
-    │   └── UntrustedSite       found, but someone else could have written it (console.site)
+    │   └── UntrustedSite       found, but someone else could have written it (console.sitefile)
     ├── SecretError             a credential reference cannot be resolved (inventory.errors)
     ├── DriverError             talking to a BMC, switch or host failed
     │   ├── Unreachable         nothing answers
