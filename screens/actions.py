@@ -37,7 +37,7 @@ from console.ops.actions import Plan, SkipKind, plan_power, plan_pxe, plan_reima
 from console.text import visible
 from inventory.errors import FleetError
 from inventory.ranges import compress
-from screens.appref import fleet_app
+from screens.appref import FleetAppMixin, fleet_app
 from screens.common import outside
 from screens.footer import KeyFooter
 from screens.progress import ProgressScreen
@@ -526,11 +526,11 @@ def open_activity(app) -> None:
         app.push_screen(ActivityScreen())
 
 
-class ActionCommands(Provider):
+class ActionCommands(FleetAppMixin, Provider):
     """Palette commands: the actions on the marked / cursor nodes, and the Activity screen."""
 
     def _commands(self) -> list[tuple[str, Callable, str]]:
-        app = self.app
+        app = self.console
         out: list[tuple[str, Callable, str]] = [("activity screen", partial(open_activity, app),
                                                  "the journal of every action on this site")]
         for text, kind, choice, help_text in PALETTE_ACTIONS:

@@ -26,8 +26,8 @@ import os
 import signal
 import time
 import weakref
-from typing import Any
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from textual import events, on
 from textual.app import App, ScreenStackError
@@ -338,7 +338,8 @@ class FleetConsoleApp(App):
             # The terminal is gone: Textual's output thread dies on its first write (EIO) and
             # later writes wait forever for room in its queue, freezing this loop before the
             # rollback is done.  Nothing can be shown any more: write nowhere.
-            self._driver.write = lambda data: None
+            # (replacing the driver's method on this one object is the point: no Textual API for it)
+            self._driver.write = lambda data: None  # type: ignore[method-assign]
         if not self._ending:
             asyncio.get_running_loop().create_task(self._end(why, hard=hangup))
 
@@ -352,7 +353,7 @@ class FleetConsoleApp(App):
         if waits:
             try:
                 await asyncio.wait_for(asyncio.gather(*waits), self.ABORT_WAIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("actions did not finish rolling back within %g s: %s", self.ABORT_WAIT_S,
                           ", ".join(run.plan.id for run in runs if not run.ended.is_set()))
 

@@ -13,6 +13,7 @@ applied in the frame that shows the typed character.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import events, on
@@ -31,12 +32,16 @@ from console.live.columns import sort_key
 from console.text import visible
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
-from inventory.selection import AttrIndex, select
+from inventory.selection import AttrIndex, AttrValue, select
+from screens.appref import FleetAppMixin
 from screens.columns import BY_KEY, error_cell, layout
 from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, outside, status_text, words_signature
 from screens.footer import KeyFooter
 from screens.summary import FleetSummary
 from screens.table import FleetTable, same_cell
+
+if TYPE_CHECKING:  # the progress screen imports the action machinery: only its type here
+    from screens.progress import ProgressScreen
 
 __all__ = ["FilterInput", "FleetScreen"]
 
@@ -83,7 +88,7 @@ class FilterInput(Input):
         self._on_text(value)
 
 
-class FleetScreen(Screen):
+class FleetScreen(FleetAppMixin, Screen):
     """Fleet table with filter (`/`), sort (click a header or `s`), marks (space, `a`).
 
     The columns follow the terminal width (:func:`layout`).  Rows are built once per
@@ -119,7 +124,7 @@ class FleetScreen(Screen):
         self._sort_reverse = False
         self.columns: tuple[tuple[str, str, int], ...] = ()
         self._compact: frozenset[str] = frozenset()
-        self._cache: dict[str, dict[str, object]] = {}  # name -> column key -> cell
+        self._cache: dict[str, dict[str, Text]] = {}  # name -> column key -> cell
         #: one object per distinct cell (see _shared); distinct errors and ages come and go
         self._alike: LRUCache[tuple, Text] = LRUCache(ALIKE_MAX)
         #: nodes whose rows are not made yet (ordered): made ahead in idle time (_work_ahead)
@@ -131,7 +136,7 @@ class FleetScreen(Screen):
         self._name_width = 18
         self._rack_width = 7
         #: marks an action took, cleared when it finishes: (its progress screen, nodes)
-        self._consumed: list[tuple[object, list[str]]] = []
+        self._consumed: list[tuple[ProgressScreen, list[str]]] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -145,7 +150,7 @@ class FleetScreen(Screen):
 
     @property
     def fleet(self):
-        return self.app.fleet
+        return self.console.fleet
 
     def on_mount(self) -> None:
         nodes = self.fleet.site.nodes
@@ -158,7 +163,7 @@ class FleetScreen(Screen):
         table = self.query_one(FleetTable)
         table.focus()  # not the (hidden) filter input
         table.cells_for = self._row
-        self._relayout(self.app.size.width)
+        self._relayout(self.console.size.width)
         self._refresh_summary()
         self.set_interval(1.0, self._tick)
         self.set_interval(0.05, self._work_ahead)
@@ -183,12 +188,12 @@ class FleetScreen(Screen):
         self._cache.clear()
         self._unmade = dict.fromkeys(self._names)
         cursor = self._cursor_name()
-        with self.app.batch_update():
+        with self.console.batch_update():
             table.set_columns(columns)
             self._fill(cursor)
 
     # ------------------------------------------------------------ rows
-    def _cells(self, name: str) -> dict[str, object]:
+    def _cells(self, name: str) -> dict[str, Text]:
         """Every visible column's cell for one node, in the current forms (cached)."""
         cells = self._cache.get(name)
         if cells is None:
@@ -206,19 +211,19 @@ class FleetScreen(Screen):
             self._alike.set(key, cell)
         return kept
 
-    def _make_cells(self, name: str) -> dict[str, object]:
+    def _make_cells(self, name: str) -> dict[str, Text]:
         fleet = self.fleet
         node = fleet.site.node(name)
         st = fleet.nodes[name]
         compact = self._compact
         keys = {k for k, _, _ in self.columns}
-        cells: dict[str, object] = {
+        cells: dict[str, Text] = {
             "mark": Text("●", style="bold") if name in self.marked else Text(" "),
             "name": outside(name, "bold" if st.error else ""),
             "rack": outside(f"{node.rack}/{node.u or '-'}"),
             "power": status_text(st.power, _SHORT.get(st.power) if "power" in compact else None),
             "health": status_text(st.health, _SHORT.get(st.health) if "health" in compact else None),
-            "age": age_text(st.polled_at, self.app.clock()),
+            "age": age_text(st.polled_at, self.console.clock()),
             "error": error_cell(fleet.activity.get(name), st.error),  # an action under way or a lock first
         }
         if "port" in keys:
@@ -245,7 +250,7 @@ class FleetScreen(Screen):
         shared = self._shared
         return {key: cell if key in _OWN else shared(cell) for key, cell in cells.items()}
 
-    def _row(self, name: str) -> list:
+    def _row(self, name: str) -> list[Text]:
         cells = self._cells(name)
         return [cells[key] for key, _, _ in self.columns]
 
@@ -258,7 +263,7 @@ class FleetScreen(Screen):
             table.move_cursor(row=table.get_row_index(cursor))
         self._refresh_ages()
 
-    def _node_words(self, name: str) -> dict[str, object]:
+    def _node_words(self, name: str) -> dict[str, AttrValue]:
         return node_words(self.fleet, self.fleet.site.node(name))
 
     def _work_ahead(self) -> None:
@@ -266,12 +271,15 @@ class FleetScreen(Screen):
         the filter's index, built after the first paint and kept current as nodes change;
         then, while the operator is not typing, the rows not shown yet, made ready to
         draw, so that a filter showing rows never drawn does not make them then."""
-        typing = self.app.input_quiet_for() < TYPING_S
-        if self._index.pending:
-            self._index.sync(limit=INDEX_SLICE_TYPING if typing else INDEX_SLICE)
-            if not self._index.pending and not self._index_built:
+        index = self._index
+        if index is None:  # not mounted yet
+            return
+        typing = self.console.input_quiet_for() < TYPING_S
+        if index.pending:
+            index.sync(limit=INDEX_SLICE_TYPING if typing else INDEX_SLICE)
+            if not index.pending and not self._index_built:
                 self._index_built = True
-                self.app.freeze_heap()  # thousands of long-lived tuples and sets
+                self.console.freeze_heap()  # thousands of long-lived tuples and sets
             return
         unmade = self._unmade
         if unmade and not typing:
@@ -288,7 +296,9 @@ class FleetScreen(Screen):
         if not text.strip():
             return list(names)
         try:
-            return select(text, names, attrs=self._index, groups=fleet.site.groups, allow_empty=True,
+            # the index is the words, kept; before it is built (not mounted yet) ask for them
+            attrs = self._index if self._index is not None else self._node_words
+            return select(text, names, attrs=attrs, groups=fleet.site.groups, allow_empty=True,
                           vocabulary=STATE_WORDS)
         except FleetError as exc:
             return exc
@@ -306,7 +316,7 @@ class FleetScreen(Screen):
         if set(chosen) != set(self.shown):
             self.shown = chosen
             cursor = self._cursor_name()
-            with self.app.batch_update():
+            with self.console.batch_update():
                 self._fill(cursor)
         self._refresh_summary()
 
@@ -322,7 +332,7 @@ class FleetScreen(Screen):
             line.styles.border = None  # the stylesheet's again
             line.border_subtitle = line.tooltip = None
         else:
-            line.styles.border = ("tall", Color.parse(self.app.current_theme.error))
+            line.styles.border = ("tall", Color.parse(self.console.current_theme.error))
             shown = Content(visible(problem))  # not markup: ranges have brackets, and it echoes the filter
             line.border_subtitle = shown
             line.tooltip = shown
@@ -366,7 +376,8 @@ class FleetScreen(Screen):
             if signatures.get(name) != signature:
                 signatures[name] = signature
                 moved.append(name)
-        self._index.invalidate(moved)
+        if self._index is not None:
+            self._index.invalidate(moved)
         table = self.query_one(FleetTable)
         keys = [key for key, _, _ in self.columns]
         # cells are remade now only for rows on screen; the others when they scroll into view
@@ -401,7 +412,7 @@ class FleetScreen(Screen):
         """The rows on screen show their nodes' age as of now (a row made ahead, or kept
         while off screen, holds the age of when it was made)."""
         table = self.query_one(FleetTable)
-        now = self.app.clock()
+        now = self.console.clock()
         changed = []
         for name in table.keys_in_view():
             age = self._shared(age_text(self.fleet.nodes[name].polled_at, now))
@@ -414,7 +425,7 @@ class FleetScreen(Screen):
     def _refresh_summary(self) -> None:
         """The summary bar, and the banner when the poller is stale or the site unreachable."""
         self.query_one(FleetSummary).show(shown=len(self.shown), marked=len(self.marked))
-        message = self.app.staleness() or ""
+        message = self.console.staleness() or ""
         if message != self._banner_shown:
             self._banner_shown = message
             banner = self.query_one("#banner", Static)
@@ -454,7 +465,8 @@ class FleetScreen(Screen):
         if self.marked:
             return sorted(self.marked, key=natural_key)
         table = self.query_one(FleetTable)
-        return [table.cursor_key] if table.cursor_in_view else []
+        cursor = table.cursor_key
+        return [cursor] if cursor is not None and table.cursor_in_view else []
 
     def target_warnings(self, names: list[str]) -> list[str]:
         """What the operator may not see about ``names``, in words that stop them: marked
@@ -473,7 +485,7 @@ class FleetScreen(Screen):
                        "the rows shown are the last good filter's")
         return out
 
-    def action_started(self, names: list[str], progress) -> None:
+    def action_started(self, names: list[str], progress: ProgressScreen) -> None:
         """An action on ``names`` started (``progress``: its screen): the marks that chose
         them are cleared when it finishes, so they cannot be acted on again by mistake."""
         consumed = [n for n in names if n in self.marked]
@@ -532,18 +544,18 @@ class FleetScreen(Screen):
     def action_open_node(self) -> None:
         name = self._cursor_name()
         if name:
-            self.app.open_node(name)
+            self.console.open_node(name)
 
     @on(FleetTable.RowSelected)
     def _row_selected(self, event: FleetTable.RowSelected) -> None:
-        self.app.open_node(event.key)
+        self.console.open_node(event.key)
 
     def action_racks(self) -> None:
-        self.app.open_screen("racks")
+        self.console.open_screen("racks")
 
     def action_switches(self) -> None:
-        self.app.open_screen("switches")
+        self.console.open_screen("switches")
 
     def action_help(self) -> None:
-        self.app.action_help()
+        self.console.action_help()
 

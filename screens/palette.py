@@ -21,6 +21,7 @@ from textual.content import Content
 from textual.fuzzy import Matcher
 
 from console.text import visible
+from screens.appref import FleetAppMixin
 
 __all__ = ["FleetCommands", "go_to_node", "go_to_rack", "go_to_switch", "go_to_screen"]
 
@@ -97,12 +98,12 @@ def go_to_screen(app, which: str) -> None:
         app.open_screen(which)
 
 
-class FleetCommands(Provider):
+class FleetCommands(FleetAppMixin, Provider):
     """Palette commands for this site: nodes, racks, switches and screens."""
 
     def _commands(self) -> list[tuple[str, Callable, str]]:
         """(text, callback, help) for every command, screens first."""
-        app = self.app
+        app = self.console
         site = app.fleet.site
         out: list[tuple[str, Callable, str]] = [
             (f"{which} screen", partial(go_to_screen, app, which), help_text)
@@ -120,7 +121,10 @@ class FleetCommands(Provider):
         """Before anything is typed: the screens and the racks."""
         for text, command, help_text in self._commands():
             if not text.startswith("go to node"):
-                yield DiscoveryHit(_shown(text), command, text=text, help=_shown(help_text))
+                # Hit.help is typed str, but the palette draws it with Content.from_markup,
+                # which takes a Content as it is (a str would be read as markup)
+                help_content = _shown(help_text)
+                yield DiscoveryHit(_shown(text), command, text=text, help=help_content)  # type: ignore[arg-type]
 
     async def search(self, query: str) -> Hits:
         """Everything whose text fuzzy-matches ``query``."""
@@ -128,6 +132,7 @@ class FleetCommands(Provider):
         for i, (text, command, help_text) in enumerate(self._commands()):
             score = matcher.match(text)
             if score > 0:
-                yield Hit(score, _highlight(matcher, text), command, text=text, help=_shown(help_text))
+                help_content = _shown(help_text)  # a Content, not markup: see discover
+                yield Hit(score, _highlight(matcher, text), command, text=text, help=help_content)  # type: ignore[arg-type]
             if i % 500 == 499:
                 await asyncio.sleep(0)  # thousands of nodes: let the palette stay responsive

@@ -143,7 +143,7 @@ class ProgressScreen(FleetAppMixin, Screen):
         table.add_column("PHASE", key="phase", width=16)
         name_width = max((len(n.node) for n in self.plan.nodes), default=4)
         # the detail takes the rest of the row (no sideways scrolling at the start width)
-        table.add_column("DETAIL", key="detail", width=max(30, self.app.size.width - name_width - 16 - 8))
+        table.add_column("DETAIL", key="detail", width=max(30, self.console.size.width - name_width - 16 - 8))
         for np in self.plan.nodes:
             snap = NodeProgressed(np.node, "planned", None, None, False, False, ())
             self.states[np.node] = snap
@@ -167,7 +167,7 @@ class ProgressScreen(FleetAppMixin, Screen):
             return
         self.console.runs.append(self)
         # the app's worker, not the screen's: hiding this screen must not stop the action
-        self.app.run_worker(self._run(self.runner), name=f"{self.plan.action} (plan {self.plan.id})",
+        self.console.run_worker(self._run(self.runner), name=f"{self.plan.action} (plan {self.plan.id})",
                             group="actions", exit_on_error=False)
 
     async def _run(self, runner: Runner) -> None:
@@ -184,16 +184,16 @@ class ProgressScreen(FleetAppMixin, Screen):
             result = await runner.run()
         except LockError as exc:  # refused before any step: the lock directory is unsafe, or its guard busy
             self.post_message(RunFinished(None, str(exc)))
-            self.app.notify(visible(f"{self.plan.action} not started: {exc}"), severity="error", timeout=10,
+            self.console.notify(visible(f"{self.plan.action} not started: {exc}"), severity="error", timeout=10,
                             markup=False)
             return
         except Exception as exc:  # the runner raises only on bugs: say so, never a traceback
             self.post_message(RunFinished(None, f"{type(exc).__name__}: {exc}"))
-            self.app.notify(visible(f"{self.plan.action} broke: {exc}"), severity="error", timeout=10, markup=False)
+            self.console.notify(visible(f"{self.plan.action} broke: {exc}"), severity="error", timeout=10, markup=False)
             return
         self.post_message(RunFinished(result))
-        if not self.is_attached or self.app.screen is not self:
-            self.app.notify(visible(f"{self.plan.action} finished: {result.summary()}"),
+        if not self.is_attached or self.console.screen is not self:
+            self.console.notify(visible(f"{self.plan.action} finished: {result.summary()}"),
                             severity="information" if result.ok else "warning", timeout=10, markup=False)
 
     def _progress(self, p: NodeProgress) -> None:
@@ -354,4 +354,4 @@ class ProgressScreen(FleetAppMixin, Screen):
         if not self.finished:
             self.notify(f"{self.plan.action} continues in the background; its end will be notified "
                         "(c on this screen cancels it)", severity="warning")
-        self.app.pop_screen()
+        self.console.pop_screen()

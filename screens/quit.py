@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from console.ops.runner import Runner
+from screens.appref import FleetAppMixin
 from screens.common import outside
 
 __all__ = ["QuitScreen", "describe_runs"]
@@ -64,7 +65,7 @@ def describe_runs(runners: Iterable[Runner]) -> list[Text]:
     return out
 
 
-class QuitScreen(ModalScreen[bool]):
+class QuitScreen(FleetAppMixin, ModalScreen[bool]):
     """Quit with actions running?  Dismisses True to abort them and quit, False to stay."""
 
     CSS_PATH = "quit.tcss"

@@ -21,6 +21,7 @@ from textual.widgets import Header, Static
 
 from console.live.words import NODE_STATES, image_state, node_state, port_finding
 from console.text import visible
+from screens.appref import FleetAppMixin
 from screens.common import SYMBOLS, FleetChanged, outside
 from screens.footer import KeyFooter
 
@@ -101,7 +102,7 @@ class NodeBlock(Static):
             screen.click_node(self.node_name)
 
 
-class RackScreen(Screen):
+class RackScreen(FleetAppMixin, Screen):
     """Racks side by side; arrows move between nodes, enter opens one."""
 
     CSS_PATH = "rack.tcss"
@@ -124,11 +125,11 @@ class RackScreen(Screen):
 
     @property
     def fleet(self):
-        return self.app.fleet
+        return self.console.fleet
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(legend(self.app.size.width - 2), id="legend")  # (its padding)
+        yield Static(legend(self.console.size.width - 2), id="legend")  # (its padding)
         with HorizontalScroll(id="racks", can_focus=False):
             for rack in self.fleet.site.racks:
                 with Vertical(classes="rack", id=f"rack-{rack.name}"):
@@ -221,7 +222,7 @@ class RackScreen(Screen):
     def click_node(self, name: str) -> None:
         """A click selects a node; a click on the selected node opens it."""
         if self.cursor == name:
-            self.app.open_node(name)
+            self.console.open_node(name)
         else:
             self.select(name)
 
@@ -231,7 +232,7 @@ class RackScreen(Screen):
 
     def action_open_node(self) -> None:
         if self.cursor is not None:
-            self.app.open_node(self.cursor)
+            self.console.open_node(self.cursor)
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.console.pop_screen()

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from rich.text import Text
 from textual.widgets import Static
 
+from screens.appref import FleetAppMixin
 from screens.common import INSECURE, SYMBOLS, age_text, status_text, transport_warning
 
 __all__ = ["FleetSummary", "SUMMARY_WIDE"]
@@ -29,7 +30,7 @@ __all__ = ["FleetSummary", "SUMMARY_WIDE"]
 SUMMARY_WIDE = 110
 
 
-class FleetSummary(Static):
+class FleetSummary(FleetAppMixin, Static):
     """One line: counts by power, health, errors, drift and miscabling; poller freshness;
     how many nodes are shown and marked.
 
@@ -40,7 +41,7 @@ class FleetSummary(Static):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._tally: Counter | None = None  # "power:on", "error", "drift"... -> nodes
+        self._tally: Counter[str] | None = None  # "power:on", "error", "drift"... -> nodes
         self._contrib: dict[str, tuple[str, ...]] = {}  # what each node adds to the tally
         self._counts: tuple[bool, Text] | None = None  # (wide, the counts rendered)
         self._shown = Text()
@@ -54,13 +55,13 @@ class FleetSummary(Static):
         """These nodes' states changed: their counts move (shown at the next :meth:`show`)."""
         self._counts = None
         if self._tally is not None:
-            self._recount(names)
+            self._recount(self._tally, names)
 
     def switches_changed(self, names: Iterable[str]) -> None:
         """These switches' states changed: whether every one was polled may have."""
         if self._tally is None:
             return
-        switches, unpolled = self.app.fleet.switches, self._switches_unpolled
+        switches, unpolled = self.console.fleet.switches, self._switches_unpolled
         before = bool(unpolled)
         for name in names:
             if name in switches:
@@ -85,9 +86,9 @@ class FleetSummary(Static):
 
     def show(self, *, shown: int, marked: int) -> None:
         """Bring the line up to date: ``shown`` nodes in the table, ``marked`` of them marked."""
-        fleet = self.app.fleet
+        fleet = self.console.fleet
         what = f"{shown}/{len(fleet.nodes)} shown" + (f", {marked} marked" if marked else "")
-        wide = self.app.size.width >= SUMMARY_WIDE
+        wide = self.console.size.width >= SUMMARY_WIDE
         if wide:
             text = self._counts_text(wide).copy()
             text.append("   │   ")
@@ -106,8 +107,7 @@ class FleetSummary(Static):
     def _counts_text(self, wide: bool) -> Text:
         if self._counts is not None and self._counts[0] == wide:
             return self._counts[1]
-        self._ensure_tally()
-        tally = self._tally
+        tally = self._ensure_tally()
         drift = _count(tally["drift"], not self._image_unread)
         cabling = _count(tally["miscabled"], not self._switches_unpolled)
         if not wide:  # 80 columns: counts right after their symbols
@@ -142,13 +142,14 @@ class FleetSummary(Static):
         self._counts = (wide, text)
         return text
 
-    def _ensure_tally(self) -> None:
-        """Count every node (and see which switches were polled) the first time."""
+    def _ensure_tally(self) -> Counter[str]:
+        """The tally: every node counted (and which switches were polled seen) the first time."""
         if self._tally is None:
             self._tally = Counter()
             self._contrib = {}
-            self._recount(list(self.app.fleet.nodes))
-            self._switches_unpolled = {name for name, st in self.app.fleet.switches.items() if st.polled_at is None}
+            self._recount(self._tally, list(self.console.fleet.nodes))
+            self._switches_unpolled = {name for name, st in self.console.fleet.switches.items() if st.polled_at is None}
+        return self._tally
 
     def _append_insecure(self, text: Text, wide: bool) -> None:
         """End the line with the count of exposed BMC passwords, whole or not at all (a
@@ -156,7 +157,7 @@ class FleetSummary(Static):
         insecure = self._count_insecure()
         if not insecure:
             return
-        room = self.app.size.width - 2 - text.cell_len  # (the bar's padding)
+        room = self.console.size.width - 2 - text.cell_len  # (the bar's padding)
         long, short = f"{INSECURE[0]} {insecure} insecure", f"{INSECURE[0]}{insecure}"
         choices = [(" │ ", long), (" │ ", short)]
         if wide:
@@ -171,8 +172,8 @@ class FleetSummary(Static):
         """Nodes whose BMC password goes over plain HTTP or unverified TLS (counted once: the
         inventory does not change); the reasons go in the bar's tooltip."""
         if self._insecure is None:
-            reasons = Counter()
-            for node in self.app.fleet.site.nodes:
+            reasons: Counter[str] = Counter()
+            for node in self.console.fleet.site.nodes:
                 warning = transport_warning(node.bmc)
                 if warning is not None:
                     reasons[warning.split(":", 1)[0]] += 1
@@ -185,17 +186,17 @@ class FleetSummary(Static):
     def _freshness(self, wide: bool) -> Text:
         """How current the states are: the age of the least recently polled node's last poll
         (``polled ≤ 12s ago``, narrow ``↻12s``), or how many are not polled yet."""
-        unpolled, oldest = self.app.poll_freshness()
+        unpolled, oldest = self.console.poll_freshness()
         if unpolled:
             return Text(f"{unpolled} not polled yet" if wide else f"↻{unpolled} to go", style="yellow")
-        age = age_text(oldest, self.app.clock())
+        age = age_text(oldest, self.console.clock())
         if wide:
             return Text.assemble("polled ≤ ", age, " ago")
         return Text.assemble("↻", age)
 
-    def _recount(self, names: Iterable[str]) -> None:
-        """Move ``names``' contributions to the tally to their current state."""
-        fleet, tally, contrib = self.app.fleet, self._tally, self._contrib
+    def _recount(self, tally: Counter[str], names: Iterable[str]) -> None:
+        """Move ``names``' contributions to ``tally`` to their current state."""
+        fleet, contrib = self.console.fleet, self._contrib
         for name in names:
             st, node = fleet.nodes[name], fleet.site.node(name)
             words = (f"power:{st.power}", f"health:{st.health}",

@@ -28,6 +28,7 @@ from textual.widgets import DataTable, Header, Static
 from console.live.records import PortRecord, SwitchRecord, cabling, switch_records
 from console.live.words import FINDINGS, port_finding, rate_text, uptime_text
 from console.text import visible
+from screens.appref import FleetAppMixin
 from screens.common import FleetChanged, age_text, outside, status_text
 from screens.footer import KeyFooter
 
@@ -74,7 +75,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-class SwitchesScreen(Screen):
+class SwitchesScreen(FleetAppMixin, Screen):
     """Switches above, the selected switch's ports below; enter on a port opens its node."""
 
     CSS_PATH = "switches.tcss"
@@ -99,7 +100,7 @@ class SwitchesScreen(Screen):
 
     @property
     def fleet(self):
-        return self.app.fleet
+        return self.console.fleet
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -157,7 +158,7 @@ class SwitchesScreen(Screen):
             outside(sw.address if sw.port == 161 else f"{sw.address}:{sw.port}"),
             "v3" if sw.snmp.version == "3" else f"v{sw.snmp.version}",
             uptime_text(record.uptime_s),
-            age_text(st.polled_at, self.app.clock()),
+            age_text(st.polled_at, self.console.clock()),
             descr,
         ]
 
@@ -200,7 +201,7 @@ class SwitchesScreen(Screen):
         """Re-read the records and update the cells that changed (rows only if their set did)."""
         records = switch_records(self.fleet)
         self._records = {r.name: r for r in records}
-        with self.app.batch_update():
+        with self.console.batch_update():
             self._update_table(self.query_one("#switches", DataTable), self._switch_cells, SWITCH_COLUMNS,
                                {r.name: self._switch_row(r) for r in records}, rebuild)
             self._refresh_ports(rebuild)
@@ -272,8 +273,8 @@ class SwitchesScreen(Screen):
     def _tick(self) -> None:
         """Once a second the poll ages move."""
         table = self.query_one("#switches", DataTable)
-        now = self.app.clock()
-        with self.app.batch_update():
+        now = self.console.clock()
+        with self.console.batch_update():
             for name, cells in self._switch_cells.items():
                 age = age_text(self.fleet.switches[name].polled_at, now)
                 if not _same(age, cells[7]):
@@ -294,7 +295,7 @@ class SwitchesScreen(Screen):
         if switches.cursor_row != index:
             switches.move_cursor(row=index, animate=False)
         ports = self.query_one("#ports", DataTable)
-        with self.app.batch_update():
+        with self.console.batch_update():
             self._refresh_ports(rebuild=True)
         ports.move_cursor(row=0, animate=False)
         self._refresh_detail()
@@ -325,7 +326,7 @@ class SwitchesScreen(Screen):
         if node is None:
             self.notify(visible(f"no node on {self.selected} {port}"), timeout=2, markup=False)
             return
-        self.app.open_node(node)
+        self.console.open_node(node)
 
     def cursor_port(self) -> str | None:
         """The port under the port table's cursor."""
@@ -341,12 +342,12 @@ class SwitchesScreen(Screen):
 
     def action_toggle_findings(self) -> None:
         self.findings_only = not self.findings_only
-        with self.app.batch_update():
+        with self.console.batch_update():
             self._refresh_ports(rebuild=True)
         self._refresh_detail()
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.console.pop_screen()
 
     def action_help(self) -> None:
-        self.app.action_help()
+        self.console.action_help()
