@@ -22,7 +22,8 @@ from textual.widgets import DataTable, Header, Input, Static
 
 from console.ops.journal import journal_path, read_entries
 from console.text import visible
-from screens.common import outside
+from screens.appref import FleetAppMixin
+from screens.common import outside, short_time
 from screens.footer import KeyFooter
 
 __all__ = ["ActivityScreen", "COLUMNS", "LIMIT", "entry_matches"]
@@ -53,14 +54,7 @@ def entry_matches(entry: dict[str, Any], words: list[str]) -> bool:
     return all(w in hay for w in words)
 
 
-def _short_time(value: str | None) -> str:
-    """``2026-11-27T02:10:03.120Z`` -> ``11-27 02:10:03``."""
-    if not value or len(value) < 19:
-        return value or ""
-    return f"{value[5:10]} {value[11:19]}"
-
-
-class ActivityScreen(Screen):
+class ActivityScreen(FleetAppMixin, Screen):
     """The journal of this site, newest first; ``/`` filters, escape clears or goes back."""
 
     CSS_PATH = "activity.tcss"
@@ -80,7 +74,7 @@ class ActivityScreen(Screen):
 
     @property
     def site_name(self) -> str:
-        return self.app.ctx.site.name
+        return self.console.ctx.site.name
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -92,7 +86,7 @@ class ActivityScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
-        self._columns(self.app.size.width)
+        self._columns(self.console.size.width)
         self.reload(force=True)
         self.set_interval(1.0, self.reload)
         self.query_one("#activity", DataTable).focus()
@@ -145,7 +139,7 @@ class ActivityScreen(Screen):
         words = self.filter_text.lower().split()
         self.shown = [e for e in self.entries if entry_matches(e, words)] if words else list(self.entries)
         total = len(self.entries)
-        with self.app.batch_update():
+        with self.console.batch_update():
             table.clear()
             seen: dict[str, int] = {}
             for e in self.shown:
@@ -174,7 +168,7 @@ class ActivityScreen(Screen):
         result = e.get("result") or ""
         # every field is the journal file's text: shown as text, never as markup
         return [
-            outside(_short_time(e.get("time"))[-8:] if self._narrow else _short_time(e.get("time"))),
+            outside(short_time(e.get("time"), "")[-8:] if self._narrow else short_time(e.get("time"), "")),
             outside(e.get("operator") or ""),
             outside(e.get("action") or ""),
             outside(e.get("node") or "-"),
@@ -243,4 +237,4 @@ class ActivityScreen(Screen):
             self._fill()
             self.query_one("#activity", DataTable).focus()
             return
-        self.app.pop_screen()
+        self.console.pop_screen()

@@ -23,8 +23,8 @@ from console.live.words import STATE_WORDS, node_words, words_signature
 from console.text import visible
 from inventory.model import PLAIN_HTTP, TLS_NOT_VERIFIED
 
-__all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "node_words", "words_signature", "STATE_WORDS",
-           "outside", "transport_warning", "INSECURE"]
+__all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "short_time", "node_words", "words_signature",
+           "STATE_WORDS", "outside", "transport_warning", "INSECURE"]
 
 
 class FleetChanged(Message):
@@ -94,3 +94,15 @@ def age_text(ts: float | None, now: float | None = None) -> Text:
     else:
         s = f"{age / 3600:.0f}h"
     return Text(s, style="yellow" if age > 120 else "")
+
+
+def short_time(value: str | float | None, missing: str = "-") -> str:
+    """``11-27 02:10:03`` (UTC) from an ISO 8601 string (the journal's, a BMC's event) or
+    unix seconds (:func:`console.live.words.iso`); ``missing`` when None, any other text as it is."""
+    if value is None:
+        return missing
+    text = (words.iso(value) or "") if isinstance(value, (int, float)) else str(value)
+    # 2026-11-27T02:10:03.120Z -> 11-27 02:10:03
+    if len(text) >= 19 and text[4] == "-" and text[10] == "T":
+        return f"{text[5:10]} {text[11:19]}"
+    return text

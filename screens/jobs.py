@@ -16,7 +16,6 @@ as an action on it ended (here or, seen as its lock going away, elsewhere).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 
 from rich.text import Text
@@ -26,7 +25,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
+from console.live.words import iso
 from console.ops.jobs import REFRESH_JOBS, Job, JobBoard, counts_text
+from screens.appref import FleetAppMixin
 from screens.common import outside
 from screens.footer import KeyFooter
 
@@ -87,12 +88,12 @@ def _refresh(app, names: list[str]) -> None:
 
 
 def _clock_time(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%H:%M:%S")
+    """``02:10:03`` (UTC): the time of day of :func:`console.live.words.iso`; ``-`` when None."""
+    stamp = iso(ts)
+    return "-" if stamp is None else stamp[11:19]
 
 
-class JobsScreen(Screen):
+class JobsScreen(FleetAppMixin, Screen):
     """This console's running and recent actions; enter reopens one, ``c`` cancels it."""
 
     CSS_PATH = "jobs.tcss"
@@ -112,7 +113,7 @@ class JobsScreen(Screen):
 
     @property
     def board(self) -> JobBoard:
-        return board_of(self.app)
+        return board_of(self.console)
 
     def on_mount(self) -> None:
         self.sub_title = "jobs"
@@ -176,7 +177,7 @@ class JobsScreen(Screen):
         """``enter``: the selected run's progress, as it stands, then live."""
         job = self._selected()
         if job is not None:
-            self.app.push_screen(ReopenedProgress(job))
+            self.console.push_screen(ReopenedProgress(job))
 
     @on(DataTable.RowSelected, "#jobs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -202,7 +203,7 @@ class JobsScreen(Screen):
         self._refresh()
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.console.pop_screen()
 
 
 def _reopened_class():

@@ -37,10 +37,20 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from console.live.words import iso, sorted_sensors
+from console.live.words import sorted_sensors
 from console.text import visible
+from screens.appref import FleetAppMixin
 from screens.columns import activity_text
-from screens.common import INSECURE, SYMBOLS, FleetChanged, age_text, outside, status_text, transport_warning
+from screens.common import (
+    INSECURE,
+    SYMBOLS,
+    FleetChanged,
+    age_text,
+    outside,
+    short_time,
+    status_text,
+    transport_warning,
+)
 from screens.footer import KeyFooter
 
 __all__ = ["NodeScreen", "Section", "sorted_sensors", "NODE_REFRESH_JOBS"]
@@ -91,17 +101,6 @@ def _cell(value: object) -> object:
     return outside(value) if isinstance(value, str) else value
 
 
-def _short_time(value: str | float | None) -> str:
-    """``11-27 02:10:03`` from an ISO string or unix seconds."""
-    if value is None:
-        return "-"
-    text = iso(value) if isinstance(value, (int, float)) else str(value)
-    # 2026-11-27T02:10:03.120Z -> 11-27 02:10:03
-    if len(text) >= 19 and text[4] == "-" and text[10] == "T":
-        return f"{text[5:10]} {text[11:19]}"
-    return text
-
-
 class Section(Vertical):
     """One titled, focusable block of the screen (tab moves between them)."""
 
@@ -112,7 +111,7 @@ class Section(Vertical):
         self.border_title = title
 
 
-class NodeScreen(Screen):
+class NodeScreen(FleetAppMixin, Screen):
     """One node in detail, live: status and errors first, then failing sensors, power, network and
     image, every sensor, identity, the event log and the node's journal.  Tab or a click picks a
     section; the arrows and page keys scroll."""
@@ -142,7 +141,7 @@ class NodeScreen(Screen):
     # ------------------------------------------------------------ data
     @property
     def fleet(self):
-        return self.app.fleet
+        return self.console.fleet
 
     @property
     def node(self):
@@ -181,8 +180,8 @@ class NodeScreen(Screen):
         yield KeyFooter()
 
     @staticmethod
-    def _table(key: str, columns) -> DataTable:
-        table = DataTable(id=f"{key}-table", cursor_type="none", zebra_stripes=True)
+    def _table(key: str, columns: tuple[tuple[str, str, int], ...]) -> DataTable[object]:
+        table: DataTable[object] = DataTable(id=f"{key}-table", cursor_type="none", zebra_stripes=True)
         table.can_focus = False  # the sections take focus; the body scrolls
         for col, label, width in columns:
             table.add_column(label, width=width, key=col)
@@ -195,8 +194,8 @@ class NodeScreen(Screen):
             return
         self._refresh_all(journal=True)
         self._show_transport()
-        first = self.query_one("#failing")
-        self._initial_focus = first if first.display else self.query_one("#state")
+        first = self.query_one("#failing", Section)
+        self._initial_focus = first if first.display else self.query_one("#state", Section)
         self._initial_focus.focus()
         self.set_interval(1.0, self._tick)
         self._poll_now(self._opening_jobs(), self._opening_switches())
@@ -230,9 +229,9 @@ class NodeScreen(Screen):
 
         async def run() -> None:
             try:
-                await self.app.poll_node_now(self.node_name, jobs)
+                await self.console.poll_node_now(self.node_name, jobs)
                 for switch in switches:
-                    await self.app.poll_switch_now(switch)
+                    await self.console.poll_switch_now(switch)
             finally:
                 self.polling = False
                 if self.is_mounted:
@@ -264,7 +263,7 @@ class NodeScreen(Screen):
 
     def _refresh_all(self, *, journal: bool = False) -> None:
         """Every widget from the fleet state (each redraws only if its content changed)."""
-        with self.app.batch_update():
+        with self.console.batch_update():
             self._refresh_status()
             self._refresh_errors()
             self._refresh_failing()
@@ -278,7 +277,7 @@ class NodeScreen(Screen):
     def status_line(self) -> Text:
         """``dal1-r01-n07  r01/U7  ● on  ✗ critical  boot none  ≠ drift  ✗ miscabled  polled 3s ago``."""
         node, st, fleet = self.node, self.state, self.fleet
-        now = self.app.clock()
+        now = self.console.clock()
         parts = [outside(node.name, "bold"), outside(f"{node.rack}/U{node.u}" if node.u else node.rack),
                  status_text(st.power), status_text(st.health)]
         bo = st.boot_override
@@ -310,7 +309,7 @@ class NodeScreen(Screen):
         st = self.state
         if not st.errors:
             return None
-        now = self.app.clock()
+        now = self.console.clock()
         text = Text.assemble((f"{SYMBOLS['error'][0]} {visible(st.error)}", "bold"))
         text.append(f"\n  {st.consecutive_failures} consecutive failure{'s' if st.consecutive_failures != 1 else ''}"
                     "  ·  last success ")
@@ -346,7 +345,7 @@ class NodeScreen(Screen):
     def _refresh_failing(self) -> None:
         st = self.state
         failing = [s for s in sorted_sensors(st.sensors or []) if s.health in ("critical", "warning")]
-        section = self.query_one("#failing")
+        section = self.query_one("#failing", Section)
         was_shown = section.display
         section.display = bool(failing)
         if not failing:
@@ -399,7 +398,7 @@ class NodeScreen(Screen):
                               "yellow")
         if st.image_at is not None:  # how old this fact is: the image is read less often than power
             running = running.copy()
-            running.append(Text.assemble("  (read ", age_text(st.image_at, self.app.clock()), " ago)",
+            running.append(Text.assemble("  (read ", age_text(st.image_at, self.console.clock()), " ago)",
                                          style="dim"))
         rows.append(("image running", running))
         activity = fleet.activity.get(node.name)
@@ -409,7 +408,7 @@ class NodeScreen(Screen):
             if activity.kind == "job" and activity.plan:
                 words.append(f"  plan {activity.plan}, by {visible(activity.owner)}", style="dim")
             if activity.kind == "lock" and activity.until is not None:
-                words.append(f"  until {_short_time(activity.until)}", style="dim")
+                words.append(f"  until {short_time(activity.until)}", style="dim")
             rows.append((label, words))
         self._sync_grid("state-grid", rows)
         section = self.query_one("#state")
@@ -504,7 +503,7 @@ class NodeScreen(Screen):
     # ------------------------------------------------------------ events and activity
     def _refresh_events(self) -> None:
         events = list(reversed(self.state.events or []))[:MAX_EVENTS]
-        rows = [(_short_time(e.timestamp), status_text(e.severity), e.sensor or "-", e.message) for e in events]
+        rows = [(short_time(e.timestamp), status_text(e.severity), e.sensor or "-", e.message) for e in events]
         self._sync_list("events", EVENT_COLUMNS, rows, "no events read yet")
 
     def _journal_entries(self) -> list[dict[str, Any]] | None:
@@ -546,7 +545,7 @@ class NodeScreen(Screen):
             detail = outside(e.get("error") or "", "red")
             if e.get("ticket"):
                 detail.append(("  " if detail else "") + f"ticket {visible(e['ticket'])}", style="dim")
-            rows.append((_short_time(e.get("time")), e.get("operator") or "-", e.get("action") or "-",
+            rows.append((short_time(e.get("time")), e.get("operator") or "-", e.get("action") or "-",
                          e.get("step") or "-", status_text(_RESULT_WORDS.get(result, "unknown"), result or "-"),
                          detail))
         self._sync_list("activity", ACTIVITY_COLUMNS, rows, "no activity recorded")
@@ -615,7 +614,7 @@ class NodeScreen(Screen):
         return [self.node_name] if self._known() else []
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.console.pop_screen()
 
     def action_refresh(self) -> None:
         """``r``: poll every job of this node (and its switch) now, and re-read the journal."""
@@ -628,4 +627,4 @@ class NodeScreen(Screen):
         self._refresh_activity(force=True)
 
     def action_help(self) -> None:
-        self.app.action_help()
+        self.console.action_help()
