@@ -278,6 +278,20 @@ def test_load_json_checks_depth_outside_strings_only():
     assert MAX_BODY == 4 * MiB
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("body", [
+    b'"' + b'\\"' * 1_000_000,          # one string that never ends, full of escaped quotes
+    b'{"a": "' + b'x\\' * 1_000_000,     # ... ending in a lone backslash
+    b'[' + b'"\\"",' * 300_000 + b'"]',  # many strings, the last one unterminated
+], ids=["escaped-quotes", "trailing-backslash", "many-strings"])
+def test_an_unterminated_string_is_one_pass_not_one_per_quote(body: bytes):
+    """Each quote inside an unterminated string used to start a fresh scan to the end of the
+    body: a 200 KB answer held the poller's loop for 85 s (4 MiB: hours).  Now it is one pass;
+    the time limit only catches a return of the quadratic scan, it measures nothing."""
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_json(body)
+
+
 # --------------------------------------------------------------------------- wrong types in fields
 def _paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
     """Every key path inside a resource."""

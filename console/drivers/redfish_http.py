@@ -432,7 +432,10 @@ def http_error(response: httpx.Response, method: str, uri: str, address: str) ->
 
 
 _BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: a JSON string, or an unterminated one up to the end of the body: one pass over each
+#: string whatever it holds (a string that may not end would be rescanned from every quote
+#: inside it, which is quadratic in the body's size)
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # opening +1, closing -1 (as signed bytes)
 
