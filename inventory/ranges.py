@@ -191,7 +191,7 @@ class _Term:
     def size(self) -> int:
         total = 1
         for group in self.groups:
-            total *= sum(len(span) for span in group)
+            total *= sum(span.last - span.first + 1 for span in group)  # len() stops at sys.maxsize
         return total
 
     def names(self) -> Iterator[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import stat
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -114,7 +115,39 @@ class _BoundedComposer(yaml.composer.Composer):
         return node
 
 
-class _PyBoundedLoader(_BoundedComposer, yaml.SafeLoader):
+def _bounded_scalar_resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
+    """YAML 1.1's implicit types, less what a hostile file can make expensive.
+
+    Integers and floats are recognised only in their plain forms and at a sane length:
+    YAML 1.1's base-60 numbers (``1:59:59``) cost time growing with the square of their
+    length to convert, and a 4,000-digit hex integer raises when turned back into text.
+    What is not recognised stays a string, which the model then reports at its line.
+    """
+    numbers = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+    table: dict[Any, list[tuple[str, re.Pattern[str]]]] = {
+        first: [(tag, rx) for tag, rx in entries if tag not in numbers]
+        for first, entries in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+    }
+    bounded = [
+        ("tag:yaml.org,2002:int", re.compile(
+            r"^(?:[-+]?0b[01_]{1,64}|[-+]?0[0-7_]{0,24}|[-+]?(?:0|[1-9][0-9_]{0,24})|[-+]?0x[0-9a-fA-F_]{1,20})$")),
+        ("tag:yaml.org,2002:float", re.compile(
+            r"^(?:[-+]?(?:[0-9][0-9_]{0,24})?\.[0-9_]{0,24}(?:[eE][-+][0-9]{1,3})?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")),
+    ]
+    for tag, rx in bounded:
+        for first in "-+0123456789.":
+            table.setdefault(first, []).append((tag, rx))
+    return table
+
+
+class _BoundedScalars:
+    """Resolver table of the bounded loaders (see :func:`_bounded_scalar_resolvers`)."""
+
+    yaml_implicit_resolvers = _bounded_scalar_resolvers()
+
+
+class _PyBoundedLoader(_BoundedComposer, _BoundedScalars, yaml.SafeLoader):
     """PyYAML's safe loader under our bounded composer (when PyYAML was built without libyaml)."""
 
     counts_bytes = False  # a ReaderError's position is in characters
@@ -151,7 +184,8 @@ _BoundedLoader: _LoaderClass = _PyBoundedLoader
 if yaml.__with_libyaml__:
     from yaml._yaml import CParser
 
-    class _CBoundedLoader(_BoundedComposer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    class _CBoundedLoader(_BoundedComposer, CParser, yaml.constructor.SafeConstructor, _BoundedScalars,
+                          yaml.resolver.Resolver):
         """libyaml's parser (7x faster than PyYAML's) under our bounded composer, safe constructor."""
 
         counts_bytes = True  # a ReaderError's position is in UTF-8 bytes

@@ -133,6 +133,21 @@ def host_count_mismatch() -> bytes:
             "        bmc: {address: '127.0.0.[1-3]'}\n").encode()
 
 
+def hex_4000() -> bytes:
+    """A 4,000-digit hex integer: past Python's int-to-text limit when read back as text."""
+    return (HEAD + node("- {name: n1, bmc: {address: 127.0.0.1}, u: 0x" + "f" * 4000 + "}")).encode()
+
+
+def sexagesimal() -> bytes:
+    """YAML 1.1 reads ``1:59:59`` as a base-60 integer, in time growing with the square of its length."""
+    return (HEAD + node("- {name: n1, bmc: {address: 127.0.0.1}, u: " + "1:59:" * 120_000 + "1}")).encode()
+
+
+def huge_range() -> bytes:
+    """A range wider than an index can be (len() of it raised OverflowError)."""
+    return (HEAD + node("- {name: 'n[1-99999999999999999999]', bmc: {address: 127.0.0.1}, u: 1}")).encode()
+
+
 #: name -> (file bytes, expected "line:col: field: message" start after the file name)
 HOSTILE = {
     "billion_laughs": (billion_laughs, f"7:12: aliases repeat more than {MAX_ALIAS_NODES:,} YAML nodes"),
@@ -150,7 +165,11 @@ HOSTILE = {
                                     "7:46: racks[0].nodes[0].colour: unknown field 'colour' in a node"),
     "python_tag_in_known_key": (python_tag_in_known_key,
                                 "7:52: racks[0].nodes[0].role: could not determine a constructor"),
-    "huge_int": (huge_int, "7:49: racks[0].nodes[0].u: cannot read this value"),
+    "huge_int": (huge_int, "7:49: racks[0].nodes[0].u: Unable to parse input string as an integer"),
+    "hex_4000": (hex_4000, "7:50: racks[0].nodes[0].u: Input should be a valid integer"),
+    "sexagesimal": (sexagesimal, "7:50: racks[0].nodes[0].u: Input should be a valid integer"),
+    "huge_range": (huge_range, "7:16: racks[0].nodes[0].name: name: 'n[1-99999999999999999999]' expands to "
+                               "99,999,999,999,999,999,999 names"),
     "not_utf8": (not_utf8, "8:17: not UTF-8 text: byte 0xff"),
     "control_char": (control_char, "8:17: character '\\x1b' is not allowed in YAML"),
     "nul_byte": (nul_byte, "7:17: character '\\x00' is not allowed in YAML"),
@@ -185,7 +204,8 @@ def _limited(limit_bytes: int):
 
 
 @pytest.mark.parametrize("case", ["billion_laughs", "merge_bomb", "deep_flow", "many_values", "ranges_2m", "groups_2m",
-                                  "not_utf8", "cycle"])
+                                  "not_utf8", "cycle", "hex_4000", "sexagesimal",
+                                  "huge_range"])
 def test_hostile_file_through_the_cli_exits_2_within_1gb(case, tmp_path):
     """A child capped at 1 GB of address space: the old loader took 2-23 GB on these."""
     make, expected = HOSTILE[case]
