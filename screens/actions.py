@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -41,6 +41,9 @@ from screens.appref import FleetAppMixin, fleet_app
 from screens.common import outside
 from screens.footer import KeyFooter
 from screens.progress import ProgressScreen
+
+if TYPE_CHECKING:  # screens.app imports this module: only the type is needed here
+    from screens.app import FleetConsoleApp
 
 __all__ = [
     "POWER_CHOICES",
@@ -65,7 +68,7 @@ POWER_CHOICES: tuple[tuple[str, str, str], ...] = (
     ("reset", "r", "warm reset"),
 )
 # --------------------------------------------------------------------------- targets
-def _acting_screen(app) -> Screen:
+def _acting_screen(app: FleetConsoleApp) -> Screen:
     """The screen the operator acts from: the one under the command palette when it is open."""
     from textual.command import CommandPalette
 
@@ -96,7 +99,7 @@ def warnings_of(screen: Screen, names: list[str]) -> list[str]:
     return list(own(screen, names)) if callable(own) else []
 
 
-def _refuse_read_only(app, what: str) -> bool:
+def _refuse_read_only(app: FleetConsoleApp, what: str) -> bool:
     if getattr(app, "read_only", False):
         app.notify(f"{what} refused: the console runs in read-only mode (--read-only)",
                    title="read-only mode", severity="error")
@@ -104,7 +107,7 @@ def _refuse_read_only(app, what: str) -> bool:
     return False
 
 
-def _current_targets(app, what: str) -> tuple[Screen, list[str]] | None:
+def _current_targets(app: FleetConsoleApp, what: str) -> tuple[Screen, list[str]] | None:
     """(the acting screen, its targets), or None (notified) when there are none or acting is refused."""
     if _refuse_read_only(app, what):
         return None
@@ -125,7 +128,7 @@ def _current_targets(app, what: str) -> tuple[Screen, list[str]] | None:
     return screen, names
 
 
-def start_action(app, kind: str, choice: str | None = None, names: list[str] | None = None, *,
+def start_action(app: FleetConsoleApp, kind: str, choice: str | None = None, names: list[str] | None = None, *,
                  warnings: list[str] | None = None, source: Screen | None = None) -> None:
     """The entry point of ``p`` (kind ``power``), ``x`` (``pxe``) and ``i`` (``reimage``).
 
@@ -518,7 +521,7 @@ PALETTE_ACTIONS: tuple[tuple[str, str, str | None, str], ...] = tuple(
 )
 
 
-def open_activity(app) -> None:
+def open_activity(app: FleetConsoleApp) -> None:
     """Open the Activity screen (or stay on it)."""
     from screens.activity import ActivityScreen
 

@@ -39,8 +39,10 @@ from console.live.freshness import Freshness, PollAge
 from console.live.poller import PollConfig, Poller
 from console.live.pollproc import PollerProcess
 from console.live.source import PollSource, PollSourceFactory
+from console.ops.jobs import JobBoard
 from console.ops.locks import Locks
 from console.ops.options import RunOptions
+from console.ops.runner import Runner
 from console.site import SiteContext
 from console.text import visible
 from screens.actions import ActionCommands, start_action
@@ -48,6 +50,7 @@ from screens.common import FleetChanged
 from screens.fleet import FleetScreen
 from screens.jobs import board_of
 from screens.palette import FleetCommands
+from screens.progress import ProgressScreen
 
 __all__ = ["FleetConsoleApp", "make_app", "run_app"]
 
@@ -105,7 +108,9 @@ class FleetConsoleApp(App):
         #: the operator locks actions take (None: the site's own)
         self.locks = locks
         #: the progress screens whose action has not ended (they add and remove themselves)
-        self.runs: list = []
+        self.runs: list[ProgressScreen] = []
+        #: this console's running and recent actions (:func:`screens.jobs.board_of` makes it)
+        self.job_board: JobBoard | None = None
         self._handle_signals = handle_signals
         self._ending = False
         self.read_only = read_only
@@ -305,7 +310,7 @@ class FleetConsoleApp(App):
             self.notify(visible(f"{event.worker.name}: {event.worker.error}"), severity="error", timeout=10,
                         markup=False)
 
-    def running_runners(self) -> list:
+    def running_runners(self) -> list[Runner]:
         """The runners of the actions still running (started from any progress screen)."""
         return [run.runner for run in self.runs if run.runner is not None and not run.ended.is_set()]
 

@@ -29,6 +29,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, Static
 
 from console.live.columns import sort_key
+from console.live.fleet import Fleet
 from console.text import visible
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
@@ -149,7 +150,7 @@ class FleetScreen(FleetAppMixin, Screen):
         yield KeyFooter()
 
     @property
-    def fleet(self):
+    def fleet(self) -> Fleet:
         return self.console.fleet
 
     def on_mount(self) -> None:

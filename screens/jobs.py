@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on
@@ -31,6 +32,9 @@ from screens.appref import FleetAppMixin
 from screens.common import outside
 from screens.footer import KeyFooter
 
+if TYPE_CHECKING:  # screens.app imports this module: only the type is needed here
+    from screens.app import FleetConsoleApp
+
 __all__ = ["JobsScreen", "ReopenedProgress", "board_of", "LOCK_SCAN_S"]
 
 log = logging.getLogger(__name__)
@@ -44,20 +48,20 @@ COLUMNS = (("plan", "PLAN", 8), ("state", "STATE", 20), ("phases", "PHASES", 24)
            ("owner", "OWNER", 10), ("nodes", "NODES", 5), ("ticket", "TICKET", 10), ("started", "STARTED UTC", 11))
 
 
-def board_of(app) -> JobBoard:
+def board_of(app: FleetConsoleApp) -> JobBoard:
     """The app's job board, made (and its timers started) on first use."""
-    board = getattr(app, "_job_board", None)
-    if board is not None:
-        return board
-    board = JobBoard(app.fleet, refresh=lambda names: _refresh(app, names), clock=app.clock)
-    app._job_board = board
+    from screens.progress import ProgressScreen  # late: the progress screen imports the action machinery
+
+    if app.job_board is not None:
+        return app.job_board
+    board = app.job_board = JobBoard(app.fleet, refresh=lambda names: _refresh(app, names), clock=app.clock)
 
     def sync() -> None:
         # the progress screens register their running actions in app.runs; one whose run ended
         # before it was seen there is still on the screen stack (a finished run stays shown)
-        runs = list(getattr(app, "runs", ()) or ()) + [s for s in app.screen_stack if hasattr(s, "runner")]
+        runs = list(app.runs) + [s for s in app.screen_stack if isinstance(s, ProgressScreen)]
         for run in runs:
-            if getattr(run, "runner", None) is not None and getattr(run, "plan", None) is not None:
+            if run.runner is not None:
                 board.add(run.plan, run.runner, view=run)
         board.sync()
 
@@ -72,7 +76,7 @@ def board_of(app) -> JobBoard:
     return board
 
 
-def _refresh(app, names: list[str]) -> None:
+def _refresh(app: FleetConsoleApp, names: list[str]) -> None:
     """Read ``names``' power, boot override and running image now (an action on them ended)."""
 
     async def one(name: str) -> None:

@@ -37,8 +37,10 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
+from console.live.fleet import Fleet, NodeState
 from console.live.words import sorted_sensors
 from console.text import visible
+from inventory.model import Node
 from screens.appref import FleetAppMixin
 from screens.columns import activity_text
 from screens.common import (
@@ -140,15 +142,15 @@ class NodeScreen(FleetAppMixin, Screen):
 
     # ------------------------------------------------------------ data
     @property
-    def fleet(self):
+    def fleet(self) -> Fleet:
         return self.console.fleet
 
     @property
-    def node(self):
+    def node(self) -> Node:
         return self.fleet.site.node(self.node_name)
 
     @property
-    def state(self):
+    def state(self) -> NodeState:
         return self.fleet.nodes[self.node_name]
 
     def _known(self) -> bool:

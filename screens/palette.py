@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
@@ -22,6 +23,9 @@ from textual.fuzzy import Matcher
 
 from console.text import visible
 from screens.appref import FleetAppMixin
+
+if TYPE_CHECKING:  # screens.app imports this module: only the type is needed here
+    from screens.app import FleetConsoleApp
 
 __all__ = ["FleetCommands", "go_to_node", "go_to_rack", "go_to_switch", "go_to_screen"]
 
@@ -51,12 +55,12 @@ def _highlight(matcher: Matcher, text: str) -> Content:
     return content
 
 
-def go_to_node(app, name: str) -> None:
+def go_to_node(app: FleetConsoleApp, name: str) -> None:
     """Open node ``name``'s detail screen."""
     app.open_node(name)
 
 
-async def go_to_rack(app, rack: str) -> None:
+async def go_to_rack(app: FleetConsoleApp, rack: str) -> None:
     """Open the rack screen (or use the one on top) with the cursor on ``rack``'s lowest node."""
     from screens.rack import RackScreen
 
@@ -71,7 +75,7 @@ async def go_to_rack(app, rack: str) -> None:
         app.notify(visible(f"rack {rack} has no nodes placed in U slots"), severity="warning", markup=False)
 
 
-def go_to_switch(app, name: str) -> None:
+def go_to_switch(app: FleetConsoleApp, name: str) -> None:
     """Open the switches screen (or use the one on top) with switch ``name`` selected."""
     from screens.switches import SwitchesScreen
 
@@ -81,7 +85,7 @@ def go_to_switch(app, name: str) -> None:
         app.open_screen("switches", name)
 
 
-def go_to_screen(app, which: str) -> None:
+def go_to_screen(app: FleetConsoleApp, which: str) -> None:
     """Show the fleet screen (back to it), or open the racks or switches screen."""
     from screens.fleet import FleetScreen
 

@@ -19,8 +19,10 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Header, Static
 
+from console.live.fleet import Fleet
 from console.live.words import NODE_STATES, image_state, node_state, port_finding
 from console.text import visible
+from inventory.model import Node, Rack
 from screens.appref import FleetAppMixin
 from screens.common import SYMBOLS, FleetChanged, outside
 from screens.footer import KeyFooter
@@ -124,7 +126,7 @@ class RackScreen(FleetAppMixin, Screen):
         self.cursor: str | None = None
 
     @property
-    def fleet(self):
+    def fleet(self) -> Fleet:
         return self.console.fleet
 
     def compose(self) -> ComposeResult:
@@ -138,9 +140,9 @@ class RackScreen(FleetAppMixin, Screen):
                         yield from self._slots(rack)
         yield KeyFooter()
 
-    def _slots(self, rack):
+    def _slots(self, rack: Rack) -> ComposeResult:
         site = self.fleet.site
-        by_top: dict[int, object] = {}
+        by_top: dict[int, Node] = {}
         for name in rack.nodes:
             node = site.node(name)
             if node.u is not None:
@@ -148,13 +150,13 @@ class RackScreen(FleetAppMixin, Screen):
         column: list[NodeBlock] = []
         u = rack.height
         while u >= 1:
-            node = by_top.get(u)
-            if node is not None:
-                block = NodeBlock(node.name, u, node.height)
-                self.blocks[node.name] = block
+            top = by_top.get(u)
+            if top is not None:
+                block = NodeBlock(top.name, u, top.height)
+                self.blocks[top.name] = block
                 column.append(block)
                 yield block
-                u -= node.height
+                u -= top.height
             else:
                 yield Static(f"{u:>2} ·", classes="empty")
                 u -= 1

@@ -25,6 +25,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
+from console.live.fleet import Fleet
 from console.live.records import PortRecord, SwitchRecord, cabling, switch_records
 from console.live.words import FINDINGS, port_finding, rate_text, uptime_text
 from console.text import visible
@@ -99,7 +100,7 @@ class SwitchesScreen(FleetAppMixin, Screen):
         self._node_keys: dict[str, tuple] = {}
 
     @property
-    def fleet(self):
+    def fleet(self) -> Fleet:
         return self.console.fleet
 
     def compose(self) -> ComposeResult:
@@ -132,6 +133,7 @@ class SwitchesScreen(FleetAppMixin, Screen):
     def _switch_row(self, record: SwitchRecord) -> list:
         fleet = self.fleet
         sw = fleet.site.switch(record.name)
+        assert sw is not None, record.name  # the records are of the site's own switches
         st = fleet.switches[record.name]
         if record.error:
             state = status_text("error")
