@@ -21,15 +21,19 @@ The site names the endpoint (``provisioner.url``) and a token reference
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import uuid
 from typing import Any
 
 import httpx
 
+from console.drivers.redfish_http import load_json
 from console.errors import ActionError, AuthFailed, ProtocolError, Timeout, Unreachable
 from console.provision import Assignment, Fetch
 from console.provision.ipxe import check_script_image, check_script_node
 from console.secrets import Secret
+from console.text import visible
 from inventory.model import Image, Node
 
 __all__ = ["DrpProvisioner", "INSTALL_BOOTENV", "LOCAL_BOOTENV"]
@@ -38,6 +42,11 @@ INSTALL_BOOTENV = "fleet-install"
 LOCAL_BOOTENV = "local"
 IMAGE_PARAM = "fleet/image"
 PREVIOUS_PARAM = "fleet/previous"
+#: an answer's size, nesting and container count are bounded like a BMC's (see
+#: console/drivers/redfish_http.py), with room for a machine list of a large site
+MAX_DRP_BODY = 64 * 1024 * 1024
+MAX_DRP_DEPTH = 64
+MAX_DRP_CONTAINERS = 4_000_000
 
 
 def _image_param(image: Image) -> dict[str, Any]:
@@ -72,10 +81,16 @@ class DrpProvisioner:
                                        headers={"Authorization": f"Bearer {token.get()}",
                                                 "Accept": "application/json"})
         self._by_mac: dict[str, dict[str, Any]] | None = None
+        #: a whole call (connect, send, every byte of the answer) ends within this
+        self._deadline = 3 * timeout
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            resp = await self._http.request(method, path, **kwargs)
+            async with asyncio.timeout(self._deadline):
+                async with self._http.stream(method, path, **kwargs) as resp:
+                    content = await self._read(resp, method, path)
+        except TimeoutError as exc:  # the whole call, however slowly the answer trickles
+            raise Timeout(f"drp {self.url}: {method} {path} took longer than {self._deadline:g} s") from exc
         except httpx.TimeoutException as exc:
             raise Timeout(f"drp {self.url}: no answer in time") from exc
         except httpx.HTTPError as exc:
@@ -83,14 +98,28 @@ class DrpProvisioner:
         if resp.status_code in (401, 403):
             raise AuthFailed(f"drp {self.url}: the API token was refused (HTTP {resp.status_code})")
         try:
-            body = resp.json() if resp.content else None
-        except ValueError:
-            raise ProtocolError(f"drp {method} {path}: HTTP {resp.status_code}, not JSON") from None
+            body = load_json(content, max_depth=MAX_DRP_DEPTH, max_containers=MAX_DRP_CONTAINERS) if content else None
+        except ValueError as exc:
+            raise ProtocolError(f"drp {method} {path}: HTTP {resp.status_code}, the answer {exc}") from None
         if resp.status_code >= 400:
             msgs = body.get("Messages") if isinstance(body, dict) else None
             why = "; ".join(map(str, msgs)) if isinstance(msgs, list) and msgs else f"HTTP {resp.status_code}"
-            raise ProtocolError(f"drp {method} {path}: {why} (HTTP {resp.status_code})")
+            raise ProtocolError(f"drp {method} {path}: {visible(why[:300])} (HTTP {resp.status_code})")
         return body
+
+    async def _read(self, resp: httpx.Response, method: str, path: str) -> bytes:
+        """The answer's body, refused past :data:`MAX_DRP_BODY` (announced or streamed)."""
+        announced = resp.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > MAX_DRP_BODY:
+            raise ProtocolError(f"drp {method} {path}: answer over {MAX_DRP_BODY // (1024 * 1024)} MiB")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_DRP_BODY:
+                raise ProtocolError(f"drp {method} {path}: answer over {MAX_DRP_BODY // (1024 * 1024)} MiB")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _uuid(self, node: Node) -> str:
         if not node.mac:
@@ -107,7 +136,11 @@ class DrpProvisioner:
         row = self._by_mac.get(node.mac.lower())
         if row is None or not row.get("Uuid"):
             raise ActionError(f"{node.name}: DRP at {self.url} has no machine with MAC {node.mac}")
-        return str(row["Uuid"])
+        try:  # it goes into request paths: a UUID and nothing else ("../../x" would reach other APIs)
+            return str(uuid.UUID(str(row["Uuid"])))
+        except ValueError:
+            raise ProtocolError(f"drp {self.url}: machine with MAC {node.mac} has an invalid Uuid "
+                                f"{visible(str(row['Uuid'])[:60])!r}") from None
 
     async def machine(self, node: Node) -> dict[str, Any]:
         """The DRP machine object for ``node`` (found by MAC)."""
