@@ -87,6 +87,11 @@ def test_the_environment_makes_a_console_read_only(lab, env):
     r = cli(lab.site_file, {**env, "FLEET_CONSOLE_READ_ONLY": "1"}, "power", "off", "act-r01-n02", "--yes", *FAST)
     assert r.returncode == 2 and "FLEET_CONSOLE_READ_ONLY=1 is set" in r.stderr, r.stderr
     assert machine(lab, "act-r01-n02")["powered"]
+    for unknown in ("2", "y", "enabled"):  # a value it does not know fails safe
+        r = cli(lab.site_file, {**env, "FLEET_CONSOLE_READ_ONLY": unknown}, "power", "off", "act-r01-n02", "--yes",
+                *FAST)
+        assert r.returncode == 2 and f"FLEET_CONSOLE_READ_ONLY={unknown} is set" in r.stderr, r.stderr
+        assert machine(lab, "act-r01-n02")["powered"]
     # set to 0 (or unset), the same command acts: the variable is a default, not a policy
     r = cli(lab.site_file, {**env, "FLEET_CONSOLE_READ_ONLY": "0"}, "power", "off", "act-r01-n02", "--yes", *FAST)
     assert r.returncode == 0, r.stderr

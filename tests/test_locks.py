@@ -225,14 +225,19 @@ def test_a_writable_non_sticky_directory_is_refused_at_any_level(tmp_path):
 
 
 @root_only
-def test_a_directory_owned_by_another_user_is_refused_unless_it_is_the_sticky_shared_one(tmp_path):
+def test_a_directory_owned_by_another_user_is_refused_even_sticky(tmp_path):
     nobody = user_name(65534)
     base = tmp_path / "locks"
     base.mkdir(mode=0o755)
     os.chown(base, 65534, 65534)
     with pytest.raises(LockError, match=rf"unsafe lock directory: .*/locks is owned by {nobody}, not by root$"):
         Locks("s", directory=base, owner="alice").acquire(["n1"])
-    base.chmod(0o1777)  # created by another operator, shared like /tmp: each file is checked instead
+    # made first by another user, shared like /tmp: its owner could still delete every
+    # operator's lock (the sticky bit does not bind a directory's owner)
+    base.chmod(0o1777)
+    with pytest.raises(LockError, match=rf"/locks is owned by {nobody}, not by root$"):
+        Locks("s", directory=base, owner="alice").acquire(["n1"])
+    os.chown(base, 0, 0)  # root's shared directory (as root makes it): each file is checked instead
     assert Locks("s", directory=base, owner="alice").acquire(["n1"]) == {}
     (base / "t").mkdir(mode=0o755)  # a site directory someone else owns, not shared
     os.chown(base / "t", 65534, 65534)

@@ -244,15 +244,15 @@ READ_ONLY_ENV = "FLEET_CONSOLE_READ_ONLY"
 def read_only_reason(args: argparse.Namespace, site: Site) -> str | None:
     """Why this console may only look, or None when it may act.
 
-    ``--read-only``; ``$FLEET_CONSOLE_READ_ONLY`` set to 1/true/yes/on (a jump host's
-    default: unset it, or set it to 0, to act); the site file's ``read_only: true``
+    ``--read-only``; ``$FLEET_CONSOLE_READ_ONLY`` set to anything but 0/false/no/off (a jump
+    host's default: unset it, or set it to 0, to act; a value it does not know fails safe); the site file's ``read_only: true``
     (policy: only editing the site file lifts it, no option does).
     """
     if getattr(args, "read_only", False):
         return "--read-only was given"
     value = os.environ.get(READ_ONLY_ENV, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return f"{READ_ONLY_ENV}={value} is set"
+    if value not in ("", "0", "false", "no", "off"):  # anything else, even a typo, means read-only
+        return f"{READ_ONLY_ENV}={visible(value)} is set"
     if site.read_only:
         return f"site {site.name} is read-only (read_only: true in its site file)"
     return None

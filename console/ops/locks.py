@@ -226,8 +226,10 @@ def _check_lock_dir(st: os.stat_result, where: str) -> None:
     """The lock directory or a site directory: private (root's or ours) or a sticky shared one."""
     if not stat.S_ISDIR(st.st_mode):
         raise LockError(f"{where} is not a directory")
-    if st.st_mode & stat.S_ISVTX:
+    if st.st_mode & stat.S_ISVTX and st.st_uid in (0, os.geteuid()):
         return  # shared like /tmp: nobody can rename or delete what is not theirs; files are checked one by one
+    # a sticky directory protects files from everyone but its owner: one owned by another
+    # user (who made it first) lets that user delete every operator's locks
     _check_ancestor(st, where)
 
 
