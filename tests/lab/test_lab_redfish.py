@@ -29,7 +29,7 @@ from console.lab.redfish_bmc import FLAVORS, RedfishLab
 
 CURL = "/usr/bin/curl"
 USER, PASSWORD = "root", "calvin"
-MOCKUPS = Path(__file__).resolve().parent / "data" / "redfish-mockups"
+MOCKUPS = Path(__file__).resolve().parents[1] / "data" / "redfish-mockups"
 
 IMAGE = ("flatcar", "3815.2.0")
 

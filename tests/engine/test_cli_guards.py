@@ -1,7 +1,7 @@
 """What an acting command must not do: act under read-only, or redo what is already so.
 
 Separate `fleet-console` processes against a lab run by this test process (as
-tests/test_cli_actions.py does): `--read-only`, `$FLEET_CONSOLE_READ_ONLY` and a
+tests/engine/test_cli_actions.py does): `--read-only`, `$FLEET_CONSOLE_READ_ONLY` and a
 site's `read_only: true` refuse every acting command (exit 2, saying why, nothing
 touched); a reimage to the image a node already runs skips it as "already so"
 unless `--force`; a target other than the inventory's desired image is warned about.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from tests.test_actions import SITE_YAML, set_power
+from tests.engine.test_actions import SITE_YAML, set_power
 
 TIME_SCALE = 0.05
 FAST = ["--poll-interval", "0.05", "--timeout", "3"]

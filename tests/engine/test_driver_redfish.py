@@ -32,7 +32,7 @@ from inventory.model import Bmc
 
 USER, PASSWORD = "root", "calvin"
 LAB_FLAVORS = ("dmtf", "idrac", "ilo", "openbmc")
-MOCKUPS = Path(__file__).resolve().parent / "data" / "redfish-mockups"
+MOCKUPS = Path(__file__).resolve().parents[1] / "data" / "redfish-mockups"
 
 
 # --------------------------------------------------------------------------- helpers

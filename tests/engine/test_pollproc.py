@@ -139,7 +139,7 @@ async def _console_dies(own_lab, tmp_path) -> None:
     state.chmod(0o600)
     assert no_sessions(own_lab)
     console = subprocess.Popen([sys.executable, "-c", CONSOLE, str(state)], stdout=subprocess.PIPE, text=True,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                               cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     try:
         line = await asyncio.wait_for(asyncio.to_thread(console.stdout.readline), 90)
         child = int(line)

@@ -38,7 +38,7 @@ def hostile_cwd(tmp_path):
     (cwd / "sites" / "evil.yaml").write_text(_evil_site("evil", marker))
     env = {k: v for k, v in os.environ.items() if k != "FLEET_CONSOLE_SITES"}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # nothing there
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     return cwd, marker, env
 
 

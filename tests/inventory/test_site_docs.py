@@ -14,7 +14,7 @@ from console.cli.sitedoc import EXAMPLE, SECTIONS, reference
 from inventory import loader
 from inventory.loader import load_site_text
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "docs" / "site-reference.md"
 
 

@@ -2,7 +2,7 @@
 
 The SVGs live in ``snapshots/test_snapshots/`` at the top level (see its README); after a
 deliberate visual change regenerate them with ``python3 -m pytest
-tests/test_snapshots.py --snapshot-update`` and look at them.
+tests/tui/test_snapshots.py --snapshot-update`` and look at them.
 
 Determinism: the demo lab runs with a frozen clock (sensors, event logs, counters
 and uptimes stand still), one full sweep of every poll job over it fills a Fleet
@@ -40,7 +40,7 @@ from console.live.poller import NODE_JOBS, PollConfig, Poller
 from console.secrets import Secrets
 from screens.app import make_app
 
-SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[2] / "snapshots"
 #: the lab's and the app's frozen "now": 2026-01-01T00:00:00Z
 FROZEN = 1_767_225_600.0
 #: the app's clock runs a little after the sweep, so ages read "7s"

@@ -20,7 +20,7 @@ import pytest
 
 from console import site as sites
 from console.ops.journal import read_entries
-from tests.test_actions import SITE_YAML, set_power, wait_for
+from tests.engine.test_actions import SITE_YAML, set_power, wait_for
 
 TIME_SCALE = 0.05
 FAST = ["--poll-interval", "0.05", "--timeout", "3"]

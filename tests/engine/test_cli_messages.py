@@ -1,7 +1,7 @@
 """Messages that say what happened: the command line's own output, as an operator sees it.
 
 Each test runs ``fleet-console`` as a separate process.  The action tests share the
-small lab of :mod:`tests.test_cli_actions` (published through its state file, as a
+small lab of :mod:`tests.engine.test_cli_actions` (published through its state file, as a
 ``fleet-console lab`` elsewhere would be).
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_actions import set_power
-from tests.test_cli_actions import FAST, boots, cli, env, lab  # noqa: F401 - fixtures used below
+from tests.engine.test_actions import set_power
+from tests.engine.test_cli_actions import FAST, boots, cli, env, lab  # noqa: F401 - fixtures used below
 
 CLI = [sys.executable, "-m", "console.cli.main"]
 

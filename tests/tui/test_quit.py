@@ -33,7 +33,7 @@ from console.secrets import Secrets
 from screens.progress import ProgressScreen
 from screens.quit import QuitScreen
 from tests.support import wait_until
-from tests.test_screen_actions import app_for, planned, put_cursor
+from tests.tui.test_screen_actions import app_for, planned, put_cursor
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_the_poller_ends_with_its_console_however_it_ends(published_lab, tmp_pat
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     env["TERM"] = "xterm-256color"
     exports = " ".join(f"{k}={v!s}" for k, v in env.items() if " " not in v and "'" not in v)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     command = f"cd {root} && exec env {exports} {sys.executable} -m console.cli.main --site demo"
     base = [tmux, "-L", sock, "-f", "/dev/null"]
     left: list[int] = []

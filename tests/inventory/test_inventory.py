@@ -15,7 +15,7 @@ from inventory.errors import InventoryError, SiteNotFound
 from inventory.loader import load_site_text
 from inventory.model import Bmc
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 GOOD = """\
 site: dal1
@@ -316,7 +316,7 @@ def test_cli_validate_warns_and_strict_fails(tmp_path):
 
 
 def readme_site_example() -> str:
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
     section = text[text.index("\n## Site files\n"):]
     start = section.index("```yaml\n") + len("```yaml\n")
     return section[start : section.index("```", start)]

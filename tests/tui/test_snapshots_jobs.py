@@ -1,6 +1,6 @@
 """SVG snapshots of the jobs screen (``J``) at 80x24 and 160x48.
 
-The same frozen demo lab and app as tests/test_snapshots.py (its fixtures, imported);
+The same frozen demo lab and app as tests/tui/test_snapshots.py (its fixtures, imported);
 the SVGs live in ``snapshots/test_snapshots_jobs/``.  Two runs are put on the app's job
 board with fixed plan ids, times and phases (a running one is timing, so it is staged,
 not run): a reimage with one node installing, one verifying and one queued, and an
@@ -14,7 +14,7 @@ import pytest
 from console.ops.actions import NodePlan, Plan, Step
 from console.ops.runner import Runner
 from console.ops.steps import Skip, SkipKind
-from tests.test_snapshots import APP_NOW, FROZEN, SIZES, app, empty_journal, settled, snapshot, swept  # noqa: F401
+from tests.tui.test_snapshots import APP_NOW, FROZEN, SIZES, app, empty_journal, settled, snapshot, swept  # noqa: F401
 
 
 def _stage(app, tmp_path, monkeypatch) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the screens (Textual pilot and snapshot tests)."""
