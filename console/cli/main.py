@@ -245,8 +245,9 @@ def read_only_reason(args: argparse.Namespace, site: Site) -> str | None:
     """Why this console may only look, or None when it may act.
 
     ``--read-only``; ``$FLEET_CONSOLE_READ_ONLY`` set to anything but 0/false/no/off (a jump
-    host's default: unset it, or set it to 0, to act; a value it does not know fails safe); the site file's ``read_only: true``
-    (policy: only editing the site file lifts it, no option does).
+    host's default: unset it, or set it to 0, to act; a value it does not know fails safe);
+    the site file's ``read_only: true`` (policy: only editing the site file lifts it, no
+    option does).
     """
     if getattr(args, "read_only", False):
         return "--read-only was given"
