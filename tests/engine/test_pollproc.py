@@ -52,6 +52,9 @@ async def test_states_arrive_polls_run_now_and_close_logs_out(demo_lab, caplog) 
     fleet = Fleet(site)
     process = PollerProcess(site, fleet, Secrets(lab=demo_lab.secrets), FAST)
     caplog.set_level(logging.DEBUG)
+    # the child's request lines are counted below; a CLI test run earlier in this process
+    # may have quieted the httpx logger (request lines are off by default)
+    caplog.set_level(logging.DEBUG, logger="httpx")
     process.start()
     try:
         await wait_until(lambda: all(st.last_success for st in fleet.nodes.values()), timeout=60)
