@@ -29,6 +29,12 @@ that name; as an attribute value it matches ignoring case (``Critical`` finds
 ``critical``).  Everything else -- node names, globs, groups, attribute names
 and ``key=value`` patterns -- is case-sensitive.
 
+``loose=True`` (the TUI filter, never a command that acts) forgives as k9s and
+htop do: spaces between words mean ``&`` (``r02 critical``), and a bare word that
+is neither a node, an attribute value nor a ``vocabulary`` word matches as a
+substring of node names and of a few shown attributes, ignoring case (``n19``,
+``db01``); a word found nowhere selects nothing rather than fail.
+
 Every problem is a :class:`~inventory.errors.SelectionError` whose message an
 operator can act on.  :func:`parse` checks syntax alone (the TUI can show
 :func:`describe` of a filter as it is typed); :func:`select` resolves a
@@ -56,6 +62,9 @@ Attrs = Callable[[str], Mapping[str, AttrValue]]
 _NO_GROUPS: Mapping[str, Sequence[str]] = MappingProxyType({})
 _GLOB_CHARS = frozenset("*?")
 _LIST_LIMIT = 10  # known groups/attributes listed in an error message
+#: loose selection: attributes a word also matches as a substring of (besides names);
+#: values a screen shows, with few distinct values each
+SUBSTRING_KEYS = ("rack", "role", "image", "switch")
 
 
 class TermKind(StrEnum):
@@ -168,7 +177,26 @@ def _split_and(text: str) -> list[str]:
     return pieces
 
 
-def _parse_term(raw: str) -> Term:
+_SPACED_OPS = re.compile(r"\s*(!=|=|&)\s*")
+
+
+def _split_space(text: str) -> list[str]:
+    """``text`` split at the whitespace outside brackets (no empty pieces)."""
+    pieces: list[str] = []
+    start, depth = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch.isspace() and depth == 0:
+            pieces.append(text[start:i])
+            start = i + 1
+    pieces.append(text[start:])
+    return [piece for piece in pieces if piece]
+
+
+def _parse_term(raw: str, loose: bool = False) -> Term:
     text, exclude = raw, False
     if text.startswith("-"):
         text, exclude = text[1:].strip(), True
@@ -176,6 +204,9 @@ def _parse_term(raw: str) -> Term:
             raise SelectionError("'-' must be followed by the term to exclude, e.g. -@gpu")
         if text.startswith("-"):
             raise SelectionError(f"'{raw}': exclude with a single '-'")
+    if loose:  # "rack = r01" is rack=r01, "r02 critical" is r02&critical
+        text = _SPACED_OPS.sub(r"\1", text)
+        text = "&".join(_split_space(text)) if text.strip() else text
     parts = [part.strip() for part in _split_and(text)]
     if len(parts) == 1:
         return _parse_simple(raw, text, exclude)
@@ -219,8 +250,8 @@ def _parse_simple(raw: str, text: str, exclude: bool) -> Term:
     return Term(TermKind.NAME, text, exclude, (text,))
 
 
-def parse(expr: str) -> Selection:
-    """Parse a selection without looking at any inventory.
+def parse(expr: str, *, loose: bool = False) -> Selection:
+    """Parse a selection without looking at any inventory (``loose``: spaces mean ``&``).
 
     Raises :class:`SelectionError` for syntax errors: unbalanced brackets, a bad
     range, ``-`` or ``@`` with nothing after it, ``key=`` without a value, ``&``
@@ -234,7 +265,7 @@ def parse(expr: str) -> Selection:
         pieces = split_terms(expr)
     except RangeError as exc:
         raise SelectionError(exc.message) from exc
-    terms = tuple(_parse_term(piece.strip()) for piece in pieces if piece.strip())
+    terms = tuple(_parse_term(piece.strip(), loose) for piece in pieces if piece.strip())
     if not terms:
         raise SelectionError("empty selection: give node names, a range, @group, key=value or all")
     return Selection(expr.strip(), terms)
@@ -377,6 +408,16 @@ class AttrIndex:
         self.sync()
         return set(self._key_count)
 
+    def containing(self, folded: str, keys: Iterable[str]) -> set[str]:
+        """The nodes with a value of one of ``keys`` that contains ``folded`` (casefolded)."""
+        self.sync()
+        found: set[str] = set()
+        for key in keys:
+            for value, names in self._values.get(key, {}).items():
+                if folded in value.casefold():
+                    found |= names
+        return found
+
     def matching(self, key: str, regex: re.Pattern[str]) -> set[str]:
         """The nodes with a value of ``key`` that ``regex`` matches."""
         self.sync()
@@ -391,8 +432,9 @@ class _Resolver:
     """Resolves terms against one inventory; caches attributes for one select()."""
 
     def __init__(self, names: Sequence[str], attrs: Attrs, groups: Mapping[str, Sequence[str]],
-                 vocabulary: Collection[str] = ()):
+                 vocabulary: Collection[str] = (), loose: bool = False):
         self.vocabulary = frozenset(w.casefold() for w in vocabulary)
+        self.loose = loose
         self.names = names
         self.name_set = frozenset(names)
         self.groups = groups
@@ -448,7 +490,22 @@ class _Resolver:
                 if any(folded == value.casefold() for v in self.attrs(n).values() for value in _values(v))
             }
         if not found and folded not in self.vocabulary:
+            if self.loose:
+                return self._containing(folded)
             raise SelectionError(f"unknown node(s): {word} (and no node has {word!r} as an attribute value)")
+        return found
+
+    def _containing(self, folded: str) -> set[str]:
+        """Loose: the nodes whose name, or a value of a :data:`SUBSTRING_KEYS` attribute,
+        contains ``folded``.  Names are scanned as a glob scans them; the attributes
+        through the index's distinct values (a few per site)."""
+        found = {n for n in self.names if folded in n.casefold()}
+        if isinstance(self._attrs_fn, AttrIndex):
+            return found | (self._attrs_fn.containing(folded, SUBSTRING_KEYS) & self.name_set)
+        for n in self.names:
+            attrs = self.attrs(n)
+            if any(folded in value.casefold() for key in SUBSTRING_KEYS for value in _values(attrs.get(key))):
+                found.add(n)
         return found
 
     def _groups(self, term: Term) -> set[str]:
@@ -491,6 +548,7 @@ def select(
     groups: Mapping[str, Sequence[str]] = _NO_GROUPS,
     allow_empty: bool = False,
     vocabulary: Collection[str] = (),
+    loose: bool = False,
 ) -> list[str]:
     """The nodes of ``names`` that ``expr`` selects, in the order of ``names``.
 
@@ -501,13 +559,15 @@ def select(
 
     ``vocabulary`` are words that select nothing rather than fail when no node has
     them now (live states such as ``off``: a live filter for them is not a typo).
+    ``loose`` forgives as a search box does (see the module docstring): for a
+    filter on screen, never for what a command acts on.
 
     Raises :class:`SelectionError` for a malformed selection, an unknown node,
     group or attribute, a word no node has (outside ``vocabulary``), and, unless
     ``allow_empty``, for a selection that matches nothing.
     """
-    selection = expr if isinstance(expr, Selection) else parse(expr)
-    resolver = _Resolver(names, attrs, groups, vocabulary)
+    selection = expr if isinstance(expr, Selection) else parse(expr, loose=loose)
+    resolver = _Resolver(names, attrs, groups, vocabulary, loose)
     included: set[str] = set()
     excluded: set[str] = set()
     for term in selection.terms:
