@@ -58,6 +58,9 @@ class PollConfig:
     events_interval: float = 120.0
     identity_interval: float = 3600.0
     image_interval: float = 300.0
+    #: the running image again this soon while a host did not say (booting after an
+    #: action, SSH refused): an unknown image must not wait a full image_interval
+    image_retry_interval: float = 20.0
     switch_interval: float = 30.0
     switch_tables_interval: float = 120.0
     min_interval: float = 1.0
@@ -502,7 +505,10 @@ class Poller:
                 await self.poll_node(names[0], (job,))
             else:
                 await self.poll_endpoint(names, (job,))
-            due[job] = self.clock() + self.config.interval(job) * random.uniform(0.9, 1.1)
+            interval = self.config.interval(job)
+            if job == "image" and any(self.fleet.nodes[n].image_running is None for n in names):
+                interval = min(interval, self.config.image_retry_interval)
+            due[job] = self.clock() + interval * random.uniform(0.9, 1.1)
 
     async def _switch_loop(self, name: str) -> None:
         next_tables = 0.0

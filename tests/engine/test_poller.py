@@ -16,6 +16,7 @@ from console.errors import AuthFailed, ProtocolError
 from console.live.fleet import Fleet
 from console.live.poller import PollConfig, Poller
 from inventory.loader import load_site_text
+from tests.support import wait_until
 
 
 def site_of(n: int):
@@ -169,6 +170,32 @@ async def test_background_loop_keeps_polling_past_a_hung_bmc():
 
 async def _no_image(name):
     return None
+
+
+async def test_an_unknown_image_is_read_again_soon_not_at_the_next_image_interval():
+    """A host still booting after a power cycle does not answer SSH: its image is unknown.
+    It is read again at image_retry_interval, not after a whole image_interval (minutes),
+    so drift counts and the image column do not stay unknown (or stale) that long."""
+    site, fleet, poller = make(1, {}, power_interval=10, sensors_interval=10, events_interval=10,
+                               identity_interval=10, image_interval=1e9, image_retry_interval=0.05)
+    reads: list[str] = []
+
+    async def booting_then_up(name):
+        reads.append(name)
+        if len(reads) < 3:  # SSH refused twice: the host is still booting
+            fleet.node_ok(name, "image", image_running=None, image_error="ssh: connection refused")
+        else:
+            fleet.node_ok(name, "image", image_running="flatcar@4081.2.1", image_error=None)
+
+    poller._poll_image = booting_then_up
+    poller.start()
+    try:
+        await wait_until(lambda: fleet.nodes["n1"].image_running == "flatcar@4081.2.1", timeout=30)
+        settled = len(reads)
+        await asyncio.sleep(0.3)  # several retry intervals: a known image is not read again
+        assert len(reads) == settled == 3
+    finally:
+        await poller.aclose()
 
 
 async def test_an_operator_asked_poll_skips_the_backoff_wait():
