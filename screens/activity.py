@@ -25,6 +25,7 @@ from console.text import visible
 from screens.appref import FleetAppMixin
 from screens.common import outside, short_time
 from screens.footer import KeyFooter
+from screens.table import HabitDataTable
 
 __all__ = ["ActivityScreen", "COLUMNS", "LIMIT", "entry_matches"]
 
@@ -80,7 +81,7 @@ class ActivityScreen(FleetAppMixin, Screen):
         yield Header()
         yield Static("", id="summary")
         yield Input(placeholder="filter: words in node, action, step, result, operator, ticket", id="filter")
-        yield DataTable(id="activity", cursor_type="row", zebra_stripes=True)
+        yield HabitDataTable(id="activity")
         yield Static("", id="entry")
         yield KeyFooter()
 

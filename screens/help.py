@@ -16,6 +16,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from screens.common import INSECURE, SYMBOLS
+from screens.table import MOVE_KEYS
 
 __all__ = ["HelpScreen", "SELECTION_HELP", "binding_rows"]
 
@@ -64,7 +65,8 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
     """(where, keys, what) for each action bound on ``screen``, its focused widget and the app.
 
     ``where`` is ``screen`` (the screen's own bindings, even where a focused table
-    handles the key first), ``widget`` (the focused widget's shown bindings) or
+    handles the key first), ``widget`` (the focused widget's shown bindings, and the
+    keys that move its cursor: :data:`~screens.table.MOVE_KEYS`) or
     ``app`` (bindings every screen has).  Keys bound to one action are merged
     (``esc, q``).
     """
@@ -85,7 +87,7 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
         node = active.node
         if node is app and active.binding.action != "command_palette" and active.binding.key not in own_keys:
             add("app", active.binding)
-        elif node is not screen and node is not app and active.binding.show:
+        elif node is not screen and node is not app and (active.binding.show or active.binding.key in MOVE_KEYS):
             add("widget", active.binding)
     for binding in Binding.make_bindings(Screen.BINDINGS):
         if binding.key not in own_keys:

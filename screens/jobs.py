@@ -31,6 +31,7 @@ from console.ops.jobs import REFRESH_JOBS, Job, JobBoard, counts_text
 from screens.appref import FleetAppMixin
 from screens.common import outside
 from screens.footer import KeyFooter
+from screens.table import HabitDataTable
 
 if TYPE_CHECKING:  # screens.app imports this module: only the type is needed here
     from screens.app import FleetConsoleApp
@@ -111,7 +112,7 @@ class JobsScreen(FleetAppMixin, Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="jobs-title")
-        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield HabitDataTable(id="jobs")
         yield Static(id="jobs-empty")
         yield KeyFooter()
 

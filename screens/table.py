@@ -14,6 +14,13 @@ It looks and behaves as DataTable with ``cursor_type="row"`` and zebra stripes
 (same component classes, under ``fleet-table--`` names, same colours from the
 theme): header fixed at the top, row cursor, mouse hover, click to move the
 cursor and click again (or enter) to select, header click to sort, page keys.
+
+Both tables here (this one and :class:`HabitDataTable`, DataTable for the smaller
+screens) take the keys of k9s, htop and less as well (:data:`HABIT_BINDINGS`):
+``j``/``k``, ``g``/``G``, ctrl+d/ctrl+u half a page, ctrl+f/ctrl+b a page, and
+``n``/``N`` to the next/previous row the screen's search predicate (``search``) matches.
+They are the table's bindings, not the screen's, so typing in a filter line is not
+taken for them.
 """
 
 from __future__ import annotations
@@ -34,8 +41,42 @@ from textual.reactive import Reactive
 from textual.scroll_view import ScrollView
 from textual.scrollbar import ScrollBar
 from textual.strip import Strip
+from textual.widgets import DataTable
 
-__all__ = ["FleetTable", "LeanScrollBar", "TableColumn", "cell_segments", "same_cell"]
+__all__ = ["HABIT_BINDINGS", "MOVE_KEYS", "FleetTable", "HabitDataTable", "LeanScrollBar", "TableColumn",
+           "cell_segments", "same_cell"]
+
+#: the habit keys every table takes (k9s, htop, less), on top of arrows, Home/End and PageUp/PageDown
+HABIT_BINDINGS = [
+    Binding("j", "cursor_down", "Cursor down", show=False),
+    Binding("k", "cursor_up", "Cursor up", show=False),
+    Binding("g", "first", "First row", show=False),
+    Binding("G", "last", "Last row", show=False),
+    Binding("ctrl+d", "half_page(1)", "Half page down", show=False),
+    Binding("ctrl+u", "half_page(-1)", "Half page up", show=False),
+    Binding("ctrl+f", "page_down", "Page down", show=False),
+    Binding("ctrl+b", "page_up", "Page up", show=False),
+    Binding("n", "search_next(1)", "Next match", show=False),
+    Binding("N", "search_next(-1)", "Previous match", show=False),
+]
+
+
+def next_match(keys: Sequence[str], cursor: int, step: int, search: Callable[[str], bool] | None) -> int | None:
+    """The row after (``step`` 1) or before (-1) ``cursor`` whose key ``search`` matches,
+    wrapping around as less and vim do; None: no search, or no other row matches."""
+    if search is None or not keys:
+        return None
+    count = len(keys)
+    for i in range(1, count + 1):
+        row = (cursor + step * i) % count
+        if search(keys[row]):
+            return row
+    return None
+
+
+#: the keys that move a table's cursor: help lists them though the footer does not
+MOVE_KEYS = frozenset({binding.key for binding in HABIT_BINDINGS} | {
+    "up", "down", "pageup", "pagedown", "home", "end"})
 
 
 def same_cell(a, b) -> bool:
@@ -184,6 +225,7 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("end,ctrl+end", "last", "Last row", show=False),
         Binding("left", "scroll_left", "Scroll left", show=False),
         Binding("right", "scroll_right", "Scroll right", show=False),
+        *HABIT_BINDINGS,
     ]
 
     class RowSelected(Message):
@@ -216,6 +258,9 @@ class FleetTable(ScrollView, can_focus=True):
         self._keys: list[str] = []
         self._index: dict[str, int] = {}
         self._cursor = 0
+        #: ``n``/``N`` go to the next/previous row whose key this matches (the screen sets it:
+        #: the last search); None: they do nothing
+        self.search: Callable[[str], bool] | None = None
         #: the row under the mouse (-1: the header), while the mouse moves over the table
         self._hover: int | None = None
         #: how many times each row changed (refresh_rows): a kept line of an older version is stale
@@ -394,6 +439,21 @@ class FleetTable(ScrollView, can_focus=True):
         self.scroll_to(y=max(0, int(self.scroll_y) + step), animate=False, force=True)
         self.move_cursor(row=self._cursor + step, scroll=False)
         self._scroll_to_cursor()
+
+    def action_half_page(self, direction: int) -> None:
+        """ctrl+d / ctrl+u: the cursor half a page down (1) or up (-1), the view with it."""
+        self._keyboard()
+        step = direction * max(1, self._page() // 2)
+        self.scroll_to(y=max(0, int(self.scroll_y) + step), animate=False, force=True)
+        self.move_cursor(row=self._cursor + step, scroll=False)
+        self._scroll_to_cursor()
+
+    def action_search_next(self, step: int) -> None:
+        """``n`` / ``N``: the next / previous row the last search matches."""
+        row = next_match(self._keys, self._cursor, step, self.search)
+        if row is not None:
+            self._keyboard()
+            self.move_cursor(row=row)
 
     def action_first(self) -> None:
         self._keyboard()
@@ -631,3 +691,40 @@ class FleetTable(ScrollView, can_focus=True):
             column_styles = self._styles_by_column(styles[stripe])
             for column, cell, column_style in zip(self.columns, cells, column_styles, strict=False):
                 self._styled_cell(column, cell, column_style, None)
+
+
+class HabitDataTable(DataTable):
+    """Textual's DataTable with the habit keys (:data:`HABIT_BINDINGS`), for a row cursor."""
+
+    BINDINGS = [*HABIT_BINDINGS]
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("cursor_type", "row")
+        kwargs.setdefault("zebra_stripes", True)
+        super().__init__(**kwargs)
+        #: ``n``/``N``: rows whose key this matches; None: they do nothing
+        self.search: Callable[[str], bool] | None = None
+
+    def _keys(self) -> list[str]:
+        return [str(row.key.value) for row in self.ordered_rows]
+
+    def action_first(self) -> None:
+        self.action_scroll_top()
+
+    def action_last(self) -> None:
+        self.action_scroll_bottom()
+
+    def action_half_page(self, direction: int) -> None:
+        """ctrl+d / ctrl+u: the cursor half a page down (1) or up (-1), the view with it."""
+        if not self.row_count:
+            return
+        page = self.scrollable_content_region.height - (self.header_height if self.show_header else 0)
+        step = direction * max(1, page // 2)
+        self.scroll_relative(y=step, animate=False, force=True)
+        self.move_cursor(row=max(0, min(self.row_count - 1, self.cursor_row + step)), animate=False)
+
+    def action_search_next(self, step: int) -> None:
+        """``n`` / ``N``: the next / previous row the last search matches."""
+        row = next_match(self._keys(), self.cursor_row, step, self.search)
+        if row is not None:
+            self.move_cursor(row=row, animate=False)
