@@ -51,6 +51,7 @@ from screens.fleet import FleetScreen
 from screens.jobs import board_of
 from screens.palette import FleetCommands
 from screens.progress import ProgressScreen
+from screens.table import FleetTable
 
 __all__ = ["FleetConsoleApp", "make_app", "run_app"]
 
@@ -239,7 +240,10 @@ class FleetConsoleApp(App):
         self.open_screen("node", name)
 
     def open_screen(self, which: str, *args) -> None:
-        """Push one of the other screens (a notification if it is not available)."""
+        """Push one of the other screens (a notification if it is not available).
+
+        Racks and switches opened without a rack or switch named open where the operator
+        is: on the node under the cursor (or shown) on the current screen."""
         import importlib
 
         module, cls = SCREENS_BY_NAME[which]
@@ -248,7 +252,30 @@ class FleetConsoleApp(App):
         except (ImportError, AttributeError):
             self.notify(f"the {which} screen is not available yet", severity="warning")
             return
+        if not args and which in ("racks", "switches"):
+            self.push_screen(screen_cls(node=self.current_node()))
+            return
         self.push_screen(screen_cls(*args))
+
+    def current_node(self) -> str | None:
+        """The node the operator is on: under the fleet table's or the racks' cursor, on
+        the switch port under the cursor, or the one node detail shows."""
+        screen = self.screen
+        if isinstance(screen, FleetScreen):
+            return screen.query_one(FleetTable).cursor_key
+        where = getattr(screen, "current_node", None)  # racks, switches
+        if callable(where):
+            return where()
+        shown = getattr(screen, "node_name", None)  # node detail
+        return shown if isinstance(shown, str) else None
+
+    def action_racks(self) -> None:
+        """``r``: the racks, on the current node."""
+        self.open_screen("racks")
+
+    def action_switches(self) -> None:
+        """``w``: the switches, on the current node's switch and port."""
+        self.open_screen("switches")
 
     #: the actions ``--read-only`` turns off
     ACTING = frozenset({"power_menu", "pxe", "reimage"})

@@ -20,7 +20,8 @@ changed and are rebuilt only when their set of rows changes.
 
 Opening the screen asks the poller for this node's sensors and events now (and
 identity, boot override, image or its switch when they were never read), so the
-slow cadences do not leave the screen empty; ``r`` asks for everything again.
+slow cadences do not leave the screen empty; ctrl+r (k9s's refresh) asks for everything again;
+``r`` opens the racks on this node, as it does from the fleet.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from screens.footer import KeyFooter
 
 __all__ = ["NodeScreen", "Section", "sorted_sensors", "NODE_REFRESH_JOBS"]
 
-#: what ``r`` asks the poller for (every node job, in the poller's priority order)
+#: what ctrl+r asks the poller for (every node job, in the poller's priority order)
 NODE_REFRESH_JOBS = ("power", "boot", "sensors", "events", "identity", "image")
 #: event and journal rows shown (newest first)
 MAX_EVENTS = 50
@@ -123,7 +124,8 @@ class NodeScreen(FleetAppMixin, Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("q", "back", "Back", show=False),
-        Binding("r", "refresh", "Refresh"),
+        Binding("ctrl+r", "refresh", "Refresh"),
+        Binding("r", "app.racks", "Racks"),
         Binding("tab", "app.focus_next", "Sections"),
         Binding("shift+tab", "app.focus_previous", "Previous section", show=False),
     ]
@@ -619,7 +621,7 @@ class NodeScreen(FleetAppMixin, Screen):
         self.console.pop_screen()
 
     def action_refresh(self) -> None:
-        """``r``: poll every job of this node (and its switch) now, and re-read the journal."""
+        """ctrl+r: poll every job of this node (and its switch) now, and re-read the journal."""
         if not self._known():
             return
         sp = self.node.switch_port

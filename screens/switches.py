@@ -32,6 +32,7 @@ from console.text import visible
 from screens.appref import FleetAppMixin
 from screens.common import FleetChanged, age_text, outside, status_text
 from screens.footer import KeyFooter
+from screens.table import HabitDataTable
 
 __all__ = ["SwitchesScreen", "uptime_text"]
 
@@ -83,15 +84,18 @@ class SwitchesScreen(FleetAppMixin, Screen):
     BINDINGS = [
         Binding("tab", "toggle_focus", "Switches/ports"),
         Binding("f", "toggle_findings", "Findings only"),
+        Binding("r", "app.racks", "Racks", show=False),
         Binding("escape", "back", "Back"),
         Binding("q", "back", "Back", show=False),
         Binding("question_mark", "help", "Help"),
     ]
 
-    def __init__(self, switch: str | None = None) -> None:
+    def __init__(self, switch: str | None = None, node: str | None = None) -> None:
         super().__init__()
         #: the switch whose ports are shown
         self.selected: str | None = switch
+        #: the node to open on (the operator's): its switch, the switch list focused, its port under the cursor
+        self.start = node
         self.findings_only = False
         self._records: dict[str, SwitchRecord] = {}
         self._switch_cells: dict[str, list] = {}
@@ -105,9 +109,9 @@ class SwitchesScreen(FleetAppMixin, Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="switches", cursor_type="row", zebra_stripes=True)
+        yield HabitDataTable(id="switches")
         yield Static(id="switch-detail")
-        yield DataTable(id="ports", cursor_type="row", zebra_stripes=True)
+        yield HabitDataTable(id="ports")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -118,6 +122,11 @@ class SwitchesScreen(FleetAppMixin, Screen):
         for key, label, width in PORT_COLUMNS:
             ports.add_column(label, width=width, key=key)
         names = [s.name for s in self.fleet.site.switches]
+        start_port = None
+        if self.selected is None and self.start is not None and self.start in self.fleet.nodes:
+            where = self.fleet.site.node(self.start).switch_port
+            if where is not None and where.switch in names:
+                self.selected, start_port = where.switch, where.port
         if self.selected not in names:
             if self.selected is not None:
                 self.notify(visible(f"no switch named {self.selected!r}"), severity="warning", markup=False)
@@ -126,7 +135,12 @@ class SwitchesScreen(FleetAppMixin, Screen):
         self._refresh(rebuild=True)
         if self.selected is not None:
             switches.move_cursor(row=names.index(self.selected), animate=False)
-        ports.focus()
+        if start_port is not None:
+            if start_port in ports.rows:
+                ports.move_cursor(row=ports.get_row_index(start_port), animate=False)
+            switches.focus()  # where the operator is: on their switch, their port below
+        else:
+            ports.focus()
         self.set_interval(1.0, self._tick)
 
     # ------------------------------------------------------------ rows
@@ -336,6 +350,11 @@ class SwitchesScreen(FleetAppMixin, Screen):
         if not table.row_count:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def current_node(self) -> str | None:
+        """The node on the port under the cursor (the app opens racks on it)."""
+        port = self.cursor_port()
+        return self._port_nodes.get(port) if port is not None else None
 
     def action_toggle_focus(self) -> None:
         switches = self.query_one("#switches", DataTable)

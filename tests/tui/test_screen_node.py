@@ -147,7 +147,7 @@ async def test_a_failing_bmc_shows_its_error_then_recovers_on_refresh(ctx, demo_
             text = plain(bar)
             assert "2 consecutive failures" in text and "sensors: timeout" in text
             demo_lab.fault("redfish", victim, "")
-            await pilot.press("r")
+            await pilot.press("ctrl+r")
             await app.workers.wait_for_complete()
             await wait_until(lambda: not app.fleet.nodes[victim].errors)
             app.drain()

@@ -48,8 +48,8 @@ async def test_switches_ports_and_miscabling(ctx):
         assert _plain(switches, "dal1-r01-tor", "uptime") != "-"
 
         # the r02 switch: n08's cable is on a spare port, not on Ethernet8
-        await pilot.press("tab")  # from the ports to the switch list
-        assert switches.has_focus
+        # opened on the fleet cursor's node (dal1-r01-n01): its switch, the switch list focused
+        assert switches.has_focus and screen.selected == "dal1-r01-tor"
         await pilot.press("down")
         assert screen.selected == "dal1-r02-tor"
         ports = screen.query_one("#ports", DataTable)
