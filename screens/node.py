@@ -125,7 +125,7 @@ class NodeScreen(FleetAppMixin, Screen):
         Binding("escape", "back", "Back"),
         Binding("q", "back", "Back", show=False),
         Binding("ctrl+r", "refresh", "Refresh"),
-        Binding("r", "app.racks", "Racks"),
+        Binding("r", "app.racks", "Racks", show=False),  # in ? help; the footer keeps x at 80 columns
         Binding("tab", "app.focus_next", "Sections"),
         Binding("shift+tab", "app.focus_previous", "Previous section", show=False),
     ]
