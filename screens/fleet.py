@@ -8,12 +8,21 @@ summary counts move per changed node (:class:`~screens.summary.FleetSummary`); t
 filter selects through an index of every node's words
 (:class:`~inventory.selection.AttrIndex`), kept current a slice at a time, and is
 applied in the frame that shows the typed character.
+
+The filter forgives as a search box does (``select(..., loose=True)``): spaces mean
+``&`` and a word that is no node, group, attribute value or state word matches as a
+substring of names (``n19``, ``db01``, ``r02 critical``).  A filter that still
+means nothing (an unknown group, a bad range) empties the table and says why in full
+under the filter line.
+
+Sorting shows in the header (``NODE ▲``); ``s`` goes to the next column, ``S``
+reverses.  Rows re-sort as their values change; the cursor stays on its node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on
@@ -30,12 +39,13 @@ from textual.widgets import Header, Input, Static
 
 from console.live.columns import sort_key
 from console.live.fleet import Fleet
+from console.live.words import worst_finding
 from console.text import visible
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
 from inventory.selection import AttrIndex, AttrValue, select
 from screens.appref import FleetAppMixin
-from screens.columns import BY_KEY, error_cell, layout
+from screens.columns import BY_KEY, layout, why_cell
 from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, outside, status_text, words_signature
 from screens.footer import KeyFooter
 from screens.summary import FleetSummary
@@ -95,8 +105,8 @@ class FleetScreen(FleetAppMixin, Screen):
     The columns follow the terminal width (:func:`layout`).  Rows are built once per
     filter or layout change from a per-node cell cache; a :class:`FleetChanged`
     batch updates only the cells that changed.  The filter is live (a node that
-    powers off joins ``off``); rows keep their order until the next sort (a live
-    re-sort would make rows jump under the cursor).
+    powers off joins ``off``); a sorted table re-sorts as values change, the cursor
+    staying on its node.
     """
 
     CSS_PATH = "fleet.tcss"
@@ -107,6 +117,7 @@ class FleetScreen(FleetAppMixin, Screen):
         Binding("a", "mark_all", "Mark all", show=False),  # in ? help; the footer keeps ? and q at 80 columns
         Binding("u", "unmark_all", "Unmark", show=False),
         Binding("s", "sort_next", "Sort", show=False),
+        Binding("S", "sort_reverse", "Reverse sort", show=False),
         Binding("enter", "open_node", "Detail"),
         Binding("r", "racks", "Racks"),
         Binding("w", "switches", "Switches"),
@@ -119,10 +130,12 @@ class FleetScreen(FleetAppMixin, Screen):
         self.marked: set[str] = set()
         self.shown: list[str] = []
         self.filter_text = ""
-        #: what is wrong with the filter typed (None: nothing); the table keeps the last good one
+        #: what is wrong with the filter typed (None: nothing); the table is empty meanwhile
         self.filter_problem: str | None = None
         self.sort_key = ""  # "" = inventory order
         self._sort_reverse = False
+        #: each shown node's sort key as of its last sort (a live re-sort compares them)
+        self._sort_values: dict[str, Any] = {}
         self.columns: tuple[tuple[str, str, int], ...] = ()
         self._compact: frozenset[str] = frozenset()
         self._cache: dict[str, dict[str, Text]] = {}  # name -> column key -> cell
@@ -145,7 +158,8 @@ class FleetScreen(FleetAppMixin, Screen):
         yield FleetSummary(id="summary")
         with Horizontal(id="filter-bar"):
             yield FilterInput(on_text=self._apply_filter, id="filter",
-                              placeholder="filter: name, range, rack=r01, @group, off, critical, drift, error…")
+                              placeholder="filter: n19, r02 critical, rack=r01, @group, off, drift, error…")
+        yield Static(id="filter-problem")
         yield FleetTable(id="fleet")
         yield KeyFooter()
 
@@ -161,6 +175,7 @@ class FleetScreen(FleetAppMixin, Screen):
         self._names = tuple(self.shown)  # inventory order
         self._index = AttrIndex(self.shown, self._node_words)
         self.query_one("#filter-bar").display = False
+        self.query_one("#filter-problem").display = False
         table = self.query_one(FleetTable)
         table.focus()  # not the (hidden) filter input
         table.cells_for = self._row
@@ -190,8 +205,18 @@ class FleetScreen(FleetAppMixin, Screen):
         self._unmade = dict.fromkeys(self._names)
         cursor = self._cursor_name()
         with self.console.batch_update():
-            table.set_columns(columns)
+            table.set_columns(self._headers())
             self._fill(cursor)
+
+    def _headers(self) -> list[tuple[str, str, int]]:
+        """The columns with the sort column's header marked: ``NODE ▲`` (``▼`` reversed)."""
+        marker = "▼" if self._sort_reverse else "▲"
+        out = []
+        for key, label, width in self.columns:
+            if key == self.sort_key:
+                label = f"{label} {marker}" if len(label) + 2 <= width else label[:max(0, width - 1)] + marker
+            out.append((key, label, width))
+        return out
 
     # ------------------------------------------------------------ rows
     def _cells(self, name: str) -> dict[str, Text]:
@@ -225,7 +250,8 @@ class FleetScreen(FleetAppMixin, Screen):
             "power": status_text(st.power, _SHORT.get(st.power) if "power" in compact else None),
             "health": status_text(st.health, _SHORT.get(st.health) if "health" in compact else None),
             "age": age_text(st.polled_at, self.console.clock()),
-            "error": error_cell(fleet.activity.get(name), st.error),  # an action under way or a lock first
+            # an action under way or a lock first, then the worst finding
+            "why": why_cell(fleet.activity.get(name), worst_finding(node, st)),
         }
         if "port" in keys:
             finding = fleet.port_finding(node)
@@ -300,7 +326,7 @@ class FleetScreen(FleetAppMixin, Screen):
             # the index is the words, kept; before it is built (not mounted yet) ask for them
             attrs = self._index if self._index is not None else self._node_words
             return select(text, names, attrs=attrs, groups=fleet.site.groups, allow_empty=True,
-                          vocabulary=STATE_WORDS)
+                          vocabulary=STATE_WORDS, loose=True)
         except FleetError as exc:
             return exc
 
@@ -312,8 +338,9 @@ class FleetScreen(FleetAppMixin, Screen):
         self.filter_text = text
         if isinstance(chosen, FleetError):
             self._flag(str(chosen))
-            return  # the last good view stays
-        self._flag(None)
+            chosen = []  # rows of another filter would read as this one's
+        else:
+            self._flag(None)
         if set(chosen) != set(self.shown):
             self.shown = chosen
             cursor = self._cursor_name()
@@ -322,21 +349,23 @@ class FleetScreen(FleetAppMixin, Screen):
         self._refresh_summary()
 
     def _flag(self, problem: str | None) -> None:
-        """Show what is wrong with the filter on its line (red border, the reason in the
-        border and as its tooltip), or that nothing is.  Inline styles, not a CSS class:
-        a class change re-applies the stylesheet to the line, ~2 ms a key."""
+        """Show what is wrong with the filter (red border on its line, the reason in full
+        under it, wrapped, and as its tooltip), or that nothing is.  Inline styles, not a
+        CSS class: a class change re-applies the stylesheet to the line, ~2 ms a key."""
         if problem == self.filter_problem:
             return
         self.filter_problem = problem
         line = self.query_one("#filter", Input)
+        why = self.query_one("#filter-problem", Static)
         if problem is None:
             line.styles.border = None  # the stylesheet's again
-            line.border_subtitle = line.tooltip = None
+            line.tooltip = None
+            why.display = False
         else:
             line.styles.border = ("tall", Color.parse(self.console.current_theme.error))
-            shown = Content(visible(problem))  # not markup: ranges have brackets, and it echoes the filter
-            line.border_subtitle = shown
-            line.tooltip = shown
+            line.tooltip = Content(visible(problem))  # not markup: ranges have brackets, and it echoes the filter
+            why.update(Text.assemble(("✗ filter rejected, no rows shown: ", "bold"), visible(problem)))
+            why.display = True
 
     # ------------------------------------------------------------ sorting
     def _sort_value(self, key: str):
@@ -346,20 +375,60 @@ class FleetScreen(FleetAppMixin, Screen):
         return sort_key(self.fleet, key)
 
     def _sorted(self, names: list[str]) -> list[str]:
-        if not self.sort_key and not self._sort_reverse:
-            return list(names)  # a selection comes in inventory order
+        """``names`` in sort order; each one's sort key is kept (:meth:`_resort`)."""
         if not self.sort_key:
+            self._sort_values = {}
+            if not self._sort_reverse:
+                return list(names)  # a selection comes in inventory order
             index = {n.name: i for i, n in enumerate(self.fleet.site.nodes)}
-            return sorted(names, key=index.__getitem__, reverse=self._sort_reverse)
-        return sorted(names, key=self._sort_value(self.sort_key), reverse=self._sort_reverse)
+            return sorted(names, key=index.__getitem__, reverse=True)
+        value = self._sort_value(self.sort_key)
+        values = self._sort_values = {name: value(name) for name in names}
+        return sorted(names, key=values.__getitem__, reverse=self._sort_reverse)
+
+    def _resort(self, changed: Iterable[str]) -> bool:
+        """Rows follow their values: when a changed node's sort key puts it out of order
+        with its neighbours, the rows are sorted again (the kept keys of the others
+        reused) and the cursor stays on its node.  True if the rows moved."""
+        values = self._sort_values
+        if not self.sort_key or not values:
+            return False
+        value = self._sort_value(self.sort_key)
+        table = self.query_one(FleetTable)
+        rows, shown = table.rows, self.shown
+        last = len(shown) - 1
+        out_of_order = False
+        for name in changed:
+            if name not in values:
+                continue
+            new = values[name] = value(name)
+            i = rows.get(name)
+            if i is None or out_of_order:
+                continue
+            before = values[shown[i - 1]] if i > 0 else None
+            after = values[shown[i + 1]] if i < last else None
+            if self._sort_reverse:
+                before, after = after, before
+            if (before is not None and new < before) or (after is not None and after < new):
+                out_of_order = True
+        if not out_of_order:
+            return False
+        cursor = self._cursor_name()
+        self.shown = sorted(shown, key=values.__getitem__, reverse=self._sort_reverse)
+        table.replace_rows(self.shown)
+        if cursor is not None and cursor in table.rows:
+            table.move_cursor(row=table.get_row_index(cursor))
+        return True
 
     def sort_by(self, key: str, *, reverse: bool = False) -> None:
-        """Sort the rows by column ``key`` (any column, shown or not)."""
+        """Sort the rows by column ``key`` (any column, shown or not); the header marks it."""
         if key not in BY_KEY:
             raise ValueError(f"no column {key!r}")
         self.sort_key = key
         self._sort_reverse = reverse
-        self._fill(self._cursor_name())  # the cursor stays on its node
+        with self.console.batch_update():
+            self.query_one(FleetTable).set_columns(self._headers())
+            self._fill(self._cursor_name())  # the cursor stays on its node
 
     # ------------------------------------------------------------ live updates
     @on(FleetChanged)
@@ -394,6 +463,7 @@ class FleetScreen(FleetAppMixin, Screen):
             if old is None or any(not same_cell(old[key], new[key]) for key in keys):
                 changed.append(name)
         table.refresh_rows(changed)
+        self._resort(message.nodes)
         if moved and self.filter_text.strip():
             # the filter is live: nodes whose state words moved may now be in or out
             chosen = self._select(self.filter_text)
@@ -483,7 +553,7 @@ class FleetScreen(FleetAppMixin, Screen):
                        f"{compress(hidden)}")
         if self.filter_problem is not None:
             out.append(f"the filter {self.filter_text.strip()!r} was not applied ({self.filter_problem}): "
-                       "the rows shown are the last good filter's")
+                       "no rows are shown")
         return out
 
     def action_started(self, names: list[str], progress: ProgressScreen) -> None:
@@ -531,11 +601,18 @@ class FleetScreen(FleetAppMixin, Screen):
         self._redraw_marks(old)
 
     def action_sort_next(self) -> None:
+        """``s``: sort by the next shown column (the header marks it)."""
         keys = [key for key, _, _ in self.columns if key != "mark"]
         following = keys.index(self.sort_key) + 1 if self.sort_key in keys else 0
         self.sort_by(keys[following % len(keys)])
-        label = dict((k, lbl) for k, lbl, _ in self.columns)[self.sort_key]
-        self.notify(f"sorted by {label}", timeout=1.5)
+
+    def action_sort_reverse(self) -> None:
+        """``S``: the same order, the other way round (inventory order too)."""
+        if self.sort_key:
+            self.sort_by(self.sort_key, reverse=not self._sort_reverse)
+        else:
+            self._sort_reverse = not self._sort_reverse
+            self._fill(self._cursor_name())
 
     @on(FleetTable.HeaderSelected)
     def _header(self, event: FleetTable.HeaderSelected) -> None:

@@ -4,8 +4,11 @@ The fleet screen lays them out for the terminal width (:func:`layout`) and draws
 own styled cells; the ``status`` command prints :data:`STATUS_COLUMNS` with each
 column's :attr:`Column.text`.  Both sort by :func:`sort_key`.
 
-Full forms while they fit, then compact ones, then PORT and IMAGE go; NODE, RACK/U,
-AGE and ERROR always stay, ERROR taking the room left over.
+WHY (:func:`why_text`) is the one thing most wrong with a row: what is being done to
+it, else its worst finding.  It is the last to shrink: full forms while WHY keeps
+``WHY_WANT`` cells, then compact ones, then PORT and IMAGE go; NODE, RACK/U, AGE and
+WHY always stay, WHY taking the room left over.  (``status`` keeps its ERROR column:
+its table already shows ports and images.)
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from console.live.words import image_state, port_finding, rank, with_symbol
+from console.live.words import FINDING_ORDER, SYMBOLS, image_state, port_finding, rank, with_symbol, worst_finding
 from inventory.ranges import natural_key
 
 if TYPE_CHECKING:
     from console.live.fleet import Fleet
 
-__all__ = ["Column", "COLUMNS", "BY_KEY", "STATUS_COLUMNS", "layout", "sort_key", "rack_u"]
+__all__ = ["Column", "COLUMNS", "BY_KEY", "STATUS_COLUMNS", "layout", "sort_key", "rack_u", "why_text"]
 
 
 def rack_u(fleet: Fleet, name: str) -> str:
@@ -56,6 +59,20 @@ def _image(fleet: Fleet, name: str) -> str:
     return st.image_running or "?"
 
 
+def why_text(fleet: Fleet, name: str) -> str:
+    """The WHY cell in plain words: what is being done to the node (an action of this
+    console, another's lock), then its worst finding (:func:`~console.live.words.worst_finding`)
+    with its symbol: ``✗ PSU1 275 W > 250``, ``✗ port Eth12, want Eth8`` (seen on Eth12)."""
+    parts = []
+    activity = fleet.activity.get(name)
+    if activity is not None:
+        parts.append(activity.words())
+    found = worst_finding(fleet.site.node(name), fleet.nodes[name])
+    if found is not None:
+        parts.append(f"{SYMBOLS[found[0]]} {found[1]}")
+    return "  ".join(parts)
+
+
 @dataclass(frozen=True)
 class Column:
     """One fleet table column."""
@@ -85,21 +102,26 @@ COLUMNS = (
     Column("port", "PORT", 13, narrow=9, wide_label="SWITCH PORT", text=_port),
     Column("image", "IMAGE", 22, narrow=10, text=_image),
     Column("age", "AGE", 5),
-    Column("error", "ERROR", 30, text=lambda fleet, name: fleet.nodes[name].error or ""),
+    Column("why", "WHY", 30, text=why_text),
 )
 BY_KEY = {c.key: c for c in COLUMNS}
+#: the poll error alone: the ``status`` command's last column
+ERROR = Column("error", "ERROR", 30, text=lambda fleet, name: fleet.nodes[name].error or "")
 #: the boot override: in the ``status`` command, not in the fleet table (the node screen shows it)
 BOOT = Column("boot", "BOOT", 8, text=_boot)
 #: the ``status`` command's table
-STATUS_COLUMNS = tuple(BY_KEY[k] if k in BY_KEY else BOOT
+STATUS_COLUMNS = tuple({"boot": BOOT, "error": ERROR}.get(k) or BY_KEY[k]
                        for k in ("name", "rack", "power", "health", "boot", "port", "image", "error"))
 
 #: the least important first: which columns take their compact form, then which go,
-#: while the table does not fit.  NODE, RACK/U, AGE and ERROR always stay.
+#: while the table does not fit with WHY at ``WHY_WANT``.  NODE, RACK/U, AGE and WHY always stay.
 COMPACT_ORDER = ("image", "port", "power", "health")
 DROP_ORDER = ("port", "image")
-#: the error column never gets narrower than this (it takes all the room left over)
-ERROR_MIN = 12
+#: WHY keeps this many cells before any other column gives up its full form (at 80
+#: columns: the PORT and IMAGE columns go, their findings are in WHY)
+WHY_WANT = 26
+#: the WHY column never gets narrower than this (it takes all the room left over)
+WHY_MIN = 12
 #: what the fleet table draws around each cell (cell_padding 1 on both sides)
 CELL_PAD = 2
 
@@ -107,8 +129,8 @@ CELL_PAD = 2
 def layout(width: int, *, name_width: int = 18, rack_width: int = 7) -> tuple[tuple[str, str, int], ...]:
     """The columns that fit ``width`` cells: ``(key, label, width)``; compact keys get their narrow form.
 
-    Full forms while they fit, then compact forms (least important first), then
-    PORT and IMAGE go; ERROR takes whatever is left (at least ``ERROR_MIN``).
+    Full forms while WHY keeps ``WHY_WANT`` cells, then compact forms (least important
+    first), then PORT and IMAGE go; WHY takes whatever is left (at least ``WHY_MIN``).
     """
     widths = {c.key: c.width for c in COLUMNS}
     widths["name"], widths["rack"] = name_width, rack_width
@@ -120,19 +142,19 @@ def layout(width: int, *, name_width: int = 18, rack_width: int = 7) -> tuple[tu
         return narrow if key in compact and narrow is not None else widths[key]
 
     def fixed() -> int:
-        return sum(shown_width(k) + CELL_PAD for k in widths if k != "error" and k not in dropped)
+        return sum(shown_width(k) + CELL_PAD for k in widths if k != "why" and k not in dropped)
 
     steps = [("compact", k) for k in COMPACT_ORDER] + [("drop", k) for k in DROP_ORDER]
-    while fixed() + ERROR_MIN + CELL_PAD > width and steps:
+    while fixed() + WHY_WANT + CELL_PAD > width and steps:
         how, key = steps.pop(0)
         (compact if how == "compact" else dropped).add(key)
-    error = max(ERROR_MIN, width - fixed() - CELL_PAD)
+    why = max(WHY_MIN, width - fixed() - CELL_PAD)
     out = []
     for c in COLUMNS:
         if c.key in dropped:
             continue
-        if c.key == "error":
-            out.append((c.key, c.label, error))
+        if c.key == "why":
+            out.append((c.key, c.label, why))
         elif c.key in compact:
             out.append((c.key, c.narrow_label or c.label, shown_width(c.key)))
         else:
@@ -163,8 +185,15 @@ def sort_key(fleet: Fleet, key: str) -> Callable[[str], Any]:
         return port
     if key == "image":
         return lambda n: (rank(image_state(site.node(n), nodes[n])), nodes[n].image_running or "", natural_key(n))
-    if key == "age":  # youngest first; never polled last
-        return lambda n: (nodes[n].polled_at is None, -(nodes[n].polled_at or 0), natural_key(n))
-    if key == "error":  # failing nodes first
-        return lambda n: (nodes[n].error is None, nodes[n].error or "", natural_key(n))
+    if key == "age":  # oldest first: never polled, then the longest ago
+        return lambda n: (nodes[n].polled_at is not None, nodes[n].polled_at or 0, natural_key(n))
+    if key == "why":  # the worst finding first, nodes being acted on before the rest
+        order = {word: i for i, word in enumerate(FINDING_ORDER)}
+        activity = fleet.activity
+
+        def why(n: str) -> tuple[Any, ...]:
+            found = worst_finding(site.node(n), nodes[n])
+            return (order[found[0]] if found else len(order), n not in activity,
+                    found[1] if found else "", natural_key(n))
+        return why
     raise ValueError(f"no column {key!r}")

@@ -6,6 +6,8 @@
   (the screens add a colour each; the CLI prints ``● on``).
 - :func:`port_finding`, :func:`image_state` and :func:`node_state` say what a node's
   state means: its cabling, its image, the one word a rack block is coloured by.
+- :func:`worst_finding` is the one thing most wrong with a node, in a few words (the
+  fleet table's WHY column).
 - :func:`node_words` are a node's words for the selection syntax (``off``,
   ``critical``, ``drift``, ``miscabled``...); :data:`STATE_WORDS` lists them all.
 - :func:`iso`, :func:`rate_text` and :func:`uptime_text` format times and rates.
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
     from console.live.fleet import Fleet, NodeState
 
 __all__ = ["Rank", "rank", "SYMBOLS", "with_symbol", "FINDINGS", "port_finding", "image_state", "node_state",
-           "NODE_STATES", "sorted_sensors", "node_words", "words_signature", "STATE_WORDS", "iso", "rate_text",
+           "NODE_STATES", "sorted_sensors", "FINDING_ORDER", "sensor_words", "worst_finding",
+           "node_words", "words_signature", "STATE_WORDS", "iso", "rate_text",
            "uptime_text"]
 
 
@@ -117,6 +120,64 @@ def node_state(st: NodeState) -> str:
 def sorted_sensors(sensors: Iterable[Sensor]) -> list[Sensor]:
     """Sensors with the failing ones first (critical, warning, unknown, ok), then by name."""
     return sorted(sensors, key=lambda s: (rank(s.health), s.name))
+
+
+#: the words :func:`worst_finding` gives, the worst first
+FINDING_ORDER = ("error", "critical", "mismatch", "drift", "warning", "ambiguous")
+
+
+def _short_port(port: str) -> str:
+    return port.replace("Ethernet", "Eth").replace("ethernet", "eth")
+
+
+def sensor_words(sensor: Sensor) -> str:
+    """``PSU1 275 W > 250``: a sensor's reading and the threshold it crossed, if known."""
+    if sensor.value is None:
+        return f"{sensor.name} no reading"
+    value = f"{sensor.value:g}"
+    text = f"{sensor.name} {value} {sensor.unit}".rstrip()
+    upper = sensor.upper_critical if sensor.health == "critical" else sensor.upper_warning
+    lower = sensor.lower_critical if sensor.health == "critical" else sensor.lower_warning
+    if upper is not None and sensor.value >= upper:
+        return f"{text} > {upper:g}"
+    if lower is not None and sensor.value <= lower:
+        return f"{text} < {lower:g}"
+    return text
+
+
+def _failing_sensor(st: NodeState, health: str) -> str:
+    for sensor in sorted_sensors(st.sensors or ()):
+        if sensor.health == health:
+            return sensor_words(sensor)
+    return f"health {health}"  # the BMC's rollup, no sensor read says which
+
+
+def worst_finding(node: Node, st: NodeState) -> tuple[str, str] | None:
+    """The one thing most wrong with a node, as ``(word, words)``, the word one of
+    :data:`FINDING_ORDER` (it gives the symbol and colour): a poll error, a sensor
+    failing with its reading, the port it was seen on instead of its own, the image it
+    runs instead of its own, a sensor warning, a port seen on several; None: nothing.
+    The words may come from outside (errors, names): shown as text."""
+    if st.error:
+        return "error", st.error
+    if st.health == "critical":
+        return "critical", _failing_sensor(st, "critical")
+    finding = port_finding(node, st)
+    if finding == "mismatch" and node.switch_port is not None and st.discovered_port is not None:
+        (seen_switch, seen_port), want = st.discovered_port, node.switch_port
+        if seen_switch == want.switch:
+            return "mismatch", f"port {_short_port(seen_port)}, want {_short_port(want.port)}"
+        return "mismatch", f"port {seen_switch}/{_short_port(seen_port)}, want {want.switch}/{_short_port(want.port)}"
+    if image_state(node, st) == "drift":
+        running, wanted = st.image_running or "", node.image or ""
+        if running.split("@", 1)[0] == wanted.split("@", 1)[0]:  # same image: the versions say it
+            running, wanted = running.rsplit("@", 1)[-1], wanted.rsplit("@", 1)[-1]
+        return "drift", f"{running}, want {wanted}"  # its symbol says: the image
+    if st.health == "warning":
+        return "warning", _failing_sensor(st, "warning")
+    if finding == "ambiguous":
+        return "ambiguous", "port: seen on several"
+    return None
 
 
 def node_words(fleet: Fleet, node: Node) -> dict[str, AttrValue]:

@@ -135,7 +135,7 @@ async def test_a_typed_filter_is_applied_before_its_echo_is_painted(ctx):
         line.insert_text_at_cursor("rack=r03")  # what a key does, with no message handled since
         assert len(screen.shown) == 29 and table.row_count == 29
         line.insert_text_at_cursor("&@nosuch")
-        assert screen.filter_problem and table.row_count == 29  # an error keeps the last good view
+        assert screen.filter_problem and table.row_count == 0  # rejected: no rows of another filter
         line.value = ""
         assert table.row_count == 89 and screen.filter_problem is None
 
@@ -148,15 +148,15 @@ async def test_bad_filter_is_marked_not_raised(ctx):
             await pilot.press(ch)
         await pilot.pause()
         inp = app.screen.query_one("#filter", Input)
-        drawn = lambda: "".join(strip.text for strip in inp.render_lines(inp.region.size.region))  # noqa: E731
+        why = app.screen.query_one("#filter-problem", Static)
         assert "unknown group" in app.screen.filter_problem and "unknown group" in str(inp.tooltip)
-        assert "unknown group" in drawn()  # the reason is in the line's border, not only in a tooltip
+        assert why.display and "unknown group @nosuch" in str(why.render())  # in full, under the line
         red = Color.parse(app.current_theme.error)
         assert inp.styles.border_bottom == ("tall", red)
-        assert app.screen.query_one(FleetTable).row_count == 89  # the last good view stays
+        assert app.screen.query_one(FleetTable).row_count == 0  # rejected: no rows of another filter
         await pilot.press(*["backspace"] * 7, "r", "a", "c", "k", "=", "r", "0", "1")
         assert app.screen.filter_problem is None and inp.tooltip is None
-        assert "unknown group" not in drawn() and inp.styles.border_bottom[1] != red
+        assert not why.display and inp.styles.border_bottom[1] != red
         assert app.screen.query_one(FleetTable).row_count == 30
 
 
@@ -172,8 +172,8 @@ async def test_stale_banner_when_nothing_answers(ctx):
         assert banner.display and "no BMC has answered" in str(banner.render())
 
 
-@pytest.mark.parametrize("width, waiting, fresh", [(80, "↻89 to go", "↻12s"),
-                                                   (160, "89 not polled yet", "polled ≤ 12s ago")])
+@pytest.mark.parametrize("width, waiting, fresh", [(80, "↻89 to go", "↻2m"),
+                                                   (160, "89 not polled yet", "polled ≤ 2m ago")])
 async def test_the_summary_says_how_fresh_the_states_are(ctx, width, waiting, fresh):
     """The least recently polled node's age (or how many are not polled yet), kept current."""
     now = [1000.0]
@@ -186,7 +186,7 @@ async def test_the_summary_says_how_fresh_the_states_are(ctx, width, waiting, fr
             now[0] += 0.1
             app.fleet.node_ok(name, "power", power="on")
         oldest = 1000.1
-        now[0] = oldest + 12
+        now[0] = oldest + 150  # ages are coarse past a minute: whole minutes
         await pilot.pause(1.2)  # worked out at most once a second
         assert fresh in str(summary.render()) and waiting not in str(summary.render())
 
@@ -224,17 +224,17 @@ async def test_the_banner_follows_the_states_as_they_change(ctx):
 
 @pytest.mark.parametrize("width", [80, 100, 120, 160, 200])
 async def test_columns_fit_the_width(ctx, width):
-    """NODE, AGE and ERROR always fit on screen; PORT goes first, the rest get compact forms."""
+    """NODE, AGE and WHY always fit on screen; PORT goes first, the rest get compact forms."""
     app = make_app(ctx, poll=False)
     async with app.run_test(size=(width, 24)) as pilot:
         table = app.screen.query_one(FleetTable)
         await pilot.pause()
         keys = [c.key for c in table.columns]
-        assert {"mark", "name", "rack", "power", "health", "age", "error"} <= set(keys)
+        assert {"mark", "name", "rack", "power", "health", "age", "why"} <= set(keys)
         total = sum(c.width + 2 for c in table.columns)  # a blank either side of each cell
         assert total <= width - table.styles.scrollbar_size_vertical, (width, total, keys)
         by_key = {c.key: c for c in table.columns}
-        assert by_key["error"].width >= 12
+        assert by_key["why"].width >= 24
         if width <= 80:
             assert "port" not in keys
         if width >= 160:
@@ -271,9 +271,9 @@ async def test_sort_by_any_column_and_live_cells(ctx):
         app.drain()
         await pilot.pause()
         assert table.get_cell("dal1-r03-n02", "power").plain == "○ off"
-        assert table.get_cell("dal1-r02-n09", "error").plain == "unreachable: no answer"
+        assert table.get_cell("dal1-r02-n09", "why").plain == "✗ unreachable: no answer"
         assert "1 err" in str(screen.query_one("#summary", Static).render())
-        screen.sort_by("error")
+        screen.sort_by("why")
         assert table.row_key_at(0) == "dal1-r02-n09"
         screen.sort_by("power")  # unknown (never polled) before off before on
         order = list(table.keys)
@@ -286,7 +286,7 @@ async def test_sort_by_any_column_and_live_cells(ctx):
         fleet.node_ok("dal1-r02-n09", "power", power="on", health="ok")
         app.drain()
         await pilot.pause()
-        assert table.get_cell("dal1-r02-n09", "error").plain == ""
+        assert table.get_cell("dal1-r02-n09", "why").plain == ""
         assert "0 err" in str(screen.query_one("#summary", Static).render())
 
 
@@ -306,7 +306,7 @@ async def test_off_screen_change_shows_when_scrolled_to(ctx):
         await pilot.pause()
         shot = app.export_screenshot()
         assert far in shot and "unreachable" in shot
-        assert table.get_cell(far, "error").plain == "unreachable: nobody home"
+        assert table.get_cell(far, "why").plain == "✗ unreachable: nobody home"
 
 
 async def test_rows_are_made_ahead_and_show_their_age_as_of_now(ctx, monkeypatch):
@@ -326,7 +326,7 @@ async def test_rows_are_made_ahead_and_show_their_age_as_of_now(ctx, monkeypatch
         before = screen._cache[far]
         app.fleet.node_failed(far, "power", "unreachable")  # polled at 1000, off screen
         await wait_until(lambda: screen._cache.get(far) not in (None, before))  # made again, ahead
-        assert screen._cache[far]["error"].plain == "unreachable"
+        assert screen._cache[far]["why"].plain == "✗ unreachable"
 
         # not while the operator types: those rows are for a later filter
         screen._unmade[far] = None
@@ -339,10 +339,10 @@ async def test_rows_are_made_ahead_and_show_their_age_as_of_now(ctx, monkeypatch
 
         made = []
         monkeypatch.setattr(screen, "_make_cells", lambda name, make=screen._make_cells: made.append(name) or make(name))
-        now[0] += 42
+        now[0] += 150
         await pilot.press("slash", *far, "enter")
         assert table.keys == [far] and made == []  # shown from what was made ahead
-        assert table.get_cell(far, "age").plain == age_text(1000.0, now[0]).plain == "42s"
+        assert table.get_cell(far, "age").plain == age_text(1000.0, now[0]).plain == "2m"
 
 
 async def test_full_collections_wait_for_a_pause_in_typing(ctx, monkeypatch):

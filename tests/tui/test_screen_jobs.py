@@ -55,11 +55,11 @@ def grid_of(app) -> dict[str, str]:
 
 
 def row_text(app, name: str) -> str:
-    """What the fleet screen's row shows in its ERROR column for ``name`` (the row state lives there)."""
+    """What the fleet screen's row shows in its WHY column for ``name`` (the row state lives there)."""
     from screens.fleet import FleetScreen
 
     fleet_screen = next(s for s in app.screen_stack if isinstance(s, FleetScreen))
-    return fleet_screen._cells(name)["error"].plain
+    return fleet_screen._cells(name)["why"].plain
 
 
 async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_lab):

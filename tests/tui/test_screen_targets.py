@@ -143,9 +143,11 @@ async def test_drift_and_cabling_are_unknown_until_read(ctx, demo_lab):
 
 # --------------------------------------------------------------------------- item 5: targets on screen
 async def test_cursor_row_stays_on_screen_and_a_rejected_filter_warns(ctx, demo_lab):
-    """The issue's case: cursor on the last row at 80x24, then ``/db01`` (rejected, rows
-    unchanged).  The filter line no longer pushes the cursor's row off screen, and the
-    dialog says that the filter was not applied, wanting the count typed."""
+    """The issue's case: cursor on the last row but one at 80x24, then a filter that keeps
+    it (``/r03``): the filter line does not push the cursor's row off screen.  Then, with
+    that node marked, a filter that is rejected (``/@nosuch``) empties the table, and the
+    dialog says that the filter was not applied and the marked node is hidden, wanting
+    the count typed."""
     app = app_for(ctx)
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(FleetTable)
@@ -153,16 +155,21 @@ async def test_cursor_row_stays_on_screen_and_a_rejected_filter_warns(ctx, demo_
         assert table.cursor_key == "dal1-r03-db01" and table.cursor_in_view
         await pilot.press("up")  # dal1-r03-n28, the row above the last
         assert table.cursor_key == "dal1-r03-n28"
-        await filter_to(pilot, "db01")
+        await filter_to(pilot, "r03")
         screen = app.screen
-        assert screen.filter_problem is not None and len(screen.shown) == 89  # rejected, rows unchanged
-        assert table.cursor_in_view, (table.cursor_row, table.scroll_y, table.size)
+        assert screen.filter_problem is None and len(screen.shown) == 29
+        assert table.cursor_key == "dal1-r03-n28" and table.cursor_in_view, (table.cursor_row, table.scroll_y)
         assert table.cursor_key in table.keys_in_view()
+        await pilot.press("space")
+        assert screen.marked == {"dal1-r03-n28"}
+        await filter_to(pilot, "@nosuch")
+        assert screen.filter_problem is not None and table.row_count == 0  # rejected: no rows
         await pilot.press("p", "f")
         dialog = await planned(app)
-        assert dialog.names == [table.cursor_key]
+        assert dialog.names == ["dal1-r03-n28"]
         warning = str(dialog.query_one("#warnings", Static).render())
-        assert "'db01' was not applied" in warning, warning
+        assert "'@nosuch' was not applied" in warning, warning
+        assert "1 of the 1 marked node is hidden by the filter" in warning, warning
         assert dialog.count_needed and not dialog.query_one("#count", Input).has_class("hidden")
         assert dialog.query_one("#confirm", Button).disabled
         await pilot.press("y")  # one node, but it wants "1" typed: y goes into the field
