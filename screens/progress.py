@@ -183,14 +183,19 @@ class ProgressScreen(FleetAppMixin, Screen):
         try:
             result = await runner.run()
         except LockError as exc:  # refused before any step: the lock directory is unsafe, or its guard busy
+            self.error = str(exc)  # set here too: a screen closed with escape gets no messages
             self.post_message(RunFinished(None, str(exc)))
             self.console.notify(visible(f"{self.plan.action} not started: {exc}"), severity="error", timeout=10,
                             markup=False)
             return
         except Exception as exc:  # the runner raises only on bugs: say so, never a traceback
+            self.error = f"{type(exc).__name__}: {exc}"
             self.post_message(RunFinished(None, f"{type(exc).__name__}: {exc}"))
             self.console.notify(visible(f"{self.plan.action} broke: {exc}"), severity="error", timeout=10, markup=False)
             return
+        # finished now, whether or not this screen is shown: a screen closed with escape gets
+        # no messages, and the fleet screen clears the marks of a finished action by this
+        self.result = result
         self.post_message(RunFinished(result))
         if not self.is_attached or self.console.screen is not self:
             self.console.notify(visible(f"{self.plan.action} finished: {result.summary()}"),
