@@ -297,6 +297,10 @@ class ProgressScreen(FleetAppMixin, Screen):
             box.update("")
             return
         text = outside(f"{name}: ", "bold")
+        if s.left:  # first: what the operator must know of a cancelled or failed node, whole
+            text.append("left ", style="bold")
+            text.append(visible(s.left))
+            text.append("\n  ")
         if not s.steps:
             text.append("no step has run" if s.final else "no step finished yet", style="dim")
         for step, result, detail, seconds in s.steps:

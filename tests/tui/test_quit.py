@@ -114,11 +114,17 @@ async def test_after_one_cancel_the_header_counts_what_the_rows_show(ctx, demo_l
             table = progress.query_one("#progress", DataTable)
             rows = {n: table.get_cell(n, "phase").plain for n in nodes}
             header = str(progress.query_one("#counts", Static).render())
+            table.move_cursor(row=table.get_row_index(nodes[0]))
+            await pilot.pause()
+            steps = str(progress.query_one("#steps", Static).render())
+            left = progress.states[nodes[0]].left
     finally:
         demo_lab.fault(kind, nodes[0], "")
     assert rows == {nodes[0]: "✗ failed", nodes[1]: "· not started", nodes[2]: "· not started"}, rows
     assert "cancelled: 1 failed, 2 not started" in header, header
     assert "cancelled" not in " ".join(rows.values())  # the rows say what each node is, the header counts them
+    # what the failed node was left with, whole, under the rows (a row's cell cuts it short)
+    assert left and f"left {left}" in " ".join(steps.split()), (left, steps)
 
 
 # ------------------------------------------------------------- the real console, ended every way
