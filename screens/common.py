@@ -83,16 +83,20 @@ def transport_warning(bmc) -> str | None:
 
 
 def age_text(ts: float | None, now: float | None = None) -> Text:
-    """How long ago, compactly: ``3s``, ``2m``, ``1h``; ``never`` when None."""
+    """How long ago, coarsely, so an idle screen stays still: ``<1m`` (fresh: a fact polled
+    every few seconds does not tick), then whole minutes ``3m``, hours ``2h``, days ``4d``
+    (each moves once a minute, hour, day); ``never`` when None.  Yellow past two minutes."""
     if ts is None:
         return Text("never", style="dim")
     age = max(0.0, (now if now is not None else time.time()) - ts)
     if age < 60:
-        s = f"{age:.0f}s"
+        s = "<1m"
     elif age < 3600:
-        s = f"{age / 60:.0f}m"
+        s = f"{int(age // 60)}m"
+    elif age < 86400:
+        s = f"{int(age // 3600)}h"
     else:
-        s = f"{age / 3600:.0f}h"
+        s = f"{int(age // 86400)}d"
     return Text(s, style="yellow" if age > 120 else "")
 
 

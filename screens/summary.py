@@ -98,11 +98,39 @@ class FleetSummary(FleetAppMixin, Static):
             text = Text(f"{what} ")
             text.append_text(self._freshness(wide))
             text.append(" │ ")
-            text.append_text(self._counts_text(wide))
+            text.append_text(self._fit_counts(self.console.size.width - 2 - text.cell_len))
         self._append_insecure(text, wide)
         if text != self._shown or text.spans != self._shown.spans:
             self._shown = text
             self.update(text, layout=False)  # always one line
+
+    def _fit_counts(self, room: int) -> Text:
+        """The narrow counts in ``room`` cells, never cut mid-token: with their labels
+        (``⊘1 err``), else without (each symbol means one thing: ``⊘1``), else as many
+        whole counts as fit."""
+        text = self._counts_text(False)
+        if text.cell_len <= room:
+            return text
+        parts = self._narrow_parts(labels=False)
+        while parts and _joined(parts, " ").cell_len > room:
+            parts.pop()
+            while parts and parts[-1].plain.strip() == "│":  # no bar last
+                parts.pop()
+        return _joined(parts, " ")
+
+    def _narrow_parts(self, *, labels: bool) -> list[Text]:
+        """The narrow counts, a symbol and a number each, and the bars between groups."""
+        tally = self._ensure_tally()
+        drift = _count(tally["drift"], not self._image_unread)
+        cabling = _count(tally["miscabled"], not self._switches_unpolled)
+        bar = Text(" │ ")
+        parts = [_tight(word, tally["power:" + word]) for word in ("on", "off", "unknown")]
+        parts += [bar, _tight("ok", tally["health:ok"]), _tight("warning", tally["health:warning"]),
+                  _tight("critical", tally["health:critical"]), bar,
+                  _tight("error", tally["error"], " err" if labels else ""),
+                  _tight("drift", drift, " drift" if labels else ""),
+                  _tight("mismatch", cabling, " cabling" if labels else "")]
+        return parts
 
     def _counts_text(self, wide: bool) -> Text:
         if self._counts is not None and self._counts[0] == wide:
@@ -111,12 +139,9 @@ class FleetSummary(FleetAppMixin, Static):
         drift = _count(tally["drift"], not self._image_unread)
         cabling = _count(tally["miscabled"], not self._switches_unpolled)
         if not wide:  # 80 columns: counts right after their symbols
-            parts = [_tight(word, tally["power:" + word]) for word in ("on", "off", "unknown")]
-            gap, bar = " ", Text(" │ ")
-            parts += [bar, _tight("ok", tally["health:ok"]), _tight("warning", tally["health:warning"]),
-                      _tight("critical", tally["health:critical"]), bar,
-                      _tight("error", tally["error"], " err"), _tight("drift", drift, " drift"),
-                      _tight("mismatch", cabling, " cabling")]
+            text = _joined(self._narrow_parts(labels=True), " ")
+            self._counts = (wide, text)
+            return text
         else:
             parts = [
                 status_text("on", f"{tally['power:on']} on"),
@@ -134,11 +159,7 @@ class FleetSummary(FleetAppMixin, Static):
                 status_text("drift", f"{drift} drift"),
                 status_text("mismatch", f"{cabling} cabling"),
             ]
-        text = Text()
-        for i, part in enumerate(parts):  # no gap around the bars
-            if i and part is not bar and parts[i - 1] is not bar:
-                text.append(gap)
-            text.append_text(part)
+        text = _joined(parts, gap)
         self._counts = (wide, text)
         return text
 
@@ -185,13 +206,13 @@ class FleetSummary(FleetAppMixin, Static):
 
     def _freshness(self, wide: bool) -> Text:
         """How current the states are: the age of the least recently polled node's last poll
-        (``polled ≤ 12s ago``, narrow ``↻12s``), or how many are not polled yet."""
+        (``polled within 1m``, ``polled ≤ 3m ago``, narrow ``↻<1m``, ``↻3m``), or how many are not polled yet."""
         unpolled, oldest = self.console.poll_freshness()
         if unpolled:
             return Text(f"{unpolled} not polled yet" if wide else f"↻{unpolled} to go", style="yellow")
         age = age_text(oldest, self.console.clock())
-        if wide:
-            return Text.assemble("polled ≤ ", age, " ago")
+        if wide:  # ages are coarse (:func:`age_text`): the line moves once a minute at most
+            return Text.assemble("polled within 1m") if age.plain == "<1m" else Text.assemble("polled ≤ ", age, " ago")
         return Text.assemble("↻", age)
 
     def _recount(self, tally: Counter[str], names: Iterable[str]) -> None:
@@ -211,6 +232,16 @@ class FleetSummary(FleetAppMixin, Static):
                 self._image_unread.add(name)
             else:
                 self._image_unread.discard(name)
+
+
+def _joined(parts: list[Text], gap: str) -> Text:
+    """The parts, ``gap`` between counts, none around the bars (parts that are only ``│``)."""
+    text = Text()
+    for i, part in enumerate(parts):
+        if i and part.plain.strip() != "│" and parts[i - 1].plain.strip() != "│":
+            text.append(gap)
+        text.append_text(part)
+    return text
 
 
 def _count(found: int, known: bool) -> str:
