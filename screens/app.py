@@ -32,6 +32,7 @@ from typing import Any
 from textual import events, on
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
+from textual.reactive import Reactive
 from textual.worker import Worker, WorkerState
 
 from console.live.fleet import Fleet
@@ -46,7 +47,7 @@ from console.ops.runner import Runner
 from console.site import SiteContext
 from console.text import visible
 from screens.actions import ActionCommands, start_action
-from screens.common import FleetChanged
+from screens.common import ANSI_DARK, FleetChanged
 from screens.fleet import FleetScreen
 from screens.jobs import board_of
 from screens.palette import FleetCommands
@@ -72,6 +73,7 @@ class FleetConsoleApp(App):
 
     TITLE = "fleet-console"
     CSS_PATH = "app.tcss"
+    ansi_theme_dark = Reactive(ANSI_DARK, init=False)  # status colours that read (screens.common)
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False),
                 Binding("question_mark", "help", "Help"),
                 Binding("p", "power_menu", "Power"),

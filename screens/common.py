@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+from rich.terminal_theme import TerminalTheme
 from rich.text import Text
 from textual.message import Message
 
@@ -24,7 +25,7 @@ from console.text import visible
 from inventory.model import PLAIN_HTTP, TLS_NOT_VERIFIED
 
 __all__ = ["FleetChanged", "status_text", "SYMBOLS", "age_text", "short_time", "node_words", "words_signature",
-           "STATE_WORDS", "outside", "transport_warning", "INSECURE"]
+           "STATE_WORDS", "outside", "transport_warning", "INSECURE", "ANSI_DARK"]
 
 
 class FleetChanged(Message):
@@ -36,14 +37,28 @@ class FleetChanged(Message):
         self.switches = switches
 
 
-#: status word -> its style.  Theme-neutral Rich styles resolved per theme by the widgets'
-#: component classes where it matters; the symbols keep the meaning without colour.
+#: status word -> its style: ANSI colours, which the app maps through its ANSI theme
+#: (:data:`ANSI_DARK` on dark themes), so every theme works; the symbols keep the
+#: meaning without colour.  ``?`` (unknown) is cyan and ``!`` (warning) orange: two
+#: meanings, two colours.  Each reads at 4.5:1 or more on the default theme
+#: (tests/tui/test_colours.py computes it).
 STYLES: dict[str, str] = {
-    "on": "green", "off": "dim", "unknown": "yellow",
+    "on": "green", "off": "dim", "unknown": "cyan",
     "ok": "green", "warning": "yellow", "critical": "bold red", "error": "bold red",
     "drift": "magenta", "match": "green", "mismatch": "bold red", "ambiguous": "yellow", "unmanaged": "dim",
     "up": "green", "down": "red",
 }
+
+#: the app's ANSI colours on dark themes: Textual's Monokai with a red that reads (its
+#: #F4005F is 4.0:1 on the table's background), a magenta that is not that red (drift
+#: and critical looked alike) and a bright black at 4.5:1 instead of 2.9:1
+ANSI_DARK = TerminalTheme(
+    (12, 12, 12), (217, 217, 217),
+    [(26, 26, 26), (255, 95, 135), (152, 224, 36), (253, 151, 31), (157, 101, 255), (215, 135, 255),
+     (88, 209, 235), (196, 197, 181)],
+    [(148, 148, 148), (255, 107, 139), (152, 224, 36), (224, 213, 97), (157, 101, 255), (215, 135, 255),
+     (88, 209, 235), (246, 246, 239)],
+)
 #: word -> (symbol, style): the engine's symbol (:data:`console.live.words.SYMBOLS`) in its colour
 SYMBOLS: dict[str, tuple[str, str]] = {word: (symbol, STYLES[word]) for word, symbol in words.SYMBOLS.items()}
 

@@ -43,9 +43,10 @@ SYMBOL_HELP: tuple[tuple[str, str], ...] = (
     ("unknown", "not known yet, or cannot be vouched for"),
     ("ok", "health ok / image as desired / switch reachable"),
     ("warning", "health warning"),
-    ("critical", "health critical, or a poll error"),
+    ("critical", "health critical (a sensor past its critical threshold)"),
+    ("error", "a poll error: the BMC did not answer as asked (the row says why)"),
     ("drift", "running image differs from the inventory"),
-    ("mismatch", "cabled on another port than the inventory says"),
+    ("mismatch", "miscabled: on another switch port than the inventory says"),
     ("ambiguous", "seen on several switch ports"),
     ("unmanaged", "no desired image in the inventory"),
     ("up", "switch port link up"),
@@ -53,8 +54,8 @@ SYMBOL_HELP: tuple[tuple[str, str], ...] = (
 )
 
 #: the fleet summary's freshness (screens.summary)
-FRESHNESS_HELP = ("in the fleet summary: every node was polled within the last 12 s "
-                  "(↻40 to go: 40 nodes not polled yet)")
+FRESHNESS_HELP = ("in the fleet summary: every node was polled within the last minute; past it, "
+                  "the oldest poll's age in whole minutes, ↻3m (↻40 to go: 40 nodes not polled yet)")
 
 #: the fleet summary's count of exposed BMC passwords, and node detail's warning line
 INSECURE_HELP = ("in the fleet summary (⚠45 at 80 columns): nodes whose BMC password goes over plain "
@@ -150,7 +151,7 @@ class HelpScreen(ModalScreen):
                 yield Static(_table(SELECTION_HELP, key_style="bold cyan"), id="help-selection")
                 yield Static("Status symbols", classes="help-section")
                 symbols = [(Text(f"{SYMBOLS[w][0]} {w}", style=SYMBOLS[w][1]), meaning) for w, meaning in SYMBOL_HELP]
-                symbols += [(Text("↻12s"), FRESHNESS_HELP),
+                symbols += [(Text("↻<1m"), FRESHNESS_HELP),
                             (Text(f"{INSECURE[0]} 45", style=INSECURE[1]), INSECURE_HELP)]
                 yield Static(_table(symbols),
                              id="help-symbols")

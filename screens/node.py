@@ -78,7 +78,8 @@ ACTIVITY_COLUMNS = (("TIME (UTC)", None), ("OPERATOR", None), ("ACTION", None), 
                     ("RESULT", None), ("ERROR / TICKET", 1))
 
 #: journal result -> status word for the symbol
-_RESULT_WORDS = {"ok": "ok", "failed": "error", "cancelled": "warning", "skipped": "off", "started": "unknown"}
+#: a failed step reads ✗ (as on the progress screen), not ⊘ (a poll error)
+_RESULT_WORDS = {"ok": "ok", "failed": "critical", "cancelled": "warning", "skipped": "off", "started": "unknown"}
 
 
 def _crossed_side(s) -> tuple[tuple[str, str, float | None], ...]:

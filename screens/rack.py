@@ -42,13 +42,19 @@ STATE_SYMBOLS = {
     "unknown": SYMBOLS["unknown"][0],
 }
 DRIFT = SYMBOLS["drift"][0]
-MISCABLED = "⇄"
+MISCABLED = SYMBOLS["mismatch"][0]
+CRITICAL = SYMBOLS["critical"][0]
+
+
+def state_symbol(state: str, health: str | None) -> str:
+    """A block's symbol: its state's, but ``✗`` for a critical health (``⊘`` is a poll error)."""
+    return CRITICAL if state == "error" and health == "critical" else STATE_SYMBOLS[state]
 STATES = NODE_STATES
 
 #: the legend's entries: a symbol and what it means, kept together on one line
 LEGEND_ITEMS = (
     f"{STATE_SYMBOLS['ok']} on+ok", f"{STATE_SYMBOLS['warning']} warning",
-    f"{STATE_SYMBOLS['error']} critical/error", f"{STATE_SYMBOLS['off']} off",
+    f"{CRITICAL} critical", f"{STATE_SYMBOLS['error']} poll error", f"{STATE_SYMBOLS['off']} off",
     f"{STATE_SYMBOLS['unknown']} unknown", f"{DRIFT} image drift", f"{MISCABLED} miscabled", "· empty U",
 )
 LEGEND = "  ".join(LEGEND_ITEMS)
@@ -94,7 +100,7 @@ class NodeBlock(Static):
         self.state = state
         for other in STATES:
             self.set_class(other == state, f"state-{other}")
-        lines = [f"{self.top_u:>2} {visible(short_name(self.node_name)):<6} {STATE_SYMBOLS[state]}{marks}"]
+        lines = [f"{self.top_u:>2} {visible(short_name(self.node_name)):<6} {state_symbol(state, st.health)}{marks}"]
         lines += [f"{u:>2} │" for u in range(self.top_u - 1, self.bottom_u - 1, -1)]
         self.update(Text("\n".join(lines)))
         # a tooltip string is markup: the name and the BMC's error text go in as text
@@ -250,7 +256,7 @@ class RackScreen(FleetAppMixin, Screen):
         span = f"U{block.bottom_u}" + (f"-{block.top_u}" if block.top_u != block.bottom_u else "")
         text = Text()
         text.append(visible(self.cursor), style="bold")
-        text.append(f"  {visible(node.rack)} {span}  {STATE_SYMBOLS[block.state]} {st.power}/{st.health}")
+        text.append(f"  {visible(node.rack)} {span}  {state_symbol(block.state, st.health)} {st.power}/{st.health}")
         if st.error:
             text.append(f"  {visible(st.error)}")
         where.update(text)

@@ -60,11 +60,13 @@ def rank(word: str) -> Rank:
     return _RANKS.get(word, Rank.UNKNOWN)
 
 
-#: status word -> its symbol (meaning without colour)
+#: status word -> its symbol (meaning without colour), one meaning each: ``✗`` a critical
+#: health, ``⊘`` a poll error (the BMC did not answer as asked), ``⇄`` miscabled
+#: (``✓`` is "as it should be" for health, image and cabling alike)
 SYMBOLS: dict[str, str] = {
     "on": "●", "off": "○", "unknown": "?",
-    "ok": "✓", "warning": "!", "critical": "✗", "error": "✗",
-    "drift": "≠", "match": "✓", "mismatch": "✗", "ambiguous": "~", "unmanaged": "-",
+    "ok": "✓", "warning": "!", "critical": "✗", "error": "⊘",
+    "drift": "≠", "match": "✓", "mismatch": "⇄", "ambiguous": "~", "unmanaged": "-",
     "up": "▲", "down": "▼",
 }
 

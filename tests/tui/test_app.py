@@ -271,7 +271,7 @@ async def test_sort_by_any_column_and_live_cells(ctx):
         app.drain()
         await pilot.pause()
         assert table.get_cell("dal1-r03-n02", "power").plain == "○ off"
-        assert table.get_cell("dal1-r02-n09", "why").plain == "✗ unreachable: no answer"
+        assert table.get_cell("dal1-r02-n09", "why").plain == "⊘ unreachable: no answer"
         assert "1 err" in str(screen.query_one("#summary", Static).render())
         screen.sort_by("why")
         assert table.row_key_at(0) == "dal1-r02-n09"
@@ -306,7 +306,7 @@ async def test_off_screen_change_shows_when_scrolled_to(ctx):
         await pilot.pause()
         shot = app.export_screenshot()
         assert far in shot and "unreachable" in shot
-        assert table.get_cell(far, "why").plain == "✗ unreachable: nobody home"
+        assert table.get_cell(far, "why").plain == "⊘ unreachable: nobody home"
 
 
 async def test_rows_are_made_ahead_and_show_their_age_as_of_now(ctx, monkeypatch):
@@ -326,7 +326,7 @@ async def test_rows_are_made_ahead_and_show_their_age_as_of_now(ctx, monkeypatch
         before = screen._cache[far]
         app.fleet.node_failed(far, "power", "unreachable")  # polled at 1000, off screen
         await wait_until(lambda: screen._cache.get(far) not in (None, before))  # made again, ahead
-        assert screen._cache[far]["why"].plain == "✗ unreachable"
+        assert screen._cache[far]["why"].plain == "⊘ unreachable"
 
         # not while the operator types: those rows are for a later filter
         screen._unmade[far] = None

@@ -107,7 +107,7 @@ async def test_every_bad_row_says_why_at_80_columns(ctx):
         assert critical.plain == "✗ PSU1 275 W > 250"
         cabling = table.get_cell("dal1-r01-n08", "why").plain
         short = want.port.replace("Ethernet", "Eth")
-        assert cabling == f"✗ port Eth40, want {short}"  # miscabled: seen on Eth40
+        assert cabling == f"⇄ port Eth40, want {short}"  # miscabled: seen on Eth40
         assert len(cabling) <= width and len(critical.plain) <= width  # said whole at 80 columns
         assert table.get_cell("dal1-r01-n09", "why").plain == ""
         shot = app.export_screenshot()

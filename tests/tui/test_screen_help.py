@@ -44,8 +44,9 @@ async def test_help_on_the_fleet_screen_opens_and_closes(ctx):
         for example in ("dal1-r02-n[01-10]", "@gpu", "rack=r01", "role!=gpu", "drift", "&", "-TERM", "all"):
             assert example in selection, example
         symbols = _text(help_screen, "#help-symbols")
-        assert "✗ mismatch" in symbols and "≠ drift" in symbols and "○ off" in symbols
-        assert "↻12s" in symbols and "polled within" in symbols  # the summary's freshness
+        assert "⇄ mismatch" in symbols and "≠ drift" in symbols and "○ off" in symbols
+        assert "✗ critical" in symbols and "⊘ error" in symbols  # one meaning per symbol
+        assert "↻<1m" in symbols and "polled within" in symbols  # the summary's freshness
         await pilot.press("question_mark")
         assert isinstance(app.screen, FleetScreen)
         await pilot.press("question_mark")

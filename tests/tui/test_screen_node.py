@@ -113,9 +113,9 @@ async def test_drift_and_miscabling_are_marked(ctx):
         assert "port expected     dal1-r02-tor/Ethernet8" in state
         seen = app.fleet.nodes["dal1-r02-n08"].discovered_port
         assert seen is not None and seen != ("dal1-r02-tor", "Ethernet8")
-        assert f"✗ MISCABLED: expected dal1-r02-tor/Ethernet8, seen on {'/'.join(seen)}" in state
+        assert f"⇄ MISCABLED: expected dal1-r02-tor/Ethernet8, seen on {'/'.join(seen)}" in state
         assert screen.query_one("#state").has_class("-miscabled")
-        assert "✗ miscabled" in plain(screen.query_one("#status", Static))
+        assert "⇄ miscabled" in plain(screen.query_one("#status", Static))
         app.pop_screen()
         await pilot.pause()
         # a well-cabled neighbour, for contrast (the switch is polled already: no second switch poll)
@@ -140,7 +140,7 @@ async def test_a_failing_bmc_shows_its_error_then_recovers_on_refresh(ctx, demo_
             assert "1 consecutive failure" in text and "last success never" in text
             assert bar.region.y == 2  # right under the status line
             status = plain(screen.query_one("#status", Static))
-            assert "? unknown" in status and "✗ poll error" in status
+            assert "? unknown" in status and "⊘ poll error" in status
             app.fleet.node_failed(victim, "sensors", "timeout: no answer in time")
             app.drain()
             await pilot.pause()

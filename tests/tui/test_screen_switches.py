@@ -43,7 +43,7 @@ async def test_switches_ports_and_miscabling(ctx):
             assert _plain(switches, name, "ports").endswith("/52")
         assert _plain(switches, "dal1-r03-tor", "snmp") == "v3"
         assert _plain(switches, "dal1-r01-tor", "snmp") == "v2c"
-        assert "✗" in _plain(switches, "dal1-r02-tor", "findings")  # the miscabled node's switch
+        assert "⇄" in _plain(switches, "dal1-r02-tor", "findings")  # the miscabled node's switch
         assert _plain(switches, "dal1-r01-tor", "descr")  # sysDescr, read over SNMP
         assert _plain(switches, "dal1-r01-tor", "uptime") != "-"
 
@@ -56,10 +56,10 @@ async def test_switches_ports_and_miscabling(ctx):
         assert ports.row_count == 52
         seen_port = next(k.value for k in ports.rows if _plain(ports, k.value, "seen") == "dal1-r02-n08")
         assert seen_port != "Ethernet8"
-        assert _plain(ports, seen_port, "finding") == "✗ mismatch"
+        assert _plain(ports, seen_port, "finding") == "⇄ mismatch"
         assert _plain(ports, seen_port, "expected") == "-"
         assert _plain(ports, "Ethernet8", "expected") == "dal1-r02-n08"
-        assert _plain(ports, "Ethernet8", "finding") == "✗ mismatch"
+        assert _plain(ports, "Ethernet8", "finding") == "⇄ mismatch"
         assert seen_port in _plain(ports, "Ethernet8", "detail")
         assert _plain(ports, "Ethernet9", "finding") == "✓ match"
         assert _plain(ports, "Ethernet9", "seen") == "dal1-r02-n09"
@@ -128,10 +128,10 @@ async def test_live_updates_change_cells_not_tables(ctx):
         await pilot.pause()
         assert "error" in switches.get_cell("dal1-r03-tor", "state").plain
         assert "timeout after 5s" in switches.get_cell("dal1-r03-tor", "descr").plain
-        assert ports.get_cell("Ethernet20", "finding").plain == "✗ mismatch"
+        assert ports.get_cell("Ethernet20", "finding").plain == "⇄ mismatch"
         assert ports.get_cell("Ethernet40", "seen").plain == "dal1-r03-n20"
-        assert ports.get_cell("Ethernet40", "finding").plain == "✗ mismatch"
-        assert "✗ 2" in switches.get_cell("dal1-r03-tor", "findings").plain
+        assert ports.get_cell("Ethernet40", "finding").plain == "⇄ mismatch"
+        assert "⇄ 2" in switches.get_cell("dal1-r03-tor", "findings").plain
         assert ports.cursor_row == cursor
         assert clears == []  # updated in place
         # the next good poll heals it (real SNMP again)
@@ -139,5 +139,5 @@ async def test_live_updates_change_cells_not_tables(ctx):
         app.drain()
         await pilot.pause()
         assert "✓ ok" in switches.get_cell("dal1-r03-tor", "state").plain
-        assert ports.get_cell("Ethernet20", "finding").plain != "✗ mismatch"
+        assert ports.get_cell("Ethernet20", "finding").plain != "⇄ mismatch"
         assert clears == []

@@ -130,7 +130,7 @@ async def test_drift_and_cabling_are_unknown_until_read(ctx, demo_lab):
         await pilot.pause()
         assert summary.cabling_known, summary_text(app)
         miscabled = sum(app.fleet.port_finding(n) == "mismatch" for n in app.fleet.site.nodes)
-        assert f"✗{miscabled} cabling" in summary_text(app), summary_text(app)
+        assert f"⇄{miscabled} cabling" in summary_text(app), summary_text(app)
         # a new poller's first states replace the old ones: a node never image-read again
         from console.live.fleet import NodeState
 
