@@ -10,7 +10,10 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
-__all__ = ["KeyFooter"]
+__all__ = ["KeyFooter", "KEPT_KEYS"]
+
+#: keys the footer keeps where not all fit (help and quit), dropping others before them
+KEPT_KEYS = frozenset({"question_mark", "q"})
 
 
 class _Key(NamedTuple):
@@ -32,8 +35,10 @@ class KeyFooter(Widget):
     draws the same line (key, then description; the command palette key on the
     right edge) and repaints only when the keys it shows change.  Where the keys do
     not all fit it shows those that fit whole, in order (Footer cut the last one
-    mid-word).  A click on a key presses it; hovering one highlights it and shows its
-    tooltip.
+    mid-word), and help and quit (:data:`KEPT_KEYS`) before any other.  A key that is
+    disabled (read-only) is dimmed and its description struck through, so it reads apart
+    from a live one without colour too.  A click on a key presses it; hovering one
+    highlights it and shows its tooltip.
     """
 
     ALLOW_SELECT = False
@@ -105,10 +110,12 @@ class KeyFooter(Widget):
         key_style, description_style = component("key-footer--key"), component("key-footer--description")
         hover_style = component("key-footer--hover")
         hover, dim = Style(color=hover_style.color, bgcolor=hover_style.bgcolor), Style(dim=True)
+        struck = Style(dim=True, strike=True)
 
-        def look(key: _Key) -> Style:
-            """What a key's state adds to its styles: hovered, disabled."""
-            return (hover if key == self._hover else Style()) + (dim if not key.enabled else Style())
+        def look(key: _Key, description: bool = False) -> Style:
+            """What a key's state adds to its styles: hovered, disabled (struck through)."""
+            off = Style() if key.enabled else struck if description else dim
+            return (hover if key == self._hover else Style()) + off
 
         placed: list[tuple[int, int, _Key]] = []
         right = 0
@@ -117,26 +124,32 @@ class KeyFooter(Widget):
             key = self._palette
             extra = look(key)
             tail = [Segment("▏", component("key-footer--edge")), Segment(key.display, key_style + extra),
-                    Segment(f" {key.description}", description_style + extra), Segment(" ", base + extra)]
+                    Segment(f" {key.description}", description_style + look(key, True)), Segment(" ", base + extra)]
             right = sum(segment.cell_length for segment in tail)
             placed.append((width - right + 1, width, key))
         room = max(0, width - right)
         segments: list[Segment] = []
         x = 0
-        for key in self._keys:  # in order, as many as fit whole (Footer cut the last one short)
-            extra = look(key)
-            parts = [Segment(f" {key.display} ", key_style + extra)]
-            if key.description:
-                parts.append(Segment(f"{key.description} ", description_style + extra))
+        drawn = [self._parts(key, key_style + look(key), description_style + look(key, True)) for key in self._keys]
+        sizes = [sum(segment.cell_length for segment in parts) for parts in drawn]
+        shown = _fitting(list(zip(self._keys, sizes, strict=True)), room)
+        for key, parts in zip(self._keys, drawn, strict=True):  # in order (Footer cut the last one short)
+            if key not in shown:
+                continue
             size = sum(segment.cell_length for segment in parts)
-            if x + size > room:
-                break
             placed.append((x, x + size, key))
             segments += parts
             x += size
         self._placed = placed
         line = Strip(segments).extend_cell_length(room, base)
         return Strip.join([line, Strip(tail)]).adjust_cell_length(width, base)
+
+    @staticmethod
+    def _parts(key: _Key, key_style: Style, description_style: Style) -> list[Segment]:
+        parts = [Segment(f" {key.display} ", key_style)]
+        if key.description:
+            parts.append(Segment(f"{key.description} ", description_style))
+        return parts
 
     def _key_at(self, x: int) -> _Key | None:
         return next((key for start, end, key in self._placed if start <= x < end), None)
@@ -162,3 +175,19 @@ class KeyFooter(Widget):
             self.app.simulate_key(key.key)
         else:
             self.app.bell()
+
+
+def _fitting(sized: list[tuple[_Key, int]], room: int) -> set[_Key]:
+    """The keys shown in ``room`` cells: all when they fit; else help and quit
+    (:data:`KEPT_KEYS`) first, then the others in order, each whole, while they fit."""
+    if sum(size for _, size in sized) <= room:
+        return {key for key, _ in sized}
+    shown: set[_Key] = set()
+    used = 0
+    for key, size in sorted(sized, key=lambda item: item[0].key not in KEPT_KEYS):  # stable: order kept
+        if used + size <= room:
+            shown.add(key)
+            used += size
+        elif key.key not in KEPT_KEYS:
+            break
+    return shown

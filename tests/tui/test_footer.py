@@ -121,3 +121,28 @@ async def test_clicks_press_keys_and_hover_shows_the_tooltip():
         await pilot.click(KeyFooter, offset=(at["palette"], 0))
         await pilot.pause()
         assert app.screen.__class__.__name__ == "CommandPalette"
+
+
+class HelpQuitApp(KeysApp):
+    BINDINGS = [*KeysApp.BINDINGS, Binding("question_mark", "help", "Help"), Binding("q", "quit", "Quit")]
+
+
+@pytest.mark.parametrize("width", [60, 40, 34])
+async def test_help_and_quit_stay_where_others_do_not_fit(width):
+    """At 60x20 the footer lost ``?`` and ``q``: they go last in order but are kept
+    first, the other keys left out whole."""
+    app = HelpQuitApp(KeyFooter)
+    async with app.run_test(size=(width, 20)) as pilot:
+        await pilot.pause()
+        text = "".join(t for t, _ in footer_line(app))
+        assert len(text) == width and " ? Help " in text and " q Quit " in text, text
+        assert text.index("Help") < text.index("Quit")  # still in their order
+
+
+async def test_a_disabled_key_is_struck_through():
+    """A disabled key (read-only) reads apart from a live one without colour: struck through."""
+    app = KeysApp(KeyFooter)
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause()
+        styles = {segment.text: segment.style for segment in app.screen._compositor.render_strips()[-1]}
+        assert styles["Beta "].strike and not styles["Alpha "].strike
