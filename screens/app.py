@@ -81,7 +81,7 @@ class FleetConsoleApp(App):
                 Binding("i", "reimage", "Reimage"),
                 Binding("l", "activity", "Activity"),
                 Binding("J", "jobs", "Jobs", show=False)]
-    COMMANDS = App.COMMANDS | {FleetCommands, ActionCommands}
+    COMMANDS = {FleetCommands, ActionCommands}  # Textual's own come from FleetCommands, after the fleet's
     #: the fleet screen is the bottom of the stack.  (Pushed over Textual's blank default
     #: screen, it was repainted whole on every change: the screen beneath the top one
     #: counts as a background, and its refreshes became full-screen updates.)

@@ -122,13 +122,18 @@ class FleetCommands(FleetAppMixin, Provider):
         return out
 
     async def discover(self) -> Hits:
-        """Before anything is typed: the screens and the racks."""
+        """Before anything is typed: the screens and the racks, then Textual's own
+        commands (theme, keys, screenshot, quit), which the app gets from here rather
+        than from Textual's provider so that they come after the fleet's."""
         for text, command, help_text in self._commands():
             if not text.startswith("go to node"):
                 # Hit.help is typed str, but the palette draws it with Content.from_markup,
                 # which takes a Content as it is (a str would be read as markup)
                 help_content = _shown(help_text)
                 yield DiscoveryHit(_shown(text), command, text=text, help=help_content)  # type: ignore[arg-type]
+        for name, help_text, callback, discover in self.app.get_system_commands(self.screen):
+            if discover:
+                yield DiscoveryHit(name, callback, help=help_text)
 
     async def search(self, query: str) -> Hits:
         """Everything whose text fuzzy-matches ``query``."""
@@ -140,3 +145,6 @@ class FleetCommands(FleetAppMixin, Provider):
                 yield Hit(score, _highlight(matcher, text), command, text=text, help=help_content)  # type: ignore[arg-type]
             if i % 500 == 499:
                 await asyncio.sleep(0)  # thousands of nodes: let the palette stay responsive
+        for name, help_text, callback, *_ in self.app.get_system_commands(self.screen):
+            if (score := matcher.match(name)) > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)

@@ -83,3 +83,25 @@ async def test_rack_switch_and_screen_commands(ctx):
         by_text["switches screen"]()
         await pilot.pause()
         assert isinstance(app.screen, SwitchesScreen)
+
+
+async def test_the_fleets_commands_come_before_textuals_own(ctx):
+    """Before anything is typed, the screens and racks are listed above Textual's own
+    commands (theme, keys, screenshot, quit); those are still there, and found by search."""
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+p")
+        await wait_until(lambda: isinstance(app.screen, CommandPalette))
+        options = app.screen.query_one(CommandList)
+
+        def texts() -> list[str]:
+            return [str(options.get_option_at_index(i).prompt).split("\n")[0] for i in range(options.option_count)]
+
+        system = [name for name, *_ in app.get_system_commands(app.screen)]
+        await wait_until(lambda: any(t.startswith("Quit") for t in texts()) and "racks screen" in texts())
+        shown = texts()
+        last_fleet = max(i for i, t in enumerate(shown) if t.endswith(" screen") or t.startswith("go to rack"))
+        first_textual = min(i for i, t in enumerate(shown) if t in system)
+        assert last_fleet < first_textual, shown
+        await pilot.press(*"theme")
+        await wait_until(lambda: any("theme" in t.lower() for t in texts()))
