@@ -226,9 +226,12 @@ class FleetSummary(FleetAppMixin, Static):
             tally.subtract(contrib.get(name, ()))
             tally.update(words)
             contrib[name] = words
-            # never read (a failed read sets image_error); a node whose BMC fails is not waited
-            # for: the poller reads no more than its power while it fails, and it counts as an error
-            if node.image and st.image_running is None and st.image_error is None and not st.errors:
+            # never read (a failed read sets image_error), or a node known to be on whose read
+            # failed (booting after an action: it is read again within seconds) -- its drift is
+            # not known.  A node whose BMC fails is not waited for: the poller reads no more than
+            # its power while it fails, and it counts as an error; nor one that is off.
+            unread = st.image_running is None and (st.image_error is None or (st.power == "on" and node.host))
+            if node.image and unread and not st.errors:
                 self._image_unread.add(name)
             else:
                 self._image_unread.discard(name)

@@ -141,6 +141,32 @@ async def test_drift_and_cabling_are_unknown_until_read(ctx, demo_lab):
         assert f"≠{drifting} drift" not in summary_text(app)
 
 
+
+
+async def test_drift_is_unknown_while_a_node_that_is_on_cannot_say_its_image(ctx, demo_lab):
+    """After a power cycle a host is still booting when its image is read: the read fails.
+    Until it is read again, that node's drift is not known, so the count is not either
+    (it said 0 drift while eight rows showed an unknown image)."""
+    app = app_for(ctx)
+    async with app.run_test(size=(80, 24)) as pilot:
+        summary = app.screen.query_one(FleetSummary)
+        managed = [n.name for n in app.fleet.site.nodes if n.image]
+        await app.poller.sweep(("power", "image"), nodes=managed, switches=False)
+        app.drain()
+        await pilot.pause()
+        assert summary.drift_known, summary_text(app)
+        drifting = sum(app.fleet.image_state(n) == "drift" for n in app.fleet.site.nodes)
+        booting = next(n for n in managed if app.fleet.nodes[n].power == "on"
+                       and app.fleet.image_state(app.fleet.site.node(n)) != "drift")
+        app.fleet.node_ok(booting, "image", image_running=None, image_error="ssh: ConnectionLost")
+        app.drain()
+        await pilot.pause()
+        assert not summary.drift_known
+        assert f"≥{drifting}" in summary_text(app) and f"≠{drifting} drift" not in summary_text(app)
+        await app.poller.poll_node(booting, ("image",))  # up again: read, and the count is known
+        app.drain()
+        await pilot.pause()
+        assert summary.drift_known and f"{drifting}" in summary_text(app), summary_text(app)
 # --------------------------------------------------------------------------- item 5: targets on screen
 async def test_cursor_row_stays_on_screen_and_a_rejected_filter_warns(ctx, demo_lab):
     """The issue's case: cursor on the last row but one at 80x24, then a filter that keeps
