@@ -341,6 +341,9 @@ class FleetScreen(FleetAppMixin, Screen):
             chosen = []  # rows of another filter would read as this one's
         else:
             self._flag(None)
+            if text.strip():  # n/N step through these rows, also once the filter is cleared
+                matches = frozenset(chosen)
+                self.query_one(FleetTable).search = matches.__contains__
         if set(chosen) != set(self.shown):
             self.shown = chosen
             cursor = self._cursor_name()

@@ -8,6 +8,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
 from console.cli.main import SiteContext
+from console.drivers.bmc import PowerState
 from console.secrets import Secrets
 from screens.activity import ActivityScreen
 from screens.app import make_app
@@ -75,6 +76,33 @@ async def test_fleet_table_habit_keys(ctx):
         assert table.cursor_key == first
         await pilot.press("N")  # wraps to the last match
         assert table.cursor_key == "dal1-r03-db01"
+
+
+async def test_n_steps_through_the_last_filters_rows_once_it_is_cleared(ctx):
+    """The filter as a search: ``/off`` enter, escape to see every row again, then ``n``
+    and ``N`` jump between the rows the filter matched (the powered-off nodes)."""
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        off = {"dal1-r01-n13", "dal1-r03-n20"}
+        for name in off:
+            app.fleet.node_ok(name, "power", power=PowerState.OFF)
+        app.drain()
+        await pilot.pause()
+        table = app.screen.query_one(FleetTable)
+        await pilot.press("slash", *"off", "enter")
+        await pilot.pause()
+        assert set(app.screen.shown) >= off
+        await pilot.press("escape")  # every row again
+        await pilot.pause()
+        assert len(app.screen.shown) == len(app.fleet.nodes)
+        table.focus()
+        await pilot.press("home", "n")
+        first = table.cursor_key
+        assert first in off
+        await pilot.press("n")
+        assert table.cursor_key in off and table.cursor_key != first
+        await pilot.press("N")
+        assert table.cursor_key == first
 
 
 async def test_typing_j_and_k_in_the_filter_is_text(ctx):
