@@ -541,8 +541,15 @@ class ActionCommands(FleetAppMixin, Provider):
         return out
 
     async def discover(self) -> Hits:
-        for text, command, help_text in self._commands():
-            yield DiscoveryHit(text, command, help=help_text)
+        """Nothing of its own: :class:`screens.palette.FleetCommands` lists these, so that
+        one provider orders every command shown before anything is typed (two providers'
+        hits interleave as they arrive)."""
+        return
+        yield  # an async generator that yields nothing
+
+    def discovery_hits(self) -> list[DiscoveryHit]:
+        """What the palette lists of these before anything is typed."""
+        return [DiscoveryHit(text, command, help=help_text) for text, command, help_text in self._commands()]
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)

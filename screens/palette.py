@@ -131,6 +131,10 @@ class FleetCommands(FleetAppMixin, Provider):
                 # which takes a Content as it is (a str would be read as markup)
                 help_content = _shown(help_text)
                 yield DiscoveryHit(_shown(text), command, text=text, help=help_content)  # type: ignore[arg-type]
+        from screens.actions import ActionCommands  # the actions and Activity: the fleet's too
+
+        for hit in ActionCommands(self.screen, self.match_style).discovery_hits():
+            yield hit
         for name, help_text, callback, discover in self.app.get_system_commands(self.screen):
             if discover:
                 yield DiscoveryHit(name, callback, help=help_text)

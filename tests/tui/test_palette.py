@@ -56,7 +56,8 @@ async def test_search_ranks_and_filters(ctx):
         provider = FleetCommands(app.screen)
         discovered = [hit.text async for hit in provider.discover()]
         assert discovered[:3] == ["fleet screen", "racks screen", "switches screen"]
-        assert "go to rack r01" in discovered and not any("node" in t for t in discovered)
+        assert "go to rack r01" in discovered and not any(t.startswith("go to node") for t in discovered)
+        assert "power cycle selected nodes" in discovered  # the actions too: one provider orders them
 
 
 async def test_rack_switch_and_screen_commands(ctx):
@@ -98,10 +99,13 @@ async def test_the_fleets_commands_come_before_textuals_own(ctx):
             return [str(options.get_option_at_index(i).prompt).split("\n")[0] for i in range(options.option_count)]
 
         system = [name for name, *_ in app.get_system_commands(app.screen)]
-        await wait_until(lambda: any(t.startswith("Quit") for t in texts()) and "racks screen" in texts())
+        racks = [f"go to rack {r.name}" for r in app.fleet.site.racks]
+        # every discovery hit has arrived (the palette adds them in batches as they come)
+        await wait_until(lambda: any(t.startswith("Quit") for t in texts()) and set(racks) <= set(texts()))
         shown = texts()
-        last_fleet = max(i for i, t in enumerate(shown) if t.endswith(" screen") or t.startswith("go to rack"))
+        last_fleet = max(i for i, t in enumerate(shown) if t.endswith(" screen") or t.startswith("go to rack")
+                         or t.endswith(" selected nodes"))
         first_textual = min(i for i, t in enumerate(shown) if t in system)
-        assert last_fleet < first_textual, shown
+        assert last_fleet < first_textual, "\n".join(shown)
         await pilot.press(*"theme")
         await wait_until(lambda: any("theme" in t.lower() for t in texts()))
