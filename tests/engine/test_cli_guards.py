@@ -10,7 +10,6 @@ unless `--force`; a target other than the inventory's desired image is warned ab
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,36 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from console import site as sites
 from tests.engine.test_actions import SITE_YAML, set_power
-
-TIME_SCALE = 0.05
-FAST = ["--poll-interval", "0.05", "--timeout", "3"]
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, private_runtime_dir):
-    from console.lab.lab import Lab
-    from console.lab.state import write_state
-
-    directory = tmp_path_factory.mktemp("guardsite")
-    path = directory / "acttest.yaml"
-    path.write_text(SITE_YAML)
-    with Lab(sites.load(str(path)), ephemeral=True, time_scale=TIME_SCALE) as lab:
-        write_state(lab, str(path))
-        lab.site_file = str(path)
-        yield lab
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = dict(os.environ)
-    e["XDG_STATE_HOME"] = str(tmp_path / "state")
-    e["FLEET_CONSOLE_LOCKS"] = str(tmp_path / "locks")
-    e["FLEET_OPERATOR"] = "tester"
-    for key in ("FLEET_CONSOLE_DEBUG", "FLEET_CONSOLE_READ_ONLY"):
-        e.pop(key, None)
-    return e
+from tests.engine.test_cli_actions import FAST, env, lab  # noqa: F401 - fixtures used below
 
 
 def cli(site_file, env, *args, timeout=120):
