@@ -40,7 +40,7 @@ from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unre
 from console.secrets import Secret
 from inventory.model import Bmc
 
-__all__ = ["MAX_BODY", "MAX_CONTAINERS", "MAX_DEPTH", "ROOT", "Missing", "RedfishSession", "decode",
+__all__ = ["MAX_BODY", "MAX_CONTAINERS", "MAX_DEPTH", "ROOT", "Missing", "RedfishSession", "decode", "read_body",
            "http_error", "load_json"]
 
 log = logging.getLogger(__name__)
@@ -350,34 +350,8 @@ class RedfishSession:
         return httpx.Response(response.status_code, headers=kept, content=body, request=request)
 
     async def _read_body(self, response: httpx.Response, method: str, url: str) -> bytes:
-        limit = self.max_body
-        too_big = f"{self.address}: {method} {_path(url)}: response body over {_size(limit)}"
-        length = response.headers.get("Content-Length", "").strip()
-        if length.isdigit() and int(length) > limit:
-            raise ProtocolError(too_big)
-        coding = response.headers.get("Content-Encoding", "identity").strip().lower()
-        if coding in ("gzip", "x-gzip", "deflate"):
-            inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
-        elif coding in ("", "identity"):
-            inflate = None
-        else:
-            raise ProtocolError(f"{self.address}: {method} {_path(url)}: unsupported Content-Encoding "
-                                f"{coding[:40]!r}")
-        chunks: list[bytes] = []
-        size = 0
-        async for raw in response.aiter_raw():
-            if inflate is not None:
-                try:
-                    # at most one byte past the limit: a compressed bomb never inflates further
-                    raw = inflate.decompress(raw, limit + 1 - size)
-                except zlib.error as exc:
-                    raise ProtocolError(f"{self.address}: {method} {_path(url)}: body does not decompress "
-                                        f"({coding})") from exc
-            size += len(raw)
-            if size > limit:
-                raise ProtocolError(too_big)
-            chunks.append(raw)
-        return b"".join(chunks)
+        where = f"{self.address}: {method} {_path(url)}"
+        return await read_body(response, self.max_body, where, f"{where}: response body over {_size(self.max_body)}")
 
     def _url(self, uri: str) -> str:
         """Absolute URL of an ``@odata.id``; links pointing off this BMC are refused."""
@@ -387,6 +361,35 @@ class RedfishSession:
         if urlsplit(uri)[:2] == self._origin:
             return uri
         raise ProtocolError(f"{self.address}: link {uri[:80]!r} points off the BMC")
+
+
+async def read_body(response: httpx.Response, limit: int, where: str, too_big: str) -> bytes:
+    """A streamed answer's body, decompressed, refused (ProtocolError ``too_big``) past ``limit``
+    bytes whether announced, sent or inflated: a compressed bomb never inflates more than one
+    byte past it.  ``where`` starts the other errors' messages."""
+    length = response.headers.get("Content-Length", "").strip()
+    if length.isdigit() and int(length) > limit:
+        raise ProtocolError(too_big)
+    coding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if coding in ("gzip", "x-gzip", "deflate"):
+        inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
+    elif coding in ("", "identity"):
+        inflate = None
+    else:
+        raise ProtocolError(f"{where}: unsupported Content-Encoding {coding[:40]!r}")
+    chunks: list[bytes] = []
+    size = 0
+    async for raw in response.aiter_raw():
+        if inflate is not None:
+            try:
+                raw = inflate.decompress(raw, limit + 1 - size)
+            except zlib.error as exc:
+                raise ProtocolError(f"{where}: body does not decompress ({coding})") from exc
+        size += len(raw)
+        if size > limit:
+            raise ProtocolError(too_big)
+        chunks.append(raw)
+    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------- answers

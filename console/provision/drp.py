@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from console.drivers.redfish_http import load_json
+from console.drivers.redfish_http import load_json, read_body
 from console.errors import ActionError, AuthFailed, ProtocolError, Timeout, Unreachable
 from console.provision import Assignment, Fetch
 from console.provision.ipxe import check_script_image, check_script_node
@@ -108,18 +108,9 @@ class DrpProvisioner:
         return body
 
     async def _read(self, resp: httpx.Response, method: str, path: str) -> bytes:
-        """The answer's body, refused past :data:`MAX_DRP_BODY` (announced or streamed)."""
-        announced = resp.headers.get("content-length", "")
-        if announced.isdigit() and int(announced) > MAX_DRP_BODY:
-            raise ProtocolError(f"drp {method} {path}: answer over {MAX_DRP_BODY // (1024 * 1024)} MiB")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_DRP_BODY:
-                raise ProtocolError(f"drp {method} {path}: answer over {MAX_DRP_BODY // (1024 * 1024)} MiB")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        """The answer's body, refused past :data:`MAX_DRP_BODY` (announced, sent or inflated)."""
+        where = f"drp {method} {path}"
+        return await read_body(resp, MAX_DRP_BODY, where, f"{where}: answer over {MAX_DRP_BODY // (1024 * 1024)} MiB")
 
     async def _uuid(self, node: Node) -> str:
         if not node.mac:

@@ -7,7 +7,9 @@ time, and the machine Uuid it returns goes into request paths only when it is a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import zlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -83,6 +85,17 @@ async def trickle(req: web.Request):
     return resp
 
 
+@functools.cache
+def _bomb() -> bytes:
+    """128 MiB of JSON in about 130 KB of gzip (made once): past the 64 MiB cap only inflated."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(b"[" + b"0," * (64 * 1024 * 1024)) + packer.flush()
+
+
+async def gzip_bomb(req: web.Request):
+    return web.Response(body=_bomb(), headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+
 async def uuid_traversal(req: web.Request):
     return web.json_response(machines("../../x"))
 
@@ -94,9 +107,10 @@ async def error_with_escapes(req: web.Request):
 @pytest.mark.parametrize("drp, expected", [
     (deep, "nests deeper than"),
     (oversized, "answer over 64 MiB"),
+    (gzip_bomb, "answer over 64 MiB"),
     (trickle, "took longer than"),
     (uuid_traversal, "invalid Uuid '../../x'"),
-], indirect=["drp"], ids=["deep", "oversized", "trickle", "uuid-traversal"])
+], indirect=["drp"], ids=["deep", "oversized", "gzip-bomb", "trickle", "uuid-traversal"])
 async def test_a_hostile_answer_is_a_clean_error(drp, expected):
     prov, seen = drp
     with pytest.raises((ProtocolError, Timeout)) as info:
