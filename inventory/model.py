@@ -170,6 +170,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SerialConsole(_Model):
+    """Where a node's serial console is reached: IPMI SOL on the BMC, or an SSH console."""
+
+    kind: Literal["sol", "ssh"] = Field(
+        "sol", description="sol (IPMI Serial-over-LAN on the BMC) or ssh (a BMC's SSH console)")
+    address: Host | None = Field(None, description="ssh: host to connect to; default the BMC address")
+    port: int = Field(0, ge=0, le=65535, description="ssh: port (OpenBMC host console: 2200); 0 means 22")
+    command: PlainText | None = Field(
+        None, description="ssh: command that opens the console (iDRAC: console com2, iLO: vsp); none for OpenBMC")
+    username: PlainText | None = Field(None, description="ssh: user; default the BMC user")
+    password: CredentialRef | None = Field(None, description="ssh: password reference; default the BMC password")
+    known_hosts: str | None = Field(
+        None, description="ssh: known_hosts file for the console's host key (lab:known_hosts in the lab; "
+        "ignore disables the check, labs only); default the site's ssh.known_hosts")
+
+
 class Bmc(_Model):
     """How to reach one node's baseboard management controller."""
 
@@ -185,6 +201,8 @@ class Bmc(_Model):
     system: PlainText | None = Field(None, description="Redfish: ComputerSystem Id on a multi-system BMC")
     flavor: PlainText | None = Field(
         None, description="vendor quirk set: dell, hpe, lenovo, supermicro, openbmc, sushy; IPMI: openipmi")
+    console: SerialConsole | None = Field(
+        None, description="the serial console (see bmc.console); default IPMI SOL for ipmi BMCs, none for redfish")
 
     @property
     def effective_port(self) -> int:

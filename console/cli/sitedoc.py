@@ -34,6 +34,7 @@ from inventory.model import (
     Node,
     Provisioner,
     Rack,
+    SerialConsole,
     Site,
     SnmpConfig,
     SshConfig,
@@ -100,6 +101,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("bmc", Bmc, frozenset(Bmc.model_fields),
             "In `defaults`, a rack's `defaults` or a node entry. A Redfish BMC with `scheme: http` or "
             "`verify_tls: false` would hand its password to whoever answers: `validate` warns."),
+    Section("bmc.console", SerialConsole, frozenset(SerialConsole.model_fields),
+            "A node's serial console. IPMI BMCs default to Serial-over-LAN (`kind: sol`); an SSH console "
+            "(`kind: ssh`) suits OpenBMC's host console on port 2200 (no `command`), iDRAC "
+            "(`command: console com2`) and iLO (`command: vsp`)."),
     Section("switch_port", SwitchPortRef, frozenset(SwitchPortRef.model_fields),
             "Where a node's PXE NIC is cabled; compared with what the switches discover."),
     Section("lab", LabConfig, frozenset(LabConfig.model_fields),
