@@ -126,6 +126,8 @@ class MachineSpec:
     #: iPXE's ${netX/mac}, what DRP's default.ipxe chains to)
     boot_path: str = "/boot/{mac_dashes}.ipxe"
     seed: int = 0
+    #: (user, password) the serial console's login prompt accepts; None accepts anyone
+    login: tuple[str, str] | None = None
 
 
 class SerialPort:
@@ -143,6 +145,7 @@ class SerialPort:
         self._subs: list[Callable[[bytes], None]] = []
         self._lock = threading.Lock()
         self.input_handler: Callable[[bytes], None] | None = None
+        self.break_handler: Callable[[], None] | None = None
 
     def write(self, data: bytes | str) -> None:
         """Emit output from the machine."""
@@ -182,6 +185,12 @@ class SerialPort:
         handler = self.input_handler
         if handler is not None:
             handler(data)
+
+    def send_break(self) -> None:
+        """A serial BREAK from a console (SOL break, SSH break request)."""
+        handler = self.break_handler
+        if handler is not None:
+            handler()
 
 
 _IPXE_SET = re.compile(r"^\s*set\s+(\S+)\s+(.*?)\s*$")
@@ -258,6 +267,7 @@ class Machine:
         self.serial_number = spec.serial_number or "FL" + hashlib.sha1(spec.name.encode()).hexdigest()[:8].upper()
         self.serial = SerialPort()
         self.serial.input_handler = self._on_serial_input
+        self.serial.break_handler = self._on_serial_break
         self.image: tuple[str, str] | None = spec.image
         self.fault = spec.fault
         self.power_on_since: float | None = None
@@ -276,6 +286,7 @@ class Machine:
         self._generation = 0  # bumps on every power transition; stale tasks stop
         self._line = b""
         self._console_state = "login"  # login | password | shell
+        self._console_user = ""
         self._created = clock()
         self._add_event("ok", "Event Log", "Event Logging Disabled", "Log area reset/cleared")
         if spec.powered:
@@ -549,6 +560,8 @@ class Machine:
                 return
             self.phase = Phase.RUNNING
         self.serial.write(
+            f"[    2.318840] EXT4-fs (sda9): mounted filesystem with ordered data mode\n"
+            f"[  OK  ] Started sshd.socket - OpenSSH Server Socket.\n"
             f"[  OK  ] Reached target Multi-User System.\n\n"
             f"{self._pretty()} ({self.spec.host_address})\n\n{self.name} login: "
         )
@@ -563,6 +576,8 @@ class Machine:
             f"net0: {self.mac} using virtio-net on 0000:00:03.0 (Ethernet) [open]\n"
             f"Configuring (net0 {self.mac})...... ok\n"
         )
+        if self.spec.host_address:
+            self.serial.write(f"net0: {self.spec.host_address}/255.0.0.0 gw 127.0.0.1\n")
         await self._sleep("pxe_dhcp")
         if not self._current(gen):
             return None
@@ -641,7 +656,9 @@ class Machine:
         with self._lock:
             self.image = new
         self._add_event("ok", "OS Install", "System Event", f"installed {new[0]}@{new[1]}")
-        self.serial.write("fleet-installer: done, rebooting from disk\n")
+        self.serial.write("fleet-installer: done, rebooting from disk\nreboot: Restarting system\n")
+        s = self.spec
+        self.serial.write(f"\n{s.vendor} {s.model} BIOS {s.bios_version}\nBooting from Hard Disk...\n")
         return new
 
     def _pretty(self) -> str:
@@ -676,26 +693,45 @@ class Machine:
                 if self._console_state != "password":
                     self.serial.write(b)
 
+    def _on_serial_break(self) -> None:
+        if self.phase != Phase.RUNNING:
+            return  # firmware ignores a BREAK; a kernel arms SysRq (shown as its help here)
+        self.serial.write(
+            f"\n[{self.uptime:12.6f}] SysRq : HELP : loglevel(0-9) reboot(b) crash(c) show-all-locks(d) "
+            "terminate-all-tasks(e) memory-full-oom-kill(f) kill-all-tasks(i) thaw-filesystems(j) sak(k) "
+            "show-backtrace-all-active-cpus(l) show-memory-usage(m) nice-all-RT-tasks(n) poweroff(o) "
+            "show-registers(p) show-all-timers(q) unraw(r) sync(s) show-task-states(t) unmount(u) "
+            "show-blocked-tasks(w) dump-ftrace-buffer(z)\n")
+
     def _prompt(self) -> None:
         if self._console_state == "login":
             self.serial.write(f"{self.name} login: ")
         elif self._console_state == "password":
             self.serial.write("Password: ")
         else:
-            self.serial.write(f"root@{self.name}:~# ")
+            user = self._console_user
+            self.serial.write(f"{user}@{self.name}:~{'#' if user == 'root' else '$'} ")
 
     def _console_line(self, line: str) -> None:
         state = self._console_state
         if state == "login":
             if line.strip():
+                self._console_user = line.strip()
                 self._console_state = "password"
         elif state == "password":
-            self._console_state = "shell"
-            self.serial.write(f"Last login: {time.strftime('%a %b %d %H:%M:%S', time.gmtime(self.clock()))} on ttyS0\n")
+            login = self.spec.login
+            if login is not None and (self._console_user, line) != login:
+                self._console_state = "login"
+                self.serial.write("\nLogin incorrect\n")
+            else:
+                self._console_state = "shell"
+                self.serial.write(f"Last login: {time.strftime('%a %b %d %H:%M:%S', time.gmtime(self.clock()))}"
+                                  " on ttyS0\n")
         else:
             cmd = line.strip()
             if cmd in ("exit", "logout"):
                 self._console_state = "login"
+                self.serial.write(f"logout\n\n{self._pretty()} ({self.spec.host_address})\n\n")
             elif cmd == "cat /etc/os-release":
                 self.serial.write(self.os_release())
             elif cmd == "hostname":
