@@ -1,0 +1,514 @@
+"""IPMI Serial-over-LAN as a :class:`~console.serial.stream.ConsoleStream`, through pyghmi.
+
+pyghmi's :class:`pyghmi.ipmi.console.Console` is driven by whichever thread calls
+``Session.wait_for_rsp``: packets are received by pyghmi's own I/O thread, but
+decoded, acknowledged and handed to the console's callback only inside that call.
+This module keeps one **pump thread** that calls it while any SOL stream is open
+(started with the first, joined after the last), woken as soon as a packet is
+queued, so every console's output flows without a caller waiting.  A console's
+callback hands bytes to the stream's asyncio loop with ``call_soon_threadsafe``;
+unread output is bounded (:data:`MAX_UNREAD`, oldest dropped, as a UART overrun
+would).  Keys and breaks are sent from the pump thread without waiting for the
+BMC's acknowledgement (unacknowledged packets are sent again each second, and after
+five sends the stream is lost); the calls that wait for an answer (activation,
+deactivation, logout) run on a small thread pool.  The event loop never blocks.
+
+Beyond stock pyghmi:
+
+* A BMC that deactivates the payload says so with bit 4 of the operation/status byte
+  (IPMI 2.0 table 15-2), with or without a NACK; pyghmi only looks at it in a NACK
+  that answers its own packet, so a takeover by another client went unnoticed until
+  the next keepalive (about 29 s).  The console here reports it at once:
+  :class:`~console.serial.stream.ConsoleLost`.
+* A held payload (completion code 80h) without ``force`` raises
+  :class:`~console.serial.stream.ConsoleBusy` naming the session that holds it (Get
+  Payload Instance Info); with ``force`` pyghmi deactivates it first.
+* pyghmi shares one RMCP+ session among consoles with the same BMC and credentials
+  (credentials are given as bytes: see docs/protocols.md).  Streams count their users
+  of each session and the last one to close logs it out, so no BMC session slot leaks.
+
+Credentials come from the site's secrets and go only to pyghmi, never to a log or an
+error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from console.errors import AuthFailed, DriverError, Timeout, Unreachable
+from console.secrets import Secrets
+from console.serial.stream import ConsoleBusy, ConsoleLost
+from console.text import visible
+from inventory.model import Node
+
+__all__ = ["SolStream", "MAX_UNREAD", "OPEN_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+#: unread output kept per stream; beyond it the oldest bytes are dropped (an overrun)
+MAX_UNREAD = 1024 * 1024
+#: seconds to log in and activate the payload
+OPEN_TIMEOUT = 10.0
+#: the pump's round when nothing arrives: pyghmi's timers (login retransmits, keepalives) run this often
+_PUMP_ROUND = 0.1
+#: seconds before an unacknowledged SOL packet is sent again, and how many sends before the BMC is gone
+_SOL_RETRY = 1.0
+_SOL_TRIES = 5
+
+_BUSY_TEXT = "SOL Session active for another client"
+_AUTH_TEXTS = ("Unauthorized name", "Incorrect password", "Invalid RAKP4 integrity", "Unauthorized role",
+               "Invalid username")
+
+
+# ----------------------------------------------------------------------------- the pump
+class _NotifyingDeque(collections.deque):
+    """pyghmi's queue of sessions with packets to process, which also wakes the pump."""
+
+    def __init__(self, items: Any, wake: threading.Event) -> None:
+        super().__init__(items)
+        self.wake = wake
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self.wake.set()
+
+
+class _Pump:
+    """The one thread that runs pyghmi's event loop while SOL streams are open.
+
+    It sleeps on an event that pyghmi's I/O thread sets when a packet is queued (the
+    queue is swapped for a :class:`_NotifyingDeque`), so output and acknowledgements
+    are handled as they arrive; pyghmi's own wait misses a packet that arrived just
+    before it started waiting until a retransmission timer fires (docs/protocols.md).
+    Sends (keys, breaks) run on this thread too and never wait for acknowledgements
+    (the console class below retransmits from :meth:`tick`); calls that do wait for an
+    answer (activation, deactivation, logout) run on :attr:`io`, a small thread pool.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.wake = threading.Event()
+        self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
+        self.consoles: set[Any] = set()
+        self.io: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def acquire(self) -> None:
+        from pyghmi.ipmi.private import session as pyghmi_session
+
+        with self._lock:
+            self._users += 1
+            if not isinstance(pyghmi_session.sessionqueue, _NotifyingDeque):
+                pyghmi_session.sessionqueue = _NotifyingDeque(pyghmi_session.sessionqueue, self.wake)
+            if self.io is None:
+                self.io = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sol-io")
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), name="sol-pump", daemon=True)
+                self._thread.start()
+
+    def release(self) -> None:
+        """Drop a user; the last one stops the thread and the pool (call off the event loop)."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0 or self._thread is None:
+                return
+            thread, self._thread = self._thread, None
+            io, self.io = self.io, None
+            self._stop.set()
+            self.wake.set()
+        thread.join(timeout=5)
+        if io is not None:
+            io.shutdown(wait=True)
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run ``fn`` on the pump thread; its result as a future."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._calls.append((fn, fut))
+        self.wake.set()
+        return fut
+
+    def _run(self, stop: threading.Event) -> None:
+        from pyghmi.ipmi.private import session as pyghmi_session
+
+        while not stop.is_set():
+            self.wake.wait(_PUMP_ROUND)
+            self.wake.clear()
+            while self._calls:
+                fn, fut = self._calls.popleft()
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn())
+                    except BaseException as exc:
+                        fut.set_exception(exc)
+            try:
+                pyghmi_session.Session.wait_for_rsp(timeout=0)
+                now = time.monotonic()
+                for console in list(self.consoles):
+                    console.tick(now)
+            except Exception:  # a console's callback failed: that console's trouble, not the pump's
+                log.exception("SOL: pyghmi event loop")
+        while self._calls:  # stopped: nobody will run these
+            self._calls.popleft()[1].cancel()
+
+
+_pump = _Pump()
+
+# pyghmi RMCP+ sessions -> how many open streams use each (see the module docstring)
+_session_users: dict[int, int] = {}
+_session_lock = threading.Lock()
+
+
+def _session_use(session: Any) -> None:
+    with _session_lock:
+        _session_users[id(session)] = _session_users.get(id(session), 0) + 1
+
+
+def _session_unuse(session: Any) -> bool:
+    """Drop a use; True when nobody uses the session any more (log it out)."""
+    with _session_lock:
+        n = _session_users.get(id(session), 0) - 1
+        if n > 0:
+            _session_users[id(session)] = n
+            return False
+        _session_users.pop(id(session), None)
+        return True
+
+
+def _console_class() -> type:
+    """pyghmi's Console with the additions the module docstring lists (imported lazily)."""
+    global _Console
+    if _Console is not None:
+        return _Console
+    from pyghmi.ipmi import console as pyghmi_console
+
+    class Console(pyghmi_console.Console):
+        _sent_at = 0.0
+        _tries = 0
+
+        def __init__(self, *args: Any, on_active: Callable[[], None], **kwargs: Any) -> None:
+            self.on_active: Callable[[], None] | None = on_active  # called once the payload is active
+            super().__init__(*args, **kwargs)
+
+        def _got_session(self, response: Any) -> None:
+            # Activation waits for the BMC's answer: not on the pump thread.
+            io = _pump.io
+            if io is None or threading.current_thread().name != "sol-pump":
+                self._activate(response)
+            else:
+                io.submit(self._activate, response)
+
+        def _activate(self, response: Any) -> None:
+            try:
+                super()._got_session(response)
+            except Exception as exc:  # e.g. NotImplementedError for a SOL port other than the session's
+                self._print_error(f"SOL activation failed: {type(exc).__name__}: {exc}")
+                return
+            if self.connected and not self.broken and self.on_active is not None:
+                callback, self.on_active = self.on_active, None
+                callback()
+
+        def _got_sol_payload(self, payload: Any) -> None:
+            super()._got_sol_payload(payload)
+            if (not isinstance(payload, dict) and len(payload) >= 4 and payload[3] & 0x10
+                    and not self.broken):
+                self.activated = False
+                self._print_error("the BMC deactivated SOL (another client took it over, or the BMC ended it)")
+
+        def _sendoutput(self, output: Any, sendbreak: bool = False) -> None:
+            # pyghmi's waits here for the acknowledgement, pumping; ours sends and returns,
+            # and tick() retransmits.
+            seq: int = getattr(self, "myseq", 0)
+            self.myseq = (seq + 1) & 0xF or 1
+            if isinstance(output, str):
+                output = output.encode("utf-8")
+            payload = bytearray((self.myseq, 0, 0, 0x10 if sendbreak else 0)) + output
+            self.lasttextsize = len(output)
+            self.awaitingack = True
+            self.lastpayload = payload
+            self._sent_at, self._tries = time.monotonic(), 1
+            self.send_payload(payload, retry=False, needskeepalive=not output)
+
+        def tick(self, now: float) -> None:
+            if not self.awaitingack or self.broken or now - self._sent_at < _SOL_RETRY:
+                return
+            if self._tries >= _SOL_TRIES:
+                self.awaitingack = False
+                self._print_error("the BMC stopped acknowledging")
+                return
+            self._tries += 1
+            self._sent_at = now
+            try:
+                self.send_payload(self.lastpayload, retry=False)
+            except Exception as exc:
+                self._print_error(str(exc))
+
+    _Console = Console
+    return Console
+
+
+_Console: type | None = None
+
+
+# ----------------------------------------------------------------------------- the stream
+class SolStream:
+    """One node's IPMI SOL console (see the module docstring)."""
+
+    def __init__(self, node: Node, secrets: Secrets, *, open_timeout: float = OPEN_TIMEOUT) -> None:
+        if node.bmc.protocol != "ipmi":
+            raise ValueError(f"{node.name}: SOL needs an IPMI BMC")
+        self.node = node.name
+        self._bmc = node.bmc
+        self._secrets = secrets
+        self.description = f"IPMI SOL {node.bmc.address}:{node.bmc.effective_port}"
+        self._open_timeout = open_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._console: Any = None
+        self._session: Any = None
+        self._buf = bytearray()
+        self._dropped = 0
+        self._ready = asyncio.Event()
+        self._active = False
+        self._error: DriverError | None = None
+        self._closed = False
+        self._pumping = False
+        self._close_lock = asyncio.Lock()
+
+    # -- called on pyghmi threads -------------------------------------------------------
+    def _on_io(self, data: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver, data)
+        except RuntimeError:  # the loop is closed: nobody reads any more
+            pass
+
+    def _on_active(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._activated)
+            except RuntimeError:
+                pass
+
+    # -- on the event loop --------------------------------------------------------------
+    def _activated(self) -> None:
+        if self._error is None:
+            self._active = True
+        self._ready.set()
+
+    def _deliver(self, data: Any) -> None:
+        if isinstance(data, dict):
+            if "error" in data:
+                self._fail(str(data["error"]))
+            elif "info" in data:
+                log.info("%s: SOL: %s", self.node, visible(str(data["info"])))
+            self._ready.set()
+            return
+        if self._closed or not data:
+            return
+        if isinstance(data, str):
+            data = data.encode("utf-8", "replace")
+        self._buf += data
+        if len(self._buf) > MAX_UNREAD:
+            cut = len(self._buf) - MAX_UNREAD
+            del self._buf[:cut]
+            self._dropped += cut
+        self._ready.set()
+
+    def _fail(self, message: str) -> None:
+        if self._error is not None or self._closed:
+            return
+        text = visible(message)
+        if not self._active:
+            if message == _BUSY_TEXT:
+                self._error = ConsoleBusy(f"{self.node}: SOL on {self._where} is held by another client; "
+                                          "force takes it over")
+            elif any(t in message for t in _AUTH_TEXTS):
+                self._error = AuthFailed(f"{self.node}: IPMI login to {self._where} refused: {text}")
+            elif message in ("timeout", "Session failed to initialize"):
+                self._error = Unreachable(f"{self.node}: no IPMI answer from {self._where}")
+            else:
+                self._error = ConsoleLost(f"{self.node}: SOL on {self._where} failed: {text}")
+        else:
+            self._error = ConsoleLost(f"{self.node}: SOL on {self._where} lost: {text}")
+        self._active = False
+
+    @property
+    def _where(self) -> str:
+        return f"{self._bmc.address}:{self._bmc.effective_port}"
+
+    # -- the ConsoleStream interface ----------------------------------------------------
+    async def open(self, *, force: bool = False) -> None:
+        if self._console is not None:
+            raise RuntimeError("SolStream.open called twice")
+        self._loop = asyncio.get_running_loop()
+        password = (await self._secrets.aresolve(self._bmc.password)).get().encode()
+        user = self._bmc.username.encode()
+        cls = _console_class()
+        await self._loop.run_in_executor(None, _pump.acquire)
+        self._pumping = True
+
+        def construct() -> None:
+            console = cls(self._bmc.address, user, password, self._on_io, port=self._bmc.effective_port,
+                          force=force, on_active=self._on_active)
+            self._console = console
+            _pump.consoles.add(console)
+            if console.ipmi_session is not None:
+                self._session = console.ipmi_session
+                _session_use(self._session)
+
+        try:
+            try:
+                await asyncio.wrap_future(_pump.call(construct))
+            except Exception as exc:  # pyghmi raises IpmiException (bad address), socket errors
+                raise Unreachable(f"{self.node}: cannot reach {self._where}: "
+                                  f"{visible(str(exc)) or type(exc).__name__}") from exc
+            try:
+                await asyncio.wait_for(self._wait_active(), self._open_timeout)
+            except TimeoutError:
+                raise Timeout(f"{self.node}: SOL on {self._where} not active after "
+                              f"{self._open_timeout:g} s") from None
+        except BaseException as exc:
+            if isinstance(exc, ConsoleBusy):
+                exc = ConsoleBusy(f"{exc}{await self._holder()}")
+            await self._shutdown(deactivate=False)
+            if isinstance(exc, DriverError) and exc is not self._error:
+                raise exc from None
+            raise
+        log.info("%s: SOL active on %s%s", self.node, self._where, " (forced)" if force else "")
+
+    async def _wait_active(self) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._active:
+                return
+            self._ready.clear()
+            await self._ready.wait()
+
+    async def _holder(self) -> str:
+        """`` (BMC session 0x...)``: who holds the payload, when the BMC says."""
+        session = self._session
+        if session is None or self._loop is None:
+            return ""
+
+        def ask() -> str:
+            try:
+                rsp = session.raw_command(netfn=6, command=0x4B, data=(1, 1))
+            except Exception:
+                return ""
+            data = bytes(rsp.get("data") or b"") if isinstance(rsp, dict) and not rsp.get("code") else b""
+            if len(data) < 4:
+                return ""
+            owner = struct.unpack("<I", data[:4])[0]
+            return f" (BMC session {owner:#010x})" if owner else ""
+
+        try:
+            io = _pump.io
+            if io is None:
+                return ""
+            return await asyncio.wait_for(self._loop.run_in_executor(io, ask), 5)
+        except TimeoutError:
+            return ""
+
+    async def read(self) -> bytes:
+        while True:
+            if self._buf:
+                data = bytes(self._buf)
+                self._buf.clear()
+                return data
+            if self._closed:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._ready.clear()
+            await self._ready.wait()
+
+    @property
+    def dropped(self) -> int:
+        """Bytes dropped because nobody read them in time."""
+        return self._dropped
+
+    def _check_usable(self) -> Any:
+        if self._closed:
+            raise ConsoleLost(f"{self.node}: SOL stream is closed")
+        if self._error is not None:
+            raise self._error
+        if self._console is None or not self._active:
+            raise ConsoleLost(f"{self.node}: SOL is not open")
+        return self._console
+
+    async def _send(self, what: str, call: Callable[[Any], None]) -> None:
+        console = self._check_usable()
+        try:
+            await asyncio.wrap_future(_pump.call(lambda: call(console)))
+        except Exception as exc:  # pyghmi: "Session no longer connected"
+            self._fail(f"{what}: {exc}")
+        if self._error is not None:
+            raise self._error
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self._send("write", lambda c: c.send_data(bytes(data)))
+
+    async def send_break(self) -> None:
+        await self._send("break", lambda c: c.send_break())
+
+    async def resize(self, cols: int, rows: int) -> None:
+        """SOL carries no terminal size."""
+
+    async def close(self) -> None:
+        async with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._ready.set()
+            await self._shutdown(deactivate=True)
+            log.info("%s: SOL closed", self.node)
+
+    async def _shutdown(self, *, deactivate: bool) -> None:
+        console, self._console = self._console, None
+        session, self._session = self._session, None
+        loop = self._loop or asyncio.get_running_loop()
+        active = self._active
+        self._active = False
+
+        def finish() -> None:
+            if console is not None:
+                _pump.consoles.discard(console)
+                console.out_handler = lambda _data: None  # nothing more reaches a closed stream
+                try:
+                    if deactivate and active:
+                        console.close()  # deactivate the payload (one request, waits for the answer)
+                    elif console.ipmi_session is not None:
+                        console.ipmi_session.unregister_keepalive(console.keepaliveid)
+                except Exception:  # a dead BMC: nothing to deactivate
+                    pass
+                console.broken = True
+                handler = getattr(session, "sol_handler", None)
+                if handler is not None and getattr(handler, "__self__", None) is console:
+                    session.sol_handler = None  # so logout does not deactivate a payload twice
+            if session is not None and _session_unuse(session):
+                try:
+                    session.logout()
+                except Exception:
+                    pass
+
+        try:
+            await loop.run_in_executor(_pump.io, finish)
+        finally:
+            if self._pumping:
+                self._pumping = False
+                await loop.run_in_executor(None, _pump.release)
