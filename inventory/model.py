@@ -399,6 +399,9 @@ class LabConfig(_Model):
     powered_off: tuple[str, ...] = Field((), description="selections of machines that start powered off")
     flavors: dict[str, str] = Field(default_factory=dict, description="selection -> Redfish flavor")
     unplugged: tuple[str, ...] = Field((), description="selections whose cable is in the wrong port")
+    sol_faults: dict[str, Literal["drop", "held"]] = Field(
+        default_factory=dict, description="selection -> an IPMI BMC's SOL fault: drop (the BMC ends the SOL "
+        "session by itself soon after activation) or held (another client holds SOL until it is taken over)")
 
 
 class Site(_Model):

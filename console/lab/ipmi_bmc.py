@@ -172,6 +172,18 @@ _DEVICE_TO_SELECTOR = {
 #:               boot (ipmi_sim does not see the host boot) until they are written again.
 FLAVORS = ("standard", "openipmi")
 
+#: SOL faults (``IpmiLab.sol_fault[address]``, or ``add(sol_fault=...)``):
+#:
+#: ``drop``  the BMC deactivates the payload by itself ``sol_drop_after`` seconds after
+#:           activation or after ``sol_drop_bytes`` of output, whichever comes first, and
+#:           tells the console (status bit "SOL deactivated"); the session stays up, so
+#:           the console may activate again (and is dropped again).
+#: ``held``  another client holds the payload: Activate Payload answers 80h ("payload
+#:           already active on another session") until someone deactivates it (a forced
+#:           takeover); the other client takes it back whenever it is free again after a
+#:           session of ours ends (a console server that reconnects).
+SOL_FAULTS = ("", "drop", "held")
+
 
 # ======================================================================== BMC
 class _LabBmc(pyghmi_bmc.Bmc):
@@ -207,6 +219,24 @@ class _LabBmc(pyghmi_bmc.Bmc):
         self._boot_params = {0: bytes([0x00]), 3: bytes([0x00]), 4: bytes([0x00, 0x00])}
         self._identify_until = 0.0
         self._closed = False
+        #: "held" fault: the ID of the session (none of ours) that holds the SOL payload, or 0
+        self.sol_holder = 0
+        self.set_sol_fault(lab.sol_fault.get(self.address, ""))
+
+    def set_sol_fault(self, mode: str) -> None:
+        """Apply a SOL fault (see :data:`SOL_FAULTS`); the lab thread or before the lab starts."""
+        if mode not in SOL_FAULTS:
+            raise ValueError(f"unknown SOL fault {mode!r} (known: {', '.join(m for m in SOL_FAULTS if m)})")
+        self.lab.sol_fault[self.address] = mode
+        if mode == "held":
+            self._hold_sol()
+        else:
+            self.sol_holder = 0
+
+    def _hold_sol(self) -> None:
+        """The other client takes the payload whenever it is free (as a console server would)."""
+        if self.sol is None and not self.sol_holder:
+            self.sol_holder = 0x50C00000 | (zlib.crc32(self.address.encode()) & 0xFFFF)
 
     def __repr__(self) -> str:
         return f"<BMC {self.machine.name} {self.address}:{self.port}>"
@@ -548,12 +578,15 @@ class _LabBmc(pyghmi_bmc.Bmc):
         data = request["data"]
         if data[0] & 0x3F != PAYLOAD_SOL or data[1] & 0x0F != 1:
             return session.send_ipmi_response(code=CC_INVALID_DATA)
-        if self.sol is not None:
+        if self.sol is not None or self.sol_holder:
             return session.send_ipmi_response(code=CC_PAYLOAD_ALREADY_ACTIVE)
         # Aux data, inbound and outbound payload sizes, UDP port (LS byte first), VLAN none.
         response = bytes(4) + _le16(SOL_MAX_PAYLOAD) + _le16(SOL_MAX_PAYLOAD) + _le16(self.port) + b"\xff\xff"
         session.send_ipmi_response(data=response)
-        self.sol = SolChannel(self, session)
+        drop = None
+        if self.lab.sol_fault.get(self.address) == "drop":
+            drop = (self.lab.sol_drop_after, self.lab.sol_drop_bytes)
+        self.sol = SolChannel(self, session, drop=drop)
         self.lab.sol_started(self.sol)
         log.debug("%s: SOL activated by session %08x", self, session.localsid)
 
@@ -562,6 +595,10 @@ class _LabBmc(pyghmi_bmc.Bmc):
         data = request["data"]
         if data[0] & 0x3F != PAYLOAD_SOL or data[1] & 0x0F != 1:
             return session.send_ipmi_response(code=CC_INVALID_DATA)
+        if self.sol is None and self.sol_holder:
+            log.debug("%s: SOL taken from session %08x by session %08x", self, self.sol_holder, session.localsid)
+            self.sol_holder = 0  # the other client's console is cut off
+            return session.send_ipmi_response()
         if self.sol is None:
             return session.send_ipmi_response(code=CC_PAYLOAD_ALREADY_ACTIVE)  # 80h: already deactivated
         session.send_ipmi_response()
@@ -573,18 +610,21 @@ class _LabBmc(pyghmi_bmc.Bmc):
             sol.close(notify)
             self.lab.sol_ended(sol)
             log.debug("%s: SOL ended: %s", self, reason)
+            if self.lab.sol_fault.get(self.address) == "held" and not self._closed:
+                self._hold_sol()
 
     def _cmd_payload_activation_status(self, request, session):
         if request["data"][0] & 0x3F != PAYLOAD_SOL:
             return session.send_ipmi_response(data=[0x00, 0x00, 0x00])
-        session.send_ipmi_response(data=[0x01, 0x01 if self.sol else 0x00, 0x00])
+        session.send_ipmi_response(data=[0x01, 0x01 if self.sol or self.sol_holder else 0x00, 0x00])
 
     def _cmd_payload_instance_info(self, request, session):
         data = request["data"]
         if data[0] & 0x3F != PAYLOAD_SOL or data[1] & 0x0F != 1:
             return session.send_ipmi_response(code=CC_INVALID_DATA)
         if self.sol is None:
-            return session.send_ipmi_response(data=bytes(12))
+            return session.send_ipmi_response(data=_le32(self.sol_holder) + bytes([1 if self.sol_holder else 0])
+                                              + bytes(7))
         # Owning session ID, then payload-specific data: SOL port number 1.
         session.send_ipmi_response(data=_le32(self.sol.session.localsid) + bytes([1, 0, 0, 0, 0, 0, 0, 0]))
 
@@ -746,7 +786,8 @@ class IpmiLab:
     Tunables (plain attributes, read when used, so they may be changed at any time):
     ``session_timeout`` (seconds of inactivity before a session is dropped; 60, as the IPMI
     spec suggests), ``max_sessions_per_bmc`` (16; half-open handshakes count, as on real
-    BMCs), ``sol_retry_interval`` (1 s) and ``sol_max_tries`` (5).
+    BMCs), ``sol_retry_interval`` (1 s), ``sol_max_tries`` (5), and for the ``drop`` SOL
+    fault ``sol_drop_after`` (2 s) and ``sol_drop_bytes`` (16 KiB).
     """
 
     def __init__(self) -> None:
@@ -757,6 +798,10 @@ class IpmiLab:
         self.max_sessions_per_bmc = 16
         self.sol_retry_interval = 1.0
         self.sol_max_tries = 5
+        #: address -> SOL fault (see :data:`SOL_FAULTS`); change it with :meth:`set_sol_fault`
+        self.sol_fault: dict[str, str] = {}
+        self.sol_drop_after = 2.0  # "drop" fault: seconds of SOL after activation ...
+        self.sol_drop_bytes = 16 * 1024  # ... or bytes of output, whichever comes first
         self._bmcs: list[_LabBmc] = []
         self._bmcs_lock = threading.Lock()
         self._selector = selectors.DefaultSelector()  # epoll on Linux: no 1,024-descriptor ceiling
@@ -774,17 +819,20 @@ class IpmiLab:
 
     # ----------------------------------------------------------------- public API
     def add(self, machine: Machine, address: str, port: int, username: bytes, password: bytes,
-            flavor: str = "standard") -> int:
+            flavor: str = "standard", sol_fault: str = "") -> int:
         """Serve a BMC for ``machine`` on ``address:port`` (loopback only); returns the bound port.
 
         ``port`` 0 picks a free port.  One user, ``username``/``password``, with
-        administrator privilege; ``flavor`` is one of :data:`FLAVORS`.  May be called
+        administrator privilege; ``flavor`` is one of :data:`FLAVORS`, ``sol_fault`` one of
+        :data:`SOL_FAULTS`.  May be called
         before or after :meth:`start`.
         """
         if self._stopped:
             raise RuntimeError("IpmiLab is stopped")
         if flavor not in FLAVORS:
             raise ValueError(f"unknown IPMI lab flavor {flavor!r} (known: {', '.join(FLAVORS)})")
+        if sol_fault not in SOL_FAULTS:
+            raise ValueError(f"unknown SOL fault {sol_fault!r} (known: drop, held)")
         ip = ipaddress.ip_address(address)
         if not ip.is_loopback:
             # A lab BMC with a known password must never be reachable from a real network.
@@ -803,6 +851,8 @@ class IpmiLab:
         except OSError:
             sock.close()
             raise
+        if sol_fault:
+            self.sol_fault[address] = sol_fault
         bmc = _LabBmc(self, machine, sock, bytes(username), bytes(password), flavor)
         with self._bmcs_lock:
             self._bmcs.append(bmc)
@@ -841,6 +891,20 @@ class IpmiLab:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def set_sol_fault(self, address: str, mode: str) -> None:
+        """Give the BMC at ``address`` a SOL fault (:data:`SOL_FAULTS`; "" heals it), from any thread."""
+        if mode not in SOL_FAULTS:
+            raise ValueError(f"unknown SOL fault {mode!r} (known: drop, held)")
+        with self._bmcs_lock:
+            bmcs = [b for b in self._bmcs if b.address == address]
+        if not bmcs:
+            raise ValueError(f"no lab IPMI BMC at {address}")
+        for bmc in bmcs:
+            if self._thread is None:
+                bmc.set_sol_fault(mode)
+            else:
+                self.call_soon(functools.partial(bmc.set_sol_fault, mode))
 
     def session_count(self, address: str | None = None) -> int:
         """Established RMCP+ sessions, on every BMC or on those bound to ``address``."""

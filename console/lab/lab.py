@@ -2,16 +2,17 @@
 
 :class:`Lab` turns a :class:`~inventory.model.Site` into worker processes
 (:mod:`console.lab.worker`), each holding whole racks: the machines, their IPMI or
-Redfish BMC on the node's BMC address, their SSH host on the node's host address,
-the rack's switch (SNMP), and (worker 0) the PXE boot server (the ``ipxe``
+Redfish BMC on the node's BMC address (IPMI BMCs serve SOL; a node whose
+``bmc.console`` is ``kind: ssh`` gets an SSH console there too, :mod:`console.lab.ssh_console`),
+their SSH host on the node's host address, the rack's switch (SNMP), and (worker 0) the PXE boot server (the ``ipxe``
 provisioner's HTTP server) plus, for a site whose provisioner is ``drp``, the
 Digital Rebar stand-in (:mod:`console.lab.drp`) the machines then PXE-boot from.
 Worker 0 starts first so the other workers' machines know where to boot from.  Racks are split
 across processes because pyghmi's server uses ``select()``, which cannot watch
 more than ~1,000 sockets in one process, and to use both cores.
 
-Ports: *standard* mode binds the inventory's ports (623/udp, 443/80, 161/udp, 22),
-which needs root; *ephemeral* mode binds port 0 everywhere and records what was
+Ports: *standard* mode binds the inventory's ports (623/udp, 443/80, 161/udp, 22,
+and the consoles' 2200, which fall back to an ephemeral port when taken), which needs root; *ephemeral* mode binds port 0 everywhere and records what was
 bound.  Either way :meth:`Lab.effective_site` returns the site with the real
 endpoints, and :meth:`Lab.write_state` publishes them (with the generated
 secrets, 0600) in the runtime directory so later commands use the same lab.
@@ -179,11 +180,17 @@ class Lab:
             ("flavor", lab.flavors.items()),
             ("powered", ((expr, False) for expr in lab.powered_off)),
             ("unplugged", ((expr, True) for expr in lab.unplugged)),
+            ("sol_fault", lab.sol_faults.items()),
         ]
         for key, pairs in settings:
             for expr, value in pairs:
                 for n in sel(expr):
                     out[n][key] = value
+        for n, o in out.items():
+            node = site.node(n)
+            if o.get("sol_fault") and (node.bmc.protocol != "ipmi" or _console(node) is not None):
+                raise LabError(f"site {site.name}: lab.sol_faults selects node {n}, whose console is not "
+                               "IPMI SOL (SOL faults are for IPMI BMCs without an ssh console)")
         return out
 
     def _shards(self) -> list[list[str]]:
@@ -255,6 +262,8 @@ class Lab:
                         or _lab_flavor(node.bmc),
                     },
                     "ssh": {"address": node.host, "port": node.ssh_port or site.ssh.port} if node.host else None,
+                    "sol_fault": o.get("sol_fault", ""),
+                    "console": _console(node),
                 })
             switches = []
             for sw in site.switches:
@@ -344,6 +353,8 @@ class Lab:
         wanted: list[tuple[str, str]] = []
         for node in site.nodes:
             wanted.append((f"node {node.name} bmc.address", node.bmc.address))
+            if node.bmc.console is not None and node.bmc.console.address:
+                wanted.append((f"node {node.name} bmc.console.address", node.bmc.console.address))
             if node.host:
                 wanted.append((f"node {node.name} host", node.host))
         for sw in site.switches:
@@ -384,7 +395,7 @@ class Lab:
         boot_port = None
         host_key = ""
         for proc, ready in zip(self._procs, readies, strict=True):
-            for name, ep in ready["nodes"].items():
+            for name, ep in ready["nodes"].items():  # bmc_port, ssh_port and console_port
                 nodes[name] = ep
                 self._where[name] = proc
             for name, port in ready["switches"].items():
@@ -418,6 +429,10 @@ class Lab:
             port = ep.get("ssh_port")
             if node.host and port:
                 host = node.host if port == 22 else f"[{node.host}]:{port}"
+                lines.append(f"{host} {host_key}")
+            console, port = _console(node), ep.get("console_port")
+            if console is not None and port:  # the BMC's SSH console (the lab's one host key)
+                host = console["address"] if port == 22 else f"[{console['address']}]:{port}"
                 lines.append(f"{host} {host_key}")
         path = self.lab_dir / "known_hosts"
         path.write_text("\n".join(lines) + "\n")
@@ -454,8 +469,12 @@ class Lab:
         return self.call(node, {"cmd": "machine", "node": node})
 
     def fault(self, kind: str, target: str, mode: str, *, name: str | None = None) -> None:
-        """Make one BMC or switch misbehave (``kind``: ipmi, redfish, switch)."""
-        self.call(name or target, {"cmd": "fault", "kind": kind, "target": self._fault_key(kind, target), "mode": mode})
+        """Make one BMC or switch misbehave (``kind``: ipmi, redfish, switch, or sol: a node's
+        IPMI SOL, ``mode`` drop, held or "" to heal it; see :data:`console.lab.ipmi_bmc.SOL_FAULTS`)."""
+        reply = self.call(name or target, {"cmd": "fault", "kind": kind, "target": self._fault_key(kind, target),
+                                           "mode": mode})
+        if "error" in reply:
+            raise LabError(f"lab fault {kind} {mode!r} on {target}: {reply['error']}")
 
     def _fault_key(self, kind: str, target: str) -> str:
         if kind == "switch":
@@ -488,6 +507,15 @@ class Lab:
         return apply_endpoints(self.site, self.endpoints)
 
 
+def _console(node: Node) -> dict[str, Any] | None:
+    """What the lab serves for a node's SSH console (None: SOL or no console)."""
+    console = node.bmc.console
+    if console is None or console.kind != "ssh":
+        return None
+    return {"address": console.address or node.bmc.address, "port": console.port or 22,
+            "command": console.command}
+
+
 def _url_host(url: str) -> str:
     """The host part of ``scheme://host[:port]/...`` (brackets of an IPv6 literal removed)."""
     hostport = url.split("://", 1)[-1].split("/", 1)[0]
@@ -513,6 +541,8 @@ def apply_endpoints(site: Site, endpoints: dict[str, Any]) -> Site:
             nodes.append(node)
             continue
         bmc = node.bmc.model_copy(update={"port": ep["bmc_port"]})
+        if bmc.console is not None and ep.get("console_port"):
+            bmc = bmc.model_copy(update={"console": bmc.console.model_copy(update={"port": ep["console_port"]})})
         nodes.append(node.model_copy(update={"bmc": bmc, "ssh_port": ep.get("ssh_port")}))
     switches = tuple(
         sw.model_copy(update={"port": endpoints["switches"].get(sw.name, sw.port)}) for sw in site.switches

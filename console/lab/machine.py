@@ -295,6 +295,11 @@ class Machine:
             self.phase = Phase.RUNNING if self.image else Phase.HALTED
             self.last_boot_source = BootDevice.DISK
             self.boots = 1
+            # what its console last printed: the login prompt, or why it did not boot
+            if self.image:
+                self.serial.write(f"\n{self._pretty()} ({spec.host_address})\n\n{self.name} login: ")
+            else:
+                self.serial.write("No bootable device -- insert boot disk and press any key\n")
         if self.fault:
             self._add_fault_event()
 
@@ -761,11 +766,15 @@ class Machine:
                 del self._sel[0]
 
     def _add_fault_event(self) -> None:
+        """What a BMC logs when the fault appears: the threshold crossed (as the sensors read
+        it) and the component's own discrete event, worded as BMCs word their SEL entries."""
         if self.fault == "fan":
-            self._add_event("critical", "FAN3", "Fan", "Lower Critical going low: reading 0 RPM < threshold 1000 RPM")
+            self._add_event("critical", "FAN3", "Fan", "FAN3 Lower Critical going low: reading 0 RPM < threshold 1000 RPM")
         elif self.fault == "overtemp":
             self._add_event("critical", "CPU1 Temp", "Temperature",
-                            "Upper Critical going high: reading 96 C > threshold 95 C")
+                            "CPU1 Temp Upper Critical going high: reading 96 C > threshold 95 C")
+            self._add_event("warning", "CPU1 Status", "Processor", "CPU1 Status: Processor automatically throttled")
         elif self.fault == "psu":
-            self._add_event("warning", "12V", "Voltage",
-                            "Lower Non-critical going low: reading 10.6 V < threshold 11.2 V")
+            self._add_event("critical", "PSU2", "Power Supply", "PSU2: Power Supply AC lost")
+            self._add_event("critical", "12V", "Voltage",
+                            "12V Lower Critical going low: reading 10.6 V < threshold 10.8 V")

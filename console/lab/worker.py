@@ -4,7 +4,7 @@ Run as ``python -m console.lab.worker``.  The supervisor (:mod:`console.lab.lab`
 writes one JSON line of configuration on stdin; the worker starts the machines,
 their IPMI or Redfish BMCs, their SSH hosts, the switches of their racks (SNMP),
 and optionally the PXE boot server, then answers one JSON line on stdout:
-``{"ready": true, "nodes": {name: {"bmc_port", "ssh_port"}}, "switches": {name:
+``{"ready": true, "nodes": {name: {"bmc_port", "ssh_port", "console_port"}}, "switches": {name:
 port}, "boot_port": int|null, "provisioner_url": str|null, "ssh_host_key": str}`` or
 ``{"error": "..."}``.  A ``drp`` section in the configuration starts the Digital Rebar
 stand-in (:mod:`console.lab.drp`) too; the machines then PXE-boot from it.
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from console.lab.ipmi_bmc import IpmiLab
     from console.lab.redfish_bmc import RedfishLab
     from console.lab.snmp_agent import SnmpLab
+    from console.lab.ssh_console import SshConsoles
     from console.lab.ssh_host import SshHosts
 
 __all__ = ["Worker", "main"]
@@ -57,6 +58,7 @@ class Worker:
         self.redfish: RedfishLab | None = None
         self.snmp: SnmpLab | None = None
         self.ssh: SshHosts | None = None
+        self.consoles: SshConsoles | None = None
         self.boot: BootServer | None = None
         self.drp: DrpLab | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -71,7 +73,8 @@ class Worker:
         from console.lab.ipmi_bmc import IpmiLab
         from console.lab.redfish_bmc import RedfishLab
         from console.lab.snmp_agent import SnmpLab, SwitchPort, SwitchSpec
-        from console.lab.ssh_host import SshHosts
+        from console.lab.ssh_console import SshConsoles
+        from console.lab.ssh_host import SshHosts, host_key
 
         cfg = self.config
         loop = asyncio.get_running_loop()
@@ -103,11 +106,14 @@ class Worker:
         self.redfish = redfish = RedfishLab(cert_dir=cfg.get("cert_dir"))
         self.ssh = ssh = SshHosts(cert_dir=cfg["cert_dir"], username=cfg.get("ssh_user", "core"),
                                   password=secrets["ssh"])
+        # the BMCs' SSH consoles (OpenBMC's port 2200) log in with the BMC's credentials
+        self.consoles = consoles = SshConsoles(host_key(cfg["cert_dir"]), username="admin", password=secrets["bmc"])
         nodes: dict[str, dict[str, int | None]] = {}
         any_ipmi = any_redfish = False
         services: dict[tuple[str, int], list[tuple[Machine, dict[str, Any]]]] = {}  # Redfish, by address:port
         for m in cfg["machines"]:
             spec = MachineSpec(**m["spec"], provisioner_url=provisioner_url,
+                               login=(cfg.get("ssh_user", "core"), secrets["ssh"]),
                                **({"boot_path": boot_path} if boot_path else {}))
             machine = Machine(spec, loop, time_scale=cfg.get("time_scale", 1.0), http_get=self._http_get, clock=clock)
             self.machines[spec.name] = machine
@@ -116,7 +122,7 @@ class Worker:
             if bmc["protocol"] == "ipmi":
                 any_ipmi = True
                 bound = ipmi.add(machine, bmc["address"], port, b"admin", secrets["bmc"].encode(),
-                                      flavor=bmc.get("flavor") or "standard")
+                                 flavor=bmc.get("flavor") or "standard", sol_fault=m.get("sol_fault") or "")
                 nodes[spec.name] = {"bmc_port": bound}
             else:
                 any_redfish = True
@@ -125,6 +131,9 @@ class Worker:
                 nodes[spec.name] = {"bmc_port": None}
             if m.get("ssh"):
                 ssh.add(machine, m["ssh"]["address"], 0 if ephemeral else m["ssh"]["port"])
+            if m.get("console"):
+                c = m["console"]
+                consoles.add(machine, c["address"], 0 if ephemeral else c["port"], command=c.get("command"))
         for (address, port), members in services.items():
             machine, bmc = members[0]
             redfish.add(machine, address, 0 if ephemeral else port, scheme=bmc.get("scheme", "https"),
@@ -132,12 +141,16 @@ class Worker:
                              systems=bmc.get("systems", 1),
                              members={b["system"]: m for m, b in members} if len(members) > 1 else None)
         if any_ipmi:
+            # the "drop" SOL fault comes quickly in a fast lab, after half a minute in the demo
+            ipmi.sol_drop_after = max(1.0, 30.0 * cfg.get("time_scale", 1.0))
             ipmi.start()
         if any_redfish:
             for name, port in (await redfish.start()).items():
                 nodes[name]["bmc_port"] = port
         for name, port in (await ssh.start()).items():
             nodes[name]["ssh_port"] = port
+        for name, port in (await consoles.start()).items():
+            nodes[name]["console_port"] = port
 
         switches: dict[str, int] = {}
         if cfg.get("switches"):
@@ -174,7 +187,7 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop every endpoint (each part is idempotent)."""
-        for part in (self.snmp, self.redfish, self.ssh, self.boot, self.drp):
+        for part in (self.snmp, self.redfish, self.ssh, self.consoles, self.boot, self.drp):
             if part is not None:
                 try:
                     await part.stop()
@@ -221,6 +234,11 @@ class Worker:
             return {"ok": True}
         if op == "fault":
             target, mode = cmd["target"], cmd.get("mode", "")
+            if cmd["kind"] == "sol":  # target: the BMC address; mode: drop, held or "" (healed)
+                if self.ipmi is None:
+                    raise RuntimeError("this worker serves no ipmi endpoint")
+                self.ipmi.set_sol_fault(target, mode)
+                return {"ok": True}
             parts = {"switch": self.snmp, "redfish": self.redfish, "ipmi": self.ipmi}
             if cmd["kind"] in parts:
                 part = parts[cmd["kind"]]
