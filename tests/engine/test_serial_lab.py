@@ -1,0 +1,349 @@
+"""Serial consoles against the lab over the real protocols: IPMI SOL (pyghmi) and SSH consoles.
+
+Every test uses its own node of a module lab.  What the node printed is checked as the
+lab's machine printed it; takeovers are made by a real other client (``ipmitool sol
+activate``, or the lab's ``held`` fault, a BMC whose SOL another client holds); a BMC
+that drops the session is the lab's ``drop`` fault.  No test leaves a BMC session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+
+import pytest
+
+from console.serial import NoConsole, open_stream
+from console.serial import broker as broker_mod
+from console.serial.broker import ConsoleBroker, ConsoleEvent
+from console.serial.log import read_log
+from console.serial.sol import SolStream
+from console.serial.stream import ConsoleBusy, ConsoleLost, ConsoleStream
+from console.site import SiteContext
+from tests.conftest import need
+from tests.support import wait_for, wait_until
+
+SITE = """\
+site: sertest
+defaults:
+  bmc: {protocol: ipmi, username: admin, password: "lab:bmc"}
+  image: flatcar@4081.2.1
+images:
+  - {name: flatcar, version: 4081.2.1, kernel: http://127.0.0.1:8069/k, initrd: http://127.0.0.1:8069/i}
+provisioner: {kind: ipxe, url: "http://127.0.0.1:8069"}
+ssh: {username: core, password: "lab:ssh", known_hosts: "lab:known_hosts"}
+racks:
+  - name: r01
+    nodes:
+      - name: ser-n[01-09]
+        u: "[1-9]"
+        mac: "52:54:00:73:00:[01-09]"
+        host: 127.2.73.[1-9]
+        bmc: {address: "127.1.73.[1-9]"}
+      - name: ser-obmc
+        mac: "52:54:00:73:00:20"
+        host: 127.2.73.20
+        bmc: {protocol: redfish, scheme: http, address: 127.1.73.20, console: {kind: ssh, port: 2200}}
+      - name: ser-drac
+        mac: "52:54:00:73:00:21"
+        host: 127.2.73.21
+        bmc: {protocol: redfish, scheme: http, address: 127.1.73.21,
+              console: {kind: ssh, port: 2200, command: "console com2", known_hosts: "lab:known_hosts"}}
+      - name: ser-rf
+        mac: "52:54:00:73:00:22"
+        host: 127.2.73.22
+        bmc: {protocol: redfish, scheme: http, address: 127.1.73.22}
+lab:
+  sol_faults: {ser-n08: drop, ser-n09: held}
+"""
+
+
+@pytest.fixture
+def ctx(site_ctx) -> SiteContext:
+    site, secrets = site_ctx
+    return SiteContext(site, secrets)
+
+
+@pytest.fixture(autouse=True)
+def no_sessions_left(site_lab):
+    yield
+    wait_for(lambda: site_lab.sessions()["ipmi"] == 0, timeout=10, what="every IPMI session to be closed")
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name in ("sol-pump",) or
+                          t.name.startswith("sol-io")], timeout=10, what="the SOL threads to end")
+
+
+async def expect(stream: ConsoleStream, pattern: bytes, seen: bytearray, timeout: float = 10.0) -> bytes:
+    """Read ``stream`` into ``seen`` until it holds ``pattern``; what was read."""
+    async with asyncio.timeout(timeout):
+        while pattern not in seen:
+            seen += await stream.read()
+    return bytes(seen)
+
+
+def login(ctx: SiteContext) -> tuple[bytes, bytes]:
+    return ctx.site.ssh.username.encode(), ctx.secrets.resolve("lab:ssh").get().encode()
+
+
+# ------------------------------------------------------------------ SOL
+async def test_sol_login_at_the_prompt(ctx, site_lab):
+    stream = SolStream(ctx.site.node("ser-n01"), ctx.secrets)
+    assert stream.description.startswith("IPMI SOL 127.1.73.1:")
+    await stream.open()
+    try:
+        seen = bytearray()
+        await stream.write(b"\r")
+        await expect(stream, b"ser-n01 login: ", seen)
+        user, password = login(ctx)
+        seen.clear()
+        await stream.write(user + b"\r")
+        await expect(stream, b"Password: ", seen)
+        seen.clear()
+        await stream.write(password + b"\r")
+        await expect(stream, b"@ser-n01:~", seen)
+        assert password not in seen  # not echoed
+        seen.clear()
+        await stream.write(b"hostname\r")
+        await expect(stream, b"ser-n01\r\n", seen)
+    finally:
+        await stream.close()
+    assert await stream.read() == b""
+    with pytest.raises(ConsoleLost):
+        await stream.write(b"x")
+
+
+async def test_sol_wrong_password_is_auth_failed(ctx, site_lab):
+    from console.errors import AuthFailed
+    from console.secrets import Secrets
+
+    node = ctx.site.node("ser-n02")
+    bad = node.model_copy(update={"bmc": node.bmc.model_copy(update={"password": "env:SER_BAD_PW"})})
+    os.environ["SER_BAD_PW"] = "wrong"
+    try:
+        stream = SolStream(bad, Secrets())
+        with pytest.raises(AuthFailed) as err:
+            await stream.open()
+        assert "wrong" not in str(err.value)
+    finally:
+        del os.environ["SER_BAD_PW"]
+
+
+async def test_sol_held_by_ipmitool_needs_force(ctx, site_lab):
+    ipmitool = need("ipmitool")
+    bmc = ctx.site.node("ser-n03").bmc
+    env = dict(os.environ, IPMI_PASSWORD=ctx.secrets.resolve(bmc.password).get())
+    other = subprocess.Popen(
+        [ipmitool, "-I", "lanplus", "-C", "3", "-H", bmc.address, "-p", str(bmc.effective_port),
+         "-U", bmc.username, "-E", "sol", "activate"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    stream: SolStream | None = None
+    try:
+        async def busy() -> ConsoleBusy | None:
+            probe = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
+            try:
+                await probe.open()
+            except ConsoleBusy as exc:
+                return exc
+            await probe.close()
+            return None
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while (exc := await busy()) is None:
+            assert asyncio.get_running_loop().time() < deadline, "ipmitool never activated SOL"
+            await asyncio.sleep(0.1)
+        assert "held by another client" in str(exc) and "force" in str(exc)
+        assert "BMC session 0x" in str(exc)
+
+        stream = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
+        await stream.open(force=True)
+        seen = bytearray()
+        await stream.write(b"\r")
+        await expect(stream, b"ser-n03 login: ", seen)
+        out, _ = await asyncio.to_thread(other.communicate, None, 10)
+        assert b"deactivated" in out.lower() or other.returncode is not None
+    finally:
+        if stream is not None:
+            await stream.close()
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+
+
+async def test_sol_held_by_another_client_fault(ctx, site_lab):
+    node = ctx.site.node("ser-n09")
+    stream = SolStream(node, ctx.secrets)
+    with pytest.raises(ConsoleBusy, match="held by another client"):
+        await stream.open()
+    stream = SolStream(node, ctx.secrets)
+    await stream.open(force=True)
+    try:
+        seen = bytearray()
+        await stream.write(b"\r")
+        await expect(stream, b"ser-n09 login: ", seen)
+    finally:
+        await stream.close()
+
+
+async def test_sol_break_reaches_the_kernel(ctx, site_lab):
+    stream = SolStream(ctx.site.node("ser-n04"), ctx.secrets)
+    await stream.open()
+    try:
+        seen = bytearray()
+        await stream.send_break()
+        await expect(stream, b"SysRq : HELP", seen)
+    finally:
+        await stream.close()
+
+
+async def test_sol_force_takeover_loses_the_first_stream(ctx, site_lab):
+    node = ctx.site.node("ser-n05")
+    first = SolStream(node, ctx.secrets)
+    await first.open()
+    second = SolStream(node, ctx.secrets)
+    try:
+        await second.open(force=True)
+        with pytest.raises(ConsoleLost):
+            async with asyncio.timeout(10):
+                while True:
+                    await first.read()
+    finally:
+        await first.close()
+        await second.close()
+
+
+# ------------------------------------------------------------------ the broker
+async def test_broker_one_writer_many_watchers(ctx, site_lab):
+    broker = ConsoleBroker(ctx)
+    try:
+        session = await broker.session("ser-n06")
+        assert session is await broker.session("ser-n06")  # one per node
+        assert session.state == "open" and session.description.startswith("IPMI SOL")
+        got: list[bytes | ConsoleEvent] = []
+        session.subscribe(got.append)
+        await session.acquire("alice")
+        await session.acquire("alice")  # again: nothing changes
+        with pytest.raises(ConsoleBusy, match="alice"):
+            await session.acquire("bob")
+        with pytest.raises(ConsoleBusy):
+            await session.write("bob", b"x")
+        await session.write("alice", b"\r")
+        await wait_until(lambda: b"ser-n06 login: " in session.history(), 10, "the prompt")
+        await session.acquire("bob", force=True)
+        assert session.holder == "bob"
+        with pytest.raises(ConsoleBusy):
+            await session.write("alice", b"x")
+        events = [(e.kind, e.who) for e in got if isinstance(e, ConsoleEvent)]
+        assert events == [("attach", "alice"), ("takeover", "bob")]
+        await session.release("bob")
+        assert session.holder is None
+        assert any(isinstance(e, bytes) and b"login" in e for e in got)
+    finally:
+        await broker.close()
+    assert session.state == "closed"
+    assert got[-1].kind == "closed"  # type: ignore[union-attr]
+    text = read_log("sertest", "ser-n06")
+    assert "* attach: alice" in text and "* takeover: bob from alice" in text and "* detach: bob" in text
+    assert "| ser-n06 login: " in text
+
+
+async def test_broker_reconnects_after_the_bmc_drops_sol(ctx, site_lab):
+    broker = ConsoleBroker(ctx)
+    try:
+        session = await broker.session("ser-n08")
+        kinds: list[str] = []
+        session.subscribe(lambda item: kinds.append(item.kind) if isinstance(item, ConsoleEvent) else None)
+        await wait_until(lambda: "lost" in kinds and "reconnected" in kinds[kinds.index("lost"):], 30,
+                         "a lost and a reconnected event")
+        await wait_until(lambda: session.state == "open", 30, "the session open again")
+    finally:
+        await broker.close()
+    text = read_log("sertest", "ser-n08")
+    assert "* lost: " in text and "deactivated" in text and "* reconnected: IPMI SOL" in text
+
+
+async def test_broker_held_console_taken_over_only_with_force(ctx, site_lab, monkeypatch):
+    broker = ConsoleBroker(ctx)
+    try:
+        session = await broker.session("ser-n09")
+        assert session.state == "busy" and "held by another client" in (session.error or "")
+        with pytest.raises(ConsoleBusy):
+            await session.acquire("alice")
+        got: list[ConsoleEvent] = []
+        session.subscribe(lambda item: got.append(item) if isinstance(item, ConsoleEvent) else None)
+        await session.acquire("alice", force=True)
+        assert session.state == "open" and session.holder == "alice"
+        assert [(e.kind, e.who) for e in got] == [("takeover", "alice")]
+        await session.write("alice", b"\r")
+        await wait_until(lambda: b"ser-n09 login: " in session.history(), 10, "the prompt")
+    finally:
+        await broker.close()
+
+
+async def test_broker_logs_a_pxe_boot_end_to_end(ctx, site_lab):
+    broker = ConsoleBroker(ctx)
+    try:
+        session = await broker.session("ser-n07")
+        site_lab.call("ser-n07", {"cmd": "boot_override", "node": "ser-n07", "device": "pxe"})
+        site_lab.call("ser-n07", {"cmd": "power", "node": "ser-n07", "action": "cycle"})
+        await wait_until(lambda: b"iPXE" in session.history() and
+                         session.history().rstrip().endswith(b"ser-n07 login:"), 30, "the boot to end")
+    finally:
+        await broker.close()
+    text = read_log("sertest", "ser-n07")
+    story = ["BIOS", "iPXE 1.21.1+", "Configuring (net0 52:54:00:73:00:07)", "Linux version",
+             "Reached target Multi-User System", "ser-n07 login:"]
+    at = 0
+    for s in story:  # in this order, after the power cycle
+        found = text.find(s, at)
+        assert found >= 0, f"{s!r} not in the log after offset {at}:\n{text[at:]}"
+        at = found
+    for line in text.splitlines():
+        assert line[:4].isdigit() and line[23:27] in ("Z | ", "Z * "), line
+
+
+async def test_broker_unknown_node_and_redfish_without_console(ctx, site_lab):
+    broker = ConsoleBroker(ctx)
+    try:
+        with pytest.raises(NoConsole, match="no node named"):
+            await broker.session("nope")
+        with pytest.raises(NoConsole, match="Redfish BMC has no serial console"):
+            await broker.session("ser-rf")
+    finally:
+        await broker.close()
+
+
+# ------------------------------------------------------------------ SSH consoles
+@pytest.mark.parametrize("node", ["ser-obmc", "ser-drac"])
+async def test_ssh_console_login_resize_break(ctx, site_lab, node):
+    stream = open_stream(ctx, node)
+    assert stream.description.startswith("SSH 127.1.73.")
+    await stream.open()
+    try:
+        seen = bytearray()
+        await stream.resize(132, 40)
+        await stream.write(b"\r")
+        await expect(stream, f"{node} login: ".encode(), seen)
+        await stream.send_break()
+        await expect(stream, b"SysRq : HELP", seen)
+    finally:
+        await stream.close()
+    assert await stream.read() == b""
+
+
+async def test_ssh_console_host_key_checked(ctx, site_lab, tmp_path):
+    from console.errors import AuthFailed
+
+    node = ctx.site.node("ser-obmc")
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    console = node.bmc.console.model_copy(update={"known_hosts": str(empty)})
+    bad = node.model_copy(update={"bmc": node.bmc.model_copy(update={"console": console})})
+    from console.serial.sshcon import SshConsoleStream
+
+    with pytest.raises(AuthFailed, match="host key"):
+        await SshConsoleStream(bad, ctx.site.ssh, ctx.secrets).open()
+
+
+def test_broker_module_defaults():
+    assert broker_mod.RING_BYTES == 256 * 1024 and broker_mod.BUSY_RETRY > 0
