@@ -262,11 +262,12 @@ def read_log(site: str, node: str, *, strip_ansi: bool = False, lines: int | Non
 
     ``strip_ansi`` removes ANSI sequences; ``lines`` keeps only the last N lines; at most
     ``max_bytes`` (the newest) are read.  LogError when a file is not ours."""
+    name = f"{_check_name('node', node)}.log"
+    _check_name("site", site)
     try:
         dfd = _console_dir(site, create=False)
     except FileNotFoundError:
         return ""
-    name = f"{_check_name('node', node)}.log"
     chunks: list[bytes] = []
     budget = max_bytes
     try:
