@@ -192,6 +192,12 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
         step = max(1, n // 500)
         batch = names[:30] + [nm for nm in names[30::step]][: 500 - 30]  # the visible rows too
         latencies = []
+
+        def error_shown(nm: str) -> str | None:
+            """The poll error the row's WHY cell shows (``⊘ error``, after what is being done), or None."""
+            why = table.get_cell(nm, "why").plain
+            return why.split("⊘ ", 1)[1] if "⊘ " in why else None
+
         for round_ in range(batches):
             text = f"bench fault {round_}"
             seen: set[str] = set()
@@ -203,8 +209,8 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
                 for nm in batch:
                     if nm not in seen:
                         st = fleet.nodes[nm]
-                        wanted = text if st is injected[nm] else (st.error or "")
-                        if table.get_cell(nm, "error").plain == wanted:
+                        wanted = text if st is injected[nm] else st.error
+                        if error_shown(nm) == wanted:
                             seen.add(nm)
                 return len(seen) == len(batch)
 
@@ -212,7 +218,7 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
             injected.update(absorb(fleet, batch, text))
             latencies.append(await until_painted(shows) - t)
             absorb(fleet, batch, None)  # cleared again
-            await until_painted(lambda s, text=text: all(table.get_cell(nm, "error").plain != text for nm in batch))
+            await until_painted(lambda s, text=text: all(error_shown(nm) != text for nm in batch))
             await asyncio.sleep(0.3)
         out["change-to-screen"] = latencies
 
