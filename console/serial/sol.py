@@ -383,7 +383,7 @@ class SolStream:
         except BaseException as exc:
             if isinstance(exc, ConsoleBusy):
                 exc = ConsoleBusy(f"{exc}{await self._holder()}")
-            await self._shutdown(deactivate=False)
+            await self._shutdown(deactivate=True)  # active only when cancelled after activation
             if isinstance(exc, DriverError) and exc is not self._error:
                 raise exc from None
             raise
