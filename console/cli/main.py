@@ -6,6 +6,7 @@
     fleet-console --site S power ACTION RANGE | pxe RANGE | reimage RANGE --image N@V
                                            act on nodes (plan, confirm, journal)
     fleet-console --site S activity        the activity journal
+    fleet-console --site S console NODE    attach to a node's serial console (--log: its log)
     fleet-console --site S serve-boot      serve the site's iPXE boot scripts
     fleet-console schema                   every site-file field, as Markdown
     fleet-console init NAME [PATH]         write a starting site file
@@ -322,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_action_commands(sub)
     _add_site_commands(sub)
+
+    from console.cli.console_cmd import add_console_command
+
+    add_console_command(sub)
 
     for command in sub.choices.values():  # fleet-console status --site demo works too
         _add_global_options(command, after_command=True)

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import termios
 import threading
@@ -45,9 +46,11 @@ from typing import Any, Protocol
 
 from console.errors import DriverError
 from console.serial.escape import ESCAPE, Command, Data, EscapeFilter, help_text
+from console.serial.stream import ConsoleBusy
 from console.text import visible
 
-__all__ = ["AttachResult", "AttachableSession", "attach", "banner", "LINE_MODE_LINGER", "REPLAY_BYTES"]
+__all__ = ["AttachResult", "AttachableSession", "attach", "attach_session", "banner", "holder_text",
+           "LINE_MODE_LINGER", "REPLAY_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class AttachableSession(Protocol):
     description: str
     state: str
     holder: str | None
+    error: str | None
 
     def history(self) -> bytes: ...
 
@@ -79,12 +83,18 @@ class AttachableSession(Protocol):
 
     async def resize(self, cols: int, rows: int) -> None: ...
 
+    async def acquire(self, who: str, *, force: bool = False) -> None: ...
+
+    async def release(self, who: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class AttachResult:
     """How an attach ended: ``how`` is ``left`` (``~.``), ``eof`` (the input ended),
     ``closed`` (the console closed under us), ``signal`` (``signal`` says which) or
-    ``hangup`` (the terminal went away)."""
+    ``hangup`` (the terminal went away); :func:`attach_session` adds ``unreachable``
+    (never connected), ``held`` (someone else holds it and it was not taken) and
+    ``declined`` (the operator answered no), ``detail`` saying why."""
 
     how: str
     detail: str = ""
@@ -234,6 +244,8 @@ async def attach(session: AttachableSession, *, who: str, writable: bool = True,
                 show_note(f"{other} took the console over")
         elif kind in ("attach", "detach") and other is not None and other != who:
             show_note(f"{other} {'is typing on' if kind == 'attach' else 'left'} the console")
+        elif kind == "busy":
+            show_note("another client took the console on the BMC; waiting for it to come free (~. leaves)")
         elif kind == "closed":
             show_note("console closed" + (f": {detail}" if detail else ""))
             finish(AttachResult("closed", detail))
@@ -395,3 +407,104 @@ async def attach(session: AttachableSession, *, who: str, writable: bool = True,
         await out.close()
         if err is not out:
             await err.close()
+
+
+def holder_text(session: AttachableSession, error: object = "") -> str:
+    """Who holds the console: a viewer of this process by name, else the BMC's other client
+    (with the BMC's session number when the error gives it)."""
+    if session.holder:
+        return visible(session.holder)
+    m = re.search(r"\((BMC session 0x[0-9a-fA-F]+)\)", str(error or session.error or ""))
+    return "another client of the BMC" + (f" ({m.group(1)})" if m else "")
+
+
+def _ask(question: str, stdin: int, stderr: int) -> bool:
+    """A yes/no question on the terminal stdin reads from (opened afresh, as ssh asks), else on
+    ``stderr``; the answer read from ``stdin`` (a cooked terminal: one line).  True for y/yes."""
+    try:
+        fd = os.open(os.ttyname(stdin), os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    try:
+        _write_all(fd if fd >= 0 else stderr, question.encode())
+    except OSError:
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    try:
+        answer = os.read(stdin, 1024)
+    except OSError:
+        return False
+    return answer.strip().lower() in (b"y", b"yes")
+
+
+def _say(fd: int, text: str) -> None:
+    with contextlib.suppress(OSError):
+        _write_all(fd, (visible(text, newlines=True) + "\n").encode())
+
+
+async def attach_session(session: AttachableSession, *, who: str, read_only: bool | str | None = None,
+                         force: bool = False, journal: Any = None, stdin: int = 0, stdout: int = 1,
+                         stderr: int = 2, **options: Any) -> AttachResult:
+    """The whole attach as an operator meets it: become the writer (or watch), attach, let go.
+
+    A console someone else holds (another viewer, or another client of the BMC) is never
+    taken silently: with ``force`` it is taken (saying from whom); else, with a terminal
+    on ``stdin``, the operator is asked "held by X; take it over? [y/N]"; without one the
+    result is ``held``.  ``read_only`` (True or the reason) only watches.  ``journal`` (a
+    :class:`~console.ops.journal.Journal`) gets a ``console`` entry for the attach (or
+    watch), a takeover and the detach.  ``options`` go to :func:`attach`.
+    """
+    node = session.node
+    reason = ("read-only console" if read_only is True else read_only) or None
+    writable = reason is None
+
+    def journal_write(step: str, detail: str) -> None:
+        if journal is not None:
+            try:
+                journal.write(action="console", node=node, step=step, result="ok", detail=detail)
+            except OSError as exc:  # the journal's trouble must not keep the operator off the console
+                log.warning("console %s: not journalled: %s", node, exc)
+
+    if session.state == "lost":  # never connected: say why rather than retry for ever
+        return AttachResult("unreachable", f"cannot reach {node}'s console: {session.error}")
+    if session.state == "closed":
+        return AttachResult("closed", f"{node}'s console is closed")
+    if not writable and session.state == "busy":
+        return AttachResult("held", f"{node}'s console is held by {holder_text(session)}; "
+                                    "a read-only console does not take it over")
+    acquired = False
+    try:
+        if writable:
+            try:
+                await session.acquire(who)
+                acquired = True
+            except ConsoleBusy as exc:
+                holder = holder_text(session, exc)
+                if not force:
+                    if not os.isatty(stdin):
+                        return AttachResult("held", f"{node}'s console is held by {holder}")
+                    question = f"{node}'s console is held by {holder}; take it over? [y/N] "
+                    if not await asyncio.to_thread(_ask, visible(question), stdin, stderr):
+                        return AttachResult("declined", f"left {node}'s console to {holder}")
+                else:
+                    _say(stderr, f"{node}'s console is held by {holder}: taking it over")
+                try:
+                    await session.acquire(who, force=True)
+                except DriverError as exc2:
+                    return AttachResult("held", f"could not take {node}'s console over: {exc2}")
+                acquired = True
+                journal_write("takeover", f"from {holder}")
+            except DriverError as exc:
+                return AttachResult("unreachable", str(exc))
+        journal_write("attach" if writable else "watch",
+                      session.description + ("" if writable else f"; read-only: {reason}"))
+        result = await attach(session, who=who, writable=writable, read_only=reason,
+                              stdin=stdin, stdout=stdout, stderr=stderr, **options)
+        journal_write("detach", result.how + (f": {result.detail}" if result.detail else ""))
+        return result
+    finally:
+        if acquired:
+            with contextlib.suppress(DriverError):
+                await session.release(who)
