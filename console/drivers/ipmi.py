@@ -218,8 +218,9 @@ class IpmiDriver:
 
     async def events(self, limit: int = 100) -> list[Event]:
         """The last ``limit`` SEL entries, oldest first."""
-        records = await self._call("event log", lambda c: list(c.get_event_log()))
-        return [iv.event_from(r) for r in records[-limit:]] if limit > 0 else []
+        records, scale = await self._call("event log",
+                                          lambda c: (list(c.get_event_log()), iv.sdr_scale(c.init_sdr())))
+        return [iv.event_from(r, scale) for r in records[-limit:]] if limit > 0 else []
 
     async def identity(self) -> Identity:
         """FRU 0 (+ Device ID, GUID), firmware versions, and any MACs an OEM inventory lists."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, Sensor
@@ -20,7 +20,11 @@ __all__ = [
     "boot_flags_from",
     "boot_flags_request",
     "boot_override_from",
+    "SENSOR_EVENTS",
+    "SENSOR_TYPES",
+    "THRESHOLD_EVENTS",
     "event_from",
+    "sdr_scale",
     "health_word",
     "identity_from",
     "sensor_from",
@@ -183,22 +187,231 @@ def _unix_time(record: Mapping[str, Any]) -> float | None:
         return None
 
 
-def event_from(record: Mapping[str, Any]) -> Event:
-    """One ``get_event_log()`` record -> Event."""
-    text = str(record.get("event") or record.get("component_type") or "event")
-    if record.get("deassertion"):
-        text += " (deasserted)"
+# ------------------------------------------------------------------ SEL events
+#: Sensor type codes, IPMI 2.0 table 42-3 (the names a line shows after the sensor's own).
+SENSOR_TYPES: dict[int, str] = {
+    0x01: "Temperature", 0x02: "Voltage", 0x03: "Current", 0x04: "Fan", 0x05: "Physical Security",
+    0x06: "Platform Security", 0x07: "Processor", 0x08: "Power Supply", 0x09: "Power Unit",
+    0x0A: "Cooling Device", 0x0B: "Other Units", 0x0C: "Memory", 0x0D: "Drive Slot",
+    0x0E: "POST Memory Resize", 0x0F: "System Firmware Progress", 0x10: "Event Logging Disabled",
+    0x11: "Watchdog", 0x12: "System Event", 0x13: "Critical Interrupt", 0x14: "Button/Switch",
+    0x15: "Module/Board", 0x16: "Microcontroller", 0x17: "Add-in Card", 0x18: "Chassis", 0x19: "Chip Set",
+    0x1A: "Other FRU", 0x1B: "Cable/Interconnect", 0x1C: "Terminator", 0x1D: "System Boot Initiated",
+    0x1E: "Boot Error", 0x1F: "OS Boot", 0x20: "OS Stop/Shutdown", 0x21: "Slot/Connector",
+    0x22: "System ACPI Power State", 0x23: "Watchdog", 0x24: "Platform Alert", 0x25: "Entity Presence",
+    0x27: "LAN", 0x28: "Management Subsystem Health", 0x29: "Battery", 0x2A: "Session Audit",
+    0x2B: "Version Change", 0x2C: "FRU State",
+}
+
+_C, _W, _O = "critical", "warning", "ok"
+#: Sensor-specific event offsets (event/reading type 6Fh), IPMI 2.0 table 42-3, for the
+#: common sensor types: (sensor type, offset) -> (words, severity when asserted).  The
+#: spec's words, shortened; pyghmi's own table is used for the types not here.
+SENSOR_EVENTS: dict[tuple[int, int], tuple[str, str]] = {
+    (0x05, 0x00): ("General chassis intrusion", _W),
+    (0x07, 0x00): ("Processor IERR", _C), (0x07, 0x01): ("Processor thermal trip", _C),
+    (0x07, 0x02): ("Processor FRB1/BIST failure", _C), (0x07, 0x03): ("Processor FRB2/hang in POST", _C),
+    (0x07, 0x04): ("Processor FRB3/startup failure", _C), (0x07, 0x05): ("Processor configuration error", _C),
+    (0x07, 0x06): ("Uncorrectable CPU-complex error", _C), (0x07, 0x07): ("Processor presence detected", _O),
+    (0x07, 0x08): ("Processor disabled", _W), (0x07, 0x09): ("Terminator presence detected", _O),
+    (0x07, 0x0A): ("Processor automatically throttled", _W),
+    (0x07, 0x0B): ("Uncorrectable machine check exception", _C),
+    (0x07, 0x0C): ("Correctable machine check error", _W),
+    (0x08, 0x00): ("Power Supply presence detected", _O), (0x08, 0x01): ("Power Supply failure detected", _C),
+    (0x08, 0x02): ("Power Supply predictive failure", _W), (0x08, 0x03): ("Power Supply AC lost", _C),
+    (0x08, 0x04): ("Power Supply input lost or out of range", _C),
+    (0x08, 0x05): ("Power Supply input out of range", _W), (0x08, 0x06): ("Power Supply configuration error", _W),
+    (0x08, 0x07): ("Power Supply inactive", _O),
+    (0x0C, 0x00): ("Correctable ECC", _W), (0x0C, 0x01): ("Uncorrectable ECC", _C), (0x0C, 0x02): ("Parity error", _W),
+    (0x0C, 0x03): ("Memory scrub failed", _C), (0x0C, 0x04): ("Memory device disabled", _W),
+    (0x0C, 0x05): ("Correctable ECC logging limit reached", _W), (0x0C, 0x06): ("Memory presence detected", _O),
+    (0x0C, 0x07): ("Memory configuration error", _C), (0x0C, 0x08): ("Memory spare", _O),
+    (0x0C, 0x09): ("Memory automatically throttled", _W), (0x0C, 0x0A): ("Memory critical overtemperature", _C),
+    (0x0D, 0x00): ("Drive present", _O), (0x0D, 0x01): ("Drive fault", _C),
+    (0x0D, 0x02): ("Drive predictive failure", _W),
+    (0x0D, 0x03): ("Hot spare", _O), (0x0D, 0x04): ("Consistency check in progress", _O),
+    (0x0D, 0x05): ("Drive in critical array", _C), (0x0D, 0x06): ("Drive in failed array", _C),
+    (0x0D, 0x07): ("Rebuild in progress", _O), (0x0D, 0x08): ("Rebuild aborted", _C),
+    (0x10, 0x00): ("Correctable memory error logging disabled", _W), (0x10, 0x01): ("Event type logging disabled", _W),
+    (0x10, 0x02): ("Log area reset/cleared", _O), (0x10, 0x03): ("All event logging disabled", _W),
+    (0x10, 0x04): ("SEL full", _W), (0x10, 0x05): ("SEL almost full", _O),
+    (0x12, 0x00): ("System reconfigured", _O), (0x12, 0x01): ("OEM system boot event", _O),
+    (0x12, 0x02): ("Undetermined system hardware failure", _C), (0x12, 0x03): ("Entry added to auxiliary log", _O),
+    (0x12, 0x04): ("PEF action", _O), (0x12, 0x05): ("Timestamp clock sync", _O),
+    (0x1D, 0x00): ("Initiated by power up", _O), (0x1D, 0x01): ("Initiated by hard reset", _O),
+    (0x1D, 0x02): ("Initiated by warm reset", _O), (0x1D, 0x03): ("User requested PXE boot", _O),
+    (0x1D, 0x04): ("Automatic boot to diagnostic", _O), (0x1D, 0x05): ("OS initiated hard reset", _O),
+    (0x1D, 0x06): ("OS initiated warm reset", _O), (0x1D, 0x07): ("System restart", _O),
+    (0x1E, 0x00): ("No bootable media", _C), (0x1E, 0x02): ("PXE server not found", _W),
+    (0x1E, 0x03): ("Invalid boot sector", _C), (0x1E, 0x04): ("Timeout waiting for boot selection", _W),
+    (0x1F, 0x00): ("A: boot completed", _O), (0x1F, 0x01): ("C: boot completed", _O),
+    (0x1F, 0x02): ("PXE boot completed", _O), (0x1F, 0x03): ("Diagnostic boot completed", _O),
+    (0x1F, 0x04): ("CD-ROM boot completed", _O), (0x1F, 0x05): ("ROM boot completed", _O),
+    (0x1F, 0x06): ("Boot completed", _O), (0x1F, 0x07): ("OS installation started", _O),
+    (0x1F, 0x08): ("OS installation completed", _O), (0x1F, 0x09): ("OS installation aborted", _W),
+    (0x1F, 0x0A): ("OS installation failed", _C),
+    (0x20, 0x00): ("Critical stop during OS load", _C), (0x20, 0x01): ("Run-time critical stop", _C),
+    (0x20, 0x02): ("OS graceful stop", _O), (0x20, 0x03): ("OS graceful shutdown", _O),
+    (0x20, 0x04): ("Soft shutdown initiated by PEF", _O), (0x20, 0x05): ("Agent not responding", _W),
+    (0x22, 0x00): ("S0/G0 working", _O), (0x22, 0x01): ("S1 sleeping", _O), (0x22, 0x02): ("S2 sleeping", _O),
+    (0x22, 0x03): ("S3 sleeping", _O), (0x22, 0x04): ("S4 suspend to disk", _O), (0x22, 0x05): ("S5/G2 soft-off", _O),
+    (0x22, 0x06): ("S4/S5 soft-off", _O), (0x22, 0x07): ("G3 mechanical off", _O), (0x22, 0x08): ("Sleeping", _O),
+    (0x22, 0x09): ("G1 sleeping", _O), (0x22, 0x0A): ("S5 entered by override", _O), (0x22, 0x0B): ("Legacy ON", _O),
+    (0x22, 0x0C): ("Legacy OFF", _O), (0x22, 0x0E): ("Unknown", _O),
+    (0x23, 0x00): ("Watchdog timer expired", _W), (0x23, 0x01): ("Watchdog hard reset", _C),
+    (0x23, 0x02): ("Watchdog power down", _C), (0x23, 0x03): ("Watchdog power cycle", _C),
+    (0x23, 0x08): ("Watchdog timer interrupt", _W),
+    (0x29, 0x00): ("Battery low", _W), (0x29, 0x01): ("Battery failed", _C),
+    (0x29, 0x02): ("Battery presence detected", _O),
+}
+
+#: Threshold event offsets (event/reading type 01h), IPMI 2.0 table 42-2: words, and how
+#: the reading compares with the threshold when it is asserted
+THRESHOLD_EVENTS: dict[int, tuple[str, str]] = {
+    0x0: ("Lower Non-critical going low", "<"), 0x1: ("Lower Non-critical going high", ">"),
+    0x2: ("Lower Critical going low", "<"), 0x3: ("Lower Critical going high", ">"),
+    0x4: ("Lower Non-recoverable going low", "<"), 0x5: ("Lower Non-recoverable going high", ">"),
+    0x6: ("Upper Non-critical going low", "<"), 0x7: ("Upper Non-critical going high", ">"),
+    0x8: ("Upper Critical going low", "<"), 0x9: ("Upper Critical going high", ">"),
+    0xA: ("Upper Non-recoverable going low", "<"), 0xB: ("Upper Non-recoverable going high", ">"),
+}
+_THRESHOLD_SEVERITY = {0: _W, 1: _W, 2: _C, 3: _C, 4: _C, 5: _C, 6: _W, 7: _W, 8: _C, 9: _C, 10: _C, 11: _C}
+
+#: ``scale(component_id, raw)`` -> the raw byte in the sensor's units, with the unit; None
+#: when the SDR does not say how (see :func:`sdr_scale`)
+Scale = Callable[[str, int], "tuple[float, str] | None"]
+_UNNAMED = re.compile(r"^Sensor (\d+)\.(\d+)\.(\d+)$")
+
+
+def sdr_scale(sdr: Any) -> Scale:
+    """A :data:`Scale` over pyghmi's SDR (``Command.init_sdr()``): an event's trigger
+    reading and threshold bytes in the units the sensor reads in.  Only the linear and
+    the fixed non-linear formulas are used (no request to the BMC)."""
+    sensors = getattr(sdr, "sensors", None) or {}
+
+    def scale(component_id: str, raw: int) -> tuple[float, str] | None:
+        entry = sensors.get(component_id)
+        linearization = getattr(entry, "linearization", None)
+        if entry is None or linearization is None or linearization > 11 or getattr(entry, "numeric_format", 3) == 3:
+            return None
+        try:
+            if entry.numeric_format == 2:
+                raw = raw - 256 if raw & 0x80 else raw
+            elif entry.numeric_format == 1:
+                raw = -(~raw & 0x7F) if raw & 0x80 else raw
+            value = float(entry.decode_value(None, raw))
+        except (ArithmeticError, ValueError, TypeError, AttributeError):
+            return None
+        unit = str(getattr(entry, "unit_suffix", "") or "").strip()
+        return round(value, 3), _UNITS.get(unit, unit)
+
+    return scale
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _threshold_words(record: Mapping[str, Any], offset: int, scale: Scale | None) -> str:
+    """``Lower Critical going low, reading 0 RPM < threshold 1000 RPM``."""
+    words, op = THRESHOLD_EVENTS[offset]
+    component = str(record.get("component_id") or "")
+    trigger, limit = record.get("triggered_value"), record.get("threshold_value")
+    if scale is None or not isinstance(trigger, int) or not isinstance(limit, int):
+        return words
+    got, at = scale(component, trigger), scale(component, limit)
+    if got is None or at is None:
+        return words
+    unit = f" {got[1]}" if got[1] else ""
+    return f"{words}, reading {_number(got[0])}{unit} {op} threshold {_number(at[0])}{unit}"
+
+
+def _sensor_label(record: Mapping[str, Any], type_name: str) -> tuple[str, str]:
+    """(name, label): ``PSU2`` and ``PSU2 (Power Supply)``; a sensor the SDR does not name
+    is ``sensor A1h (System ACPI Power State)``."""
+    component = str(record.get("component") or "")
+    unnamed = _UNNAMED.match(component)
+    if unnamed:
+        number = f"sensor {int(unnamed.group(2)):02X}h"
+        return "", f"{number} ({type_name})" if type_name else number
+    if not component:
+        return "", type_name or "event"
+    same = not type_name or type_name.lower() == component.lower()
+    return component, component if same else f"{component} ({type_name})"
+
+
+def _raw_standard(data: Any) -> dict[str, Any] | None:
+    """A system event record pyghmi could not decode (it keeps bytes 3-15 as ``oemdata``):
+    timestamp, generator ID, EvM revision, sensor type, number, event type/direction, data
+    1-3 (IPMI 2.0 table 32-1), as the fields pyghmi would have given."""
+    try:
+        raw = bytes(data)
+    except (TypeError, ValueError):
+        return None
+    if len(raw) != 13:
+        return None
+    sensor_type, number, dir_type, data1 = raw[7], raw[8], raw[9], raw[10]
+    out: dict[str, Any] = {
+        "component_type_id": sensor_type, "component": f"Sensor {raw[4]}.{number}.{raw[5] & 0x03}",
+        "component_id": f"{raw[4]}.{number}.{raw[5] & 0x03}",
+        "event_id": f"{dir_type & 0x7F}.{data1 & 0x0F}", "deassertion": bool(dir_type & 0x80),
+    }
+    if data1 & 0xC0 == 0x40:
+        out["triggered_value"] = raw[11]
+    if data1 & 0x30 == 0x10:
+        out["threshold_value"] = raw[12]
+    return out
+
+
+def event_from(record: Mapping[str, Any], scale: Scale | None = None) -> Event:
+    """One ``get_event_log()`` record -> Event, as a line reads:
+    ``PSU2 (Power Supply): Power Supply AC lost  asserted``,
+    ``FAN3 (Fan): Lower Critical going low, reading 0 RPM < threshold 1000 RPM  asserted``.
+
+    The sensor's name is the SDR's (pyghmi's); the words for a threshold event are table
+    42-2's with the trigger reading and threshold in the sensor's units (``scale``, from
+    :func:`sdr_scale`); for a sensor-specific event, :data:`SENSOR_EVENTS` (table 42-3), else
+    pyghmi's own words.  A record pyghmi could not decode is decoded from its bytes; an OEM
+    record is shown as its bytes.  ``sensor`` is the sensor's name (its type when unnamed).
+    The words come from the BMC's SDR and SEL: whoever shows them makes them visible.
+    """
+    record = dict(record)
+    if "event_id" not in record and "oemid" not in record and "timecode" in record and "oemdata" in record:
+        record.update(_raw_standard(record["oemdata"]) or {})
+    ident = str(record.get("record_id", ""))
+    stamp = _unix_time(record)
+    if "event_id" not in record and "event" not in record:  # OEM: only bytes
+        data = record.get("oemdata")
+        hexed = bytes(data).hex(" ") if isinstance(data, (bytes, bytearray)) else ""
+        return Event(id=ident, timestamp=stamp, severity="ok", message=f"OEM record: {hexed}".strip(), sensor="")
+    try:
+        reading_type, offset = (int(x) for x in str(record.get("event_id", "")).split(".", 1))
+    except ValueError:
+        reading_type, offset = -1, -1
+    type_code = record.get("component_type_id")
+    type_name = SENSOR_TYPES.get(type_code, "") if isinstance(type_code, int) else ""
+    type_name = type_name or str(record.get("component_type") or "")
+    deasserted = bool(record.get("deassertion"))
+    severity = health_word(int(record.get("severity") or 0))
+    if reading_type == 0x01 and offset in THRESHOLD_EVENTS:
+        words = _threshold_words(record, offset, scale)
+        severity = _O if deasserted else _THRESHOLD_SEVERITY[offset]
+    elif reading_type == 0x6F and isinstance(type_code, int) and (type_code, offset) in SENSOR_EVENTS:
+        words, asserted_severity = SENSOR_EVENTS[(type_code, offset)]
+        severity = _O if deasserted else asserted_severity
+    else:
+        words = str(record.get("event") or "").removesuffix(" deasserted") or (
+            f"event {reading_type:02X}h offset {offset:X}h" if reading_type >= 0 else "event")
     if record.get("event_data"):
-        text += f": {record['event_data']}"
-    component = record.get("component") or ""
-    if component:
-        text = f"{component}: {text}"
+        words += f" ({record['event_data']})"
+    name, label = _sensor_label(record, type_name)
+    state = "deasserted" if deasserted else "asserted"
     return Event(
-        id=str(record.get("record_id", "")),
-        timestamp=_unix_time(record),
-        severity=health_word(int(record.get("severity") or 0)),
-        message=text,
-        sensor=str(component),
+        id=ident,
+        timestamp=stamp,
+        severity=severity,
+        message=f"{label}: {words}  {state}",
+        sensor=name or type_name,
     )
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from console.lab.machine import Machine, SelEvent, SensorReading
 
-__all__ = ["BMC_SLAVE_ADDRESS", "_SensorTable", "_checksum", "_fru_image", "_le16", "_le32", "_sel_record",
-           "_sel_record_id"]
+__all__ = ["BMC_SLAVE_ADDRESS", "EVENT_ONLY_SENSORS", "_SensorTable", "_checksum", "_fru_image", "_le16", "_le32",
+           "_sel_record", "_sel_record_id"]
 
 BMC_SLAVE_ADDRESS = 0x20
 
@@ -123,7 +123,9 @@ class _SensorTable:
                     changed = True
             out[entry.number] = reading
         if changed:
-            self.records = [self._full_record(e) for e in self._by_name.values()]
+            full = [self._full_record(e) for e in self._by_name.values()]
+            self.records = full + [_event_only_record(len(full) + i + 1, number, sensor_type, entity, name)
+                                   for i, (number, sensor_type, entity, name) in enumerate(EVENT_ONLY_SENSORS)]
             # A content hash, not a clock: identical repositories look identical to caches,
             # different ones never do.  Mapped into 2020..2023 so it reads as a plausible date.
             self.addition_timestamp = 1_577_836_800 + zlib.crc32(b"".join(self.records)) % 100_000_000
@@ -233,7 +235,7 @@ class _SensorTable:
 # ======================================================================== SEL
 # How machine events become IPMI system event records (IPMI 2.0 section 32.1, and the
 # sensor-specific offsets of table 42-3).  Matched on the message text first; sensors the
-# SDR does not describe get fixed sensor numbers from 0xA0 up.
+# SDR does not describe as threshold sensors are its event-only sensors (below).
 _EVENT_RULES: list[tuple[re.Pattern[str], int, int]] = [
     (re.compile(r"log area reset|cleared", re.I), 0x10, 0x02),  # Event Logging Disabled: log area reset/cleared
     (re.compile(r"^S0/G0", re.I), 0x22, 0x00),  # ACPI power state: S0/G0 working
@@ -243,17 +245,46 @@ _EVENT_RULES: list[tuple[re.Pattern[str], int, int]] = [
     (re.compile(r"warm reset", re.I), 0x1D, 0x02),
     (re.compile(r"^installed ", re.I), 0x1F, 0x08),  # OS boot: installation completed
     (re.compile(r"boot completed", re.I), 0x1F, 0x01),  # OS boot: C: (hard disk) boot completed
+    (re.compile(r"AC lost|input lost", re.I), 0x08, 0x03),  # Power Supply: input lost (AC/DC)
+    (re.compile(r"throttled", re.I), 0x07, 0x0A),  # Processor: automatically throttled
 ]
 _SENSOR_TYPE_CODES = {
-    "temperature": 0x01, "voltage": 0x02, "current": 0x03, "fan": 0x04, "power supply": 0x08,
+    "temperature": 0x01, "voltage": 0x02, "current": 0x03, "fan": 0x04, "processor": 0x07, "power supply": 0x08,
     "system event": 0x12, "event logging disabled": 0x10, "system boot initiated": 0x1D,
     "os boot": 0x1F, "system acpi power state": 0x22,
 }
-_EVENT_ONLY_SENSOR_NUMBERS = {0x10: 0xA0, 0x22: 0xA1, 0x1D: 0xA2, 0x1F: 0xA3, 0x12: 0xA4}
+#: The BMC's event-only sensors (Event-Only Sensor Records, IPMI 2.0 table 43-3): number,
+#: sensor type, entity, name.  Real BMCs describe the sensors their discrete events come
+#: from, so a SEL reader names them ("ACPI State", not "sensor A1h").
+EVENT_ONLY_SENSORS: tuple[tuple[int, int, int, str], ...] = (
+    (0xA0, 0x10, ENTITY_SYSTEM_BOARD, "Event Log"),
+    (0xA1, 0x22, ENTITY_SYSTEM_BOARD, "ACPI State"),
+    (0xA2, 0x1D, ENTITY_SYSTEM_BOARD, "System Boot"),
+    (0xA3, 0x1F, ENTITY_SYSTEM_BOARD, "OS Boot"),
+    (0xA4, 0x12, ENTITY_SYSTEM_BOARD, "System Event"),
+    (0xA5, 0x08, ENTITY_POWER_SUPPLY, "PSU2"),
+    (0xA6, 0x07, ENTITY_PROCESSOR, "CPU1 Status"),
+)
+_EVENT_ONLY_BY_NAME = {name: number for number, _, _, name in EVENT_ONLY_SENSORS}
+_EVENT_ONLY_SENSOR_NUMBERS = {sensor_type: number for number, sensor_type, _, _ in EVENT_ONLY_SENSORS}
 _THRESHOLD_EVENT = re.compile(r"(lower|upper) (non-critical|critical|non-recoverable) going (low|high)", re.I)
 _THRESHOLD_OFFSETS = {("lower", "non-critical"): 0, ("lower", "critical"): 2, ("lower", "non-recoverable"): 4,
                       ("upper", "non-critical"): 6, ("upper", "critical"): 8, ("upper", "non-recoverable"): 10}
 _READING_AND_THRESHOLD = re.compile(r"reading\s+(-?[\d.]+).*?threshold\s+(-?[\d.]+)", re.I)
+
+
+def _event_only_record(record_id: int, number: int, sensor_type: int, entity: int, name: str) -> bytes:
+    """Event-Only Sensor Record (type 03h), IPMI 2.0 table 43-3; sensor-specific events (6Fh)."""
+    raw = name.encode("ascii", "replace")[:16]
+    body = bytes([
+        BMC_SLAVE_ADDRESS, 0x00, number,  # owner ID, owner LUN, sensor number
+        entity, 0x01,  # entity ID, instance 1
+        sensor_type, 0x6F,  # sensor type, event/reading type "sensor-specific"
+        0x00, 0x00,  # record sharing: one sensor
+        0x00, 0x00,  # reserved, OEM
+        0xC0 | len(raw),  # ID string, 8-bit ASCII
+    ]) + raw
+    return _le16(record_id) + bytes([0x51, 0x03, len(body)]) + body
 
 
 def _sel_record_id(event: SelEvent) -> int:
@@ -275,9 +306,9 @@ def _sel_record(event: SelEvent, sensors: _SensorTable) -> bytes:
             if pattern.search(event.message):
                 sensor_type, offset = rule_type, rule_offset
                 break
-    number = sensors.number_of(event.sensor)
+    number = sensors.number_of(event.sensor) if threshold else None
     if number is None:
-        number = _EVENT_ONLY_SENSOR_NUMBERS.get(sensor_type, 0xAF)
+        number = _EVENT_ONLY_BY_NAME.get(event.sensor) or _EVENT_ONLY_SENSOR_NUMBERS.get(sensor_type, 0xAF)
     data1 = offset
     if threshold and (values := _READING_AND_THRESHOLD.search(event.message)):
         entry = sensors.entry(number)

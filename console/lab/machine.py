@@ -769,7 +769,8 @@ class Machine:
         """What a BMC logs when the fault appears: the threshold crossed (as the sensors read
         it) and the component's own discrete event, worded as BMCs word their SEL entries."""
         if self.fault == "fan":
-            self._add_event("critical", "FAN3", "Fan", "FAN3 Lower Critical going low: reading 0 RPM < threshold 1000 RPM")
+            self._add_event("critical", "FAN3", "Fan",
+                            "FAN3 Lower Critical going low: reading 0 RPM < threshold 1000 RPM")
         elif self.fault == "overtemp":
             self._add_event("critical", "CPU1 Temp", "Temperature",
                             "CPU1 Temp Upper Critical going high: reading 96 C > threshold 95 C")

@@ -180,7 +180,8 @@ async def test_events_newest_last_with_limit(lab, connect):
     events = await driver.events()
     assert len(events) == len(machine.events())
     fan = [e for e in events if e.sensor == "FAN3"]
-    assert fan and fan[0].severity == "critical" and "Lower Critical" in fan[0].message
+    assert fan and fan[0].severity == "critical"
+    assert fan[0].message == "FAN3 (Fan): Lower Critical going low, reading 0 RPM < threshold 1000 RPM  asserted"
     assert all(e.timestamp is not None for e in events)
 
     await driver.power(PowerAction.OFF)
@@ -411,8 +412,75 @@ def test_values_boot_health_and_events():
     event = iv.event_from({"record_id": 7, "component": "PSU1", "event": "Failure detected", "severity": 2,
                            "deassertion": True})
     assert (event.id, event.timestamp, event.severity, event.sensor) == ("7", None, "critical", "PSU1")
-    assert event.message == "PSU1: Failure detected (deasserted)"
+    assert event.message == "PSU1: Failure detected  deasserted"
     identity = iv.identity_from({"Manufacturer": "X", "UUID": "AB-CD", "MAC Address 1": "AA-BB-CC-DD-EE-01"},
                                 [("BMC Version", {"version": "1.2"}), ("UEFI", {"version": "3.4"})])
     assert (identity.uuid, identity.bmc_firmware, identity.bios_version, identity.macs) == (
         "ab-cd", "1.2", "3.4", ("aa:bb:cc:dd:ee:01",))
+
+
+# ------------------------------------------------------------------ SEL lines, decoded
+async def test_sel_lines_name_the_sensor_its_type_and_what_happened(machine_loop, executor):
+    """The lab's faults as a BMC logs them: every line names its sensor (event-only sensors
+    too, from their SDR records), its type, the event in the spec's words, and the state."""
+    lab = Lab(machine_loop)
+    psu = lab.add(A, "ipmi-psu", fault="psu")
+    lab.add(B, "ipmi-hot", fault="overtemp")
+    lab.ipmi.start()
+    drivers = []
+    try:
+        for address in (A, B):
+            bmc = Bmc(protocol="ipmi", address=address, port=lab.ports[address], username=USER,
+                      password="env:UNUSED_IN_TESTS")
+            drivers.append(ipmi.IpmiDriver(bmc, Secret(PASSWORD), timeout=3.0, executor=executor))
+        psu.power_off()
+        lines = [e.message for e in await drivers[0].events()]
+        assert lines == [
+            "Event Log (Event Logging Disabled): Log area reset/cleared  asserted",
+            "PSU2 (Power Supply): Power Supply AC lost  asserted",
+            "12V (Voltage): Lower Critical going low, reading 10.56 V < threshold 10.8 V  asserted",
+            "ACPI State (System ACPI Power State): S5/G2 soft-off  asserted",
+        ], lines
+        events = await drivers[0].events()
+        assert [e.severity for e in events] == ["ok", "critical", "critical", "ok"]
+        assert [e.sensor for e in events] == ["Event Log", "PSU2", "12V", "ACPI State"]
+        assert not any("Sensor 32." in line for line in lines)
+        hot_lines = [e.message for e in await drivers[1].events()]
+        assert ("CPU1 Temp (Temperature): Upper Critical going high, reading 96 C > threshold 95 C  asserted"
+                in hot_lines)
+        assert "CPU1 Status (Processor): Processor automatically throttled  asserted" in hot_lines
+        # the health poll reads only the threshold sensors: event-only records change nothing there
+        assert await drivers[1].health() == "critical"
+    finally:
+        await asyncio.gather(*(d.close() for d in drivers))
+        try:
+            wait_for(lambda: lab.ipmi.session_count() == 0, what="every driver session to be closed")
+        finally:
+            lab.ipmi.stop()
+
+
+def test_event_words_from_the_tables_when_pyghmi_has_none():
+    """pyghmi's record is used where it decoded; else the bytes are decoded with table 42-3."""
+    # an unnamed sensor (no SDR record): its number and type
+    acpi = iv.event_from({"record_id": 3, "component": "Sensor 32.161.0", "component_id": "32.161.0",
+                          "component_type_id": 0x22, "event_id": "111.0", "event": "Online", "severity": 0})
+    assert acpi.message == "sensor A1h (System ACPI Power State): S0/G0 working  asserted"
+    assert acpi.sensor == "System ACPI Power State"
+    # a deasserted sensor-specific event is over: ok
+    ac = iv.event_from({"record_id": 4, "component": "PS2 Status", "component_type_id": 8, "event_id": "111.3",
+                        "deassertion": True, "severity": 0})
+    assert (ac.message, ac.severity) == ("PS2 Status (Power Supply): Power Supply AC lost  deasserted", "ok")
+    # a record pyghmi could not decode (EvM revision 5): its bytes, decoded here
+    raw = bytes([0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x05, 0x0C, 0x41, 0x6F, 0x01, 0xFF, 0xFF])
+    ecc = iv.event_from({"record_id": 9, "timecode": 0, "oemdata": raw})
+    assert ecc.message == "sensor 41h (Memory): Uncorrectable ECC  asserted" and ecc.severity == "critical"
+    # a threshold event without a scale: the words, no numbers
+    hot = iv.event_from({"record_id": 5, "component": "CPU1 Temp", "component_id": "32.2.0",
+                         "component_type_id": 1, "event_id": "1.9", "triggered_value": 96, "threshold_value": 95})
+    assert hot.message == "CPU1 Temp (Temperature): Upper Critical going high  asserted"
+    # an OEM record: its bytes
+    oem = iv.event_from({"record_id": 6, "oemid": b"\x01\x02\x03", "oemdata": b"\xaa\xbb"})
+    assert oem.message == "OEM record: aa bb" and oem.sensor == ""
+    # words from the BMC's SDR are kept as they came (the screens make control characters visible)
+    odd = iv.event_from({"record_id": 8, "component": "FAN\x1b[2J", "component_type_id": 4, "event_id": "1.2"})
+    assert odd.message.startswith("FAN\x1b[2J (Fan): Lower Critical going low")
