@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -31,39 +31,47 @@ from console.live.words import FINDINGS, port_finding, rate_text, uptime_text
 from console.text import visible
 from screens.appref import FleetAppMixin
 from screens.common import FleetChanged, age_text, outside, status_text
+from screens.fit import SCROLLBAR, Col, fit
 from screens.footer import KeyFooter
 from screens.table import HabitDataTable
 
 __all__ = ["SwitchesScreen", "uptime_text"]
 
-#: the switch list: (key, label, width); the most telling columns first for 80 columns
+#: the switch list; the last column takes the room the others leave
 SWITCH_COLUMNS = (
-    ("name", "SWITCH", 14),
-    ("state", "STATE", 9),
-    ("ports", "UP/PORTS", 8),
-    ("findings", "FINDINGS", 10),
-    ("address", "ADDRESS", 15),
-    ("snmp", "SNMP", 4),
-    ("uptime", "UPTIME", 9),
-    ("age", "POLLED", 6),
-    ("descr", "DESCRIPTION / ERROR", 70),
+    Col("name", "SWITCH", None),
+    Col("state", "STATE", 9),
+    Col("ports", "UP/PORTS", 8, 5, "PORTS"),
+    Col("findings", "FINDINGS", 10),
+    Col("address", "ADDRESS", 15),
+    Col("snmp", "SNMP", 4),
+    Col("uptime", "UPTIME", 8),
+    Col("age", "POLLED", 6, 5, "AGE"),
+    Col("descr", "DESCRIPTION / ERROR", 19, 11, "DESCR/ERROR"),
 )
-
 #: the port table of the selected switch
 PORT_COLUMNS = (
-    ("port", "PORT", 11),
-    ("link", "OPER/ADMIN", 11),
-    ("expected", "EXPECTED", 14),
-    ("seen", "DISCOVERED", 14),
-    ("finding", "FINDING", 11),
-    ("speed", "SPEED", 5),
-    ("in", "IN b/s", 7),
-    ("out", "OUT b/s", 7),
-    ("errors", "ERRORS", 10),
-    ("alias", "ALIAS", 16),
-    ("detail", "DETAIL", 60),
+    Col("port", "PORT", 11, 8),  # compact: Ethernet12 reads Eth12
+    Col("link", "OPER/ADMIN", 11, 6, "LINK"),  # compact: up, down, off (admin down)
+    Col("expected", "EXPECTED", None),
+    Col("seen", "DISCOVERED", None, narrow_label="SEEN"),
+    Col("finding", "FINDING", 11),
+    Col("speed", "SPEED", 5),
+    Col("in", "IN b/s", 7),
+    Col("out", "OUT b/s", 7),
+    Col("errors", "ERRORS", 10, 6, "ERRS"),
+    Col("alias", "ALIAS", 16),
+    Col("detail", "DETAIL", 6),
 )
-
+#: the last column (description, detail) wants this many cells before others give way,
+#: and gets all that is left after them
+LAST_WANT = {"descr": 20, "detail": 24}
+#: what gives way, in order, while the last column has less than it wants: ("compact" or
+#: "drop", column keys).  At 80 columns the switch list keeps name, state, ports, findings,
+#: uptime and age; the port list port, link, expected and discovered node, finding and detail.
+SWITCH_FIT = (("drop", ("address",)), ("drop", ("snmp",)), ("compact", ("ports",)), ("compact", ("age",)))
+PORT_FIT = (("drop", ("alias",)), ("compact", ("link",)), ("compact", ("errors",)), ("drop", ("in", "out")),
+            ("drop", ("speed",)), ("drop", ("errors",)), ("compact", ("port", "seen")))
 def _speed(mbps: int) -> str:
     if not mbps:
         return "-"
@@ -98,10 +106,13 @@ class SwitchesScreen(FleetAppMixin, Screen):
         self.start = node
         self.findings_only = False
         self._records: dict[str, SwitchRecord] = {}
-        self._switch_cells: dict[str, list] = {}
-        self._port_cells: dict[str, list] = {}
+        self._switch_cells: dict[str, dict[str, Any]] = {}
+        self._port_cells: dict[str, dict[str, Any]] = {}
         self._port_nodes: dict[str, str | None] = {}  # port -> the node enter opens
+        self._port_records: dict[str, PortRecord] = {}  # port -> its record (the line under the table)
         self._node_keys: dict[str, tuple] = {}
+        #: the columns shown, for the width they were laid out for: (width, switch columns, port columns)
+        self._layout: tuple[int, tuple, tuple] | None = None
 
     @property
     def fleet(self) -> Fleet:
@@ -112,15 +123,13 @@ class SwitchesScreen(FleetAppMixin, Screen):
         yield HabitDataTable(id="switches")
         yield Static(id="switch-detail")
         yield HabitDataTable(id="ports")
+        yield Static(id="port-line")
         yield KeyFooter()
 
     def on_mount(self) -> None:
         switches = self.query_one("#switches", DataTable)
-        for key, label, width in SWITCH_COLUMNS:
-            switches.add_column(label, width=width, key=key)
         ports = self.query_one("#ports", DataTable)
-        for key, label, width in PORT_COLUMNS:
-            ports.add_column(label, width=width, key=key)
+        self._lay_out(self.console.size.width)
         names = [s.name for s in self.fleet.site.switches]
         start_port = None
         if self.selected is None and self.start is not None and self.start in self.fleet.nodes:
@@ -143,8 +152,45 @@ class SwitchesScreen(FleetAppMixin, Screen):
             ports.focus()
         self.set_interval(1.0, self._tick)
 
+    # ------------------------------------------------------------ columns
+    def _lay_out(self, width: int) -> bool:
+        """Columns that fit ``width`` cells whole (:func:`fit`); True when they changed."""
+        site = self.fleet.site
+        switch_names = max((len(sw.name) for sw in site.switches), default=6)
+        node_names = min(24, max((len(n.name) for n in site.nodes), default=8))
+        room = max(20, width - SCROLLBAR)
+        layout = (width, fit(SWITCH_COLUMNS, SWITCH_FIT, room, min(24, switch_names), LAST_WANT["descr"]),
+                  fit(PORT_COLUMNS, PORT_FIT, room, node_names, LAST_WANT["detail"]))
+        if self._layout is not None and self._layout[1:] == layout[1:]:
+            return False
+        self._layout = layout
+        for table, columns in ((self.query_one("#switches", DataTable), layout[1]),
+                               (self.query_one("#ports", DataTable), layout[2])):
+            table.clear(columns=True)
+            for key, label, size in columns:
+                table.add_column(label, width=size, key=key)
+        return True
+
+    def _compact(self, key: str) -> bool:
+        """Whether port column ``key`` shows its compact form."""
+        assert self._layout is not None
+        full = next(c for c in PORT_COLUMNS if c.key == key)
+        return any(k == key and label == (full.narrow_label or full.label) and size == full.narrow
+                   for k, label, size in self._layout[2]) and full.narrow is not None
+
+    def on_resize(self, event: events.Resize) -> None:
+        cursor = self.cursor_port()
+        if self._lay_out(event.size.width):
+            self._refresh(rebuild=True)
+            ports = self.query_one("#ports", DataTable)
+            if cursor is not None and cursor in ports.rows:
+                ports.move_cursor(row=ports.get_row_index(cursor), animate=False)
+            if self.selected in self._records:
+                switches = self.query_one("#switches", DataTable)
+                switches.move_cursor(row=switches.get_row_index(self.selected), animate=False)
+
     # ------------------------------------------------------------ rows
-    def _switch_row(self, record: SwitchRecord) -> list:
+    def _switch_row(self, record: SwitchRecord) -> dict[str, Any]:
         fleet = self.fleet
         sw = fleet.site.switch(record.name)
         assert sw is not None, record.name  # the records are of the site's own switches
@@ -166,22 +212,25 @@ class SwitchesScreen(FleetAppMixin, Screen):
         # sysDescr and the error came from the switch: text, never markup, controls made visible
         descr = (outside(record.error, "red") if record.error
                  else outside(" ".join((record.descr or "").split())))
-        return [
-            outside(sw.name, "bold" if record.error else ""),
-            state,
-            f"{up}/{len(ports)}" if ports else "-",
-            findings,
-            outside(sw.address if sw.port == 161 else f"{sw.address}:{sw.port}"),
-            "v3" if sw.snmp.version == "3" else f"v{sw.snmp.version}",
-            uptime_text(record.uptime_s),
-            age_text(st.polled_at, self.console.clock()),
-            descr,
-        ]
+        return {
+            "name": outside(sw.name, "bold" if record.error else ""),
+            "state": state,
+            "ports": f"{up}/{len(ports)}" if ports else "-",
+            "findings": findings,
+            "address": outside(sw.address if sw.port == 161 else f"{sw.address}:{sw.port}"),
+            "snmp": "v3" if sw.snmp.version == "3" else f"v{sw.snmp.version}",
+            "uptime": uptime_text(record.uptime_s),
+            "age": age_text(st.polled_at, self.console.clock()),
+            "descr": descr,
+        }
 
-    def _port_row(self, switch: str, port: PortRecord) -> list:
+    def _port_row(self, switch: str, port: PortRecord) -> dict[str, Any]:
         word, detail = cabling(self.fleet, port)
         oper_up = port.oper == "up"
-        link = status_text("up" if oper_up else "down", f"{port.oper}/{port.admin}")
+        if self._compact("link"):  # up, down, or off: shut by the switch's operator
+            link = status_text("up" if oper_up else "down", "off" if port.admin == "down" else port.oper)
+        else:
+            link = status_text("up" if oper_up else "down", f"{port.oper}/{port.admin}")
         if port.admin == "down":
             link.stylize("dim")
         state = self.fleet.switches[switch].ports.get(port.ifindex)
@@ -192,19 +241,22 @@ class SwitchesScreen(FleetAppMixin, Screen):
         expected, seen = port.node_expected, port.node_seen
         if port.lldp and port.lldp.get("sys_name") and not detail:
             detail = f"LLDP {port.lldp['sys_name']} port {port.lldp.get('port_id', '?')}"
-        return [
-            outside(port.name, "bold" if word in FINDINGS else ""),
-            link,
-            outside(expected or "-", "" if expected else "dim"),
-            outside(seen or "-", "bold red" if word == "mismatch" and seen else ("" if seen else "dim")),
-            status_text(word) if word else Text("-", style="dim"),
-            _speed(port.speed_mbps),
-            rate_text(port.in_bps),
-            rate_text(port.out_bps),
-            err_text,
-            outside(port.alias),
-            outside(detail, "red" if word == "mismatch" else ""),
-        ]
+        name = port.name
+        if self._compact("port") and name.startswith("Ethernet"):
+            name = "Eth" + name[len("Ethernet"):]
+        return {
+            "port": outside(name, "bold" if word in FINDINGS else ""),
+            "link": link,
+            "expected": outside(expected or "-", "" if expected else "dim"),
+            "seen": outside(seen or "-", "bold red" if word == "mismatch" and seen else ("" if seen else "dim")),
+            "finding": status_text(word) if word else Text("-", style="dim"),
+            "speed": _speed(port.speed_mbps),
+            "in": rate_text(port.in_bps),
+            "out": rate_text(port.out_bps),
+            "errors": err_text,
+            "alias": outside(port.alias),
+            "detail": outside(detail, "red" if word == "mismatch" else ""),
+        }
 
     def _node_key(self, name: str) -> tuple:
         """What of a node the port view shows; a node change matters only if this changes."""
@@ -218,39 +270,71 @@ class SwitchesScreen(FleetAppMixin, Screen):
         records = switch_records(self.fleet)
         self._records = {r.name: r for r in records}
         with self.console.batch_update():
-            self._update_table(self.query_one("#switches", DataTable), self._switch_cells, SWITCH_COLUMNS,
+            self._update_table(self.query_one("#switches", DataTable), self._switch_cells,
                                {r.name: self._switch_row(r) for r in records}, rebuild)
             self._refresh_ports(rebuild)
         self._refresh_detail()
 
     def _refresh_ports(self, rebuild: bool = False) -> None:
         record = self._records.get(self.selected or "")
-        rows: dict[str, list] = {}
+        rows: dict[str, dict[str, Any]] = {}
         self._port_nodes = {}
+        self._port_records = {}
         if record is not None:
             for p in record.ports:
                 if self.findings_only and cabling(self.fleet, p)[0] not in FINDINGS:
                     continue
                 rows[p.name] = self._port_row(record.name, p)
                 self._port_nodes[p.name] = p.node_seen or p.node_expected
-        self._update_table(self.query_one("#ports", DataTable), self._port_cells, PORT_COLUMNS, rows, rebuild)
+                self._port_records[p.name] = p
+        self._update_table(self.query_one("#ports", DataTable), self._port_cells, rows, rebuild)
+        self._refresh_port_line()
+
+    def _refresh_port_line(self) -> None:
+        """The port under the cursor in full, under the table: what narrow columns leave out."""
+        line = self.query_one("#port-line", Static)
+        port = self.cursor_port()
+        record = self._port_records.get(port) if port is not None else None
+        cells = self._port_cells.get(port) if port is not None else None
+        if record is None or cells is None:
+            line.update("")
+            return
+        word, detail = cabling(self.fleet, record)
+        text = outside(record.name, "bold")  # the finding first: what a narrow DETAIL column cuts
+        if word:
+            text.append(" ")
+            text.append_text(status_text(word))
+        if detail:
+            text.append(": ")
+            text.append(visible(detail), style="red" if word == "mismatch" else "")
+        text.append("  │ ", style="dim")
+        text.append_text(status_text("up" if record.oper == "up" else "down", f"{record.oper}/{record.admin}"))
+        text.append(f"  {_speed(record.speed_mbps)}  in {rate_text(record.in_bps)}  out {rate_text(record.out_bps)}"
+                    "  errors ")
+        text.append_text(cells["errors"])
+        if record.alias:
+            text.append("  alias ")
+            text.append(visible(record.alias))
+        line.update(text)
 
     @staticmethod
-    def _update_table(table: DataTable, cache: dict[str, list], columns, rows: dict[str, list],
+    def _update_table(table: DataTable, cache: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]],
                       rebuild: bool) -> None:
+        """Show ``rows`` (row key -> column key -> cell) in the columns the table has."""
+        shown = [str(column.value) for column in table.columns]
         if rebuild or list(rows) != list(cache):
             cursor = table.cursor_row
             table.clear()
             for key, cells in rows.items():
-                table.add_row(*cells, key=key)
+                table.add_row(*(cells[column] for column in shown), key=key)
             if rows:
                 table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
         else:
             for key, cells in rows.items():
                 old = cache[key]
-                for (column, _, _), new, before in zip(columns, cells, old, strict=False):
-                    if not _same(new, before):
-                        table.update_cell(key, column, new, update_width=False)
+                for column in shown:
+                    if not _same(cells[column], old[column]):
+                        table.update_cell(key, column, cells[column], update_width=False)
         cache.clear()
         cache.update(rows)
 
@@ -293,8 +377,8 @@ class SwitchesScreen(FleetAppMixin, Screen):
         with self.console.batch_update():
             for name, cells in self._switch_cells.items():
                 age = age_text(self.fleet.switches[name].polled_at, now)
-                if not _same(age, cells[7]):
-                    cells[7] = age
+                if not _same(age, cells["age"]):
+                    cells["age"] = age
                     table.update_cell(name, "age", age, update_width=False)
 
     # ------------------------------------------------------------ selection and actions
@@ -324,6 +408,10 @@ class SwitchesScreen(FleetAppMixin, Screen):
             name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             if name is not None:
                 self.select_switch(name)
+
+    @on(DataTable.RowHighlighted, "#ports")
+    def _port_highlighted(self) -> None:
+        self._refresh_port_line()
 
     @on(DataTable.RowSelected, "#switches")
     def _switch_chosen(self, event: DataTable.RowSelected) -> None:

@@ -31,7 +31,7 @@ def _plain(table: DataTable, row: str, column: str) -> str:
 
 async def test_switches_ports_and_miscabling(ctx):
     app = make_app(ctx, poll=False)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(160, 40)) as pilot:  # every column, in its full form
         await _polled_app(pilot, app)
         await pilot.press("w")  # from the fleet screen
         screen = app.screen
@@ -141,3 +141,49 @@ async def test_live_updates_change_cells_not_tables(ctx):
         assert "✓ ok" in switches.get_cell("dal1-r03-tor", "state").plain
         assert ports.get_cell("Ethernet20", "finding").plain != "⇄ mismatch"
         assert clears == []
+
+
+async def test_columns_fit_80_columns_whole_and_the_port_line_says_the_rest(ctx):
+    """At 80 columns the headers were cut (``SPEED  I``, ``UPTIM``): columns take compact
+    forms or go, none is cut or scrolled to; the line under the ports says the cursor's
+    port in full.  Wider, every column is back."""
+    from screens.footer import KeyFooter
+
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _polled_app(pilot, app)
+        app.open_screen("switches", "dal1-r02-tor")
+        await pilot.pause()
+        screen = app.screen
+        switches = screen.query_one("#switches", DataTable)
+        ports = screen.query_one("#ports", DataTable)
+
+        def labels(table):
+            return [str(c.label) for c in table.columns.values()]
+
+        assert labels(switches) == ["SWITCH", "STATE", "PORTS", "FINDINGS", "UPTIME", "AGE", "DESCR/ERROR"]
+        assert labels(ports) == ["PORT", "LINK", "EXPECTED", "SEEN", "FINDING", "DETAIL"]
+        for table in (switches, ports):
+            assert table.virtual_size.width <= table.size.width, table.id  # nothing off to the right
+            for column in table.columns.values():
+                assert column.width >= len(str(column.label))  # every header whole
+        assert _plain(ports, "Ethernet9", "port") == "Eth9"
+        assert _plain(ports, "Ethernet9", "link") == "▲ up"
+        # the miscabled port: where its node is seen, in full under the table
+        ports.move_cursor(row=ports.get_row_index("Ethernet8"))
+        await pilot.pause()
+        line = str(screen.query_one("#port-line", Static).render())
+        assert line.startswith("Ethernet8 ⇄ mismatch: dal1-r02-n08 is seen on dal1-r02-tor/")
+        assert "25G" in line and "errors 0" in line
+        # no node to act on here: the power, PXE and reimage keys are not offered
+        assert not {"p", "x", "i"} & {key.key for key in screen.query_one(KeyFooter)._keys}
+
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        assert labels(switches) == ["SWITCH", "STATE", "UP/PORTS", "FINDINGS", "ADDRESS", "SNMP", "UPTIME",
+                                    "POLLED", "DESCRIPTION / ERROR"]
+        assert labels(ports) == ["PORT", "OPER/ADMIN", "EXPECTED", "DISCOVERED", "FINDING", "SPEED", "IN b/s",
+                                 "OUT b/s", "ERRORS", "ALIAS", "DETAIL"]
+        assert ports.virtual_size.width <= ports.size.width
+        assert screen.cursor_port() == "Ethernet8"  # the cursor kept its port
+        assert _plain(ports, "Ethernet9", "link") == "▲ up/up"
