@@ -10,10 +10,28 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
-__all__ = ["KeyFooter", "KEPT_KEYS"]
+__all__ = ["KeyFooter", "KEPT_KEYS", "NODE_ACTIONS", "acts_here"]
 
 #: keys the footer keeps where not all fit (help and quit), dropping others before them
 KEPT_KEYS = frozenset({"question_mark", "q"})
+#: the app's keys that act on nodes (the marked ones, else the one under the cursor): they
+#: act only on a screen that has nodes to act on (``action_targets``, or the ``node_name`` it shows)
+NODE_ACTIONS = frozenset({"power_menu", "pxe", "reimage", "consoles"})
+
+
+def acts_here(screen, action: str) -> bool:
+    """Whether an app key's ``action`` does something on ``screen`` (the footer shows it only then).
+
+    A node action needs a screen with nodes to act on (:data:`NODE_ACTIONS`); a screen
+    names the app actions that do nothing on it in ``INERT_APP_ACTIONS`` (the Activity
+    screen's ``l``, which opens the screen it is on).
+    """
+    if action in getattr(screen, "INERT_APP_ACTIONS", ()):
+        return False
+    if action in NODE_ACTIONS:
+        return callable(getattr(type(screen), "action_targets", None)) or isinstance(
+            getattr(screen, "node_name", None), str)
+    return True
 
 
 class _Key(NamedTuple):
@@ -37,8 +55,9 @@ class KeyFooter(Widget):
     not all fit it shows those that fit whole, in order (Footer cut the last one
     mid-word), and help and quit (:data:`KEPT_KEYS`) before any other.  A key that is
     disabled (read-only) is dimmed and its description struck through, so it reads apart
-    from a live one without colour too.  A click on a key presses it; hovering one
-    highlights it and shows its tooltip.
+    from a live one without colour too.  The app's keys are shown only on screens where
+    they act (:func:`acts_here`: no power key on the switches).  A click on a key
+    presses it; hovering one highlights it and shows its tooltip.
     """
 
     ALLOW_SELECT = False
@@ -88,7 +107,9 @@ class KeyFooter(Widget):
             return
         app, active = self.app, screen.active_bindings
         keys, seen = [], set()
-        for _, binding, enabled, tooltip in active.values():
+        for namespace, binding, enabled, tooltip in active.values():
+            if namespace is app and not acts_here(screen, binding.action):
+                continue  # an app key that does nothing on this screen (p on the switches)
             if binding.show and binding.action not in seen:  # one key per action, as Footer
                 seen.add(binding.action)
                 keys.append(_Key(binding.key, app.get_key_display(binding), binding.description, enabled, tooltip))

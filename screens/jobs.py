@@ -108,6 +108,8 @@ class JobsScreen(FleetAppMixin, Screen):
         Binding("escape", "back", "Back"),
         Binding("q", "back", "Back", show=False),
     ]
+    #: ``J`` opens this screen: it does nothing here (the footer leaves it out)
+    INERT_APP_ACTIONS = frozenset({"jobs"})
 
     def compose(self) -> ComposeResult:
         yield Header()

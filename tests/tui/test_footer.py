@@ -146,3 +146,88 @@ async def test_a_disabled_key_is_struck_through():
         await pilot.pause()
         styles = {segment.text: segment.style for segment in app.screen._compositor.render_strips()[-1]}
         assert styles["Beta "].strike and not styles["Alpha "].strike
+
+
+# --------------------------------------------------------------------------- the console's screens
+@pytest.fixture
+def ctx(demo_lab):
+    from console.cli.main import SiteContext
+    from console.secrets import Secrets
+
+    return SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
+
+
+def shown_keys(app: App) -> list[str]:
+    """The keys the footer of the screen on top shows."""
+    return [key.key for key in app.screen.query_one(KeyFooter)._keys]
+
+
+async def test_each_screen_shows_only_the_keys_that_act_there(ctx):
+    """``p`` showed on the switches screen, where there is no node to power: the app's node
+    keys show only where there are nodes to act on, an app key that opens the screen it is
+    on (``l`` on Activity) not at all; the screen's own keys and help stay."""
+    from screens.app import make_app
+
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(200, 30)) as pilot:
+        await pilot.pause()
+        fleet = shown_keys(app)
+        assert {"p", "x", "i", "l", "question_mark"} <= set(fleet)
+        for key, screen, gone, kept in (("w", "SwitchesScreen", {"p", "x", "i"}, {"f", "question_mark", "l"}),
+                                        ("l", "ActivityScreen", {"p", "x", "i", "l"}, {"slash", "question_mark"}),
+                                        ("J", "JobsScreen", {"p", "x", "i", "J"}, {"c", "question_mark", "l"})):
+            await pilot.press(key)
+            await pilot.pause()
+            assert type(app.screen).__name__ == screen
+            keys = set(shown_keys(app))
+            assert not keys & gone, (screen, keys)
+            assert kept <= keys, (screen, keys)
+            await pilot.press("p")  # still says why when pressed (no node here), never a traceback
+            await pilot.press("escape")
+            await pilot.pause()
+        # racks act on the node under their cursor: the keys are there
+        await pilot.press("r")
+        await pilot.pause()
+        assert {"p", "x", "i"} <= set(shown_keys(app))
+
+
+async def test_the_fleet_footer_keeps_help_and_quit_at_60x20(ctx):
+    from screens.app import make_app
+
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.pause()
+        await pilot.pause()
+        text = "".join(t for t, _ in footer_line(app))
+        assert " ? Help " in text and " q Quit " in text, text
+
+
+async def test_toasts_show_at_the_top_not_over_the_rows(ctx):
+    """A toast covered six table rows above the footer: now one line each at the top right,
+    over the header and the summary line; the rows and the footer stay in sight."""
+    from textual.widgets._toast import Toast
+
+    from screens.app import make_app
+
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await pilot.pause()
+        app.notify("power cycle finished: 3 done, 1 skipped", severity="warning")
+        app.notify("reimage finished: 2 done", timeout=30)
+        await wait_for_toasts(pilot, 2)
+        regions = [toast.region for toast in app.screen.query(Toast)]
+        assert [(r.y, r.height) for r in regions] == [(0, 1), (1, 1)]  # over the header and the summary
+        assert all(r.right == 80 for r in regions), regions  # at the right edge
+        text = app.screen._compositor.render_strips()
+        assert "power cycle finished: 3 done, 1 skipped" in "".join(s.text for s in text[0])
+        assert " ? Help " in "".join(s.text for s in text[-1])  # the footer is not covered
+
+
+async def wait_for_toasts(pilot, count: int) -> None:
+    from textual.widgets._toast import Toast
+
+    for _ in range(100):
+        await pilot.pause()
+        if len(pilot.app.screen.query(Toast)) >= count:
+            return
+    raise AssertionError("no toasts")
