@@ -33,6 +33,7 @@ from inventory.errors import FleetError
 from screens.appref import FleetAppMixin
 from screens.common import outside
 from screens.footer import KeyFooter
+from screens.table import HabitDataTable
 
 __all__ = ["NodeProgressed", "ProgressScreen", "RunFinished"]
 
@@ -133,7 +134,7 @@ class ProgressScreen(FleetAppMixin, Screen):
             head += f", ticket {plan.ticket}"
         yield Static(outside(head), id="run-title")  # the ticket was typed: text, not markup
         yield Static("", id="counts")
-        yield DataTable(id="progress", cursor_type="row", zebra_stripes=True)
+        yield HabitDataTable(id="progress")  # j/k, g/G, ctrl+d/u, ctrl+f/b as on every table
         yield Static("", id="steps")
         yield KeyFooter()
 

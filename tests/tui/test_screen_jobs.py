@@ -211,3 +211,41 @@ def test_age_counts_the_oldest_fact_shown():
     fleet.node_failed("dal1-r01-n01", "power", "timeout")
     assert st.polled_at == 1300.0
     assert fleet.record("dal1-r01-n01")["image"]["read_at"] == "1970-01-01T00:21:40Z"
+
+
+async def test_progress_table_takes_the_habit_keys(ctx):
+    """The progress table was a plain DataTable: j/k, g/G, ctrl+d/ctrl+u did nothing there."""
+    from console.ops.actions import NodePlan, Plan, Step
+    from console.ops.runner import Runner
+    from screens.jobs import ReopenedProgress
+    from screens.table import HabitDataTable
+
+    names = [f"dal1-r01-n{i:02d}" for i in range(1, 31)]
+    plan = Plan("power cycle", [NodePlan(n, [Step("power-cycle", "x")], rack="r01") for n in names], id="feedf00d")
+    app = app_for(ctx)
+    async with app.run_test(size=(80, 24)) as pilot:
+        board = board_of(app)
+        board.refresh = None  # nothing ran: nothing to read again
+        job = board.add(plan, Runner(app.ctx, plan, operator="tester"))  # staged, never run
+        app.push_screen(ReopenedProgress(job))
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ProgressScreen)
+        table = screen.query_one("#progress", HabitDataTable)
+        assert table.has_focus and table.cursor_row == 0
+        await pilot.press("j", "j")
+        assert screen._cursor_node() == names[2]
+        await pilot.press("k")
+        assert screen._cursor_node() == names[1]
+        await pilot.press("G")
+        assert screen._cursor_node() == names[-1]
+        await pilot.press("g")
+        assert screen._cursor_node() == names[0]
+        await pilot.press("ctrl+d")
+        half = table.cursor_row
+        assert half > 1
+        await pilot.press("ctrl+u")
+        assert table.cursor_row == 0
+        await pilot.press("ctrl+f")
+        assert table.cursor_row > half
+        assert str(screen.query_one("#steps").render()).startswith(screen._cursor_node())  # the steps follow
