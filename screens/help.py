@@ -2,11 +2,14 @@
 
 ``?`` opens it from anywhere (the app binds it; screens may bind it too); escape,
 ``q`` or ``?`` close it.  The keys are read from the screen's active bindings when
-help opens, so they are always the ones that screen really has.
+help opens, so they are always the ones that screen really has.  The screen's
+docstring's first paragraph says what it shows, wrapped to the pane; a screen's
+``HELP_NOTES`` (example, meaning) explain how to read its lines.
 """
 
 from __future__ import annotations
 
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,7 +21,7 @@ from textual.widgets import Static
 from screens.common import INSECURE, SYMBOLS
 from screens.table import MOVE_KEYS
 
-__all__ = ["HelpScreen", "SELECTION_HELP", "binding_rows"]
+__all__ = ["HelpScreen", "SELECTION_HELP", "binding_rows", "first_paragraph"]
 
 #: the node selection syntax (inventory/selection.py), one (example, meaning) per row
 SELECTION_HELP: tuple[tuple[str, str], ...] = (
@@ -101,6 +104,29 @@ def binding_rows(screen: Screen) -> list[tuple[str, str, str]]:
     return sorted(rows, key=lambda r: order[r[0]])
 
 
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph as one line (the screen's summary: whole sentences,
+    however the source wrapped them, never its first line cut mid-sentence); empty when
+    there is none."""
+    lines = []
+    for line in (doc or "").strip().splitlines():
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    return " ".join(lines).replace("``", "")  # reST literals read as the keys they name
+
+
+def _notes(rows) -> Table:
+    """Example lines, each with its meaning below it, indented (examples are too wide to
+    stand beside their meaning at 80 columns)."""
+    table = Table.grid()
+    table.add_column()
+    for example, meaning in rows:
+        table.add_row(example)
+        table.add_row(Padding(Text(meaning, style="dim"), (0, 0, 0, 4)))
+    return table
+
+
 def _table(rows, key_style: str = "bold") -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(no_wrap=True, style=key_style)
@@ -131,19 +157,24 @@ class HelpScreen(ModalScreen):
     def __init__(self, screen: Screen) -> None:
         super().__init__()
         self.target_name = type(screen).__name__.removesuffix("Screen") or type(screen).__name__
-        self.target_doc = (type(screen).__doc__ or "").strip().splitlines()[0:1]
+        self.target_doc = first_paragraph(type(screen).__doc__)
+        #: (example, meaning) rows a screen explains itself with (its ``HELP_NOTES``)
+        self.notes: tuple[tuple[str, str], ...] = tuple(getattr(type(screen), "HELP_NOTES", ()))
         #: read now: once help is on top, the screen below is no longer active
         self.rows = binding_rows(screen)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
             yield Static(f"Help: {self.target_name}", id="help-title")
-            if self.target_doc:
-                yield Static(self.target_doc[0], id="help-doc")
             with VerticalScroll(id="help-body"):
+                if self.target_doc:  # wrapped, and scrolled with the rest in a short pane
+                    yield Static(Text(self.target_doc), id="help-doc")
                 yield Static("Keys on this screen", classes="help-section")
                 yield Static(_table([(keys, what) for where, keys, what in self.rows if where != "app"]),
                              id="help-keys")
+                if self.notes:
+                    yield Static("Reading this screen", classes="help-section")
+                    yield Static(_notes(self.notes), id="help-notes")
                 yield Static("Everywhere", classes="help-section")
                 app_rows = [(keys, what) for where, keys, what in self.rows if where == "app"]
                 yield Static(_table(app_rows), id="help-app-keys")

@@ -38,8 +38,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
+from console.drivers.bmc import Event
 from console.live.fleet import Fleet, NodeState
-from console.live.words import sorted_sensors
+from console.live.words import sensor_words, sorted_sensors
 from console.text import visible
 from inventory.model import Node
 from screens.appref import FleetAppMixin
@@ -73,26 +74,13 @@ SENSOR_COLUMNS = (
     ("high", "HIGH w/c", 11),
 )
 #: event and activity lists wrap their free text in a narrow pane: (label, ratio or None for fixed)
-EVENT_COLUMNS = (("TIME (UTC)", None), ("SEVERITY", None), ("SENSOR", None), ("MESSAGE", 1))
+EVENT_COLUMNS = (("TIME (UTC)", None), ("SEVERITY", None), ("EVENT", 1))
 ACTIVITY_COLUMNS = (("TIME (UTC)", None), ("OPERATOR", None), ("ACTION", None), ("STEP", None),
                     ("RESULT", None), ("ERROR / TICKET", 1))
 
 #: journal result -> status word for the symbol
 #: a failed step reads ✗ (as on the progress screen), not ⊘ (a poll error)
 _RESULT_WORDS = {"ok": "ok", "failed": "critical", "cancelled": "warning", "skipped": "off", "started": "unknown"}
-
-
-def _crossed_side(s) -> tuple[tuple[str, str, float | None], ...]:
-    """The thresholds on the side the reading is out on (both sides when that is unclear)."""
-    low = (("critical", "<", s.lower_critical), ("warning", "<", s.lower_warning))
-    high = (("warning", ">", s.upper_warning), ("critical", ">", s.upper_critical))
-    lows = [v for v in (s.lower_critical, s.lower_warning) if v is not None]
-    highs = [v for v in (s.upper_warning, s.upper_critical) if v is not None]
-    if s.value is not None and lows and s.value <= max(lows):
-        return low
-    if s.value is not None and highs and s.value >= min(highs):
-        return high
-    return low + high
 
 
 def _num(value: float | None) -> str:
@@ -103,6 +91,19 @@ def _cell(value: object) -> object:
     """A cell for a grid or table: strings are shown as text (never as markup: they came from
     a BMC, a switch, the inventory or the journal), with control characters made visible."""
     return outside(value) if isinstance(value, str) else value
+
+
+def event_line(event: Event) -> Text:
+    """What an event says, naming its sensor: IPMI's lines do (``PSU2 (Power Supply): Power
+    Supply AC lost  asserted``, the state dim); a Redfish message that does not name its
+    sensor type gets it in front (``Voltage: ...``).  The words came from the BMC: text."""
+    message, sensor = event.message, event.sensor
+    if sensor and sensor.lower() not in message.lower():
+        message = f"{sensor}: {message}"
+    words, sep, state = message.rpartition("  ")
+    if sep and state in ("asserted", "deasserted"):
+        return Text.assemble(outside(words), ("  " + state, "dim"))
+    return outside(message)
 
 
 class Section(Vertical):
@@ -121,6 +122,16 @@ class NodeScreen(FleetAppMixin, Screen):
     section; the arrows and page keys scroll."""
 
     CSS_PATH = "node.tcss"
+    #: how to read the lines (help shows them)
+    HELP_NOTES = (
+        (Text.assemble(("✗ critical", "red"), "  FAN3 0 RPM < 1000 RPM (lower critical)"),
+         "a failing sensor: its reading, the threshold it crossed and which one (the fleet's WHY says the same)"),
+        (Text("PSU1 308 W: critical, the BMC gives no threshold"),
+         "the BMC calls the sensor failing without a threshold to compare (its own verdict)"),
+        (Text.assemble("PSU2 (Power Supply): Power Supply AC lost", ("  asserted", "dim")),
+         "an event: the sensor, its type, what happened, and whether the condition began (asserted) "
+         "or ended (deasserted)"),
+    )
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (160, "-wide")]
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -361,11 +372,8 @@ class NodeScreen(FleetAppMixin, Screen):
             # sensors arrived after opening and nobody moved the focus yet: failing sensors lead
             self._initial_focus = section
             section.focus()
-        rows = []
-        for s in failing:
-            limits = [f"{word} {op} {_num(limit)}" for word, op, limit in _crossed_side(s) if limit is not None]
-            rows.append((status_text(s.health, f"{s.health} {s.name}"), outside(f"{_num(s.value)} {s.unit}".strip()),
-                         Text(", ".join(limits), style="dim")))
+        # the words the fleet's WHY column says, in full: the threshold crossed, its unit and which
+        rows = [(status_text(s.health), outside(sensor_words(s, full=True))) for s in failing]
         self._sync_grid("failing-list", rows, key_style="")
 
     def _refresh_sensors(self) -> None:
@@ -508,7 +516,7 @@ class NodeScreen(FleetAppMixin, Screen):
     # ------------------------------------------------------------ events and activity
     def _refresh_events(self) -> None:
         events = list(reversed(self.state.events or []))[:MAX_EVENTS]
-        rows = [(short_time(e.timestamp), status_text(e.severity), e.sensor or "-", e.message) for e in events]
+        rows = [(short_time(e.timestamp), status_text(e.severity), event_line(e)) for e in events]
         self._sync_list("events", EVENT_COLUMNS, rows, "no events read yet")
 
     def _journal_entries(self) -> list[dict[str, Any]] | None:

@@ -7,7 +7,8 @@
 - :func:`port_finding`, :func:`image_state` and :func:`node_state` say what a node's
   state means: its cabling, its image, the one word a rack block is coloured by.
 - :func:`worst_finding` is the one thing most wrong with a node, in a few words (the
-  fleet table's WHY column).
+  fleet table's WHY column); :func:`sensor_words` says a failing sensor's reading and
+  the threshold it crossed, for that column and (in full) for node detail.
 - :func:`node_words` are a node's words for the selection syntax (``off``,
   ``critical``, ``drift``, ``miscabled``...); :data:`STATE_WORDS` lists them all.
 - :func:`iso`, :func:`rate_text` and :func:`uptime_text` format times and rates.
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from console.live.fleet import Fleet, NodeState
 
 __all__ = ["Rank", "rank", "SYMBOLS", "with_symbol", "FINDINGS", "port_finding", "image_state", "node_state",
-           "NODE_STATES", "sorted_sensors", "FINDING_ORDER", "sensor_words", "worst_finding",
+           "NODE_STATES", "sorted_sensors", "FINDING_ORDER", "crossed_threshold", "sensor_words", "worst_finding",
            "node_words", "words_signature", "STATE_WORDS", "iso", "rate_text",
            "uptime_text"]
 
@@ -132,18 +133,44 @@ def _short_port(port: str) -> str:
     return port.replace("Ethernet", "Eth").replace("ethernet", "eth")
 
 
-def sensor_words(sensor: Sensor) -> str:
-    """``PSU1 275 W > 250``: a sensor's reading and the threshold it crossed, if known."""
+#: (threshold attribute, comparison, words) in the order a reading is checked against them:
+#: the critical thresholds first, so a reading past both says the critical one
+_THRESHOLDS = (("lower_critical", "<", "lower critical"), ("upper_critical", ">", "upper critical"),
+               ("lower_warning", "<", "lower warning"), ("upper_warning", ">", "upper warning"))
+
+
+def crossed_threshold(sensor: Sensor) -> tuple[str, float, str] | None:
+    """``(">", 250.0, "upper critical")``: the most severe threshold the reading is at or
+    past, as the BMC compares (at the threshold counts); None: within every threshold it has."""
     if sensor.value is None:
-        return f"{sensor.name} no reading"
-    value = f"{sensor.value:g}"
-    text = f"{sensor.name} {value} {sensor.unit}".rstrip()
-    upper = sensor.upper_critical if sensor.health == "critical" else sensor.upper_warning
-    lower = sensor.lower_critical if sensor.health == "critical" else sensor.lower_warning
-    if upper is not None and sensor.value >= upper:
-        return f"{text} > {upper:g}"
-    if lower is not None and sensor.value <= lower:
-        return f"{text} < {lower:g}"
+        return None
+    for attr, op, words in _THRESHOLDS:
+        limit = getattr(sensor, attr)
+        if limit is not None and (sensor.value <= limit if op == "<" else sensor.value >= limit):
+            return op, limit, words
+    return None
+
+
+def sensor_words(sensor: Sensor, *, full: bool = False) -> str:
+    """A sensor's reading and the threshold it crossed: ``PSU1 275 W > 250`` (the fleet's
+    WHY column, where the symbol says how bad), and with ``full`` the threshold's unit and
+    which one it is: ``PSU1 275 W > 250 W (upper critical)`` (node detail).  A sensor the
+    BMC calls failing within its thresholds says so, in full: ``PSU1 308 W: critical, the
+    BMC gives no threshold`` (a Redfish power supply's health is the BMC's own verdict)."""
+    if sensor.value is None:
+        return f"{sensor.name}: {sensor.health}, no reading" if full else f"{sensor.name} no reading"
+    text = f"{sensor.name} {sensor.value:g} {sensor.unit}".rstrip()
+    crossed = crossed_threshold(sensor)
+    if crossed is not None:
+        op, limit, words = crossed
+        if not full:
+            return f"{text} {op} {limit:g}"
+        unit = f" {sensor.unit}" if sensor.unit else ""
+        return f"{text} {op} {limit:g}{unit} ({words})"
+    if full and sensor.health in ("critical", "warning"):
+        if all(getattr(sensor, attr) is None for attr, _, _ in _THRESHOLDS):
+            return f"{text}: {sensor.health}, the BMC gives no threshold"
+        return f"{text}: {sensor.health} by the BMC, within its thresholds"
     return text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 
 import pytest
@@ -84,3 +85,45 @@ async def test_question_mark_in_the_filter_is_text(ctx):
         await pilot.press("slash", "question_mark")
         assert isinstance(app.screen, FleetScreen)
         assert app.screen.query_one("#filter", Input).value == "?"
+
+
+async def test_node_detail_help_is_whole_and_readable_at_80_columns(ctx):
+    """The screen's summary in whole sentences, wrapped; how to read its lines; it scrolls."""
+    from screens.node import NodeScreen
+
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(NodeScreen("dal1-r01-n07"))
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        help_screen = app.screen
+        assert isinstance(help_screen, HelpScreen)
+        doc = help_screen.query_one("#help-doc", Static)
+        summary = " ".join(line.strip() for line in _text(help_screen, "#help-doc").splitlines())
+        assert summary.endswith("the arrows and page keys scroll.")  # not cut after its first source line
+        assert "network and image" in summary
+        assert doc.region.width <= 80 and doc.region.height >= 3  # wrapped to the pane, every line shown
+        shot = html.unescape(app.export_screenshot()).replace("\xa0", " ")
+        assert "power, network and" in shot and "node's journal." in shot  # on screen, not cut
+        notes = _text(help_screen, "#help-notes")
+        assert "FAN3 0 RPM < 1000 RPM (lower critical)" in notes
+        assert "PSU2 (Power Supply): Power Supply AC lost  asserted" in notes
+        keys = _text(help_screen, "#help-keys")
+        assert "Refresh" in keys and "Racks" in keys and "Sections" in keys
+        body = help_screen.query_one("#help-body")
+        assert body.max_scroll_y > 0
+        await pilot.press("end")
+        await pilot.pause()
+        assert body.scroll_y == body.max_scroll_y  # the symbols at the end are reachable
+        await pilot.press("escape")
+        assert isinstance(app.screen, NodeScreen)
+        await app.poller.aclose()
+
+
+def test_first_paragraph_is_whole_sentences():
+    from screens.help import first_paragraph
+
+    assert first_paragraph("One thing,\n    then another.\n\n    Details.") == "One thing, then another."
+    assert first_paragraph("Keys ``c`` and ``q``.") == "Keys c and q."
+    assert first_paragraph(None) == ""

@@ -78,7 +78,8 @@ async def test_a_faulted_node_shows_its_failing_sensor_first(ctx):
             failing = screen.query_one("#failing", Section)
             assert failing.display
             first = plain(screen.query_one("#failing-list", Static)).splitlines()[0]
-            assert first.startswith(f"✗ critical {sensor}"), first
+            assert first.startswith(f"✗ critical  {sensor} "), first
+            assert first.rstrip().endswith("critical)"), first  # the threshold crossed, and which
             status = plain(screen.query_one("#status", Static))
             assert status.startswith(name) and "● on" in status and "✗ critical" in status
             events = plain(screen.query_one("#events-list", Static))
@@ -263,3 +264,46 @@ async def test_narrow_layout_and_an_unknown_node(ctx):
         assert "no node named 'dal1-r09-n99'" in plain(app.screen.query_one("#status", Static))
         await pilot.press("escape")
         assert isinstance(app.screen, FleetScreen)
+
+
+async def test_failing_sensors_say_the_threshold_and_events_read_as_lines(ctx):
+    """The failing sensor's words are the fleet WHY's, in full; IPMI SEL lines are decoded."""
+    from console.drivers.bmc import Event, Sensor
+    from console.live.words import worst_finding
+
+    app = make_app(ctx, poll=False, poll_config=CONFIG)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_node(app, pilot, "dal1-r01-n07")  # fan fault, IPMI
+        failing = plain(screen.query_one("#failing-list", Static))
+        assert "✗ critical  FAN3 0 RPM < 1000 RPM (lower critical)" in failing
+        why = worst_finding(ctx.site.node("dal1-r01-n07"), app.fleet.nodes["dal1-r01-n07"])
+        assert why == ("critical", "FAN3 0 RPM < 1000")  # the fleet's WHY says the same, shorter
+        events = plain(screen.query_one("#events-list", Static), width=76)
+        assert "EVENT" in events.splitlines()[0] and "SENSOR" not in events.splitlines()[0]
+        said = " ".join(events.split())
+        assert "FAN3 (Fan): Lower Critical going low, reading 0 RPM < threshold 1000 RPM asserted" in said
+        assert "Event Log (Event Logging Disabled): Log area reset/cleared asserted" in said
+        assert "Sensor 32." not in said
+        app.pop_screen()
+        await pilot.pause()
+        # a power supply the BMC calls critical with no threshold, and hostile words from a BMC
+        name = "dal1-r02-n19"
+        screen = await open_node(app, pilot, name)
+        sensors = [Sensor("PSU1", "power", 275.0, "W", "critical", upper_warning=230.0, upper_critical=250.0),
+                   Sensor("PSU2", "power", 308.0, "W", "critical"),
+                   Sensor("Fan\x1b[2J", "fan", 0.0, "RPM", "critical", lower_critical=500.0)]
+        app.fleet.node_ok(name, "sensors", sensors=sensors)
+        app.fleet.node_ok(name, "events", events=[
+            Event("1", 1_767_225_600.0, "critical", "PSU2: Power Supply AC lost", sensor="Power Supply"),
+            Event("2", 1_767_225_660.0, "warning", "Lower Critical going low\x1b]0;x\x07", sensor="Voltage")])
+        app.drain()
+        await pilot.pause()
+        failing = plain(screen.query_one("#failing-list", Static))
+        assert "PSU1 275 W > 250 W (upper critical)" in failing
+        assert "PSU2 308 W: critical, the BMC gives no threshold" in failing
+        assert "Fan^[[2J 0 RPM < 500 RPM (lower critical)" in failing  # control characters made visible
+        said = " ".join(plain(screen.query_one("#events-list", Static)).split())
+        assert "PSU2: Power Supply AC lost" in said  # names its type already: as it came
+        assert "Voltage: Lower Critical going low^[]0;x^G" in said  # type in front, controls visible
+        assert "\x1b" not in said
+        await app.poller.aclose()
