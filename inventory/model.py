@@ -14,7 +14,16 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Bmc",
@@ -394,6 +403,9 @@ class LabConfig(_Model):
     """
 
     running: dict[str, str] = Field(default_factory=dict, description="selection -> image name@version installed")
+    digests: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=dict, description="selection -> the sha256 of the image installed (default: the "
+        "catalog's for its name@version); another digest is an image that drifted under the same version")
     faults: dict[str, Literal["fan", "overtemp", "psu"]] = Field(
         default_factory=dict, description="selection -> a failing sensor: fan, overtemp or psu")
     powered_off: tuple[str, ...] = Field((), description="selections of machines that start powered off")

@@ -1,7 +1,8 @@
 """Node facts over SSH (asyncssh): which image a node is really running.
 
 The running image is read from the node's release file (``/etc/os-release``:
-``IMAGE_ID``/``IMAGE_VERSION``, falling back to ``ID``/``VERSION_ID``).  Host keys
+``IMAGE_ID``/``IMAGE_VERSION``, falling back to ``ID``/``VERSION_ID``; ``IMAGE_SHA256``,
+where the image carries it, is the digest of the build installed).  Host keys
 are checked against the site's ``ssh.known_hosts`` file (``lab:known_hosts`` names
 the running lab's file; ``ignore`` disables the check and is meant for labs only).
 A node without SSH access reports ``unknown`` with the reason: never an exception
@@ -11,6 +12,7 @@ out of :func:`read_image`.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 import asyncssh
@@ -20,15 +22,21 @@ from console.secrets import Secrets
 from inventory.errors import SecretError
 from inventory.model import Node, SshConfig
 
-__all__ = ["RunningImage", "read_image", "parse_os_release"]
+__all__ = ["RunningImage", "read_image", "parse_os_release", "MAX_RELEASE"]
+
+#: the most of /etc/os-release read (a real one is well under 1 KiB)
+MAX_RELEASE = 64 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class RunningImage:
-    """What a node reports it runs; ``ref`` is ``name@version`` or None when unknown."""
+    """What a node reports it runs; ``ref`` is ``name@version`` or None when unknown;
+    ``sha256`` the digest its release file names (None: it names none, or not 64 hex digits)."""
 
     ref: str | None
     error: str | None = None
+    sha256: str | None = None
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -78,7 +86,7 @@ async def _read(node: Node, cfg: SshConfig, secrets: Secrets, timeout: float) ->
         kwargs.setdefault("client_keys", None)  # don't offer the operator's own keys unasked
     try:
         async with asyncssh.connect(node.host, **kwargs) as conn:
-            result = await asyncio.wait_for(conn.run("cat /etc/os-release", check=False), timeout)
+            status, out = await asyncio.wait_for(_cat(conn), timeout)
     except asyncssh.PermissionDenied as exc:
         raise AuthFailed("ssh: permission denied") from exc
     except asyncssh.HostKeyNotVerifiable as exc:
@@ -93,9 +101,23 @@ async def _read(node: Node, cfg: SshConfig, secrets: Secrets, timeout: float) ->
         raise Unreachable(f"ssh: {exc.strerror or type(exc).__name__}") from exc
     except asyncssh.Error as exc:
         raise ProtocolError(f"ssh: {type(exc).__name__}") from exc
-    if result.exit_status != 0:
-        raise ProtocolError(f"ssh: reading /etc/os-release exited {result.exit_status}")
-    return str(result.stdout)
+    if status != 0:
+        raise ProtocolError(f"ssh: reading /etc/os-release exited {status}")
+    return out
+
+
+async def _cat(conn: asyncssh.SSHClientConnection) -> tuple[int | None, str]:
+    """``cat /etc/os-release``: its exit status and at most :data:`MAX_RELEASE` characters."""
+    async with conn.create_process("cat /etc/os-release", stdin=asyncssh.DEVNULL) as proc:
+        chunks: list[str] = []
+        size = 0
+        while chunk := await proc.stdout.read(8192):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_RELEASE:
+                raise ProtocolError(f"ssh: /etc/os-release is longer than {MAX_RELEASE} characters")
+        await proc.wait_closed()
+        return proc.exit_status, "".join(chunks)
 
 
 async def read_image(node: Node, cfg: SshConfig, secrets: Secrets, *, timeout: float = 10.0) -> RunningImage:
@@ -104,6 +126,8 @@ async def read_image(node: Node, cfg: SshConfig, secrets: Secrets, *, timeout: f
         return RunningImage(None, "no host address in the inventory")
     try:
         text = await _read(node, cfg, secrets, timeout)
-        return RunningImage(_image_ref(parse_os_release(text)))
+        release = parse_os_release(text)
+        digest = release.get("IMAGE_SHA256", "").lower()
+        return RunningImage(_image_ref(release), sha256=digest if _SHA256.match(digest) else None)
     except (DriverError, SecretError) as exc:
         return RunningImage(None, str(exc))

@@ -123,6 +123,12 @@ class _Proc:
                 pass
 
 
+def _catalog_digest(site: Site, ref: str | None) -> str | None:
+    """The sha256 the site's image catalog gives ``ref`` (None: not in it, or none given)."""
+    image = next((i for i in site.images if ref and i.ref == ref), None)
+    return image.sha256 if image is not None else None
+
+
 class Lab:
     """A running (or ready to run) simulation of a site."""
 
@@ -176,6 +182,7 @@ class Lab:
         # (selection -> value) pairs for each machine property the lab section sets
         settings = [
             ("image", lab.running.items()),
+            ("digest", lab.digests.items()),
             ("fault", lab.faults.items()),
             ("flavor", lab.flavors.items()),
             ("powered", ((expr, False) for expr in lab.powered_off)),
@@ -245,6 +252,7 @@ class Lab:
                         "bmc_address": node.bmc.address,
                         "host_address": node.host or "",
                         "image": image.split("@", 1) if image else None,
+                        "image_sha256": o.get("digest") or _catalog_digest(site, image),
                         "powered": o.get("powered", True),
                         "fault": o.get("fault"),
                         "vendor": _VENDORS.get(node.bmc.flavor or node.bmc.protocol, ("Fleet Lab", "FL-1000"))[0],

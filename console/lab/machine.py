@@ -119,6 +119,8 @@ class MachineSpec:
     bios_version: str = "1.4.2"
     bmc_firmware: str = "2.71"
     image: tuple[str, str] | None = None  # (name, version) installed on disk
+    #: the installed image's sha256 (os-release IMAGE_SHA256); None: not recorded
+    image_sha256: str | None = None
     powered: bool = True
     fault: str | None = None  # None | "fan" | "overtemp" | "psu"
     provisioner_url: str | None = None  # where PXE fetches its script: provisioner_url + boot_path
@@ -269,6 +271,7 @@ class Machine:
         self.serial.input_handler = self._on_serial_input
         self.serial.break_handler = self._on_serial_break
         self.image: tuple[str, str] | None = spec.image
+        self.image_sha256: str | None = spec.image_sha256 if spec.image else None
         self.fault = spec.fault
         self.power_on_since: float | None = None
         self.phase = Phase.OFF
@@ -320,14 +323,16 @@ class Machine:
         return 0.0 if self.power_on_since is None else max(0.0, self.clock() - self.power_on_since)
 
     def os_release(self) -> str:
-        """The /etc/os-release the running image carries."""
+        """The /etc/os-release the running image carries (``IMAGE_SHA256``: the digest the
+        installer verified, when it was given one)."""
         if not self.image:
             return ""
         name, version = self.image
         pretty = {"flatcar": "Flatcar Container Linux", "ubuntu": "Ubuntu", "rocky": "Rocky Linux"}.get(name, name)
+        digest = f"IMAGE_SHA256={self.image_sha256}\n" if self.image_sha256 else ""
         return (
             f'NAME="{pretty}"\nID={name}\nVERSION={version}\nVERSION_ID={version}\n'
-            f'PRETTY_NAME="{pretty} {version}"\nIMAGE_ID={name}\nIMAGE_VERSION={version}\n'
+            f'PRETTY_NAME="{pretty} {version}"\nIMAGE_ID={name}\nIMAGE_VERSION={version}\n{digest}'
         )
 
     def sensors(self) -> list[SensorReading]:
@@ -660,6 +665,7 @@ class Machine:
         self.serial.write(f"fleet-installer: verified sha256 {sha[:12] if sha else '(none given)'}\n")
         with self._lock:
             self.image = new
+            self.image_sha256 = sha
         self._add_event("ok", "OS Install", "System Event", f"installed {new[0]}@{new[1]}")
         self.serial.write("fleet-installer: done, rebooting from disk\nreboot: Restarting system\n")
         s = self.spec
