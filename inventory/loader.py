@@ -35,6 +35,7 @@ from inventory.model import (
     Node,
     Provisioner,
     Rack,
+    SerialConsole,
     Site,
     SnmpConfig,
     SshConfig,
@@ -90,7 +91,7 @@ def _list(shape: Shape) -> Shape:
     return Shape(shape.what, None, {}, shape)
 
 
-_BMC = _model("a BMC", Bmc)
+_BMC = _model("a BMC", Bmc, console=_model("a serial console", SerialConsole))
 _DEFAULTS = Shape("defaults", frozenset(_DEFAULT_KEYS), {"bmc": _BMC})
 _NODE = Shape("a node", frozenset(_NODE_KEYS), {"bmc": _BMC, "switch_port": _model("a switch port", SwitchPortRef)})
 _RACK = Shape("a rack", frozenset(_RACK_KEYS),

@@ -38,6 +38,8 @@ def _section_of(path: str) -> str:
     last = path.rsplit(".", 1)[-1]
     if last in ("bmc", "switch_port"):
         return last
+    if path.endswith("bmc.console"):
+        return "bmc.console"
     if last == "defaults":
         return "defaults"
     return path
