@@ -12,10 +12,11 @@ across processes because pyghmi's server uses ``select()``, which cannot watch
 more than ~1,000 sockets in one process, and to use both cores.
 
 Ports: *standard* mode binds the inventory's ports (623/udp, 443/80, 161/udp, 22,
-and the consoles' 2200, which fall back to an ephemeral port when taken), which needs root; *ephemeral* mode binds port 0 everywhere and records what was
-bound.  Either way :meth:`Lab.effective_site` returns the site with the real
-endpoints, and :meth:`Lab.write_state` publishes them (with the generated
-secrets, 0600) in the runtime directory so later commands use the same lab.
+and the SSH consoles' 2200, which fall back to an ephemeral port when taken), which
+needs root; *ephemeral* mode binds port 0 everywhere and records what was bound.
+Either way :meth:`Lab.effective_site` returns the site with the real endpoints, and
+:meth:`Lab.write_state` publishes them (with the generated secrets, 0600) in the
+runtime directory so later commands use the same lab.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncssh
@@ -67,7 +68,7 @@ class _ConsoleSession(asyncssh.SSHServerSession):
         self._machine = machine
         self._command = command
         self._chan: asyncssh.SSHServerChannel | None = None
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._refused = False
 
