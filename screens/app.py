@@ -27,7 +27,7 @@ import signal
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import events, on
 from textual.app import App, ScreenStackError
@@ -41,6 +41,7 @@ from console.live.poller import PollConfig, Poller
 from console.live.pollproc import PollerProcess
 from console.live.source import PollSource, PollSourceFactory
 from console.ops.jobs import JobBoard
+from console.ops.journal import current_operator
 from console.ops.locks import Locks
 from console.ops.options import RunOptions
 from console.ops.runner import Runner
@@ -53,6 +54,9 @@ from screens.jobs import board_of
 from screens.palette import FleetCommands
 from screens.progress import ProgressScreen
 from screens.table import FleetTable
+
+if TYPE_CHECKING:
+    from console.serial.broker import ConsoleBroker
 
 __all__ = ["FleetConsoleApp", "make_app", "run_app"]
 
@@ -80,6 +84,7 @@ class FleetConsoleApp(App):
                 Binding("x", "pxe", "PXE boot"),
                 Binding("i", "reimage", "Reimage"),
                 Binding("l", "activity", "Activity"),
+                Binding("c", "consoles", "Console", show=False),  # in ? help and the palette
                 Binding("J", "jobs", "Jobs", show=False)]
     COMMANDS = {FleetCommands, ActionCommands}  # Textual's own come from FleetCommands, after the fleet's
     #: the fleet screen is the bottom of the stack.  (Pushed over Textual's blank default
@@ -136,6 +141,10 @@ class FleetConsoleApp(App):
         #: changes held for the screens beneath the top one: screen -> (nodes, switches)
         self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.sub_title = f"site {visible(ctx.site.name)}" + ("  [READ-ONLY]" if read_only else "")
+        #: the serial consoles this process watches, one session per node (made on first use)
+        self._consoles: ConsoleBroker | None = None
+        #: who types and acts from this console (journal and console holders)
+        self.operator = current_operator()
 
     def on_mount(self) -> None:
         # No automatic full collection: one walks every object not frozen (tens of ms at
@@ -317,6 +326,40 @@ class FleetConsoleApp(App):
         if not isinstance(self.screen, ActivityScreen):
             self.open_screen("activity")
 
+    @property
+    def consoles(self) -> ConsoleBroker:
+        """The process's serial-console broker (one session per node, shared by every pane)."""
+        if self._consoles is None:
+            from console.serial.broker import ConsoleBroker
+
+            self._consoles = ConsoleBroker(self.ctx)
+        return self._consoles
+
+    def action_consoles(self) -> None:
+        """``c``: watch the serial consoles of the marked nodes, else the one under the cursor."""
+        from screens.actions import _acting_screen, targets_of
+        from screens.console import MAX_PANES, ConsoleScreen
+
+        screen = _acting_screen(self)
+        if isinstance(screen, ConsoleScreen):
+            return
+        names = targets_of(screen)
+        if not names:
+            self.notify("console: no node under the cursor and none marked", severity="warning")
+            return
+        if len(names) > MAX_PANES:
+            self.notify(f"console: {len(names)} nodes marked; the first {MAX_PANES} are shown", severity="warning")
+        self.push_screen(ConsoleScreen(names))
+
+    async def attach_console(self, node: str) -> None:
+        """The whole terminal on ``node``'s console (the app suspended); back here on ``~.``."""
+        from console.serial.attach import attach_session
+
+        session = await self.consoles.session(node)
+        with self.suspend():
+            await attach_session(session, who=self.operator, read_only=self.read_only)
+        self.refresh(layout=True)
+
     def action_jobs(self) -> None:
         """``J``: this console's running and recent actions (enter reopens one, ``c`` cancels)."""
         from screens.jobs import JobsScreen
@@ -403,6 +446,7 @@ class FleetConsoleApp(App):
         if why is not None:
             await self.abort_runs(why)
         await self.close_poller()
+        await self.close_consoles()
         if hard:
             logging.shutdown()
             os._exit(128 + signal.SIGHUP)
@@ -412,6 +456,13 @@ class FleetConsoleApp(App):
         if self._gc_thresholds is not None:
             gc.set_threshold(*self._gc_thresholds)
         await self.close_poller()
+        await self.close_consoles()
+
+    async def close_consoles(self) -> None:
+        """Leave every serial console (deactivate SOL, close SSH channels)."""
+        if self._consoles is not None:
+            broker, self._consoles = self._consoles, None
+            await broker.close()
 
     async def poll_node_now(self, name: str, jobs: Iterable[str]) -> None:
         """Poll ``jobs`` of node ``name`` now; in the Fleet on return."""

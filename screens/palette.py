@@ -85,6 +85,13 @@ def go_to_switch(app: FleetConsoleApp, name: str) -> None:
         app.open_screen("switches", name)
 
 
+def open_console(app: FleetConsoleApp, name: str) -> None:
+    """Watch ``name``'s serial console."""
+    from screens.console import ConsoleScreen
+
+    app.push_screen(ConsoleScreen([name]))
+
+
 def go_to_screen(app: FleetConsoleApp, which: str) -> None:
     """Show the fleet screen (back to it), or open the racks or switches screen."""
     from screens.fleet import FleetScreen
@@ -118,6 +125,11 @@ class FleetCommands(FleetAppMixin, Provider):
         out += [(f"go to switch {s.name}", partial(go_to_switch, app, s.name), f"{s.address}, its ports")
                 for s in site.switches]
         out += [(f"go to node {n.name}", partial(go_to_node, app, n.name), f"rack {n.rack}, U {n.u or '-'}")
+                for n in site.nodes]
+        out.append(("serial console (marked nodes, else the cursor's)", app.action_consoles,
+                    "watch the nodes' serial consoles: t types, a attaches the terminal, ~. returns"))
+        out += [(f"serial console of {n.name}", partial(open_console, app, n.name),
+                 "watch its serial console: t types, a attaches the terminal")
                 for n in site.nodes]
         return out
 

@@ -39,7 +39,9 @@ async def test_palette_finds_a_node_and_opens_it(ctx, monkeypatch):
         await pilot.pause()
         first = commands.get_option_at_index(0)
         assert first.hit.text == "go to node dal1-r03-n11"
-        await pilot.press("down", "enter")
+        assert commands.get_option_at_index(1).hit.text == "serial console of dal1-r03-n11"
+        commands.highlighted = 0
+        await pilot.press("enter")
         await wait_until(lambda: opened)
         assert opened == ["dal1-r03-n11"]
 
