@@ -204,6 +204,11 @@ async def attach(session: AttachableSession, *, who: str, writable: bool = True,
     ``who`` is this attach's name in the session (the holder the caller acquired it as,
     when ``writable``); ``read_only`` is why keys are not sent (shown in the banner).
     The caller acquires and releases the session; this only reads, writes and shows.
+
+    Signals (SIGTERM, SIGHUP, SIGINT) end the attach instead of the process: the result
+    says which (``how="signal"``), and the handlers there were before are back when this
+    returns, so a caller that must act on it (the TUI, on SIGHUP) raises it again with
+    :func:`signal.raise_signal` after its own cleanup.
     """
     loop = asyncio.get_running_loop()
     raw = os.isatty(stdin)
@@ -221,8 +226,14 @@ async def attach(session: AttachableSession, *, who: str, writable: bool = True,
         if not done.done():
             done.set_result(result)
 
+    #: a raw terminal does not turn LF into CR LF: lines written to one end in both
+    crlf = raw or notes_to_stdout
+
     def show_note(text: str) -> None:
-        err.put(note(text) if notes_to_stdout else f"[fleet-console: {visible(text)}]\n".encode())
+        if notes_to_stdout:  # in the stream: on a line of its own, whatever the node was printing
+            err.put(note(text))
+        else:
+            err.put(f"[fleet-console: {visible(text)}]{chr(13) if crlf else ''}\n".encode())
 
     def on_item(item: Any) -> None:  # the session's callback: output bytes or a ConsoleEvent
         if threading.get_ident() != loop_thread:
@@ -300,7 +311,7 @@ async def attach(session: AttachableSession, *, who: str, writable: bool = True,
             elif item.kind == "leave":
                 finish(AttachResult("left"))
             elif item.kind == "help":
-                err.put(help_text(escape).encode() if notes_to_stdout else help_text(escape).replace("\r", "").encode())
+                err.put(help_text(escape).encode() if crlf else help_text(escape).replace("\r", "").encode())
             else:
                 sends.put_nowait(item)
         if not data:
@@ -317,6 +328,9 @@ async def attach(session: AttachableSession, *, who: str, writable: bool = True,
             return
         if not data:
             loop.remove_reader(stdin)
+            if raw:  # a terminal that reads as ended has gone away
+                finish(AttachResult("hangup", "the terminal closed"))
+                return
         handle(data)
 
     async def read_file() -> None:

@@ -40,11 +40,11 @@ ssh: {username: core, password: "lab:ssh", known_hosts: "lab:known_hosts"}
 racks:
   - name: r01
     nodes:
-      - name: con-r01-n[01-06]
-        u: "[1-6]"
-        mac: "52:54:00:71:00:[01-06]"
-        host: 127.2.71.[1-6]
-        bmc: {address: "127.1.71.[1-6]"}
+      - name: con-r01-n[01-07]
+        u: "[1-7]"
+        mac: "52:54:00:71:00:[01-07]"
+        host: 127.2.71.[1-7]
+        bmc: {address: "127.1.71.[1-7]"}
   - name: r02
     nodes:
       - name: con-r02-n01
@@ -52,8 +52,14 @@ racks:
         mac: "52:54:00:72:00:01"
         host: 127.2.72.1
         bmc: {protocol: redfish, scheme: http, address: 127.1.72.1}
+      - name: con-r02-n02
+        u: 2
+        mac: "52:54:00:72:00:02"
+        host: 127.2.72.2
+        bmc: {protocol: redfish, scheme: http, address: 127.1.72.2,
+              console: {kind: ssh, port: 2200, known_hosts: "lab:known_hosts"}}
 lab:
-  sol_faults: {con-r01-n05: held}
+  sol_faults: {con-r01-n05: held, con-r01-n07: drop}
 """
 
 TIME_SCALE = 0.02
@@ -220,6 +226,22 @@ def test_a_tilde_mid_line_is_typed_and_a_break_reaches_the_kernel(lab, term):
     assert t.attrs() == t.before
 
 
+def test_an_ssh_console_attaches_the_same_way(lab, env, term):
+    node = "con-r02-n02"  # a Redfish BMC with an SSH console, as OpenBMC's port 2200
+    t = term("console", node)
+    t.expect(rb"Connected to con-r02-n02 \(SSH [^)]*\)\. Escape: ~\. leave")
+    login(t, lab, node)
+    t.type(b"uname -a\r")
+    t.expect(rb"Linux con-r02-n02 ")
+    t.type(b"~B")
+    t.expect(rb"SysRq : HELP")
+    t.type(b"\r~.")
+    t.expect(rb"Left con-r02-n02's console\.")
+    assert t.wait() == 0
+    assert t.attrs() == t.before
+    assert journal(env, node)[-2:] == [("tester", "console", "attach"), ("tester", "console", "detach")]
+
+
 def test_sigterm_leaves_and_restores_the_terminal(lab, term):
     t = term("console", "con-r01-n03")
     t.expect(rb"login: ")
@@ -234,6 +256,16 @@ def test_a_hung_up_terminal_ends_the_attach(lab, term):
     t.expect(rb"login: ")
     os.killpg(t.proc.pid, signal.SIGHUP)  # what the kernel sends when the terminal goes away
     assert t.wait() == 128 + signal.SIGHUP
+    assert t.attrs() == t.before
+
+
+def test_a_dropped_console_is_said_and_comes_back(lab, term):
+    t = term("console", "con-r01-n07")  # its BMC ends every SOL session after a second
+    t.expect(rb"login: ")
+    t.expect(rb"\r\n\[fleet-console: console lost: [^\]]*; reconnecting\]\r\n")
+    t.expect(rb"\r\n\[fleet-console: console back: IPMI SOL [0-9.:]+\]\r\n")
+    t.type(b"~.")
+    assert t.wait() == 0
     assert t.attrs() == t.before
 
 
@@ -262,6 +294,59 @@ def test_read_only_watches_and_sends_no_key(lab, env, term):
 
 
 # --------------------------------------------------------------------------- held consoles
+def test_a_takeover_in_the_same_process_demotes_the_attached_writer(lab):
+    """The TUI's case: one broker, a terminal attached as alice, a pane of bob's forces it."""
+    import asyncio
+
+    from console.secrets import Secrets
+    from console.serial.attach import attach_session
+    from console.serial.broker import ConsoleBroker
+    from console.site import SiteContext
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        master, slave = pty.openpty()
+        before = termios.tcgetattr(slave)
+        printed = bytearray()
+        grew = asyncio.Event()
+
+        def on_readable():
+            try:
+                printed.extend(os.read(master, 65536))
+            except OSError:
+                return
+            grew.set()
+
+        async def expect(text: bytes):
+            while text not in printed:
+                grew.clear()
+                await asyncio.wait_for(grew.wait(), TIMEOUT)
+
+        loop.add_reader(master, on_readable)
+        broker = ConsoleBroker(SiteContext(lab.effective_site(), Secrets(lab=lab.secrets)), log=False)
+        try:
+            session = await broker.session("con-r01-n03")
+            attached = loop.create_task(attach_session(session, who="alice", stdin=slave, stdout=slave, stderr=slave))
+            await expect(b"Connected to con-r01-n03")
+            await expect(b"login: ")
+            await session.acquire("bob", force=True)
+            await expect(b"[fleet-console: bob took the console over; watching read-only now (~. leaves)]")
+            os.write(master, b"x")
+            await expect(b"keys are not sent; ~. leaves]")
+            os.write(master, b"\r~.")
+            result = await asyncio.wait_for(attached, TIMEOUT)
+            assert result.how == "left"
+            assert termios.tcgetattr(slave) == before
+            assert session.holder == "bob"  # alice leaving does not release bob's hold
+        finally:
+            loop.remove_reader(master)
+            await broker.close()
+            os.close(master)
+            os.close(slave)
+
+    asyncio.run(scenario())
+
+
 def test_a_held_console_is_refused_without_force_and_a_terminal(lab, env):
     r = cli(lab, env, "console", "con-r01-n05")
     assert r.returncode == 1
