@@ -7,6 +7,7 @@
                                            act on nodes (plan, confirm, journal)
     fleet-console --site S activity        the activity journal
     fleet-console --site S console NODE    attach to a node's serial console (--log: its log)
+    fleet-console --site S audit [RANGE]   image audit: desired, assigned, running (exit 1: not all ok)
     fleet-console --site S serve-boot      serve the site's iPXE boot scripts
     fleet-console schema                   every site-file field, as Markdown
     fleet-console init NAME [PATH]         write a starting site file
@@ -327,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     from console.cli.console_cmd import add_console_command
 
     add_console_command(sub)
+
+    from console.cli.audit_cmd import add_audit_command
+
+    add_audit_command(sub)
 
     for command in sub.choices.values():  # fleet-console status --site demo works too
         _add_global_options(command, after_command=True)
