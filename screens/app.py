@@ -352,13 +352,23 @@ class FleetConsoleApp(App):
         self.push_screen(ConsoleScreen(names))
 
     async def attach_console(self, node: str) -> None:
-        """The whole terminal on ``node``'s console (the app suspended); back here on ``~.``."""
+        """The whole terminal on ``node``'s console (the app suspended); back here on ``~.``.
+
+        A signal that ended the attach (SIGHUP: the operator's SSH went away) is raised
+        again once the terminal is the app's, so the console ends as it would have."""
+        from console.ops.journal import Journal
         from console.serial.attach import attach_session
 
         session = await self.consoles.session(node)
         with self.suspend():
-            await attach_session(session, who=self.operator, read_only=self.read_only)
+            result = await attach_session(session, who=self.operator, read_only=self.read_only or None,
+                                          journal=Journal(self.ctx.site.name, operator=self.operator))
         self.refresh(layout=True)
+        if result.how == "signal" and result.signal is not None:
+            signal.raise_signal(result.signal)
+        elif result.how not in ("left", "eof"):
+            self.notify(visible(f"{node}: console {result.how}" + (f": {result.detail}" if result.detail else "")),
+                        severity="warning", markup=False)
 
     def action_jobs(self) -> None:
         """``J``: this console's running and recent actions (enter reopens one, ``c`` cancels)."""

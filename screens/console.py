@@ -25,6 +25,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events, work
+from textual.app import SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.reactive import reactive
@@ -393,7 +394,13 @@ class ConsoleScreen(FleetAppMixin, Screen):
         pane = self._pane()
         if pane is None:
             return
-        await self.console.attach_console(pane.node)
+        await pane.stop_typing()  # the attach becomes the writer, and lets go when it ends
+        try:
+            await self.console.attach_console(pane.node)
+        except FleetError as exc:
+            self.notify(visible(f"{pane.node}: {exc}"), severity="error", markup=False)
+        except SuspendNotSupported:  # a headless or web app has no terminal to give
+            self.notify("attach needs the console's own terminal", severity="error")
 
     async def action_back(self) -> None:
         for pane in self.query(ConsolePane):
