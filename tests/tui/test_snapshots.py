@@ -278,30 +278,69 @@ def _write_journal(site: str) -> int:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_activity(snap_compare, app, own_state, size):
-    """The Activity screen (``l``) over a small journal, newest first, the cursor on the failed step.
+    """The Activity screen (``l``) over a small journal: a row per plan, newest last, the
+    power cycle opened (enter) into its steps, the cursor on the failed step.
 
-    The line under the table shows that entry in full (its error is longer than the
-    column).  At 80 columns the narrow columns: the time of day only, ERROR and
-    TICKET off to the right.
+    The lines under the table show that entry in full (its error is longer than the
+    column).  At 80 columns the compact columns: the time of day only, no TICKET.
     """
     pytest.importorskip("screens.activity")
     written = _write_journal(app.ctx.site.name)
     seen = {}
 
     async def open_activity(pilot):
-        await pilot.press("l", "down", "down", "down")
+        await pilot.press("l", "enter", *["down"] * 6)
         await settled(pilot)
         screen = app.screen
         seen["screen"] = type(screen).__name__
         seen["entries"] = list(getattr(screen, "entries", ()))
-        seen["cursor"] = screen.shown[screen.query_one("#activity").cursor_row] if seen["entries"] else None
+        seen["cursor"] = screen.cursor_row()[1] if seen["entries"] else None
 
     assert snap_compare(app, run_before=open_activity, terminal_size=size)
     assert seen["screen"] == "ActivityScreen"
     assert len(seen["entries"]) == written
-    assert seen["entries"][0]["time"] == _iso(FROZEN + 62.65)  # newest first
+    assert seen["entries"][-1]["time"] == _iso(FROZEN + 62.65)  # newest last
     assert {e["operator"] for e in seen["entries"]} == {OPERATOR}
     assert (seen["cursor"]["node"], seen["cursor"]["result"]) == ("dal1-r02-n12", "failed")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_activity_plans(snap_compare, app, own_state, size):
+    """The Activity screen as it opens: one row per plan (action, nodes, result counts,
+    operator, time), the cursor on the newest, at the bottom; the plan said in full below."""
+    pytest.importorskip("screens.activity")
+    _write_journal(app.ctx.site.name)
+
+    async def open_activity(pilot):
+        await pilot.press("l")
+        await settled(pilot)
+
+    assert snap_compare(app, run_before=open_activity, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_switches_port(snap_compare, app, size):
+    """The r02 switch's ports with the cursor on the miscabled Ethernet8: the line under
+    the ports says where its node is seen, in full."""
+    pytest.importorskip("screens.switches")
+    assert snap_compare(app, press=["w", "down", "tab", *["down"] * 7], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_toasts(snap_compare, app, size):
+    """Two notifications at the top right, over the header and the summary, not over the rows."""
+
+    async def notify(pilot):
+        app.notify("power cycle finished: 3 done, 1 skipped", severity="warning", timeout=600)
+        app.notify("reimage flatcar@4152.2.0 continues in the background; its end will be notified",
+                   timeout=600)
+        for _ in range(50):
+            await pilot.pause()
+            if len(app.screen.query("Toast")) == 2:
+                break
+        await settled(pilot)
+
+    assert snap_compare(app, run_before=notify, terminal_size=size)
 
 
 async def _until(pilot, done, what: str, seconds: float = 60.0) -> None:
