@@ -130,7 +130,8 @@ def _print_text(report: AuditReport, show_all: bool) -> None:
     for note in report.notes:
         print(visible(f"note: {note}"), file=sys.stderr)
     counts = ", ".join(f"{v} {k}" for k, v in report.counts().items() if v)
-    print(visible(f"\n{len(report.nodes)} nodes audited in {report.finished - report.started:.1f} s: {counts}"),
+    print(file=sys.stderr)
+    print(visible(f"{len(report.nodes)} nodes audited in {report.finished - report.started:.1f} s: {counts}"),
           file=sys.stderr)
 
 

@@ -437,7 +437,7 @@ def _with_since(n: NodeAudit, prev: dict[str, Any] | None) -> tuple[NodeAudit, b
         desired = replace(n.desired, since=now)
         assigned = replace(n.assigned, since=now)
         running = replace(n.running, since=now)
-        changed = now if n.running.ref is not None else None
+        changed = None  # first seen: when it came to run this, no audit knows
         return replace(n, desired=desired, assigned=assigned, running=running, since=now, changed=changed,
                        known=(n.running.ref, n.running.sha256)), True
     psince: dict[str, Any] = prev["since"] if isinstance(prev.get("since"), dict) else {}
