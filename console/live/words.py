@@ -154,7 +154,8 @@ def crossed_threshold(sensor: Sensor) -> tuple[str, float, str] | None:
 def sensor_words(sensor: Sensor, *, full: bool = False) -> str:
     """A sensor's reading and the threshold it crossed: ``PSU1 275 W > 250`` (the fleet's
     WHY column, where the symbol says how bad), and with ``full`` the threshold's unit and
-    which one it is: ``PSU1 275 W > 250 W (upper critical)`` (node detail).  A sensor the
+    which one it is: ``PSU1 275 W > 250 W (upper critical)`` (node detail); a reading at
+    the threshold says ``≥`` (or ``≤``).  A sensor the
     BMC calls failing within its thresholds says so, in full: ``PSU1 308 W: critical, the
     BMC gives no threshold`` (a Redfish power supply's health is the BMC's own verdict)."""
     if sensor.value is None:
@@ -163,6 +164,8 @@ def sensor_words(sensor: Sensor, *, full: bool = False) -> str:
     crossed = crossed_threshold(sensor)
     if crossed is not None:
         op, limit, words = crossed
+        if sensor.value == limit:  # at the threshold: crossed, as the BMC compares, but not past it
+            op = {"<": "≤", ">": "≥"}[op]
         if not full:
             return f"{text} {op} {limit:g}"
         unit = f" {sensor.unit}" if sensor.unit else ""
