@@ -103,6 +103,11 @@ class ConsoleSession:
         """What the node printed so far (the last ``ring_bytes``)."""
         return bytes(self._ring)
 
+    @property
+    def watchers(self) -> int:
+        """How many subscribers the session has now (panes, attached terminals, followers)."""
+        return len(self._subs)
+
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Receive every later output chunk and event; returns the unsubscribe function.
 
