@@ -129,13 +129,15 @@ def _current_targets(app: FleetConsoleApp, what: str) -> tuple[Screen, list[str]
 
 
 def start_action(app: FleetConsoleApp, kind: str, choice: str | None = None, names: list[str] | None = None, *,
-                 warnings: list[str] | None = None, source: Screen | None = None) -> None:
+                 warnings: list[str] | None = None, source: Screen | None = None, force: bool = False) -> None:
     """The entry point of ``p`` (kind ``power``), ``x`` (``pxe``) and ``i`` (``reimage``).
 
     ``choice`` skips the menu (a power verb, or an image ref); ``names`` overrides the
     current screen's targets.  ``warnings`` are what the confirm dialog says before the
     plan (targets the operator may not see); ``source`` the screen acted from, told
     when the action was started and when it finished (its marks are cleared then).
+    ``force``: a reimage reinstalls nodes that report the image already (the audit's
+    digest drift: the same version, another build).
     """
     what = {"power": "power", "pxe": "PXE reboot", "reimage": "reimage"}[kind]
     if names is None:
@@ -147,7 +149,7 @@ def start_action(app: FleetConsoleApp, kind: str, choice: str | None = None, nam
     elif _refuse_read_only(app, what):
         return
     warnings = list(warnings or ())
-    again = partial(start_action, app, kind, names=names, warnings=warnings, source=source)
+    again = partial(start_action, app, kind, names=names, warnings=warnings, source=source, force=force)
     # the step descriptions state the verification time the runner will use
     power_timeout = app.run_options.power_timeout
     if kind == "power":
@@ -164,7 +166,7 @@ def start_action(app: FleetConsoleApp, kind: str, choice: str | None = None, nam
         if choice is None:
             app.push_screen(ImageChooser(names), callback=lambda ref: ref and again(ref))
             return
-        make = partial(plan_reimage, app.ctx, names, choice)
+        make = partial(plan_reimage, app.ctx, names, choice, force=force)
         title, danger = f"reimage to {choice}", True
 
     def confirmed(plan: Plan | None) -> None:
