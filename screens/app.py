@@ -69,6 +69,7 @@ SCREENS_BY_NAME = {
     "node": ("screens.node", "NodeScreen"),
     "activity": ("screens.activity", "ActivityScreen"),
     "jobs": ("screens.jobs", "JobsScreen"),
+    "audit": ("screens.audit", "AuditScreen"),
 }
 
 
@@ -85,7 +86,8 @@ class FleetConsoleApp(App):
                 Binding("i", "reimage", "Reimage"),
                 Binding("l", "activity", "Activity"),
                 Binding("c", "consoles", "Console", show=False),  # in ? help and the palette
-                Binding("J", "jobs", "Jobs", show=False)]
+                Binding("J", "jobs", "Jobs", show=False),
+                Binding("A", "audit", "Image audit", show=False)]
     COMMANDS = {FleetCommands, ActionCommands}  # Textual's own come from FleetCommands, after the fleet's
     #: the fleet screen is the bottom of the stack.  (Pushed over Textual's blank default
     #: screen, it was repainted whole on every change: the screen beneath the top one
@@ -376,6 +378,13 @@ class FleetConsoleApp(App):
 
         if not isinstance(self.screen, JobsScreen):
             self.open_screen("jobs")
+
+    def action_audit(self) -> None:
+        """``A``: the image audit (desired vs assigned vs running image; reimage the drifted)."""
+        from screens.audit import AuditScreen
+
+        if not isinstance(self.screen, AuditScreen):
+            self.open_screen("audit")
 
     def action_help(self) -> None:
         """``?``: help for the current screen (a second ``?`` closes it)."""

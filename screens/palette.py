@@ -35,6 +35,7 @@ SCREENS = {
     "racks": "racks drawn as columns of U slots",
     "switches": "switches, their ports, and cabling findings",
     "jobs": "this console's running and recent actions: reopen, cancel (J)",
+    "audit": "image audit: desired, assigned and running image per node; reimage the drifted (A)",
 }
 
 
@@ -100,11 +101,12 @@ def go_to_screen(app: FleetConsoleApp, which: str) -> None:
         while not isinstance(app.screen, FleetScreen) and len(app.screen_stack) > 1:
             app.pop_screen()
         return
+    from screens.audit import AuditScreen
     from screens.jobs import JobsScreen
     from screens.rack import RackScreen
     from screens.switches import SwitchesScreen
 
-    current = {"racks": RackScreen, "switches": SwitchesScreen, "jobs": JobsScreen}[which]
+    current = {"racks": RackScreen, "switches": SwitchesScreen, "jobs": JobsScreen, "audit": AuditScreen}[which]
     if not isinstance(app.screen, current):
         app.open_screen(which)
 
