@@ -212,6 +212,66 @@ def _progress_printer(plan: Plan) -> Callable[[NodeProgress], None]:
     return show
 
 
+class _ConsoleLines:
+    """A reimage's console on stderr: ``HH:MM:SS node  phase  | last console line``.
+
+    At most one line a node every ``interval`` seconds (the newest wins; the whole
+    boot is in the node's console log); none once the node's part has ended."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.phase: dict[str, str] = {}
+        self._last_at: dict[str, float] = {}
+        self._pending: dict[str, str] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def progress(self, p: NodeProgress) -> None:
+        """A phase change (call it before the phase line is printed): a node that ends first
+        gets the line it was waiting to print, so its console's last word comes before its end."""
+        if p.final:
+            timer = self._timers.pop(p.node, None)
+            if timer is not None:
+                timer.cancel()
+            text = self._pending.pop(p.node, None)
+            if text is not None:
+                self._print(p.node, text)
+        self.phase[p.node] = p.phase
+
+    def line(self, node: str, text: str) -> None:
+        if self.phase.get(node) in _FINAL:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._last_at.get(node, float("-inf")) + self.interval
+        if node not in self._timers and loop.time() >= due:
+            self._print(node, text)
+            return
+        self._pending[node] = text
+        if node not in self._timers:
+            self._timers[node] = loop.call_later(due - loop.time(), self._flush, node)
+
+    def _flush(self, node: str) -> None:
+        self._timers.pop(node, None)
+        text = self._pending.pop(node, None)
+        if text is not None:
+            self._print(node, text)
+
+    def _print(self, node: str, text: str) -> None:
+        self._last_at[node] = asyncio.get_running_loop().time()
+        phase = self.phase.get(node, "starting")
+        _err(f"{time.strftime('%H:%M:%S')} {visible(node)}  {phase}  | {visible(text)}")
+
+    def close(self) -> None:
+        """Print what waits (the last word of each node still running), then stop."""
+        for node in list(self._timers):
+            self._timers.pop(node).cancel()
+            text = self._pending.pop(node, None)
+            if text is not None and self.phase.get(node) not in _FINAL:
+                self._print(node, text)
+
+
+_FINAL = (NodeState.DONE, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED)
+
+
 def _exit_for_skips(plan: Plan) -> int:
     real = [n for n in plan.skipped if n.skip is not None and not n.skip.nothing_to_do]
     return EXIT_FAIL if real else EXIT_OK
@@ -249,14 +309,22 @@ def _act(args: argparse.Namespace, ctx: SiteContext,
         if not answer:
             _err("not confirmed: nothing done")
             return EXIT_USAGE
+    printer = _progress_printer(plan)
+    lines = _ConsoleLines() if plan.kind == "reimage" else None
+
+    def progress(p: NodeProgress) -> None:
+        if lines is not None:
+            lines.progress(p)
+        printer(p)
+
     try:
         runner = Runner(ctx, plan, RunOptions.from_args(args), journal=Journal(ctx.site.name),
-                        progress_callback=_progress_printer(plan))
+                        progress_callback=progress)
     except PlanError as exc:
         _err(f"fleet-console: error: {exc}")
         return EXIT_USAGE
     try:
-        result = asyncio.run(_run(runner))
+        result = asyncio.run(_run(runner, lines))
     except LockError as exc:  # refused before anything was done: the lock directory is unsafe or busy
         _err(f"fleet-console: error: {exc}")
         return EXIT_USAGE
@@ -279,7 +347,10 @@ def _act(args: argparse.Namespace, ctx: SiteContext,
     return EXIT_OK if result.ok else EXIT_FAIL
 
 
-async def _run(runner: Runner) -> RunResult:
+async def _run(runner: Runner, lines: _ConsoleLines | None = None) -> RunResult:
+    """Run the plan with Ctrl-C, SIGTERM and SIGHUP handled; with ``lines``, the target nodes'
+    serial consoles are followed meanwhile (:mod:`console.ops.console_follow`): the boot in
+    each node's console log, its last line printed with the phases."""
     loop = asyncio.get_running_loop()
 
     def on_interrupt() -> None:
@@ -310,9 +381,32 @@ async def _run(runner: Runner) -> RunResult:
             installed.append((sig, previous))
         except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
             pass
+    follower = broker = None
     try:
+        if lines is not None and runner.plan.targets:
+            from console.ops.console_follow import ConsoleFollower
+            from console.serial.broker import ConsoleBroker
+
+            broker = ConsoleBroker(runner.ctx)
+            follower = ConsoleFollower(broker, [n.node for n in runner.plan.targets], on_line=lines.line)
+            shown = runner.progress_callback
+
+            def progress(p: NodeProgress) -> None:
+                if shown is not None:
+                    shown(p)
+                if p.final and follower is not None:
+                    follower.node_ended(p.node)
+
+            runner.progress_callback = progress
+            await follower.start()
         return await runner.run()
     finally:
+        if lines is not None:
+            lines.close()
+        if follower is not None:
+            await follower.close()
+        if broker is not None:
+            await broker.close()
         for sig, previous in installed:
             loop.remove_signal_handler(sig)
             if previous is not None:
