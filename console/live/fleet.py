@@ -6,6 +6,18 @@ set of changed names in one batch (:meth:`Fleet.drain_changes`), so a UI updates
 only changed rows, at most a few times a second.  A node's error is state with
 freshness (last success, last error, consecutive failures), never an exception.
 
+Each node also keeps what it has been through: every change the Fleet sees of its
+power, health, reachability (polls answering or failing), cabling finding and image
+(:data:`FACTS`), as a :class:`Transition` with its time, the last
+:data:`TRANSITIONS_KEPT` per node, and for each fact since when it has had its value
+(:class:`Since`, ``NodeState.since``).  A fact that turns ``unknown`` for a while (a
+poll failed) and comes back to the same value keeps its "since": ``✗ critical 14m``
+does not restart at every missed poll, and the failure is a reachability transition
+of its own.  States that arrive whole from another Fleet (the poller's process,
+:meth:`Fleet.absorb`) are compared with the ones they replace, so this Fleet's
+history survives a restarted poller; that history is not pickled (it stays in the
+process that saw it).
+
 Nothing here does I/O; it is the seam where a shared per-site poller service can
 later replace the in-process poller without screens noticing.
 """
@@ -14,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +36,66 @@ from console.live import words
 from console.live.words import iso
 from inventory.model import Node, Site
 
-__all__ = ["Fleet", "NodeActivity", "NodeState", "SwitchState", "PortState", "iso"]
+__all__ = ["Fleet", "NodeActivity", "NodeState", "SwitchState", "PortState", "Since", "Transition", "FACTS",
+           "TRANSITIONS_KEPT", "iso"]
+
+#: the facts of a node whose changes are kept (:class:`Transition`) and whose "since" is known
+FACTS = ("power", "health", "reachability", "cabling", "image")
+#: transitions kept per node; the oldest go first
+TRANSITIONS_KEPT = 64
+#: facts whose detail is part of their value: an image that goes from one drifted version
+#: to another is a change, a poll error whose words change is not
+_DETAIL_COUNTS = frozenset({"image"})
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of a node's fact, as this Fleet saw it.
+
+    ``old`` is None the first time the fact was known (``first``: it was already so
+    when the console first looked).  ``detail`` says more about the new value: the
+    poll error, the port the switches see the node on, the image it runs; it may come
+    from outside (a BMC's error text): show it as text.
+    """
+
+    at: float
+    fact: str  # one of FACTS
+    old: str | None
+    new: str
+    detail: str = ""
+    old_detail: str = ""
+
+    @property
+    def first(self) -> bool:
+        """The fact's first known value, not a change seen happening."""
+        return self.old is None
+
+    def words(self) -> str:
+        """``health ok → critical``, ``reachability ok → error: no answer ...``,
+        ``image drift → ok (flatcar@4081.2.1)``, ``power on (first seen)``."""
+        detail = self.detail
+        if self.fact == "reachability":
+            what = "polls failing" if self.new == "error" else "polls answering"
+            if self.first:
+                return f"{what} (first poll)" + (f": {detail}" if detail else "")
+            return what + (f": {detail}" if detail else "")
+        tail = f" ({detail})" if detail else ""
+        if self.fact == "cabling" and detail:
+            tail = f" (seen on {detail})"
+        if self.first:
+            return f"{self.fact} {self.new}{tail} (first seen)"
+        if self.fact == "image" and self.old == self.new:  # another version, the same state
+            return f"image {self.new}: {self.old_detail or '?'} → {detail or '?'}"
+        return f"{self.fact} {self.old} → {self.new}{tail}"
+
+
+@dataclass(frozen=True)
+class Since:
+    """Since when a fact has had its value: ``at``; ``seen`` False when it already had
+    it the first time this Fleet looked (it has been so at least since ``at``)."""
+
+    at: float
+    seen: bool = True
 
 
 @dataclass
@@ -51,6 +123,32 @@ class NodeState:
     polled_at: float | None = None
     power_at: float | None = None  # the last power/health poll (ok or failed)
     image_at: float | None = None  # the last image read over SSH (ok or failed)
+    #: the changes this Fleet saw (:class:`Transition`), oldest first, the last TRANSITIONS_KEPT
+    transitions: deque[Transition] = field(default_factory=lambda: deque(maxlen=TRANSITIONS_KEPT))
+    #: fact -> since when it has had its current value (a fact not known yet: since it is not)
+    since: dict[str, Since] = field(default_factory=dict)
+    #: fact -> its current (value, detail) as last observed: what the next observation is compared with
+    observed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: fact -> its last known (value, detail, since): a fact back from ``unknown`` to it keeps its since
+    known: dict[str, tuple[str, str, Since]] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to cross from the poller's process) without its history: each Fleet keeps
+        what it saw itself (:meth:`Fleet.absorb`)."""
+        state = dict(self.__dict__)
+        for key in _HISTORY:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.transitions = deque(maxlen=TRANSITIONS_KEPT)
+        self.since, self.observed, self.known = {}, {}, {}
+
+    def keep_history_of(self, other: NodeState) -> None:
+        """Take ``other``'s history (this state replaces it)."""
+        self.transitions, self.since, self.observed, self.known = (other.transitions, other.since, other.observed,
+                                                                   other.known)
 
     def stamp(self, job: str, now: float) -> None:
         """A ``job`` poll happened at ``now``: move its fact's time and the row's age."""
@@ -67,6 +165,50 @@ class NodeState:
         if not self.errors:
             return None
         return self.errors.get("power") or next(iter(self.errors.values()))
+
+
+#: NodeState's fields that hold its history, not a poll's observation
+_HISTORY = ("transitions", "since", "observed", "known")
+
+
+def facts_of(node: Node, st: NodeState) -> dict[str, tuple[str, str]]:
+    """A node's :data:`FACTS` as its state says now: fact -> (value, detail).  Before the
+    first poll reachability is left out; without an expected switch port, cabling."""
+    facts = {"power": (st.power, ""), "health": (st.health, "")}
+    if st.last_success is not None or st.last_error_at is not None:
+        error = st.error
+        facts["reachability"] = ("error", error) if error else ("ok", "")
+    finding = words.port_finding(node, st)
+    if finding is not None:
+        facts["cabling"] = (finding, "/".join(st.discovered_port) if st.discovered_port else "")
+    facts["image"] = (words.image_state(node, st), st.image_running or "")
+    return facts
+
+
+def observe(node: Node, st: NodeState, at: float) -> list[Transition]:
+    """Compare ``st``'s facts with what it was last observed to be; record the changes
+    (transitions, since) as of ``at``.  Returns the new transitions."""
+    out: list[Transition] = []
+    for fact, (value, detail) in facts_of(node, st).items():
+        key = (value, detail if fact in _DETAIL_COUNTS else "")
+        before = st.observed.get(fact)
+        if before == key:
+            continue
+        st.observed[fact] = key
+        if value == "unknown":  # not known now: no change of the fact (reachability says why)
+            st.since[fact] = Since(at, seen=before is not None)
+            continue
+        last = st.known.get(fact)
+        if last is not None and (last[0], last[1]) == key:
+            st.since[fact] = last[2]  # back to what it was: its since stands
+            continue
+        since = Since(at, seen=last is not None)
+        st.known[fact] = (key[0], key[1], since)
+        st.since[fact] = since
+        change = Transition(at, fact, last[0] if last else None, value, detail, last[1] if last else "")
+        st.transitions.append(change)
+        out.append(change)
+    return out
 
 
 @dataclass(frozen=True)
@@ -153,6 +295,7 @@ class Fleet:
             st.stamp(job, now)
             if not st.errors:
                 st.consecutive_failures = 0
+            observe(self.site.node(name), st, now)
             self._changed_nodes.add(name)
 
     def node_failed(self, name: str, job: str, reason: str) -> None:
@@ -167,6 +310,7 @@ class Fleet:
             # any failed BMC request means we cannot vouch for power or health right now
             st.power = "unknown"
             st.health = "unknown"
+            observe(self.site.node(name), st, now)
             self._changed_nodes.add(name)
 
     def switch_ok(self, name: str, *, descr: str | None = None, uptime_s: float | None = None,
@@ -205,15 +349,24 @@ class Fleet:
             st = self.nodes[name]
             if (st.discovered_port, st.port_evidence, st.link_up) != (port, evidence, link_up):
                 st.discovered_port, st.port_evidence, st.link_up = port, evidence, link_up
+                observe(self.site.node(name), st, self.clock())
                 self._changed_nodes.add(name)
 
     def absorb(self, nodes: dict[str, NodeState], switches: dict[str, SwitchState],
                last_sweep_at: float | None = None) -> None:
         """States observed by another Fleet (the poller's process): they replace these
-        nodes' and switches' states, which count as changed.  Unknown names are ignored."""
+        nodes' and switches' states, which count as changed.  Unknown names are ignored.
+        Each node keeps this Fleet's history, and what changed from the state it replaces
+        joins it (as of the newest time the incoming state was polled)."""
         with self._lock:
             for name, st in nodes.items():
-                if name in self.nodes:
+                old = self.nodes.get(name)
+                if old is not None:
+                    if st is not old:
+                        st.keep_history_of(old)
+                        stamps = [t for t in (st.power_at, st.image_at, st.last_success, st.last_error_at)
+                                  if t is not None]
+                        observe(self.site.node(name), st, max(stamps) if stamps else self.clock())
                     self.nodes[name] = st
                     self._changed_nodes.add(name)
             for name, sw in switches.items():
@@ -246,6 +399,12 @@ class Fleet:
     def image_state(self, node: Node) -> str:
         """ok, drift, unknown, or unmanaged (no desired image): :func:`console.live.words.image_state`."""
         return words.image_state(node, self.nodes[node.name])
+
+    def transitions(self, name: str, since: float | None = None) -> list[Transition]:
+        """Node ``name``'s transitions (oldest first), those at or after ``since`` if given."""
+        with self._lock:
+            kept = list(self.nodes[name].transitions)
+        return kept if since is None else [t for t in kept if t.at >= since]
 
     def port_finding(self, node: Node) -> str | None:
         """``match``, ``mismatch`` (miscabling), ``ambiguous``, ``unknown``; None without an expected

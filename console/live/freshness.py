@@ -3,7 +3,8 @@
 Anything that reads a Fleet while it is kept fresh (the TUI, a CLI that watches) can
 say when the data should not be trusted: the poller stopped, nothing has answered a
 poll for a while, or every BMC fails (the site looks unreachable).  And how old the
-oldest fact on show is: the least recently polled node's last poll.
+oldest fact on show is: the least recently polled node's last poll.  And since when a
+node's fact has been so (:func:`since_text`: ``14m``, ``≥2h``).
 
 :class:`Freshness` follows the nodes that changed (as a Fleet's changes are drained)
 instead of scanning every state each time: a scan of every state was ~5 ms at 5,000
@@ -16,9 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from console.live.fleet import Fleet
+from console.live.fleet import Fleet, NodeState, Since
 
-__all__ = ["Freshness", "PollAge", "stale_after"]
+__all__ = ["Freshness", "PollAge", "stale_after", "since_text", "node_since"]
 
 #: :meth:`Freshness.poll_age` works its answer out at most this often (seconds)
 POLL_AGE_EVERY_S = 1.0
@@ -101,3 +102,28 @@ class Freshness:
         if len(self.failing) == total:
             return "⚠ every BMC is failing: the site looks unreachable"
         return None
+
+
+def since_text(since: Since | float | None, now: float) -> str:
+    """How long a fact has been so, compactly, moving once a minute at most (an idle
+    screen stays still): ``<1m``, ``14m``, ``3h``, ``2d``; ``≥14m`` when it was already
+    so the first time the console looked (:attr:`Since.seen` False); "" when unknown."""
+    if since is None:
+        return ""
+    at, seen = (since.at, since.seen) if isinstance(since, Since) else (since, True)
+    age = max(0.0, now - at)
+    if age < 60:
+        text = "<1m"
+    elif age < 3600:
+        text = f"{int(age // 60)}m"
+    elif age < 86400:
+        text = f"{int(age // 3600)}h"
+    else:
+        text = f"{int(age // 86400)}d"
+    return text if seen or text == "<1m" else "≥" + text
+
+
+def node_since(st: NodeState, fact: str, now: float) -> str:
+    """:func:`since_text` of one of the node's facts (``power``, ``health``, ``cabling``,
+    ``image``, ``reachability``); "" when not known."""
+    return since_text(st.since.get(fact), now)
