@@ -41,9 +41,10 @@ __all__ = ["AuditScreen", "age"]
 #: state -> (symbol, style): one meaning each, as the fleet table shows them
 STATE_LOOK = {"drift": ("≠", "magenta"), "unknown": ("?", "cyan"), "pending": ("…", "yellow"),
               "unassigned": ("-", "dim"), "ok": ("✓", "green"), "unmanaged": ("·", "dim")}
+#: what an operator reads first comes first: at 80 columns the state, since and why show
 NODE_COLUMNS = (("mark", " ", 1), ("node", "NODE", 14), ("state", "STATE", 9), ("since", "SINCE", 6),
-                ("desired", "DESIRED", 18), ("running", "RUNNING", 26), ("assigned", "ASSIGNED", 18),
-                ("changed", "CHANGED", 7), ("why", "WHY", 60))
+                ("changed", "CHANGED", 7), ("why", "WHY", 56), ("running", "RUNNING", 26),
+                ("desired", "DESIRED", 26), ("assigned", "ASSIGNED", 26))
 IMAGE_COLUMNS = (("image", "IMAGE", 24), ("wanted", "WANTED", 6), ("running", "RUNNING", 7), ("ok", "OK", 5),
                  ("drift", "DRIFTED", 7), ("digests", "DIGESTS", 7))
 
@@ -127,7 +128,7 @@ class AuditScreen(FleetAppMixin, Screen):
         done = [0]
         try:
             report = await self._audit(ctx.site, ctx.secrets, history=AuditHistory(ctx.site.name),
-                                       progress=lambda n, total: done.__setitem__(0, n))
+                                       progress=lambda n, total: done.__setitem__(0, n), clock=self.console.clock)
         except Exception as exc:  # noqa: BLE001 - said on the screen; the operator may press R again
             self.query_one("#audit-title", Static).update(outside(f"audit failed: {exc}", "bold red"))
             return
@@ -177,9 +178,9 @@ class AuditScreen(FleetAppMixin, Screen):
     def _cells(self, n: NodeAudit, now: float) -> tuple[Text, ...]:
         symbol, style = STATE_LOOK[n.state]
         return (Text("●" if n.name in self.marked else " ", style="bold"), outside(n.name),
-                Text(f"{symbol} {n.state}", style=style), Text(age(n.since, now)),
-                _ref(n.desired.ref, n.desired.sha256), _ref(n.running.ref, n.running.sha256),
-                _ref(n.assigned.ref, n.assigned.sha256), Text(age(n.changed, now)), outside(n.reason))
+                Text(f"{symbol} {n.state}", style=style), Text(age(n.since, now)), Text(age(n.changed, now)),
+                outside(n.reason), _ref(n.running.ref, n.running.sha256), _ref(n.desired.ref, n.desired.sha256),
+                _ref(n.assigned.ref, n.assigned.sha256))
 
     # ------------------------------------------------------------- marks and the fix
     def cursor_node(self) -> str | None:

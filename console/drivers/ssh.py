@@ -95,7 +95,11 @@ async def _read(node: Node, cfg: SshConfig, secrets: Secrets, timeout: float) ->
         raise Timeout("ssh: no answer in time") from exc
     except ConnectionRefusedError as exc:
         raise Unreachable("ssh: connection refused") from exc
-    except (asyncssh.ConnectionLost, asyncssh.DisconnectError) as exc:
+    except (asyncssh.ConnectionLost, ConnectionResetError) as exc:
+        # one text for one cause: the host closed the connection before it answered (a
+        # host still booting, or off behind a proxy) is seen as either, by timing
+        raise Unreachable("ssh: connection closed by the host") from exc
+    except asyncssh.DisconnectError as exc:
         raise Unreachable(f"ssh: {type(exc).__name__}") from exc
     except OSError as exc:
         raise Unreachable(f"ssh: {exc.strerror or type(exc).__name__}") from exc
