@@ -70,6 +70,7 @@ SCREENS_BY_NAME = {
     "activity": ("screens.activity", "ActivityScreen"),
     "jobs": ("screens.jobs", "JobsScreen"),
     "audit": ("screens.audit", "AuditScreen"),
+    "timeline": ("screens.timeline", "TimelineScreen"),
 }
 
 
@@ -87,7 +88,8 @@ class FleetConsoleApp(App):
                 Binding("l", "activity", "Activity"),
                 Binding("c", "consoles", "Console", show=False),  # in ? help and the palette
                 Binding("J", "jobs", "Jobs", show=False),
-                Binding("A", "audit", "Image audit", show=False)]
+                Binding("A", "audit", "Image audit", show=False),
+                Binding("T", "timeline", "Timeline", show=False)]
     COMMANDS = {FleetCommands, ActionCommands}  # Textual's own come from FleetCommands, after the fleet's
     #: the fleet screen is the bottom of the stack.  (Pushed over Textual's blank default
     #: screen, it was repainted whole on every change: the screen beneath the top one
@@ -385,6 +387,18 @@ class FleetConsoleApp(App):
 
         if not isinstance(self.screen, AuditScreen):
             self.open_screen("audit")
+
+    def action_timeline(self) -> None:
+        """``T``: the incident timeline of the node the operator is on (cursor, racks, detail)."""
+        from screens.timeline import TimelineScreen
+
+        if isinstance(self.screen, TimelineScreen):
+            return
+        name = self.current_node()
+        if name is None:
+            self.notify("timeline: no node under the cursor", severity="warning")
+            return
+        self.open_screen("timeline", name)
 
     def action_help(self) -> None:
         """``?``: help for the current screen (a second ``?`` closes it)."""

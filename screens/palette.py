@@ -27,7 +27,7 @@ from screens.appref import FleetAppMixin
 if TYPE_CHECKING:  # screens.app imports this module: only the type is needed here
     from screens.app import FleetConsoleApp
 
-__all__ = ["FleetCommands", "go_to_node", "go_to_rack", "go_to_switch", "go_to_screen"]
+__all__ = ["FleetCommands", "go_to_node", "go_to_rack", "go_to_switch", "go_to_screen", "open_timeline"]
 
 #: screens the palette offers: name -> help text
 SCREENS = {
@@ -93,6 +93,11 @@ def open_console(app: FleetConsoleApp, name: str) -> None:
     app.push_screen(ConsoleScreen([name]))
 
 
+def open_timeline(app: FleetConsoleApp, name: str) -> None:
+    """Open ``name``'s incident timeline."""
+    app.open_screen("timeline", name)
+
+
 def go_to_screen(app: FleetConsoleApp, which: str) -> None:
     """Show the fleet screen (back to it), or open the racks or switches screen."""
     from screens.fleet import FleetScreen
@@ -133,6 +138,11 @@ class FleetCommands(FleetAppMixin, Provider):
         out += [(f"serial console of {n.name}", partial(open_console, app, n.name),
                  "watch its serial console: t types, a attaches the terminal")
                 for n in site.nodes]
+        out.append(("incident timeline (the cursor's node)", app.action_timeline,
+                    "the node's incident story: state changes, BMC events, console, image, actions (T)"))
+        out += [(f"incident timeline of {n.name}", partial(open_timeline, app, n.name),
+                 "its incident story: state changes, BMC events, console, image changes, actions")
+                for n in site.nodes]
         return out
 
     async def discover(self) -> Hits:
@@ -140,7 +150,7 @@ class FleetCommands(FleetAppMixin, Provider):
         commands (theme, keys, screenshot, quit), which the app gets from here rather
         than from Textual's provider so that they come after the fleet's."""
         for text, command, help_text in self._commands():
-            if not text.startswith("go to node"):
+            if not text.startswith(("go to node", "incident timeline of ")):
                 # Hit.help is typed str, but the palette draws it with Content.from_markup,
                 # which takes a Content as it is (a str would be read as markup)
                 help_content = _shown(help_text)
