@@ -104,3 +104,16 @@ class SiteContext:
     secrets: Secrets
     lab: Lab | None = None
     lab_state: LabState | None = None
+
+    @property
+    def lab_login_file(self) -> Path | None:
+        """The file holding a simulated site's host login password (``login.password``, 0600,
+        in the lab's directory), when this site is a lab and the file exists; else None."""
+        if self.lab is not None:
+            where = Path(self.lab.lab_dir)
+        elif self.lab_state is not None:
+            where = Path(self.lab_state["secrets_file"]).parent
+        else:
+            return None
+        path = where / "login.password"
+        return path if path.is_file() else None

@@ -313,7 +313,7 @@ class ConsoleScreen(FleetAppMixin, Screen):
 
     DEFAULT_CSS = """
     ConsoleScreen Grid { grid-gutter: 0 0; }
-    ConsoleScreen #console-help { height: 1; padding: 0 1; color: $text-muted; }
+    ConsoleScreen #console-help { height: auto; max-height: 2; padding: 0 1; color: $text-muted; }
     """
     BINDINGS = [
         Binding("t", "type", "Type"),
@@ -338,12 +338,19 @@ class ConsoleScreen(FleetAppMixin, Screen):
         grid.styles.grid_size_rows = -(-count // cols)
         yield grid
         more = f"; {self.dropped} more not shown (at most {MAX_PANES})" if self.dropped else ""
-        yield Static(f"read-only until t; a attaches the whole terminal (~. returns){more}", id="console-help",
-                     markup=False)
+        login = self.console.ctx.lab_login_file
+        lab = (f"; lab login {self.console.ctx.site.ssh.username}, password in {login}" if login else "")
+        yield Static(visible(f"read-only until t; a attaches the whole terminal (~. returns){more}{lab}"),
+                     id="console-help", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
         self.query(ConsoleView).first().focus()
+
+    def action_targets(self) -> list[str]:
+        """What ``p``, ``x`` and ``i`` act on here: the focused console's node (its name is on screen)."""
+        pane = self._pane()
+        return [pane.node] if pane is not None else []
 
     def _pane(self) -> ConsolePane | None:
         focused = self.focused

@@ -77,7 +77,7 @@ def open_site(name: str, *, need_lab: bool = True) -> Iterator[SiteContext]:
         yield SiteContext(site, Secrets())
         return
     from console.lab.lab import apply_endpoints
-    from console.lab.state import read_state
+    from console.lab.state import read_state, write_login_file
     from inventory.loader import load_site
 
     state = read_state(site.name)
@@ -90,6 +90,7 @@ def open_site(name: str, *, need_lab: bool = True) -> Iterator[SiteContext]:
          f"{len(site.switches)} switches) ...")
     lab = _start_lab(site, ephemeral=False)
     try:
+        write_login_file(lab)
         yield SiteContext(lab.effective_site(), Secrets(lab=lab.secrets), lab=lab)
     finally:
         lab.stop()
@@ -127,7 +128,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_lab(args: argparse.Namespace) -> int:
     from console.lab import scale
     from console.lab.lab import apply_endpoints
-    from console.lab.state import read_state, write_state
+    from console.lab.state import read_state, write_login_file, write_state
 
     if args.nodes:
         # A site of its own (lab-1000-ipmi): never the demo's name, whose lab other
@@ -154,6 +155,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         write_state(lab, site_file)
+        write_login_file(lab)
         pwfile = lab.lab_dir / "bmc.password"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -208,6 +210,8 @@ def _print_endpoints(site: Site, lab, pwfile: Path, as_json: bool, use: str) -> 
         print(f"provisioner (iPXE over HTTP): {eps['provisioner_url']}/boot/<mac>.ipxe"
               f"   root {eps['boot_root']}")
     print(f"\nBMC user admin; password in {pwfile} (mode 0600); all lab secrets in {lab.lab_dir / 'secrets.json'}")
+    login = lab.lab_dir / 'login.password'
+    print(f"hosts' consoles and SSH: user {site.ssh.username}; password in {login} (mode 0600)")
     first_ipmi = next((n for n in site.nodes if n.bmc.protocol == "ipmi"), None)
     first_rf = next((n for n in site.nodes if n.bmc.protocol == "redfish"), None)
     first_sw = next(iter(site.switches), None)

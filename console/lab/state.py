@@ -126,6 +126,18 @@ def write_state(lab: PublishedLab, site_file: str) -> Path:
     return path
 
 
+#: the file beside a lab's secrets that holds the simulated hosts' login password
+LOGIN_FILE = "login.password"
+
+
+def write_login_file(lab: PublishedLab) -> Path:
+    """Write the lab hosts' console/SSH login password to ``lab_dir/login.password`` (0600),
+    so an operator can log in at a simulated console without the password reaching a screen."""
+    path = lab.lab_dir / LOGIN_FILE
+    _atomic_write(path, lab.secrets["ssh"] + "\n", 0o600)
+    return path
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:  # kill(0) and kill(-1) signal groups: never "alive"
         return False

@@ -67,7 +67,7 @@ async def test_c_watches_the_cursor_node_and_t_types(ctx):
         title = str(p.query_one("#title").render())
         assert "con-n02" in title and "IPMI SOL" in title and "read-only" in title
         # read-only: keys do not reach the node
-        await pilot.press("x", "enter")
+        await pilot.press("z", "enter")  # (x would be PXE: app keys act on the focused console's node)
         await pilot.press("t")
         await wait_until(lambda: p.typing, what="typing")
         assert p.session.holder == app.operator
@@ -113,6 +113,9 @@ async def test_a_grid_of_marked_nodes_and_a_node_without_console(ctx):
         await pilot.press("ctrl+right_square_bracket", "tab")  # not typing: the next pane
         await pilot.pause()
         assert app.focused is panes[1].view
+        from screens.actions import targets_of
+
+        assert targets_of(app.screen) == ["con-n04"]  # p, x, i act on the focused console's node
 
 
 async def test_a_held_console_asks_before_taking_it_over(ctx):
@@ -168,3 +171,26 @@ def test_keys_become_terminal_bytes():
     assert key_bytes(events.Key("ctrl+c", "\x03")) == b"\x03"
     assert key_bytes(events.Key("a", "a")) == b"a"
     assert key_bytes(events.Key("f5", None)) == b"\x1b[15~"
+
+
+async def test_the_console_screen_names_the_lab_login_file(site_lab, ctx):
+    """The demo operator logs in at a simulated prompt with a password the screen never shows:
+    it names the 0600 file that holds it."""
+    import stat
+
+    from console.lab.state import write_login_file
+
+    lab_ctx = SiteContext(ctx.site, ctx.secrets, lab=site_lab)
+    assert lab_ctx.lab_login_file is None
+    path = write_login_file(site_lab)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().strip() == ctx.secrets.resolve("lab:ssh").get()
+    assert lab_ctx.lab_login_file == path
+    app = make_app(lab_ctx, poll=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.push_screen(ConsoleScreen(["con-n01"]))
+        await pilot.pause()
+        help_line = str(app.screen.query_one("#console-help").render())
+        assert f"lab login core, password in {path}" in help_line
+        assert ctx.secrets.resolve("lab:ssh").get() not in app.screen.query_one("#console-help").render().plain
+    path.unlink()
