@@ -20,6 +20,7 @@ from rich.text import Text
 from textual.message import Message
 
 from console.live import words
+from console.live.columns import AGE_WARNING_S, age_words
 from console.live.words import STATE_WORDS, node_words, words_signature
 from console.text import visible
 from inventory.model import PLAIN_HTTP, TLS_NOT_VERIFIED
@@ -103,16 +104,8 @@ def age_text(ts: float | None, now: float | None = None) -> Text:
     (each moves once a minute, hour, day); ``never`` when None.  Yellow past two minutes."""
     if ts is None:
         return Text("never", style="dim")
-    age = max(0.0, (now if now is not None else time.time()) - ts)
-    if age < 60:
-        s = "<1m"
-    elif age < 3600:
-        s = f"{int(age // 60)}m"
-    elif age < 86400:
-        s = f"{int(age // 3600)}h"
-    else:
-        s = f"{int(age // 86400)}d"
-    return Text(s, style="yellow" if age > 120 else "")
+    now = now if now is not None else time.time()  # the words: the fleet table's AGE column's
+    return Text(age_words(ts, now), style="yellow" if now - ts > AGE_WARNING_S else "")
 
 
 def short_time(value: str | float | None, missing: str = "-") -> str:

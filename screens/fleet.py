@@ -37,16 +37,15 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Header, Input, Static
 
-from console.live.columns import sort_key
+from console.live.columns import Cell, age_cell, sort_key
 from console.live.fleet import Fleet
-from console.live.words import worst_finding
 from console.text import visible
 from inventory.errors import FleetError
 from inventory.ranges import compress, natural_key
 from inventory.selection import AttrIndex, AttrValue, select
 from screens.appref import FleetAppMixin
-from screens.columns import BY_KEY, layout, why_cell
-from screens.common import STATE_WORDS, FleetChanged, age_text, node_words, outside, status_text, words_signature
+from screens.columns import BY_KEY, cell_text, layout
+from screens.common import STATE_WORDS, FleetChanged, node_words, outside, words_signature
 from screens.footer import KeyFooter
 from screens.summary import FleetSummary
 from screens.table import FleetTable, same_cell
@@ -70,8 +69,8 @@ ALIKE_MAX = 20_000
 
 #: the columns whose cells are each node's own (the others are shared: FleetScreen._shared)
 _OWN = frozenset({"name", "rack"})
-#: short labels of the compact POWER / HEALTH forms (the symbol carries the meaning)
-_SHORT = {"unknown": "?", "warning": "warn", "critical": "crit"}
+#: the mark column's cells (the marks are the screen's: no column of the engine says them)
+_MARKED, _UNMARKED = Cell("●", "marked"), Cell(" ")
 
 
 class FilterInput(Input):
@@ -139,8 +138,8 @@ class FleetScreen(FleetAppMixin, Screen):
         self.columns: tuple[tuple[str, str, int], ...] = ()
         self._compact: frozenset[str] = frozenset()
         self._cache: dict[str, dict[str, Text]] = {}  # name -> column key -> cell
-        #: one object per distinct cell (see _shared); distinct errors and ages come and go
-        self._alike: LRUCache[tuple, Text] = LRUCache(ALIKE_MAX)
+        #: one object per distinct (column, cell) (see _shared); distinct errors and ages come and go
+        self._alike: LRUCache[tuple[str, Cell], Text] = LRUCache(ALIKE_MAX)
         #: nodes whose rows are not made yet (ordered): made ahead in idle time (_work_ahead)
         self._unmade: dict[str, None] = {}
         self._index: AttrIndex | None = None  # every node's selection words, for the filter
@@ -226,56 +225,26 @@ class FleetScreen(FleetAppMixin, Screen):
             cells = self._cache[name] = self._make_cells(name)
         return cells
 
-    def _shared(self, cell: Text) -> Text:
-        """One object for equal cells (most nodes' power, health, image, age and error cells
-        are alike): the table draws a cell object once, whichever rows show it.  Cells
+    def _shared(self, key: str, cell: Cell) -> Text:
+        """One object for equal cells of a column (most nodes' power, health, image, age
+        and port cells are alike): drawn once by the table, whichever rows show it.  Cells
         are never changed in place: a new state is a new cell."""
-        key = (cell.plain, cell.style, tuple(cell.spans), cell.justify, cell.overflow)
-        kept = self._alike.get(key)
+        kept = self._alike.get((key, cell))
         if kept is None:
-            kept = cell
-            self._alike.set(key, cell)
+            kept = cell_text(key, cell)
+            self._alike.set((key, cell), kept)
         return kept
 
     def _make_cells(self, name: str) -> dict[str, Text]:
-        fleet = self.fleet
-        node = fleet.site.node(name)
-        st = fleet.nodes[name]
-        compact = self._compact
-        keys = {k for k, _, _ in self.columns}
-        cells: dict[str, Text] = {
-            "mark": Text("●", style="bold") if name in self.marked else Text(" "),
-            "name": outside(name, "bold" if st.error else ""),
-            "rack": outside(f"{node.rack}/{node.u or '-'}"),
-            "power": status_text(st.power, _SHORT.get(st.power) if "power" in compact else None),
-            "health": status_text(st.health, _SHORT.get(st.health) if "health" in compact else None),
-            "age": age_text(st.polled_at, self.console.clock()),
-            # an action under way or a lock first, then the worst finding
-            "why": why_cell(fleet.activity.get(name), worst_finding(node, st)),
-        }
-        if "port" in keys:
-            finding = fleet.port_finding(node)
-            port = node.switch_port.port if node.switch_port else "-"
-            if "port" in compact:
-                port = port.replace("Ethernet", "Eth").replace("ethernet", "eth")
-            cells["port"] = status_text(finding, port) if finding else Text("-", style="dim")
-        if "image" in keys:
-            image_state = fleet.image_state(node)
-            short = "image" in compact
-            running = st.image_running
-            if short and running:
-                running = running.rsplit("@", 1)[-1]  # the version says it in a narrow column
-            if image_state == "drift":
-                cells["image"] = status_text("drift", running or "?")
-            elif image_state == "ok":
-                cells["image"] = outside(running or "")
-            elif image_state == "unmanaged":
-                cells["image"] = status_text("unmanaged", running or ("" if short else "unmanaged"))
-            else:
-                wanted = node.image or ""
-                cells["image"] = outside(f"? {wanted.rsplit('@', 1)[-1] if short else wanted}", "dim")
-        shared = self._shared
-        return {key: cell if key in _OWN else shared(cell) for key, cell in cells.items()}
+        """The node's cells as the columns give them (:meth:`~console.live.columns.Column.cell`),
+        drawn in their state's look; the marks are the screen's own."""
+        fleet, compact, now, shared = self.fleet, self._compact, self.console.clock(), self._shared
+        cells = {"mark": shared("mark", _MARKED if name in self.marked else _UNMARKED)}
+        for key, _, _ in self.columns:
+            if key != "mark":
+                cell = BY_KEY[key].cell(fleet, name, "compact" if key in compact else "full", now)
+                cells[key] = cell_text(key, cell) if key in _OWN else shared(key, cell)
+        return cells
 
     def _row(self, name: str) -> list[Text]:
         cells = self._cells(name)
@@ -489,7 +458,7 @@ class FleetScreen(FleetAppMixin, Screen):
         now = self.console.clock()
         changed = []
         for name in table.keys_in_view():
-            age = self._shared(age_text(self.fleet.nodes[name].polled_at, now))
+            age = self._shared("age", age_cell(self.fleet.nodes[name].polled_at, now))
             cells = self._cells(name)
             if not same_cell(cells["age"], age):
                 cells["age"] = age
@@ -581,8 +550,7 @@ class FleetScreen(FleetAppMixin, Screen):
         names = list(names)
         for name in names:
             if name in self._cache:
-                mark = Text("●", style="bold") if name in self.marked else Text(" ")
-                self._cache[name]["mark"] = self._shared(mark)
+                self._cache[name]["mark"] = self._shared("mark", _MARKED if name in self.marked else _UNMARKED)
         self.query_one(FleetTable).refresh_rows(names)
         self._refresh_summary()
 

@@ -79,8 +79,8 @@ def cmd_status(args: argparse.Namespace, ctx) -> int:
     if args.json:
         dump_json(records)
     else:
-        # the fleet table's columns (console.live.columns), in words
-        rows = [[column.text(fleet, name) if column.text else "" for column in STATUS_COLUMNS] for name in names]
+        # the fleet table's columns (console.live.columns), in words, their wide form
+        rows = [[column.cell(fleet, name, "wide").words for column in STATUS_COLUMNS] for name in names]
         _print_table(rows, [column.wide_label or column.label for column in STATUS_COLUMNS])
         bad = sum(1 for r in records if r["error"])
         print(f"\n{len(records)} nodes, {bad} with errors", file=sys.stderr)

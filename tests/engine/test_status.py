@@ -145,3 +145,69 @@ def test_sensors_and_events_commands(demo_lab, node, capsys):
     events = json.loads(capsys.readouterr().out)
     assert events and any(e["severity"] in ("critical", "warning") for e in events)
     assert all(e["time"] for e in events)
+
+
+def test_the_columns_give_one_cell_in_each_form():
+    """`status` prints the fleet table's columns (console.live.columns): each cell is the
+    column's Cell in words, the one the screen draws (full or compact) said more widely:
+    switch and port, the image wanted beside the one running; a symbol means what it
+    means on the screen (``⇄`` miscabled, never ``✗``, which is a critical health)."""
+    from console import site as sites
+    from console.drivers.bmc import BootOverride, BootTarget
+    from console.live.columns import BY_KEY, STATUS_COLUMNS
+    from console.live.fleet import NodeActivity
+
+    site = sites.load("demo")
+    fleet = Fleet(site, clock=lambda: 1000.0)
+    miscabled, drift, failing, off = "dal1-r01-n08", "dal1-r02-n01", "dal1-r01-n03", "dal1-r01-n13"
+    want = site.node(miscabled).switch_port
+    assert want is not None
+    fleet.node_ok(miscabled, "power", power="on", health="ok", discovered_port=(want.switch, "Ethernet40"),
+                  boot_override=BootOverride(BootTarget.PXE, False))
+    fleet.node_ok(drift, "image", image_running="flatcar@3975.2.2")
+    fleet.node_failed(failing, "power", "unreachable: no answer\x1b[2J")
+    fleet.node_ok(off, "power", power="off", health="ok")
+    fleet.set_activity(drift, NodeActivity("job", "reimage flatcar@4152.2.0", "installing"))
+
+    def cells(name, form):
+        return {c.key: c.cell(fleet, name, form, 1000.0) for c in STATUS_COLUMNS}
+
+    port, full = cells(miscabled, "wide")["port"], BY_KEY["port"].cell(fleet, miscabled, "full")
+    assert port.words == f"⇄ {want.switch}/{want.port} seen on {want.switch}/Ethernet40"
+    assert (port.state, port.symbol) == (full.state, full.symbol) == ("mismatch", "⇄")
+    assert full.words == f"⇄ {want.port}"
+    assert BY_KEY["port"].cell(fleet, miscabled, "compact").words == f"⇄ {want.port.replace('Ethernet', 'Eth')}"
+    assert cells(miscabled, "wide")["boot"].words == "pxe once"
+    image = cells(drift, "wide")["image"]
+    wanted = site.node(drift).image
+    assert image.words == f"≠ flatcar@3975.2.2 (want {wanted})" and image.state == "drift"
+    assert BY_KEY["image"].cell(fleet, drift, "compact").words == "≠ 3975.2.2"
+    why = BY_KEY["why"].cell(fleet, drift)
+    assert why.words == f"▶ installing (reimage flatcar@4152.2.0)  ≠ 3975.2.2, want {wanted.rsplit('@', 1)[1]}"
+    assert (why.state, why.lead.state) == ("drift", "job")
+    error = cells(failing, "wide")["error"]
+    assert (error.words, error.state) == ("unreachable: no answer\x1b[2J", "error")  # shown through visible()
+    assert cells(failing, "wide")["name"].state == "error" and cells(failing, "wide")["power"].words == "? unknown"
+    assert BY_KEY["power"].cell(fleet, failing, "compact").words == "? ?"
+    assert cells(off, "wide")["power"].words == "○ off"
+
+
+def test_status_prints_the_wide_cells_of_a_polled_lab(demo_lab, capsys):
+    """The command polls the lab (image over SSH, ports from the switches) and prints
+    those cells: the miscabled node's port with ``⇄``, the drifted image with the one wanted."""
+    import argparse
+
+    from console.cli.commands import cmd_status
+    from console.cli.main import SiteContext
+
+    ctx = SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
+    drift, unplugged = "dal1-r02-n01", "dal1-r02-n08"  # the demo lab's: an older image, a cable moved
+    args = argparse.Namespace(range=f"{drift},{unplugged}", json=False, timeout=5.0)
+    assert cmd_status(args, ctx) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["NODE", "RACK/U", "POWER", "HEALTH", "BOOT", "SWITCH", "PORT", "IMAGE", "ERROR"]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert set(rows) == {drift, unplugged}
+    assert f"≠ flatcar@3975.2.2 (want {ctx.site.node(drift).image})" in rows[drift]
+    assert "⇄ dal1-r02-tor/Ethernet8 seen on dal1-r02-tor/" in rows[unplugged]
+    assert "✗" not in rows[unplugged]  # ✗ is a critical health, not a cable

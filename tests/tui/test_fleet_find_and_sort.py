@@ -116,6 +116,51 @@ async def test_every_bad_row_says_why_at_80_columns(ctx):
         assert table.keys[:2] == ["dal1-r01-n03", "dal1-r01-n08"]
 
 
+@pytest.mark.parametrize("size", [(80, 24), (160, 40)])
+async def test_the_table_draws_the_columns_cells(ctx, size):
+    """Issue 14: a column's cell is defined once (console.live.columns): the table draws
+    each column's Cell, full or compact, the screen only giving its state word a look."""
+    from console.live.columns import BY_KEY
+    from console.live.fleet import NodeActivity
+    from screens.columns import cell_text
+    from screens.common import STYLES
+
+    app = make_app(ctx, poll=False, clock=lambda: 1000.0)
+    async with app.run_test(size=size) as pilot:
+        screen = app.screen
+        table = screen.query_one(FleetTable)
+        fleet = app.fleet
+        miscabled = fleet.site.node("dal1-r01-n08")
+        want = miscabled.switch_port
+        assert want is not None
+        fleet.node_ok(miscabled.name, "power", power="on", health="ok", discovered_port=(want.switch, "Ethernet40"))
+        fleet.node_ok("dal1-r02-n01", "image", image_running="flatcar@3975.2.2")  # drift
+        fleet.node_failed("dal1-r01-n03", "power", "unreachable: no [b]answer[/b]\x1b[2J")
+        fleet.set_activity("dal1-r02-n01", NodeActivity("lock", "power cycle", owner="bob"))
+        await changed(app, pilot)
+        keys = [c.key for c in table.columns]
+        compact = {key for key, _, width in screen.columns if BY_KEY[key].narrow == width != BY_KEY[key].width}
+        assert compact if size[0] == 80 else not compact
+        names = ["dal1-r01-n08", "dal1-r02-n01", "dal1-r01-n03", "dal1-r01-n09"]
+        table.replace_rows(names)  # all on screen
+        for name in names:
+            for key in keys:
+                if key == "mark":
+                    continue
+                cell = BY_KEY[key].cell(fleet, name, "compact" if key in compact else "full", 1000.0)
+                drawn, wanted = table.get_cell(name, key), cell_text(key, cell)
+                looks = (drawn.plain, drawn.style, drawn.spans), (wanted.plain, wanted.style, wanted.spans)
+                assert looks[0] == looks[1], (name, key)
+        assert table.get_cell("dal1-r01-n03", "name").style == "bold"  # its WHY says the error in red
+        why = table.get_cell("dal1-r01-n03", "why")
+        assert why.plain == "⊘ unreachable: no [b]answer[/b]^[[2J" and why.style == STYLES["error"]  # text, not markup
+        lock = table.get_cell("dal1-r02-n01", "why")
+        assert lock.plain.startswith("◆ locked by bob: power cycle  ≠ 3975.2.2, want ")
+        if "port" in keys:
+            port = table.get_cell("dal1-r01-n08", "port")
+            assert port.plain == f"⇄ {want.port}" and port.style == STYLES["mismatch"]
+
+
 # --------------------------------------------------------------------------- item 4: sort
 def labels(table) -> dict[str, str]:
     return {c.key: c.label for c in table.columns}
