@@ -25,6 +25,7 @@ taken for them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
@@ -44,7 +45,7 @@ from textual.strip import Strip
 from textual.widgets import DataTable
 
 __all__ = ["HABIT_BINDINGS", "MOVE_KEYS", "FleetTable", "HabitDataTable", "LeanScrollBar", "TableColumn",
-           "cell_segments", "same_cell"]
+           "cell_key", "cell_segments", "same_cell"]
 
 #: the habit keys every table takes (k9s, htop, less), on top of arrows, Home/End and PageUp/PageDown
 HABIT_BINDINGS = [
@@ -88,6 +89,16 @@ def same_cell(a, b) -> bool:
 
 #: cells kept drawn (FleetTable._contents) and lines kept styled (FleetTable._styled)
 CONTENTS_MAX, STYLED_MAX = 60_000, 2_000
+
+
+def cell_key(cell: object, width: int) -> tuple:
+    """What a cell draws as in a column ``width`` wide: a Text's words, style, spans and
+    overflow (rich's Text compares its words only, and is not hashable), another object's
+    ``str``.  Equal keys draw the same segments."""
+    if isinstance(cell, Text):
+        spans = cell.spans
+        return (width, cell.plain, cell.style, tuple(spans) if spans else (), cell.overflow)
+    return (width, str(cell))
 
 _JOIN = Text("")
 _BLANK = Style.null()
@@ -265,30 +276,32 @@ class FleetTable(ScrollView, can_focus=True):
         self._hover: int | None = None
         #: how many times each row changed (refresh_rows): a kept line of an older version is stale
         self._versions: dict[str, int] = {}
-        #: each row's line as last drawn: key -> (what it was drawn for, strip)
-        self._lines: dict[str, tuple[tuple, Strip]] = {}
-        self._header: tuple[tuple, Strip] | None = None
         #: the styles, for (pseudo classes, base style): see _styles
         self._style_sets: dict[tuple, dict[str, Style]] = {}
         self._state: tuple = ()
         #: a meta style per column: each cell stays a segment of its own (a screenshot draws
         #: cells apart, as DataTable's do), and an event's style names the column
         self._metas: list[Style] = []
-        #: each cell's segments before the table's styles, by id(cell): (cell, width, segments,
-        #: and the segments styled, by (column style, post style)).  Cells are not hashable (rich's
-        #: Text compares its plain text only), hence id(); the entry holds the cell, so the id
-        #: is not reused while it is kept.  A changed cell is a new cell; a row shown again
-        #: (other stripe, cursor, filter) reuses them.  The least recently drawn go first.
-        self._contents: LRUCache[int, tuple[object, int, list[Segment], dict[tuple, list[Segment]]]] = (
-            LRUCache(CONTENTS_MAX))
+        #: each cell's segments before the table's styles, by what it draws (:func:`cell_key`):
+        #: (segments, and the segments styled, by (column style, post style)).  Equal cells of
+        #: any rows share the work; a row shown again (other stripe, cursor, filter) reuses
+        #: it.  The least recently drawn go first.
+        self._contents: LRUCache[tuple, tuple[list[Segment], dict[tuple, list[Segment]]]] = LRUCache(CONTENTS_MAX)
         #: row style -> that style with each column's meta
         self._column_styles: dict[Style, list[Style]] = {}
-        #: each line as Textual styled it (background, filters), by id(its strip from render_line):
-        #: (that strip, crop columns, styled strip); valid while ``_look`` stays the same
-        self._styled: LRUCache[int, tuple[Strip, tuple[int, int], Strip]] = LRUCache(STYLED_MAX)
+        #: each line as Textual styled it (background, filters), by (the serial number of
+        #: the line render_line gave, its horizontal scroll, crop columns); valid while
+        #: ``_look`` stays the same
+        self._styled: LRUCache[tuple[int, int, int, int], Strip] = LRUCache(STYLED_MAX)
         self._look: tuple = ()
-        #: the line below the last row: (width, style, strip)
-        self._blank: tuple[int, Style, Strip] | None = None
+        #: a new serial number for each line put together (_serial()): a kept line's
+        #: number is never another line's
+        self._serial = itertools.count(1).__next__
+        #: each row's line as last drawn: key -> (what it was drawn for, serial, strip)
+        self._lines: dict[str, tuple[tuple, int, Strip]] = {}
+        self._header: tuple[tuple, int, Strip] | None = None
+        #: the line below the last row: (width, style, serial, strip)
+        self._blank: tuple[int, Style, int, Strip] | None = None
 
     # ------------------------------------------------------------ content
     def set_columns(self, columns: Iterable[tuple[str, str, int]]) -> None:
@@ -575,14 +588,14 @@ class FleetTable(ScrollView, can_focus=True):
         if look != self._look:
             self._look = look
             self._styled.clear()
-        styled, columns = self._styled, (crop.x, crop.width)
+        styled, x, width = self._styled, crop.x, crop.width
+        scroll_x = int(self.scroll_x)
         out: list[Strip | None] = []
-        contents = []
+        keys = []
         for y in crop.line_range:
-            content = self.render_line(y)
-            kept = styled.get(id(content))
-            out.append(kept[2] if kept is not None and kept[0] is content and kept[1] == columns else None)
-            contents.append(content)
+            key = (self._line_at(y)[0], scroll_x, x, width)
+            out.append(styled.get(key))
+            keys.append(key)
         # the lines not kept, styled by Textual a run of lines at a time
         top, i = crop.y, 0
         while i < len(out):
@@ -595,46 +608,52 @@ class FleetTable(ScrollView, can_focus=True):
             lines = super().render_lines(Region(crop.x, top + i, crop.width, end - i))
             for j, strip in enumerate(lines, i):
                 out[j] = strip
-                styled.discard(id(contents[j]))  # a kept line of another crop
-                styled.set(id(contents[j]), (contents[j], columns, strip))
+                styled.set(keys[j], strip)
             i = end
         return out  # type: ignore[return-value]
 
     def render_line(self, y: int) -> Strip:
-        styles = self._style_sets.get(self._state) or self._styles()
-        width = self.size.width
-        scroll_x = int(self.scroll_x)
-        if y == 0:
-            strip = self._header_line(styles, width)
-        else:
-            row = y - 1 + int(self.scroll_y)
-            if row >= len(self._keys):
-                if self._blank is None or self._blank[:2] != (width, styles["base"]):
-                    self._blank = (width, styles["base"], Strip.blank(width, styles["base"]))
-                return self._blank[2]
-            strip = self._row_line(row, styles, width)
+        serial, strip = self._line_at(y)
+        if self._blank is not None and serial == self._blank[2]:
+            return strip  # below the last row: the widget's width already
+        scroll_x, width = int(self.scroll_x), self.size.width
         if scroll_x or strip.cell_length > width:
             strip = strip.crop(scroll_x, scroll_x + width)
-        return strip.adjust_cell_length(width, styles["base"])
+        return strip.adjust_cell_length(width, self._style_sets[self._state]["base"])
 
-    def _header_line(self, styles: dict[str, Style], width: int) -> Strip:
+    def _line_at(self, y: int) -> tuple[int, Strip]:
+        """Screen line ``y`` before the horizontal scroll: (its serial number, its strip).
+        The same number is the same strip: put together once, kept while what it shows
+        (the row's cells, stripe, cursor, hover, the table's look) is unchanged."""
+        styles = self._style_sets.get(self._state) or self._styles()
+        width = self.size.width
+        if y == 0:
+            return self._header_line(styles, width)
+        row = y - 1 + int(self.scroll_y)
+        if row >= len(self._keys):
+            if self._blank is None or self._blank[:2] != (width, styles["base"]):
+                self._blank = (width, styles["base"], self._serial(), Strip.blank(width, styles["base"]))
+            return self._blank[2:]
+        return self._row_line(row, styles, width)
+
+    def _header_line(self, styles: dict[str, Style], width: int) -> tuple[int, Strip]:
         hover = self._hover == -1
         drawn_for = (width, hover, self._state)
         if self._header is not None and self._header[0] == drawn_for:
-            return self._header[1]
+            return self._header[1:]
         row_style = styles["header"]
         component = styles["header-hover"] if hover else _BLANK
         strip = self._line([Text(column.label) for column in self.columns], row_style, component, _BLANK, width)
-        self._header = (drawn_for, strip)
-        return strip
+        self._header = (drawn_for, self._serial(), strip)
+        return self._header[1:]
 
-    def _row_line(self, row: int, styles: dict[str, Style], width: int) -> Strip:
+    def _row_line(self, row: int, styles: dict[str, Style], width: int) -> tuple[int, Strip]:
         key = self._keys[row]
         cursor, hover = row == self._cursor, row == self._hover
         drawn_for = (self._versions.get(key, 0), row % 2, cursor, hover, width, self._state)
         kept = self._lines.get(key)
         if kept is not None and kept[0] == drawn_for:
-            return kept[1]
+            return kept[1:]
         row_style = styles["odd" if row % 2 else "even"]
         component, post = _BLANK, _BLANK
         if hover:
@@ -643,8 +662,8 @@ class FleetTable(ScrollView, can_focus=True):
             component = component + styles["cursor"]
             post = styles["cursor-post"]
         strip = self._line(self.cells_for(key), row_style, component, post, width)
-        self._lines[key] = (drawn_for, strip)
-        return strip
+        kept = self._lines[key] = (drawn_for, self._serial(), strip)
+        return kept[1:]
 
     def _line(self, cells: Sequence[object], row_style: Style, component: Style, post: Style, width: int) -> Strip:
         """One table line: each cell padded and cropped to its column, then the row's style
@@ -672,14 +691,14 @@ class FleetTable(ScrollView, can_focus=True):
         once per look (stripe, cursor, hover): rows that share cell objects (the screen
         gives equal cells as one object) share the work."""
         contents = self._contents
-        content = contents.get(id(cell))
-        if content is None or content[0] is not cell or content[1] != column.width:
-            content = (cell, column.width, cell_segments(self.app.console, cell, column.width, 1), {})
-            contents.discard(id(cell))  # kept for another width
-            contents.set(id(cell), content)
-        styled = content[3].get((column_style, post))
+        key = cell_key(cell, column.width)
+        content = contents.get(key)
+        if content is None:
+            content = (cell_segments(self.app.console, cell, column.width, 1), {})
+            contents.set(key, content)
+        styled = content[1].get((column_style, post))
         if styled is None:
-            styled = content[3][column_style, post] = list(Segment.apply_style(content[2], column_style, post))
+            styled = content[1][column_style, post] = list(Segment.apply_style(content[0], column_style, post))
         return styled
 
     def prepare(self, cells: Sequence[object]) -> None:

@@ -17,7 +17,7 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import DataTable
 
-from screens.table import FleetTable
+from screens.table import FleetTable, cell_key
 
 COLUMNS = (("mark", " ", 1), ("name", "NODE", 14), ("power", "POWER", 9), ("error", "ERROR", 20))
 NAMES = [f"n{i:03d}" for i in range(200)]
@@ -141,14 +141,65 @@ async def test_a_change_redraws_only_its_row() -> None:
         await pilot.pause()
         before = [table.render_line(y) for y in range(6)]
         assert [table.render_line(y) for y in range(6)] == before
-        kept = [table._lines[name][1] for name in NAMES[:5]]
+        kept = [table._lines[name][2] for name in NAMES[:5]]
+        serials = [table._lines[name][1] for name in NAMES[:5]]
         app.change("n002")
         await pilot.pause()
         after = [table.render_line(y) for y in range(6)]
         assert "error 1" in after[3].text and "error" not in before[3].text
-        assert [table._lines[name][1] for name in NAMES[:5]][:2] == kept[:2]
-        assert table._lines["n000"][1] is kept[0] and table._lines["n002"][1] is not kept[2]
+        assert [table._lines[name][2] for name in NAMES[:5]][:2] == kept[:2]
+        assert table._lines["n000"][2] is kept[0] and table._lines["n002"][2] is not kept[2]
+        # a line put together again has a number no line had: its old styling is not reused
+        assert table._lines["n000"][1] == serials[0] and table._lines["n002"][1] > max(serials)
         assert table.get_cell("n002", "error").plain == "error 1: xxxxx"
+
+
+async def test_equal_cells_are_drawn_once_whatever_their_object() -> None:
+    """The drawn cells are kept by what they show (cell_key), not by the cell object's
+    id(): equal cells of other rows, or made again, share one entry; a cell that looks
+    otherwise (a style, a width) has its own."""
+    app = TableApp(NAMES)
+    async with app.run_test(size=(110, 20)) as pilot:
+        table = app.query_one(FleetTable)
+        await pilot.pause()
+        contents = table._contents
+        assert all(isinstance(key, tuple) for key in contents.keys())
+        # every row's power cell is its own object, all alike: drawn once for the column
+        on = [key for key in contents.keys() if "● on" in key]
+        assert len(on) == 1, on
+        assert cell_key(Text("● on", style="green"), 9) != cell_key(Text("● on"), 9) != cell_key(Text("● on"), 8)
+        before = len(contents)
+        app.change("n001")
+        app.change("n001")  # version 2: another error text, another mark
+        await pilot.pause()
+        assert len(contents) > before
+        again = cells_of("n001", 2)  # new objects, the same cells: nothing new to draw
+        size = len(contents)
+        table.prepare(again)
+        assert len(contents) == size
+
+
+async def test_a_styled_line_is_reused_until_its_row_changes() -> None:
+    """Lines Textual styled are kept by the number of the line they styled: a repaint of
+    the same lines reuses them, a changed row is styled again, a scrolled table too."""
+    app = TableApp(NAMES)
+    async with app.run_test(size=(110, 20)) as pilot:
+        table = app.query_one(FleetTable)
+        await pilot.pause()
+        region = table.size.region
+        first = table.render_lines(region)
+        second = table.render_lines(region)
+        assert all(a is b for a, b in zip(first, second, strict=True))
+        app.change("n003")
+        await pilot.pause()
+        third = table.render_lines(region)
+        changed = [y for y, (a, b) in enumerate(zip(second, third, strict=True)) if a is not b]
+        assert changed == [4], changed  # the header is line 0: row 3 is line 4
+        assert "error 1" in third[4].text
+        table.scroll_to(y=10, animate=False, force=True)
+        await pilot.pause()
+        scrolled = table.render_lines(region)
+        assert "n010" in scrolled[1].text and scrolled[0] is third[0]  # the header stays
 
 
 async def test_keys_move_the_cursor_and_scroll() -> None:
