@@ -8,6 +8,7 @@
     fleet-console --site S activity        the activity journal
     fleet-console --site S console NODE    attach to a node's serial console (--log: its log)
     fleet-console --site S audit [RANGE]   image audit: desired, assigned, running (exit 1: not all ok)
+    fleet-console --site S timeline NODE   a node's story: events, console, image changes, actions
     fleet-console --site S serve-boot      serve the site's iPXE boot scripts
     fleet-console schema                   every site-file field, as Markdown
     fleet-console init NAME [PATH]         write a starting site file
@@ -336,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     from console.cli.audit_cmd import add_audit_command
 
     add_audit_command(sub)
+
+    from console.cli.timeline_cmd import add_timeline_command
+
+    add_timeline_command(sub)
 
     for command in sub.choices.values():  # fleet-console status --site demo works too
         _add_global_options(command, after_command=True)

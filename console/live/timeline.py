@@ -397,7 +397,8 @@ def build_timeline(site: str, node: str, *, transitions: Iterable[Transition] | 
             tl.sources.append(SourceState("image", "unavailable", detail=_why(exc)))
         else:
             if not lines:
-                tl.sources.append(SourceState("image", "empty", detail="no audit history (fleet-console audit)"))
+                tl.sources.append(SourceState("image", "empty",
+                                              detail="no audit history yet; fleet-console audit writes it"))
             else:
                 add("image", audit_entries(lines))
 
