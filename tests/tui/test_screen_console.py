@@ -28,10 +28,16 @@ racks:
         mac: "52:54:00:74:00:[01-04]"
         host: 127.2.74.[1-4]
         bmc: {address: "127.1.74.[1-4]"}
+      - name: con-held
+        mac: "52:54:00:74:00:10"
+        host: 127.2.74.10
+        bmc: {address: 127.1.74.10}
       - name: con-rf
         mac: "52:54:00:74:00:20"
         host: 127.2.74.20
         bmc: {protocol: redfish, scheme: http, address: 127.1.74.20}
+lab:
+  sol_faults: {con-held: held}
 """
 
 
@@ -140,6 +146,29 @@ async def test_a_held_console_asks_before_taking_it_over(ctx):
         await pilot.press("y")
         await wait_until(lambda: p.typing, what="the takeover")
         assert session.holder == app.operator
+
+
+async def test_an_outside_client_holding_sol_is_shown_and_taken_only_when_asked(ctx):
+    app = make_app(ctx, poll=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.push_screen(ConsoleScreen(["con-held"]))
+        await pilot.pause()
+        p = pane(app, "con-held")
+        await wait_until(lambda: p.session is not None and p.session.state == "busy", what="the busy state")
+        assert "busy" in str(p.query_one("#title").render())
+        await pilot.press("t")
+        await pilot.pause()
+        assert isinstance(app.screen, TakeOver)
+        assert "held" in str(app.screen.why) or "active" in str(app.screen.why)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert p.session.state == "busy" and not p.typing  # nothing taken without a yes
+        await pilot.press("t")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(lambda: p.typing and p.session.state == "open", what="the forced takeover")
+        await pilot.press("enter")
+        await wait_until(lambda: "con-held login:" in p.view.text(), what="the prompt")
 
 
 async def test_console_output_is_shown_as_text(ctx):
