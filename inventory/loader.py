@@ -554,7 +554,8 @@ def _check_lab(doc: Doc, site: Site, limit: int) -> None:
 
     lab = site.lab
     exprs: list[tuple[Path_, str, bool]] = [(("lab", key, expr), expr, True) for key, mapping in
-             (("running", lab.running), ("faults", lab.faults), ("flavors", lab.flavors)) for expr in mapping]
+             (("running", lab.running), ("faults", lab.faults), ("flavors", lab.flavors),
+              ("digests", lab.digests), ("sol_faults", lab.sol_faults)) for expr in mapping]
     exprs += [(("lab", key, i), expr, False) for key, seq in
               (("powered_off", lab.powered_off), ("unplugged", lab.unplugged)) for i, expr in enumerate(seq)]
     named = 0  # names the selections' ranges write, in all: counted before any is expanded

@@ -334,3 +334,12 @@ def test_readme_site_example_validates_as_printed(tmp_path):
     path.write_text(example)
     r = run_cli("--site", str(path), "validate", "--strict")
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_every_lab_selection_is_checked_with_its_place():
+    """A lab departure naming no node is a problem at its key, whichever map it is in."""
+    digest = "a" * 64
+    found = problems(base("- {name: n1, bmc: {address: 127.0.0.1}}",
+                          f"lab:\n  digests: {{n9: '{digest}'}}\n  sol_faults: {{nope: drop}}\n"))
+    assert any("lab.digests.n9" in p and "unknown node" in p for p in found), found
+    assert any("lab.sol_faults.nope" in p and "unknown node" in p for p in found), found
