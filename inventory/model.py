@@ -328,6 +328,18 @@ class Provisioner(_Model):
     listen: Listen | None = Field(
         None, description="ipxe: HOST:PORT serve-boot binds (e.g. 0.0.0.0:8069); default: url's host and port")
     token: CredentialRef | None = Field(None, description="drp: API token reference")
+    mode: Literal["auto", "workflow", "bootenv"] = Field(
+        "auto", description="drp: workflow (set the image params, start `workflow` and follow its Stage, "
+                            "CurrentTask and Jobs to WorkflowComplete), bootenv (set the image params and the "
+                            "fleet-install BootEnv; the machine must have no Workflow) or auto: workflow when the "
+                            "machine has a Workflow, else bootenv (docs/drp.md)")
+    workflow: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)] = Field(
+        "fleet-image-deploy", description="drp: the Workflow a reimage starts (contrib/drp ships "
+                                          "fleet-image-deploy; universal-rebuild or a site's own also work)")
+    ca_bundle: PlainText | None = Field(
+        None, description="drp: PEM file of the CA(s) that signed the DRP endpoint's certificate "
+                          "(default: the system's trust store)")
+    verify_tls: bool = Field(True, description="drp: check the endpoint's TLS certificate (false only for a lab)")
 
 
 class Node(_Model):
