@@ -9,12 +9,18 @@ ones in flight: ``r`` (or ``c`` again) aborts them and rolls back what they star
 ``f`` lets them finish.  Every finished row says its outcome (done, rolled back,
 aborted, not started, failed, skipped) and, for a cancelled or failed node, what it
 was left with; the header counts the same outcomes, so header and rows agree.
+
+A reimage follows its nodes' serial consoles while it runs
+(:class:`~console.ops.console_follow.ConsoleFollower` on the app's broker, so a console
+pane opened meanwhile shares the session): the whole boot goes to each node's console
+log, and a CONSOLE column shows the node's last console line.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on
@@ -35,7 +41,10 @@ from screens.common import outside
 from screens.footer import KeyFooter
 from screens.table import HabitDataTable
 
-__all__ = ["NodeProgressed", "ProgressScreen", "RunFinished"]
+if TYPE_CHECKING:  # the console follower is imported when a reimage runs
+    from console.ops.console_follow import ConsoleFollower
+
+__all__ = ["ConsoleLine", "NodeProgressed", "ProgressScreen", "RunFinished"]
 
 #: how a node's phase reads in the progress table: phase -> (symbol, style)
 PHASE_STYLE = {
@@ -82,6 +91,18 @@ class NodeProgressed(Message):
 
 
 @dataclass
+class ConsoleLine(Message):
+    """A followed node's last console line changed (the node's text: shown through visible())."""
+
+    node: str
+    line: str
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer line of the same node replaces a queued older one."""
+        return isinstance(message, ConsoleLine) and message.node == self.node
+
+
+@dataclass
 class RunFinished(Message):
     """A run ended (``result`` None when the runner itself broke: ``error`` says why)."""
 
@@ -121,6 +142,10 @@ class ProgressScreen(FleetAppMixin, Screen):
         self.ended = asyncio.Event()
         #: what the operator chose for the nodes in flight after the first cancel
         self.decided: str | None = None
+        #: a reimage shows each node's last console line (node -> line)
+        self.follows_consoles = plan.kind == "reimage"
+        self.console_lines: dict[str, str] = {}
+        self._follower: ConsoleFollower | None = None
 
     @property
     def finished(self) -> bool:
@@ -144,11 +169,18 @@ class ProgressScreen(FleetAppMixin, Screen):
         table.add_column("PHASE", key="phase", width=16)
         name_width = max((len(n.node) for n in self.plan.nodes), default=4)
         # the detail takes the rest of the row (no sideways scrolling at the start width)
-        table.add_column("DETAIL", key="detail", width=max(30, self.console.size.width - name_width - 16 - 8))
+        rest = self.console.size.width - name_width - 16 - 8
+        if self.follows_consoles:  # detail and console share it
+            rest -= 2
+            table.add_column("DETAIL", key="detail", width=max(20, rest // 2))
+            table.add_column("CONSOLE", key="console", width=max(20, rest - max(20, rest // 2)))
+        else:
+            table.add_column("DETAIL", key="detail", width=max(30, rest))
         for np in self.plan.nodes:
             snap = NodeProgressed(np.node, "planned", None, None, False, False, ())
             self.states[np.node] = snap
-            table.add_row(*self._cells(snap), key=np.node)
+            cells = self._cells(snap)
+            table.add_row(*cells, *((Text(""),) if self.follows_consoles else ()), key=np.node)
         self._refresh_counts()
         self._refresh_steps()
         self._start()
@@ -173,8 +205,13 @@ class ProgressScreen(FleetAppMixin, Screen):
 
     async def _run(self, runner: Runner) -> None:
         try:
+            if self.follows_consoles and self.plan.targets:
+                await self._follow_consoles()
             await self._run_once(runner)
         finally:
+            follower, self._follower = self._follower, None
+            if follower is not None:
+                await follower.close()
             self.ended.set()
             runs = self.console.runs
             if self in runs:
@@ -202,9 +239,35 @@ class ProgressScreen(FleetAppMixin, Screen):
             self.console.notify(visible(f"{self.plan.action} finished: {result.summary()}"),
                             severity="information" if result.ok else "warning", timeout=10, markup=False)
 
+    async def _follow_consoles(self) -> None:
+        """Open the target nodes' consoles before the run (bounded; see console.ops.console_follow)."""
+        from console.ops.console_follow import ConsoleFollower
+
+        def on_line(node: str, line: str) -> None:
+            self.post_message(ConsoleLine(node, line))
+
+        self._follower = ConsoleFollower(self.console.consoles, [n.node for n in self.plan.targets], on_line=on_line)
+        try:
+            await self._follower.start()
+        except Exception as exc:  # noqa: BLE001 - the consoles are a view: the reimage runs without them
+            self.console.notify(visible(f"reimage: the nodes' consoles are not followed: {exc}"),
+                                severity="warning", markup=False)
+
     def _progress(self, p: NodeProgress) -> None:
         """The runner's callback (on the app loop): post a snapshot, never touch widgets here."""
         self.post_message(NodeProgressed.of(p))
+        if p.final and self._follower is not None:
+            self._follower.node_ended(p.node)
+
+    @on(ConsoleLine)
+    def _console_line(self, message: ConsoleLine) -> None:
+        message.stop()
+        self.console_lines[message.node] = message.line
+        table = self.query_one("#progress", DataTable)
+        if message.node in table.rows:
+            table.update_cell(message.node, "console", outside(message.line, "dim"), update_width=False)
+        if self._cursor_node() == message.node:
+            self._refresh_steps()
 
     # ------------------------------------------------------------ display
     def _cells(self, s: NodeProgressed) -> tuple[Text, Text, Text]:
@@ -311,6 +374,10 @@ class ProgressScreen(FleetAppMixin, Screen):
             text.append(f" ({seconds:.1f} s)" + (f" {visible(detail)}" if detail else ""))
         if s.error:
             text.append(f"\n  {s.phase}: {visible(s.error)}", style="red" if s.phase == "failed" else "yellow")
+        line = self.console_lines.get(name) if name else None
+        if line:
+            text.append("\n  console: ", style="bold")
+            text.append(visible(line))
         box.update(text)
 
     # ------------------------------------------------------------ keys
