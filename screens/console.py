@@ -219,14 +219,15 @@ class ConsolePane(FleetAppMixin, Vertical):
         self._show_title()
 
     def _show_title(self) -> None:
+        """Node, state, who types, then the transport: what matters first when the pane is narrow."""
         title = Text(no_wrap=True, overflow="ellipsis")
         title.append(visible(self.node), "bold")
         session = self.session
         if session is None:
             title.append(f"  {self._note}", "dim")
         else:
-            title.append(f"  {visible(session.description)}  ", "dim")
             state = session.state
+            title.append("  ")
             title.append(state, "bold green" if state == "open" else "bold red" if state == "lost" else "yellow")
             if state != "open" and session.error:
                 title.append(f" ({visible(session.error)})", "")
@@ -235,7 +236,8 @@ class ConsolePane(FleetAppMixin, Vertical):
             elif session.holder:
                 title.append(f"  typed by {visible(session.holder)}", "")
             else:
-                title.append("  read-only: t to type", "dim")
+                title.append("  read-only: t types", "dim")
+            title.append(f"  {visible(session.description)}", "dim")
         self.query_one("#title", Static).update(title)
 
     def _set_typing(self, on: bool) -> None:
