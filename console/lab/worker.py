@@ -10,7 +10,10 @@ port}, "boot_port": int|null, "provisioner_url": str|null, "ssh_host_key": str}`
 stand-in (:mod:`console.lab.drp`) too; the machines then PXE-boot from it.
 
 After that, each stdin line is a control command answered by one stdout line
-(see :meth:`Worker.command`).  End of stdin means the supervisor is gone: the
+(see :meth:`Worker.command`; ``{"cmd": "emit", "node": N, "bytes": B, "rate": R}`` makes
+machine N print B bytes of a known pattern, :func:`emit_line`, at R bytes a second, then
+``EMIT N END``: ``bench/sol_console.py`` measures console throughput with it).  End of
+stdin means the supervisor is gone: the
 worker stops everything and exits, so no lab process outlives its owner.
 """
 
@@ -59,6 +62,7 @@ class Worker:
         self.snmp: SnmpLab | None = None
         self.ssh: SshHosts | None = None
         self.consoles: SshConsoles | None = None
+        self._emitters: set[asyncio.Task[None]] = set()  # ``emit`` commands running
         self.boot: BootServer | None = None
         self.drp: DrpLab | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -221,6 +225,15 @@ class Worker:
         if op == "serial":
             history = self.machines[cmd["node"]].serial.history()
             return {"output": history[-cmd.get("tail", 4096):].decode(errors="replace")}
+        if op == "emit":  # a known pattern on a machine's serial port at a rate (bench/sol_console.py)
+            m = self.machines[cmd["node"]]
+            total, rate = int(cmd["bytes"]), float(cmd["rate"])
+            if not (0 < total <= 64 * 1024 * 1024 and 0 < rate <= 10 * 1024 * 1024):
+                raise ValueError("emit: bytes must be 1..64 MiB and rate 1..10 MiB/s")
+            lines = -(-total // EMIT_LINE)
+            self._emitters.add(asyncio.get_running_loop().create_task(_emit(m, lines, rate)))
+            self._emitters = {t for t in self._emitters if not t.done()}
+            return {"ok": True, "lines": lines, "bytes": lines * EMIT_LINE}
         if op == "sessions":
             return {
                 "ipmi": self.ipmi.session_count() if self.ipmi else 0,
@@ -249,6 +262,31 @@ class Worker:
         if op == "ping":
             return {"ok": True, "time": time.time()}
         return {"error": f"unknown command {op!r}"}
+
+
+#: bytes of one line of the ``emit`` pattern, CR LF included
+EMIT_LINE = 64
+
+
+def emit_line(node: str, seq: int) -> bytes:
+    """Line ``seq`` of the ``emit`` pattern of ``node``: ``EMIT node 00000042 abc...`` ending CR LF."""
+    head = f"EMIT {node} {seq:08d} ".encode()
+    fill = bytes(0x61 + (seq + i) % 26 for i in range(EMIT_LINE - 2 - len(head)))
+    return head + fill + b"\r\n"
+
+
+async def _emit(machine: Machine, lines: int, rate: float) -> None:
+    """Write ``lines`` pattern lines to ``machine``'s serial port at ``rate`` bytes a second
+    (every 20 ms what is due), then ``EMIT node END``."""
+    loop = asyncio.get_running_loop()
+    start, seq = loop.time(), 0
+    while seq < lines:
+        due = min(lines, int((loop.time() - start) * rate / EMIT_LINE) + 1)
+        if due > seq:
+            machine.serial.write(b"".join(emit_line(machine.name, i) for i in range(seq, due)))
+            seq = due
+        await asyncio.sleep(0.02)
+    machine.serial.write(f"EMIT {machine.name} END\r\n".encode())
 
 
 async def _serve(config: dict[str, Any]) -> int:
