@@ -33,7 +33,6 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import datetime as dt
 import hmac
 import ipaddress
 import json
@@ -46,7 +45,7 @@ import time
 import uuid as uuidlib
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,14 @@ from aiohttp import web
 
 from . import tls
 from .machine import BootDevice, Machine, SelEvent, SensorReading
+from .redfish_common import HEALTH as _HEALTH
+from .redfish_common import RedfishError as _RedfishError
+from .redfish_common import Reply as _Reply
+from .redfish_common import collection as _collection
+from .redfish_common import iso as _iso
+from .redfish_common import json_body as _json_body
+from .redfish_common import link as _link
+from .redfish_common import status as _status
 
 __all__ = ["FAULT_MODES", "FLAVORS", "Flavor", "RedfishLab"]
 
@@ -140,107 +147,7 @@ _BOOT_TARGETS = {
 }
 _BOOT_NAMES = {v: k for k, v in _BOOT_TARGETS.items()}
 _BOOT_ENABLED = ("Disabled", "Once", "Continuous")
-_HEALTH = {"ok": "OK", "unknown": "OK", "warning": "Warning", "critical": "Critical"}
 _FAN_FULL_RPM = 12000.0  # what 100 % means when a flavor reports fans in percent
-
-# --------------------------------------------------------------------------- errors
-_REGISTRY = "Base.1.16"
-# MessageId -> (HTTP status, severity, message format, resolution); texts paraphrase the Base registry.
-_MESSAGES: dict[str, tuple[int, str, str, str]] = {
-    "ResourceMissingAtURI": (404, "Critical", "The resource at the URI '%1' was not found.",
-                             "Place a valid resource at the URI or correct the URI and resubmit the request."),
-    "OperationNotAllowed": (405, "Critical", "The HTTP method is not allowed on this resource.",
-                            "None."),
-    "NoValidSession": (401, "Critical", "There is no valid session established with the implementation.",
-                       "Establish a session before attempting any operations."),
-    "SessionLimitExceeded": (503, "Critical",
-                             "The session establishment failed due to the number of simultaneous sessions "
-                             "exceeding the limit of the implementation.",
-                             "Reduce the number of other sessions before trying to establish the session."),
-    "MalformedJSON": (400, "Critical", "The request body submitted was malformed JSON and could not be parsed.",
-                      "Ensure that the request body is valid JSON and resubmit the request."),
-    "InternalError": (500, "Critical",
-                      "The request failed due to an internal service error.  The service is still operational.",
-                      "Resubmit the request.  If the problem persists, consider resetting the service."),
-    "ActionParameterMissing": (400, "Critical", "The action %1 requires the parameter %2 to be present.",
-                               "Supply the action with the required parameter and resubmit the request."),
-    "ActionParameterValueNotInList": (400, "Warning",
-                                      "The value '%1' for the parameter %2 in the action %3 is not in the list "
-                                      "of acceptable values.",
-                                      "Choose a value from the enumeration list and resubmit the request."),
-    "ActionParameterValueTypeError": (400, "Warning",
-                                      "The value '%1' for the parameter %2 in the action %3 is of a different "
-                                      "type than the parameter can accept.",
-                                      "Correct the value and resubmit the request."),
-    "PropertyValueNotInList": (400, "Warning",
-                               "The value '%1' for the property %2 is not in the list of acceptable values.",
-                               "Choose a value from the enumeration list and resubmit the request."),
-    "PropertyValueTypeError": (400, "Warning",
-                               "The value '%1' for the property %2 is of a different type than the property "
-                               "can accept.",
-                               "Correct the value and resubmit the request."),
-    "PropertyUnknown": (400, "Warning", "The property %1 is not in the list of valid properties for the resource.",
-                        "Remove the unknown property from the request body and resubmit the request."),
-    "PropertyNotWritable": (400, "Warning", "The property %1 is a read-only property and cannot be assigned a value.",
-                            "Remove the property from the request body and resubmit the request."),
-    "PreconditionFailed": (412, "Critical", "The ETag supplied did not match the current ETag of the resource.",
-                           "Try the operation again using the appropriate ETag."),
-}
-
-
-class _RedfishError(Exception):
-    """A request failed in a way Redfish describes with a Base registry message."""
-
-    def __init__(self, message_id: str, *args: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message_id)
-        self.message_id = message_id
-        self.args_ = [str(a) for a in args]
-        self.headers = headers or {}
-
-    @property
-    def status(self) -> int:
-        return _MESSAGES[self.message_id][0]
-
-    def body(self) -> dict[str, Any]:
-        status, severity, fmt, resolution = _MESSAGES[self.message_id]
-        text = fmt
-        for i, arg in enumerate(self.args_, 1):
-            text = text.replace(f"%{i}", arg)
-        mid = f"{_REGISTRY}.{self.message_id}"
-        return {"error": {"code": mid, "message": text, "@Message.ExtendedInfo": [{
-            "@odata.type": "#Message.v1_1_1.Message", "MessageId": mid, "Message": text,
-            "MessageArgs": self.args_, "MessageSeverity": severity, "Severity": severity, "Resolution": resolution,
-        }]}}
-
-
-@dataclass
-class _Reply:
-    """A non-GET answer: status, optional JSON body, extra headers."""
-
-    status: int = 204
-    body: dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- helpers
-def _link(uri: str) -> dict[str, str]:
-    return {"@odata.id": uri}
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def _collection(uri: str, type_name: str, name: str, members: list[str]) -> dict[str, Any]:
-    return {
-        "@odata.id": uri, "@odata.type": f"#{type_name}.{type_name}", "Name": name,
-        "Members@odata.count": len(members), "Members": [_link(m) for m in members],
-    }
-
-
-def _status(health: str = "ok", state: str = "Enabled") -> dict[str, str]:
-    return {"State": state, "Health": _HEALTH.get(health, "OK")}
-
 
 def _sensor_id(s: SensorReading) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", s.name)
@@ -260,18 +167,6 @@ def _thresholds(s: SensorReading) -> dict[str, float]:
         if value is not None:
             out[key] = value
     return out
-
-
-def _json_body(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise _RedfishError("MalformedJSON") from None
-    if not isinstance(body, dict):
-        raise _RedfishError("MalformedJSON")
-    return body
 
 
 @dataclass
