@@ -233,12 +233,12 @@ async def reimage_node(node: Node, image: Image, *, site: Site, secrets: Secrets
         enter(StepName.INSTALLING, seen)
 
         if not node.host:
-            await follow.within("installing", t.installing, lambda: _powered(follow))
+            await follow.within("installing", t.installing, lambda: _installed(follow, _powered(follow)))
             await _clear_quirk(follow)
             enter(NodeState.DONE, f"{image.ref} handed to the node by the {kind} provisioner; the running version is "
                           f"not verified (no host address in the inventory){await _confirm(prov, node)}")
             return
-        ref = await follow.within("installing", t.installing, lambda: _answers(follow))
+        ref = await follow.within("installing", t.installing, lambda: _installed(follow, _answers(follow)))
         enter(StepName.VERIFYING, f"OS answers, reports {ref}{await _clear_quirk(follow)}")
         await follow.within("verifying", t.verifying, lambda: _reports(follow, ref))
         took = time.time() - started
@@ -447,6 +447,40 @@ async def _booted(f: _Follow, mark: float | None) -> str:
             state = await f.power()
             if state is not None:
                 f.seen = f"power {state.value}, no boot fetch seen by the provisioner yet"
+        await f.pause()
+
+
+async def _installed(f: _Follow, then: Coroutine[Any, Any, str]) -> str:
+    """The provisioner's workflow (DRP) runs to its end, then ``then`` (the OS answers)."""
+    try:
+        await _workflow(f)
+    except BaseException:
+        then.close()
+        raise
+    return await then
+
+
+async def _workflow(f: _Follow) -> None:
+    """DRP: follow the machine's Stage, CurrentTask and job to WorkflowComplete; a failed job
+    fails the install.  Nothing to follow for a provisioner without workflows."""
+    progress = getattr(f.prov, "progress", None)
+    if progress is None:
+        return
+    while True:
+        try:
+            p = await progress(f.node)
+        except DriverError as exc:
+            f.seen = f"provisioner: {exc}"
+            await f.pause()
+            continue
+        if p is None:  # no workflow (DRP bootenv mode): the install is not followed there
+            return
+        if p.failed:
+            why = f": {'; '.join(p.errors)}" if p.errors else ""
+            raise ActionError(f"installing: {p.words()}: the job failed{why}")
+        if p.complete:
+            return
+        f.seen = p.words()
         await f.pause()
 
 

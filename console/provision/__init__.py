@@ -4,7 +4,7 @@ One small interface, three backends (chosen by the site's ``provisioner.kind``):
 
 ``ipxe``    (default, embedded) per-MAC iPXE scripts written atomically into a boot
             root and served over HTTP by :class:`console.provision.ipxe.IpxeServer`
-``drp``     Digital Rebar Provision's REST API: the machine's BootEnv and an image param
+``drp``     Digital Rebar Provision's REST API: an image param and a workflow (or a BootEnv)
 ``vmedia``  Redfish VirtualMedia: InsertMedia of the image's ISO URL
 
 Every backend keeps the assignment it replaced (``previous``) so a failed reimage
@@ -136,7 +136,8 @@ def open_provisioner(site: Site, secrets: Secrets) -> ProvisionerBackend:
             raise ActionError(f"site {site.name}: the drp provisioner needs provisioner.url (the DRP API endpoint)")
         if not prov.token:
             raise ActionError(f"site {site.name}: the drp provisioner needs provisioner.token (a credential reference)")
-        return DrpProvisioner(prov.url, secrets.resolve(prov.token))
+        return DrpProvisioner(prov.url, secrets.resolve(prov.token), verify=prov.verify_tls, ca_bundle=prov.ca_bundle,
+                              mode=prov.mode, workflow=prov.workflow)
     if kind == "vmedia":
         from console.provision.vmedia import VmediaProvisioner
 

@@ -89,25 +89,32 @@ async def test_assign_reads_back_and_rolls_back(site_ctx):
     site, secrets = site_ctx
     node = site.node("drp-n03")
     prov = open_provisioner(site, secrets)
+    was = "Workflow fleet-image-deploy (complete), BootEnv local"
     try:
         assert (await prov.assignment(node)).image is None
         assert await prov.previous(node) is None
         old = await prov.assign(node, site.image("flatcar@4152.2.0"))
-        assert old.image is None and old.detail == "BootEnv local"
+        assert old.image is None and old.detail == was
         now = await prov.assignment(node)
-        assert now.image == "flatcar@4152.2.0" and now.detail == "BootEnv fleet-install"
+        assert now.image == "flatcar@4152.2.0"
+        assert now.detail == "Workflow fleet-image-deploy (stage fleet-image-deploy), BootEnv sledgehammer"
         m = await prov.machine(node)
         assert m["Params"]["fleet/image"]["kernel"].endswith("/images/flatcar/4152.2.0/vmlinuz")
+        assert m["Params"]["fleet/previous"] == {"BootEnv": "local", "Workflow": "fleet-image-deploy", "image": None}
+        assert m["CurrentTask"] == -1 and m["WorkflowComplete"] is False
         await prov.confirm(node)  # that reimage finished: the next assign records it for rollback
         await prov.assign(node, site.image("flatcar@4081.2.1"))
         assert (await prov.previous(node)).image == "flatcar@4152.2.0"
-        back = await prov.rollback(node)
-        assert back.image == "flatcar@4152.2.0" and back.detail == "BootEnv fleet-install"
-        await prov.assign(node, site.image("flatcar@4081.2.1"))
+        back = await prov.rollback(node)  # the workflow is cleared: nothing runs on the next boot
+        assert back.image == "flatcar@4152.2.0" and back.detail == "BootEnv sledgehammer"
+        m = await prov.machine(node)
+        assert m["Workflow"] == "" and m["Tasks"] == []
+        await prov.assign(node, site.image("flatcar@4081.2.1"))  # no workflow now: auto is bootenv mode
+        assert (await prov.assignment(node)).detail == "BootEnv fleet-install"
         await prov.rollback(node)
         await prov.assign(node, site.image("flatcar@4081.2.1"))
         assert (await prov.previous(node)).image == "flatcar@4152.2.0"
-        assert await prov.fetches(node) == []  # never booted
+        assert await prov.fetches(node) is None  # bootenv mode: nothing runs a task, DRP sees no boot
     finally:
         await prov.close()
 
@@ -144,11 +151,12 @@ async def test_an_injected_command_line_never_reaches_drp(site_ctx):
 
 
 async def test_reimage_through_drp(site_lab, site_ctx):
+    """The done-when: a reimage follows the DRP workflow to WorkflowComplete."""
     site, secrets = site_ctx
     for name in ("drp-n02", "drp-n04"):  # a Redfish and an IPMI BMC
         phases = await reimage_phases(site, secrets, name, "flatcar@4152.2.0")
         assert [p for p, _ in phases] == list(PHASES)
-        assert "DRP job fleet-install:install" in phases[2][1]
+        assert "DRP job fleet-image-deploy" in phases[2][1]
         state = site_lab.machine(name)
         assert state["image"] == "flatcar@4152.2.0" and state["last_boot_source"] == "pxe"
         assert state["pxe_fetches"][-1][1].endswith(f"/52:54:00:0d:00:0{name[-1]}.ipxe")
@@ -156,9 +164,12 @@ async def test_reimage_through_drp(site_lab, site_ctx):
     prov = open_provisioner(site, secrets)
     try:
         m = await prov.machine(site.node("drp-n02"))
-        assert m["BootEnv"] == "local"  # the install finished: next boot from disk
-        assert m["Params"]["last-boot-macaddr"] == "52:54:00:0d:00:02"
-        assert len(await prov.fetches(site.node("drp-n02"))) == 1
+        assert m["Workflow"] == "fleet-image-deploy" and m["WorkflowComplete"] is True
+        assert m["Stage"] == "fleet-complete" and m["BootEnv"] == "local"  # next boot from disk
+        assert m["JobState"] == "finished" and m["JobExitState"] == "complete"
+        assert m["Params"]["fleet/image"]["state"] == "verified"
+        (job,) = await prov.fetches(site.node("drp-n02"))
+        assert job.what == "DRP job fleet-image-deploy finished"
     finally:
         await prov.close()
 
