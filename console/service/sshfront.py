@@ -836,5 +836,6 @@ def _service_site(service: object) -> str | None:
         value = getattr(service, attr, None)
         if isinstance(value, str) and value:
             return os.path.abspath(value) if os.sep in value or value.endswith((".yaml", ".yml")) else value
-    return None
+    name = getattr(getattr(service, "site", None), "name", None)
+    return name if isinstance(name, str) and name else None
 
