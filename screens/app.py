@@ -112,7 +112,8 @@ class FleetConsoleApp(App):
     def __init__(self, ctx: SiteContext, *, run_options: RunOptions | None = None, locks: Locks | None = None,
                  read_only: bool = False, poll_config: PollConfig | None = None,
                  poll: bool = True, clock: Callable[[], float] = time.time, handle_signals: bool = False,
-                 poller: PollSourceFactory | None = None) -> None:
+                 poller: PollSourceFactory | None = None, mode: str = "embedded",
+                 operator: str | None = None) -> None:
         super().__init__()
         self.ctx = ctx
         #: how the actions started here run (fan-out, time limits): the CLI's defaults unless given
@@ -144,11 +145,15 @@ class FleetConsoleApp(App):
         self._last_input = self._last_full_gc = time.monotonic()
         #: changes held for the screens beneath the top one: screen -> (nodes, switches)
         self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.sub_title = f"site {visible(ctx.site.name)}" + ("  [READ-ONLY]" if read_only else "")
+        #: where the live state comes from: "embedded" (this process polls) or "via service (pid N)",
+        #: said in the subtitle when it is a service (embedded is the console as it always was)
+        self.mode = mode
+        self.sub_title = (f"site {visible(ctx.site.name)}" + (f"  {visible(mode)}" if mode != "embedded" else "")
+                          + ("  [READ-ONLY]" if read_only else ""))
         #: the serial consoles this process watches, one session per node (made on first use)
         self._consoles: ConsoleBroker | None = None
         #: who types and acts from this console (journal and console holders)
-        self.operator = current_operator()
+        self.operator = visible(operator) if operator else current_operator()
 
     def on_mount(self) -> None:
         # No automatic full collection: one walks every object not frozen (tens of ms at
@@ -515,7 +520,8 @@ def make_app(ctx: SiteContext, **kwargs: Any) -> FleetConsoleApp:
     return FleetConsoleApp(ctx, **kwargs)
 
 
-def run_app(ctx: SiteContext, *, read_only: bool = False) -> int:
-    """Run the TUI until the operator quits; sessions are logged out on the way out."""
-    make_app(ctx, read_only=read_only, handle_signals=True).run()
+def run_app(ctx: SiteContext, *, read_only: bool = False, **kwargs: Any) -> int:
+    """Run the TUI until the operator quits; sessions are logged out on the way out.
+    ``kwargs`` go to the app (a site service's ``poller``, ``mode`` and ``operator``)."""
+    make_app(ctx, read_only=read_only, handle_signals=True, **kwargs).run()
     return 0

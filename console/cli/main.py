@@ -239,6 +239,12 @@ def _live(fn):
             from console.cli.commands import selected_nodes
 
             selected_nodes(sites.load(args.site), expr)
+        from console.cli.serve_cmd import mode_for
+
+        served = getattr(args, "via_service", None)
+        found = mode_for(args, served is not None)
+        if found is not None and served is not None:
+            return served(args, found)
         with open_site(args.site) as ctx:
             return fn(args, ctx)
 
@@ -267,8 +273,19 @@ def read_only_reason(args: argparse.Namespace, site: Site) -> str | None:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
+    from console.cli.serve_cmd import find_service
     from screens.app import run_app
 
+    found = find_service(sites.load(args.site).name)
+    if found is not None:  # a client of the site's service: its poller, its state
+        import functools
+
+        from console.service.client import ServicePollSource
+
+        with open_site(args.site, need_lab=False) as ctx:
+            return run_app(ctx, read_only=read_only_reason(args, ctx.site) is not None,
+                           poller=functools.partial(ServicePollSource, path=found[0], token=found[1]),
+                           mode=f"via service (pid {found[2].pid})", operator=found[2].identity.name)
     with open_site(args.site) as ctx:
         return run_app(ctx, read_only=read_only_reason(args, ctx.site) is not None)
 
@@ -312,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("range", nargs="?", help="node selection, e.g. dal1-r02-n[01-10] or rack=r03")
     st.add_argument("--json", action="store_true", help="stable JSON records for scripts")
     st.add_argument("--timeout", type=float, default=5.0, help="seconds per BMC request")
-    st.set_defaults(func=_live(commands.cmd_status))
+    from console.cli.serve_cmd import status_via_service
+
+    st.set_defaults(func=_live(commands.cmd_status), via_service=status_via_service)
 
     sw = sub.add_parser("switches", help="switches, ports, the node on each port, miscabling findings")
     sw.add_argument("--json", action="store_true")
@@ -329,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_action_commands(sub)
     _add_site_commands(sub)
+
+    from console.cli.serve_cmd import add_serve_command
+
+    add_serve_command(sub)
 
     from console.cli.console_cmd import add_console_command
 
@@ -453,6 +476,11 @@ def _action(fn):
         except PlanError as exc:
             print(visible(f"fleet-console: error: {exc}"), file=sys.stderr)
             return EXIT_USAGE
+        from console.cli.serve_cmd import act_via_service, mode_for
+
+        found = mode_for(args, True)
+        if found is not None:  # planned and run in the site service: it outlives this terminal
+            return act_via_service(args, found)
         with open_site(args.site) as ctx:
             return fn(args, ctx)
 
