@@ -306,8 +306,6 @@ class DrpLab(HttpService):
         self.jobs: list[dict[str, Any]] = []
         self.fetches: list[dict[str, Any]] = []
         self._runners: dict[str, asyncio.Task[None]] = {}
-        #: every request: (method, path, query keys), for the contract test
-        self.requests: list[tuple[str, str, tuple[str, ...]]] = []
 
     # ------------------------------------------------------------- content and tokens
     def load_content(self, path: Path) -> None:
@@ -370,7 +368,6 @@ class DrpLab(HttpService):
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        self.requests.append((request.method, request.path, tuple(request.query.keys())))
         if not request.path.startswith("/api/"):
             return await handler(request)  # the provisioner's files are unauthenticated, as on DRP
         header = request.headers.get("Authorization", "")
