@@ -27,7 +27,7 @@ from console.service import protocol as p
 from console.service.client import ServiceClient, ServiceGone, ServiceRefused, apply_states, service_for
 from console.text import visible
 
-__all__ = ["add_serve_command", "cmd_serve", "find_service", "mode_for", "Found", "say_mode", "status_via_service",
+__all__ = ["add_serve_command", "cmd_serve", "cmd_who", "find_service", "mode_for", "Found", "say_mode", "status_via_service",
            "act_via_service"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -76,6 +76,48 @@ def add_serve_command(sub: Any) -> None:
     sv.add_argument("--listen", metavar="HOST:PORT", help="also serve operators over SSH here (e.g. 127.0.0.1:2222)")
     sv.add_argument("--operators", metavar="FILE", help="with --listen: the operators file (names, roles, keys)")
     sv.set_defaults(func=cmd_serve)
+    who = sub.add_parser("who", help="who is connected to the site service: role, since, locks held, running jobs")
+    who.add_argument("--json", action="store_true")
+    who.set_defaults(func=cmd_who)
+
+
+def cmd_who(args: argparse.Namespace) -> int:
+    """``who``: the service's sessions (an error when no service runs for the site)."""
+    import time
+
+    found = find_service(sites.load(args.site).name)
+    if found is None:
+        _err(f"fleet-console: error: no site service runs for {args.site} (start one: fleet-console --site "
+             f"{args.site} serve)")
+        return EXIT_USAGE
+    say_mode(found)
+
+    async def ask() -> list[dict[str, Any]]:
+        client = ServiceClient(found[0], token=found[1], client="who")
+        await client.connect()
+        try:
+            data = await client.request(p.Who(id=0))
+        finally:
+            await client.close()
+        return [x for x in data.get("sessions", []) if x.get("client") != "who"]
+
+    try:
+        sessions = asyncio.run(ask())
+    except (ServiceGone, ServiceRefused) as exc:
+        _err(f"fleet-console: error: {exc}")
+        return EXIT_FAIL
+    if args.json:
+        dump_json(sessions)
+        return EXIT_OK
+    from console.cli.commands import _print_table
+    from inventory.ranges import compress
+
+    now = time.time()
+    rows = [[str(x.get("name")), str(x.get("role")), str(x.get("via")), str(x.get("client")),
+             f"{int(now - float(x.get('since') or now))} s", compress(x.get("locks") or []) or "-",
+             ", ".join(x.get("jobs") or []) or "-"] for x in sessions]
+    _print_table(rows, ["OPERATOR", "ROLE", "VIA", "CLIENT", "CONNECTED", "LOCKS", "JOBS"])
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -247,3 +247,19 @@ async def test_stop_tells_every_client(site_lab, tmp_path) -> None:
     assert not (tmp_path / "s.sock").exists()
     assert len(svc.tokens) == 0
     await wait_until(lambda: site_lab.sessions()["redfish"] == 0, timeout=30, what="BMC sessions logged out")
+
+
+async def test_the_console_shows_the_service_state(service, site_lab) -> None:
+    import functools
+
+    from screens.app import make_app
+
+    site = site_lab.effective_site()
+    app = make_app(SiteContext(site, Secrets()), poll=True, mode=f"via service (pid {service.pid})",
+                   operator="alice", poller=functools.partial(ServicePollSource, path=service.socket_path))
+    async with app.run_test(size=(120, 30)):
+        await wait_until(lambda: all(st.last_success for st in app.fleet.nodes.values()), timeout=60,
+                         what="the service's states in the console")
+        assert f"via service (pid {service.pid})" in app.sub_title and app.operator == "alice"
+        assert [s.client for s in service.sessions()] == ["tui"]
+    await wait_until(lambda: not service.sessions(), timeout=10, what="the console gone")

@@ -78,6 +78,8 @@ def test_embedded_without_a_service(lab) -> None:
     r = cli(lab, "status", "--json")
     assert r.returncode == 0, r.stderr
     assert "fleet-console: embedded" in r.stderr
+    r = cli(lab, "who")
+    assert r.returncode == 2 and "no site service runs" in r.stderr
 
 
 def test_status_and_power_via_the_service_then_sigterm(lab, served) -> None:
@@ -94,6 +96,9 @@ def test_status_and_power_via_the_service_then_sigterm(lab, served) -> None:
     result = json.loads(r.stdout)
     entries = [e for e in read_entries("svccli", limit=100) if e.get("plan") == result["plan"]["id"]]
     assert entries and {e["operator"] for e in entries} == {getpass.getuser()}
+    r = cli(lab, "who", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == []  # nobody else is connected (who leaves itself out)
     # a second service for the site is refused while the first lives
     r = cli(lab, "serve", timeout=60)
     assert r.returncode == 1 and "already runs" in r.stderr
