@@ -192,3 +192,53 @@ async def test_boot_env_without_image_times_out_in_verifying(site_lab, site_ctx)
     assert str(err.value) == ("verifying: timed out after 1 s "
                               "(node still reports flatcar@4081.2.1, expected flatcar@4152.2.0)")
     assert "Script names no image" in site_lab.call("drp-n03", {"cmd": "serial", "node": "drp-n03"})["output"]
+
+
+def _api(site, secrets):
+    token = secrets.resolve("lab:drp").get()
+    return httpx.Client(base_url=str(site.provisioner.url), headers={"Authorization": f"Bearer {token}"})
+
+
+def _with(site, **prov):
+    return site.model_copy(update={"provisioner": site.provisioner.model_copy(update=prov)})
+
+
+async def test_a_failed_drp_job_fails_the_reimage_naming_it(site_lab, site_ctx):
+    site, secrets = site_ctx
+    with _api(site, secrets) as http:
+        (m,) = http.get("/api/v3/machines", params={"Name": "drp-n01"}).json()
+        http.post(f"/api/v3/machines/{m['Uuid']}/params/lab/fail-task",
+                  json="fleet-image-deploy").raise_for_status()
+    try:
+        with pytest.raises(ActionError) as err:
+            await reimage_phases(_with(site, mode="workflow"), secrets, "drp-n01", "flatcar@4152.2.0")
+    finally:
+        with _api(site, secrets) as http:
+            http.patch(f"/api/v3/machines/{m['Uuid']}/params",
+                       json=[{"op": "remove", "path": "/lab~1fail-task"}]).raise_for_status()
+    assert str(err.value).startswith(
+        "installing: DRP workflow fleet-image-deploy: stage fleet-image-deploy, task fleet-image-deploy (3/5), "
+        "job failed/failed: the job failed: task fleet-image-deploy failed (lab/fail-task)")
+
+
+async def test_bootenv_mode_refuses_a_machine_in_a_workflow_then_installs(site_lab, site_ctx):
+    site, secrets = site_ctx
+    bootenv = _with(site, mode="bootenv")
+    with _api(site, secrets) as http:
+        (m,) = http.get("/api/v3/machines", params={"Name": "drp-n02"}).json()
+    assert m["Workflow"] == "fleet-image-deploy"
+    with pytest.raises(ActionError, match=r"^assign: drp-n02: DRP machine is in Workflow fleet-image-deploy"):
+        await reimage_phases(bootenv, secrets, "drp-n02", "flatcar@4081.2.1")
+    with _api(site, secrets) as http:
+        same = http.get(f"/api/v3/machines/{m['Uuid']}").json()
+        assert same["Params"] == m["Params"] and same["BootEnv"] == "local"  # refused before any write
+        http.patch(f"/api/v3/machines/{m['Uuid']}",
+                   json=[{"op": "replace", "path": "/Workflow", "value": ""}]).raise_for_status()
+    phases = await reimage_phases(bootenv, secrets, "drp-n02", "flatcar@4081.2.1")
+    assert [p for p, _ in phases] == list(PHASES)
+    assert phases[2][1] == "power on; booting"  # DRP sees no boot without a runner
+    with _api(site, secrets) as http:
+        done = http.get(f"/api/v3/machines/{m['Uuid']}").json()
+    assert done["BootEnv"] == "local" and done["Params"]["fleet/image"]["state"] == "verified"
+    assert done["Params"]["fleet/previous"]["image"]["version"] == "4152.2.0"
+    assert site_lab.machine("drp-n02")["image"] == "flatcar@4081.2.1"
