@@ -40,9 +40,11 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 import uuid as uuidlib
+import weakref
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -61,6 +63,9 @@ from .redfish_common import iso as _iso
 from .redfish_common import json_body as _json_body
 from .redfish_common import link as _link
 from .redfish_common import status as _status
+from .redfish_inventory import ROUTES as _INVENTORY_ROUTES
+from .redfish_inventory import InventoryResources, SystemExtras
+from .redfish_metadata import metadata_xml, service_document
 
 __all__ = ["FAULT_MODES", "FLAVORS", "Flavor", "RedfishLab"]
 
@@ -91,6 +96,13 @@ class Flavor:
     #: BootSourceOverrideEnabled ignored when written and always reported as this (sushy-tools:
     #: "Continuous"), so a target set "Once" boots every time until the target is set to None
     boot_enabled: str | None = None
+    #: BootSourceOverrideTarget@Redfish.AllowableValues, as the flavor's capture lists them
+    boot_targets: tuple[str, ...] = ("None", "Pxe", "Cd", "Usb", "Hdd", "BiosSetup", "Utilities", "Diags", "SDCard",
+                                     "UefiTarget")
+    #: reset types listed in an ActionInfo resource (@Redfish.ActionInfo, as OpenBMC does), not inline
+    action_info: bool = False
+    #: URIs matched regardless of case (HPE iLO)
+    case_insensitive: bool = False
 
 
 #: every vendor layout the lab serves, by the name RedfishLab.add(flavor=...) takes.
@@ -105,15 +117,20 @@ FLAVORS: dict[str, Flavor] = {
                chassis_id="System.Embedded.1", manager_id="iDRAC.Embedded.1",
                manufacturer="Dell Inc.", vendor="Dell", log_owner="Managers", log_id="Sel",
                media_owner="Systems", media_id="1", nic_id="NIC.Integrated.1-1-1",
-               extra_resets=("PushPowerButton",), sensors=True, fan_units="RPM", odata_context=True),
+               extra_resets=("PushPowerButton",), sensors=True, fan_units="RPM", odata_context=True,
+               boot_targets=("None", "Pxe", "Floppy", "Cd", "Hdd", "BiosSetup", "Utilities", "UefiTarget", "SDCard",
+                             "UefiHttp")),
         Flavor(name="ilo", system_ids=("1", "{n}"), chassis_id="1", manager_id="1",
                manufacturer="HPE", vendor="HPE", log_owner="Systems", log_id="IML",
                media_owner="Managers", media_id="2", nic_id="1",
-               extra_resets=("PushPowerButton",), sensors=False, fan_units="Percent", odata_context=True),
+               extra_resets=("PushPowerButton",), sensors=False, fan_units="Percent", odata_context=True,
+               boot_targets=("None", "Cd", "Hdd", "Usb", "SDCard", "Utilities", "Diags", "BiosSetup", "Pxe",
+                             "UefiShell", "UefiHttp", "UefiTarget"), case_insensitive=True),
         Flavor(name="openbmc", system_ids=("system", "system{n}"), chassis_id="chassis", manager_id="bmc",
                manufacturer=None, vendor=None, log_owner="Systems", log_id="EventLog",
                media_owner="Managers", media_id="Slot_0", nic_id="eth0",
-               extra_resets=("ForceOn",), sensors=True, fan_units="RPM", odata_context=False),
+               extra_resets=("ForceOn",), sensors=True, fan_units="RPM", odata_context=False,
+               boot_targets=("None", "Pxe", "Hdd", "Cd", "Diags", "BiosSetup", "Usb"), action_info=True),
         # OpenStack's sushy-tools emulator: the DMTF layout, with its boot override quirk
         Flavor(name="sushy", system_ids=("437XR1138R2", "437XR1138R{m}"), chassis_id="1U", manager_id="BMC",
                manufacturer=None, vendor=None, log_owner="Systems", log_id="SEL",
@@ -138,14 +155,32 @@ _RESETS: dict[str, Callable[[Machine], None]] = {
     "PushPowerButton": lambda m: m.power_soft() if m.powered else m.power_on(),
 }
 
+# Every BootSourceOverrideTarget a capture lists -> what the simulated machine does with it: the
+# machine knows five devices, so USB sticks, SD cards and UEFI targets boot its disk, UEFI HTTP
+# boot is network boot, and the firmware tools stop in setup.
 _BOOT_TARGETS = {
     "None": BootDevice.NONE,
     "Pxe": BootDevice.PXE,
+    "UefiHttp": BootDevice.PXE,
     "Hdd": BootDevice.DISK,
+    "Usb": BootDevice.DISK,
+    "SDCard": BootDevice.DISK,
+    "UefiTarget": BootDevice.DISK,
+    "RemoteDrive": BootDevice.DISK,
+    "UefiBootNext": BootDevice.DISK,
     "Cd": BootDevice.CD,
+    "Floppy": BootDevice.CD,
     "BiosSetup": BootDevice.BIOS,
+    "Utilities": BootDevice.BIOS,
+    "Diags": BootDevice.BIOS,
+    "UefiShell": BootDevice.BIOS,
 }
-_BOOT_NAMES = {v: k for k, v in _BOOT_TARGETS.items()}
+# the name a target the machine holds is reported by, when it was not set through Redfish
+_BOOT_NAMES = {BootDevice.NONE: "None", BootDevice.PXE: "Pxe", BootDevice.DISK: "Hdd", BootDevice.CD: "Cd",
+               BootDevice.BIOS: "BiosSetup"}
+_INDICATOR_LED = ("Lit", "Blinking", "Off")
+#: seconds (times the machine's time_scale) a BMC is gone after Manager.Reset, as a real one reboots
+MANAGER_RESET_SECONDS = 60.0
 _BOOT_ENABLED = ("Disabled", "Once", "Continuous")
 _FAN_FULL_RPM = 12000.0  # what 100 % means when a flavor reports fans in percent
 
@@ -179,6 +214,17 @@ class _Session:
 
 
 @dataclass
+class _Account:
+    """One AccountService account: the lab's own user is account 1 and cannot be deleted."""
+
+    id: str
+    username: str
+    password: str
+    role: str = "Administrator"
+    enabled: bool = True
+
+
+@dataclass
 class _Media:
     """One virtual CD drive."""
 
@@ -194,6 +240,11 @@ class _Settings:
     session_timeout: float = 1800.0
     max_sessions: int = 16
     latency: float = 0.0
+
+
+def _etags(header: str | None) -> set[str]:
+    """The entity tags of an If-Match or If-None-Match header (``*`` kept as is)."""
+    return {t.strip() for t in (header or "").split(",") if t.strip()}
 
 
 # --------------------------------------------------------------------------- one BMC
@@ -237,16 +288,31 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [(_route(t), m) for t, m
     "/redfish/v1/SessionService/Sessions": {"GET": "get_sessions", "POST": "post_session"},
     "/redfish/v1/SessionService/Sessions/{sid}": {"GET": "get_session", "DELETE": "delete_session"},
     "/redfish/v1/AccountService": {"GET": "get_account_service"},
-    "/redfish/v1/AccountService/Accounts": {"GET": "get_accounts"},
-    "/redfish/v1/AccountService/Accounts/{acct}": {"GET": "get_account"},
+    "/redfish/v1/AccountService/Accounts": {"GET": "get_accounts", "POST": "post_account"},
+    "/redfish/v1/AccountService/Accounts/{acct}": {"GET": "get_account", "PATCH": "patch_account",
+                                                   "DELETE": "delete_account"},
+    "/redfish/v1/AccountService/Roles": {"GET": "get_roles"},
+    "/redfish/v1/AccountService/Roles/{role}": {"GET": "get_role"},
+    "/redfish/v1/{kind:Systems|Managers}/{owner}/ResetActionInfo": {"GET": "get_reset_action_info"},
+    "/redfish/v1/odata": {"GET": "get_odata"},
+    "/redfish/v1/$metadata": {"GET": "get_metadata"},
+    **_INVENTORY_ROUTES,
 }.items()]
-# Handlers that answer without credentials (the spec allows it; POST Sessions carries its own).
-_PUBLIC = frozenset({"get_versions", "get_root", "post_session"})
+# Handlers that answer without credentials (DSP0266: the version document, the service root and the
+# OData documents are public; POST Sessions carries its own credentials).
+_PUBLIC = frozenset({"get_versions", "get_root", "get_odata", "get_metadata", "post_session"})
+# Redfish roles and what each may do (the Base privilege registry, cut down to reads and writes)
+_ROLES = {"Administrator": ("Login", "ConfigureManager", "ConfigureUsers", "ConfigureSelf", "ConfigureComponents"),
+          "Operator": ("Login", "ConfigureSelf", "ConfigureComponents"),
+          "ReadOnly": ("Login", "ConfigureSelf")}
 
 _ROOT = "/redfish/v1"
+_MIN_PASSWORD, _MAX_PASSWORD = 8, 64
+_MAX_ACCOUNTS = 16
+_MANAGER_RESETS = ("ForceRestart", "GracefulRestart")
 
 
-class _Bmc:
+class _Bmc(InventoryResources):
     """One simulated BMC: identity, systems, sessions, and the body of every resource.
 
     Handlers take the route's path parameters and the parsed request body; GET
@@ -281,6 +347,18 @@ class _Bmc:
         #: the machines that are nodes of their own (their names map to this BMC's port)
         self.nodes = list(members.values()) if members is not None else [machine]
         self.boot_mode = {sid: "UEFI" for sid in self.systems}
+        #: the target name last written per system (several names map to one machine device)
+        self.boot_name: dict[str, str] = {}
+        self.uefi_target: dict[str, str] = {}
+        self.indicator = {sid: "Off" for sid in self.systems}
+        self.asset_tag = {sid: "" for sid in self.systems}
+        self.extras: dict[str, SystemExtras] = {}
+        self.accounts = {"1": _Account("1", username, password)}
+        #: monotonic time until which the BMC is rebooting (Manager.Reset); 0: up
+        self.down_until = 0.0
+        #: the connections clients hold to this BMC (a reboot drops them)
+        self.transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        self.manager_id = flavor.manager_id
         self.chassis_uri = f"{_ROOT}/Chassis/{flavor.chassis_id}"
         self.manager_uri = f"{_ROOT}/Managers/{flavor.manager_id}"
 
@@ -339,9 +417,17 @@ class _Bmc:
             del self.sessions[sid]
 
     def check_password(self, username: str, password: str) -> bool:
-        """Constant-time credential check (``&``, not ``and``: both halves always run)."""
-        return hmac.compare_digest(username.encode(), self.username.encode()) & hmac.compare_digest(
-            password.encode(), self.password.encode())
+        """Constant-time credential check (``&``, not ``and``: both halves always run) over every account."""
+        ok = False
+        for a in self.accounts.values():
+            match = hmac.compare_digest(username.encode(), a.username.encode()) & hmac.compare_digest(
+                password.encode(), a.password.encode())
+            ok |= match and a.enabled
+        return ok
+
+    def role_of(self, username: str) -> str:
+        """The role of the account called ``username`` (ReadOnly if it is gone)."""
+        return next((a.role for a in self.accounts.values() if a.username == username), "ReadOnly")
 
     def session_for_token(self, token: str) -> _Session | None:
         """The live session holding ``token`` (refreshing its idle timer), or None."""
@@ -374,7 +460,8 @@ class _Bmc:
             },
             "Systems": _link(f"{_ROOT}/Systems"), "Chassis": _link(f"{_ROOT}/Chassis"),
             "Managers": _link(f"{_ROOT}/Managers"), "SessionService": _link(f"{_ROOT}/SessionService"),
-            "AccountService": _link(f"{_ROOT}/AccountService"),
+            "AccountService": _link(f"{_ROOT}/AccountService"), "UpdateService": _link(f"{_ROOT}/UpdateService"),
+            "TaskService": _link(f"{_ROOT}/TaskService"), "EventService": _link(f"{_ROOT}/EventService"),
             "Links": {"Sessions": _link(f"{_ROOT}/SessionService/Sessions")},
         }
         if self.flavor.vendor:
@@ -395,6 +482,11 @@ class _Bmc:
         target = m.boot_override
         enabled = "Disabled" if target == BootDevice.NONE else "Continuous" if m.boot_override_persistent else "Once"
         enabled = f.boot_enabled or enabled
+        reset: dict[str, Any] = {"target": f"{uri}/Actions/ComputerSystem.Reset"}
+        if f.action_info:
+            reset["@Redfish.ActionInfo"] = f"{uri}/ResetActionInfo"
+        else:
+            reset["ResetType@Redfish.AllowableValues"] = [*_COMMON_RESETS, *f.extra_resets]
         out: dict[str, Any] = {
             "@odata.id": uri, "@odata.type": "#ComputerSystem.v1_20_0.ComputerSystem",
             "Id": sid, "Name": m.name, "SystemType": "Physical",
@@ -403,26 +495,35 @@ class _Bmc:
             "BiosVersion": m.spec.bios_version,
             "PowerState": "On" if m.powered else "Off",
             "Status": {**_status(health), "HealthRollup": _HEALTH[health]},
+            "AssetTag": self.asset_tag[sid], "IndicatorLED": self.indicator[sid],
             "Boot": {
                 "BootSourceOverrideEnabled": enabled,
-                "BootSourceOverrideTarget": _BOOT_NAMES[target],
-                "BootSourceOverrideTarget@Redfish.AllowableValues": list(_BOOT_TARGETS),
+                "BootSourceOverrideTarget": self._boot_target(sid),
+                "BootSourceOverrideTarget@Redfish.AllowableValues": list(f.boot_targets),
                 "BootSourceOverrideMode": self.boot_mode[sid],
             },
             "ProcessorSummary": {"Count": 2, "Model": "Fleet Lab vCPU", "Status": _status()},
             "MemorySummary": {"TotalSystemMemoryGiB": 256, "Status": _status()},
             "EthernetInterfaces": _link(f"{uri}/EthernetInterfaces"),
+            "Processors": _link(f"{uri}/Processors"), "Memory": _link(f"{uri}/Memory"),
+            "Storage": _link(f"{uri}/Storage"), "SimpleStorage": _link(f"{uri}/SimpleStorage"),
+            "Bios": _link(f"{uri}/Bios"), "SecureBoot": _link(f"{uri}/SecureBoot"),
             "Links": {"Chassis": [_link(self.chassis_uri)], "ManagedBy": [_link(self.manager_uri)]},
-            "Actions": {"#ComputerSystem.Reset": {
-                "target": f"{uri}/Actions/ComputerSystem.Reset",
-                "ResetType@Redfish.AllowableValues": [*_COMMON_RESETS, *f.extra_resets],
-            }},
+            "Actions": {"#ComputerSystem.Reset": reset},
         }
+        if "UefiTarget" in f.boot_targets:
+            out["Boot"]["UefiTargetBootSourceOverride"] = self.uefi_target.get(sid)
         if f.log_owner == "Systems":
             out["LogServices"] = _link(f"{uri}/LogServices")
         if f.media_owner == "Systems":
             out["VirtualMedia"] = _link(f"{uri}/VirtualMedia")
         return out
+
+    def _boot_target(self, sid: str) -> str:
+        """The override target as last written, while the machine still holds it; else the machine's own."""
+        device = self.systems[sid].boot_override
+        name = self.boot_name.get(sid)
+        return name if name is not None and _BOOT_TARGETS[name] == device else _BOOT_NAMES[device]
 
     def get_nics(self, p: dict[str, str], body: Any) -> dict[str, Any]:
         m = self._system(p["sys"])
@@ -542,9 +643,12 @@ class _Bmc:
             out["Sensors"] = _link(f"{self.chassis_uri}/Sensors")
         return out
 
-    def _fan_reading(self, value: float | None) -> float | None:
-        if value is None or self.flavor.fan_units == "RPM":
-            return value
+    def _fan_reading(self, value: float | None) -> int | None:
+        """Thermal.Fans Reading and its thresholds are integers in the schema (RPM or percent)."""
+        if value is None:
+            return None
+        if self.flavor.fan_units == "RPM":
+            return round(value)
         return round(100.0 * value / _FAN_FULL_RPM)
 
     def get_thermal(self, p: dict[str, str], body: Any) -> dict[str, Any]:
@@ -636,9 +740,13 @@ class _Bmc:
             "DateTimeLocalOffset": "+00:00", "PowerState": "On", "Status": _status(),
             "Links": {"ManagerForServers": [_link(self._system_uri(s)) for s in self.systems],
                       "ManagerForChassis": [_link(self.chassis_uri)], "ManagerInChassis": _link(self.chassis_uri)},
-            "Actions": {"#Manager.Reset": {"target": f"{uri}/Actions/Manager.Reset",
-                                           "ResetType@Redfish.AllowableValues": ["ForceRestart", "GracefulRestart"]}},
+            "EthernetInterfaces": _link(f"{uri}/EthernetInterfaces"),
+            "Actions": {"#Manager.Reset": {"target": f"{uri}/Actions/Manager.Reset"}},
         }
+        if self.flavor.action_info:
+            out["Actions"]["#Manager.Reset"]["@Redfish.ActionInfo"] = f"{uri}/ResetActionInfo"
+        else:
+            out["Actions"]["#Manager.Reset"]["ResetType@Redfish.AllowableValues"] = list(_MANAGER_RESETS)
         if self.flavor.log_owner == "Managers":
             out["LogServices"] = _link(f"{uri}/LogServices")
         if self.flavor.media_owner == "Managers":
@@ -668,41 +776,165 @@ class _Bmc:
         return {
             "@odata.id": f"{_ROOT}/AccountService", "@odata.type": "#AccountService.v1_5_0.AccountService",
             "Id": "AccountService", "Name": "Account Service", "Status": _status(), "ServiceEnabled": True,
-            "MinPasswordLength": 8, "AccountLockoutThreshold": 0,
-            "Accounts": _link(f"{_ROOT}/AccountService/Accounts"),
+            "MinPasswordLength": _MIN_PASSWORD, "MaxPasswordLength": _MAX_PASSWORD, "AccountLockoutThreshold": 0,
+            "Accounts": _link(f"{_ROOT}/AccountService/Accounts"), "Roles": _link(f"{_ROOT}/AccountService/Roles"),
         }
 
     def get_accounts(self, p: dict[str, str], body: Any) -> dict[str, Any]:
         uri = f"{_ROOT}/AccountService/Accounts"
-        return _collection(uri, "ManagerAccountCollection", "Accounts Collection", [f"{uri}/1"])
+        return _collection(uri, "ManagerAccountCollection", "Accounts Collection",
+                           [f"{uri}/{a}" for a in self.accounts])
+
+    def _account(self, acct: str) -> _Account:
+        if acct not in self.accounts:
+            raise self._missing("AccountService", "Accounts", acct)
+        return self.accounts[acct]
 
     def get_account(self, p: dict[str, str], body: Any) -> dict[str, Any]:
-        if p["acct"] != "1":
-            raise self._missing("AccountService", "Accounts", p["acct"])
+        a = self._account(p["acct"])
         return {
-            "@odata.id": f"{_ROOT}/AccountService/Accounts/1", "@odata.type": "#ManagerAccount.v1_4_0.ManagerAccount",
-            "Id": "1", "Name": "User Account", "UserName": self.username, "RoleId": "Administrator",
-            "Enabled": True, "Locked": False, "Password": None,
+            "@odata.id": f"{_ROOT}/AccountService/Accounts/{a.id}",
+            "@odata.type": "#ManagerAccount.v1_4_0.ManagerAccount", "Id": a.id, "Name": "User Account",
+            "UserName": a.username, "RoleId": a.role, "Enabled": a.enabled, "Locked": False, "Password": None,
+            "Links": {"Role": _link(f"{_ROOT}/AccountService/Roles/{a.role}")},
         }
+
+    def _account_fields(self, body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        """Validate the writable ManagerAccount properties of a POST or PATCH body."""
+        out: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in ("UserName", "Password", "RoleId"):
+                if not isinstance(value, str):
+                    raise _RedfishError("PropertyValueTypeError", value, key)
+                if key == "RoleId" and value not in _ROLES:
+                    raise _RedfishError("PropertyValueNotInList", value, key)
+                if key == "Password" and not _MIN_PASSWORD <= len(value) <= _MAX_PASSWORD:
+                    raise _RedfishError("PropertyValueFormatError", "(hidden)", key)
+                if key == "UserName" and not re.fullmatch(r"[A-Za-z0-9_.-]{1,16}", value):
+                    raise _RedfishError("PropertyValueFormatError", value, key)
+                out[key] = value
+            elif key == "Enabled":
+                if not isinstance(value, bool):
+                    raise _RedfishError("PropertyValueTypeError", value, key)
+                out[key] = value
+            elif creating or not key.startswith("@"):
+                raise _RedfishError("PropertyNotWritable" if key in ("Id", "Name", "Locked", "Links")
+                                    else "PropertyUnknown", key)
+        return out
+
+    def post_account(self, p: dict[str, str], body: dict[str, Any]) -> _Reply:
+        fields = self._account_fields(body, creating=True)
+        for key in ("UserName", "Password", "RoleId"):
+            if key not in fields:
+                raise _RedfishError("CreateFailedMissingReqProperties", key)
+        if any(a.username == fields["UserName"] for a in self.accounts.values()):
+            raise _RedfishError("ResourceAlreadyExists", "ManagerAccount", "UserName", fields["UserName"])
+        if len(self.accounts) >= _MAX_ACCOUNTS:
+            raise _RedfishError("CreateLimitReachedForResource")
+        new_id = str(next(n for n in range(2, _MAX_ACCOUNTS + 2) if str(n) not in self.accounts))
+        self.accounts[new_id] = _Account(new_id, fields["UserName"], fields["Password"], fields["RoleId"],
+                                         fields.get("Enabled", True))
+        uri = f"{_ROOT}/AccountService/Accounts/{new_id}"
+        return _Reply(201, self.get_account({"acct": new_id}, None), {"Location": uri})
+
+    def patch_account(self, p: dict[str, str], body: dict[str, Any]) -> _Reply:
+        a = self._account(p["acct"])
+        # A PATCH with only OData annotations changes nothing; one with some bad properties is refused
+        # whole (DSP0266 allows either way; refusing leaves no half-applied change).
+        if body and all(k.startswith("@") for k in body):
+            raise _RedfishError("NoOperation")
+        fields = self._account_fields(body, creating=False)
+        if "UserName" in fields and any(o.username == fields["UserName"] and o is not a
+                                        for o in self.accounts.values()):
+            raise _RedfishError("ResourceAlreadyExists", "ManagerAccount", "UserName", fields["UserName"])
+        if a.id == "1" and (fields.get("RoleId", a.role) != a.role or fields.get("Enabled", True) is False):
+            raise _RedfishError("PropertyNotWritable", "RoleId" if "RoleId" in fields else "Enabled")
+        a.username = fields.get("UserName", a.username)
+        a.password = fields.get("Password", a.password)
+        a.role = fields.get("RoleId", a.role)
+        a.enabled = fields.get("Enabled", a.enabled)
+        if a.id == "1":
+            self.username, self.password = a.username, a.password
+        return _Reply(200, self.get_account(p, None))
+
+    def delete_account(self, p: dict[str, str], body: Any) -> _Reply:
+        a = self._account(p["acct"])
+        if a.id == "1":
+            raise _RedfishError("OperationNotAllowed", headers={"Allow": "GET, PATCH"})
+        del self.accounts[a.id]
+        for sid in [s.id for s in self.sessions.values() if s.username == a.username]:
+            del self.sessions[sid]
+        return _Reply(204)
+
+    def get_roles(self, p: dict[str, str], body: Any) -> dict[str, Any]:
+        uri = f"{_ROOT}/AccountService/Roles"
+        return _collection(uri, "RoleCollection", "Roles Collection", [f"{uri}/{r}" for r in _ROLES])
+
+    def get_role(self, p: dict[str, str], body: Any) -> dict[str, Any]:
+        if p["role"] not in _ROLES:
+            raise self._missing("AccountService", "Roles", p["role"])
+        return {
+            "@odata.id": f"{_ROOT}/AccountService/Roles/{p['role']}", "@odata.type": "#Role.v1_2_0.Role",
+            "Id": p["role"], "Name": f"{p['role']} Role", "RoleId": p["role"], "IsPredefined": True,
+            "AssignedPrivileges": list(_ROLES[p["role"]]),
+        }
+
+    def get_reset_action_info(self, p: dict[str, str], body: Any) -> dict[str, Any]:
+        """OpenBMC's ResetActionInfo: the reset types a system or the manager takes."""
+        if not self.flavor.action_info:
+            raise self._missing(p["kind"], p["owner"], "ResetActionInfo")
+        if p["kind"] == "Systems":
+            self._system(p["owner"])
+            values = [*_COMMON_RESETS, *self.flavor.extra_resets]
+        elif p["owner"] == self.flavor.manager_id:
+            values = list(_MANAGER_RESETS)
+        else:
+            raise self._missing(p["kind"], p["owner"], "ResetActionInfo")
+        return {
+            "@odata.id": f"{_ROOT}/{p['kind']}/{p['owner']}/ResetActionInfo",
+            "@odata.type": "#ActionInfo.v1_1_2.ActionInfo", "Id": "ResetActionInfo", "Name": "Reset Action Info",
+            "Parameters": [{"Name": "ResetType", "Required": True, "DataType": "String", "AllowableValues": values}],
+        }
+
+    def get_odata(self, p: dict[str, str], body: Any) -> dict[str, Any]:
+        return service_document()
+
+    def get_metadata(self, p: dict[str, str], body: Any) -> _Reply:
+        return _Reply(200, raw=metadata_xml(), content_type="application/xml")
 
     # ------------------------------------------------------------- actions
     def patch_system(self, p: dict[str, str], body: dict[str, Any]) -> _Reply:
         sid = p["sys"]
         m = self._system(sid)
         for key in body:
-            if key != "Boot":
+            if key not in ("Boot", "AssetTag", "IndicatorLED"):
                 raise _RedfishError("PropertyNotWritable" if key in self.get_system(p, None) else "PropertyUnknown",
                                     key)
         boot = body.get("Boot", {})
         if not isinstance(boot, dict):
             raise _RedfishError("PropertyValueTypeError", boot, "Boot")
         for key in boot:
-            if key not in ("BootSourceOverrideTarget", "BootSourceOverrideEnabled", "BootSourceOverrideMode"):
+            if key not in ("BootSourceOverrideTarget", "BootSourceOverrideEnabled", "BootSourceOverrideMode",
+                           "UefiTargetBootSourceOverride"):
                 raise _RedfishError("PropertyUnknown", f"Boot/{key}")
         # Validate everything before changing anything: a rejected PATCH leaves no trace.
-        target_name = boot.get("BootSourceOverrideTarget", _BOOT_NAMES[m.boot_override])
-        if target_name not in _BOOT_TARGETS:
+        tag = body.get("AssetTag", self.asset_tag[sid])
+        if not isinstance(tag, str):
+            raise _RedfishError("PropertyValueTypeError", tag, "AssetTag")
+        if len(tag) > 64 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in tag):
+            raise _RedfishError("PropertyValueFormatError", tag, "AssetTag")
+        led = body.get("IndicatorLED", self.indicator[sid])
+        if led not in _INDICATOR_LED:
+            raise _RedfishError("PropertyValueNotInList", led, "IndicatorLED")
+        target_name = boot.get("BootSourceOverrideTarget", self._boot_target(sid))
+        if target_name not in self.flavor.boot_targets:
             raise _RedfishError("PropertyValueNotInList", target_name, "BootSourceOverrideTarget")
+        uefi_target = boot.get("UefiTargetBootSourceOverride", self.uefi_target.get(sid))
+        if "UefiTarget" not in self.flavor.boot_targets and "UefiTargetBootSourceOverride" in boot:
+            raise _RedfishError("PropertyUnknown", "Boot/UefiTargetBootSourceOverride")
+        if uefi_target is not None and not isinstance(uefi_target, str):
+            raise _RedfishError("PropertyValueTypeError", uefi_target, "UefiTargetBootSourceOverride")
+        self.asset_tag[sid], self.indicator[sid] = tag, led
         current = ("Disabled" if m.boot_override == BootDevice.NONE
                    else "Continuous" if m.boot_override_persistent else "Once")
         # Setting only a target arms it once, as most BMCs do.
@@ -713,6 +945,10 @@ class _Bmc:
         if mode not in ("UEFI", "Legacy"):
             raise _RedfishError("PropertyValueNotInList", mode, "BootSourceOverrideMode")
         self.boot_mode[sid] = mode
+        if uefi_target is not None:
+            self.uefi_target[sid] = uefi_target
+        if "BootSourceOverrideTarget" in boot:
+            self.boot_name[sid] = target_name
         if self.flavor.boot_enabled:  # Enabled ignored: only a target changes anything
             if "BootSourceOverrideTarget" in boot:
                 m.set_boot_override(_BOOT_TARGETS[target_name], persistent=self.flavor.boot_enabled == "Continuous")
@@ -732,6 +968,8 @@ class _Bmc:
         if kind not in (*_COMMON_RESETS, *self.flavor.extra_resets):
             raise _RedfishError("ActionParameterValueNotInList", kind, "ResetType", action)
         _RESETS[kind](m)
+        if kind != "Nmi":
+            self.apply_bios(p["sys"])
         return _Reply(204)
 
     def post_clear_log(self, p: dict[str, str], body: dict[str, Any]) -> _Reply:
@@ -768,10 +1006,12 @@ class _Bmc:
         if p["mgr"] != self.flavor.manager_id:
             raise self._missing("Managers", p["mgr"])
         kind = body.get("ResetType", "GracefulRestart")
-        if kind not in ("ForceRestart", "GracefulRestart"):
+        if kind not in _MANAGER_RESETS:
             raise _RedfishError("ActionParameterValueNotInList", kind, "ResetType", "Manager.Reset")
         self.sessions.clear()  # a rebooted BMC forgets every session, as real ones do
-        return _Reply(204)
+        # Gone for a while, as a rebooting BMC is: RedfishLab drops its connections and refuses new ones.
+        self.down_until = time.monotonic() + MANAGER_RESET_SECONDS * self.machine.time_scale
+        return _Reply(204, close=True)
 
     def post_session(self, p: dict[str, str], body: dict[str, Any], *, refuse_all: bool = False) -> _Reply:
         user, password = body.get("UserName"), body.get("Password")
@@ -824,6 +1064,9 @@ class RedfishLab:
         self._by_socket: dict[tuple[str, int], _Bmc] = {}  # (address, bound port) -> BMC, filled by start()
         self._media: dict[str, _Media] = {}  # machine name -> its virtual CD
         self._runner: web.AppRunner | None = None
+        self._ssl_ctx: ssl.SSLContext | None = None
+        self._sites: dict[tuple[str, int], web.BaseSite] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # BMCs coming back from a Manager.Reset
         self._stopping: asyncio.Event | None = None
         #: the PEM certificate clients can trust (set by start() when a BMC uses HTTPS).
         self.cert_file: Path | None = None
@@ -908,30 +1151,40 @@ class RedfishLab:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
         await runner.setup()
         self._runner = runner
+        self._ssl_ctx = ssl_ctx
         self._stopping = asyncio.Event()
         try:
             for b in self._bmcs:
-                # Binding the socket ourselves gives the ephemeral port before serving starts.
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind((b.address, b.port))
-                    site = web.SockSite(runner, sock, ssl_context=ssl_ctx if b.scheme == "https" else None)
-                    await site.start()
-                except BaseException:
-                    sock.close()
-                    raise
-                b.port = sock.getsockname()[1]
-                self._by_socket[(b.address, b.port)] = b
+                await self._bind(b, ssl_ctx)
         except BaseException:
             await self.stop()
             raise
         return {m.name: b.port for b in self._bmcs for m in b.nodes}
 
+    async def _bind(self, b: _Bmc, ssl_ctx: ssl.SSLContext | None) -> None:
+        """Listen on the BMC's address and port (binding ourselves gives an ephemeral port before serving)."""
+        assert self._runner is not None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((b.address, b.port))
+            site = web.SockSite(self._runner, sock, ssl_context=ssl_ctx if b.scheme == "https" else None)
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
+        b.port = sock.getsockname()[1]
+        self._by_socket[(b.address, b.port)] = b
+        self._sites[(b.address, b.port)] = site
+
     async def stop(self) -> None:
         """Close every socket and drop hung requests; safe to call twice or before start()."""
         if self._stopping is not None:
             self._stopping.set()  # wakes "hang" handlers so shutdown does not wait on them
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+        self._sites.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -979,8 +1232,12 @@ class RedfishLab:
         transport = request.transport
         sockname = transport.get_extra_info("sockname") if transport is not None else None
         bmc = self._by_socket.get(tuple(sockname[:2])) if sockname else None
-        if bmc is None:  # the connection died, or a socket we no longer serve
+        if bmc is None or transport is None:  # the connection died, or a socket we no longer serve
             raise web.HTTPServiceUnavailable()
+        if bmc.down_until > time.monotonic():  # rebooting (Manager.Reset): nobody answers
+            transport.abort()
+            raise asyncio.CancelledError
+        bmc.transports.add(transport)
         bmc.requests += 1
         bmc.in_flight += 1
         bmc.max_in_flight = max(bmc.max_in_flight, bmc.in_flight)
@@ -1002,20 +1259,26 @@ class RedfishLab:
             raise asyncio.CancelledError
         if mode == "http500":
             err = _RedfishError("InternalError")
-            return self._encode(bmc, err.status, err.body())
+            return self._encode(bmc, _Reply(err.status, err.body()))
         try:
-            status, body, headers = await self._serve(bmc, request, refuse_all=mode == "auth_fail")
+            reply = await self._serve(bmc, request, refuse_all=mode == "auth_fail")
         except _RedfishError as exc:
-            status, body, headers = exc.status, exc.body(), exc.headers
-        response = self._encode(bmc, status, body, headers, etag=request.method == "GET" and status == 200)
-        if mode == "malformed_json" and body is not None:
+            reply = _Reply(exc.status, exc.body(), exc.headers)
+        get = request.method in ("GET", "HEAD") and reply.status == 200
+        response = self._encode(bmc, reply, etag=get and reply.raw is None)
+        if get and (tag := response.headers.get("ETag")) and tag in _etags(request.headers.get("If-None-Match")):
+            return web.Response(status=304, headers={"OData-Version": "4.0", "ETag": tag})
+        if mode == "malformed_json" and reply.body is not None:
             raw = response.body
             assert isinstance(raw, bytes)
             response.body = raw[: len(raw) // 2]  # still claims application/json; it no longer parses
+        if reply.close:
+            response.force_close()
+        if bmc.down_until > time.monotonic():
+            self._reboot(bmc, request.transport)
         return response
 
-    async def _serve(self, bmc: _Bmc, request: web.Request, *, refuse_all: bool
-                     ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
+    async def _serve(self, bmc: _Bmc, request: web.Request, *, refuse_all: bool) -> _Reply:
         path = request.path
         if len(path) > 1:
             path = path.rstrip("/")  # "/redfish/v1/" and "/redfish/v1" are the same resource
@@ -1024,34 +1287,43 @@ class RedfishLab:
             missing = None
         except _RedfishError as exc:
             methods, params, missing = {}, {}, exc
-        name = methods.get(request.method)
+        method = "GET" if request.method == "HEAD" else request.method
+        name = methods.get(method)
         # Credentials come first, as on real BMCs: an anonymous probe learns nothing about paths.
-        if name not in _PUBLIC:
-            self._authenticate(bmc, request, refuse_all)
+        user = None if name in _PUBLIC else self._authenticate(bmc, request, refuse_all)
         if missing is not None:
             raise missing
         if name is None:
-            raise _RedfishError("OperationNotAllowed", headers={"Allow": ", ".join(methods)})
-        body = _json_body(await request.read()) if request.method in ("POST", "PATCH") else None
-        if request.method == "PATCH" and (want := request.headers.get("If-Match")) not in (None, "*"):
+            allow = [*methods, "HEAD"] if "GET" in methods else list(methods)
+            raise _RedfishError("OperationNotAllowed", headers={"Allow": ", ".join(allow)})
+        # DSP0266: a service answers 412 to an OData-Version it does not support, and 501 to
+        # query parameters it does not implement (the service root says it implements none).
+        version = request.headers.get("OData-Version")
+        if version is not None and version.strip() != "4.0":
+            raise _RedfishError("HeaderInvalid", f"OData-Version: {version[:16]}")
+        if any(k.startswith("$") for k in request.query):
+            raise _RedfishError("QueryNotSupported")
+        if user is not None and method != "GET":
+            self._authorize(bmc, user, name, params)
+        body = _json_body(await request.read()) if method in ("POST", "PATCH") else None
+        if method == "PATCH" and (want := request.headers.get("If-Match")) is not None:
             getter = getattr(bmc, "get_" + name.split("_", 1)[1])
-            if want != self._etag(json.dumps(getter(params, None)).encode()):
+            current = self._etag(json.dumps(getter(params, None)).encode())
+            if "*" not in (tags := _etags(want)) and current not in tags:
                 raise _RedfishError("PreconditionFailed")
         if name == "post_session":
             result = bmc.post_session(params, body or {}, refuse_all=refuse_all)
         else:
             result = getattr(bmc, name)(params, body)
-        if isinstance(result, _Reply):
-            return result.status, result.body, result.headers
-        return 200, result, {}
+        return result if isinstance(result, _Reply) else _Reply(200, result)
 
     @staticmethod
-    def _authenticate(bmc: _Bmc, request: web.Request, refuse_all: bool) -> None:
-        """Accept a live X-Auth-Token or HTTP Basic credentials; anything else is 401."""
+    def _authenticate(bmc: _Bmc, request: web.Request, refuse_all: bool) -> str:
+        """The user of a live X-Auth-Token or of HTTP Basic credentials; anything else is 401."""
         if not refuse_all:
             token = request.headers.get("X-Auth-Token")
-            if token and bmc.session_for_token(token) is not None:
-                return
+            if token and (session := bmc.session_for_token(token)) is not None:
+                return session.username
             auth = request.headers.get("Authorization", "")
             if auth[:6].lower() == "basic ":
                 try:
@@ -1059,16 +1331,55 @@ class RedfishLab:
                 except (binascii.Error, UnicodeDecodeError):
                     sep = ""
                 if sep and bmc.check_password(user, password):
-                    return
+                    return user
         raise _RedfishError("NoValidSession", headers={"WWW-Authenticate": 'Basic realm="Redfish"'})
+
+    @staticmethod
+    def _authorize(bmc: _Bmc, user: str, name: str, params: dict[str, str]) -> None:
+        """Writes need the role's privilege: accounts ConfigureUsers (or ConfigureSelf for one's own),
+        the manager ConfigureManager, everything else ConfigureComponents; logins and logouts need none."""
+        privileges = _ROLES[bmc.role_of(user)]
+        if name in ("post_session", "delete_session"):
+            return
+        if name in ("post_account", "patch_account", "delete_account"):
+            own = name == "patch_account" and bmc.accounts.get(params.get("acct", "")) is not None \
+                and bmc.accounts[params["acct"]].username == user
+            need = "ConfigureSelf" if own else "ConfigureUsers"
+        elif name == "post_manager_reset":
+            need = "ConfigureManager"
+        else:
+            need = "ConfigureComponents"
+        if need not in privileges:
+            raise _RedfishError("InsufficientPrivilege")
+
+    def _reboot(self, bmc: _Bmc, keep: asyncio.Transport | None) -> None:
+        """Manager.Reset: drop the BMC's connections, close its socket, and bring it back when it is up."""
+        for t in list(bmc.transports):
+            if t is not keep:
+                t.abort()
+        bmc.transports.clear()
+        site = self._sites.pop((bmc.address, bmc.port), None)
+        task = asyncio.get_running_loop().create_task(self._come_back(bmc, site))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _come_back(self, bmc: _Bmc, site: web.BaseSite | None) -> None:
+        if site is not None:
+            await site.stop()  # new connections are refused while the BMC boots
+        await asyncio.sleep(max(0.0, bmc.down_until - time.monotonic()))
+        if self._runner is not None and site is not None:
+            await self._bind(bmc, self._ssl_ctx)
 
     @staticmethod
     def _etag(raw: bytes) -> str:
         return f'W/"{zlib.crc32(raw):08x}"'
 
-    def _encode(self, bmc: _Bmc, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None,
-                *, etag: bool = False) -> web.Response:
-        hdrs = {"OData-Version": "4.0", **(headers or {})}
+    def _encode(self, bmc: _Bmc, reply: _Reply, *, etag: bool = False) -> web.Response:
+        status, body = reply.status, reply.body
+        hdrs = {"OData-Version": "4.0", **reply.headers}
+        if reply.raw is not None:
+            return web.Response(status=status, body=reply.raw, headers=hdrs, content_type=reply.content_type,
+                                charset="utf-8")
         if body is None:
             return web.Response(status=status, headers=hdrs)
         if bmc.flavor.odata_context and "@odata.type" in body:

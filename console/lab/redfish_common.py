@@ -56,6 +56,35 @@ _MESSAGES: dict[str, tuple[int, str, str, str]] = {
                         "Remove the unknown property from the request body and resubmit the request."),
     "PropertyNotWritable": (400, "Warning", "The property %1 is a read-only property and cannot be assigned a value.",
                             "Remove the property from the request body and resubmit the request."),
+    "QueryNotSupported": (501, "Warning", "Querying is not supported by the implementation.",
+                          "Remove the query parameters and resubmit the request if the operation failed."),
+    "HeaderInvalid": (412, "Critical", "The header '%1' is invalid.",
+                      "Resubmit the request with a valid header value."),
+    "ResourceAlreadyExists": (409, "Critical",
+                              "The requested resource of type %1 with the property %2 with the value '%3' "
+                              "already exists.",
+                              "Do not repeat the create operation as the resource has already been created."),
+    "InsufficientPrivilege": (403, "Critical",
+                              "There are insufficient privileges for the account or credentials associated with "
+                              "the current session to perform the requested operation.",
+                              "Either abandon the operation or change the associated access rights and resubmit "
+                              "the request if the operation failed."),
+    "PropertyValueFormatError": (400, "Warning",
+                                 "The value '%1' for the property %2 is of a different format than the property "
+                                 "can accept.", "Correct the value for the property in the request body and "
+                                 "resubmit the request if the operation failed."),
+    "CreateFailedMissingReqProperties": (400, "Critical",
+                                         "The create operation failed because the required property %1 was "
+                                         "missing from the request.",
+                                         "Correct the body to include the required property with a valid value "
+                                         "and resubmit the request if the operation failed."),
+    "CreateLimitReachedForResource": (400, "Critical",
+                                      "The create operation failed because the resource has reached the limit of "
+                                      "possible resources.",
+                                      "Either delete resources and resubmit the request if the operation failed "
+                                      "or do not resubmit the request."),
+    "NoOperation": (400, "Warning", "The request body submitted contain no data to act upon and no changes to the "
+                    "resource took place.", "Add properties in the JSON object and resubmit the request."),
     "PreconditionFailed": (412, "Critical", "The ETag supplied did not match the current ETag of the resource.",
                            "Try the operation again using the appropriate ETag."),
 }
@@ -93,6 +122,9 @@ class Reply:
     status: int = 204
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a non-JSON body ($metadata's XML), sent as content_type
+    content_type: str = "application/json"
+    close: bool = False  # close the connection after answering (a BMC about to reboot)
 
 
 # --------------------------------------------------------------------------- helpers
