@@ -27,8 +27,8 @@ from console.service import protocol as p
 from console.service.client import ServiceClient, ServiceGone, ServiceRefused, apply_states, service_for
 from console.text import visible
 
-__all__ = ["add_serve_command", "cmd_serve", "cmd_who", "find_service", "mode_for", "Found", "say_mode", "status_via_service",
-           "act_via_service"]
+__all__ = ["add_serve_command", "cmd_serve", "cmd_who", "find_service", "mode_for", "Found", "say_mode",
+           "status_via_service", "act_via_service"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 #: how long ``status`` waits for the service to have polled every selected node once
