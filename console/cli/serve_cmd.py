@@ -146,7 +146,8 @@ async def _serve(ctx: Any, args: argparse.Namespace) -> int:
                 from console.service.sshfront import SshFront
             except ImportError as exc:
                 raise FleetError(f"the SSH front door is not available: {exc}") from None
-            front = SshFront(service, args.listen, Path(args.operators), state_dir() / ctx.site.name / "ssh")
+            front = SshFront(service, args.listen, Path(args.operators), state_dir() / ctx.site.name / "ssh",
+                             site=args.site)
             await front.start()
             _err(f"SSH front door on {args.listen.rsplit(':', 1)[0]}:{front.bound_port}")
         _err(f"site service for {ctx.site.name} on {service.socket_path} (pid {service.pid}); "

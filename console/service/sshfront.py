@@ -690,7 +690,7 @@ class SshFront:
         self.host_key_dir = Path(host_key_dir)
         self._host, self._port = parse_listen(listen)
         self.command = list(command) if command is not None else [sys.executable, "-P", "-m", "console.cli.main"]
-        site = site if site is not None else _service_site(service)
+        site = _site_arg(site) if site is not None else _service_site(service)
         self.site_args = ["--site", site] if site else []
         self._extra_env = dict(extra_env or {})
         self.operators: Operators = Operators(self.operators_path, {}, Limits(), (0, 0, 0, 0))
@@ -830,12 +830,17 @@ class SshFront:
         return env
 
 
+def _site_arg(site: str) -> str:
+    """``site`` as the child is given it: a path made absolute (the child may run elsewhere)."""
+    return os.path.abspath(site) if os.sep in site or site.endswith((".yaml", ".yml")) else site
+
+
 def _service_site(service: object) -> str | None:
     """The --site value of ``service``'s site (a path made absolute), when it says."""
     for attr in ("site_arg", "site_ref", "site_name"):
         value = getattr(service, attr, None)
         if isinstance(value, str) and value:
-            return os.path.abspath(value) if os.sep in value or value.endswith((".yaml", ".yml")) else value
+            return _site_arg(value)
     name = getattr(getattr(service, "site", None), "name", None)
     return name if isinstance(name, str) and name else None
 
