@@ -65,6 +65,7 @@ from .redfish_common import link as _link
 from .redfish_common import status as _status
 from .redfish_inventory import ROUTES as _INVENTORY_ROUTES
 from .redfish_inventory import InventoryResources, SystemExtras
+from .redfish_inventory import known_ids as _inventory_ids
 from .redfish_metadata import metadata_xml, service_document
 
 __all__ = ["FAULT_MODES", "FLAVORS", "Flavor", "RedfishLab"]
@@ -286,6 +287,8 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [(_route(t), m) for t, m
     "/redfish/v1/Managers/{mgr}/Actions/Manager.Reset": {"POST": "post_manager_reset"},
     "/redfish/v1/SessionService": {"GET": "get_session_service"},
     "/redfish/v1/SessionService/Sessions": {"GET": "get_sessions", "POST": "post_session"},
+    # DSP0266: a POST to a collection's Members URI creates a member, as a POST to the collection does
+    "/redfish/v1/SessionService/Sessions/Members": {"POST": "post_session"},
     "/redfish/v1/SessionService/Sessions/{sid}": {"GET": "get_session", "DELETE": "delete_session"},
     "/redfish/v1/AccountService": {"GET": "get_account_service"},
     "/redfish/v1/AccountService/Accounts": {"GET": "get_accounts", "POST": "post_account"},
@@ -298,6 +301,7 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [(_route(t), m) for t, m
     "/redfish/v1/$metadata": {"GET": "get_metadata"},
     **_INVENTORY_ROUTES,
 }.items()]
+_ROUTES_NOCASE = [(re.compile(p.pattern, re.IGNORECASE), m) for p, m in _ROUTES]
 # Handlers that answer without credentials (DSP0266: the version document, the service root and the
 # OData documents are public; POST Sessions carries its own credentials).
 _PUBLIC = frozenset({"get_versions", "get_root", "get_odata", "get_metadata", "post_session"})
@@ -373,13 +377,26 @@ class _Bmc(InventoryResources):
         return Machine(spec, m.loop, time_scale=m.time_scale, clock=m.clock)
 
     # ------------------------------------------------------------- routing helpers
-    @staticmethod
-    def route(path: str) -> tuple[dict[str, str], dict[str, str]]:
-        """Return ``(methods, params)`` for ``path`` or raise ResourceMissingAtURI."""
+    def route(self, path: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Return ``(methods, params)`` for ``path`` or raise ResourceMissingAtURI.
+
+        A case-insensitive flavor (iLO) matches any case and names ids as the BMC spells them."""
         for pattern, methods in _ROUTES:
             if m := pattern.match(path):
                 return methods, m.groupdict()
+        if self.flavor.case_insensitive:
+            for pattern, methods in _ROUTES_NOCASE:
+                if m := pattern.match(path):
+                    known = {k.lower(): k for k in self._known_ids()}
+                    return methods, {k: known.get(v.lower(), v) for k, v in m.groupdict().items()}
         raise _RedfishError("ResourceMissingAtURI", path)
+
+    def _known_ids(self) -> list[str]:
+        """Every path segment value this BMC serves, in its own spelling."""
+        f = self.flavor
+        return [*self.systems, f.chassis_id, f.manager_id, f.log_id, f.media_id, "Systems", "Managers",
+                "InsertMedia", "EjectMedia", *self.sessions, *self.accounts, *_ROLES, *(self._nic_id(m) for m in
+                self.systems.values()), *_inventory_ids()]
 
     def _missing(self, *parts: str) -> _RedfishError:
         return _RedfishError("ResourceMissingAtURI", "/".join((_ROOT, *parts)))
@@ -1315,7 +1332,16 @@ class RedfishLab:
             result = bmc.post_session(params, body or {}, refuse_all=refuse_all)
         else:
             result = getattr(bmc, name)(params, body)
-        return result if isinstance(result, _Reply) else _Reply(200, result)
+        if not isinstance(result, _Reply):
+            result = _Reply(200, result)
+        if method == "GET":
+            # What a client may do here, that it must not cache, and the schema the body follows.
+            result.headers.setdefault("Allow", ", ".join(["GET", "HEAD", *(k for k in methods if k != "GET")]))
+            result.headers.setdefault("Cache-Control", "no-cache")
+            if result.body is not None and isinstance(kind := result.body.get("@odata.type"), str):
+                schema = kind.lstrip("#").rsplit(".", 1)[0]
+                result.headers["Link"] = f"<http://redfish.dmtf.org/schemas/v1/{schema}.json>; rel=describedby"
+        return result
 
     @staticmethod
     def _authenticate(bmc: _Bmc, request: web.Request, refuse_all: bool) -> str:

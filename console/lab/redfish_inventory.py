@@ -20,7 +20,7 @@ from typing import Any
 from .machine import Machine
 from .redfish_common import RedfishError, Reply, collection, iso, link, status
 
-__all__ = ["ROUTES", "InventoryResources", "SystemExtras"]
+__all__ = ["ROUTES", "InventoryResources", "SystemExtras", "known_ids"]
 
 _ROOT = "/redfish/v1"
 _SYS = "/redfish/v1/Systems/{sys}"
@@ -61,6 +61,11 @@ _BIOS_DEFAULTS: dict[str, Any] = {
     "BootMode": "Uefi", "ProcTurboMode": "Enabled", "ProcVirtualization": "Enabled",
     "SriovGlobalEnable": "Disabled", "EmbeddedSata": "AhciMode", "PxeDev1EnDis": "Enabled",
 }
+
+
+def known_ids() -> tuple[str, ...]:
+    """The ids these resources use in their paths (for a case-insensitive flavor's routing)."""
+    return (*_CPUS, *_DIMMS, "BMC", "BIOS", "eth0", "Settings")
 
 
 @dataclass
