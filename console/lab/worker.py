@@ -259,6 +259,14 @@ class Worker:
                     raise RuntimeError(f"this worker serves no {cmd['kind']} endpoint")
                 part.fault[target] = mode
             return {"ok": True}
+        if op == "sol_retry":  # seconds before the BMCs send an unacknowledged SOL packet again
+            if self.ipmi is None:
+                raise RuntimeError("this worker serves no ipmi endpoint")
+            seconds = float(cmd["seconds"])
+            if not 0.1 <= seconds <= 600:
+                raise ValueError("sol_retry: seconds must be 0.1..600")
+            self.ipmi.sol_retry_interval = seconds
+            return {"ok": True}
         if op == "ping":
             return {"ok": True, "time": time.time()}
         return {"error": f"unknown command {op!r}"}
