@@ -152,7 +152,7 @@ async def _serve(ctx: Any, args: argparse.Namespace) -> int:
             _err(f"SSH front door on {args.listen.rsplit(':', 1)[0]}:{front.bound_port}")
         _err(f"site service for {ctx.site.name} on {service.socket_path} (pid {service.pid}); "
              "SIGTERM or Ctrl-C stops it")
-        await service.run_until_stopped()
+        await service.run_until_stopped(on_sighup=front.reload if front is not None else None)
     finally:
         if front is not None:
             await front.stop(service.stopping or "the service stopped")

@@ -215,14 +215,19 @@ class SiteService:
         w.close()
         raise ServiceError(f"a service for site {self.site.name} already runs on {path}")
 
-    async def run_until_stopped(self) -> None:
-        """Serve until :meth:`stop` (SIGTERM, SIGINT and SIGHUP call it with their reason)."""
+    async def run_until_stopped(self, *, on_sighup: Callable[[], None] | None = None) -> None:
+        """Serve until :meth:`stop` (SIGTERM, SIGINT and SIGHUP call it with their reason;
+        SIGHUP calls ``on_sighup`` instead when given: the SSH front door reads its
+        operators file again, as sshd reads its configuration)."""
         loop = asyncio.get_running_loop()
         reasons = {signal.SIGTERM: "terminated (SIGTERM)", signal.SIGINT: "interrupted (SIGINT)",
                    signal.SIGHUP: "hung up (SIGHUP)"}
         for sig, why in reasons.items():
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                loop.add_signal_handler(sig, self._signalled, why)
+                if sig == signal.SIGHUP and on_sighup is not None:
+                    loop.add_signal_handler(sig, on_sighup)
+                else:
+                    loop.add_signal_handler(sig, self._signalled, why)
         try:
             await self._stopped.wait()
         finally:

@@ -698,7 +698,6 @@ class SshFront:
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[_Server] = set()
         self._active: set[SshSession] = set()
-        self._sighup = False
         self.bound_port: int | None = None
 
     # -- lifecycle
@@ -720,18 +719,11 @@ class SshFront:
         except OSError as exc:
             raise SshFrontError(f"cannot listen on {visible(self.listen)}: {exc.strerror or exc}") from None
         self.bound_port = self._acceptor.sockets[0].getsockname()[1]
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
-            self._sighup = True
         log.info("ssh: listening on %s port %s for %d operators (host key %s)", self._host, self.bound_port,
                  len(self.operators.operators), key.get_fingerprint())
 
     async def stop(self, reason: str) -> None:
         """Tell every session ``reason``, end them (their children stopped) and stop listening."""
-        if self._sighup:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            self._sighup = False
         acceptor, self._acceptor = self._acceptor, None
         if acceptor is not None:
             acceptor.close()
@@ -758,7 +750,8 @@ class SshFront:
     # -- the operators file
 
     def reload(self) -> None:
-        """Read the operators file again (SIGHUP); a bad file keeps the last good one, logged."""
+        """Read the operators file again (``serve`` calls it on SIGHUP); a bad file keeps the last
+        good one, logged."""
         self._maybe_reload(force=True)
 
     def _maybe_reload(self, force: bool = False) -> None:

@@ -127,3 +127,53 @@ async def test_shell_opens_the_console_as_the_service_s_client(served):
         proc.stdin.write(b"q")
         await asyncio.wait_for(proc.wait_closed(), 60)
     await wait_until(lambda: len(served.service.tokens) == 0, what="the token revoked")
+
+
+async def test_serve_listen_sighup_reloads_sigterm_tells_the_sessions(lab, keys, tmp_path):
+    """``fleet-console serve --listen --operators`` as an administrator runs it."""
+    import os
+    import signal
+    import sys
+
+    ops = tmp_path / "operators.yaml"
+    ops.write_text(f'operators:\n  - {{name: alice, role: operator, '
+                   f'keys: ["{keys["alice"].export_public_key().decode().strip()}"]}}\n')
+    ops.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_SERVICE")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console.cli.main", "--site", lab.site_file, "serve", "--listen", "127.0.0.1:0",
+        "--operators", str(ops), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        assert proc.stderr is not None
+        port = 0
+        while not port:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert line, "serve ended"
+            if line.startswith("SSH front door on "):
+                port = int(line.rsplit(":", 1)[1])
+        served = types.SimpleNamespace(front=types.SimpleNamespace(bound_port=port), keys=keys)
+        async with await login(served, "alice") as conn:  # answered: serve waits in run_until_stopped
+            assert (await conn.run("--version", check=False)).exit_status == 0
+        proc.send_signal(signal.SIGHUP)  # read the operators file again; the service goes on
+        async with await login(served, "alice") as conn:
+            result = await conn.run("--version", check=False)
+            assert result.exit_status == 0 and result.stdout.startswith("fleet-console")
+            shell = await conn.create_process(term_type="xterm", term_size=(80, 24), encoding=None)
+            seen = b""
+            while b"sshs-n01" not in seen:
+                chunk = await asyncio.wait_for(shell.stdout.read(65536), 60)
+                assert chunk, "the console ended"
+                seen += chunk
+            assert proc.returncode is None
+            proc.send_signal(signal.SIGTERM)
+            while b"this session ends" not in seen:
+                chunk = await asyncio.wait_for(shell.stdout.read(65536), 60)
+                assert chunk, f"closed without the message: {seen[-300:]!r}"
+                seen += chunk
+            assert b"the site service is stopping (terminated (SIGTERM))" in seen
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
