@@ -52,6 +52,8 @@ def cell_text(column: str, cell: Cell) -> Text:
     """``cell`` drawn in column ``column``: its words (from outside: shown as text, controls
     visible) in its state's style, after its lead (WHY: what is being done, then the finding)."""
     own = Text(visible(cell.own), style=look(column, cell.state))
+    if cell.since:
+        own.append(cell.since_words, "dim")
     if cell.lead is None:
         return own
     text = cell_text(column, cell.lead)

@@ -457,11 +457,23 @@ class FleetScreen(FleetAppMixin, Screen):
         table = self.query_one(FleetTable)
         now = self.console.clock()
         changed = []
+        # WHY and POWER say since when (``· 14m``, ``○ off 3h``): they move with the clock too
+        timed = [key for key in ("why", "power") if any(k == key for k, _, _ in self.columns)]
+        compact = self._compact
         for name in table.keys_in_view():
             age = self._shared("age", age_cell(self.fleet.nodes[name].polled_at, now))
             cells = self._cells(name)
-            if not same_cell(cells["age"], age):
+            moved = not same_cell(cells["age"], age)
+            if moved:
                 cells["age"] = age
+            for key in timed:
+                cell = BY_KEY[key].cell(self.fleet, name, "compact" if key in compact else "full", now)
+                if cell.since or key == "why":
+                    drawn = cell_text(key, cell) if key in _OWN else self._shared(key, cell)
+                    if not same_cell(cells[key], drawn):
+                        cells[key] = drawn
+                        moved = True
+            if moved:
                 changed.append(name)
         table.refresh_rows(changed)
 

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from console.live.freshness import node_since
 from console.live.words import FINDING_ORDER, SYMBOLS, image_state, port_finding, rank, worst_finding
 from inventory.ranges import natural_key
 
 if TYPE_CHECKING:
-    from console.live.fleet import Fleet
+    from console.live.fleet import Fleet, NodeState
 
 __all__ = ["ACTIVITY_SYMBOLS", "AGE_WARNING_S", "BY_KEY", "COLUMNS", "Cell", "Column", "Form", "STATUS_COLUMNS",
            "age_cell", "age_words", "layout", "rack_u", "sort_key", "why_text"]
@@ -60,6 +61,8 @@ class Cell(NamedTuple):
     state: str | None = None
     symbol: str = ""
     lead: Cell | None = None
+    #: how long the node has been so (``14m``, ``≥3h``): the WHY finding's fact, an off power
+    since: str = ""
 
     @property
     def own(self) -> str:
@@ -68,8 +71,16 @@ class Cell(NamedTuple):
 
     @property
     def words(self) -> str:
-        """The cell in plain words: ``▶ installing (reimage …)  ✗ PSU1 275 W > 250``."""
-        return self.own if self.lead is None else f"{self.lead.own}  {self.own}"
+        """The cell in plain words: ``▶ installing (reimage …)  ✗ PSU1 275 W > 250 · 14m``."""
+        own = self.own + self.since_words
+        return own if self.lead is None else f"{self.lead.own}  {own}"
+
+    @property
+    def since_words(self) -> str:
+        """The since as it follows the words: `` · 14m`` after a finding, `` 3h`` after a status."""
+        if not self.since:
+            return ""
+        return f" · {self.since}" if self.state in _FINDING_FACT else f" {self.since}"
 
 
 def _status(word: str, text: str | None = None) -> Cell:
@@ -89,9 +100,27 @@ def _rack(fleet: Fleet, name: str, form: Form, now: float) -> Cell:
     return Cell(rack_u(fleet, name))
 
 
+#: the node fact behind each WHY finding, whose "since" the cell tells
+_FINDING_FACT = {"error": "reachability", "critical": "health", "warning": "health", "mismatch": "cabling",
+                 "ambiguous": "cabling", "drift": "image"}
+
+
+def _since(st: NodeState, fact: str, now: float) -> str:
+    """How long ``fact`` has been so, from a minute on (a fresh finding says nothing more)."""
+    since = node_since(st, fact, now)
+    return "" if since == "<1m" else since
+
+
 def _power(fleet: Fleet, name: str, form: Form, now: float) -> Cell:
-    word = fleet.nodes[name].power
-    return _status(word, _SHORT.get(word) if form == "compact" else None)
+    """``● on``; an off node says for how long where it fits: ``○ off 3h``."""
+    st = fleet.nodes[name]
+    word = st.power
+    cell = _status(word, _SHORT.get(word) if form == "compact" else None)
+    if word == "off" and form != "compact":
+        since = _since(st, "power", now)
+        if since and (form == "wide" or len(cell.own) + 1 + len(since) <= BY_KEY["power"].width):
+            return cell._replace(since=since)
+    return cell
 
 
 def _health(fleet: Fleet, name: str, form: Form, now: float) -> Cell:
@@ -192,10 +221,12 @@ def _why(fleet: Fleet, name: str, form: Form, now: float) -> Cell:
     lead = None
     if activity is not None:
         lead = Cell(activity.words(), activity.kind, ACTIVITY_SYMBOLS.get(activity.kind, "▶"))
-    found = worst_finding(fleet.site.node(name), fleet.nodes[name])
+    st = fleet.nodes[name]
+    found = worst_finding(fleet.site.node(name), st)
     if found is None:
         return lead or Cell("")
-    return Cell(found[1], found[0], SYMBOLS[found[0]], lead)
+    fact = _FINDING_FACT.get(found[0])
+    return Cell(found[1], found[0], SYMBOLS[found[0]], lead, _since(st, fact, now) if fact else "")
 
 
 def _error(fleet: Fleet, name: str, form: Form, now: float) -> Cell:
@@ -203,9 +234,9 @@ def _error(fleet: Fleet, name: str, form: Form, now: float) -> Cell:
     return Cell(error or "", "error" if error else None)
 
 
-def why_text(fleet: Fleet, name: str) -> str:
-    """The WHY cell in plain words (:attr:`Cell.words`)."""
-    return _why(fleet, name, "full", 0.0).words
+def why_text(fleet: Fleet, name: str, now: float | None = None) -> str:
+    """The WHY cell in plain words (:attr:`Cell.words`), its since as of ``now`` (default: now)."""
+    return _why(fleet, name, "full", time.time() if now is None else now).words
 
 
 @dataclass(frozen=True)

@@ -182,8 +182,10 @@ def test_the_columns_give_one_cell_in_each_form():
     wanted = site.node(drift).image
     assert image.words == f"≠ flatcar@3975.2.2 (want {wanted})" and image.state == "drift"
     assert BY_KEY["image"].cell(fleet, drift, "compact").words == "≠ 3975.2.2"
-    why = BY_KEY["why"].cell(fleet, drift)
+    why = BY_KEY["why"].cell(fleet, drift, "full", 1000.0)
     assert why.words == f"▶ installing (reimage flatcar@4152.2.0)  ≠ 3975.2.2, want {wanted.rsplit('@', 1)[1]}"
+    # since when, from a minute on: at least since it was first read, the image having drifted before
+    assert BY_KEY["why"].cell(fleet, drift, "full", 1000.0 + 14 * 60).words.endswith("want 4081.2.1 · ≥14m")
     assert (why.state, why.lead.state) == ("drift", "job")
     error = cells(failing, "wide")["error"]
     assert (error.words, error.state) == ("unreachable: no answer\x1b[2J", "error")  # shown through visible()
