@@ -181,7 +181,10 @@ async def test_console_output_is_shown_as_text(ctx):
         app.push_screen(ConsoleScreen(["con-n04"]))
         await pilot.pause()
         view = app.screen.query_one(ConsoleView)
-        view.feed(b"\x1b]0;pwned\x07ok \x1b[31mred\x1b[0m a\xcc\x81 \xe2\x80\xae\r\n")
+        p = pane(app, "con-n04")
+        await wait_until(lambda: p.session is not None and p.session.state == "open", what="the SOL session")
+        await wait_until(lambda: "login:" in view.text(), what="the replayed history")
+        view.feed(b"\x1b[2J\x1b[H\x1b]0;pwned\x07ok \x1b[31mred\x1b[0m a\xcc\x81 \xe2\x80\xae\r\n")
         view.vt.buffer[1][0] = view.vt.buffer[1][0]._replace(data="\u202e")  # as if the emulator kept one
         view.vt.buffer[1][1] = view.vt.buffer[1][1]._replace(data="\x1b")
         await pilot.pause()
