@@ -23,9 +23,21 @@ Beyond stock pyghmi:
 * A held payload (completion code 80h) without ``force`` raises
   :class:`~console.serial.stream.ConsoleBusy` naming the session that holds it (Get
   Payload Instance Info); with ``force`` pyghmi deactivates it first.
-* pyghmi shares one RMCP+ session among consoles with the same BMC and credentials
-  (credentials are given as bytes: see docs/protocols.md).  Streams count their users
-  of each session and the last one to close logs it out, so no BMC session slot leaks.
+* **The BMC's first packets are not lost.**  A BMC sends the first SOL data (its replay of
+  recent output) right behind its answer to Activate Payload.  pyghmi installs the
+  console's SOL handler only after the thread that asked has read that answer, while
+  packets are processed by whichever thread pumps first (here the pump, or the activating
+  thread itself), and drops a SOL packet for a session without a handler, unacknowledged:
+  the console saw nothing until the BMC's retransmission (1 s on the lab, after which a
+  short reimage's console had already been closed, empty).  Here the handler is installed
+  before Activate Payload is sent; SOL packets that arrive before the answer is read are
+  kept and handled, in order, once the payload is active.
+* **A session of its own.**  pyghmi would reuse one RMCP+ session for every console with
+  the same BMC and credentials; a second console of this process on the same node would
+  then activate SOL on its sibling's session (the BMC cannot tell them apart) and take its
+  packets.  Each stream gets its own session (pyghmi's session reuse is keyed on Kg, which
+  defaults to the password: each stream passes the password as Kg, as a key that equals
+  only itself), and logs it out when it closes, so no BMC session slot leaks.
 
 Credentials come from the site's secrets and go only to pyghmi, never to a log or an
 error message.
@@ -109,7 +121,10 @@ class _Pump:
         with self._lock:
             self._users += 1
             if not isinstance(pyghmi_session.sessionqueue, _NotifyingDeque):
-                pyghmi_session.sessionqueue = _NotifyingDeque(pyghmi_session.sessionqueue, self.wake)
+                old = pyghmi_session.sessionqueue
+                pyghmi_session.sessionqueue = _NotifyingDeque(old, self.wake)
+                while old:  # queued by pyghmi's I/O thread between the copy and the swap
+                    pyghmi_session.sessionqueue.append(old.popleft())
             if self.io is None:
                 self.io = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sol-io")
             if self._thread is None or not self._thread.is_alive():
@@ -164,25 +179,27 @@ class _Pump:
 
 _pump = _Pump()
 
-# pyghmi RMCP+ sessions -> how many open streams use each (see the module docstring)
-_session_users: dict[int, int] = {}
-_session_lock = threading.Lock()
+class _OwnKey(bytes):
+    """A BMC key (Kg) equal only to itself: pyghmi's session reuse (same BMC, user, password
+    and Kg) then never hands this stream's session to another console (module docstring).
+    Its bytes are the password, which is what Kg is when a BMC has none set (IPMI 2.0
+    section 13.31), so the login is the same."""
 
+    __slots__ = ()
 
-def _session_use(session: Any) -> None:
-    with _session_lock:
-        _session_users[id(session)] = _session_users.get(id(session), 0) + 1
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
+    def __ne__(self, other: object) -> bool:
+        return self is not other
 
-def _session_unuse(session: Any) -> bool:
-    """Drop a use; True when nobody uses the session any more (log it out)."""
-    with _session_lock:
-        n = _session_users.get(id(session), 0) - 1
-        if n > 0:
-            _session_users[id(session)] = n
-            return False
-        _session_users.pop(id(session), None)
-        return True
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:  # never the password
+        return "<BMC key>"
+
+    __str__ = __repr__
 
 
 def _console_class() -> type:
@@ -198,6 +215,10 @@ def _console_class() -> type:
 
         def __init__(self, *args: Any, on_active: Callable[[], None], **kwargs: Any) -> None:
             self.on_active: Callable[[], None] | None = on_active  # called once the payload is active
+            # SOL packets that came before the answer to Activate Payload was read (None: none
+            # are held back); the lock keeps them, and those after, in order across threads.
+            self._early: list[Any] | None = None
+            self._sol_lock = threading.RLock()
             super().__init__(*args, **kwargs)
 
         def _got_session(self, response: Any) -> None:
@@ -210,7 +231,7 @@ def _console_class() -> type:
 
         def _activate(self, response: Any) -> None:
             try:
-                super()._got_session(response)
+                self._activate_payload(response)
             except Exception as exc:  # e.g. NotImplementedError for a SOL port other than the session's
                 self._print_error(f"SOL activation failed: {type(exc).__name__}: {exc}")
                 return
@@ -218,7 +239,60 @@ def _console_class() -> type:
                 callback, self.on_active = self.on_active, None
                 callback()
 
+        def _activate_payload(self, response: Any) -> None:
+            """pyghmi's ``Console._got_session``, with the SOL handler in place before the request
+            (see the module docstring: the BMC's first packet follows its answer at once)."""
+            if "error" in response:
+                self._print_error(response["error"])
+                return
+            session = self.ipmi_session
+            if session is None:  # still in pyghmi's constructor: it calls again
+                self.callgotsession = response
+                return
+            previous = session.sol_handler  # none on a session of our own; pyghmi tells it if there is
+            with self._sol_lock:
+                self._early = []
+            session.sol_handler = self._got_sol_payload
+            try:
+                rsp = session.raw_command(netfn=6, command=0x48, data=(1, 1, 192, 0, 0, 0))
+                if rsp.get("code") == 0x80 and self.force_session:
+                    session.raw_command(netfn=6, command=0x49, data=(1, 1, 0, 0, 0, 0))  # its holder's, any
+                    rsp = session.raw_command(netfn=6, command=0x48, data=(1, 1, 192, 0, 0, 0))
+                refused = _activation_refused(rsp)
+                if refused:
+                    self._print_error(refused)
+                    return
+                data = rsp["data"]
+                self.activated = True
+                self.maxoutcount = (data[5] << 8) + data[4]
+                ports = (self.port, struct.unpack("<H", struct.pack(">H", self.port))[0])  # either byte order
+                if data[8] + (data[9] << 8) not in ports:
+                    raise NotImplementedError("Non-standard SOL Port Number")
+                if previous is not None and getattr(previous, "__self__", None) is not self:
+                    previous({"error": "Session Disconnected"})
+                self.keepaliveid = session.register_keepalive(cmd={"netfn": 6, "command": 0x4B, "data": (1, 1)},
+                                                              callback=self._got_payload_instance_info)
+                with self._sol_lock:
+                    self.connected = True
+                    early, self._early = self._early or [], None
+                    for payload in early:
+                        self._on_sol_payload(payload)
+            finally:
+                if not self.connected:
+                    with self._sol_lock:
+                        self._early = None
+                    if session.sol_handler == self._got_sol_payload:
+                        session.sol_handler = None
+            self._sendpendingoutput()
+
         def _got_sol_payload(self, payload: Any) -> None:
+            with self._sol_lock:
+                if self._early is not None:  # activating: handled once the payload is active
+                    self._early.append(payload)
+                    return
+                self._on_sol_payload(payload)
+
+        def _on_sol_payload(self, payload: Any) -> None:
             super()._got_sol_payload(payload)
             if (not isinstance(payload, dict) and len(payload) >= 4 and payload[3] & 0x10
                     and not self.broken):
@@ -258,6 +332,33 @@ def _console_class() -> type:
 
 
 _Console: type | None = None
+
+
+_SOL_ACTIVATE_CODES = {0x81: "SOL is disabled", 0x82: "Maximum SOL session count reached",
+                       0x83: "Cannot activate payload with encryption",
+                       0x84: "Cannot activate payload without encryption"}
+
+
+def _activation_refused(rsp: Any) -> str:
+    """Why Activate Payload failed, in pyghmi's words ('' when it did not)."""
+    from pyghmi.ipmi.private import constants
+
+    if not isinstance(rsp, dict):
+        return "SOL activation: no answer"
+    code = rsp.get("code")
+    if code == 0xFFFF and "error" in rsp:  # pyghmi's own: no answer ("timeout")
+        return str(rsp["error"])
+    if code:
+        if code in constants.ipmi_completion_codes:
+            return str(constants.ipmi_completion_codes[code])
+        if code == 0x80:
+            return _BUSY_TEXT
+        return _SOL_ACTIVATE_CODES.get(code, f"SOL encountered Unrecognized error code {code}")
+    if "error" in rsp:
+        return str(rsp["error"])
+    if len(rsp.get("data") or b"") < 10:
+        return "SOL activation: a short answer from the BMC"
+    return ""
 
 
 # ----------------------------------------------------------------------------- the stream
@@ -362,12 +463,10 @@ class SolStream:
 
         def construct() -> None:
             console = cls(self._bmc.address, user, password, self._on_io, port=self._bmc.effective_port,
-                          force=force, on_active=self._on_active)
+                          force=force, on_active=self._on_active, kg=_OwnKey(password))
             self._console = console
             _pump.consoles.add(console)
-            if console.ipmi_session is not None:
-                self._session = console.ipmi_session
-                _session_use(self._session)
+            self._session = console.ipmi_session  # this stream's own (the module docstring)
 
         try:
             try:
@@ -500,7 +599,7 @@ class SolStream:
                 handler = getattr(session, "sol_handler", None)
                 if handler is not None and getattr(handler, "__self__", None) is console:
                     session.sol_handler = None  # so logout does not deactivate a payload twice
-            if session is not None and _session_unuse(session):
+            if session is not None:
                 try:
                     session.logout()
                 except Exception:

@@ -15,13 +15,12 @@ from textual.widgets import DataTable, Static
 
 from console.ops.actions import plan_reimage
 from console.ops.options import RunOptions
-from console.ops.reimage import PhaseTimeouts
 from console.secrets import Secrets
 from console.serial.log import read_log
 from console.site import SiteContext
 from screens.app import make_app
 from screens.progress import ProgressScreen
-from tests.support import wait_for, wait_until
+from tests.support import FAST_PHASES, wait_for, wait_until
 
 SITE = """\
 site: pcontest
@@ -74,9 +73,7 @@ async def test_reimage_progress_shows_the_console(ctx, site_lab):
     plan = await plan_reimage(SiteContext(ctx.site, Secrets(lab=site_lab.secrets)), nodes, "flatcar@4152.2.0")
     assert [n.node for n in plan.targets] == nodes
     app = make_app(ctx, poll=False)
-    # the reimage's own pace (poll 2 s): a SOL stream opened while another client of its BMC
-    # polls every 50 ms may get no output (seen with the Runner; not the follower's doing)
-    options = RunOptions(poll_interval=0.05, request_timeout=10.0, reimage_timeouts=PhaseTimeouts())
+    options = RunOptions(poll_interval=0.05, request_timeout=10.0, reimage_timeouts=FAST_PHASES)
     async with app.run_test(size=(120, 30)) as pilot:
         # a console pane watches pcon-n02 from before the run: it shares the session, which stays
         watched = await app.consoles.session("pcon-n02")
