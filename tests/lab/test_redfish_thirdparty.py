@@ -109,6 +109,10 @@ async def test_sushy_power_boot_media_and_inventory(lab: Lab, flavor: str) -> No
         await eventually(power_is(sushy.POWER_STATE_ON), "on")
         assert sushy.RESET_FORCE_RESTART in await off_loop(system.get_allowed_reset_system_values)
         await off_loop(lambda: system.reset_system(sushy.RESET_FORCE_RESTART))
+        # Off again, as Ironic has a node while it sets the boot device: a booting machine would
+        # consume a one-time override before the read-back.
+        await off_loop(lambda: system.reset_system(sushy.RESET_FORCE_OFF))
+        await eventually(power_is(sushy.POWER_STATE_OFF), "off after the restart")
 
         # Boot device once, then continuous, each read back.
         allowed = await off_loop(system.get_allowed_system_boot_source_values)
