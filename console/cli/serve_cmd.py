@@ -53,17 +53,22 @@ def find_service(site_name: str) -> Found | None:
 
 def mode_for(args: argparse.Namespace, served: bool) -> Found | None:
     """The running service when this command is served by it (said on stderr either way)."""
-    found = find_service(sites.load(args.site).name)
-    if found is not None and not served:
-        _err(f"fleet-console: embedded (the site service, pid {found[2].pid}, does not serve {args.command} yet)")
+    name = sites.load(args.site).name
+    found = find_service(name)
+    if not served:  # a command the service does not serve: say so only when one runs
+        if found is not None:
+            _err(f"fleet-console: embedded (the site service, pid {found[2].pid}, does not serve {args.command} yet)")
         return None
-    say_mode(found)
+    say_mode(found, name)
     return found
 
 
-def say_mode(found: Found | None) -> str:
+def say_mode(found: Found | None, site: str = "") -> str:
     """``via service (pid N)`` or ``embedded``, on stderr for a command."""
     mode = f"via service (pid {found[2].pid})" if found is not None else "embedded"
+    if found is None and site:
+        _err(f"fleet-console: embedded (no site service runs for {site})")
+        return mode
     who = f" as {found[2].identity.name} ({found[2].identity.role})" if found is not None else ""
     _err(f"fleet-console: {mode}{who}")
     return mode

@@ -41,7 +41,8 @@ def test_a_command_that_starts_the_lab_says_so_and_shows_no_library_warning(tmp_
     assert r.returncode in (0, 1), r.stderr
     assert json.loads(r.stdout)[0]["name"] == "dal1-r01-n01"
     assert "Warning" not in r.stderr, r.stderr
-    assert r.stderr.startswith("starting the lab for site demo (89 simulated machines, 3 switches) ...\n"), r.stderr
+    assert r.stderr.startswith("fleet-console: embedded (no site service runs for demo)\n"
+                               "starting the lab for site demo (89 simulated machines, 3 switches) ...\n"), r.stderr
 
 
 # --------------------------------------------------------------------------- a reader that goes away
