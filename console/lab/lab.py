@@ -168,6 +168,7 @@ class Lab:
         self._where: dict[str, _Proc] = {}  # node or switch name -> worker
         self.endpoints: dict[str, Any] = {}
         self.started_at: float | None = None
+        self._cabled_to: dict[str, list[Node]] | None = None  # switch -> its nodes (_switch_config)
 
     # ------------------------------------------------------------- plan
     def _machine_overrides(self) -> dict[str, dict[str, Any]]:
@@ -231,10 +232,13 @@ class Lab:
         configs = []
         switch_home: dict[str, int] = {}
         shards = self._shards()
+        first_member: dict[str, str] = {}  # switch -> the rack of its first cabled node (one pass)
+        for n in site.nodes:
+            if n.switch_port:
+                first_member.setdefault(n.switch_port.switch, n.rack)
         for i, racks in enumerate(shards):
             for sw in site.switches:
-                members = [n for n in site.nodes if n.switch_port and n.switch_port.switch == sw.name]
-                if sw.rack in racks or (members and members[0].rack in racks):
+                if sw.rack in racks or first_member.get(sw.name) in racks:
                     switch_home.setdefault(sw.name, i)
         for sw in site.switches:
             switch_home.setdefault(sw.name, 0)
@@ -312,8 +316,13 @@ class Lab:
         return configs
 
     def _switch_config(self, sw, over) -> dict[str, Any]:
-        site = self.site
-        nodes = {n.switch_port.port: n for n in site.nodes if n.switch_port and n.switch_port.switch == sw.name}
+        cabled_to = self._cabled_to
+        if cabled_to is None:  # switch -> its cabled nodes, in site order (one pass for every switch)
+            cabled_to = self._cabled_to = {}
+            for n in self.site.nodes:
+                if n.switch_port:
+                    cabled_to.setdefault(n.switch_port.switch, []).append(n)
+        nodes = {n.switch_port.port: n for n in cabled_to.get(sw.name, []) if n.switch_port}
         names = list(nodes)
         # a 48-port ToR plus 4 uplinks; inventory port names first, then the rest
         for k in range(1, 49):
