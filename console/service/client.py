@@ -8,12 +8,19 @@
   bye) goes to the callbacks.
 - :class:`ServicePollSource`: a :class:`~console.live.source.PollSource` whose Fleet is
   fed by the service's poller (the TUI's ``poller=``): polls asked for now are forwarded.
+  The TUI also asks the service through it (:meth:`~ServicePollSource.request`: plans,
+  runs, cancels, jobs, who) and follows runs (:meth:`~ServicePollSource.watch`).
+- :func:`plan_from_json`, :func:`progress_from_json`, :func:`result_from_json`: the
+  service's plans, node progress and run results as the engine's own objects again
+  (a :class:`~console.ops.actions.Plan` the confirm dialog shows, ...); ProtocolError
+  when one does not have the shape they need.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import itertools
 import json
 import os
@@ -25,11 +32,15 @@ from typing import Any
 from console.errors import FleetError
 from console.live.fleet import Fleet
 from console.live.poller import PollConfig
+from console.ops.actions import NodePlan, Plan
+from console.ops.leftover import Left
+from console.ops.runner import NodeProgress, RunResult, StepRecord
+from console.ops.steps import Skip, SkipKind, Step, StepName
 from console.service import protocol as p
 from console.text import visible
 
 __all__ = ["ServiceClient", "ServiceRefused", "ServiceGone", "ServicePollSource", "probe", "service_for",
-           "CONNECT_S", "REQUEST_S"]
+           "CONNECT_S", "REQUEST_S", "plan_from_json", "progress_from_json", "result_from_json"]
 
 #: how long connecting and the hello may take
 CONNECT_S = 5.0
@@ -268,6 +279,12 @@ class ServicePollSource:
         self.service_pid: int | None = None
         #: set once the first snapshot is in the Fleet
         self.snapshot = asyncio.Event()
+        #: who the service decided this client is (its Welcome), once connected
+        self.welcome: p.Welcome | None = None
+        #: plan id -> callbacks told of each Progress and JobEnded of that run (:meth:`watch`)
+        self._watchers: dict[str, list[Callable[[p.Progress | p.JobEnded], None]]] = {}
+        #: told once when the connection ends (its reason)
+        self.on_gone: list[Callable[[str], None]] = []
         self._client: ServiceClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -286,12 +303,23 @@ class ServicePollSource:
         def gone(why: str) -> None:
             if not self._closed:
                 self.failure = f"site service: {why}"
+            for callback in list(self.on_gone):
+                with contextlib.suppress(Exception):
+                    callback(why)
+
+        def run_news(msg: p.Progress | p.JobEnded) -> None:
+            for callback in list(self._watchers.get(msg.plan_id, ())):
+                with contextlib.suppress(Exception):  # a broken view must not stop the reading
+                    callback(msg)
 
         client.on_states = states
         client.on_gone = gone
+        client.on_progress = run_news
+        client.on_job_ended = run_news
         try:
             welcome = await client.connect()
             self.service_pid = welcome.pid
+            self.welcome = welcome
             self._client = client
             await client.request(p.Subscribe(id=0))
         except (ServiceGone, ServiceRefused) as exc:
@@ -305,6 +333,26 @@ class ServicePollSource:
         if self._client is None or self.failure is not None:
             raise ServiceGone(self.failure or "not connected to the site service")
         return self._client
+
+    async def request(self, msg: p._Msg, *, timeout: float = REQUEST_S) -> dict[str, Any]:
+        """Ask the service (see :meth:`ServiceClient.request`): ServiceRefused with its
+        words when it says no, ServiceGone when there is no connection."""
+        client = await self._connected()
+        return await client.request(msg, timeout=timeout)
+
+    def watch(self, plan_id: str, callback: Callable[[p.Progress | p.JobEnded], None]) -> Callable[[], None]:
+        """Tell ``callback`` of run ``plan_id``'s Progress and JobEnded messages (those of
+        the runs this client started or follows); returns what stops it."""
+        self._watchers.setdefault(plan_id, []).append(callback)
+
+        def stop() -> None:
+            callbacks = self._watchers.get(plan_id, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._watchers.pop(plan_id, None)
+
+        return stop
 
     async def poll_node_now(self, name: str, jobs: Iterable[str] = ("power",)) -> None:
         client = await self._connected()
@@ -324,3 +372,71 @@ class ServicePollSource:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
+
+
+# ---------------------------------------------------------------- the service's objects, rebuilt
+def plan_from_json(raw: Any) -> Plan:
+    """The :class:`Plan` a service sent (``Plan.to_json()`` with each skip's ``skip_kind``);
+    ProtocolError when it does not have that shape."""
+    try:
+        nodes = []
+        for item in raw["nodes"]:
+            skip = None
+            if item.get("skip") is not None:
+                try:
+                    kind = SkipKind(item.get("skip_kind") or SkipKind.REFUSED)
+                except ValueError:
+                    kind = SkipKind.REFUSED
+                skip = Skip(str(item["skip"]), kind)
+            steps = [Step(_step_name(s["name"]), str(s["description"])) for s in item.get("steps") or ()]
+            nodes.append(NodePlan(str(item["node"]), steps, skip, rack=str(item.get("rack") or ""),
+                                  switch=item.get("switch"), protocol=str(item.get("protocol") or ""),
+                                  power=item.get("power"), protected=bool(item.get("protected"))))
+        return Plan(str(raw["action"]), nodes, ticket=raw.get("ticket"), kind=str(raw.get("kind") or "power"),
+                    power_action=raw.get("power_action"), image=raw.get("image"),
+                    force_protected=bool(raw.get("force_protected")),
+                    warnings=[str(w) for w in raw.get("warnings") or ()], id=str(raw["id"]),
+                    created=str(raw.get("created") or ""))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise p.ProtocolError(f"a plan that is not one: {type(exc).__name__} {exc}") from None
+
+
+def _step_name(value: Any) -> StepName:
+    try:
+        return StepName(value)
+    except ValueError:
+        return str(value)  # type: ignore[return-value]  # a step this client does not know: its name
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def progress_from_json(raw: Any) -> NodeProgress:
+    """A node's :class:`NodeProgress` as the service sent it (``NodeProgress.to_json()``)."""
+    try:
+        left = None
+        if isinstance(raw.get("left"), dict):
+            fields = {k: v for k, v in raw["left"].items() if k in Left.__dataclass_fields__}
+            left = Left(**fields)
+        steps = [StepRecord(str(s["step"]), s["result"], s.get("detail"), float(s.get("seconds") or 0.0))
+                 for s in raw.get("steps") or ()]
+        return NodeProgress(str(raw["node"]), phase=str(raw.get("phase") or "planned"), detail=raw.get("detail"),
+                            error=raw.get("error"), started=_time(raw.get("started")),
+                            finished=_time(raw.get("finished")), steps=steps, canary=bool(raw.get("canary")),
+                            left=left)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise p.ProtocolError(f"a node's progress that is not one: {type(exc).__name__} {exc}") from None
+
+
+def result_from_json(raw: Any, plan: Plan) -> RunResult:
+    """How a run in the service ended (``RunResult.to_json()``), over ``plan``."""
+    try:
+        return RunResult(plan, [progress_from_json(n) for n in raw["nodes"]], raw.get("stopped"))
+    except (KeyError, TypeError) as exc:
+        raise p.ProtocolError(f"a run result that is not one: {type(exc).__name__} {exc}") from None

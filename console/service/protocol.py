@@ -133,6 +133,8 @@ class RunPlan(_Msg):
     id: int
     plan_id: str
     options: dict[str, Any] = Field(default_factory=dict)  # RunOptions fields
+    #: typed at confirmation (after the plan was made): goes with every journal entry
+    ticket: str | None = None
 
 
 class Cancel(_Msg):

@@ -293,9 +293,11 @@ class SiteService:
         out = []
         for plan_id, sj in self._jobs.items():
             job = sj.job
+            runner = job.runner
             out.append({"plan_id": plan_id, "action": job.plan.action, "operator": sj.identity.name,
-                        "started": job.started, "state": "running" if not sj.ended.is_set() else job.state(),
-                        "counts": job.counts(), "ended": sj.ended.is_set(),
+                        "started": job.started, "state": job.state(), "counts": job.counts(),
+                        "ended": sj.ended.is_set(), "ticket": job.plan.ticket, "nodes": len(job.plan.targets),
+                        "cancelled": runner.cancelled, "aborting": runner.aborting,
                         "summary": job.result.summary() if job.result is not None else None})
         return out
 
@@ -603,7 +605,7 @@ class SiteService:
                                       force_protected=msg.force_protected, force=msg.force, locks=locks,
                                       timeout=msg.timeout)
         self._plans[plan.id] = _Planned(plan, s.identity, time.monotonic())
-        return {"plan": plan.to_json(), "text": plan.text()}
+        return {"plan": _plan_json(plan), "text": plan.text()}
 
     def _run(self, s: _Session, msg: p.RunPlan) -> dict[str, Any]:
         if self._stopping is not None:
@@ -623,6 +625,8 @@ class SiteService:
             raise ValueError(f"unknown run option(s): {', '.join(sorted(visible(u) for u in unknown))}")
         options = RunOptions(**msg.options)
         del self._plans[msg.plan_id]
+        if msg.ticket is not None:  # typed at confirmation, after the plan was made
+            plan.ticket = visible(msg.ticket.strip())[:200] or None
         who = s.identity.name
         runner = Runner(self.ctx, plan, options, operator=who, journal=Journal(self.site.name, operator=who),
                         locks=Locks(self.site.name, owner=who))
@@ -682,11 +686,22 @@ class SiteService:
         job = sj.job
         if not sj.ended.is_set():
             sj.followers.add(s.id)
-        return {"plan_id": msg.plan_id, "plan": job.plan.to_json(), "operator": sj.identity.name,
+        return {"plan_id": msg.plan_id, "plan": _plan_json(job.plan), "operator": sj.identity.name,
+                "cancelled": job.runner.cancelled, "aborting": job.runner.aborting,
                 "ended": sj.ended.is_set(), "nodes": [prog.to_json() for prog in job.runner.progress.values()],
                 "summary": job.result.summary() if job.result is not None else None,
                 "ok": bool(job.result is not None and job.result.ok),
                 "result": job.result.to_json() if job.result is not None else None, "error": sj.error}
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
+    """``plan.to_json()`` with each skipped node's skip kind (a client rebuilds the Plan from it)."""
+    out = plan.to_json()
+    kinds = {n.node: str(n.skip.kind) for n in plan.nodes if n.skip is not None}
+    for node in out["nodes"]:
+        if node["node"] in kinds:
+            node["skip_kind"] = kinds[node["node"]]
+    return out
 
 
 class _Refusal(Exception):
