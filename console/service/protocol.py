@@ -11,6 +11,12 @@ Requests carry an ``id``; the service answers each with one :class:`Reply` of th
 snapshot in chunks, ``snapshot_done`` on the last, then what changed), :class:`Progress`
 and :class:`JobEnded` for the runs a client follows, and :class:`Bye` when it stops.
 
+Serial consoles (:mod:`console.service.consoles`): :class:`ConsoleOpen` is answered by a
+:class:`ConsoleOpened` (state and history) before its Reply, then :class:`ConsoleOutput`
+and :class:`ConsoleEventMsg` as they happen; :class:`ConsoleAcquire`, :class:`ConsoleWrite`,
+:class:`ConsoleBreak`, :class:`ConsoleResize`, :class:`ConsoleRelease` and
+:class:`ConsoleClose` act on it.  Console bytes cross as base64.
+
 Limits: a line is at most :data:`MAX_LINE` bytes (a longer one ends the connection;
 snapshots are chunked well below it); each client's outgoing queue holds at most
 :data:`QUEUE_MAX` messages (a client that falls that far behind is dropped, with a
@@ -34,10 +40,12 @@ __all__ = ["PROTOCOL_VERSION", "MAX_LINE", "QUEUE_MAX", "CHUNK_NODES", "Message"
            "Subscribe", "States", "PollNode", "PollSwitch", "PlanAction", "RunPlan", "Cancel", "Follow", "Jobs",
            "Who", "Reply", "Progress", "JobEnded", "Bye", "encode", "decode", "ProtocolError", "socket_path",
            "node_states", "switch_states", "dump_node", "dump_switch", "dump_activity", "activities",
-           "SERVICE_ENV", "TOKEN_ENV", "OPERATOR_ENV"]
+           "SERVICE_ENV", "TOKEN_ENV", "OPERATOR_ENV", "CONSOLE_CHUNK", "CONSOLE_REQUESTS", "ConsoleOpen",
+           "ConsoleClose", "ConsoleAcquire", "ConsoleRelease", "ConsoleWrite", "ConsoleBreak", "ConsoleResize",
+           "ConsoleOpened", "ConsoleOutput", "ConsoleEventMsg"]
 
 #: bumped on any change a client of the other version would misread
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: the longest line either side accepts (bytes, newline included)
 MAX_LINE = 1 << 20
 #: messages waiting for one client before it counts as too slow and is dropped
@@ -201,9 +209,118 @@ class Bye(_Msg):
     reason: str
 
 
+# ---------------------------------------------------------------- serial consoles
+#: the most raw bytes one console_write or console_output carries (base64 in the JSON)
+CONSOLE_CHUNK = 32 * 1024
+_NODE_NAME = Field(min_length=1, max_length=256)
+
+
+class ConsoleOpen(_Msg):
+    """Watch ``node``'s console (the service's one session per node): a ConsoleOpened (state
+    and history) comes before the Reply, then ConsoleOutput and ConsoleEvent as they happen."""
+
+    type: Literal["console_open"] = "console_open"
+    id: int
+    node: str = _NODE_NAME
+
+
+class ConsoleClose(_Msg):
+    """Stop watching ``node``'s console (letting it go when this client held it)."""
+
+    type: Literal["console_close"] = "console_close"
+    id: int
+    node: str = _NODE_NAME
+
+
+class ConsoleAcquire(_Msg):
+    """Become the console's one writer (``force``: take it over, the admin role)."""
+
+    type: Literal["console_acquire"] = "console_acquire"
+    id: int
+    node: str = _NODE_NAME
+    force: bool = False
+
+
+class ConsoleRelease(_Msg):
+    type: Literal["console_release"] = "console_release"
+    id: int
+    node: str = _NODE_NAME
+
+
+class ConsoleWrite(_Msg):
+    """Keys for the node (``data``: base64, at most :data:`CONSOLE_CHUNK` bytes); the holder only."""
+
+    type: Literal["console_write"] = "console_write"
+    id: int
+    node: str = _NODE_NAME
+    data: str = Field(max_length=4 * CONSOLE_CHUNK // 3 + 4)
+
+
+class ConsoleBreak(_Msg):
+    type: Literal["console_break"] = "console_break"
+    id: int
+    node: str = _NODE_NAME
+
+
+class ConsoleResize(_Msg):
+    type: Literal["console_resize"] = "console_resize"
+    id: int
+    node: str = _NODE_NAME
+    cols: int = Field(ge=1, le=1000)
+    rows: int = Field(ge=1, le=1000)
+
+
+class ConsoleOpened(_Msg):
+    """The console as it is when this client starts watching: ``history`` (base64) is what the
+    node printed before; ``holder_is_you``: this client holds it."""
+
+    type: Literal["console_opened"] = "console_opened"
+    node: str
+    description: str
+    state: str
+    holder: str | None = None
+    holder_is_you: bool = False
+    error: str | None = None
+    history: str = ""
+
+
+class ConsoleOutput(_Msg):
+    """What the node printed (``data``: base64); ``dropped``: bytes left out before it because
+    this client read too slowly."""
+
+    type: Literal["console_output"] = "console_output"
+    node: str
+    data: str = ""
+    dropped: int = 0
+
+
+class ConsoleEventMsg(_Msg):
+    """Something happened to the console (attach, detach, takeover, lost, reconnected, busy,
+    closed); its state after it; ``who_is_you`` / ``holder_is_you``: that is this client."""
+
+    type: Literal["console_event"] = "console_event"
+    node: str
+    kind: str
+    who: str | None = None
+    who_is_you: bool = False
+    detail: str = ""
+    time: float = 0.0
+    state: str
+    holder: str | None = None
+    holder_is_you: bool = False
+    error: str | None = None
+
+
+#: the requests the service's consoles answer (console/service/consoles.py)
+CONSOLE_REQUESTS = (ConsoleOpen, ConsoleClose, ConsoleAcquire, ConsoleRelease, ConsoleWrite, ConsoleBreak,
+                    ConsoleResize)
+
+
 Message = Annotated[
     Hello | Welcome | Refused | Subscribe | PollNode | PollSwitch | PlanAction | RunPlan | Cancel | Follow | Jobs
-    | Who | Reply | States | Progress | JobEnded | Bye,
+    | Who | Reply | States | Progress | JobEnded | Bye
+    | ConsoleOpen | ConsoleClose | ConsoleAcquire | ConsoleRelease | ConsoleWrite | ConsoleBreak | ConsoleResize
+    | ConsoleOpened | ConsoleOutput | ConsoleEventMsg,
     Field(discriminator="type"),
 ]
 _MESSAGE: TypeAdapter[Any] = TypeAdapter(Message)
