@@ -340,8 +340,22 @@ async def _serve(config: dict[str, Any]) -> int:
     return 0
 
 
+def _raise_fd_limit() -> None:
+    """Soft descriptor limit up to the hard one: a worker of 1,000 machines holds a UDP
+    socket and one or two listeners for each (the hard limit is the administrator's word)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # the start then reports the bind that failed, naming it
+
+
 def main() -> None:
     """Entry point for ``python -m console.lab.worker``."""
+    _raise_fd_limit()
     line = sys.stdin.readline()
     if not line:
         sys.exit(2)
