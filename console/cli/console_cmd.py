@@ -12,6 +12,12 @@ site's ``read_only: true``) watches: it shows the output and sends no key.  Ever
 attach, takeover and detach is journalled, so the activity log shows who touched the
 console.
 
+When a site service runs for the site (``fleet-console --site S serve``), the console
+is the service's: one session per node shared by every operator, the holder named by
+the service (``alice (ssh)``), its roles deciding (a viewer watches, an operator types,
+only an admin takes a console over from someone else); no lab or BMC session is opened
+here.
+
 Exit status: 0 left (``~.``) or the input ended, 1 the console could not be reached,
 was held, or closed under us, 2 bad input (unknown node, a node without a serial
 console, options that do not go together), 128+N ended by signal N.
@@ -106,6 +112,14 @@ def cmd_console(args: argparse.Namespace) -> int:
         _fail(why)
         return EXIT_USAGE
     read_only = read_only_reason(args, site)
+    from console.cli.serve_cmd import find_service, say_mode
+
+    found = find_service(site.name)
+    if found is not None:
+        say_mode(found)
+        if found[2].identity.role == "viewer" and read_only is None:
+            read_only = f"{found[2].identity.name} is a viewer in the site service"
+        return asyncio.run(_attach_via_service(site.name, node, found, force=args.force, read_only=read_only))
     with open_site(args.site) as ctx:
         return asyncio.run(_attach(ctx, node, force=args.force, read_only=read_only))
 
@@ -151,6 +165,31 @@ async def _attach(ctx, node: str, *, force: bool, read_only: str | None) -> int:
                                       journal=Journal(ctx.site.name))
     finally:
         await broker.close()
+    return _exit_status(result, force=force, read_only=read_only)
+
+
+async def _attach_via_service(site: str, node: str, found, *, force: bool, read_only: str | None) -> int:
+    """The attach on the site service's console session (its broker, its roles)."""
+    from console.ops.journal import Journal
+    from console.serial.attach import attach_session
+    from console.service.consoles import RemoteConsoleBroker
+
+    path, token, welcome = found
+    broker = RemoteConsoleBroker(path, token=token, client="console")
+    try:
+        try:
+            session = await broker.session(node)
+        except DriverError as exc:
+            _fail(str(exc))
+            return EXIT_FAIL
+        result = await attach_session(session, who=broker.me or welcome.identity.name, read_only=read_only,
+                                      force=force, journal=Journal(site, operator=welcome.identity.name))
+    finally:
+        await broker.close()
+    return _exit_status(result, force=force, read_only=read_only)
+
+
+def _exit_status(result, *, force: bool, read_only: str | None) -> int:
     if result.how in ("unreachable", "held"):
         hint = result.how == "held" and read_only is None and not force
         _fail(result.detail + ("; --force takes it over" if hint else ""))

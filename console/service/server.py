@@ -8,6 +8,8 @@
   service's journal, locks and :class:`~console.ops.jobs.JobBoard`), so a run outlives the
   terminal that asked for it; roles are enforced here (:func:`identity.allows`), and the
   operator's name goes into every journal entry and lock;
+- the serial consoles (:class:`~console.service.consoles.ServiceConsoles`): one session per
+  node for every client, roles enforced, holders named by identity;
 - a unix socket, ``runtime_dir()/service-<site>.sock`` (0600 in a 0700 directory), speaking
   :mod:`console.service.protocol`.
 
@@ -53,6 +55,7 @@ from console.ops.locks import Locks
 from console.ops.options import RunOptions
 from console.ops.runner import NodeProgress, Runner
 from console.service import protocol as p
+from console.service.consoles import ServiceConsoles
 from console.service.identity import Identity, SessionTokens, allows, needed_role
 from console.site import SiteContext
 from console.text import visible
@@ -93,11 +96,13 @@ class SessionInfo:
     pid: int | None
     locks: list[str] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
+    #: the nodes whose serial console this client types on
+    consoles: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"session": self.id, "name": self.identity.name, "role": self.identity.role,
                 "via": self.identity.via, "since": self.since, "client": self.client, "pid": self.pid,
-                "locks": self.locks, "jobs": self.jobs}
+                "locks": self.locks, "jobs": self.jobs, "consoles": self.consoles}
 
 
 class _Session:
@@ -179,6 +184,8 @@ class SiteService:
         self._stopping: str | None = None
         self._stopped = asyncio.Event()
         self._bg: list[asyncio.Task[None]] = []
+        #: the serial consoles: one session per node, shared by every client (console/service/consoles.py)
+        self.consoles = ServiceConsoles(self)
 
     # ------------------------------------------------------------ life
     async def start(self) -> None:
@@ -264,6 +271,7 @@ class SiteService:
         await asyncio.gather(*(self._drop(s, f"the site service stopped: {reason}")
                                for s in list(self._sessions.values())), return_exceptions=True)
         self.tokens.revoke_all()
+        await self.consoles.close()
         if self.poller is not None:
             await self.poller.aclose()
         with contextlib.suppress(FileNotFoundError, OSError):
@@ -279,13 +287,16 @@ class SiteService:
 
     # ------------------------------------------------------------ who
     def sessions(self) -> list[SessionInfo]:
-        """Who is connected: identity, since, what they hold (locks of their running jobs, jobs)."""
+        """Who is connected: identity, since, what they hold (locks of their running jobs, jobs,
+        the consoles they type on)."""
+        held = self.consoles.holders()
         out = []
         for s in self._sessions.values():
             jobs = [pid for pid, sj in self._jobs.items()
                     if sj.identity.name == s.identity.name and not sj.ended.is_set()]
             locks = sorted({n for pid in jobs for n in self._jobs[pid].job.runner.locks.mine()})
-            out.append(SessionInfo(s.id, s.identity, s.since, s.client, s.pid, locks, jobs))
+            consoles = sorted(node for node, sid in held.items() if sid == s.id)
+            out.append(SessionInfo(s.id, s.identity, s.since, s.client, s.pid, locks, jobs, consoles))
         return out
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -434,6 +445,7 @@ class SiteService:
             await asyncio.gather(s.pump, return_exceptions=True)
         for sj in self._jobs.values():
             sj.followers.discard(s.id)
+        self.consoles.client_gone(s)
         if tell:
             with contextlib.suppress(Exception):
                 s.writer.write(p.encode(p.Bye(reason=reason)))
@@ -575,6 +587,8 @@ class SiteService:
             return self._follow(s, msg)
         if isinstance(msg, p.Jobs):
             return {"jobs": self.jobs()}
+        if isinstance(msg, p.CONSOLE_REQUESTS):
+            return await self.consoles.answer(s, msg)
         if isinstance(msg, p.Who):
             return {"sessions": [x.to_json() for x in self.sessions()], "you": s.id}
         raise _Refusal(f"a client may not send {msg.type} messages")
