@@ -2,7 +2,10 @@
 
 ``fleet-console --site S serve [--listen HOST:PORT --operators FILE]`` runs the site's
 service (:class:`console.service.server.SiteService`) until SIGTERM/SIGINT; ``--listen``
-adds the SSH front door (:mod:`console.service.sshfront`).
+adds the SSH front door (:mod:`console.service.sshfront`).  When the site's provisioner
+is ``ipxe`` with a ``listen`` address, the service also serves its boot scripts
+(:func:`console.provision.bootserve.serve`, as ``serve-boot`` does) until it stops; a
+simulated site's lab serves them itself.  The startup lines say which.
 
 Every other command asks :func:`find_service` first: when a service for the site runs
 (or ``$FLEET_SERVICE`` names one), the TUI and the headless ``status``, ``power``,
@@ -138,6 +141,87 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(ctx, args))
 
 
+class _BootLines:
+    """The boot server's output (one line per request) to stderr; ``ready`` once it listens."""
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        if "serving boot scripts" in text:
+            self.ready.set()
+            text = "boot server: " + text
+        try:
+            sys.stderr.write(text)
+        except (OSError, ValueError):
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+#: how long the boot server may take to listen before the service says it does not
+BOOT_START_S = 10.0
+
+
+async def _start_boot_server(ctx: Any) -> tuple[asyncio.Task[None] | None, asyncio.Event]:
+    """The site's iPXE boot server in this loop when the site asks for one (``provisioner.listen``),
+    with a startup line either way; (its task or None, what stops it).  A boot server that
+    cannot start is said, and the service runs on without it."""
+    from console.provision.bootserve import BootServeError, listen_of, serve
+
+    stop = asyncio.Event()
+    site = ctx.site
+    prov = site.provisioner
+    if prov is None or prov.kind != "ipxe":
+        _err(f"boot server: none here (provisioner {prov.kind if prov else 'none'})")
+        return None, stop
+    if site.lab is not None:
+        _err(f"boot server: the lab serves the boot scripts at {visible(prov.url or '?')}")
+        return None, stop
+    if not prov.listen:
+        _err("boot server: not in this service (no provisioner.listen; provisioner.url is served elsewhere, "
+             "e.g. by serve-boot)")
+        return None, stop
+    try:
+        host, port = listen_of(site)
+    except BootServeError as exc:
+        _err(f"boot server: NOT serving: {exc}")
+        return None, stop
+    lines = _BootLines()
+    task = asyncio.create_task(serve(site, host, port, stop=stop, out=lines), name="service-boot-server")  # type: ignore[arg-type]
+    ready = asyncio.create_task(lines.ready.wait())
+    try:
+        await asyncio.wait({task, ready}, timeout=BOOT_START_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    if task.done():
+        failure = task.exception()
+        _err(f"boot server: NOT serving: {visible(str(failure)) if failure else 'it stopped'}")
+        return None, stop
+    if not lines.ready.is_set():
+        _err(f"boot server: not listening after {BOOT_START_S:g} s; still trying")
+    return task, stop
+
+
+async def _stop_boot_server(task: asyncio.Task[None] | None, stop: asyncio.Event) -> None:
+    stop.set()
+    if task is None:
+        return
+    try:
+        await asyncio.wait_for(task, 10.0)
+    except TimeoutError:
+        task.cancel()
+    except Exception as exc:  # noqa: BLE001 - it is stopping: say why it failed, then go on
+        _err(f"boot server: {visible(str(exc))}")
+    else:
+        _err("boot server stopped")
+
+
 async def _serve(ctx: Any, args: argparse.Namespace) -> int:
     from console.ops.journal import state_dir
     from console.service.server import SiteService
@@ -145,7 +229,10 @@ async def _serve(ctx: Any, args: argparse.Namespace) -> int:
     service = SiteService(ctx)
     await service.start()
     front = None
+    boot: asyncio.Task[None] | None = None
+    boot_stop = asyncio.Event()
     try:
+        boot, boot_stop = await _start_boot_server(ctx)
         if args.listen:
             try:
                 from console.service.sshfront import SshFront
@@ -162,6 +249,7 @@ async def _serve(ctx: Any, args: argparse.Namespace) -> int:
         if front is not None:
             await front.stop(service.stopping or "the service stopped")
         await service.stop(service.stopping or "the service stopped")
+        await _stop_boot_server(boot, boot_stop)
     _err(f"site service stopped: {service.stopping}")
     return EXIT_OK
 
