@@ -123,8 +123,8 @@ def cmd_who(args: argparse.Namespace) -> int:
     now = time.time()
     rows = [[str(x.get("name")), str(x.get("role")), str(x.get("via")), str(x.get("client")),
              f"{int(now - float(x.get('since') or now))} s", compress(x.get("locks") or []) or "-",
-             ", ".join(x.get("jobs") or []) or "-"] for x in sessions]
-    _print_table(rows, ["OPERATOR", "ROLE", "VIA", "CLIENT", "CONNECTED", "LOCKS", "JOBS"])
+             ", ".join(x.get("jobs") or []) or "-", compress(x.get("consoles") or []) or "-"] for x in sessions]
+    _print_table(rows, ["OPERATOR", "ROLE", "VIA", "CLIENT", "CONNECTED", "LOCKS", "JOBS", "CONSOLES"])
     return EXIT_OK
 
 
