@@ -9,8 +9,8 @@ Both sort by :func:`sort_key`.
 
 WHY (:func:`why_text`) is the one thing most wrong with a row: what is being done to
 it, else its worst finding.  It is the last to shrink: full forms while WHY keeps
-``WHY_WANT`` cells, then compact ones, then PORT and IMAGE go; NODE, RACK/U, AGE and
-WHY always stay, WHY taking the room left over.  (``status`` keeps its ERROR column:
+``WHY_WANT`` cells, then compact ones, then PORT and IMAGE go, then (below 80 columns)
+RACK/U; NODE, AGE and WHY always stay, WHY taking the room left over.  (``status`` keeps its ERROR column:
 its table already shows ports and images.)
 """
 
@@ -285,9 +285,9 @@ STATUS_COLUMNS = tuple({"boot": BOOT, "error": ERROR}.get(k) or BY_KEY[k]
                        for k in ("name", "rack", "power", "health", "boot", "port", "image", "error"))
 
 #: the least important first: which columns take their compact form, then which go,
-#: while the table does not fit with WHY at ``WHY_WANT``.  NODE, RACK/U, AGE and WHY always stay.
+#: while the table does not fit with WHY at ``WHY_WANT``.  NODE, AGE and WHY always stay.
 COMPACT_ORDER = ("image", "port", "power", "health")
-DROP_ORDER = ("port", "image")
+DROP_ORDER = ("port", "image", "rack")
 #: WHY keeps this many cells before any other column gives up its full form (at 80
 #: columns: the PORT and IMAGE columns go, their findings are in WHY)
 WHY_WANT = 26
