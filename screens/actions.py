@@ -15,6 +15,13 @@ the screen, and falls back to what the fleet and node screens expose (``marked``
 and the cursor row, ``node_name``) for screens that do not have the method yet.
 
 In read-only mode every entry point refuses with a notification.
+
+In service mode (the app is a client of the site service: ``app.service``) the plan is
+made and run in the service (:func:`service_plan`, then
+:class:`~screens.progress.ServiceProgress`), so a run outlives this terminal.  The
+service enforces roles: when this operator's role does not allow the action, the
+service is asked anyway and its refusal is shown as it words it ("refused by the site
+service: bob is viewer; power needs the operator role"), not as read-only mode.
 """
 
 from __future__ import annotations
@@ -34,13 +41,16 @@ from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from console.ops.actions import Plan, SkipKind, plan_power, plan_pxe, plan_reimage
+from console.service import protocol as proto
+from console.service.client import ServicePollSource, ServiceRefused, plan_from_json
+from console.service.identity import allows
 from console.text import visible
 from inventory.errors import FleetError
 from inventory.ranges import compress
 from screens.appref import FleetAppMixin, fleet_app
 from screens.common import outside
 from screens.footer import KeyFooter
-from screens.progress import ProgressScreen
+from screens.progress import ProgressScreen, ServiceProgress
 
 if TYPE_CHECKING:  # screens.app imports this module: only the type is needed here
     from screens.app import FleetConsoleApp
@@ -128,8 +138,50 @@ def _current_targets(app: FleetConsoleApp, what: str) -> tuple[Screen, list[str]
     return screen, names
 
 
+def _role_refused(app: FleetConsoleApp, kind: str) -> bool:
+    """Service mode, and this operator's role does not allow ``kind``: ask the service all
+    the same (it decides, not this console) and show its refusal in its words."""
+    service = app.service
+    welcome = service.welcome if service is not None else None
+    if service is None or welcome is None or allows(welcome.identity.role, kind):
+        return False
+
+    async def ask(service: ServicePollSource) -> None:
+        names = targets_of(_acting_screen(app)) or [n.name for n in app.ctx.site.nodes[:1]]
+        try:
+            data = await service.request(proto.PlanAction(id=0, kind=kind, names=names))
+        except FleetError as exc:  # ServiceRefused with its words, ServiceGone
+            app.notify(visible(str(exc)), title="refused by the site service", severity="error", timeout=10,
+                       markup=False)
+            return
+        # the service allowed it after all (its roles are the authority): go on as asked
+        del data
+        app.call_later(partial(start_action, app, kind, role_checked=True))
+
+    app.run_worker(ask(service), group="role-check", exit_on_error=False)
+    return True
+
+
+async def service_plan(service: ServicePollSource, kind: str, names: list[str], choice: str | None, *,
+                       force: bool = False, force_protected: bool = False, power_timeout: float = 120.0,
+                       soft_timeout: float = 300.0, hard_after: float | None = None,
+                       timeout: float = 10.0) -> Plan:
+    """The plan of ``kind`` on ``names``, made in the site service (it reads the BMCs and
+    keeps the plan for the run): ServiceRefused in its words when it says no."""
+    data = await service.request(proto.PlanAction(
+        id=0, kind=kind, names=names,
+        power_action=choice if kind == "power" else None, image=choice if kind == "reimage" else None,
+        force=force, force_protected=force_protected, timeout=timeout, power_timeout=power_timeout,
+        soft_timeout=soft_timeout, hard_after=hard_after))
+    try:
+        return plan_from_json(data.get("plan"))
+    except proto.ProtocolError as exc:
+        raise ServiceRefused(f"the site service sent {exc}") from None
+
+
 def start_action(app: FleetConsoleApp, kind: str, choice: str | None = None, names: list[str] | None = None, *,
-                 warnings: list[str] | None = None, source: Screen | None = None, force: bool = False) -> None:
+                 warnings: list[str] | None = None, source: Screen | None = None, force: bool = False,
+                 role_checked: bool = False) -> None:
     """The entry point of ``p`` (kind ``power``), ``x`` (``pxe``) and ``i`` (``reimage``).
 
     ``choice`` skips the menu (a power verb, or an image ref); ``names`` overrides the
@@ -140,6 +192,8 @@ def start_action(app: FleetConsoleApp, kind: str, choice: str | None = None, nam
     digest drift: the same version, another build).
     """
     what = {"power": "power", "pxe": "PXE reboot", "reimage": "reimage"}[kind]
+    if not role_checked and _role_refused(app, kind):
+        return
     if names is None:
         found = _current_targets(app, what)
         if found is None:
@@ -149,29 +203,39 @@ def start_action(app: FleetConsoleApp, kind: str, choice: str | None = None, nam
     elif _refuse_read_only(app, what):
         return
     warnings = list(warnings or ())
-    again = partial(start_action, app, kind, names=names, warnings=warnings, source=source, force=force)
+    again = partial(start_action, app, kind, names=names, warnings=warnings, source=source, force=force,
+                    role_checked=role_checked)
     # the step descriptions state the verification time the runner will use
-    power_timeout = app.run_options.power_timeout
-    if kind == "power":
-        if choice is None:
+    options = app.run_options
+    power_timeout = options.power_timeout
+    service = app.service
+    make: Callable[..., Awaitable[Plan]]
+    if kind in ("power", "reimage") and choice is None:
+        if kind == "power":
             app.push_screen(PowerMenu(names), callback=lambda verb: verb and again(verb))
-            return
-        make = partial(plan_power, app.ctx, names, choice, power_timeout=power_timeout)
-        title = f"power {choice}"
-        danger = choice != "on"
+        else:
+            app.push_screen(ImageChooser(names), callback=lambda ref: ref and again(ref))
+        return
+    if service is not None:  # planned (and later run) in the site service
+        make = partial(service_plan, service, kind, names, choice, force=force, power_timeout=power_timeout,
+                       soft_timeout=options.soft_timeout, hard_after=options.hard_after,
+                       timeout=options.request_timeout)
+    elif kind == "power":
+        make = partial(plan_power, app.ctx, names, choice or "", power_timeout=power_timeout)
     elif kind == "pxe":
         make = partial(plan_pxe, app.ctx, names, power_timeout=power_timeout)
+    else:
+        make = partial(plan_reimage, app.ctx, names, choice or "", force=force)
+    if kind == "power":
+        title, danger = f"power {choice}", choice != "on"
+    elif kind == "pxe":
         title, danger = "PXE reboot", True
     else:
-        if choice is None:
-            app.push_screen(ImageChooser(names), callback=lambda ref: ref and again(ref))
-            return
-        make = partial(plan_reimage, app.ctx, names, choice, force=force)
         title, danger = f"reimage to {choice}", True
 
     def confirmed(plan: Plan | None) -> None:
         if plan is not None and not _refuse_read_only(app, title):
-            progress = ProgressScreen(plan)
+            progress = ServiceProgress(plan) if app.service is not None else ProgressScreen(plan)
             app.push_screen(progress)
             started = getattr(source, "action_started", None)
             if callable(started):

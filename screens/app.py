@@ -45,6 +45,7 @@ from console.ops.journal import current_operator
 from console.ops.locks import Locks
 from console.ops.options import RunOptions
 from console.ops.runner import Runner
+from console.service.client import ServicePollSource
 from console.site import SiteContext
 from console.text import visible
 from screens.actions import ActionCommands, start_action
@@ -54,6 +55,7 @@ from screens.jobs import board_of
 from screens.palette import FleetCommands
 from screens.progress import ProgressScreen
 from screens.table import FleetTable
+from screens.who import watch_who
 
 if TYPE_CHECKING:
     from console.serial.broker import ConsoleBroker
@@ -71,6 +73,7 @@ SCREENS_BY_NAME = {
     "jobs": ("screens.jobs", "JobsScreen"),
     "audit": ("screens.audit", "AuditScreen"),
     "timeline": ("screens.timeline", "TimelineScreen"),
+    "who": ("screens.who", "WhoScreen"),
 }
 
 
@@ -89,7 +92,8 @@ class FleetConsoleApp(App):
                 Binding("c", "consoles", "Console", show=False),  # in ? help and the palette
                 Binding("J", "jobs", "Jobs", show=False),
                 Binding("A", "audit", "Image audit", show=False),
-                Binding("T", "timeline", "Timeline", show=False)]
+                Binding("T", "timeline", "Timeline", show=False),
+                Binding("W", "who", "Who", show=False)]
     COMMANDS = {FleetCommands, ActionCommands}  # Textual's own come from FleetCommands, after the fleet's
     #: the fleet screen is the bottom of the stack.  (Pushed over Textual's blank default
     #: screen, it was repainted whole on every change: the screen beneath the top one
@@ -154,6 +158,14 @@ class FleetConsoleApp(App):
         self._consoles: ConsoleBroker | None = None
         #: who types and acts from this console (journal and console holders)
         self.operator = visible(operator) if operator else current_operator()
+        #: the site service's sessions (service mode; :func:`screens.who.watch_who` keeps it), else None
+        self.who: list[dict[str, Any]] | None = None
+
+    @property
+    def service(self) -> ServicePollSource | None:
+        """The site service this console is a client of (its actions run there); None: embedded."""
+        poller = self.poller
+        return poller if isinstance(poller, ServicePollSource) else None
 
     def on_mount(self) -> None:
         # No automatic full collection: one walks every object not frozen (tens of ms at
@@ -168,6 +180,7 @@ class FleetConsoleApp(App):
             self.call_after_refresh(self._start_polling)
         self.set_interval(0.05, self.drain)
         board_of(self)  # running work on the rows, others' locks, facts read again after an action
+        watch_who(self)  # service mode: who else is connected, and what they hold
         if self._handle_signals:
             loop = asyncio.get_running_loop()
             for sig, why in self.ENDING_SIGNALS.items():
@@ -385,6 +398,13 @@ class FleetConsoleApp(App):
 
         if not isinstance(self.screen, JobsScreen):
             self.open_screen("jobs")
+
+    def action_who(self) -> None:
+        """``W``: who is connected to the site service, and what each holds (service mode)."""
+        from screens.who import WhoScreen
+
+        if not isinstance(self.screen, WhoScreen):
+            self.open_screen("who")
 
     def action_audit(self) -> None:
         """``A``: the image audit (desired vs assigned vs running image; reimage the drifted)."""

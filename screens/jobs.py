@@ -1,5 +1,10 @@
 """The jobs screen: this console's running and recent actions, reachable after escape.
 
+In service mode the runs are the site service's (every operator's, OWNER says whose),
+asked for every :data:`SERVICE_JOBS_S` seconds: ``enter`` follows one
+(:func:`screens.progress.follow_run`), ``c`` asks the service to cancel it (it says no
+to someone else's run unless this operator is an admin, and that is shown in its words).
+
 One row per run (:class:`console.ops.jobs.Job`): plan, action, owner, ticket, nodes,
 phase counts, when it started and how it stands.  ``enter`` reopens its progress
 (a :class:`ReopenedProgress` over the same runner: the rows as they are now, then
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -28,6 +33,9 @@ from textual.widgets import DataTable, Header, Static
 
 from console.live.words import iso
 from console.ops.jobs import REFRESH_JOBS, Job, JobBoard, counts_text
+from console.service import protocol as proto
+from console.service.client import ServiceGone, ServiceRefused
+from console.text import visible
 from screens.appref import FleetAppMixin
 from screens.common import outside
 from screens.footer import KeyFooter
@@ -44,6 +52,8 @@ log = logging.getLogger(__name__)
 LOCK_SCAN_S = 5.0
 #: seconds between two syncs of the runs' phases onto the rows
 SYNC_S = 0.5
+#: seconds between two questions to the site service about its runs (service mode)
+SERVICE_JOBS_S = 1.0
 
 COLUMNS = (("plan", "PLAN", 8), ("state", "STATE", 20), ("phases", "PHASES", 24), ("action", "ACTION", 24),
            ("owner", "OWNER", 10), ("nodes", "NODES", 5), ("ticket", "TICKET", 10), ("started", "STARTED UTC", 11))
@@ -62,7 +72,7 @@ def board_of(app: FleetConsoleApp) -> JobBoard:
         # before it was seen there is still on the screen stack (a finished run stays shown)
         runs = list(app.runs) + [s for s in app.screen_stack if isinstance(s, ProgressScreen)]
         for run in runs:
-            if run.runner is not None:
+            if run.runner is not None and not getattr(run, "remote", False):
                 board.add(run.plan, run.runner, view=run)
         board.sync()
 
@@ -71,6 +81,8 @@ def board_of(app: FleetConsoleApp) -> JobBoard:
         board.apply_locks(held)
 
     app.set_interval(SYNC_S, sync)
+    if app.service is not None:  # the service reads the locks; its states carry them (and its runs)
+        return board
     app.set_interval(LOCK_SCAN_S, lambda: app.run_worker(scan(), group="lock-scan", exclusive=True,
                                                          exit_on_error=False))
     app.call_later(lambda: app.run_worker(scan(), group="lock-scan", exclusive=True, exit_on_error=False))
@@ -127,8 +139,79 @@ class JobsScreen(FleetAppMixin, Screen):
         table = self.query_one("#jobs", DataTable)
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
+        #: service mode: the service's runs as it last said (None: not asked yet)
+        self.service_jobs: list[dict[str, Any]] | None = None
+        self.service_problem: str | None = None
+        if self.console.service is not None:
+            self._ask_service()
+            self.set_interval(SERVICE_JOBS_S, self._ask_service)
         self._refresh()
         self.set_interval(SYNC_S, self._refresh)
+
+    # ------------------------------------------------------------ service mode
+    def _ask_service(self) -> None:
+        self.run_worker(self._service_jobs(), group="service-jobs", exclusive=True, exit_on_error=False)
+
+    async def _service_jobs(self) -> None:
+        service = self.console.service
+        if service is None:
+            return
+        try:
+            data = await service.request(proto.Jobs(id=0), timeout=10.0)
+        except (ServiceGone, ServiceRefused) as exc:
+            self.service_problem = str(exc)
+        else:
+            jobs = data.get("jobs")
+            self.service_jobs = [j for j in jobs if isinstance(j, dict)] if isinstance(jobs, list) else []
+            self.service_problem = None
+        self._refresh()
+
+    def _service_cells(self, job: dict[str, Any]) -> tuple:
+        running = not job.get("ended")
+        state = str(job.get("state") or "?")
+        style = "bold" if running else ("green" if state == "ended ok" else "yellow")
+        counts = job.get("counts")
+        owner = outside(job.get("operator") or "?", "" if job.get("operator") == self.console.operator else "italic")
+        started = job.get("started")
+        cells = {"plan": outside(job.get("plan_id") or "?"), "state": outside(("▶ " if running else "") + state, style),
+                 "phases": outside(counts_text(counts) if isinstance(counts, dict) else "-"),
+                 "action": outside(job.get("action") or "?"), "owner": owner,
+                 "nodes": outside(job.get("nodes", "?")), "ticket": outside(job.get("ticket") or "-"),
+                 "started": Text(_clock_time(started if isinstance(started, (int, float)) else None))}
+        return tuple(cells[key] for key, _, _ in COLUMNS)
+
+    def _service_job(self, plan_id: str | None) -> dict[str, Any] | None:
+        return next((j for j in self.service_jobs or () if j.get("plan_id") == plan_id), None)
+
+    async def _open_service_job(self, plan_id: str) -> None:
+        from screens.progress import follow_run
+
+        try:
+            screen = await follow_run(self.console, plan_id)
+        except (ServiceGone, ServiceRefused, proto.ProtocolError) as exc:
+            self.notify(visible(str(exc)), title="cannot follow the run", severity="error", markup=False)
+            return
+        self.console.push_screen(screen)
+
+    def _cancel_service_job(self, job: dict[str, Any]) -> None:
+        from screens.progress import cancel_in_service
+
+        plan_id = str(job.get("plan_id"))
+        if job.get("ended"):
+            self.notify(visible(f"plan {plan_id} has ended: nothing to cancel"), severity="warning", markup=False)
+            return
+        again = bool(job.get("cancelled"))
+
+        async def cancel() -> None:
+            if await cancel_in_service(self.console, plan_id, None):
+                self.notify(visible(f"aborting the nodes in flight of plan {plan_id}" if again else
+                                    f"cancelling {job.get('action')} (plan {plan_id}) in the site service: no new "
+                                    "node starts (c again aborts the ones in flight)"),
+                            severity="warning", markup=False)
+                job["cancelled"] = True
+                self._ask_service()
+
+        self.run_worker(cancel(), group="service-cancel", exit_on_error=False)
 
     def _cells(self, job: Job) -> tuple:
         plan = job.plan
@@ -141,30 +224,45 @@ class JobsScreen(FleetAppMixin, Screen):
         return tuple(cells[key] for key, _, _ in COLUMNS)
 
     def _refresh(self) -> None:
-        board = self.board
-        board.sync()
         table = self.query_one("#jobs", DataTable)
-        jobs = sorted(board.jobs, key=lambda j: (not j.running, -j.started))
-        keys = [j.plan.id for j in jobs]
+        rows: list[tuple[str, tuple]]
+        if self.console.service is not None:
+            found = self.service_jobs or []
+            ordered = sorted(found, key=lambda j: (bool(j.get("ended")), -float(j.get("started") or 0)))
+            rows = [(str(j.get("plan_id")), self._service_cells(j)) for j in ordered]
+            running = sum(1 for j in found if not j.get("ended"))
+            whose = "the site service's: every operator's"
+            nothing = ("asking the site service ..." if self.service_jobs is None
+                       else "no action has run in the site service yet")
+        else:
+            board = self.board
+            board.sync()
+            jobs = sorted(board.jobs, key=lambda j: (not j.running, -j.started))
+            rows = [(j.plan.id, self._cells(j)) for j in jobs]
+            running = len(board.running())
+            whose = "this console's; others' locks show on the rows"
+            nothing = "no action has run in this console yet"
+        keys = [key for key, _ in rows]
         current = [str(k.value) for k in table.rows]
         cursor = self.selected_plan()
         if keys != current:
             table.clear()
-            for job in jobs:
-                table.add_row(*self._cells(job), key=job.plan.id)
+            for key, cells in rows:
+                table.add_row(*cells, key=key)
             if cursor in keys:
                 table.move_cursor(row=keys.index(cursor))
         else:
-            for job in jobs:
-                for (key, _, _), cell in zip(COLUMNS, self._cells(job), strict=True):
-                    table.update_cell(job.plan.id, key, cell, update_width=False)
-        running = len(board.running())
-        self.query_one("#jobs-title", Static).update(Text(
-            f"{running} running, {len(jobs) - running} ended  ·  enter: progress  c: cancel  "
-            f"(this console's; others' locks show on the rows)", style="bold"))
+            for key, cells in rows:
+                for (column, _, _), cell in zip(COLUMNS, cells, strict=True):
+                    table.update_cell(key, column, cell, update_width=False)
+        title = Text(f"{running} running, {len(rows) - running} ended  ·  enter: progress  c: cancel  ({whose})",
+                     style="bold")
+        if self.service_problem:
+            title.append(f"  ·  {visible(self.service_problem)}", style="bold red")
+        self.query_one("#jobs-title", Static).update(title)
         empty = self.query_one("#jobs-empty", Static)
-        empty.update(Text("no action has run in this console yet", style="dim") if not jobs else "")
-        empty.display = not jobs
+        empty.update(Text(nothing, style="dim") if not rows else "")
+        empty.display = not rows
 
     def selected_plan(self) -> str | None:
         """The plan id under the cursor."""
@@ -182,6 +280,13 @@ class JobsScreen(FleetAppMixin, Screen):
 
     def action_open_job(self) -> None:
         """``enter``: the selected run's progress, as it stands, then live."""
+        if self.console.service is not None:
+            plan_id = self.selected_plan()
+            if plan_id is None:
+                self.notify("no job selected", severity="warning")
+            else:
+                self.run_worker(self._open_service_job(plan_id), group="service-follow", exit_on_error=False)
+            return
         job = self._selected()
         if job is not None:
             self.console.push_screen(ReopenedProgress(job))
@@ -193,6 +298,13 @@ class JobsScreen(FleetAppMixin, Screen):
 
     def action_cancel_job(self) -> None:
         """``c``: stop launching nodes of the selected run; again: abort the ones in flight."""
+        if self.console.service is not None:
+            found = self._service_job(self.selected_plan())
+            if found is None:
+                self.notify("no job selected", severity="warning")
+            else:
+                self._cancel_service_job(found)
+            return
         job = self._selected()
         if job is None:
             return

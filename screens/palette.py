@@ -36,6 +36,7 @@ SCREENS = {
     "switches": "switches, their ports, and cabling findings",
     "jobs": "this console's running and recent actions: reopen, cancel (J)",
     "audit": "image audit: desired, assigned and running image per node; reimage the drifted (A)",
+    "who": "who is connected to the site service, and the locks, runs and consoles each holds (W)",
 }
 
 
@@ -110,8 +111,10 @@ def go_to_screen(app: FleetConsoleApp, which: str) -> None:
     from screens.jobs import JobsScreen
     from screens.rack import RackScreen
     from screens.switches import SwitchesScreen
+    from screens.who import WhoScreen
 
-    current = {"racks": RackScreen, "switches": SwitchesScreen, "jobs": JobsScreen, "audit": AuditScreen}[which]
+    current = {"racks": RackScreen, "switches": SwitchesScreen, "jobs": JobsScreen, "audit": AuditScreen,
+               "who": WhoScreen}[which]
     if not isinstance(app.screen, current):
         app.open_screen(which)
 

@@ -19,8 +19,9 @@ log, and a CONSOLE column shows the node's last console line.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -34,6 +35,15 @@ from console.ops.actions import Plan
 from console.ops.locks import LockError
 from console.ops.options import RunOptions
 from console.ops.runner import NodeProgress, Runner, RunResult
+from console.service import protocol as proto
+from console.service.client import (
+    ServiceGone,
+    ServicePollSource,
+    ServiceRefused,
+    plan_from_json,
+    progress_from_json,
+    result_from_json,
+)
 from console.text import visible
 from inventory.errors import FleetError
 from screens.appref import FleetAppMixin
@@ -43,8 +53,10 @@ from screens.table import HabitDataTable
 
 if TYPE_CHECKING:  # the console follower is imported when a reimage runs
     from console.ops.console_follow import ConsoleFollower
+    from screens.app import FleetConsoleApp
 
-__all__ = ["ConsoleLine", "NodeProgressed", "ProgressScreen", "RunFinished"]
+__all__ = ["ConsoleLine", "NodeProgressed", "ProgressScreen", "RunFinished", "ServiceProgress", "follow_run",
+           "cancel_in_service"]
 
 #: how a node's phase reads in the progress table: phase -> (symbol, style)
 PHASE_STYLE = {
@@ -325,12 +337,11 @@ class ProgressScreen(FleetAppMixin, Screen):
             end = self.result.summary() if self.result.stopped else "finished"
             status = outside(end, "bold green" if ok else "bold red")
             status.append("   escape closes; l: activity", style="dim")
-        elif self.runner is not None and self.runner.aborting:
-            inflight = self.runner.in_flight()
-            status = Text(f"cancelling: aborting {len(inflight)} in flight and rolling back what they started",
+        elif (state := self._cancel_state()) is not None and state[1]:
+            status = Text(f"cancelling: aborting {len(state[2])} in flight and rolling back what they started",
                           style="bold magenta")
-        elif self.runner is not None and self.runner.cancelled:
-            inflight = self.runner.in_flight()
+        elif state is not None and state[0]:
+            inflight = state[2]
             if self.decided == "finish":
                 status = Text(f"cancelling: no new node starts; letting {len(inflight)} in flight finish "
                               f"(r rolls them back)", style="bold magenta")
@@ -338,10 +349,23 @@ class ProgressScreen(FleetAppMixin, Screen):
                 status = Text(f"cancelling: no new node starts; {len(inflight)} in flight: "
                               f"r roll them back, f let them finish", style="bold magenta")
         else:
-            status = Text("running   c cancels", style="bold")
+            status = self._running_text()
         line = Text(words + "   ")
         line.append_text(status)
         self.query_one("#counts", Static).update(line)
+
+    def _running_text(self) -> Text:
+        return Text("running   c cancels", style="bold")
+
+    def _cancel_state(self) -> tuple[bool, bool, list[str]] | None:
+        """(cancelled, aborting, the nodes in flight) of the run; None before it started."""
+        runner = self.runner
+        return None if runner is None else (runner.cancelled, runner.aborting, runner.in_flight())
+
+    def _cancel(self, rollback: bool | None) -> None:
+        """Cancel the run as :meth:`Runner.cancel` does (``rollback`` None: the first or second)."""
+        if self.runner is not None:
+            self.runner.cancel(rollback)
 
     def _cursor_node(self) -> str | None:
         table = self.query_one("#progress", DataTable)
@@ -386,19 +410,22 @@ class ProgressScreen(FleetAppMixin, Screen):
         if action == "cancel_run":
             return not self.finished
         if action in ("roll_back", "let_finish"):
-            return (not self.finished and self.runner is not None and self.runner.cancelled
-                    and not self.runner.aborting and (action == "roll_back" or self.decided is None))
+            state = self._cancel_state()
+            return (not self.finished and state is not None and state[0]
+                    and not state[1] and (action == "roll_back" or self.decided is None))
         return True
 
     def action_cancel_run(self) -> None:
         """``c``: stop launching steps (the second time: abort the steps in flight)."""
-        if self.finished or self.runner is None:
+        state = self._cancel_state()
+        if self.finished or state is None:
             self.notify("nothing running to cancel", severity="warning")
             return
-        first = not self.runner.cancelled
-        self.runner.cancel()
-        if first and not self.runner.aborting:
-            inflight = self.runner.in_flight()
+        first = not state[0]
+        self._cancel(None)
+        state = self._cancel_state() or state
+        if first and not state[1]:
+            inflight = state[2]
             self.notify(f"cancelling {self.plan.action}: no new node will start; {len(inflight)} in flight: "
                         f"r rolls them back, f lets them finish", severity="warning")
         else:
@@ -408,20 +435,22 @@ class ProgressScreen(FleetAppMixin, Screen):
 
     def action_roll_back(self) -> None:
         """``r`` after a cancel: abort the nodes in flight, rolling back what they started."""
-        if self.runner is None or self.finished or not self.runner.cancelled:
+        state = self._cancel_state()
+        if state is None or self.finished or not state[0]:
             return
         self.decided = "rollback"
-        self.runner.cancel(rollback=True)
+        self._cancel(True)
         self.notify("aborting the steps in flight and rolling back what they started", severity="warning")
         self._refresh_counts()
         self.refresh_bindings()
 
     def action_let_finish(self) -> None:
         """``f`` after a cancel: the nodes in flight finish; nothing new starts."""
-        if self.runner is None or self.finished or not self.runner.cancelled or self.decided is not None:
+        state = self._cancel_state()
+        if state is None or self.finished or not state[0] or self.decided is not None:
             return
         self.decided = "finish"
-        self.runner.cancel(rollback=False)
+        self._cancel(False)
         self.notify("the nodes in flight will finish; no new node starts", severity="information")
         self._refresh_counts()
         self.refresh_bindings()
@@ -432,3 +461,214 @@ class ProgressScreen(FleetAppMixin, Screen):
             self.notify(f"{self.plan.action} continues in the background; its end will be notified "
                         "(c on this screen cancels it)", severity="warning")
         self.console.pop_screen()
+
+
+# --------------------------------------------------------------------------- runs in the site service
+class _Feed:
+    """A run's news from the service, held until its screen takes them (nothing is lost
+    between asking to follow a run and the screen that shows it being mounted)."""
+
+    def __init__(self) -> None:
+        self.held: list[proto.Progress | proto.JobEnded] = []
+        self.screen: ServiceProgress | None = None
+
+    def __call__(self, msg: proto.Progress | proto.JobEnded) -> None:
+        if self.screen is None:
+            self.held.append(msg)
+        else:
+            self.screen.news(msg)
+
+
+class ServiceProgress(ProgressScreen):
+    """A run in the site service (service mode): planned and run there, so it outlives
+    this terminal; this screen follows its progress and sends cancels to the service.
+
+    New (``followed`` None): the confirmed plan is run (:class:`~console.service.protocol.RunPlan`,
+    with the ticket typed at confirmation).  Followed (:func:`follow_run`, from the jobs
+    screen, a run of this operator's or another's): the nodes as the service says they
+    stand, then live.  ``c`` / ``r`` / ``f`` go to the service, which says no when the run
+    is someone else's and this operator is no admin (its words are shown).
+    """
+
+    #: not this process's run: the app's job board and quitting leave it alone
+    remote = True
+
+    def __init__(self, plan: Plan, *, followed: dict[str, Any] | None = None, feed: _Feed | None = None,
+                 unwatch: Callable[[], None] | None = None) -> None:
+        super().__init__(plan)
+        self.followed = followed
+        self.operator: str | None = str(followed.get("operator")) if followed else None
+        self.follows_consoles = False  # the service's consoles are its own business
+        self._feed = feed if feed is not None else _Feed()
+        self._unwatch = unwatch
+        #: the run's cancel state as this screen knows it (the service keeps the real one)
+        self._cancelled = bool(followed and followed.get("cancelled"))
+        self._aborting = bool(followed and followed.get("aborting"))
+        #: why the connection to the service ended while the run went on there
+        self.lost: str | None = None
+        self._service: ServicePollSource | None = None
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        if self.operator and self.operator != self.console.operator:
+            title = self.query_one("#run-title", Static)
+            head = f"{self.plan.action}: {len(self.plan.targets)} of {len(self.plan.nodes)} nodes (plan {self.plan.id})"
+            if self.plan.ticket:
+                head += f", ticket {self.plan.ticket}"
+            title.update(outside(f"{head}, started by {self.operator}"))
+
+    def _start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        service = self.console.service
+        if service is None:
+            self._failed("not connected to the site service")
+            return
+        self._service = service
+        if self._unwatch is None:
+            self._unwatch = service.watch(self.plan.id, self._feed)
+        service.on_gone.append(self._gone)
+        if self.followed is not None:
+            self._snapshot(self.followed)
+            self._take_feed()
+            return
+        self._take_feed()
+        self.console.run_worker(self._run_in_service(service), name=f"{self.plan.action} (plan {self.plan.id})",
+                                group="actions", exit_on_error=False)
+
+    def _take_feed(self) -> None:
+        held, self._feed.held = self._feed.held, []
+        self._feed.screen = self
+        for msg in held:
+            self.news(msg)
+
+    async def _run_in_service(self, service: ServicePollSource) -> None:
+        options = self.console.run_options
+        sent = {f.name: getattr(options, f.name) for f in fields(options) if f.name != "reimage_timeouts"}
+        try:
+            await service.request(proto.RunPlan(id=0, plan_id=self.plan.id, options=sent, ticket=self.plan.ticket))
+        except (ServiceRefused, ServiceGone) as exc:
+            self._failed(str(exc))
+
+    def _failed(self, why: str) -> None:
+        self.error = why
+        self._stop_watching()
+        self.ended.set()
+        if self.is_attached:
+            self.post_message(RunFinished(None, why))
+        self.console.notify(visible(f"{self.plan.action} not started: {why}"), severity="error", timeout=10,
+                            markup=False)
+
+    def _snapshot(self, data: dict[str, Any]) -> None:
+        """A followed run as the service says it stands."""
+        for raw in data.get("nodes") or ():
+            try:
+                self.post_message(NodeProgressed.of(progress_from_json(raw)))
+            except proto.ProtocolError:
+                continue
+        if data.get("ended"):
+            self._ended_with(data.get("result"), data.get("error"))
+
+    def news(self, msg: proto.Progress | proto.JobEnded) -> None:
+        """A Progress or JobEnded of this run (the service's connection, on the app loop)."""
+        if isinstance(msg, proto.Progress):
+            try:
+                self.post_message(NodeProgressed.of(progress_from_json(msg.node)))
+            except proto.ProtocolError:
+                return
+        else:
+            self._ended_with(msg.result, msg.error)
+
+    def _ended_with(self, raw: dict[str, Any] | None, error: str | None) -> None:
+        if self.finished:
+            return
+        result = None
+        if raw is not None:
+            try:
+                result = result_from_json(raw, self.plan)
+            except proto.ProtocolError as exc:
+                error = error or str(exc)
+        if result is None and error is None:
+            error = "the service said the run ended, without a result"
+        self.result, self.error = result, (None if result is not None else error)
+        self._stop_watching()
+        self.ended.set()
+        self.post_message(RunFinished(result, self.error))
+        if not self.is_attached or self.console.screen is not self:
+            words = result.summary() if result is not None else f"error: {self.error}"
+            self.console.notify(visible(f"{self.plan.action} finished: {words}"),
+                                severity="information" if result is not None and result.ok else "warning",
+                                timeout=10, markup=False)
+
+    def _gone(self, why: str) -> None:
+        if not self.finished:
+            self.lost = why
+            self._stop_watching()
+            if self.is_attached:
+                self._refresh_counts()
+
+    def _stop_watching(self) -> None:
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
+        service = self._service
+        if service is not None and self._gone in service.on_gone:
+            service.on_gone.remove(self._gone)
+
+    def _running_text(self) -> Text:
+        if self.lost is not None:
+            return outside(f"the connection to the site service ended ({self.lost}); the run goes on there: "
+                           "J lists it once the console is back", "bold yellow")
+        return Text("running in the site service   c cancels", style="bold")
+
+    def _cancel_state(self) -> tuple[bool, bool, list[str]] | None:
+        if not self.started:
+            return None
+        inflight = [n for n, s in self.states.items() if not s.final and s.phase != "planned"]
+        return self._cancelled, self._aborting, inflight
+
+    def _cancel(self, rollback: bool | None) -> None:
+        if rollback is None:
+            if self._cancelled:
+                self._aborting = True
+            self._cancelled = True
+        else:
+            self._cancelled = True
+            self._aborting = self._aborting or rollback
+        service = self.console.service
+        if service is None:
+            self.notify("not connected to the site service: nothing was cancelled", severity="error")
+            return
+        self.console.run_worker(cancel_in_service(self.console, self.plan.id, rollback), group="cancel",
+                                exit_on_error=False)
+
+
+async def cancel_in_service(app: FleetConsoleApp, plan_id: str, rollback: bool | None) -> bool:
+    """Ask the site service to cancel run ``plan_id``; a refusal is shown in its words."""
+    service = app.service
+    try:
+        if service is None:
+            raise ServiceGone("not connected to the site service")
+        await service.request(proto.Cancel(id=0, plan_id=plan_id, rollback=rollback))
+    except (ServiceRefused, ServiceGone) as exc:
+        app.notify(visible(str(exc)), title="cancel refused", severity="error", timeout=10, markup=False)
+        return False
+    return True
+
+
+async def follow_run(app: FleetConsoleApp, plan_id: str) -> ServiceProgress:
+    """A screen following run ``plan_id`` in the site service (anyone's): ServiceRefused /
+    ServiceGone when the service will not say."""
+    service = app.service
+    if service is None:
+        raise ServiceGone("not connected to the site service")
+    feed = _Feed()
+    unwatch = service.watch(plan_id, feed)
+    try:
+        data = await service.request(proto.Follow(id=0, plan_id=plan_id))
+        plan = plan_from_json(data.get("plan"))
+    except (ServiceRefused, ServiceGone, proto.ProtocolError):
+        unwatch()
+        raise
+    return ServiceProgress(plan, followed=data, feed=feed, unwatch=unwatch)

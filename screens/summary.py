@@ -11,6 +11,9 @@ It also counts the nodes whose BMC password crosses the network unprotected (pla
 HTTP or unverified TLS, :func:`~screens.common.transport_warning`): ``⚠ 45
 insecure`` at the end of the line (``⚠45`` where that does not fit, nothing where
 neither does), with the reasons in its tooltip.
+
+In service mode it ends with how many sessions the site service has (``☺ 3
+connected``, ``☺3`` where that does not fit): ``W`` lists them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from textual.widgets import Static
 
 from screens.appref import FleetAppMixin
 from screens.common import INSECURE, SYMBOLS, age_text, status_text, transport_warning
+from screens.who import WHO_MARK
 
 __all__ = ["FleetSummary", "SUMMARY_WIDE"]
 
@@ -100,6 +104,7 @@ class FleetSummary(FleetAppMixin, Static):
             text.append(" │ ")
             text.append_text(self._fit_counts(self.console.size.width - 2 - text.cell_len))
         self._append_insecure(text, wide)
+        self._append_who(text, wide)
         if text != self._shown or text.spans != self._shown.spans:
             self._shown = text
             self.update(text, layout=False)  # always one line
@@ -187,6 +192,23 @@ class FleetSummary(FleetAppMixin, Static):
             if len(bar) + len(label) <= room:
                 text.append(bar)
                 text.append(label, style=INSECURE[1])
+                return
+
+    def _append_who(self, text: Text, wide: bool) -> None:
+        """Service mode: how many are connected to the site service, whole or not at all:
+        ``☺ 3 connected``, else ``☺3`` (W lists them)."""
+        who = self.console.who
+        if who is None:
+            return
+        room = self.console.size.width - 2 - text.cell_len
+        n = len(who)
+        choices = [(" │ ", f"{WHO_MARK} {n} connected"), (" │ ", f"{WHO_MARK}{n}")]
+        if wide:
+            choices.insert(0, ("   │   ", f"{WHO_MARK} {n} connected"))
+        for bar, label in choices:
+            if len(bar) + len(label) <= room:
+                text.append(bar)
+                text.append(label, style="bold")
                 return
 
     def _count_insecure(self) -> int:
