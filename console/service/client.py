@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from console.errors import FleetError
-from console.live.fleet import Fleet
+from console.live.fleet import Fleet, NodeActivity
 from console.live.poller import PollConfig
 from console.ops.actions import NodePlan, Plan
 from console.ops.leftover import Left
@@ -253,13 +253,20 @@ class ServiceClient:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-def apply_states(fleet: Fleet, msg: p.States) -> None:
-    """A States message into ``fleet`` (validated first: ProtocolError when it does not)."""
+def apply_states(fleet: Fleet, msg: p.States, *, me: str | None = None) -> None:
+    """A States message into ``fleet`` (validated first: ProtocolError when it does not).
+
+    With ``me`` (the client's operator name), a run of someone else's in the service
+    shows as what it is to this client, that operator's lock (``◆ locked by bob: power
+    cycle``), as another console's run does in embedded mode; ``me``'s own runs show
+    their phase."""
     nodes = p.node_states(msg.nodes)
     switches = p.switch_states(msg.switches)
     acts = p.activities(msg.activity)
     fleet.absorb(nodes, switches, msg.last_sweep_at)
     for name, act in acts.items():
+        if me is not None and act is not None and act.kind == "job" and act.owner != me:
+            act = NodeActivity("lock", act.action, act.phase, act.owner, act.plan, act.until)
         fleet.set_activity(name, act)
 
 
@@ -296,7 +303,7 @@ class ServicePollSource:
         client = ServiceClient(self.path, token=self.token, client=self.kind)
 
         def states(msg: p.States) -> None:
-            apply_states(self.fleet, msg)
+            apply_states(self.fleet, msg, me=self.welcome.identity.name if self.welcome is not None else None)
             if msg.snapshot_done:
                 self.snapshot.set()
 
