@@ -350,11 +350,20 @@ class FleetConsoleApp(App):
 
     @property
     def consoles(self) -> ConsoleBroker:
-        """The process's serial-console broker (one session per node, shared by every pane)."""
+        """The process's serial-console broker (one session per node, shared by every pane); a
+        client of the site service uses the service's (one session per node for every operator)."""
         if self._consoles is None:
-            from console.serial.broker import ConsoleBroker
+            if isinstance(self.poller, ServicePollSource):
+                from typing import cast
 
-            self._consoles = ConsoleBroker(self.ctx)
+                from console.service.consoles import RemoteConsoleBroker
+
+                remote = RemoteConsoleBroker(self.poller.path, token=self.poller.token, client="tui")
+                self._consoles = cast("ConsoleBroker", remote)  # the same interface (console/service/consoles.py)
+            else:
+                from console.serial.broker import ConsoleBroker
+
+                self._consoles = ConsoleBroker(self.ctx)
         return self._consoles
 
     def action_consoles(self) -> None:
