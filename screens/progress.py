@@ -509,7 +509,7 @@ class ServiceProgress(ProgressScreen):
         self._service: ServicePollSource | None = None
 
     def on_mount(self) -> None:
-        super().on_mount()
+        """(Textual calls the progress screen's own on_mount too: the table, then the run.)"""
         if self.operator and self.operator != self.console.operator:
             title = self.query_one("#run-title", Static)
             head = f"{self.plan.action}: {len(self.plan.targets)} of {len(self.plan.nodes)} nodes (plan {self.plan.id})"

@@ -2,7 +2,8 @@
 
 In service mode :func:`watch_who` asks the service every :data:`WHO_S` seconds who is
 connected (:class:`~console.service.protocol.Who`) and keeps the answer in ``app.who``:
-the fleet summary counts it (``☺ 3 connected``), and :class:`WhoScreen` lists each
+the header's subtitle and the fleet summary (where its line has room) count it (``☺ 3
+connected``), and :class:`WhoScreen` lists each
 session: operator, role, how they came (local or ssh, and the client: tui, cli ...),
 since when, and what they hold (node locks of their running jobs, those jobs, the
 serial consoles they write to when the service says).  Names come from the service's
@@ -77,6 +78,9 @@ async def _ask(app: FleetConsoleApp) -> None:
         return
     you = data.get("you")
     app.who = [dict(s, you=s.get("session") == you) for s in sessions if isinstance(s, dict)]
+    # every screen's header says it too (the summary only where its line has room)
+    base = app.sub_title.split(f"  {WHO_MARK} ")[0]
+    app.sub_title = f"{base}  {WHO_MARK} {len(app.who)} connected"
 
 
 def holds_text(session: dict[str, Any]) -> Text:
