@@ -428,3 +428,37 @@ async def test_serve_says_where_the_boot_scripts_are_served(monkeypatch):
         assert task is None
     assert "the lab serves the boot scripts at http://127.0.0.1:8069" in messages[0]
     assert "no provisioner.listen" in messages[1]
+
+
+# ------------------------------------------------------------------ the TUI's panes
+async def test_tui_panes_use_the_service_console(service, brokers, site_lab):
+    """In service mode the app's consoles are the service's: alice types in a pane, bob (a
+    viewer elsewhere) sees it and who types; no SOL session of the app's own."""
+    import functools
+
+    from console.service.client import ServicePollSource
+    from screens.app import make_app
+    from screens.console import ConsolePane, ConsoleScreen
+
+    bob = await brokers("bob", "viewer")
+    b = await bob.session("sc-n05")
+    seen_b = Seen(b)
+    token = service.tokens.issue(Identity("alice", "operator", "ssh"))
+    app = make_app(service.ctx, poller=functools.partial(ServicePollSource, path=service.socket_path, token=token),
+                   mode="via service (test)", operator="alice")
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.push_screen(ConsoleScreen(["sc-n05"]))
+        await pilot.pause()
+        pane = app.screen.query_one(ConsolePane)
+        await wait_until(lambda: pane.session is not None and pane.session.state == "open", WAIT, "the console")
+        assert isinstance(app.consoles, RemoteConsoleBroker)
+        await pilot.press("t")
+        await wait_until(lambda: pane.typing, WAIT, "typing")
+        assert pane.session.holder == "alice" and b.holder == "alice (ssh)"
+        await pilot.press("enter")
+        await wait_until(lambda: "sc-n05 login:" in pane.view.text(), WAIT, "the login prompt in the pane")
+        await wait_until(lambda: b"login: " in seen_b.out, WAIT, "bob to see it")
+        assert site_lab.sessions()["ipmi"] == 1
+        await pilot.press("ctrl+right_square_bracket")
+        await wait_until(lambda: not pane.typing and b.holder is None, WAIT, "typing stopped")
+        await app.action_quit()
