@@ -18,6 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -45,8 +46,8 @@ WHO_S = 2.0
 #: the mark of the connected count in the summary (reads without colour; no status word uses it)
 WHO_MARK = "☺"
 
-COLUMNS = (("name", "OPERATOR", 12), ("role", "ROLE", 8), ("via", "VIA", 10), ("since", "SINCE UTC", 14),
-           ("holds", "HOLDS", 40))
+COLUMNS = (("name", "OPERATOR", 12), ("role", "ROLE", 8), ("via", "VIA", 12), ("since", "SINCE UTC", 14),
+           ("holds", "HOLDS", 0))  # HOLDS: the rest of the row (the line under the table says it whole)
 
 
 def watch_who(app: FleetConsoleApp) -> None:
@@ -107,6 +108,7 @@ class WhoScreen(FleetAppMixin, Screen):
     WhoScreen #jobs-title { height: 1; padding: 0 1; background: $boost; }
     WhoScreen #jobs { height: 1fr; }
     WhoScreen #jobs-empty { height: auto; padding: 1 2; }
+    WhoScreen #who-holds { height: auto; max-height: 4; padding: 0 1; }
     """
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -120,13 +122,15 @@ class WhoScreen(FleetAppMixin, Screen):
         yield Static(id="jobs-title")
         yield HabitDataTable(id="jobs")
         yield Static(id="jobs-empty")
+        yield Static(id="who-holds")
         yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "who"
         table = self.query_one("#jobs", DataTable)
+        rest = self.console.size.width - sum(w for _, _, w in COLUMNS) - 2 * len(COLUMNS) - 2
         for key, label, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
+            table.add_column(label, key=key, width=width or max(16, rest))
         refresh_who(self.console)
         self._shown: list[dict[str, Any]] | None = None
         self._refresh()
@@ -167,13 +171,34 @@ class WhoScreen(FleetAppMixin, Screen):
             return
         ordered = sorted(sessions, key=lambda s: (not s.get("you"), str(s.get("name")), s.get("since") or 0))
         for s in ordered:
-            table.add_row(*self._cells(s), key=str(s.get("session") or id(s)))
+            table.add_row(*self._cells(s), key=str(s.get("session")))
         names = {str(s.get("name")) for s in sessions}
         title.update(Text(f"{len(sessions)} session{'' if len(sessions) == 1 else 's'} of "
                           f"{len(names)} operator{'' if len(names) == 1 else 's'} on the site service  ·  "
                           "what each holds: node locks of their runs, the runs, console writers", style="bold"))
         empty.update(Text("nobody is connected", style="dim") if not sessions else "")
         empty.display = not sessions
+        self._show_holds()
+
+    @on(DataTable.RowHighlighted, "#jobs")
+    def _highlighted(self) -> None:
+        self._show_holds()
+
+    def _show_holds(self) -> None:
+        """The session under the cursor: who, and everything they hold, whole."""
+        table = self.query_one("#jobs", DataTable)
+        box = self.query_one("#who-holds", Static)
+        if not table.row_count or not self._shown:
+            box.update("")
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        session = next((s for s in self._shown if str(s.get("session")) == key), None)
+        if session is None:
+            box.update("")
+            return
+        line = outside(f"{session.get('name') or '?'} holds: ", "bold")
+        line.append_text(holds_text(session))
+        box.update(line)
 
     def action_back(self) -> None:
         self.console.pop_screen()
