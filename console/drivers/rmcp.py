@@ -112,6 +112,12 @@ class _Endpoint:
             raise
         self.routes: dict[int, RmcpSession] = {}
         self.by_addr: dict[tuple[str, int], set[RmcpSession]] = {}
+        # Keepalives: one timer for every session of this socket, not one each.  Ten
+        # thousand timer handles in the loop's heap made every other timer (a retransmit,
+        # a poll's time limit) pay for them in Python-level comparisons.
+        self.kept: set[RmcpSession] = set()
+        self._tick = 5.0
+        self._ticker: asyncio.TimerHandle | None = None
         loop.add_reader(self.sock.fileno(), self._drain)
 
     def send(self, packet: bytes, addr: tuple[str, int]) -> None:
@@ -128,7 +134,26 @@ class _Endpoint:
         self.routes[session.console_id] = session
         self.by_addr.setdefault(session.addr, set()).add(session)
 
+    def keep_alive(self, session: RmcpSession) -> None:
+        """Check ``session`` for idleness from now on (every quarter of its keepalive interval)."""
+        self.kept.add(session)
+        tick = min(5.0, max(0.05, session.keepalive_interval / 4))
+        if self._ticker is None or tick < self._tick:
+            self._tick = min(self._tick, tick)
+            if self._ticker is not None:
+                self._ticker.cancel()
+            self._ticker = self.loop.call_later(self._tick, self._keepalives)
+
+    def _keepalives(self) -> None:
+        self._ticker = None
+        now = self.loop.time()
+        for session in list(self.kept):
+            session._keepalive_due(now)
+        if self.kept:
+            self._ticker = self.loop.call_later(self._tick, self._keepalives)
+
     def unregister(self, session: RmcpSession) -> None:
+        self.kept.discard(session)
         if self.routes.get(session.console_id) is session:
             del self.routes[session.console_id]
         peers = self.by_addr.get(session.addr)
@@ -142,6 +167,9 @@ class _Endpoint:
     def close(self) -> None:
         if _endpoints.get(self.loop, {}).get(self.key) is self:
             del _endpoints[self.loop][self.key]
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         try:
             self.loop.remove_reader(self.sock.fileno())
         except Exception:  # the loop is closed already
@@ -291,8 +319,14 @@ class RmcpSession:
         self._logged_in = False
         self._waiter: asyncio.Future | None = None
         self._expect: Any = None
+        # the request in flight (see _exchange): what to send, until when, how often
+        self._packet = b""
+        self._framed = False
+        self._deadline = 0.0
+        self._interval = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._note = ""
-        self._keepalive: asyncio.TimerHandle | None = None
+        self._pinging = False  # a keepalive request is under way
         self._last_traffic = 0.0
         self._closed = False
         self.logins = 0  # how many times this object logged in (tests, bench)
@@ -434,48 +468,56 @@ class RmcpSession:
         head = bytes([BMC_ADDR, (netfn << 2) | (lun & 0x03)])
         body = bytes([CONSOLE_ADDR, rq_seq << 2, command]) + data
         msg = head + bytes([_checksum(head)]) + body + bytes([_checksum(body)])
-        reply = await self._exchange(lambda: self._frame(msg), ("ipmi", rq_seq, command), deadline)
+        reply = await self._exchange(msg, ("ipmi", rq_seq, command), deadline, framed=True)
         code = reply[0]
         if code != 0:
             raise CommandFailed(f"{self._where}: netfn {netfn:02x}h command {command:02x}h: completion code "
                                 f"{code:02x}h", code)
         return reply[1:]
 
-    async def _exchange(self, packet: Any, expect: Any, deadline: float) -> bytes:
-        """Send ``packet`` (bytes, or a callable framing a fresh one per try) until the
-        matching reply arrives or ``deadline`` passes."""
+    async def _exchange(self, packet: bytes, expect: Any, deadline: float, *, framed: bool = False) -> bytes:
+        """Send ``packet`` (with ``framed``: an IPMI message, framed afresh per try, with a new
+        session sequence number) until the matching reply arrives or ``deadline`` passes.
+
+        The retransmit state lives on the session and the timer calls a bound method: a
+        closure that scheduled itself was a reference cycle per request, and at 10,000 BMCs
+        the garbage collector chasing those cycles took most of a steady sweep's CPU."""
         assert self._ep is not None
-        ep = self._ep
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
+        waiter = self._ep.loop.create_future()
         self._waiter, self._expect = waiter, expect
-        interval = self.retry_interval
-        timer: asyncio.TimerHandle | None = None  # the next resend
-
-        def send() -> None:
-            nonlocal interval, timer
-            if waiter.done():
-                return
-            now = loop.time()
-            if now >= deadline:
-                waiter.set_exception(self._no_answer())
-                return
-            try:
-                ep.send(packet() if callable(packet) else packet, self.addr)
-            except DriverError as exc:
-                waiter.set_exception(exc)
-                return
-            self._last_traffic = now
-            timer = loop.call_at(min(now + interval, deadline), send)
-            interval *= 2
-
-        send()
+        self._packet, self._framed = packet, framed
+        self._deadline, self._interval = deadline, self.retry_interval
+        self._resend()
         try:
             return await waiter
         finally:
             self._waiter = self._expect = None
-            if timer is not None:
-                timer.cancel()
+            self._packet = b""
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _resend(self) -> None:
+        """Send the request in flight (again), or fail it once its deadline has passed."""
+        self._timer = None
+        waiter, ep = self._waiter, self._ep
+        if waiter is None or waiter.done():
+            return
+        if ep is None:
+            waiter.set_exception(self._no_answer())
+            return
+        now = ep.loop.time()
+        if now >= self._deadline:
+            waiter.set_exception(self._no_answer())
+            return
+        try:
+            ep.send(self._frame(self._packet) if self._framed else self._packet, self.addr)
+        except DriverError as exc:
+            waiter.set_exception(exc)
+            return
+        self._last_traffic = now
+        self._timer = ep.loop.call_at(min(now + self._interval, self._deadline), self._resend)
+        self._interval *= 2
 
     def _no_answer(self) -> DriverError:
         if self._note:
@@ -533,7 +575,7 @@ class RmcpSession:
             _, rq_seq, command = expect
             if msg[4] >> 2 != rq_seq or msg[5] != command:
                 return  # an answer to an earlier try or request
-            self._last_traffic = asyncio.get_running_loop().time()
+            self._last_traffic = waiter.get_loop().time()
             waiter.set_result(bytes(msg[6:-1]))
         except (IndexError, struct.error, ValueError) as exc:
             self._junk(f"{type(exc).__name__}: {exc}")
@@ -544,22 +586,18 @@ class RmcpSession:
 
     # ------------------------------------------------------------- keepalive, teardown
     def _schedule_keepalive(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-        loop = asyncio.get_running_loop()
-        self._keepalive = loop.call_later(self.keepalive_interval, self._keepalive_due)
+        if self._ep is not None:
+            self._ep.keep_alive(self)
 
-    def _keepalive_due(self) -> None:
-        self._keepalive = None
-        if not self._logged_in or self._closed:
+    def _keepalive_due(self, now: float) -> None:
+        """Called by the endpoint's keepalive tick: ping when idle for ``keepalive_interval``."""
+        if not self._logged_in or self._closed or self._pinging:
             return
-        loop = asyncio.get_running_loop()
-        idle = loop.time() - self._last_traffic
-        busy = (self._owner_lock or self._lock).locked()
-        if idle < self.keepalive_interval or busy:
-            self._keepalive = loop.call_later(max(0.1, self.keepalive_interval - idle), self._keepalive_due)
+        if now - self._last_traffic < self.keepalive_interval or (self._owner_lock or self._lock).locked():
             return
-        task = loop.create_task(self._ping())
+        self._pinging = True
+        assert self._ep is not None
+        task = self._ep.loop.create_task(self._ping())
         _pings.add(task)
         task.add_done_callback(_pings.discard)
 
@@ -572,8 +610,8 @@ class RmcpSession:
                 await self.request(0x06, 0x01)
         except DriverError as exc:
             log.debug("%s: keepalive: %s", self._where, exc)
-        if self._logged_in and not self._closed:
-            self._schedule_keepalive()
+        finally:
+            self._pinging = False
 
     def _abandon(self) -> None:
         """Give the session up without waiting: one signed Close Session if keys exist (the
@@ -594,9 +632,6 @@ class RmcpSession:
         self._k1 = b""
         self._aes = None
         self._managed_id = 0
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            self._keepalive = None
         if self._ep is not None:
             self._ep.unregister(self)
             self._ep = None
