@@ -459,8 +459,10 @@ def test_cli_power_while_the_guard_is_held_exits_2_with_one_clear_line(demo_cli,
     (tmp_path / "locks").chmod(0o777)
     r = fleet(site_file, env, "power", "cycle", node, "--yes")
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert r.stderr.strip() == (f"fleet-console: error: unsafe lock directory: {tmp_path / 'locks'} is writable "
-                                "by others and not sticky (mode 0777)")
+    mode, error = r.stderr.strip().splitlines()  # the mode line (embedded), then one clear error
+    assert mode.startswith("fleet-console: embedded")
+    assert error == (f"fleet-console: error: unsafe lock directory: {tmp_path / 'locks'} is writable "
+                     "by others and not sticky (mode 0777)")
 
 
 def test_cli_sigterm_while_waiting_for_the_guard_ends_it_and_starts_nothing(demo_cli, tmp_path, demo_lab):

@@ -187,12 +187,22 @@ def problems_of(data: bytes, tmp_path: Path) -> list[str]:
     return [str(p) for p in info.value.problems]
 
 
+#: where the YAML library stops a hostile file before our own limit, with a located error
+#: of its own: PyYAML 6.0.4's libyaml refuses flow nesting past 1,000 levels while
+#: scanning ahead, before the parser hands our composer the 65th level
+ALSO_OK = {"deep_flow": "2:1007: YAML syntax error: while increasing flow level exceeded maximum nesting depth"}
+
+
+def _expected(case: str) -> tuple[str, ...]:
+    return (HOSTILE[case][1],) + ((ALSO_OK[case],) if case in ALSO_OK else ())
+
+
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_file_gets_one_located_error(case, tmp_path):
-    make, expected = HOSTILE[case]
+    make, _ = HOSTILE[case]
     found = problems_of(make(), tmp_path)
-    prefix = f"{tmp_path / 'site.yaml'}:{expected}"
-    assert any(p.startswith(prefix) for p in found), found
+    prefixes = tuple(f"{tmp_path / 'site.yaml'}:{e}" for e in _expected(case))
+    assert any(p.startswith(prefixes) for p in found), found
     assert len(found) <= 2, found  # the cause, not a cascade
 
 
@@ -208,7 +218,7 @@ def _limited(limit_bytes: int):
                                   "huge_range"])
 def test_hostile_file_through_the_cli_exits_2_within_1gb(case, tmp_path):
     """A child capped at 1 GB of address space: the old loader took 2-23 GB on these."""
-    make, expected = HOSTILE[case]
+    make, _ = HOSTILE[case]
     path = tmp_path / "site.yaml"
     path.write_bytes(make())
     env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
@@ -217,7 +227,7 @@ def test_hostile_file_through_the_cli_exits_2_within_1gb(case, tmp_path):
                        text=True, timeout=120, env=env, preexec_fn=_limited(1 << 30))
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
-    assert r.stderr.startswith(f"{path}:{expected}"), r.stderr
+    assert r.stderr.startswith(tuple(f"{path}:{e}" for e in _expected(case))), r.stderr
     assert r.stderr.rstrip().endswith("problem in the site file")
 
 
