@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import resource
 import shutil
 import statistics
@@ -38,38 +40,66 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from console.lab.lab import Lab  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
 from console.live.fleet import Fleet  # noqa: E402
-from console.live.poller import PollConfig, Poller  # noqa: E402
+from console.live.poller import PollConfig, Poller, quiet_gc  # noqa: E402
 from console.secrets import Secrets  # noqa: E402
 from inventory.loader import load_site_text  # noqa: E402
 
 
-async def sweeps(site, secrets, rounds: int, lab: Lab) -> tuple[float, list[float], int, int, Poller]:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def sweeps(site, secrets, rounds: int, lab: Lab, profile: str | None = None,
+                 ) -> tuple[float, list[float], int, int, Poller]:
     fleet = Fleet(site)
     poller = Poller(site, fleet, secrets, PollConfig(min_interval=0.0, timeout=5.0, global_limit=128))
+    quiet_gc()  # as the poller's own process does (console/live/pollproc.py)
     t = time.perf_counter()
     await poller.sweep(("power",), switches=False)
     cold = time.perf_counter() - t
     steady = []
+    prof = cProfile.Profile() if profile else None
+    cpu = _cpu()
     for _ in range(rounds):
         t = time.perf_counter()
+        if prof is not None:
+            prof.enable()
         await poller.sweep(("power",), switches=False)
+        if prof is not None:
+            prof.disable()
         steady.append(time.perf_counter() - t)
+    poller.cpu_per_sweep = (_cpu() - cpu) / max(1, rounds)  # type: ignore[attr-defined]
+    if prof is not None and profile:
+        prof.dump_stats(profile)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
     errors = sum(1 for st in fleet.nodes.values() if st.error)
     held = lab.sessions()[site.nodes[0].bmc.protocol]  # sessions the BMCs hold while we poll
     await poller.aclose()
     return cold, steady, errors, held, poller
 
 
+#: hosts per ipmi-power run: one argument holds at most 128 KiB (MAX_ARG_STRLEN), and
+#: 10,000 "127.1.R.N:PORT" entries overflowed it ("Argument list too long")
+FREEIPMI_BATCH = 2000
+
+
 def freeipmi(site, password: str) -> float | None:
+    """Seconds for ``ipmi-power --stat`` over every BMC: batches of :data:`FREEIPMI_BATCH`
+    hosts run one after another, each with freeipmi's own fan-out (ephemeral ports rule
+    out a hostrange such as ``127.1.[1-250].[1-40]``, which would need one port)."""
     tool = shutil.which("ipmi-power")
     if not tool:
         return None
-    hosts = ",".join(f"{n.bmc.address}:{n.bmc.port}" for n in site.nodes)
+    hosts = [f"{n.bmc.address}:{n.bmc.port}" for n in site.nodes]
+    ok = 0
     t = time.perf_counter()
-    r = subprocess.run([tool, "-D", "LAN_2_0", "-I", "3", "-u", "admin", "-p", password, "-h", hosts, "--stat"],
-                       capture_output=True, text=True, timeout=600)
+    for i in range(0, len(hosts), FREEIPMI_BATCH):
+        r = subprocess.run([tool, "-D", "LAN_2_0", "-I", "3", "-u", "admin", "-p", password,
+                            "-h", ",".join(hosts[i:i + FREEIPMI_BATCH]), "--stat"],
+                           capture_output=True, text=True, timeout=600)
+        ok += r.stdout.count(": on") + r.stdout.count(": off")
     elapsed = time.perf_counter() - t
-    ok = r.stdout.count(": on") + r.stdout.count(": off")
     if ok != len(site.nodes):
         print(f"    freeipmi answered {ok}/{len(site.nodes)}", file=sys.stderr)
     return elapsed
@@ -93,6 +123,8 @@ def main() -> None:
     ap.add_argument("--protocols", default="ipmi,redfish")
     ap.add_argument("--rounds", type=int, default=5, help="steady sweeps, and freeipmi runs (medians)")
     ap.add_argument("--sample", type=int, default=20, help="hosts in the sequential ipmitool loop")
+    ap.add_argument("--profile", metavar="DIR", help="cProfile the steady sweeps into DIR/poll-PROTO-N.prof "
+                    "and print the top functions")
     args = ap.parse_args()
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-bench-"))
     rows = []
@@ -106,7 +138,9 @@ def main() -> None:
             try:
                 eff = lab.effective_site()
                 secrets = Secrets(lab=lab.secrets)
-                cold, steady, errors, held, poller = asyncio.run(sweeps(eff, secrets, args.rounds, lab))
+                prof = os.path.join(args.profile, f"poll-{protocol}-{n}.prof") if args.profile else None
+                load_before = os.getloadavg()[0]
+                cold, steady, errors, held, poller = asyncio.run(sweeps(eff, secrets, args.rounds, lab, prof))
                 leaked = lab.sessions()
                 med = statistics.median(steady)
                 row = {"protocol": protocol, "n": n, "lab_start_s": lab_start, "cold_s": cold, "steady_s": med,
@@ -124,6 +158,8 @@ def main() -> None:
                       f"({n / med:7.0f} BMC polls/s)  errors {errors}  sessions/BMC while polling {held / n:.2f}  "
                       f"leaked sessions {leaked[protocol]}  "
                       f"peak RSS {row['rss_mb']:.0f} MB", flush=True)
+                print(f"{'':8} poller CPU {poller.cpu_per_sweep:.2f} s per steady sweep; load average "
+                      f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)
                 if protocol == "ipmi" and row.get("freeipmi_s"):
                     fi = row["freeipmi_s"]
                     print(f"{'':8} steady sweeps {' '.join(f'{x:.2f}' for x in steady)} s; freeipmi runs "

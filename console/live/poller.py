@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import logging
 import random
@@ -40,7 +41,7 @@ from console.live.fleet import Fleet, PortState
 from console.secrets import Secrets
 from inventory.model import Node, Site, SshConfig, Switch
 
-__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async"]
+__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async", "quiet_gc"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,27 @@ class _Endpoint:
         self.drivers: dict[str, Any] = {}  # BMCs: node name -> driver (several systems of one service)
         self.members: list[str] = []  # BMCs: the nodes this endpoint serves
         self.state: dict[str, Any] = {}  # per-endpoint scratch (previous counters, tables)
+
+
+#: the garbage collector's first threshold in a polling process (CPython's default is 700)
+GC_GEN0 = 20_000
+
+
+def quiet_gc() -> None:
+    """Keep the garbage collector from rescanning what a polling process keeps for ever.
+
+    Call once the site and the Fleet exist.  At 10,000 BMCs a steady sweep allocates a
+    few hundred thousand short-lived objects (coroutines, futures, packets); with the
+    default thresholds the collector ran about 470 times a sweep, and each time it
+    reached the oldest generation it walked everything the process holds (the site's
+    nodes, the Fleet, the sessions): 0.95-1.3 s of CPU a sweep, 0.55-0.7 s without.
+    What exists now is frozen out of its sight (``gc.freeze``), and the young
+    generation is collected every :data:`GC_GEN0` allocations.
+    """
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, GC_GEN0), gen1, gen2)
 
 
 def _endpoint_key(node: Node) -> tuple[str, str, int]:

@@ -62,7 +62,7 @@ from console.live.messages import (
     Setup,
     StatesChanged,
 )
-from console.live.poller import PollConfig, Poller, settle
+from console.live.poller import PollConfig, Poller, quiet_gc, settle
 from console.secrets import Secrets
 from inventory.model import Site
 
@@ -352,6 +352,7 @@ async def _serve(conn: Connection, send: _Send, site: Site, secrets: Secrets, co
     loop = asyncio.get_running_loop()
     fleet = Fleet(site)
     poller = Poller(site, fleet, secrets, config)
+    quiet_gc()  # the site, the Fleet and the Poller live as long as this process
     poller.start()
     #: set when polling is to end: the close request's id, or None (signal, console gone)
     done: asyncio.Future[int | None] = loop.create_future()
