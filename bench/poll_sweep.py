@@ -4,7 +4,7 @@
     python bench/poll_sweep.py --sizes 100 --protocols ipmi
 
 For each protocol and size it starts the lab (worker processes, ephemeral ports on
-loopback), then measures in this process:
+loopback), then measures:
 
 - cold sweep: first power + health poll of every BMC (logins included);
 - steady sweep: the same again on the kept sessions (median of ``--rounds``, 5);
@@ -12,7 +12,8 @@ loopback), then measures in this process:
   freeipmi (its own fan-out, a full session handshake per host; median of as many
   runs as steady sweeps) and a sequential
   ``ipmitool power status`` loop over a sample, extrapolated;
-- peak RSS of this (the poller's) process; BMC sessions held per BMC while polling
+- peak RSS of the poller's process (the sweeps run in a child process holding what
+  console/live/pollproc.py holds); BMC sessions held per BMC while polling
   (IPMI: 1, the poll session) and left open after ``Poller.aclose()`` (must be 0), as
   counted by the lab.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import multiprocessing
 import os
 import pstats
 import resource
@@ -50,14 +52,18 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def sweeps(site, secrets, rounds: int, lab: Lab, profile: str | None = None,
-                 ) -> tuple[float, list[float], int, int, Poller]:
+async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None) -> dict:
+    """The poller's side, in a process of its own (as ``console/live/pollproc.py`` runs it):
+    cold sweep, ``rounds`` steady sweeps; then waits for the parent's word (it counts the
+    BMCs' sessions meanwhile) and logs out."""
     fleet = Fleet(site)
     poller = Poller(site, fleet, secrets, PollConfig(min_interval=0.0, timeout=5.0, global_limit=128))
-    quiet_gc()  # as the poller's own process does (console/live/pollproc.py)
+    quiet_gc()  # as the poller's own process does
+    cpu = _cpu()
     t = time.perf_counter()
     await poller.sweep(("power",), switches=False)
     cold = time.perf_counter() - t
+    cold_cpu = _cpu() - cpu
     steady = []
     prof = cProfile.Profile() if profile else None
     cpu = _cpu()
@@ -69,14 +75,48 @@ async def sweeps(site, secrets, rounds: int, lab: Lab, profile: str | None = Non
         if prof is not None:
             prof.disable()
         steady.append(time.perf_counter() - t)
-    poller.cpu_per_sweep = (_cpu() - cpu) / max(1, rounds)  # type: ignore[attr-defined]
+    steady_cpu = (_cpu() - cpu) / max(1, rounds)
     if prof is not None and profile:
         prof.dump_stats(profile)
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
-    errors = sum(1 for st in fleet.nodes.values() if st.error)
-    held = lab.sessions()[site.nodes[0].bmc.protocol]  # sessions the BMCs hold while we poll
+    errors = [f"{name}: {st.error}" for name, st in fleet.nodes.items() if st.error]
+    result = {"cold": cold, "cold_cpu": cold_cpu, "steady": steady, "steady_cpu": steady_cpu,
+              "errors": len(errors), "first_errors": errors[:3],
+              "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    conn.send(result)
+    await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # the parent counted sessions
     await poller.aclose()
-    return cold, steady, errors, held, poller
+    return result
+
+
+def _poller_child(conn, site, lab_secrets: dict, rounds: int, profile: str | None) -> None:
+    try:
+        asyncio.run(sweeps(site, Secrets(lab=lab_secrets), rounds, conn, profile))
+    finally:
+        conn.send(None)
+        conn.close()
+
+
+def run_poller(lab: Lab, site, rounds: int, profile: str | None) -> tuple[dict, int]:
+    """Sweeps in a child process holding only what the poller's process holds (the
+    site, the Fleet, the sessions), so its peak RSS is the poller's; returns its
+    figures and the sessions the BMCs held while it polled."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_poller_child, args=(child, site, lab.secrets, rounds, profile))
+    proc.start()
+    try:
+        result = parent.recv()
+        if result is None:
+            raise RuntimeError("the poller's process failed (see above)")
+        held = lab.sessions()[site.nodes[0].bmc.protocol]
+        parent.send("close")
+        parent.recv()  # logged out
+    finally:
+        proc.join(60)
+        if proc.is_alive():
+            proc.kill()
+    return result, held
 
 
 #: hosts per ipmi-power run: one argument holds at most 128 KiB (MAX_ARG_STRLEN), and
@@ -137,16 +177,15 @@ def main() -> None:
             lab_start = time.perf_counter() - t
             try:
                 eff = lab.effective_site()
-                secrets = Secrets(lab=lab.secrets)
                 prof = os.path.join(args.profile, f"poll-{protocol}-{n}.prof") if args.profile else None
                 load_before = os.getloadavg()[0]
-                cold, steady, errors, held, poller = asyncio.run(sweeps(eff, secrets, args.rounds, lab, prof))
+                res, held = run_poller(lab, eff, args.rounds, prof)
+                cold, steady, errors = res["cold"], res["steady"], res["errors"]
                 leaked = lab.sessions()
                 med = statistics.median(steady)
                 row = {"protocol": protocol, "n": n, "lab_start_s": lab_start, "cold_s": cold, "steady_s": med,
                        "polls_per_s": n / med, "errors": errors, "leaked": leaked[protocol],
-                       "sessions_per_bmc": held / n,
-                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                       "sessions_per_bmc": held / n, "rss_mb": res["rss_mb"]}
                 if protocol == "ipmi":
                     # as many freeipmi runs as steady sweeps, median: one run is as noisy as one sweep
                     runs = [freeipmi(eff, lab.secrets["bmc"]) for _ in range(args.rounds)]
@@ -158,12 +197,15 @@ def main() -> None:
                       f"({n / med:7.0f} BMC polls/s)  errors {errors}  sessions/BMC while polling {held / n:.2f}  "
                       f"leaked sessions {leaked[protocol]}  "
                       f"peak RSS {row['rss_mb']:.0f} MB", flush=True)
-                print(f"{'':8} poller CPU {poller.cpu_per_sweep:.2f} s per steady sweep; load average "
+                if res["first_errors"]:
+                    print(f"{'':8} errors, e.g. {'; '.join(res['first_errors'])}", flush=True)
+                print(f"{'':8} poller CPU: cold {res['cold_cpu']:.2f} s, {res['steady_cpu']:.2f} s per steady sweep; "
+                      f"steady sweeps {' '.join(f'{x:.2f}' for x in steady)} s; load average "
                       f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)
                 if protocol == "ipmi" and row.get("freeipmi_s"):
                     fi = row["freeipmi_s"]
-                    print(f"{'':8} steady sweeps {' '.join(f'{x:.2f}' for x in steady)} s; freeipmi runs "
-                          f"{' '.join(f'{x:.2f}' for x in row['freeipmi_runs_s'])} s", flush=True)
+                    print(f"{'':8} freeipmi runs {' '.join(f'{x:.2f}' for x in row['freeipmi_runs_s'])} s "
+                          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
                     print(f"{'':8} freeipmi ipmi-power --stat: {fi:6.2f} s ({n / fi:7.0f} hosts/s); "
                           f"ours/freeipmi throughput ratio {fi / med:5.1f}x; "
                           f"ipmitool sequential {row['ipmitool_per_host_s'] * 1000:.0f} ms/host "
