@@ -107,6 +107,10 @@ def map_error(exc: BaseException, where: str, password: str = "") -> DriverError
     return DriverError(f"{where}: unexpected {type(exc).__name__}: {text}")
 
 
+#: equal SDR summaries, shared by the drivers that read them (see _sensor_health_now)
+_SDRS: dict[ipmi_health.SdrSummary, ipmi_health.SdrSummary] = {}
+
+
 # --------------------------------------------------------------------------- the driver
 class IpmiDriver:
     """A :class:`~console.drivers.bmc.BmcDriver` for one BMC over IPMI 2.0 (RMCP+).
@@ -289,7 +293,10 @@ class IpmiDriver:
         (:mod:`console.drivers.ipmi_health`); pyghmi's tables when the SDR has discrete sensors."""
         async def read(session: RmcpSession) -> str | None:
             if self._sdr is None:
-                self._sdr = await ipmi_health.read_sensor_refs(session)
+                sdr = await ipmi_health.read_sensor_refs(session)
+                # BMCs of one model list the same sensors: one copy for all (10,000 BMCs
+                # held 8 MB of equal summaries), bounded should every BMC differ
+                self._sdr = _SDRS.setdefault(sdr, sdr) if len(_SDRS) < 1024 else sdr
             if self._sdr.has_discrete:
                 return None
             return await ipmi_health.threshold_health(session, self._sdr.thresholds)

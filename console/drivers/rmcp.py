@@ -111,7 +111,7 @@ class _Endpoint:
             self.sock.close()
             raise
         self.routes: dict[int, RmcpSession] = {}
-        self.by_addr: dict[tuple[str, int], set[RmcpSession]] = {}
+        self.by_addr: dict[tuple[str, int], list[RmcpSession]] = {}  # a list: mostly one each
         # Keepalives: one timer for every session of this socket, not one each.  Ten
         # thousand timer handles in the loop's heap made every other timer (a retransmit,
         # a poll's time limit) pay for them in Python-level comparisons.
@@ -132,7 +132,9 @@ class _Endpoint:
 
     def register(self, session: RmcpSession) -> None:
         self.routes[session.console_id] = session
-        self.by_addr.setdefault(session.addr, set()).add(session)
+        peers = self.by_addr.setdefault(session.addr, [])
+        if session not in peers:
+            peers.append(session)
 
     def keep_alive(self, session: RmcpSession) -> None:
         """Check ``session`` for idleness from now on (every quarter of its keepalive interval)."""
@@ -158,7 +160,8 @@ class _Endpoint:
             del self.routes[session.console_id]
         peers = self.by_addr.get(session.addr)
         if peers is not None:
-            peers.discard(session)
+            if session in peers:
+                peers.remove(session)
             if not peers:
                 del self.by_addr[session.addr]
         if not self.routes:
@@ -246,6 +249,8 @@ class _Aes:
     """AES-CBC-128 for one session's short messages, on one reusable ECB context per
     direction: building a CBC ``Cipher`` per packet cost more than the AES itself."""
 
+    __slots__ = ("_enc", "_dec")
+
     def __init__(self, key: bytes) -> None:
         self._enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
         self._dec = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
@@ -287,9 +292,16 @@ class RmcpSession:
     """
 
     #: First retransmit after this many seconds; doubles per try (bounded by the deadline).
-    retry_interval = 0.5
+    RETRY_INTERVAL = 0.5
     #: Seconds without traffic after which a keepalive request is sent.
-    keepalive_interval = 20.0
+    KEEPALIVE_INTERVAL = 20.0
+
+    # Slots, not a dict: a poller keeps one session per BMC, ten thousand at a large site.
+    __slots__ = ("address", "port", "addr", "timeout", "privilege", "retry_interval", "keepalive_interval",
+                 "_username", "_password", "_where", "_hostport", "_owner_lock", "_lock", "_ep", "console_id",
+                 "_managed_id", "_k1", "_aes", "_seq", "_rq_seq", "_logged_in", "_waiter", "_expect", "_packet",
+                 "_framed", "_deadline", "_interval", "_timer", "_note", "_pinging", "_last_traffic", "_closed",
+                 "logins", "__weakref__")
 
     def __init__(self, address: str, port: int, username: bytes, password: bytes, *,
                  timeout: float = 5.0, privilege: int = PRIV_ADMIN, owner_lock: asyncio.Lock | None = None) -> None:
@@ -298,6 +310,8 @@ class RmcpSession:
         self.address = address
         self.port = port
         self.addr = (address, port)
+        self.retry_interval = self.RETRY_INTERVAL
+        self.keepalive_interval = self.KEEPALIVE_INTERVAL
         self.timeout = timeout
         self.privilege = privilege
         self._username = username
