@@ -8,6 +8,9 @@ loopback), then measures:
 
 - cold sweep: first power + health poll of every BMC (logins included);
 - steady sweep: the same again on the kept sessions (median of ``--rounds``, 5);
+- for Redfish, in the same run: ``curl --parallel --parallel-max 64`` fetching the
+  same ComputerSystem resources (Basic auth, a new connection each; median of as many
+  runs as steady sweeps);
 - for IPMI, in the same run and over the same BMCs: ``ipmi-power --stat`` from
   freeipmi (its own fan-out, a full session handshake per host; median of as many
   runs as steady sweeps) and a sequential
@@ -80,8 +83,14 @@ async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None) -
         prof.dump_stats(profile)
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
     errors = [f"{name}: {st.error}" for name, st in fleet.nodes.items() if st.error]
+    urls = []  # Redfish: the ComputerSystem each node's driver polls (for curl, in the parent)
+    for node in site.nodes:
+        driver = poller._bmcs[node.name].drivers.get(node.name)
+        uri = getattr(driver, "_system_uri", None)
+        if uri:
+            urls.append(f"{node.bmc.scheme}://{node.bmc.address}:{node.bmc.effective_port}{uri}")
     result = {"cold": cold, "cold_cpu": cold_cpu, "steady": steady, "steady_cpu": steady_cpu,
-              "errors": len(errors), "first_errors": errors[:3],
+              "errors": len(errors), "first_errors": errors[:3], "urls": urls,
               "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     conn.send(result)
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # the parent counted sessions
@@ -145,6 +154,30 @@ def freeipmi(site, password: str) -> float | None:
     return elapsed
 
 
+def curl_parallel(urls: list[str], password: str, fanout: int = 64) -> float | None:
+    """Seconds for ``curl --parallel`` to GET every URL (Basic auth, a new connection each:
+    one URL per BMC), its fan-out ``fanout``; the credentials go in a 0600 config file,
+    never on the command line."""
+    tool = shutil.which("curl")
+    if not tool or not urls:
+        return None
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-curl-") as tmp:
+        config = os.path.join(tmp, "curl.conf")
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'user = "admin:{password}"\n')
+            for u in urls:
+                f.write(f'url = "{u}"\noutput = "/dev/null"\n')
+        t = time.perf_counter()
+        r = subprocess.run([tool, "--parallel", "--parallel-max", str(fanout), "-s", "-w", "%{http_code}\n",
+                            "-K", config], capture_output=True, text=True, timeout=600)
+        elapsed = time.perf_counter() - t
+    ok = r.stdout.split().count("200")
+    if ok != len(urls):
+        print(f"    curl answered {ok}/{len(urls)} with 200", file=sys.stderr)
+    return elapsed
+
+
 def ipmitool_sample(site, password: str, sample: int) -> float | None:
     tool = shutil.which("ipmitool")
     if not tool:
@@ -186,6 +219,10 @@ def main() -> None:
                 row = {"protocol": protocol, "n": n, "lab_start_s": lab_start, "cold_s": cold, "steady_s": med,
                        "polls_per_s": n / med, "errors": errors, "leaked": leaked[protocol],
                        "sessions_per_bmc": held / n, "rss_mb": res["rss_mb"]}
+                if protocol == "redfish":
+                    runs = [curl_parallel(res["urls"], lab.secrets["bmc"]) for _ in range(args.rounds)]
+                    row["curl_s"] = statistics.median(runs) if None not in runs else None
+                    row["curl_runs_s"] = runs
                 if protocol == "ipmi":
                     # as many freeipmi runs as steady sweeps, median: one run is as noisy as one sweep
                     runs = [freeipmi(eff, lab.secrets["bmc"]) for _ in range(args.rounds)]
@@ -210,6 +247,12 @@ def main() -> None:
                           f"ours/freeipmi throughput ratio {fi / med:5.1f}x; "
                           f"ipmitool sequential {row['ipmitool_per_host_s'] * 1000:.0f} ms/host "
                           f"(≈{row['ipmitool_per_host_s'] * n:.1f} s for N)", flush=True)
+                if protocol == "redfish" and row.get("curl_s"):
+                    cu = row["curl_s"]
+                    print(f"{'':8} curl --parallel --parallel-max 64 over the same {len(res['urls'])} ComputerSystem "
+                          f"URLs: runs {' '.join(f'{x:.2f}' for x in row['curl_runs_s'])} s, median {cu:.2f} s "
+                          f"(load average {os.getloadavg()[0]:.1f}); ours/curl time ratio {med / cu:.2f}x "
+                          "(target <= 2)", flush=True)
             finally:
                 lab.stop()
     print("\nnote: one poll = power state + health on a kept session (IPMI: one Get Chassis Status on the "

@@ -119,6 +119,8 @@ class RedfishSession:
         self._pending_login: asyncio.Future | None = None  # a login POST whose caller was cancelled
         self._session_uri: str | None = None
         self._root: dict[str, Any] | None = None
+        #: the kept connection of the GET fast path (:class:`_KeptConnection`), our own client only
+        self._kept: _KeptConnection | None = None
 
     @property
     def auth_mode(self) -> str:
@@ -202,6 +204,9 @@ class RedfishSession:
                     self._client = self._new_client()
                 await self._logout()
         finally:
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
             if self._own_client:
                 await self._client.aclose()
 
@@ -339,7 +344,12 @@ class RedfishSession:
 
     async def _exchange(self, method: str, url: str, *, json: Any, headers: dict[str, str],
                         **auth: Any) -> httpx.Response:
-        """Send one request and read its body, at most :attr:`max_body` bytes of it."""
+        """Send one request and read its body, at most :attr:`max_body` bytes of it.
+
+        A GET without Basic credentials (the poll path: a session token, or a public
+        resource) goes over :class:`_KeptConnection` when the client is our own."""
+        if method == "GET" and not auth and self._own_client and json is None:
+            return await self._fast_get(url, headers)
         request = self._client.build_request(method, url, json=json, headers=headers)
         response = await self._client.send(request, stream=True, **auth)
         try:
@@ -348,6 +358,34 @@ class RedfishSession:
             await response.aclose()  # a body left unread closes the connection
         kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
         return httpx.Response(response.status_code, headers=kept, content=body, request=request)
+
+    async def _fast_get(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        """GET on the kept connection; a connection the BMC closed while idle is replaced once."""
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for attempt in range(2):
+            kept = self._kept
+            reused = kept is not None and kept.usable
+            if not reused:
+                if kept is not None:
+                    kept.close()
+                self._kept = kept = _KeptConnection(parts.hostname or self.address, parts.port or
+                                                    (443 if parts.scheme == "https" else 80),
+                                                    parts.scheme == "https", self.bmc, self._timeout)
+            assert kept is not None
+            try:
+                status, fields, body = await kept.get(target, parts.netloc, headers, self.max_body,
+                                                      f"{self.address}: GET {_path(url)}")
+            except _StaleConnection:
+                kept.close()
+                if reused and attempt == 0:
+                    continue
+                raise httpx.RemoteProtocolError("the BMC closed the connection without an answer") from None
+            except BaseException:
+                kept.close()  # half a request or answer on it: never reused
+                raise
+            return httpx.Response(status, headers=fields, content=body, request=httpx.Request("GET", url))
+        raise AssertionError("unreachable")
 
     async def _read_body(self, response: httpx.Response, method: str, url: str) -> bytes:
         where = f"{self.address}: {method} {_path(url)}"
@@ -390,6 +428,199 @@ async def read_body(response: httpx.Response, limit: int, where: str, too_big: s
             raise ProtocolError(too_big)
         chunks.append(raw)
     return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------- the GET fast path
+#: bytes of a status line and headers, at most
+_MAX_HEAD = 64 * 1024
+
+
+class _StaleConnection(Exception):
+    """A kept connection ended before the first byte of an answer (the BMC closed it while idle)."""
+
+
+class _KeptConnection:
+    """One kept-alive HTTP/1.1 connection for the poll path's GETs (asyncio streams).
+
+    Why: httpx (httpcore, h11, anyio) cost about 0.9 ms of CPU a GET, four times what
+    ``curl --parallel`` took per BMC, new connections included (``bench/poll_sweep.py``).
+    This speaks just what a poll needs: a GET with our headers, a status line and
+    headers bounded at :data:`_MAX_HEAD`, a body by Content-Length, chunked or until
+    close, bounded as :func:`read_body` bounds it (gzip and deflate inflated within the
+    limit).  TLS as httpx would do it for this BMC (:func:`_verify`).  Errors are raised
+    as the httpx exceptions :meth:`RedfishSession._send_unbounded` maps.  The caller
+    holds the session's lock (one request at a time) and the time limit.
+    """
+
+    def __init__(self, host: str, port: int, tls: bool, bmc: Bmc, connect_timeout: float) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self._bmc = bmc
+        self._connect_timeout = connect_timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._closed = False
+
+    @property
+    def usable(self) -> bool:
+        """Connected, not closed, and the BMC has not ended it."""
+        return (not self._closed and self._writer is not None and self._reader is not None
+                and not self._reader.at_eof() and not self._writer.is_closing())
+
+    def close(self) -> None:
+        self._closed = True
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._reader = None
+
+    async def _connect(self) -> None:
+        context: ssl.SSLContext | None = None
+        if self.tls:
+            verify = _verify(self._bmc)
+            if verify is False:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            else:
+                context = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                self._reader, self._writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=context, server_hostname=self.host if context else None,
+                    limit=_MAX_HEAD)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout("connect timed out") from exc
+        except ssl.SSLError as exc:
+            raise httpx.ConnectError(f"TLS: {exc}") from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+
+    async def get(self, target: str, host: str, headers: dict[str, str], limit: int,
+                  where: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One GET; returns the status, the headers (body framing ones left out) and the body."""
+        fresh = self._writer is None
+        if fresh:
+            await self._connect()
+        reader, writer = self._reader, self._writer
+        assert reader is not None and writer is not None
+        lines = [f"GET {target} HTTP/1.1", f"Host: {host}"]
+        for name, value in headers.items():
+            if any(c in value or c in name for c in "\r\n\0"):
+                raise ProtocolError(f"{where}: header {name} holds a line break (refused)")
+            lines.append(f"{name}: {value}")
+        try:
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial and not fresh:
+                raise _StaleConnection() from None
+            raise httpx.RemoteProtocolError("connection closed in the answer's headers") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise httpx.RemoteProtocolError("answer headers too long") from exc
+        except (ConnectionError, OSError) as exc:
+            if not fresh:
+                raise _StaleConnection() from None
+            raise httpx.ReadError(str(exc)) from exc
+        status, fields, keep = _parse_head(head)
+        length = chunked = None
+        kept: list[tuple[str, str]] = []
+        coding = "identity"
+        for name, value in fields:
+            low = name.lower()
+            if low == "content-length":
+                if not value.strip().isdigit():
+                    raise httpx.RemoteProtocolError("bad Content-Length")
+                length = int(value)
+            elif low == "transfer-encoding":
+                chunked = "chunked" in value.lower()
+            elif low == "content-encoding":
+                coding = value.strip().lower()
+            elif low == "connection" and "close" in value.lower():
+                keep = False
+            if low not in _BODY_HEADERS:
+                kept.append((name, value))
+        too_big = f"{where}: response body over {_size(limit)}"
+        body = _Body(coding, limit, where, too_big)
+        try:
+            if chunked:
+                while True:
+                    size_line = await reader.readuntil(b"\r\n")
+                    try:
+                        size = int(size_line.split(b";", 1)[0].strip(), 16)
+                    except ValueError:
+                        raise httpx.RemoteProtocolError("bad chunk size") from None
+                    if size == 0:
+                        while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                            pass
+                        break
+                    if size > limit + 1:
+                        raise ProtocolError(too_big)
+                    body.add((await reader.readexactly(size + 2))[:-2])
+            elif length is not None:
+                if length > limit:
+                    raise ProtocolError(too_big)
+                body.add(await reader.readexactly(length))
+            elif status in (204, 304) or 100 <= status < 200:
+                pass
+            else:
+                keep = False
+                while chunk := await reader.read(65536):
+                    body.add(chunk)
+        except asyncio.IncompleteReadError as exc:
+            raise httpx.RemoteProtocolError("connection closed in the answer's body") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise httpx.RemoteProtocolError("chunk line too long") from exc
+        except (ConnectionError, OSError) as exc:
+            raise httpx.ReadError(str(exc)) from exc
+        if not keep:
+            self.close()
+        return status, kept, body.done()
+
+
+def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:
+    """Status, header fields and keep-alive of a response head (bounded by the reader)."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise httpx.RemoteProtocolError("not an HTTP/1.x status line")
+    fields = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise httpx.RemoteProtocolError("malformed header line")
+        fields.append((name, value.strip()))
+    return int(parts[1]), fields, parts[0] != "HTTP/1.0"
+
+
+class _Body:
+    """A body being read: inflated (gzip, deflate) and bounded as :func:`read_body` does."""
+
+    def __init__(self, coding: str, limit: int, where: str, too_big: str) -> None:
+        if coding in ("gzip", "x-gzip", "deflate"):
+            self._inflate: Any = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
+        elif coding in ("", "identity"):
+            self._inflate = None
+        else:
+            raise ProtocolError(f"{where}: unsupported Content-Encoding {coding[:40]!r}")
+        self._coding, self._limit, self._where, self._too_big = coding, limit, where, too_big
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def add(self, raw: bytes) -> None:
+        if self._inflate is not None:
+            try:
+                raw = self._inflate.decompress(raw, self._limit + 1 - self._size)
+            except zlib.error as exc:
+                raise ProtocolError(f"{self._where}: body does not decompress ({self._coding})") from exc
+        self._size += len(raw)
+        if self._size > self._limit:
+            raise ProtocolError(self._too_big)
+        self._chunks.append(raw)
+
+    def done(self) -> bytes:
+        return b"".join(self._chunks)
 
 
 # --------------------------------------------------------------------------- answers
