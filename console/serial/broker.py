@@ -394,8 +394,8 @@ class ConsoleBroker:
         return session
 
     def sessions(self) -> dict[str, ConsoleSession]:
-        """The sessions open now, by node."""
-        return dict(self._sessions)
+        """The sessions open now, by node (a closed one is not: the next ``session`` opens anew)."""
+        return {node: s for node, s in self._sessions.items() if s.state != "closed"}
 
     async def close(self) -> None:
         """Close every session."""

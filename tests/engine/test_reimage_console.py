@@ -109,14 +109,13 @@ async def test_follower_bounded_polite_and_closes_what_it_opened(lab, ctx):
         assert "rcon-n06" in follower.skipped and "rcon-n06" not in follower.sessions
         assert set(follower.sessions) == {"rcon-n01", "rcon-n02"}
         assert follower.in_use <= 2
-        assert "rcon-n06" not in broker.sessions() or broker.sessions()["rcon-n06"].state == "closed"
+        assert "rcon-n06" not in broker.sessions()
         # a pane watches rcon-n01 meanwhile: it stays open after the run
         pane = broker.sessions()["rcon-n01"].subscribe(lambda item: None)
         # the first node ends: the third waiting takes its slot
         follower.node_ended("rcon-n02")
         await wait_until(lambda: "rcon-n03" in follower.sessions, 20, "the third node's console")
-        assert "rcon-n02" not in follower.sessions and broker.sessions().get("rcon-n02") is None \
-            or broker.sessions()["rcon-n02"].state == "closed"
+        assert "rcon-n02" not in follower.sessions and "rcon-n02" not in broker.sessions()
         assert follower.in_use <= 2
         # output reaches on_line as the node prints it
         lab.call("rcon-n03", {"cmd": "power", "node": "rcon-n03", "action": "cycle"})
@@ -126,13 +125,27 @@ async def test_follower_bounded_polite_and_closes_what_it_opened(lab, ctx):
         assert follower.last_line("rcon-rf") is None
         await follower.close()
         assert broker.sessions()["rcon-n01"].state == "open"  # watched by the pane: kept
-        assert broker.sessions()["rcon-n03"].state == "closed"
+        assert "rcon-n03" not in broker.sessions()  # closed: no longer among the open ones
         pane()
     finally:
         await follower.close()
         await broker.close()
     # the held console was never taken: the lab's other client still holds it
     assert "rcon-n06" in follower.skipped
+
+
+async def test_a_second_run_on_the_same_broker_closes_what_it_opened(lab, ctx):
+    """A session closed by an earlier run is not someone else's: the next run owns what it opens."""
+    broker = ConsoleBroker(ctx)
+    try:
+        for _ in range(2):
+            follower = ConsoleFollower(broker, ["rcon-n04"], limit=2)
+            await follower.start()
+            await wait_until(lambda f=follower: "rcon-n04" in f.sessions, 20, "the console followed")
+            await follower.close()
+            assert "rcon-n04" not in broker.sessions()  # closed again: nobody else watched it
+    finally:
+        await broker.close()
 
 
 # ------------------------------------------------------------------ the command line
