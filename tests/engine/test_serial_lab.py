@@ -139,19 +139,24 @@ async def test_sol_held_by_ipmitool_needs_force(ctx, site_lab):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     stream: SolStream | None = None
     try:
-        async def busy() -> ConsoleBusy | None:
-            probe = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
-            try:
-                await probe.open()
-            except ConsoleBusy as exc:
-                return exc
-            await probe.close()
-            return None
+        # ipmitool says when its SOL session is up: wait for that line, not for a probe of
+        # ours to be refused (a probe activating SOL first would make ipmitool give up)
+        banner = bytearray()
 
-        deadline = asyncio.get_running_loop().time() + 10
-        while (exc := await busy()) is None:
-            assert asyncio.get_running_loop().time() < deadline, "ipmitool never activated SOL"
-            await asyncio.sleep(0.1)
+        def read_banner() -> None:
+            assert other.stdout is not None
+            while b"SOL Session operational" not in banner:
+                chunk = other.stdout.read1(4096)
+                if not chunk:
+                    return
+                banner.extend(chunk)
+
+        await asyncio.wait_for(asyncio.to_thread(read_banner), 20)
+        assert b"SOL Session operational" in banner, bytes(banner)
+        probe = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
+        with pytest.raises(ConsoleBusy) as busy:
+            await probe.open()
+        exc = busy.value
         assert "held by another client" in str(exc) and "force" in str(exc)
         assert "BMC session 0x" in str(exc)
 
