@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 from console.drivers import open_bmc
 from console.ops.reimage import PhaseTimeouts, reimage_node
 
-__all__ = ["FAST_PHASES", "reimage_phases", "wait_for", "wait_until"]
+__all__ = ["FAST_PHASES", "heal_when_hung", "redfish_requests", "reimage_phases", "wait_for", "wait_until"]
 
 #: reimage phase limits for a lab at time_scale 0.02: generous, and polled often
 FAST_PHASES = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
@@ -43,6 +43,21 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 30.0, wha
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def redfish_requests(lab, node: str) -> int:
+    """How many requests ``node``'s Redfish BMC in ``lab`` has taken so far."""
+    return lab.redfish_stats(node)["requests"]
+
+
+async def heal_when_hung(lab, node: str, before: int, timeout: float = 30.0) -> None:
+    """Once ``node``'s Redfish BMC (faulted "hang") has taken a request after the first
+    ``before``, clear the fault.  The lab holds the request it took until the lab stops, so
+    the code under test still sees it hang; what it does next (rollback, logout, read back)
+    is answered at once instead of waiting out its own time limits.  Run it as a task beside
+    the code under test; the BMC must see no other client meanwhile."""
+    await wait_until(lambda: redfish_requests(lab, node) > before, timeout, f"a request hung at {node}'s BMC")
+    lab.fault("redfish", node, "")
 
 
 async def reimage_phases(site, secrets, name: str, ref: str, timeouts: PhaseTimeouts = FAST_PHASES,

@@ -12,7 +12,7 @@ from console.errors import ActionError
 from console.ops.reimage import PHASES, PhaseTimeouts, reimage_steps
 from console.provision import open_provisioner
 from console.secrets import Secrets
-from tests.support import reimage_phases
+from tests.support import heal_when_hung, redfish_requests, reimage_phases
 
 
 #: generous per phase (a loaded CI box), fast polling; the lab runs at 1/50 of real time
@@ -111,11 +111,17 @@ async def test_a_boot_script_the_server_does_not_have_fails_in_rebooting(lab, ct
 async def test_a_hung_bmc_fails_in_assign(lab, ctx):
     site, secrets = ctx
     short = PhaseTimeouts(assigned=1.0, rebooting=30, installing=30, verifying=30, poll=0.05)
+    before = redfish_requests(lab, "dal1-r02-n11")
     lab.fault("redfish", "dal1-r02-n11", "hang")
+    # the first request hangs for good; the rollback after the timeout is answered
+    healer = asyncio.create_task(heal_when_hung(lab, "dal1-r02-n11", before))
     try:
-        with pytest.raises(ActionError, match=r"^assign: timed out after 1 s"):
+        with pytest.raises(ActionError, match=r"^assign: timed out after 1 s") as raised:
             await reimage_phases(site, secrets, "dal1-r02-n11", "flatcar@4152.2.0", short)
+        await healer
+        assert "rolled back" in str(raised.value)  # the BMC answered the rollback
     finally:
+        healer.cancel()
         lab.fault("redfish", "dal1-r02-n11", "")
     assert lab.machine("dal1-r02-n11")["boots"] == 1  # never rebooted
 
