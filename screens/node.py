@@ -40,6 +40,7 @@ from textual.widgets import DataTable, Header, Static
 
 from console.drivers.bmc import Event
 from console.live.fleet import Fleet, NodeState
+from console.live.freshness import node_since
 from console.live.words import sensor_words, sorted_sensors
 from console.text import visible
 from inventory.model import Node
@@ -294,21 +295,29 @@ class NodeScreen(FleetAppMixin, Screen):
         """``dal1-r01-n07  r01/U7  ● on  ✗ critical  boot none  ≠ drift  ✗ miscabled  polled 3s ago``."""
         node, st, fleet = self.node, self.state, self.fleet
         now = self.console.clock()
+
+        def since(text: Text, fact: str) -> Text:
+            """``text`` and, from a minute on, how long the node has been so: ``✗ critical 14m``."""
+            words = node_since(st, fact, now)
+            if words and words != "<1m":
+                text.append(f" {words}", "dim")
+            return text
+
         parts = [outside(node.name, "bold"), outside(f"{node.rack}/U{node.u}" if node.u else node.rack),
-                 status_text(st.power), status_text(st.health)]
+                 since(status_text(st.power), "power"), since(status_text(st.health), "health")]
         bo = st.boot_override
         if bo is not None and bo.target.value != "none":
             parts.append(Text(f"boot {bo.target.value} ({'persistent' if bo.persistent else 'once'})",
                               style="bold yellow"))
         if fleet.image_state(node) == "drift":
-            parts.append(status_text("drift", "image drift"))
+            parts.append(since(status_text("drift", "image drift"), "image"))
         finding = fleet.port_finding(node)
         if finding == "mismatch":
-            parts.append(status_text("mismatch", "miscabled"))
+            parts.append(since(status_text("mismatch", "miscabled"), "cabling"))
         elif finding == "ambiguous":
-            parts.append(status_text("ambiguous", "port ambiguous"))
+            parts.append(since(status_text("ambiguous", "port ambiguous"), "cabling"))
         if st.errors:
-            parts.append(status_text("error", "poll error"))
+            parts.append(since(status_text("error", "poll error"), "reachability"))
         activity = fleet.activity.get(node.name)
         if activity is not None:  # a reimage under way explains the drift; a lock says who acts on it
             parts.append(activity_text(activity))

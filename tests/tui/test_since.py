@@ -40,3 +40,24 @@ async def test_why_and_power_say_since_when_from_a_minute_on(demo_lab):
         assert table.get_cell("dal1-r01-n05", "power").plain == "○ off 14m"
         # cabling was wrong when the console first looked: at least that long
         assert table.get_cell("dal1-r01-n08", "why").plain.endswith("· ≥15m")
+
+
+async def test_node_detail_status_line_says_since_when(demo_lab):
+    from screens.node import NodeScreen
+
+    now = [2_000_000.0]
+    ctx = SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
+    app = make_app(ctx, poll=False, clock=lambda: now[0])
+    async with app.run_test(size=(160, 40)) as pilot:
+        fleet: Fleet = app.fleet
+        fleet.node_ok("dal1-r01-n04", "power", power="on", health="ok")
+        now[0] += 120.0
+        fleet.node_ok("dal1-r01-n04", "power", power="on", health="critical")
+        now[0] += 14 * 60.0
+        await changed(app, pilot)
+        screen = NodeScreen("dal1-r01-n04")
+        app.push_screen(screen)
+        await pilot.pause()
+        line = screen.status_line().plain
+        assert "✗ critical 14m" in line, line
+        assert "● on ≥16m" in line, line  # on at least since the console first saw it
