@@ -816,6 +816,8 @@ class IpmiLab:
         self._stopping = False
         self._stopped = False
         self._next_sweep = 0.0
+        #: datagrams received by every BMC of this lab (requests, handshakes included; for benchmarks)
+        self.received = 0
 
     # ----------------------------------------------------------------- public API
     def add(self, machine: Machine, address: str, port: int, username: bytes, password: bytes,
@@ -996,6 +998,7 @@ class IpmiLab:
             except OSError as exc:
                 log.debug("%s: receive failed: %s", bmc, exc)
                 return
+            self.received += 1
             try:
                 bmc.dispatch(data, addr)
             except Exception:

@@ -510,6 +510,11 @@ class Lab:
                 total[k] += r.get(k, 0)
         return total
 
+    def ipmi_requests(self) -> int:
+        """Datagrams received by every IPMI BMC of the lab since it started (requests,
+        session handshakes included): what pollers cost the BMCs."""
+        return sum(p.call({"cmd": "ipmi_stats"}).get("received", 0) for p in self._procs)
+
     def redfish_stats(self, node: str) -> dict[str, int]:
         """What the Redfish service of ``node`` has seen: ``logins`` (sessions created),
         live ``sessions``, ``requests`` and ``max_in_flight`` (most requests at once)."""

@@ -239,6 +239,8 @@ class Worker:
                 "ipmi": self.ipmi.session_count() if self.ipmi else 0,
                 "redfish": self.redfish.session_count() if self.redfish else 0,
             }
+        if op == "ipmi_stats":  # datagrams every IPMI BMC of this worker received (bench/service_sessions.py)
+            return {"received": self.ipmi.received if self.ipmi else 0}
         if op == "redfish_stats":
             return {"stats": self.redfish.stats() if self.redfish else {}}
         if op == "redfish_latency":
