@@ -769,10 +769,21 @@ class SshFront:
         log.info("ssh: operators file read again: %d operators", len(new.operators))
         for conn in list(self._connections):
             op, key = conn.operator, conn.key
-            if op is None or key is None or new.match(op.name, key) is not None:
+            if op is None or key is None:
                 continue
-            log.warning("ssh: %s's key %s was removed; closing their connection", op.name, key.get_fingerprint())
-            asyncio.ensure_future(self._drop(conn, "fleet-console: your access was removed from the operators file"))
+            now = new.match(op.name, key)
+            if now is not None and now.role == op.role:
+                continue
+            if now is None:
+                log.warning("ssh: %s's key %s was removed; closing their connection", op.name,
+                            key.get_fingerprint())
+                message = "fleet-console: your access was removed from the operators file"
+            else:  # a session keeps the role it logged in with: a changed role needs a new login
+                log.warning("ssh: %s's role changed from %s to %s; closing their connection", op.name, op.role,
+                            now.role)
+                message = (f"fleet-console: your role changed in the operators file ({op.role} -> {now.role}); "
+                           "log in again")
+            asyncio.ensure_future(self._drop(conn, message))
 
     async def _drop(self, conn: _Server, message: str) -> None:
         await asyncio.gather(*(s.end(message) for s in list(conn.sessions)), return_exceptions=True)
