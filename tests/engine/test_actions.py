@@ -449,7 +449,10 @@ async def test_cancel_stops_launching_and_reports_what_ran(lab, ctx, journal, lo
     node = "act-r02-n06"
     set_power(lab, [node], False)
     plan = await plan_power(ctx, [node], "on", locks=locks)
+    before = support.redfish_requests(lab, node)
     lab.fault("redfish", node, "hang")
+    # its first request hangs for good; the logout after the abort is answered
+    healer = asyncio.create_task(support.heal_when_hung(lab, node, before))
 
     def abort(p):
         if p.phase == "power-on":
@@ -462,7 +465,9 @@ async def test_cancel_stops_launching_and_reports_what_ran(lab, ctx, journal, lo
         t0 = time.monotonic()
         res = await runner2.run()
         assert time.monotonic() - t0 < 10
+        await healer
     finally:
+        healer.cancel()
         lab.fault("redfish", node, "")
     assert by_node(res)[node].phase == "cancelled" and "aborted during power-on" in by_node(res)[node].error
 
