@@ -13,11 +13,10 @@ a running lab serves) check here; :mod:`console.site` re-exports both names.
 from __future__ import annotations
 
 import os
-import pwd
-import stat
 from pathlib import Path
 
 import inventory
+from console.trust import check_chain
 from inventory.errors import SiteNotFound
 
 __all__ = ["BUILTIN_SITES", "UntrustedSite", "check_site_file"]
@@ -32,34 +31,10 @@ class UntrustedSite(SiteNotFound):
     title = "untrusted site file"
 
 
-def _who(uid: int) -> str:
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
-
-
 def _check_chain(site_file: Path, path: Path) -> None:
     """Check ``path`` (the file) and each directory above it; UntrustedSite names the culprit."""
-    me = os.geteuid()
-    for i, p in enumerate([path, *path.parents]):
-        try:
-            lst = os.lstat(p)
-            st = os.stat(p) if stat.S_ISLNK(lst.st_mode) else lst
-        except OSError as exc:
-            raise SiteNotFound(f"site file {site_file}: cannot check {p}: {exc.strerror}") from None
-        for s in (lst, st):  # a symbolic link someone else made, or its target
-            if s.st_uid not in (0, me):
-                raise UntrustedSite(
-                    f"refusing site file {site_file}: {p} is owned by {_who(s.st_uid)}, not by you or root "
-                    f"(a site file names commands that are run); keep site files where only you or root can write")
-        if i == 0 and not stat.S_ISREG(st.st_mode):
-            raise SiteNotFound(f"site file {site_file} is not a regular file")
-        writable = st.st_mode & 0o022
-        if writable and (i == 0 or not st.st_mode & stat.S_ISVTX):
-            raise UntrustedSite(
-                f"refusing site file {site_file}: {p} is writable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {p}")
+    check_chain(site_file, path, what="site file", why="a site file names commands that are run",
+                untrusted=UntrustedSite, unreadable=SiteNotFound)
 
 
 def check_site_file(path: Path) -> None:

@@ -21,7 +21,6 @@ size limit.  Every problem is reported as ``file:line:column: field: message``.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import stat
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from console.service.identity import Role
+from console.trust import check_chain, owner_words
 from inventory.errors import FleetError, InventoryError, Problem
 from inventory.yamldoc import Doc, Shape
 
@@ -108,34 +108,11 @@ _SHAPE = Shape("the operators file", frozenset({"operators", "limits"}), {
 })
 
 
-def _who(uid: int) -> str:
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
-
-
 def _check_chain(given: Path, path: Path) -> None:
     """OperatorsError unless ``path`` and each directory above it are ours or root's and not
     writable by others (a sticky directory excepted)."""
-    me = os.geteuid()
-    for i, p in enumerate([path, *path.parents]):
-        try:
-            lst = os.lstat(p)
-            st = os.stat(p) if stat.S_ISLNK(lst.st_mode) else lst
-        except OSError as exc:
-            raise OperatorsError(f"operators file {given}: cannot check {p}: {exc.strerror}") from None
-        for s in (lst, st):
-            if s.st_uid not in (0, me):
-                raise OperatorsError(
-                    f"refusing operators file {given}: {p} is owned by {_who(s.st_uid)}, not by you or root "
-                    f"(the file says who may act on the fleet); keep it where only you or root can write")
-        if i == 0 and not stat.S_ISREG(st.st_mode):
-            raise OperatorsError(f"operators file {given} is not a regular file")
-        if st.st_mode & 0o022 and (i == 0 or not st.st_mode & stat.S_ISVTX):
-            raise OperatorsError(
-                f"refusing operators file {given}: {p} is writable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod go-w {p}")
+    check_chain(given, path, what="operators file", why="the file says who may act on the fleet",
+                untrusted=OperatorsError, unreadable=OperatorsError)
 
 
 def file_stamp(path: Path) -> tuple[int, int, int, int] | None:
@@ -164,7 +141,7 @@ def _read(given: Path) -> tuple[str, tuple[int, int, int, int]]:
             raise OperatorsError(f"operators file {given} is not a regular file")
         if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
             raise OperatorsError(f"refusing operators file {given}: it changed while it was checked "
-                                 f"(owner {_who(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o})")
+                                 f"(owner {owner_words(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o})")
         if st.st_size > MAX_OPERATORS_BYTES:
             raise OperatorsError(f"operators file {given} is {st.st_size} bytes; "
                                  f"the most read is {MAX_OPERATORS_BYTES}")
