@@ -2,8 +2,9 @@
 
     console NODE                    attach (IPMI SOL on the BMC, or the BMC's SSH console)
     console NODE --force            take the console over from whoever holds it, saying who
-    console NODE --log [--strip-ansi] [--lines N]
-                                    print the node's console log and exit
+    console NODE --log [--strip-ansi | --raw] [--lines N]
+                                    print the node's console log and exit (its colours
+                                    kept, every other escape shown; --raw: as recorded)
 
 Who holds a console is said before anything is taken: without ``--force`` a terminal
 is asked ("held by X; take it over? [y/N]"), a script is refused (exit 1, naming the
@@ -52,6 +53,8 @@ def add_console_command(sub) -> None:
     c.add_argument("--log", action="store_true", help="print the node's console log (oldest first) and exit")
     c.add_argument("--strip-ansi", action="store_true",
                    help="with --log: plain text, escape sequences removed, other control characters shown")
+    c.add_argument("--raw", action="store_true",
+                   help="with --log: the log as recorded, escape sequences included (they act on a terminal)")
     c.add_argument("--lines", type=int, metavar="N", help="with --log: only the last N lines")
     c.set_defaults(func=cmd_console)
 
@@ -94,8 +97,11 @@ def cmd_console(args: argparse.Namespace) -> int:
     from console import site as sites
     from console.cli.main import open_site, read_only_reason
 
-    if not args.log and (args.strip_ansi or args.lines is not None):
-        _fail("--strip-ansi and --lines go with --log (print the console log)")
+    if not args.log and (args.strip_ansi or args.raw or args.lines is not None):
+        _fail("--strip-ansi, --raw and --lines go with --log (print the console log)")
+        return EXIT_USAGE
+    if args.strip_ansi and args.raw:
+        _fail("--strip-ansi removes escape sequences; --raw keeps them: give one")
         return EXIT_USAGE
     if args.lines is not None and args.lines < 0:
         _fail("--lines takes a number of lines, 0 or more")
@@ -106,7 +112,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     site = sites.load(args.site)
     node = _one_node(site, args.node)
     if args.log:
-        return _print_log(site.name, node, strip_ansi=args.strip_ansi, lines=args.lines)
+        return _print_log(site.name, node, strip_ansi=args.strip_ansi, raw=args.raw, lines=args.lines)
     why = no_console_reason(site, node)
     if why is not None:
         _fail(why)
@@ -124,8 +130,8 @@ def cmd_console(args: argparse.Namespace) -> int:
         return asyncio.run(_attach(ctx, node, force=args.force, read_only=read_only))
 
 
-def _print_log(site: str, node: str, *, strip_ansi: bool, lines: int | None) -> int:
-    from console.serial.log import read_log
+def _print_log(site: str, node: str, *, strip_ansi: bool, raw: bool, lines: int | None) -> int:
+    from console.serial.log import colours_only, read_log
 
     try:
         text = read_log(site, node, strip_ansi=strip_ansi, lines=lines)
@@ -139,6 +145,8 @@ def _print_log(site: str, node: str, *, strip_ansi: bool, lines: int | None) -> 
         return EXIT_FAIL
     if strip_ansi:  # plain text: what escapes are left over are shown, not obeyed
         text = visible(text, newlines=True).replace("^I", "\t")
+    elif not raw:  # the node's colours, nothing else that a terminal would obey (OSC 52, titles, queries)
+        text = colours_only(text)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
 

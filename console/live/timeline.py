@@ -212,7 +212,11 @@ def console_entries(text: str, *, tail: int = CONSOLE_TAIL, kept: int = CONSOLE_
     """The story lines of a console log (:func:`console.serial.log.read_log`'s text): its
     markers, the lines :data:`STORY` matches (the newest ``kept``), and the last ``tail``
     lines.  ANSI sequences are removed.  Returns the entries and how many lines were read."""
-    lines = text.splitlines()
+    # only "\n" ends a log line: the node's text may hold \r, \x1e, \x85 or U+2028, which
+    # str.splitlines() would also split at, letting a node start a line that reads as a marker
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
     story: list[Entry] = []
     printed: list[Entry] = []
     for line in lines:

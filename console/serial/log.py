@@ -36,7 +36,8 @@ from pathlib import Path
 from console.ops.journal import state_dir
 from console.text import visible
 
-__all__ = ["ConsoleLog", "LogError", "log_path", "read_log", "ansi_stripped", "MAX_BYTES", "BACKUPS"]
+__all__ = ["ConsoleLog", "LogError", "log_path", "read_log", "ansi_stripped", "colours_only", "MAX_BYTES",
+           "BACKUPS"]
 
 #: a log file is rotated before it grows past this many bytes
 MAX_BYTES = 4 * 1024 * 1024
@@ -50,6 +51,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONB
 # CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), other two-byte ESC sequences, 8-bit CSI
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# SGR (colours, bold): the only sequence :func:`colours_only` passes; it asks nothing of the terminal
+_SGR = re.compile(r"\x1b\[[0-9;:]{0,64}m")
 
 
 class LogError(OSError):
@@ -256,6 +259,26 @@ def ansi_stripped(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def colours_only(text: str) -> str:
+    """``text`` made safe to write to a terminal, its colours kept: SGR sequences (colour,
+    bold) pass; every other escape sequence and control character is shown as
+    :func:`console.text.visible` shows it (``^[]52;c;...``), newlines and tabs kept.  A
+    node's log cannot set the clipboard (OSC 52), the window title, or make the terminal
+    answer (DA, DECRQSS) into the reader's shell.  Colours are reset at the end."""
+    out: list[str] = []
+    pos = 0
+    coloured = False
+    for m in _SGR.finditer(text):
+        out.append(visible(text[pos:m.start()], newlines=True).replace("^I", "\t"))
+        out.append(m.group())
+        coloured = True
+        pos = m.end()
+    out.append(visible(text[pos:], newlines=True).replace("^I", "\t"))
+    if coloured:
+        out.append("\x1b[0m")
+    return "".join(out)
+
+
 def read_log(site: str, node: str, *, strip_ansi: bool = False, lines: int | None = None,
              max_bytes: int = (BACKUPS + 1) * MAX_BYTES) -> str:
     """The console log of ``node``: rotated files first, oldest first; "" when there is none.
@@ -300,6 +323,10 @@ def read_log(site: str, node: str, *, strip_ansi: bool = False, lines: int | Non
     if lines is not None:
         if lines <= 0:
             return ""
-        kept = text.splitlines(keepends=True)[-lines:]
-        text = "".join(kept)
+        kept = text.split("\n")  # only "\n" ends a log line (a node's text may hold \r, \x85, U+2028)
+        if kept and not kept[-1]:
+            kept.pop()
+            text = "".join(line + "\n" for line in kept[-lines:])
+        else:
+            text = "\n".join(kept[-lines:])
     return text
