@@ -30,13 +30,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from console.ops.imageaudit import STATES, AuditHistory, AuditReport, NodeAudit, run_audit
+from console.ops.imageaudit import STATES, AuditHistory, AuditReport, NodeAudit, age_words, run_audit
 from screens.appref import FleetAppMixin
 from screens.common import outside
 from screens.footer import KeyFooter
 from screens.table import HabitDataTable
 
-__all__ = ["AuditScreen", "age"]
+__all__ = ["AuditScreen"]
 
 #: state -> (symbol, style): one meaning each, as the fleet table shows them
 STATE_LOOK = {"drift": ("≠", "magenta"), "unknown": ("?", "cyan"), "pending": ("…", "yellow"),
@@ -47,20 +47,6 @@ NODE_COLUMNS = (("mark", " ", 1), ("node", "NODE", 14), ("state", "STATE", 9), (
                 ("desired", "DESIRED", 26), ("assigned", "ASSIGNED", 26))
 IMAGE_COLUMNS = (("image", "IMAGE", 24), ("wanted", "WANTED", 6), ("running", "RUNNING", 7), ("ok", "OK", 5),
                  ("drift", "DRIFTED", 7), ("digests", "DIGESTS", 7))
-
-
-def age(t: float | None, now: float) -> str:
-    """``<1m``, ``14m``, ``3h05m``, ``2d4h``; ``-`` when not known."""
-    if t is None:
-        return "-"
-    s = max(0, int(now - t))
-    if s < 60:
-        return "<1m"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
 def _ref(ref: str | None, sha: str | None) -> Text:
@@ -178,7 +164,8 @@ class AuditScreen(FleetAppMixin, Screen):
     def _cells(self, n: NodeAudit, now: float) -> tuple[Text, ...]:
         symbol, style = STATE_LOOK[n.state]
         return (Text("●" if n.name in self.marked else " ", style="bold"), outside(n.name),
-                Text(f"{symbol} {n.state}", style=style), Text(age(n.since, now)), Text(age(n.changed, now)),
+                Text(f"{symbol} {n.state}", style=style), Text(age_words(n.since, now)),
+                Text(age_words(n.changed, now)),
                 outside(n.reason), _ref(n.running.ref, n.running.sha256), _ref(n.desired.ref, n.desired.sha256),
                 _ref(n.assigned.ref, n.assigned.sha256))
 

@@ -25,7 +25,7 @@ import stat
 import sys
 import time
 
-from console.ops.imageaudit import AuditHistory, AuditReport, NodeAudit, run_audit
+from console.ops.imageaudit import AuditHistory, AuditReport, NodeAudit, age_words, run_audit
 from console.text import visible
 
 __all__ = ["add_audit_command", "cmd_audit", "csv_rows"]
@@ -92,19 +92,6 @@ def csv_rows(report: AuditReport) -> str:
     return out.getvalue()
 
 
-def _age(t: float | None, now: float) -> str:
-    if t is None:
-        return "-"
-    s = max(0, int(now - t))
-    if s < 60:
-        return "<1m"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
-
-
 def _short(ref: str | None, sha: str | None) -> str:
     if ref is None:
         return "-"
@@ -117,9 +104,9 @@ def _print_text(report: AuditReport, show_all: bool) -> None:
     now = time.time()
     nodes: list[NodeAudit] = report.nodes if show_all else report.not_ok()
     if nodes:
-        rows = [[n.name, n.state, _age(n.since, now), _short(n.desired.ref, n.desired.sha256),
+        rows = [[n.name, n.state, age_words(n.since, now), _short(n.desired.ref, n.desired.sha256),
                  _short(n.assigned.ref, n.assigned.sha256), _short(n.running.ref, n.running.sha256),
-                 _age(n.changed, now), n.reason] for n in nodes]
+                 age_words(n.changed, now), n.reason] for n in nodes]
         _print_table(rows, ["NODE", "STATE", "SINCE", "DESIRED", "ASSIGNED", "RUNNING", "CHANGED", "WHY"])
         print()
     images = report.by_image()

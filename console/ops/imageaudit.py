@@ -54,6 +54,7 @@ from console.secrets import Secrets
 from inventory.model import Node, Site
 
 __all__ = [
+    "age_words",
     "STATES",
     "NOT_OK",
     "FANOUT",
@@ -583,3 +584,18 @@ async def run_audit(site: Site, secrets: Secrets, names: Iterable[str] | None = 
     except (AuditError, OSError) as exc:
         report.notes.append(f"audit history not written: {exc}")
     return report
+
+
+def age_words(t: float | None, now: float) -> str:
+    """How long ago, for the audit's SINCE and CHANGED: ``<1m``, ``14m``, ``3h05m``, ``2d4h``;
+    ``-`` when not known (the command and the screen say it alike)."""
+    if t is None:
+        return "-"
+    s = max(0, int(now - t))
+    if s < 60:
+        return "<1m"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"

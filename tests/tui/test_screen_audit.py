@@ -8,10 +8,11 @@ import pytest
 from textual.widgets import DataTable
 
 from console.cli.main import SiteContext
+from console.ops.imageaudit import age_words as age
 from console.secrets import Secrets
 from screens.actions import ConfirmScreen
 from screens.app import make_app
-from screens.audit import AuditScreen, age
+from screens.audit import AuditScreen
 from tests.engine.test_imageaudit import DRIFT, UNREACHABLE
 from tests.support import wait_until
 
