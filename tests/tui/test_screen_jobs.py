@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from dataclasses import replace
@@ -26,7 +27,7 @@ from screens.app import make_app
 from screens.jobs import JobsScreen, board_of
 from screens.progress import ProgressScreen
 from screens.table import FleetTable
-from tests.support import wait_until
+from tests.support import heal_when_hung, redfish_requests, wait_until
 
 FAST = {"poll_interval": 0.05, "power_timeout": 30.0, "request_timeout": 10.0}
 
@@ -67,6 +68,7 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
     boots = {n: demo_lab.machine(n)["boots"] for n in nodes}
     app = app_for(ctx)
     app.run_options = replace(app.run_options, fanout=1, request_timeout=60.0)
+    healer: asyncio.Task | None = None
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             board = board_of(app)
@@ -78,7 +80,10 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
 
             await wait_until(lambda: isinstance(app.screen, ConfirmScreen) and app.screen.plan is not None,
                              what="the plan")
+            before = redfish_requests(demo_lab, nodes[0])
             demo_lab.fault("redfish", nodes[0], "hang")  # the first node's reset hangs in flight
+            # for good: the lab holds that request; the logout after the abort is answered
+            healer = asyncio.create_task(heal_when_hung(demo_lab, nodes[0], before))
             app.screen.query_one("#count", Input).value = "2"
             await pilot.press("enter")
             await wait_until(lambda: isinstance(app.screen, ProgressScreen) and app.screen.runner is not None
@@ -115,7 +120,10 @@ async def test_jobs_screen_lists_reopens_and_cancels_a_running_plan(ctx, demo_la
             await wait_until(lambda: not board.job(plan_id).running, what="the run to end")
             await wait_until(lambda: "ended" in table.get_row(plan_id)[1].plain, what="the row to say it ended")
             assert not any(n in app.fleet.activity for n in nodes)
+            await healer
     finally:
+        if healer is not None:
+            healer.cancel()
         demo_lab.fault("redfish", nodes[0], "")
     assert demo_lab.machine(nodes[1])["boots"] == boots[nodes[1]]  # never started
 
