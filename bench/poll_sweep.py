@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from console.lab.lab import Lab  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
 from console.live.fleet import Fleet  # noqa: E402
-from console.live.poller import PollConfig, Poller, quiet_gc  # noqa: E402
+from console.live.poller import PollConfig, Poller, quiet_gc, raise_fd_limit  # noqa: E402
 from console.secrets import Secrets  # noqa: E402
 from inventory.loader import load_site_text  # noqa: E402
 
@@ -62,6 +62,7 @@ async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None) -
     fleet = Fleet(site)
     poller = Poller(site, fleet, secrets, PollConfig(min_interval=0.0, timeout=5.0, global_limit=128))
     quiet_gc()  # as the poller's own process does
+    raise_fd_limit()
     cpu = _cpu()
     t = time.perf_counter()
     await poller.sweep(("power",), switches=False)

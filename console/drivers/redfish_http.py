@@ -121,6 +121,7 @@ class RedfishSession:
         self._root: dict[str, Any] | None = None
         #: the kept connection of the GET fast path (:class:`_KeptConnection`), our own client only
         self._kept: _KeptConnection | None = None
+        self._requests: dict[tuple[str, str], httpx.Request] = {}  # what _fast's answers name as their request
 
     @property
     def auth_mode(self) -> str:
@@ -183,8 +184,10 @@ class RedfishSession:
         return httpx.AsyncClient(
             verify=_verify(self.bmc),
             timeout=httpx.Timeout(self._timeout),
-            # One connection, kept alive: a request on it costs a fraction of a new connection's.
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60.0),
+            # GETs (the polls) go over the session's own kept connection (_KeptConnection);
+            # this client's are for the rare rest (login, logout, actions) and are not kept:
+            # two descriptors a BMC ran a 10,000-BMC poller out of them.
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
         )
 
     async def close(self) -> None:
@@ -348,8 +351,8 @@ class RedfishSession:
 
         A GET without Basic credentials (the poll path: a session token, or a public
         resource) goes over :class:`_KeptConnection` when the client is our own."""
-        if method == "GET" and not auth and self._own_client and json is None:
-            return await self._fast_get(url, headers)
+        if method in ("GET", "DELETE") and not auth and self._own_client and json is None:
+            return await self._fast(method, url, headers)
         request = self._client.build_request(method, url, json=json, headers=headers)
         response = await self._client.send(request, stream=True, **auth)
         try:
@@ -359,8 +362,14 @@ class RedfishSession:
         kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
         return httpx.Response(response.status_code, headers=kept, content=body, request=request)
 
-    async def _fast_get(self, url: str, headers: dict[str, str]) -> httpx.Response:
-        """GET on the kept connection; a connection the BMC closed while idle is replaced once."""
+    async def _fast(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        """GET (or a logout's DELETE) on the kept connection; a connection the BMC closed
+        while idle is replaced once."""
+        request = self._requests.get((method, url))
+        if request is None:  # an httpx Request parses its URL: 0.1 ms, kept per URL polled
+            if len(self._requests) >= 16:
+                self._requests.clear()
+            request = self._requests[(method, url)] = httpx.Request(method, url)
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         for attempt in range(2):
@@ -374,8 +383,8 @@ class RedfishSession:
                                                     parts.scheme == "https", self.bmc, self._timeout)
             assert kept is not None
             try:
-                status, fields, body = await kept.get(target, parts.netloc, headers, self.max_body,
-                                                      f"{self.address}: GET {_path(url)}")
+                status, fields, body = await kept.request(method, target, parts.netloc, headers, self.max_body,
+                                                          self.address, parts.path)
             except _StaleConnection:
                 kept.close()
                 if reused and attempt == 0:
@@ -384,7 +393,7 @@ class RedfishSession:
             except BaseException:
                 kept.close()  # half a request or answer on it: never reused
                 raise
-            return httpx.Response(status, headers=fields, content=body, request=httpx.Request("GET", url))
+            return httpx.Response(status, headers=fields, content=body, request=request)
         raise AssertionError("unreachable")
 
     async def _read_body(self, response: httpx.Response, method: str, url: str) -> bytes:
@@ -495,18 +504,19 @@ class _KeptConnection:
         except OSError as exc:
             raise httpx.ConnectError(str(exc)) from exc
 
-    async def get(self, target: str, host: str, headers: dict[str, str], limit: int,
-                  where: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One GET; returns the status, the headers (body framing ones left out) and the body."""
+    async def request(self, method: str, target: str, host: str, headers: dict[str, str], limit: int,
+                      address: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One bodiless request; returns the status, the headers (body framing ones left
+        out) and the body.  ``address`` and ``path`` name it in errors."""
         fresh = self._writer is None
         if fresh:
             await self._connect()
         reader, writer = self._reader, self._writer
         assert reader is not None and writer is not None
-        lines = [f"GET {target} HTTP/1.1", f"Host: {host}"]
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
         for name, value in headers.items():
-            if any(c in value or c in name for c in "\r\n\0"):
-                raise ProtocolError(f"{where}: header {name} holds a line break (refused)")
+            if "\r" in value or "\n" in value or "\0" in value:
+                raise ProtocolError(f"{address}: {method} {path}: header {name} holds a line break (refused)")
             lines.append(f"{name}: {value}")
         try:
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -539,8 +549,8 @@ class _KeptConnection:
                 keep = False
             if low not in _BODY_HEADERS:
                 kept.append((name, value))
-        too_big = f"{where}: response body over {_size(limit)}"
-        body = _Body(coding, limit, where, too_big)
+        body = _Body(coding, limit, address, method, path)
+        too_big = body.too_big
         try:
             if chunked:
                 while True:
@@ -597,14 +607,16 @@ def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:
 class _Body:
     """A body being read: inflated (gzip, deflate) and bounded as :func:`read_body` does."""
 
-    def __init__(self, coding: str, limit: int, where: str, too_big: str) -> None:
+    def __init__(self, coding: str, limit: int, address: str, method: str, path: str) -> None:
+        where = f"{address}: {method} {path}"
+        self.too_big = f"{where}: response body over {_size(limit)}"
         if coding in ("gzip", "x-gzip", "deflate"):
             self._inflate: Any = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
         elif coding in ("", "identity"):
             self._inflate = None
         else:
             raise ProtocolError(f"{where}: unsupported Content-Encoding {coding[:40]!r}")
-        self._coding, self._limit, self._where, self._too_big = coding, limit, where, too_big
+        self._coding, self._limit, self._where = coding, limit, where
         self._chunks: list[bytes] = []
         self._size = 0
 
@@ -616,7 +628,7 @@ class _Body:
                 raise ProtocolError(f"{self._where}: body does not decompress ({self._coding})") from exc
         self._size += len(raw)
         if self._size > self._limit:
-            raise ProtocolError(self._too_big)
+            raise ProtocolError(self.too_big)
         self._chunks.append(raw)
 
     def done(self) -> bytes:

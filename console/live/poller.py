@@ -41,7 +41,7 @@ from console.live.fleet import Fleet, PortState
 from console.secrets import Secrets
 from inventory.model import Node, Site, SshConfig, Switch
 
-__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async", "quiet_gc"]
+__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async", "quiet_gc", "raise_fd_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,19 @@ def quiet_gc() -> None:
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, GC_GEN0), gen1, gen2)
+
+
+def raise_fd_limit() -> None:
+    """Soft descriptor limit up to the hard one: a poller keeps a connection to every
+    Redfish BMC (10,000 at a large site); the hard limit stays the administrator's word."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # the polls past the limit then fail, each saying so
 
 
 def _endpoint_key(node: Node) -> tuple[str, str, int]:

@@ -62,7 +62,7 @@ from console.live.messages import (
     Setup,
     StatesChanged,
 )
-from console.live.poller import PollConfig, Poller, quiet_gc, settle
+from console.live.poller import PollConfig, Poller, quiet_gc, raise_fd_limit, settle
 from console.secrets import Secrets
 from inventory.model import Site
 
@@ -353,6 +353,7 @@ async def _serve(conn: Connection, send: _Send, site: Site, secrets: Secrets, co
     fleet = Fleet(site)
     poller = Poller(site, fleet, secrets, config)
     quiet_gc()  # the site, the Fleet and the Poller live as long as this process
+    raise_fd_limit()  # a kept connection per Redfish BMC
     poller.start()
     #: set when polling is to end: the close request's id, or None (signal, console gone)
     done: asyncio.Future[int | None] = loop.create_future()
