@@ -70,7 +70,7 @@ class _Msg(BaseModel):
 class Hello(_Msg):
     type: Literal["hello"] = "hello"
     version: int
-    client: str = "cli"  # tui, cli, ssh-exec: for "who"
+    client: str = Field("cli", max_length=64)  # tui, cli, ssh-exec: for "who"
     token: str | None = None
     pid: int | None = None
 

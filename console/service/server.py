@@ -319,7 +319,10 @@ class SiteService:
         try:
             try:
                 line = await asyncio.wait_for(reader.readline(), HELLO_S)
-            except (TimeoutError, ValueError, ConnectionError):
+            except ValueError:  # over MAX_LINE
+                await self._refuse(writer, f"a hello line over the {p.MAX_LINE}-byte limit")
+                return
+            except (TimeoutError, ConnectionError):
                 return
             hello_or_why = self._hello(line)
             if isinstance(hello_or_why, str):
@@ -358,7 +361,7 @@ class SiteService:
         """The client's Hello, or why it is refused (another version is named)."""
         try:
             raw = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested deep
             return "expected a hello message (JSON) first"
         if not isinstance(raw, dict) or raw.get("type") != "hello":
             return "expected a hello message first"
