@@ -61,24 +61,35 @@ def _fail(text: str) -> None:
 
 
 def _open_csv(path: str) -> int:
-    """A descriptor for the CSV file (created 0600; a symbolic link is refused, never followed)."""
+    """A descriptor for the CSV file (created 0600; a symbolic link is refused, never followed;
+    an existing file must be ours with one link, and is made 0600: the console runs as root,
+    and a file planted by another user in a shared place must not receive the report)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ValueError(f"--csv {path}: a symbolic link; refused") from None
         raise ValueError(f"--csv {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = "not a regular file"
+    elif st.st_uid != os.geteuid():
+        problem = f"owned by uid {st.st_uid}, not by you; refused"
+    elif st.st_nlink != 1:
+        problem = f"has {st.st_nlink} hard links; refused"
+    if problem is not None:
         os.close(fd)
-        raise ValueError(f"--csv {path}: not a regular file")
+        raise ValueError(f"--csv {path}: {problem}")
+    os.fchmod(fd, 0o600)
     return fd
 
 
 def _cell(value: object) -> str:
-    """A CSV cell: control characters visible, and a leading =, +, -, @ quoted away so a
-    spreadsheet does not run what a node reported as a formula."""
+    """A CSV cell: control characters visible, and a leading =, +, -, @ (or their full-width
+    forms) quoted away so a spreadsheet does not run what a node reported as a formula."""
     text = "" if value is None else visible(str(value))
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20", "\t", "\r") else text
 
 
 def csv_rows(report: AuditReport) -> str:
