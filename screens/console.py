@@ -87,9 +87,11 @@ def _colour(name: str) -> str | None:
 
 
 def _safe_char(data: str) -> str:
-    """A cell's character, or ``?`` for one that would act on the terminal (control, format)."""
+    """A cell's character, or ``?`` for one that would act on the terminal (control, format).
+    The empty cell the emulator leaves after a wide character draws nothing: the wide
+    character already takes its column."""
     if not data:
-        return " "
+        return ""
     for ch in data:
         if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
             return "?"

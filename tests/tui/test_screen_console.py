@@ -193,6 +193,12 @@ async def test_console_output_is_shown_as_text(ctx):
         assert lines[1].startswith("??")
         assert not [ch for line in lines for ch in line if unicodedata.category(ch) in ("Cc", "Cf")]
         assert view.vt.title == "pwned"  # consumed by the emulator, never sent on
+        view.feed("\x1b[3;1H日本 ok".encode())  # wide characters take two columns, not three
+        await pilot.pause()
+        from rich.cells import cell_len
+
+        line = "".join(seg.text for seg in view.render_line(2))
+        assert line.startswith("日本 ok") and cell_len(line) == view.size.width
 
 
 def test_keys_become_terminal_bytes():
