@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from httpx import codes
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
 from console.secrets import Secret
@@ -393,6 +394,9 @@ class RedfishSession:
             except BaseException:
                 kept.close()  # half a request or answer on it: never reused
                 raise
+            if _HTTPX_LOG.isEnabledFor(logging.INFO):  # the record httpx writes: logs read the same either way
+                _HTTPX_LOG.info('HTTP Request: %s %s "HTTP/1.1 %d %s"', method, url, status,
+                                codes.get_reason_phrase(status))
             return httpx.Response(status, headers=fields, content=body, request=request)
         raise AssertionError("unreachable")
 
@@ -442,6 +446,7 @@ async def read_body(response: httpx.Response, limit: int, where: str, too_big: s
 # --------------------------------------------------------------------------- the GET fast path
 #: bytes of a status line and headers, at most
 _MAX_HEAD = 64 * 1024
+_HTTPX_LOG = logging.getLogger("httpx")
 
 
 class _StaleConnection(Exception):
