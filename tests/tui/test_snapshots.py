@@ -6,7 +6,8 @@ tests/tui/test_snapshots.py --snapshot-update`` and look at them.
 
 Determinism: the demo lab runs with a frozen clock (sensors, event logs, counters
 and uptimes stand still), one full sweep of every poll job over it fills a Fleet
-once per module, and each app gets a copy of that state with polling off and a
+once per worker process (``frozen_sweep`` in tests/tui/conftest.py, shared by every
+snapshot module), and each app gets a copy of that state with polling off and a
 frozen app clock.  The screens show the inventory as written (the lab's
 ephemeral ports would differ on every run); the app's poller still talks to the
 lab, for the node screen's opening poll.  The action journal is a fresh empty one.
@@ -37,7 +38,6 @@ from console import site as sites
 from console.cli.main import SiteContext
 from console.live.fleet import Fleet
 from console.live.poller import NODE_JOBS, PollConfig, Poller
-from console.secrets import Secrets
 from screens.app import make_app
 
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "snapshots"
@@ -100,23 +100,10 @@ async def _sweep(site, secrets) -> Fleet:
 
 
 @pytest.fixture(scope="module")
-def swept(private_runtime_dir, empty_journal):
-    """(lab, effective site, secrets, Fleet after one complete sweep) over a frozen demo lab."""
-    from console.lab.lab import Lab
-
-    lab = Lab(sites.load("demo"), ephemeral=True, time_scale=0.02, frozen_time=FROZEN)
-    lab.start()
-    try:
-        lab.fault("redfish", AUTH_FAIL, "auth_fail")
-        site = lab.effective_site()
-        secrets = Secrets(lab=lab.secrets)
-        fleet = asyncio.run(_sweep(site, secrets))
-        unread = [n for n, st in fleet.nodes.items() if st.last_success is None and n != AUTH_FAIL]
-        assert not unread, f"the sweep left nodes unread: {unread}"
-        assert all(st.last_success for st in fleet.switches.values()), "a switch was not read"
-        yield lab, site, secrets, fleet
-    finally:
-        lab.stop()
+def swept(frozen_sweep, empty_journal):
+    """(lab, effective site, secrets, Fleet after one complete sweep) over a frozen demo lab:
+    the worker's one (tests/tui/conftest.py), with this module's empty journal in place."""
+    return frozen_sweep
 
 
 @pytest.fixture
