@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import heapq
 import inspect
+import itertools
 import logging
 import random
 import time
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: node poll kinds, in priority order
 NODE_JOBS = ("power", "boot", "identity", "sensors", "events", "image")
+#: place in the queue for the global cap (lower first): power, then switches, then the rest in order
+_PRIORITY = {"power": 0, "switch": 1, **{job: 2 + i for i, job in enumerate(NODE_JOBS[1:])}}
 
 
 @dataclass
@@ -74,6 +78,43 @@ class PollConfig:
     def interval(self, job: str) -> float:
         """The cadence of one node job."""
         return getattr(self, f"{job}_interval")
+
+
+class _Slots:
+    """The global cap on polls in flight, handed out by priority (a node's power poll
+    first, then the switches, then the slower jobs), first come first served within one.
+
+    With a plain semaphore a large site's first minute went to whatever came first: every
+    endpoint's loop runs all its jobs when it starts (power, boot, identity, sensors,
+    events, image), so at 20,000 nodes the slots went to the slow jobs of early nodes
+    while most nodes still had no power state at all.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
+        self._order = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot as it was cancelled
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 class _Endpoint:
@@ -180,7 +221,7 @@ class Poller:
         self.config = config or PollConfig()
         self.clock = clock
         self._bmc_factory = bmc_factory
-        self._sem = asyncio.Semaphore(self.config.global_limit)
+        self._slots = _Slots(self.config.global_limit)
         self._bmcs: dict[str, _Endpoint] = {}  # node name -> its BMC endpoint (shared by a service's systems)
         by_key: dict[tuple[str, str, int], _Endpoint] = {}
         for n in site.nodes:
@@ -198,12 +239,14 @@ class Poller:
 
     # ------------------------------------------------------------ discipline
     async def _guarded(self, ep: _Endpoint, fn: Callable[[], Awaitable[Any]], *, probe: bool,
-                       prepare: Callable[[], Awaitable[None]] | None = None, jobs: int = 1) -> Any:
+                       prepare: Callable[[], Awaitable[None]] | None = None, jobs: int = 1,
+                       priority: int = 0) -> Any:
         """Run one poll of ``ep`` under every rule; returns its result or raises.
 
         ``prepare`` (resolving credentials, which may wait for a slow ``cmd:``) runs
         before a slot of the global cap is taken, so it never holds up other endpoints.
         ``jobs``: how many jobs ``fn`` runs (a batch over a service's systems), for its time limit.
+        ``priority``: its place in the queue for the global cap (:class:`_Slots`; lower first).
         """
         async with ep.lock:
             now = self.clock()
@@ -217,7 +260,8 @@ class Poller:
                     if not isinstance(exc, asyncio.CancelledError):
                         self._failed(ep)
                     raise
-            async with self._sem:
+            await self._slots.acquire(priority)
+            try:
                 ep.last_start = self.clock()
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -233,6 +277,8 @@ class Poller:
                     raise
                 finally:
                     self.in_flight -= 1
+            finally:
+                self._slots.release()
             ep.failures = 0
             ep.next_allowed = 0.0
             return result
@@ -286,7 +332,8 @@ class Poller:
             try:
                 # partials, not lambdas: each binds this iteration's endpoint and job
                 values = await self._guarded(ep, functools.partial(self._bmc_job, ep, name, job), probe=not asked,
-                                             prepare=functools.partial(self._open_bmc, ep, name))
+                                             prepare=functools.partial(self._open_bmc, ep, name),
+                                             priority=_PRIORITY[job])
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -358,7 +405,7 @@ class Poller:
                 await self._open_bmc(ep, name)
 
         try:
-            await self._guarded(ep, run, probe=True, prepare=prepare, jobs=len(names))
+            await self._guarded(ep, run, probe=True, prepare=prepare, jobs=len(names), priority=_PRIORITY[job])
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -422,6 +469,7 @@ class Poller:
         try:
             result = await self._guarded(ep, lambda: read_image(node, self.site.ssh, self.secrets,
                                                                 timeout=self.config.timeout), probe=False,
+                                         priority=_PRIORITY["image"],
                                          prepare=lambda: self._resolve(_ssh_refs(self.site.ssh)))
         except asyncio.CancelledError:
             raise
@@ -437,7 +485,8 @@ class Poller:
         ep = self._switches[name]
         try:
             await self._guarded(ep, lambda: self._switch_job(ep, name, tables), probe=True,
-                                prepare=lambda: self._resolve(_switch_refs(self._switch(name))))
+                                prepare=lambda: self._resolve(_switch_refs(self._switch(name))),
+                                priority=_PRIORITY["switch"])
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
