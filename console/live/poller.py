@@ -81,8 +81,9 @@ class PollConfig:
 
 
 class _Slots:
-    """The global cap on polls in flight, handed out by priority (a node's power poll
-    first, then the switches, then the slower jobs), first come first served within one.
+    """The global cap on polls in flight, handed out by priority (what an operator asked
+    for, then a node's power poll, the switches, the slower jobs), first come first
+    served within one.
 
     With a plain semaphore a large site's first minute went to whatever came first: every
     endpoint's loop runs all its jobs when it starts (power, boot, identity, sensors,
@@ -333,7 +334,7 @@ class Poller:
                 # partials, not lambdas: each binds this iteration's endpoint and job
                 values = await self._guarded(ep, functools.partial(self._bmc_job, ep, name, job), probe=not asked,
                                              prepare=functools.partial(self._open_bmc, ep, name),
-                                             priority=_PRIORITY[job])
+                                             priority=-1 if asked else _PRIORITY[job])  # an operator first
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
