@@ -89,27 +89,88 @@ async def test_a_dead_bmc_becomes_an_error_within_two_periods_and_the_rest_stay_
         await poller.aclose()
 
 
+#: every kind of BMC, switch and credential the demo has, one or two of each (a demo-sized
+#: lab in a process of its own costs seconds of CPU the test does not need)
+STATUS_SITE = """\
+site: statusdemo
+defaults:
+  bmc: {protocol: ipmi, username: admin, password: "lab:bmc"}
+  image: flatcar@4081.2.1
+images:
+  - {name: flatcar, version: 4081.2.1, kernel: http://127.0.0.1:8069/k, initrd: http://127.0.0.1:8069/i}
+provisioner: {kind: ipxe, url: "http://127.0.0.1:8069"}
+ssh: {username: core, password: "lab:ssh", known_hosts: "lab:known_hosts"}
+switches:
+  - {name: st-r01-tor, address: 127.3.0.71, rack: r01, snmp: {version: 2c, community: "lab:snmp"}}
+  - name: st-r02-tor
+    address: 127.3.0.72
+    rack: r02
+    snmp: {version: "3", username: fleet, auth_protocol: sha, auth_key: "lab:snmp-auth", priv_protocol: aes,
+           priv_key: "lab:snmp-priv"}
+racks:
+  - name: r01
+    nodes:
+      - name: st-r01-n[01-02]
+        u: "[1-2]"
+        mac: "52:54:00:71:00:[01-02]"
+        host: 127.2.71.[1-2]
+        bmc: {address: "127.1.71.[1-2]"}
+        switch_port: {switch: st-r01-tor, port: "Ethernet[1-2]"}
+      - name: st-r01-n03
+        u: 3
+        mac: "52:54:00:71:00:03"
+        host: 127.2.71.3
+        bmc: {protocol: redfish, address: 127.1.71.3, scheme: http,
+              console: {kind: ssh, port: 2200, known_hosts: "lab:known_hosts"}}
+        switch_port: {switch: st-r01-tor, port: Ethernet3}
+  - name: r02
+    nodes:
+      - name: st-r02-n01
+        u: 1
+        mac: "52:54:00:72:00:01"
+        host: 127.2.72.1
+        bmc: {address: 127.1.72.1}
+        switch_port: {switch: st-r02-tor, port: Ethernet1}
+      - name: st-r02-n02
+        u: 2
+        mac: "52:54:00:72:00:02"
+        host: 127.2.72.2
+        bmc: {protocol: redfish, address: 127.1.72.2, scheme: https, verify_tls: false, flavor: hpe,
+              console: {kind: ssh, port: 2200, known_hosts: "lab:known_hosts"}}
+        switch_port: {switch: st-r02-tor, port: Ethernet2}
+lab:
+  powered_off: [st-r01-n02]
+"""
+
+
 def test_status_json_uses_the_running_lab_and_never_prints_secrets(tmp_path):
     """`lab` in one process, `status --json` in another: the second finds and uses the first."""
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
-    lab = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", "demo", "lab", "--ephemeral", "--json",
-                            "--time-scale", "0.02"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    sites_dir = tmp_path / "sites"
+    sites_dir.mkdir(mode=0o700)
+    (sites_dir / "statusdemo.yaml").write_text(STATUS_SITE)
+    (sites_dir / "statusdemo.yaml").chmod(0o600)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path), FLEET_CONSOLE_SITES=str(sites_dir))
+    lab = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", "statusdemo", "lab", "--ephemeral",
+                            "--json", "--time-scale", "0.02"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True, env=env)
     try:
         lab.stdout.readline()
         info = json.loads(lab.stdout.readline())
-        r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "demo", "status", "--json"],
+        r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "statusdemo", "status", "--json"],
                            capture_output=True, text=True, timeout=180, env=env)
         assert r.returncode == 0, r.stderr
         records = json.loads(r.stdout)
-        assert len(records) == 89
+        assert len(records) == 5
         keys = {"name", "rack", "u", "bmc", "power", "health", "boot_override", "switch_port", "image", "error",
                 "polled_at"}
         assert all(keys <= set(rec) for rec in records)
         assert all(rec["power"] in ("on", "off") and rec["polled_at"] for rec in records)
+        assert {rec["name"]: rec["power"] for rec in records if rec["power"] == "off"} == {"st-r01-n02": "off"}
         # the addresses polled are the running lab's (its ports differ from a fresh lab's)
         by_name = {n["name"]: n for n in info["nodes"]}
         assert {rec["bmc"]["address"] for rec in records} == {n["bmc"]["address"] for n in by_name.values()}
         secrets = json.loads(open(info["secrets_file"]).read())
+        assert {"bmc", "ssh", "snmp", "snmp-auth", "snmp-priv"} <= set(secrets), set(secrets)
         for key, value in secrets.items():
             if key != "known_hosts":
                 assert value not in r.stdout and value not in r.stderr, key
