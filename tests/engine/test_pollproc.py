@@ -1,4 +1,4 @@
-"""The poller in its own process (console/live/pollproc.py), against the demo lab.
+"""The poller in its own process (console/live/pollproc.py), against the demo lab and small labs.
 
 What crosses the socket is checked on the console's side: states in its Fleet,
 polls asked for now, log records, and every BMC session logged out however the
@@ -32,14 +32,49 @@ FAST = PollConfig(power_interval=1.0, sensors_interval=600, events_interval=600,
                   image_interval=600, switch_interval=5, timeout=10.0, min_interval=0.0)
 
 
+#: a small site for the labs of the tests that kill a process (IPMI and Redfish BMCs, a
+#: switch): a demo-sized lab would cost seconds to start and to poll, for nothing they check
+SMALL_SITE = """\
+site: pollproc
+defaults:
+  bmc: {protocol: ipmi, username: admin, password: "lab:bmc"}
+  image: flatcar@4081.2.1
+images:
+  - {name: flatcar, version: 4081.2.1, kernel: http://127.0.0.1:8069/k, initrd: http://127.0.0.1:8069/i}
+provisioner: {kind: ipxe, url: "http://127.0.0.1:8069"}
+ssh: {username: core, password: "lab:ssh", known_hosts: "lab:known_hosts"}
+switches:
+  - {name: dal1-r01-tor, address: 127.3.0.81, rack: r01, snmp: {version: 2c, community: "lab:snmp"}}
+racks:
+  - name: r01
+    nodes:
+      - name: dal1-r01-n[01-04]
+        u: "[1-4]"
+        mac: "52:54:00:81:00:[01-04]"
+        host: 127.2.81.[1-4]
+        bmc: {address: "127.1.81.[1-4]"}
+        switch_port: {switch: dal1-r01-tor, port: "Ethernet[1-4]"}
+      - name: dal1-r01-n[05-06]
+        u: "[5-6]"
+        mac: "52:54:00:81:00:[05-06]"
+        host: 127.2.81.[5-6]
+        bmc: {protocol: redfish, scheme: http, address: "127.1.81.[5-6]"}
+        switch_port: {switch: dal1-r01-tor, port: "Ethernet[5-6]"}
+"""
+
+
+def small_lab():
+    from console.lab.lab import Lab
+    from inventory.loader import load_site_text
+
+    return Lab(load_site_text(SMALL_SITE, "test_pollproc.SMALL_SITE"), ephemeral=True, time_scale=0.02)
+
+
 @pytest.fixture(scope="module")
 def own_lab(private_runtime_dir):
-    """A demo lab for the tests that kill a process: the sessions it could not log out of
+    """A lab for the tests that kill a process: the sessions it could not log out of
     linger for a minute, which must not touch the session-wide lab others count on."""
-    from console import site as sites
-    from console.lab.lab import Lab
-
-    with Lab(sites.load("demo"), ephemeral=True, time_scale=0.02) as lab:
+    with small_lab() as lab:
         yield lab
 
 
@@ -129,10 +164,7 @@ CONSOLE = textwrap.dedent("""
 
 async def test_when_the_console_dies_the_child_logs_out_and_ends(private_runtime_dir, tmp_path) -> None:
     """A console killed outright (SIGKILL, a dropped SSH session) leaves no BMC session open."""
-    from console import site as sites
-    from console.lab.lab import Lab
-
-    with Lab(sites.load("demo"), ephemeral=True, time_scale=0.02) as lab:
+    with small_lab() as lab:  # of its own: no session may linger from another test
         await _console_dies(lab, tmp_path)
 
 
