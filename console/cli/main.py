@@ -524,7 +524,8 @@ LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
 LOG_LEVEL_ENV = "FLEET_CONSOLE_LOG_LEVEL"
 #: libraries that log a line per request at INFO (~50 KB a minute while polling): WARNING unless asked
-CHATTY_LOGGERS = ("httpx", "httpcore", "pyghmi", "asyncssh", "pysnmp", "aiohttp.access")
+CHATTY_LOGGERS = ("httpx", "httpcore", "console.drivers.redfish_http.requests", "pyghmi", "asyncssh", "pysnmp",
+                  "aiohttp.access")
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):

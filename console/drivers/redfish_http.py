@@ -1,13 +1,14 @@
 """HTTP for the Redfish driver: one client, one session and one request at a time per BMC.
 
 :class:`RedfishSession` is the layer under :class:`console.drivers.redfish.RedfishDriver`.
-It owns the ``httpx.AsyncClient`` (or borrows the caller's), logs in through the
+It owns the ``httpx.AsyncClient`` (or borrows the caller's) and, for the poll path's
+GETs, an ``aiohttp.ClientSession`` with one kept connection; it logs in through the
 SessionService, sends ``X-Auth-Token`` and logs in again once on a 401, falls back to
 HTTP Basic when the service has no SessionService or its login answers 404/405, and
 deletes the session on :meth:`RedfishSession.close`.
 
 Error mapping lives here and nowhere else: :meth:`RedfishSession._send`
-turns httpx exceptions into :mod:`console.errors` classes ``from exc``, and
+turns httpx and aiohttp exceptions into :mod:`console.errors` classes ``from exc``, and
 :func:`decode` / :func:`http_error` turn unusable answers into :class:`ProtocolError`.
 Messages name the BMC, the method and the path, never the password or the token.
 
@@ -15,7 +16,7 @@ A BMC's answer is untrusted input, so every request is bounded (an unbounded bod
 all one hostile BMC needs to exhaust the console's memory): the body is streamed and refused past :data:`MAX_BODY`
 bytes (decompressed, and at once when Content-Length says so), the whole request,
 redirects included, ends at ``deadline`` seconds however slowly the body trickles
-(httpx's own timeouts are per network read), and the JSON is refused when it nests
+(httpx's and aiohttp's own timeouts are per network read), and the JSON is refused when it nests
 deeper than :data:`MAX_DEPTH` or holds more than :data:`MAX_CONTAINERS` objects and
 arrays, checked by a scan of the bytes before anything is decoded.
 """
@@ -34,8 +35,11 @@ from itertools import accumulate
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
+from aiohttp.http_exceptions import HttpProcessingError
 from httpx import codes
+from yarl import URL
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
 from console.secrets import Secret
@@ -120,9 +124,10 @@ class RedfishSession:
         self._pending_login: asyncio.Future | None = None  # a login POST whose caller was cancelled
         self._session_uri: str | None = None
         self._root: dict[str, Any] | None = None
-        #: the kept connection of the GET fast path (:class:`_KeptConnection`), our own client only
-        self._kept: _KeptConnection | None = None
-        self._requests: dict[tuple[str, str], httpx.Request] = {}  # what _fast's answers name as their request
+        #: the GET fast path's client (one kept connection), our own client only; made on first use
+        self._http: aiohttp.ClientSession | None = None
+        #: per URL polled: its parsed forms (an httpx Request parses its URL: 0.1 ms), for _fast
+        self._requests: dict[tuple[str, str], tuple[httpx.Request, URL]] = {}
 
     @property
     def auth_mode(self) -> str:
@@ -185,7 +190,7 @@ class RedfishSession:
         return httpx.AsyncClient(
             verify=_verify(self.bmc),
             timeout=httpx.Timeout(self._timeout),
-            # GETs (the polls) go over the session's own kept connection (_KeptConnection);
+            # GETs (the polls) go over the session's aiohttp client and its kept connection;
             # this client's are for the rare rest (login, logout, actions) and are not kept:
             # two descriptors a BMC ran a 10,000-BMC poller out of them.
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
@@ -208,9 +213,9 @@ class RedfishSession:
                     self._client = self._new_client()
                 await self._logout()
         finally:
-            if self._kept is not None:
-                self._kept.close()
-                self._kept = None
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
             if self._own_client:
                 await self._client.aclose()
 
@@ -322,6 +327,10 @@ class RedfishSession:
                 extra["auth"] = httpx.BasicAuth(self.bmc.username, self._password.get())
             try:
                 response = await self._exchange(method, url, json=json, headers=hdrs, **extra)
+            except aiohttp.ClientError as exc:
+                raise self._aiohttp_error(exc, method, url) from exc
+            except HttpProcessingError as exc:
+                raise ProtocolError(f"{self.address}: {method} {_path(url)}: broken HTTP answer") from exc
             except httpx.ConnectTimeout as exc:  # nothing answered the SYN: errors.Unreachable's "no reply"
                 raise Unreachable(f"{self.address}: no answer to connect ({self.base})") from exc
             except httpx.TimeoutException as exc:
@@ -346,12 +355,31 @@ class RedfishSession:
                 method, json = "GET", None
         raise ProtocolError(f"{self.address}: {method} {_path(uri)}: too many redirects")
 
+    def _aiohttp_error(self, exc: aiohttp.ClientError, method: str, url: str) -> DriverError:
+        """The DriverError for an exception of the fast path's aiohttp client (as for httpx's)."""
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):  # nothing answered the SYN
+            return Unreachable(f"{self.address}: no answer to connect ({self.base})")
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            return Timeout(f"{self.address}: {method} {_path(url)} timed out ({type(exc).__name__})")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            if isinstance(exc, aiohttp.ClientSSLError) or _is_tls_error(exc):
+                return ProtocolError(f"{self.address}: TLS handshake failed: {_tls_reason(exc)}")
+            return Unreachable(f"{self.address}: cannot connect to {self.base}")
+        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
+                            aiohttp.ServerDisconnectedError)):
+            # a malformed head or body, or the BMC hung up before a whole answer (twice for a GET:
+            # aiohttp retries an idempotent request once on a kept connection the BMC closed)
+            return ProtocolError(f"{self.address}: {method} {_path(url)}: broken HTTP answer")
+        if isinstance(exc, aiohttp.ClientConnectionError):
+            return Unreachable(f"{self.address}: connection lost during {method} {_path(url)}")
+        return DriverError(f"{self.address}: {method} {_path(url)} failed ({type(exc).__name__})")
+
     async def _exchange(self, method: str, url: str, *, json: Any, headers: dict[str, str],
                         **auth: Any) -> httpx.Response:
         """Send one request and read its body, at most :attr:`max_body` bytes of it.
 
         A GET without Basic credentials (the poll path: a session token, or a public
-        resource) goes over :class:`_KeptConnection` when the client is our own."""
+        resource, and a logout's DELETE) goes over :meth:`_fast` when the client is our own."""
         if method in ("GET", "DELETE") and not auth and self._own_client and json is None:
             return await self._fast(method, url, headers)
         request = self._client.build_request(method, url, json=json, headers=headers)
@@ -363,42 +391,53 @@ class RedfishSession:
         kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
         return httpx.Response(response.status_code, headers=kept, content=body, request=request)
 
+    def _new_http(self) -> aiohttp.ClientSession:
+        """The fast path's aiohttp client: one kept connection, answers bounded as :func:`read_body` bounds them."""
+        tls: ssl.SSLContext | bool = True
+        if self.bmc.scheme == "https":
+            tls = _verify(self.bmc)  # False: no verification (verify_tls: false)
+        connector = aiohttp.TCPConnector(limit=1, ssl=tls, keepalive_timeout=_KEEPALIVE_S)
+        return aiohttp.ClientSession(
+            connector=connector,
+            # reads end at the whole request's limit (RedfishSession.deadline, the caller's): a
+            # per-read limit would cost a timer a read and change nothing
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,  # inflated by _Body, within the body limit (gzip bombs)
+            max_line_size=_MAX_LINE, max_field_size=_MAX_LINE, max_headers=_MAX_HEADERS,
+            trust_env=False,
+        )
+
     async def _fast(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
-        """GET (or a logout's DELETE) on the kept connection; a connection the BMC closed
-        while idle is replaced once."""
-        request = self._requests.get((method, url))
-        if request is None:  # an httpx Request parses its URL: 0.1 ms, kept per URL polled
+        """GET (or a logout's DELETE) over the aiohttp client; aiohttp itself retries once
+        on a kept connection the BMC closed while idle."""
+        parsed = self._requests.get((method, url))
+        if parsed is None:
             if len(self._requests) >= 16:
                 self._requests.clear()
-            request = self._requests[(method, url)] = httpx.Request(method, url)
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        for attempt in range(2):
-            kept = self._kept
-            reused = kept is not None and kept.usable
-            if not reused:
-                if kept is not None:
-                    kept.close()
-                self._kept = kept = _KeptConnection(parts.hostname or self.address, parts.port or
-                                                    (443 if parts.scheme == "https" else 80),
-                                                    parts.scheme == "https", self.bmc, self._timeout)
-            assert kept is not None
+            parsed = self._requests[(method, url)] = (httpx.Request(method, url), URL(url))
+        request, target = parsed
+        http = self._http
+        if http is None or http.closed:
+            self._http = http = self._new_http()
+        async with http.request(method, target, headers=headers, allow_redirects=False) as resp:
             try:
-                status, fields, body = await kept.request(method, target, parts.netloc, headers, self.max_body,
-                                                          self.address, parts.path)
-            except _StaleConnection:
-                kept.close()
-                if reused and attempt == 0:
-                    continue
-                raise httpx.RemoteProtocolError("the BMC closed the connection without an answer") from None
+                status = resp.status
+                if resp.content_length is not None and resp.content_length > self.max_body:
+                    raise ProtocolError(f"{self.address}: {method} {_path(url)}: response body over "
+                                        f"{_size(self.max_body)}")
+                body = _Body(resp.headers.get("Content-Encoding", "identity").strip().lower(), self.max_body,
+                             self.address, method, _path(url))
+                while chunk := await resp.content.readany():
+                    body.add(chunk)
             except BaseException:
-                kept.close()  # half a request or answer on it: never reused
+                resp.close()  # half an answer on it: the connection is never reused
                 raise
-            if _HTTPX_LOG.isEnabledFor(logging.INFO):  # the record httpx writes: logs read the same either way
-                _HTTPX_LOG.info('HTTP Request: %s %s "HTTP/1.1 %d %s"', method, url, status,
-                                codes.get_reason_phrase(status))
-            return httpx.Response(status, headers=fields, content=body, request=request)
-        raise AssertionError("unreachable")
+            fields = [(k, v) for k, v in resp.headers.items() if k.lower() not in _BODY_HEADERS]
+        if _REQUEST_LOG.isEnabledFor(logging.INFO):  # the line httpx writes for the other requests
+            _REQUEST_LOG.info('HTTP Request: %s %s "HTTP/1.1 %d %s"', method, url, status,
+                              codes.get_reason_phrase(status))
+        return httpx.Response(status, headers=fields, content=body.done(), request=request)
 
     async def _read_body(self, response: httpx.Response, method: str, url: str) -> bytes:
         where = f"{self.address}: {method} {_path(url)}"
@@ -444,173 +483,18 @@ async def read_body(response: httpx.Response, limit: int, where: str, too_big: s
 
 
 # --------------------------------------------------------------------------- the GET fast path
-#: bytes of a status line and headers, at most
-_MAX_HEAD = 64 * 1024
-_HTTPX_LOG = logging.getLogger("httpx")
-
-
-class _StaleConnection(Exception):
-    """A kept connection ended before the first byte of an answer (the BMC closed it while idle)."""
-
-
-class _KeptConnection:
-    """One kept-alive HTTP/1.1 connection for the poll path's GETs (asyncio streams).
-
-    Why: httpx (httpcore, h11, anyio) cost about 0.9 ms of CPU a GET, four times what
-    ``curl --parallel`` took per BMC, new connections included (``bench/poll_sweep.py``).
-    This speaks just what a poll needs: a GET with our headers, a status line and
-    headers bounded at :data:`_MAX_HEAD`, a body by Content-Length, chunked or until
-    close, bounded as :func:`read_body` bounds it (gzip and deflate inflated within the
-    limit).  TLS as httpx would do it for this BMC (:func:`_verify`).  Errors are raised
-    as the httpx exceptions :meth:`RedfishSession._send_unbounded` maps.  The caller
-    holds the session's lock (one request at a time) and the time limit.
-    """
-
-    def __init__(self, host: str, port: int, tls: bool, bmc: Bmc, connect_timeout: float) -> None:
-        self.host, self.port, self.tls = host, port, tls
-        self._bmc = bmc
-        self._connect_timeout = connect_timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._closed = False
-
-    @property
-    def usable(self) -> bool:
-        """Connected, not closed, and the BMC has not ended it."""
-        return (not self._closed and self._writer is not None and self._reader is not None
-                and not self._reader.at_eof() and not self._writer.is_closing())
-
-    def close(self) -> None:
-        self._closed = True
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self._reader = None
-
-    async def _connect(self) -> None:
-        context: ssl.SSLContext | None = None
-        if self.tls:
-            verify = _verify(self._bmc)
-            if verify is False:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            else:
-                context = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                self._reader, self._writer = await asyncio.open_connection(
-                    self.host, self.port, ssl=context, server_hostname=self.host if context else None,
-                    limit=_MAX_HEAD)
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout("connect timed out") from exc
-        except ssl.SSLError as exc:
-            raise httpx.ConnectError(f"TLS: {exc}") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(str(exc)) from exc
-
-    async def request(self, method: str, target: str, host: str, headers: dict[str, str], limit: int,
-                      address: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One bodiless request; returns the status, the headers (body framing ones left
-        out) and the body.  ``address`` and ``path`` name it in errors."""
-        fresh = self._writer is None
-        if fresh:
-            await self._connect()
-        reader, writer = self._reader, self._writer
-        assert reader is not None and writer is not None
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\0" in value:
-                raise ProtocolError(f"{address}: {method} {path}: header {name} holds a line break (refused)")
-            lines.append(f"{name}: {value}")
-        try:
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial and not fresh:
-                raise _StaleConnection() from None
-            raise httpx.RemoteProtocolError("connection closed in the answer's headers") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise httpx.RemoteProtocolError("answer headers too long") from exc
-        except (ConnectionError, OSError) as exc:
-            if not fresh:
-                raise _StaleConnection() from None
-            raise httpx.ReadError(str(exc)) from exc
-        status, fields, keep = _parse_head(head)
-        length = chunked = None
-        kept: list[tuple[str, str]] = []
-        coding = "identity"
-        for name, value in fields:
-            low = name.lower()
-            if low == "content-length":
-                if not value.strip().isdigit():
-                    raise httpx.RemoteProtocolError("bad Content-Length")
-                length = int(value)
-            elif low == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif low == "content-encoding":
-                coding = value.strip().lower()
-            elif low == "connection" and "close" in value.lower():
-                keep = False
-            if low not in _BODY_HEADERS:
-                kept.append((name, value))
-        body = _Body(coding, limit, address, method, path)
-        too_big = body.too_big
-        try:
-            if chunked:
-                while True:
-                    size_line = await reader.readuntil(b"\r\n")
-                    try:
-                        size = int(size_line.split(b";", 1)[0].strip(), 16)
-                    except ValueError:
-                        raise httpx.RemoteProtocolError("bad chunk size") from None
-                    if size == 0:
-                        while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                            pass
-                        break
-                    if size > limit + 1:
-                        raise ProtocolError(too_big)
-                    body.add((await reader.readexactly(size + 2))[:-2])
-            elif length is not None:
-                if length > limit:
-                    raise ProtocolError(too_big)
-                body.add(await reader.readexactly(length))
-            elif status in (204, 304) or 100 <= status < 200:
-                pass
-            else:
-                keep = False
-                while chunk := await reader.read(65536):
-                    body.add(chunk)
-        except asyncio.IncompleteReadError as exc:
-            raise httpx.RemoteProtocolError("connection closed in the answer's body") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise httpx.RemoteProtocolError("chunk line too long") from exc
-        except (ConnectionError, OSError) as exc:
-            raise httpx.ReadError(str(exc)) from exc
-        if not keep:
-            self.close()
-        return status, kept, body.done()
-
-
-def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:
-    """Status, header fields and keep-alive of a response head (bounded by the reader)."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError("not an HTTP/1.x status line")
-    fields = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise httpx.RemoteProtocolError("malformed header line")
-        fields.append((name, value.strip()))
-    return int(parts[1]), fields, parts[0] != "HTTP/1.0"
+#: a status line or one header field of a fast-path answer, at most (bytes)
+_MAX_LINE = 8190
+#: header fields of a fast-path answer, at most (a head is thus at most ~0.5 MiB)
+_MAX_HEADERS = 64
+#: seconds an idle fast-path connection is kept (polls come more often; BMCs close sooner anyway)
+_KEEPALIVE_S = 120.0
+#: the fast path's per-request lines (INFO), as httpx writes its own: off unless asked (console.cli.main)
+_REQUEST_LOG = logging.getLogger(f"{__name__}.requests")
 
 
 class _Body:
-    """A body being read: inflated (gzip, deflate) and bounded as :func:`read_body` does."""
+    """A fast-path body being read: inflated (gzip, deflate) and bounded as :func:`read_body` does."""
 
     def __init__(self, coding: str, limit: int, address: str, method: str, path: str) -> None:
         where = f"{address}: {method} {path}"

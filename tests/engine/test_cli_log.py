@@ -61,7 +61,7 @@ def test_log_is_private_and_leaves_out_request_lines(tmp_path, site_file):
     # asked for, the per-request lines are there (so their absence above means something)
     r = run(tmp_path, "--site", str(site_file), "status", "--json", FLEET_CONSOLE_LOG_LEVEL="info")
     assert r.returncode == 0, r.stderr
-    assert "httpx: HTTP Request: GET http://127.1.77.1" in log.read_text()
+    assert "console.drivers.redfish_http.requests: HTTP Request: GET http://127.1.77.1" in log.read_text()
     assert mode(log) == 0o600
 
 

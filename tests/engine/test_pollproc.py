@@ -88,8 +88,9 @@ async def test_states_arrive_polls_run_now_and_close_logs_out(demo_lab, caplog) 
     process = PollerProcess(site, fleet, Secrets(lab=demo_lab.secrets), FAST)
     caplog.set_level(logging.DEBUG)
     # the child's request lines are counted below; a CLI test run earlier in this process
-    # may have quieted the httpx logger (request lines are off by default)
-    caplog.set_level(logging.DEBUG, logger="httpx")
+    # may have quieted the request logger (request lines are off by default); the poll
+    # path's GETs and the logouts' DELETEs go over aiohttp and are logged by redfish_http
+    caplog.set_level(logging.DEBUG, logger="console.drivers.redfish_http.requests")
     process.start()
     try:
         await wait_until(lambda: all(st.last_success for st in fleet.nodes.values()), timeout=60)
@@ -117,7 +118,8 @@ async def test_states_arrive_polls_run_now_and_close_logs_out(demo_lab, caplog) 
     assert no_sessions(demo_lab)
     # the child's log records are re-logged here, under their own logger names: this
     # process made no HTTP request, the child logged out of every Redfish BMC
-    logouts = [r for r in caplog.records if r.name == "httpx" and "DELETE" in r.getMessage()]
+    logouts = [r for r in caplog.records
+               if r.name == "console.drivers.redfish_http.requests" and "DELETE" in r.getMessage()]
     assert len(logouts) == sum(1 for n in site.nodes if n.bmc.protocol == "redfish")
 
 
