@@ -12,7 +12,7 @@ directories:
    client opening a shell with a PTY (xterm, 80x24): the TUI, run by the service as that
    operator.  Once the service's poller is steady (a BMC session per machine logged
    in, then one sensors interval, 60 s, for the cold cycle's tail), the lab's IPMI requests are counted over
-   ``--window`` seconds while the session types ``j`` (cursor down) ``--keys`` times:
+   ``--window`` seconds while the session types ``j``/``k`` (cursor down ten rows, up ten) ``--keys`` times:
    keypress-to-screen is the time from writing the key to the first byte of terminal
    output that follows it (the console writes nothing at idle), the next key after the
    output has been quiet for 30 ms.
@@ -59,6 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 COLS, ROWS = 80, 24
 #: a key's frame is over when the terminal has been quiet this long
 QUIET_S = 0.030
+#: the pollers' BMC sessions the same this long: as logged in as they will be
+PLATEAU_S = 30.0
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 
 
@@ -164,10 +166,12 @@ class Term:
                 return False
         return True
 
-    async def keys(self, n: int, key: bytes = b"j") -> list[float]:
-        """Keypress-to-screen in ms, ``n`` times: write ``key``, wait for the first output."""
+    async def keys(self, n: int, keys: bytes = b"jjjjjjjjjjkkkkkkkkkk") -> list[float]:
+        """Keypress-to-screen in ms, ``n`` times: write a key (cursor down ten rows, then up
+        ten, so that a small fleet's last row never swallows one), wait for the first output."""
         out: list[float] = []
-        for _ in range(n):
+        for i in range(n):
+            key = keys[i % len(keys):][:1]
             while await self.changed(QUIET_S):  # the previous frame, or a poll's redraw, ends
                 pass
             t0 = time.perf_counter()
@@ -280,16 +284,24 @@ class Tree:
 
 async def settle(lab: Any, sessions: int, after: float, limit: float) -> float:
     """Wait until the pollers are steady: every BMC session they hold logged in (``sessions``
-    at the lab, one per BMC per poller), then ``after`` seconds more (the first sensors
-    cycle, whose SDR reads only a cold start makes); returns the seconds waited."""
-    t0 = time.monotonic()
+    at the lab, one per BMC per poller) or their number the same for :data:`PLATEAU_S`, then
+    ``after`` seconds more (the first sensors cycle, whose SDR reads only a cold start
+    makes); returns the seconds waited."""
+    t0 = changed_at = time.monotonic()
+    held = -1
     while time.monotonic() - t0 < limit:
-        if (await asyncio.to_thread(lab.sessions))["ipmi"] >= sessions:
+        now_held = (await asyncio.to_thread(lab.sessions))["ipmi"]
+        if now_held >= sessions:
+            break
+        if now_held != held:
+            held, changed_at = now_held, time.monotonic()
+        elif time.monotonic() - changed_at >= PLATEAU_S:
             break
         await asyncio.sleep(1.0)  # polling a condition
-    else:
-        print(f"  (only {(await asyncio.to_thread(lab.sessions))['ipmi']} of {sessions} BMC sessions after "
-              f"{limit:.0f} s; counting anyway)", flush=True)
+    held = (await asyncio.to_thread(lab.sessions))["ipmi"]
+    if held < sessions:
+        print(f"  (the pollers hold {held} of {sessions} BMC sessions after {time.monotonic() - t0:.0f} s; "
+              f"counting anyway)", flush=True)
     await asyncio.sleep(after)  # the cold cycle's tail: a stretch of time, not a condition
     return time.monotonic() - t0
 
@@ -409,6 +421,7 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     waited = await settle(lab, len(lab.site.nodes), cfg.sensors_interval, args.settle_max)
     print(f"  steady after {waited:.0f} s; counting {args.window:.0f} s with 1 session typing", flush=True)
     results["service 1"] = await measure(lab, [first], None, args.window, args.keys)
+    print(brief(results["service 1"], interval), flush=True)
     terms = [first]
     t = time.perf_counter()
     more = await asyncio.gather(*(ssh_session(port, n, keys[n]) for n in names[1:]))
@@ -424,6 +437,7 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     consoles += [g for c in consoles for g in children_of(c)]  # a session console's own children, if any
     tree = Tree({"service": [serve.proc.pid], "poller": pollers, "session consoles": consoles})
     results["service S"] = await measure(lab, terms, tree, args.window, args.keys)
+    print(brief(results["service S"], interval), flush=True)
     results["sessions"] = len(terms)
     for s in terms:
         await s.close()
@@ -452,10 +466,19 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     tree = Tree({"consoles": cpids, "their pollers": [g for c in cpids for g in children_of(c)
                                                       if "console.live.pollproc" in cmdline(g)]})
     results["embedded S"] = await measure(lab, eterms, tree, args.window, args.keys)
+    print(brief(results["embedded S"], interval), flush=True)
     results["embedded"] = len(eterms)
     for e in embedded:
         await e.close()
     return results
+
+
+def brief(r: dict[str, Any], interval: float) -> str:
+    """One measurement in a line, printed as it is taken (the table comes at the end)."""
+    per_s = r["requests"] / r["seconds"]
+    lat = [x for xs in r["lat"] for x in xs]
+    return (f"  -> {per_s:.0f} BMC requests/s ({per_s * interval:.0f} per power sweep), keys p50 "
+            f"{pct(lat, 50):.1f} ms p95 {pct(lat, 95):.1f} ms ({len(lat)}), load {r['load'][1]:.1f}")
 
 
 def report(args: argparse.Namespace, res: dict[str, Any], lab_start: float) -> None:
@@ -516,6 +539,7 @@ def main() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (&)
     try:
         from console.lab.lab import Lab
         from console.lab.state import write_state
