@@ -76,10 +76,15 @@ def cmd_status(args: argparse.Namespace, ctx) -> int:
         return fleet, [fleet.record(n) for n in names]
 
     fleet, records = asyncio.run(_with_poller(ctx, run, args))
-    if args.json:
+    return print_status(fleet, names, records, as_json=args.json)
+
+
+def print_status(fleet: Fleet, names: list[str], records: list[dict[str, Any]], *, as_json: bool) -> int:
+    """``status``'s answer, embedded or from the site service: JSON records, or the fleet
+    table's columns (console.live.columns) in words, their wide form; the exit status."""
+    if as_json:
         dump_json(records)
     else:
-        # the fleet table's columns (console.live.columns), in words, their wide form
         rows = [[column.cell(fleet, name, "wide").words for column in STATUS_COLUMNS] for name in names]
         _print_table(rows, [column.wide_label or column.label for column in STATUS_COLUMNS])
         bad = sum(1 for r in records if r["error"])

@@ -24,7 +24,6 @@ from typing import Any
 from console import site as sites
 from console.cli.commands import dump_json, selected_nodes
 from console.errors import FleetError
-from console.live.columns import STATUS_COLUMNS
 from console.live.fleet import Fleet
 from console.service import protocol as p
 from console.service.client import ServiceClient, ServiceGone, ServiceRefused, apply_states, service_for
@@ -283,17 +282,9 @@ def status_via_service(args: argparse.Namespace, found: Found) -> int:
             await client.close()
 
     asyncio.run(run())
-    records = [fleet.record(n) for n in names]
-    from console.cli.commands import _print_table
+    from console.cli.commands import print_status
 
-    if args.json:
-        dump_json(records)
-    else:
-        rows = [[column.cell(fleet, name, "wide").words for column in STATUS_COLUMNS] for name in names]
-        _print_table(rows, [column.wide_label or column.label for column in STATUS_COLUMNS])
-        bad = sum(1 for r in records if r["error"])
-        print(f"\n{len(records)} nodes, {bad} with errors", file=sys.stderr)
-    return EXIT_FAIL if any(r["error"] for r in records) else EXIT_OK
+    return print_status(fleet, names, [fleet.record(n) for n in names], as_json=args.json)
 
 
 # ----------------------------------------------------------------- actions
