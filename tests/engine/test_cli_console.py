@@ -382,7 +382,9 @@ def test_force_takes_the_console_over_from_another_operator(lab, env, term):
 
 # --------------------------------------------------------------------------- the log, bad input
 def test_log_prints_what_the_console_printed(lab, env):
-    node = "con-r01-n01"  # attached to by the first test of this module
+    node = "con-r01-n04"
+    r = cli(lab, env, "console", node, input=b"\n")  # attach without a terminal: the log is written
+    assert r.returncode == 0, r.stderr
     r = cli(lab, env, "console", node, "--log")
     assert r.returncode == 0, r.stderr
     assert b"login:" in r.stdout
