@@ -57,7 +57,7 @@ from typing import Any
 
 from console.errors import AuthFailed, DriverError, Timeout, Unreachable
 from console.secrets import Secrets
-from console.serial.stream import ConsoleBusy, ConsoleLost
+from console.serial.stream import ConsoleBusy, ConsoleLost, Unread
 from console.text import visible
 from inventory.model import Node
 
@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 #: unread output kept per stream; beyond it the oldest bytes are dropped (an overrun)
 MAX_UNREAD = 1024 * 1024
+#: largest chunk one read returns
+MAX_CHUNK = 16 * 1024
 #: seconds to log in and activate the payload
 OPEN_TIMEOUT = 10.0
 #: the pump's round when nothing arrives: pyghmi's timers (login retransmits, keepalives) run this often
@@ -376,9 +378,8 @@ class SolStream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._console: Any = None
         self._session: Any = None
-        self._buf = bytearray()
-        self._dropped = 0
-        self._ready = asyncio.Event()
+        self._out = Unread(MAX_UNREAD, MAX_CHUNK)
+        self._ready = self._out.ready
         self._active = False
         self._error: DriverError | None = None
         self._closed = False
@@ -421,12 +422,7 @@ class SolStream:
             return
         if isinstance(data, str):
             data = data.encode("utf-8", "replace")
-        self._buf += data
-        if len(self._buf) > MAX_UNREAD:
-            cut = len(self._buf) - MAX_UNREAD
-            del self._buf[:cut]
-            self._dropped += cut
-        self._ready.set()
+        self._out.put(data)
 
     def _fail(self, message: str) -> None:
         if self._error is not None or self._closed:
@@ -523,22 +519,12 @@ class SolStream:
             return ""
 
     async def read(self) -> bytes:
-        while True:
-            if self._buf:
-                data = bytes(self._buf)
-                self._buf.clear()
-                return data
-            if self._closed:
-                return b""
-            if self._error is not None:
-                raise self._error
-            self._ready.clear()
-            await self._ready.wait()
+        return await self._out.take(lambda: self._closed, lambda: self._error)
 
     @property
     def dropped(self) -> int:
         """Bytes dropped because nobody read them in time."""
-        return self._dropped
+        return self._out.dropped
 
     def _check_usable(self) -> Any:
         if self._closed:

@@ -28,7 +28,7 @@ import asyncssh
 
 from console.errors import AuthFailed, DriverError, ProtocolError, Timeout, Unreachable
 from console.secrets import Secrets
-from console.serial.stream import ConsoleLost
+from console.serial.stream import ConsoleLost, Unread
 from console.text import visible
 from inventory.model import Node, SerialConsole, SshConfig
 
@@ -85,9 +85,8 @@ class SshConsoleStream:
         self._size = size
         self._conn: asyncssh.SSHClientConnection | None = None
         self._chan: asyncssh.SSHClientChannel | None = None
-        self._buf = bytearray()
-        self._dropped = 0
-        self._ready = asyncio.Event()
+        self._out = Unread(MAX_UNREAD, MAX_CHUNK)
+        self._ready = self._out.ready
         self._error: ConsoleLost | None = None
         self._closed = False
 
@@ -95,12 +94,7 @@ class SshConsoleStream:
     def _deliver(self, data: bytes) -> None:
         if self._closed:
             return
-        self._buf += data
-        if len(self._buf) > MAX_UNREAD:
-            cut = len(self._buf) - MAX_UNREAD
-            del self._buf[:cut]
-            self._dropped += cut
-        self._ready.set()
+        self._out.put(data)
 
     def _ended(self, why: str) -> None:
         if self._closed or self._error is not None:
@@ -171,22 +165,12 @@ class SshConsoleStream:
         log.info("%s: SSH console open on %s", self.node, where)
 
     async def read(self) -> bytes:
-        while True:
-            if self._buf:
-                data = bytes(self._buf[:MAX_CHUNK])
-                del self._buf[:MAX_CHUNK]
-                return data
-            if self._closed:
-                return b""
-            if self._error is not None:
-                raise self._error
-            self._ready.clear()
-            await self._ready.wait()
+        return await self._out.take(lambda: self._closed, lambda: self._error)
 
     @property
     def dropped(self) -> int:
         """Bytes dropped because nobody read them in time."""
-        return self._dropped
+        return self._out.dropped
 
     def _channel(self) -> asyncssh.SSHClientChannel:
         if self._closed:

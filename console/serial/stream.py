@@ -18,11 +18,13 @@ fails is that node's trouble, never the process's:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from console.errors import DriverError
 
-__all__ = ["ConsoleBusy", "ConsoleLost", "ConsoleStream"]
+__all__ = ["ConsoleBusy", "ConsoleLost", "ConsoleStream", "Unread"]
 
 
 class ConsoleBusy(DriverError):
@@ -71,3 +73,43 @@ class ConsoleStream(Protocol):
     async def close(self) -> None:
         """Disconnect (deactivate the SOL payload, close the channel); idempotent."""
         ...
+
+
+class Unread:
+    """A transport's output that nobody has read yet, as a UART's receive buffer.
+
+    Bounded: beyond ``limit`` bytes the oldest are dropped and counted (an overrun,
+    never unbounded memory for a console nobody reads).  :attr:`ready` wakes the
+    reader; transports also set it on any change of state (error, close), so one event
+    serves every wait of the stream.
+    """
+
+    def __init__(self, limit: int, chunk: int) -> None:
+        self.limit = limit
+        self.chunk = chunk
+        self.dropped = 0
+        self.ready = asyncio.Event()
+        self._buf = bytearray()
+
+    def put(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > self.limit:
+            cut = len(self._buf) - self.limit
+            del self._buf[:cut]
+            self.dropped += cut
+        self.ready.set()
+
+    async def take(self, closed: Callable[[], bool], error: Callable[[], BaseException | None]) -> bytes:
+        """At most :attr:`chunk` bytes, waiting for them; ``b""`` once ``closed()``; what
+        ``error()`` gives is raised once the buffer is drained."""
+        while True:
+            if self._buf:
+                data = bytes(self._buf[:self.chunk])
+                del self._buf[:self.chunk]
+                return data
+            if closed():
+                return b""
+            if (exc := error()) is not None:
+                raise exc
+            self.ready.clear()
+            await self.ready.wait()
