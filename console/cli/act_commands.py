@@ -148,19 +148,33 @@ def _err(text: str) -> None:
         pass
 
 
-def _confirm(plan: Plan) -> bool | None:
+def refuse_unconfirmed(action: str, targets: list[str]) -> int | None:
+    """Ask before acting on ``targets``; None when the operator confirmed, else the exit
+    code, having said why (no terminal to ask on, or declined)."""
+    answer = _confirm(action, targets)
+    if answer is None:
+        _err("fleet-console: refusing to act without confirmation: no terminal to ask on; "
+             "pass --yes (and check the plan with --dry-run first)")
+        return EXIT_USAGE
+    if not answer:
+        _err("not confirmed: nothing done")
+        return EXIT_USAGE
+    return None
+
+
+def _confirm(action: str, targets: list[str]) -> bool | None:
     """Ask on the terminal: True to go, False declined; None when there is no terminal.
 
-    A terminal on stdin is what makes an interactive run.  The question goes where the
-    operator sees it whatever was redirected (``2>/dev/null``, ``> plan.txt``): see
-    :func:`_ask`."""
+    A terminal on stdin is what makes an interactive run.  One node is a ``y``; more
+    need their number typed.  The question goes where the operator sees it whatever was
+    redirected (``2>/dev/null``, ``> plan.txt``): see :func:`_ask`."""
     if not sys.stdin.isatty():
         return None
-    n = len(plan.targets)
+    n = len(targets)
     if n == 1:
-        question = visible(f"{plan.action} on {plan.targets[0].node}: proceed? [y/N] ")
+        question = visible(f"{action} on {targets[0]}: proceed? [y/N] ")
     else:
-        question = f"{plan.action} on {n} nodes: type the number of nodes ({n}) to proceed: "
+        question = visible(f"{action} on {n} nodes: type the number of nodes ({n}) to proceed: ")
     try:
         answer = _ask(question).strip()
     except (EOFError, KeyboardInterrupt, OSError):
@@ -300,15 +314,8 @@ def _act(args: argparse.Namespace, ctx: SiteContext,
             _err("nothing to do")
         asyncio.run(Runner(ctx, plan, journal=Journal(ctx.site.name)).run())  # the journal records the skips
         return _exit_for_skips(plan)
-    if not args.yes:
-        answer = _confirm(plan)
-        if answer is None:
-            _err("fleet-console: refusing to act without confirmation: no terminal to ask on; "
-                 "pass --yes (and check the plan with --dry-run first)")
-            return EXIT_USAGE
-        if not answer:
-            _err("not confirmed: nothing done")
-            return EXIT_USAGE
+    if not args.yes and (refused := refuse_unconfirmed(plan.action, [t.node for t in plan.targets])) is not None:
+        return refused
     printer = _progress_printer(plan)
     lines = _ConsoleLines() if plan.kind == "reimage" else None
 

@@ -293,6 +293,7 @@ def act_via_service(args: argparse.Namespace, found: Found) -> int:
 
     Ctrl-C here stops following, not the run: it goes on in the service (``jobs``); the
     service's roles decide, and its refusal is printed as it said it."""
+    from console.cli.act_commands import refuse_unconfirmed
     from console.ops.options import RunOptions
 
     site = sites.load(args.site)
@@ -342,14 +343,10 @@ def act_via_service(args: argparse.Namespace, found: Found) -> int:
                 _err("dry run: nothing done")
                 return EXIT_OK
             if _targets(plan) and not args.yes:
-                answer = await asyncio.to_thread(_confirm, plan)
-                if answer is None:
-                    _err("fleet-console: refusing to act without confirmation: no terminal to ask on; "
-                         "pass --yes (and check the plan with --dry-run first)")
-                    return EXIT_USAGE
-                if not answer:
-                    _err("not confirmed: nothing done")
-                    return EXIT_USAGE
+                refused = await asyncio.to_thread(refuse_unconfirmed, plan["action"],
+                                                  [str(t["node"]) for t in _targets(plan)])
+                if refused is not None:
+                    return refused
             await client.request(p.RunPlan(id=0, plan_id=plan["id"], options=options))
             _err(f"plan {plan['id']} runs in the site service; a dropped connection does not stop it")
             try:
@@ -385,21 +382,3 @@ def _targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _nothing(node: dict[str, Any]) -> bool:
     return str(node.get("skip") or "").startswith("already")
-
-
-def _confirm(plan: dict[str, Any]) -> bool | None:
-    from console.cli.act_commands import _ask
-
-    if not sys.stdin.isatty():
-        return None
-    targets = _targets(plan)
-    n = len(targets)
-    if n == 1:
-        question = visible(f"{plan['action']} on {targets[0]['node']}: proceed? [y/N] ")
-    else:
-        question = visible(f"{plan['action']} on {n} nodes: type the number of nodes ({n}) to proceed: ")
-    try:
-        answer = _ask(question).strip()
-    except (EOFError, KeyboardInterrupt, OSError):
-        return False
-    return answer.lower() in ("y", "yes") if n == 1 else answer == str(n)
