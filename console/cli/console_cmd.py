@@ -178,7 +178,6 @@ async def _attach(ctx, node: str, *, force: bool, read_only: str | None) -> int:
 
 async def _attach_via_service(site: str, node: str, found, *, force: bool, read_only: str | None) -> int:
     """The attach on the site service's console session (its broker, its roles)."""
-    from console.ops.journal import Journal
     from console.serial.attach import attach_session
     from console.service.consoles import RemoteConsoleBroker
 
@@ -190,8 +189,9 @@ async def _attach_via_service(site: str, node: str, found, *, force: bool, read_
         except DriverError as exc:
             _fail(str(exc))
             return EXIT_FAIL
+        # no journal here: the service journals the attach, takeover and detach itself
         result = await attach_session(session, who=broker.me or welcome.identity.name, read_only=read_only,
-                                      force=force, journal=Journal(site, operator=welcome.identity.name))
+                                      force=force)
     finally:
         await broker.close()
     return _exit_status(result, force=force, read_only=read_only)

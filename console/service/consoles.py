@@ -10,6 +10,13 @@ types (``console-input``), only an ``admin`` forces a takeover from another hold
 (``console-force``).  Holders are named by the service, ``alice (ssh)``, so every
 operator's screen says who types.
 
+The service journals the consoles itself, under the name it authenticated (``alice
+(ssh)``), so a client that lies or crashes cannot keep them out of the journal: a
+``console`` entry when a client starts watching a node's console (``watch``), becomes
+its writer (``attach``; a forced one is first a ``takeover`` naming whom it was taken
+from), lets the writer go but watches on (``release``), and stops watching, itself or
+because its connection ended (``detach``).  Its clients journal none of these.
+
 Output to a slow client is bounded: each client's view of a console keeps at most
 :data:`VIEW_BUFFER` bytes waiting (the oldest dropped, and the client told how many);
 it is sent only while the client's queue is short, so a console never fills it and a
@@ -36,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.errors import DriverError, FleetError, SecretError
+from console.ops.journal import Journal
 from console.serial.broker import RING_BYTES, ConsoleBroker, ConsoleEvent, ConsoleSession
 from console.serial.stream import ConsoleBusy, ConsoleLost
 from console.service import protocol as p
@@ -297,6 +305,8 @@ class ServiceConsoles:
         old = self._views.pop(key, None)
         if old is not None:  # opened again: history and state again, one subscription
             old.close()
+        else:
+            self._journal(s, node, "watch", session.description)
         handle = self._linger.pop(node, None)
         if handle is not None:
             handle.cancel()
@@ -327,6 +337,8 @@ class ServiceConsoles:
         if held_elsewhere:
             self._check(s, "console-force")
         previous = self._holder_sid.get(node)
+        taken_from = (f"{session.holder}, another session" if session.holder == me
+                      else session.holder or "another client of the BMC")
         if session.holder == me and previous not in (None, s.id):
             # the same operator from another session: that one lets go first (they are told)
             self._releasing[node] = previous
@@ -345,12 +357,15 @@ class ServiceConsoles:
                     self._holder_sid.pop(node, None)
             raise
         log.info("console %s held by %s%s", visible(node), visible(me), " (forced)" if held_elsewhere else "")
+        if held_elsewhere:
+            self._journal(s, node, "takeover", f"from {taken_from}")
+        self._journal(s, node, "attach", session.description)
         return {"ok": True, "holder": me}
 
     def _live_sids(self) -> set[str]:
         return {sid for sid, _node in self._views}
 
-    async def _release(self, s: _Session, node: str) -> None:
+    async def _release(self, s: _Session, node: str, *, closing: bool = False) -> None:
         session = self._views.get((s.id, node))
         if session is None or self._holder_sid.get(node) != s.id:
             return
@@ -360,12 +375,16 @@ class ServiceConsoles:
             await session.session.release(holder_name(s.identity))
         finally:
             self._releasing.pop(node, None)
+        if not closing:
+            self._journal(s, node, "release", "no longer the writer; still watching")
 
     async def _close_view(self, s: _Session, node: str) -> None:
-        await self._release(s, node)
+        held = self._holder_sid.get(node) == s.id and (s.id, node) in self._views
+        await self._release(s, node, closing=True)
         view = self._views.pop((s.id, node), None)
         if view is not None:
             view.close()
+            self._journal(s, node, "detach", "stopped watching" + (" (was the writer)" if held else ""))
         self._maybe_linger(node)
 
     def _maybe_linger(self, node: str) -> None:
@@ -386,6 +405,14 @@ class ServiceConsoles:
             log.info("console %s: nobody watches it; closed", visible(node))
             self._spawn(session.close())
 
+    def _journal(self, s: _Session, node: str, step: str, detail: str) -> None:
+        """A ``console`` entry in the site's journal, under the name the service gave ``s``."""
+        try:
+            Journal(self.service.site.name, operator=holder_name(s.identity)).write(
+                action="console", node=node, step=step, result="ok", detail=visible(detail))
+        except (OSError, ValueError) as exc:  # the journal's trouble must not keep anyone off a console
+            log.warning("console %s: %s not journalled: %s", visible(node), step, exc)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -397,9 +424,12 @@ class ServiceConsoles:
             view = self._views.pop(key)
             view.close()
             node = key[1]
-            if self._holder_sid.get(node) == s.id:
+            held = self._holder_sid.get(node) == s.id
+            if held:
                 del self._holder_sid[node]
                 self._spawn(view.session.release(holder_name(s.identity)))
+            self._journal(s, node, "detach", f"connection ended: {s.dropped or 'disconnected'}"
+                          + (" (was the writer)" if held else ""))
             self._maybe_linger(node)
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ import pytest
 
 from console import site as sites
 from console.live.poller import PollConfig
+from console.ops.journal import read_entries
 from console.secrets import Secrets
 from console.serial.broker import ConsoleEvent
 from console.serial.stream import ConsoleBusy
@@ -255,6 +256,44 @@ async def test_operator_types_the_other_sees_and_an_admin_takes_over(service, br
     await wait_until(lambda: b"Password: " in seen_d.out[mark:], WAIT, "dave to see what carol typed")
 
 
+def console_entries(node: str, *names: str) -> list[tuple[str, str, str]]:
+    """(operator, step, detail) of the site journal's console entries of ``node`` by ``names``."""
+    return [(e["operator"], e["step"], e["detail"] or "") for e in read_entries("svccon", node=node, limit=0)
+            if e["action"] == "console" and e["operator"] in names]
+
+
+async def test_the_service_journals_a_forced_takeover_naming_both(service, brokers):
+    """The service writes the console entries, under the names it authenticated: whatever
+    the clients do (here they journal nothing), and when one's connection just ends."""
+    node = "sc-n05"
+    erin, frank = await brokers("erin", "operator"), await brokers("frank", "admin")
+    e, f = await erin.session(node), await frank.session(node)
+    await e.acquire("erin")
+    with pytest.raises(ConsoleBusy):
+        await f.acquire("frank")
+    await f.acquire("frank", force=True)
+    await wait_until(lambda: e.holder == "frank (ssh)", WAIT, "erin told of the takeover")
+    await f.release("frank")
+    await erin.close()  # erin's connection ends without a word: the service says she left
+    await wait_until(lambda: ("erin (ssh)", "detach") in [x[:2] for x in console_entries(node, "erin (ssh)")],
+                     WAIT, "erin's detach journalled")
+    await frank.close()
+    await wait_until(lambda: ("frank (ssh)", "detach") in [x[:2] for x in console_entries(node, "frank (ssh)")],
+                     WAIT, "frank's detach journalled")
+    got = console_entries(node, "erin (ssh)", "frank (ssh)")
+    description = e.description
+    assert got == [
+        ("erin (ssh)", "watch", description),
+        ("frank (ssh)", "watch", description),
+        ("erin (ssh)", "attach", description),
+        ("frank (ssh)", "takeover", "from erin (ssh)"),
+        ("frank (ssh)", "attach", description),
+        ("frank (ssh)", "release", "no longer the writer; still watching"),
+        ("erin (ssh)", "detach", "connection ended: disconnected"),
+        ("frank (ssh)", "detach", "connection ended: disconnected"),
+    ], got
+
+
 async def test_a_client_that_leaves_lets_the_console_go(service, brokers):
     alice, bob = await brokers("alice", "operator"), await brokers("bob", "viewer")
     a, b = await alice.session("sc-n04"), await bob.session("sc-n04")
@@ -327,6 +366,7 @@ async def test_console_command_attaches_through_the_service(service, brokers, si
     token = service.tokens.issue(Identity("alice", "operator", "ssh"))
     env = {**cli_env, p.SERVICE_ENV: str(service.socket_path), p.TOKEN_ENV: token}
 
+    before = len(console_entries("sc-n01", "alice (ssh)"))
     t = Term(SimpleNamespace(site_file=str(site_file)), env, "console", "sc-n01")
     try:
         await asyncio.to_thread(t.expect, rb"via service \(pid \d+\) as alice \(operator\)")
@@ -343,6 +383,10 @@ async def test_console_command_attaches_through_the_service(service, brokers, si
     finally:
         await asyncio.to_thread(t.close)
     await wait_until(lambda: ("detach", "alice (ssh)") in seen.kinds(), WAIT, "bob told alice left")
+    # the service journalled the attach, once; the command journalled nothing of its own
+    await wait_until(lambda: [x[1] for x in console_entries("sc-n01", "alice (ssh)")[before:]]
+                     == ["watch", "attach", "release", "detach"], WAIT, "the service's entries")
+    assert not (Path(cli_env["XDG_STATE_HOME"]) / "fleet-console" / "svccon" / "journal.jsonl").exists()
 
 
 async def test_console_command_as_a_viewer_watches(service, site_file, cli_env):
