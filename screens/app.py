@@ -160,6 +160,9 @@ class FleetConsoleApp(App):
         self.operator = visible(operator) if operator else current_operator()
         #: the site service's sessions (service mode; :func:`screens.who.watch_who` keeps it), else None
         self.who: list[dict[str, Any]] | None = None
+        #: told of each new poller :meth:`_restart_polling` starts (a client of the site service:
+        #: connected again; a progress screen follows its run in the service again)
+        self.on_new_poller: list[Callable[[PollSource], None]] = []
 
     @property
     def service(self) -> ServicePollSource | None:
@@ -230,6 +233,8 @@ class FleetConsoleApp(App):
             self.poller = self._make_poller(self.ctx.site, self.fleet, self.ctx.secrets, self.poll_config)
             self._polling = False
             self._start_polling()
+            for callback in list(self.on_new_poller):
+                callback(self.poller)
 
     def drain(self) -> None:
         """Send the batch of changes since the last drain to the screen on top; screens
@@ -391,9 +396,11 @@ class FleetConsoleApp(App):
         from console.serial.attach import attach_session
 
         session = await self.consoles.session(node)
+        # a client of the site service: the service journals its consoles itself
+        journal = None if self.service is not None else Journal(self.ctx.site.name, operator=self.operator)
         with self.suspend():
             result = await attach_session(session, who=self.operator, read_only=self.read_only or None,
-                                          journal=Journal(self.ctx.site.name, operator=self.operator))
+                                          journal=journal)
         self.refresh(layout=True)
         if result.how == "signal" and result.signal is not None:
             signal.raise_signal(result.signal)

@@ -488,6 +488,11 @@ class ServiceProgress(ProgressScreen):
     screen, a run of this operator's or another's): the nodes as the service says they
     stand, then live.  ``c`` / ``r`` / ``f`` go to the service, which says no when the run
     is someone else's and this operator is no admin (its words are shown).
+
+    When the connection to the service ends, the run goes on there; once the console is
+    connected again (the app's new poller, ``on_new_poller``), this screen follows the run
+    again: the nodes as the service says they stand now (what happened meanwhile), then
+    live, or how it ended.
     """
 
     #: not this process's run: the app's job board and quitting leave it alone
@@ -529,6 +534,7 @@ class ServiceProgress(ProgressScreen):
         if self._unwatch is None:
             self._unwatch = service.watch(self.plan.id, self._feed)
         service.on_gone.append(self._gone)
+        self.console.on_new_poller.append(self._reconnected)
         if self.followed is not None:
             self._snapshot(self.followed)
             self._take_feed()
@@ -553,7 +559,7 @@ class ServiceProgress(ProgressScreen):
 
     def _failed(self, why: str) -> None:
         self.error = why
-        self._stop_watching()
+        self._stop_watching(ended=True)
         self.ended.set()
         if self.is_attached:
             self.post_message(RunFinished(None, why))
@@ -592,7 +598,7 @@ class ServiceProgress(ProgressScreen):
         if result is None and error is None:
             error = "the service said the run ended, without a result"
         self.result, self.error = result, (None if result is not None else error)
-        self._stop_watching()
+        self._stop_watching(ended=True)
         self.ended.set()
         self.post_message(RunFinished(result, self.error))
         if not self.is_attached or self.console.screen is not self:
@@ -608,18 +614,64 @@ class ServiceProgress(ProgressScreen):
             if self.is_attached:
                 self._refresh_counts()
 
-    def _stop_watching(self) -> None:
+    def _stop_watching(self, *, ended: bool = False) -> None:
+        """Stop hearing of the run on this connection (``ended``: and on any later one)."""
         unwatch, self._unwatch = self._unwatch, None
         if unwatch is not None:
             unwatch()
         service = self._service
         if service is not None and self._gone in service.on_gone:
             service.on_gone.remove(self._gone)
+        if ended and self._reconnected in self.console.on_new_poller:
+            self.console.on_new_poller.remove(self._reconnected)
+
+    def _reconnected(self, poller: object) -> None:
+        """The app has a new poller: once it is connected to the service, follow the run again."""
+        if self.finished or self.lost is None or not isinstance(poller, ServicePollSource):
+            return
+        self.console.run_worker(self._follow_again(poller), name=f"follow plan {self.plan.id} again",
+                                group="follow", exit_on_error=False)
+
+    async def _follow_again(self, service: ServicePollSource) -> None:
+        """Follow the run on ``service`` (a new connection): where it stands, then its news."""
+        feed = _Feed()  # news held until the state they follow is shown
+        unwatch = service.watch(self.plan.id, feed)
+        try:
+            data = await service.request(proto.Follow(id=0, plan_id=self.plan.id))
+        except ServiceGone as exc:  # gone again: the next poller brings the next try
+            unwatch()
+            self.lost = str(exc)
+            self._refresh_shown()
+            return
+        except ServiceRefused as exc:  # a service that does not know the run (restarted since)
+            unwatch()
+            self._ended_with(None, f"the site service cannot say how this run went on: {exc}; "
+                                   "l shows the journal")
+            return
+        if self.finished or service.failure is not None:
+            unwatch()
+            return
+        self._service, self._unwatch, self._feed = service, unwatch, feed
+        service.on_gone.append(self._gone)
+        self.lost = None
+        self._cancelled = self._cancelled or bool(data.get("cancelled"))
+        self._aborting = self._aborting or bool(data.get("aborting"))
+        self._snapshot(data)
+        self._take_feed()
+        self._refresh_shown()
+        if not self.finished and self.is_attached and self.console.screen is self:
+            self.notify(f"connected to the site service again: following plan {self.plan.id}",
+                        severity="information")
+
+    def _refresh_shown(self) -> None:
+        if self.is_attached:
+            self._refresh_counts()
+            self.refresh_bindings()
 
     def _running_text(self) -> Text:
         if self.lost is not None:
-            return outside(f"the connection to the site service ended ({self.lost}); the run goes on there: "
-                           "J lists it once the console is back", "bold yellow")
+            return outside(f"the connection to the site service ended ({self.lost}); the run goes on there, "
+                           "followed again once the console is back", "bold yellow")
         return Text("running in the site service   c cancels", style="bold")
 
     def _cancel_state(self) -> tuple[bool, bool, list[str]] | None:

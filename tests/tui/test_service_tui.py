@@ -233,3 +233,55 @@ async def test_reimage_outlives_its_console_and_is_followed_again(service, site_
     entries = [e for e in read_entries("svctui", limit=1000) if e.get("plan") == plan_id]
     assert {e["operator"] for e in entries} == {"alice"}
     assert any(e["step"] == "summary" and e["result"] == "ok" for e in entries)
+
+
+def drop_connections(svc: SiteService, name: str) -> list[str]:
+    """Break every connection of operator ``name`` to ``svc`` as a network would: no Bye, the
+    socket just ends (the client's reader sees it end); returns the sessions broken."""
+    broken = [s for s in svc._sessions.values() if s.identity.name == name]
+    for s in broken:
+        transport = s.writer.transport
+        assert transport is not None
+        transport.abort()
+    return [s.id for s in broken]
+
+
+async def test_a_dropped_connection_follows_the_run_again_on_the_same_screen(service, site_lab) -> None:
+    node = "tui-n04"
+    alice = console(service, site_lab, "alice", "admin")
+    alice.POLLER_RESTART_S = 0.5  # how soon the console connects again (the default is 5 s)
+    async with alice.run_test(size=SIZE) as pa:
+        await live(alice)
+        put_cursor(alice, node)
+        await pa.press("i")
+        assert isinstance(alice.screen, ImageChooser)
+        await pa.press("down", "enter")  # flatcar@4152.2.0
+        await wait_until(lambda: isinstance(alice.screen, ConfirmScreen), what="the plan dialog")
+        dialog = alice.screen
+        await wait_until(lambda: dialog.plan is not None or dialog.error is not None, timeout=30)
+        assert dialog.error is None, dialog.error
+        await pa.press("y")
+        await wait_until(lambda: isinstance(alice.screen, ServiceProgress), what="the progress screen")
+        progress = alice.screen
+        plan_id = progress.plan.id
+        await wait_until(lambda: any(s.identity.name == "alice" and s.jobs == [plan_id] for s in service.sessions()),
+                         timeout=15, what="the run in the service")
+        first = alice.poller
+        assert progress._service is first
+        # the connection breaks mid-reimage: the run goes on in the service, the screen says so
+        dropped = drop_connections(service, "alice")
+        assert dropped
+        await wait_until(lambda: progress.lost is not None or alice.poller is not first, timeout=15,
+                         what="the console to notice")
+        # ... and once connected again, the same screen follows the run: where it stands, then live
+        await wait_until(lambda: alice.poller is not first and progress._service is alice.poller
+                         and progress.lost is None, timeout=30, what="the run followed again")
+        assert any(s.identity.name == "alice" and s.id not in dropped for s in service.sessions())
+        assert alice.screen is progress
+        await wait_until(lambda: progress.finished, timeout=180, what="the reimage's end on the same screen")
+        assert progress.result is not None and progress.result.ok, (progress.error, progress.states)
+        assert progress.states[node].phase == "done"
+        await wait_until(lambda: "finished" in str(progress.query_one("#counts").render()), timeout=10,
+                         what="the end shown")
+        assert progress._reconnected not in alice.on_new_poller  # nothing left hooked once it ended
+    assert site_lab.machine(node)["image"] == "flatcar@4152.2.0"
