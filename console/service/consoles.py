@@ -662,8 +662,9 @@ class RemoteConsoleBroker:
             raise ConsoleLost("the console broker is closed")
         if self._client is not None and self._client.gone is None:
             return self._client
-        if self._client is not None:
-            raise ConsoleLost(f"the site service's consoles are gone: {self._client.gone}")
+        if self._client is not None:  # that connection ended (its sessions were closed): a new one
+            old, self._client = self._client, None
+            await old.close()
         client = ServiceClient(self.path, token=self.token, client=self.kind)
         client.on_gone = self._gone
         try:

@@ -305,6 +305,19 @@ async def test_a_client_that_leaves_lets_the_console_go(service, brokers):
     assert b.holder is None and service.consoles.holders() == {}
 
 
+async def test_a_broker_whose_connection_broke_connects_again(service, brokers):
+    gina = await brokers("gina", "viewer")
+    g = await gina.session("sc-n06")
+    seen = Seen(g)
+    for s in [s for s in service._sessions.values() if s.identity.name == "gina"]:
+        s.writer.transport.abort()  # the connection breaks, no Bye
+    await wait_until(lambda: g.state == "closed", WAIT, "the session closed")
+    assert seen.events[-1].kind == "closed" and "site service" in seen.events[-1].detail
+    again = await gina.session("sc-n06")  # the next use connects again
+    assert again is not g and again.state == "open", again.error
+    assert [s.identity.name for s in service._sessions.values()].count("gina") == 1
+
+
 async def test_the_service_stopping_closes_every_console(site_lab, brokers, service):
     alice = await brokers("alice", "operator")
     a = await alice.session("sc-n05")
