@@ -9,7 +9,8 @@
   terminal that asked for it; roles are enforced here (:func:`identity.allows`), and the
   operator's name goes into every journal entry and lock;
 - the serial consoles (:class:`~console.service.consoles.ServiceConsoles`): one session per
-  node for every client, roles enforced, holders named by identity;
+  node for every client, roles enforced, holders named by identity, and every watch,
+  attach, takeover and detach journalled here under that identity;
 - a unix socket, ``runtime_dir()/service-<site>.sock`` (0600 in a 0700 directory), speaking
   :mod:`console.service.protocol`.
 
