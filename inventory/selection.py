@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ _LIST_LIMIT = 10  # known groups/attributes listed in an error message
 #: loose selection: attributes a word also matches as a substring of (besides names);
 #: values a screen shows, with few distinct values each
 SUBSTRING_KEYS = ("rack", "role", "image", "switch")
+#: between the parts of a node's search text (:class:`AttrIndex`): a word with it in is
+#: looked for part by part
+_APART = "\x00"
 
 
 class TermKind(StrEnum):
@@ -317,6 +321,10 @@ class AttrIndex:
     values of all keys.  Same results as the plain ``attrs`` function (a property
     test checks that).
 
+    For the loose search (a word as a substring of names and :data:`SUBSTRING_KEYS`
+    values) each node has one search text, its name and those values casefolded:
+    one scan of a string per node, however many nodes match.
+
     :meth:`invalidate` marks nodes whose attributes may have changed; they are read
     again (``attrs(name)``) at the next lookup, or ahead of it by :meth:`sync` with a
     limit, to spread the work.  A node read again moves only its changed values.
@@ -329,11 +337,24 @@ class AttrIndex:
         self._key_count: dict[str, int] = {}  # key -> how many nodes have it (values or not)
         #: casefolded value -> node -> under how many keys it has it: a bare word is one lookup
         self._folded: dict[str, dict[str, int]] = {}
-        self._dirty: dict[str, None] = dict.fromkeys(names)  # ordered: sync() goes in order
+        #: name -> its search text (:meth:`search`)
+        self._texts: dict[str, str] = {}
+        #: the last tuple of names given to :meth:`frozen`, as a set
+        self._frozen: tuple[tuple[str, ...], frozenset[str]] | None = None
+        #: the nodes to (re)read: the same names in the set and, in order, in the queue.
+        #: (Taking the first key of an ordered dict scans the slots of the keys taken
+        #: before it, each time: quadratic over thousands of nodes.)
+        self._dirty: set[str] = set()
+        self._queue: deque[str] = deque()
+        self.invalidate(names)
 
     def invalidate(self, names: Iterable[str]) -> None:
         """These nodes' attributes may have changed: read them again before the next lookup."""
-        self._dirty.update(dict.fromkeys(names))
+        dirty, queue = self._dirty, self._queue
+        for name in names:
+            if name not in dirty:
+                dirty.add(name)
+                queue.append(name)
 
     @property
     def pending(self) -> int:
@@ -342,29 +363,39 @@ class AttrIndex:
 
     def sync(self, limit: int | None = None) -> None:
         """(Re)read the invalidated nodes: all of them, or the first ``limit``."""
-        dirty = self._dirty
+        dirty, queue = self._dirty, self._queue
         while dirty and (limit is None or limit > 0):
-            name = next(iter(dirty))
-            del dirty[name]
+            name = queue.popleft()
+            dirty.discard(name)
             self._read(name)
             if limit is not None:
                 limit -= 1
 
     def _read(self, name: str) -> None:
-        old = self._attrs.get(name, {})
-        new: dict[str, tuple[str, ...]] = {}
-        for key, value in (self._fn(name) or {}).items():
-            new[key] = (value,) if isinstance(value, str) else _values(value)
+        new = {key: (value,) if isinstance(value, str) else _values(value)
+               for key, value in (self._fn(name) or {}).items()}
+        old = self._attrs.get(name)
+        self._attrs[name] = new
+        self._texts[name] = _APART.join([name.casefold(), *(
+            v.casefold() for key in SUBSTRING_KEYS for v in new.get(key, ()))])
         counts, index, folded = self._key_count, self._values, self._folded
+        if old is None:  # the first read: nothing to take out or compare
+            for key, values in new.items():
+                counts[key] = counts.get(key, 0) + 1
+                self._add(name, key, values)
+            return
+        if old == new:
+            return
         for key, values in old.items():
             if new.get(key) == values:
                 continue
             by_value = index[key]
             for v in values:
-                names = by_value[v]
-                names.discard(name)
-                if not names:
-                    del by_value[v]
+                names = by_value.get(v)  # None: a value given twice, already taken out
+                if names is not None:
+                    names.discard(name)
+                    if not names:
+                        del by_value[v]
                 f = v.casefold()
                 holders = folded[f]
                 holders[name] -= 1
@@ -382,16 +413,26 @@ class AttrIndex:
                 continue
             if was is None:
                 counts[key] = counts.get(key, 0) + 1
-            by_value = index.setdefault(key, {})
-            for v in values:
-                holding = by_value.get(v)
-                if holding is None:
-                    by_value[v] = {name}
-                else:
-                    holding.add(name)
-                holders = folded.setdefault(v.casefold(), {})
+            self._add(name, key, values)
+
+    def _add(self, name: str, key: str, values: tuple[str, ...]) -> None:
+        """Index ``name`` under each of ``values`` of ``key`` (its count of ``key`` is the caller's)."""
+        by_value = self._values.get(key)
+        if by_value is None:
+            by_value = self._values[key] = {}
+        folded = self._folded
+        for v in values:
+            holding = by_value.get(v)
+            if holding is None:
+                by_value[v] = {name}
+            else:
+                holding.add(name)
+            f = v.casefold()
+            holders = folded.get(f)
+            if holders is None:
+                folded[f] = {name: 1}
+            else:
                 holders[name] = holders.get(name, 0) + 1
-        self._attrs[name] = new
 
     def __call__(self, name: str) -> Mapping[str, AttrValue]:
         """A node's attributes, as the ``attrs`` function gives them (collections as tuples)."""
@@ -418,6 +459,30 @@ class AttrIndex:
                     found |= names
         return found
 
+    def frozen(self, names: Sequence[str]) -> frozenset[str]:
+        """``frozenset(names)``, kept while ``names`` is the same tuple (a screen selects
+        from the same names on every key typed)."""
+        kept = self._frozen
+        if kept is not None and kept[0] is names:
+            return kept[1]
+        out = frozenset(names)
+        if isinstance(names, tuple):
+            self._frozen = (names, out)
+        return out
+
+    def search(self, folded: str, names: Sequence[str], name_set: AbstractSet[str]) -> set[str]:
+        """The nodes of ``names`` (``name_set``: the same as a set) whose name, or a value
+        of one of :data:`SUBSTRING_KEYS`, contains ``folded`` (casefolded, without
+        ``_APART``).  A node the index was not given is matched by its name alone, as
+        its attributes are then none."""
+        self.sync()
+        texts = self._texts
+        found = {name for name, text in texts.items() if folded in text}
+        if texts.keys() == name_set:
+            return found
+        return {name for name in found if name in name_set} | {
+            name for name in names if name not in texts and folded in name.casefold()}
+
     def matching(self, key: str, regex: re.Pattern[str]) -> set[str]:
         """The nodes with a value of ``key`` that ``regex`` matches."""
         self.sync()
@@ -436,7 +501,7 @@ class _Resolver:
         self.vocabulary = frozenset(w.casefold() for w in vocabulary)
         self.loose = loose
         self.names = names
-        self.name_set = frozenset(names)
+        self.name_set = attrs.frozen(names) if isinstance(attrs, AttrIndex) else frozenset(names)
         self.groups = groups
         self._attrs_fn = attrs
         self._attrs: dict[str, Mapping[str, AttrValue]] = {}
@@ -498,10 +563,13 @@ class _Resolver:
     def _containing(self, folded: str) -> set[str]:
         """Loose: the nodes whose name, or a value of a :data:`SUBSTRING_KEYS` attribute,
         contains ``folded``.  Names are scanned as a glob scans them; the attributes
-        through the index's distinct values (a few per site)."""
+        through the index's distinct values (a few per site), or the index's search texts."""
+        index = self._attrs_fn
+        if isinstance(index, AttrIndex) and _APART not in folded:
+            return index.search(folded, self.names, self.name_set)
         found = {n for n in self.names if folded in n.casefold()}
-        if isinstance(self._attrs_fn, AttrIndex):
-            return found | (self._attrs_fn.containing(folded, SUBSTRING_KEYS) & self.name_set)
+        if isinstance(index, AttrIndex):
+            return found | (index.containing(folded, SUBSTRING_KEYS) & self.name_set)
         for n in self.names:
             attrs = self.attrs(n)
             if any(folded in value.casefold() for key in SUBSTRING_KEYS for value in _values(attrs.get(key))):
@@ -574,7 +642,7 @@ def select(
         (excluded if term.exclude else included).update(resolver.resolve(term))
     if not selection.includes:
         included = set(resolver.name_set)
-    chosen = included - excluded
+    chosen = included - excluded if excluded else included
     result = [n for n in names if n in chosen]
     if not result and not allow_empty:
         raise SelectionError(f"selection {selection.text!r} matches no nodes")

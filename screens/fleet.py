@@ -6,8 +6,9 @@ redraws only changed rows; equal cells are one object, drawn once; rows are made
 ready to draw in idle time, and again after their node changed off screen; the
 summary counts move per changed node (:class:`~screens.summary.FleetSummary`); the
 filter selects through an index of every node's words
-(:class:`~inventory.selection.AttrIndex`), kept current a slice at a time, and is
-applied in the frame that shows the typed character.
+(:class:`~inventory.selection.AttrIndex`), built right after the first paint and
+kept current, a slice at a time between keys, and is applied in the frame that
+shows the typed character.
 
 The filter forgives as a search box does (``select(..., loose=True)``): spaces mean
 ``&`` and a word that is no node, group, attribute value or state word matches as a
@@ -21,6 +22,9 @@ reverses.  Rows re-sort as their values change; the cursor stays on its node.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +60,13 @@ if TYPE_CHECKING:  # the progress screen imports the action machinery: only its 
 __all__ = ["FilterInput", "FleetScreen"]
 
 
-#: nodes (re)read into the filter's index per 50 ms tick while it has some pending (~5 ms),
-#: and fewer while the operator types (~1 ms): a key waits for a slice under way
-INDEX_SLICE, INDEX_SLICE_TYPING = 100, 25
+#: seconds of (re)reading nodes into the filter's index per slice, and per slice while the
+#: operator types: a key waits for a slice under way.  Slices run back to back from the
+#: first paint until every node is read (the first key finds the index built), then one
+#: per 50 ms tick for the nodes that changed.
+INDEX_SLICE_S, INDEX_SLICE_TYPING_S = 0.004, 0.001
+#: nodes read between two looks at the clock (a few hundred microseconds)
+INDEX_STEP = 16
 #: rows made ready to draw per 50 ms tick once the index is current (~2 ms), not while
 #: the operator types (rows are made for the next filter, not this one)
 ROWS_SLICE = 20
@@ -182,6 +190,7 @@ class FleetScreen(FleetAppMixin, Screen):
         self._refresh_summary()
         self.set_interval(1.0, self._tick)
         self.set_interval(0.05, self._work_ahead)
+        self.call_after_refresh(self._start_index)
 
     def on_screen_resume(self) -> None:
         """Back on top (an action's progress closed): its marks go at once if it finished."""
@@ -262,26 +271,50 @@ class FleetScreen(FleetAppMixin, Screen):
     def _node_words(self, name: str) -> dict[str, AttrValue]:
         return node_words(self.fleet, self.fleet.site.node(name))
 
+    def _start_index(self) -> None:
+        self.run_worker(self._build_index(), name="filter index", group="filter-index")
+
+    async def _build_index(self) -> None:
+        """The filter's index of every node, read after the first paint in slices back to
+        back, each a few ms, keys and paints in between: built well before a first key
+        comes, which would otherwise read every node still unread (at 20,000 nodes,
+        seconds at 50 ms ticks)."""
+        index = self._index
+        while index is not None and index.pending and not self._index_built:
+            self._index_slice()
+            await asyncio.sleep(0)
+
+    def _index_slice(self) -> None:
+        """(Re)read nodes into the filter's index for a slice's time (less while typing)."""
+        index = self._index
+        if index is None:
+            return
+        typing = self.console.input_quiet_for() < TYPING_S
+        deadline = time.perf_counter() + (INDEX_SLICE_TYPING_S if typing else INDEX_SLICE_S)
+        while index.pending:
+            index.sync(limit=INDEX_STEP)
+            if time.perf_counter() >= deadline:
+                break
+        if not index.pending and not self._index_built:
+            self._index_built = True
+            self.console.freeze_heap()  # thousands of long-lived tuples and sets
+
     def _work_ahead(self) -> None:
         """In idle time, a slice at a time, so that a key typed finds it (nearly) done:
-        the filter's index, built after the first paint and kept current as nodes change;
-        then, while the operator is not typing, the rows not shown yet, made ready to
-        draw, so that a filter showing rows never drawn does not make them then."""
+        the filter's index, kept current as nodes change (:meth:`_build_index` builds
+        it); then, while the operator is not typing, the rows not shown yet, made ready
+        to draw, so that a filter showing rows never drawn does not make them then."""
         index = self._index
         if index is None:  # not mounted yet
             return
-        typing = self.console.input_quiet_for() < TYPING_S
         if index.pending:
-            index.sync(limit=INDEX_SLICE_TYPING if typing else INDEX_SLICE)
-            if not index.pending and not self._index_built:
-                self._index_built = True
-                self.console.freeze_heap()  # thousands of long-lived tuples and sets
+            self._index_slice()
             return
         unmade = self._unmade
-        if unmade and not typing:
+        if unmade and self.console.input_quiet_for() >= TYPING_S:
             table = self.query_one(FleetTable)
-            for _ in range(min(ROWS_SLICE, len(unmade))):
-                name = next(iter(unmade))
+            # a slice's names in one pass: each next(iter()) would scan the slots taken before
+            for name in list(itertools.islice(unmade, ROWS_SLICE)):
                 del unmade[name]
                 table.prepare(self._row(name))
 
@@ -313,7 +346,8 @@ class FleetScreen(FleetAppMixin, Screen):
             if text.strip():  # n/N step through these rows, also once the filter is cleared
                 matches = frozenset(chosen)
                 self.query_one(FleetTable).search = matches.__contains__
-        if set(chosen) != set(self.shown):
+        shown = self.shown
+        if len(chosen) != len(shown) or (chosen != shown and set(chosen) != set(shown)):
             self.shown = chosen
             cursor = self._cursor_name()
             with self.console.batch_update():
