@@ -16,6 +16,7 @@ demo nodes of its own and leaves them powered as it found them.
 from __future__ import annotations
 
 import pytest
+from textual import events
 from textual.geometry import Region
 from textual.widgets import Button, Input, Static
 
@@ -54,8 +55,13 @@ def summary_text(app) -> str:
 
 
 async def filter_to(pilot, text: str) -> None:
-    """``/``, the text, enter: as the operator types it."""
-    await pilot.press("slash", *text, "enter")
+    """``/``, the text pasted, enter: as the operator pastes it.  One change of the filter
+    line, not one per key: typing it key by key is tests/tui/test_fleet_find_and_sort.py's."""
+    await pilot.press("slash")
+    pilot.app.post_message(events.Paste(text))
+    await pilot.pause()
+    assert pilot.app.focused.value == text, pilot.app.focused.value
+    await pilot.press("enter")
 
 
 async def planned(app) -> ConfirmScreen:

@@ -38,6 +38,7 @@ from console import site as sites
 from console.cli.main import SiteContext
 from console.live.fleet import Fleet
 from console.live.poller import NODE_JOBS, PollConfig, Poller
+from console.ops.options import RunOptions
 from screens.app import make_app
 
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "snapshots"
@@ -339,6 +340,17 @@ async def _until(pilot, done, what: str, seconds: float = 60.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def _filter(pilot, text: str) -> None:
+    """``/``, ``text`` pasted, enter: the filter as one change, not one per key typed."""
+    from textual import events
+
+    await pilot.press("slash")
+    pilot.app.post_message(events.Paste(text))
+    await pilot.pause()
+    assert pilot.app.focused.value == text, pilot.app.focused.value
+    await pilot.press("enter")
+
+
 def _no_blink(screen) -> None:
     """A focused Input blinks its cursor every 0.5 s: keep it steadily shown for the snapshot."""
     from textual.widgets import Input
@@ -380,9 +392,11 @@ def test_progress(snap_compare, app, own_state, size):
     """
     actions = pytest.importorskip("screens.actions")
     seen = {}
+    app.run_options = RunOptions(poll_interval=0.05)  # the fast lab's power is read back at once
 
     async def run_cycle(pilot):
-        await pilot.press("slash", *"dal1-r03-db01,dal1-r03-n[01-03]", "enter", "a", "p", "c")
+        await _filter(pilot, "dal1-r03-db01,dal1-r03-n[01-03]")
+        await pilot.press("a", "p", "c")
         await _until(pilot, lambda: isinstance(app.screen, actions.ConfirmScreen)
                      and (app.screen.plan is not None or app.screen.error is not None), "the plan")
         await pilot.press("3", "enter")
@@ -409,7 +423,8 @@ def test_confirm_protected(snap_compare, app, own_state):
     seen = {}
 
     async def plan_off(pilot):
-        await pilot.press("slash", *"dal1-r03-db01,dal1-r03-n[01-02]", "enter", "a", "p", "f")
+        await _filter(pilot, "dal1-r03-db01,dal1-r03-n[01-02]")
+        await pilot.press("a", "p", "f")
         await _until(pilot, lambda: isinstance(app.screen, actions.ConfirmScreen)
                      and (app.screen.plan is not None or app.screen.error is not None), "the plan")
         _no_blink(app.screen)
