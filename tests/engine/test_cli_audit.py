@@ -10,29 +10,49 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from console import site as sites
 from tests.engine.test_imageaudit import DRIFT, UNREACHABLE
 
+if TYPE_CHECKING:
+    from console.lab.lab import Lab
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, private_runtime_dir):
+
+@contextmanager
+def published_lab(tmp_path_factory, name: str) -> Iterator[Lab]:
     """The demo site under another name (its own lab state), published for the subprocesses."""
     from console.lab.lab import Lab
     from console.lab.state import write_state
 
-    directory = tmp_path_factory.mktemp("auditsite")
+    directory = tmp_path_factory.mktemp(name)
     os.chmod(directory, 0o700)
-    path = directory / "auditdemo.yaml"
-    text = sites.find_site("demo").read_text().replace("site: demo\n", "site: auditdemo\n", 1)
+    path = directory / f"{name}.yaml"
+    text = sites.find_site("demo").read_text().replace("site: demo\n", f"site: {name}\n", 1)
     path.write_text(text)
     path.chmod(0o600)
     with Lab(sites.load(str(path)), ephemeral=True, time_scale=0.02) as lab:
         write_state(lab, str(path))
         lab.site_file = str(path)
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, private_runtime_dir):
+    """A lab the tests only read (audit): its drift stays as the demo has it."""
+    with published_lab(tmp_path_factory, "auditdemo") as lab:
+        yield lab
+
+
+@pytest.fixture
+def reimaged_lab(tmp_path_factory, private_runtime_dir):
+    """A lab of its own for the test that reimages its drift away, whenever it runs."""
+    with published_lab(tmp_path_factory, "auditfixed") as lab:
         yield lab
 
 
@@ -47,9 +67,24 @@ def env(tmp_path_factory):
     return e
 
 
+def start(lab, env, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+
+
+def finish(proc: subprocess.Popen, timeout=180) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def cli(lab, env, *args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    return finish(start(lab, env, *args), timeout)
 
 
 def test_bad_input_exits_2(lab, env, tmp_path):
@@ -79,7 +114,8 @@ def test_audit_range_text_and_csv(lab, env, tmp_path):
     assert r.returncode == 0 and "2 ok" in r.stderr
 
 
-def test_done_when_audit_finds_the_drift_and_exits_0_after_reimage(lab, env):
+def test_done_when_audit_finds_the_drift_and_exits_0_after_reimage(reimaged_lab, env):
+    lab = reimaged_lab
     r = cli(lab, env, "audit", "--json")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
@@ -95,9 +131,18 @@ def test_done_when_audit_finds_the_drift_and_exits_0_after_reimage(lab, env):
     by_image: dict[str, list[str]] = {}
     for name in sorted(DRIFT | UNREACHABLE):
         by_image.setdefault(nodes[name]["desired"], []).append(name)
-    for ref, names in by_image.items():
-        r = cli(lab, env, "reimage", ",".join(names), "--image", ref, "--yes", "--force", "--fanout", "20",
-                "--poll-interval", "0.05", "--timeout", "3", timeout=300)
+    # one `reimage` per image, side by side (as two operators could: their nodes differ)
+    procs = [start(lab, env, "reimage", ",".join(names), "--image", ref, "--yes", "--force", "--fanout", "20",
+                   "--poll-interval", "0.05", "--timeout", "3") for ref, names in by_image.items()]
+    try:
+        done = [finish(proc, timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert len(done) == 2
+    for r in done:
         assert r.returncode == 0, r.stdout + r.stderr
     r = cli(lab, env, "audit", "--json")
     assert r.returncode == 0, r.stdout
@@ -105,5 +150,5 @@ def test_done_when_audit_finds_the_drift_and_exits_0_after_reimage(lab, env):
     assert all(x["state"] == "ok" for x in after.values())
     assert after["dal1-r01-n20"]["running_sha256"] == after["dal1-r01-n20"]["desired_sha256"]
     assert after["dal1-r01-n20"]["changed"] is not None  # the history dates the new build
-    hist = Path(env["XDG_STATE_HOME"]) / "fleet-console" / "auditdemo" / "audit.jsonl"
+    hist = Path(env["XDG_STATE_HOME"]) / "fleet-console" / "auditfixed" / "audit.jsonl"
     assert hist.exists() and oct(hist.stat().st_mode & 0o777) == "0o600"
