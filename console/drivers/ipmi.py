@@ -14,6 +14,11 @@ client with one kept session per BMC (one :class:`asyncio.Lock` per driver):
   same RMCP+ session.  So a BMC holds one session while it is polled, as the README
   promises, where a pyghmi session of its own would make two.
 
+What health needs from the SDR (which sensors to read) is read once per driver and
+checked again on each new session (Get Device ID, Get SDR Repository Info); given an
+:class:`~console.drivers.sdrcache.SdrCache` (:meth:`IpmiDriver.use_sdr_cache`), it is
+taken from there when the BMC's stamp matches, so a console restart walks no SDR.
+
 pyghmi is blocking: its calls run on a bounded thread pool that lives here and only
 here (:func:`shared_pool`, 32 threads, shared by every driver that is not given its own
 ``executor``); each request it makes hops back to the event loop and waits for the
@@ -49,6 +54,7 @@ from . import ipmi_values as iv
 from .bmc import BootOverride, BootTarget, Event, Identity, PowerAction, PowerState, Sensor, worst_health
 from .ipmi_fixes import MALFORMED
 from .rmcp import CommandFailed, RmcpSession
+from .sdrcache import SdrCache
 
 __all__ = ["POOL_SIZE", "IpmiDriver", "map_error", "shared_pool"]
 
@@ -139,10 +145,17 @@ class IpmiDriver:
         self._chassis_health: str | None = None
         self._closed = False
         self._rmcp: RmcpSession | None = None
-        self._sdr: ipmi_health.SdrSummary | None = None  # read once, on the poll session
+        self._sdr: ipmi_health.SdrSummary | None = None  # read on the poll session (or cached)
+        self._stamp: ipmi_health.SdrStamp | None = None  # what vouched for _sdr
+        self._sdr_login = -1  # the poll session's login that last checked the stamp
+        self._sdr_cache: SdrCache | None = None
 
     def __repr__(self) -> str:
         return f"IpmiDriver({self._where!r}, user={self.bmc.username!r})"
+
+    def use_sdr_cache(self, cache: SdrCache) -> None:
+        """Take SDR summaries from ``cache`` and keep those read in it (the poller's, per site)."""
+        self._sdr_cache = cache
 
     # ------------------------------------------------------------- BmcDriver
     async def power_state(self) -> PowerState:
@@ -292,11 +305,9 @@ class IpmiDriver:
         """The sensor half of :meth:`health`: threshold states on the poll session
         (:mod:`console.drivers.ipmi_health`); pyghmi's tables when the SDR has discrete sensors."""
         async def read(session: RmcpSession) -> str | None:
-            if self._sdr is None:
-                sdr = await ipmi_health.read_sensor_refs(session)
-                # BMCs of one model list the same sensors: one copy for all (10,000 BMCs
-                # held 8 MB of equal summaries), bounded should every BMC differ
-                self._sdr = _SDRS.setdefault(sdr, sdr) if len(_SDRS) < 1024 else sdr
+            if self._sdr is None or self._sdr_login != session.logins:
+                await self._check_sdr(session)
+            assert self._sdr is not None
             if self._sdr.has_discrete:
                 return None
             return await ipmi_health.threshold_health(session, self._sdr.thresholds)
@@ -305,6 +316,25 @@ class IpmiDriver:
         if word is None:  # discrete states need pyghmi's tables (decoded on the same session)
             word = iv.health_word((await self._call("health", lambda c: c.get_health())).get("health"))
         return word
+
+    async def _check_sdr(self, session: RmcpSession) -> None:
+        """On a new session: the BMC's SDR stamp; the summary kept (here or in the cache)
+        under the same stamp, else a walk of the repository (kept in the cache)."""
+        stamp = await ipmi_health.read_stamp(session)  # logs in if needed
+        self._sdr_login = session.logins
+        if self._sdr is not None and (stamp is None or stamp == self._stamp):
+            return  # unchanged (or a BMC that cannot say: read once per driver, as before)
+        cache, key = self._sdr_cache, _cache_key(self.address, self.port)
+        sdr = cache.get(key, stamp) if cache is not None and stamp is not None else None
+        walked = sdr is None
+        if sdr is None:
+            sdr = await ipmi_health.read_sensor_refs(session)
+        # BMCs of one model list the same sensors: one copy for all (10,000 BMCs
+        # held 8 MB of equal summaries), bounded should every BMC differ
+        self._sdr = _SDRS.setdefault(sdr, sdr) if len(_SDRS) < 1024 else sdr
+        self._stamp = stamp
+        if walked and cache is not None and stamp is not None:
+            cache.put(key, stamp, self._sdr)
 
     async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(command)`` (pyghmi) on the pool, one at a time, within ``timeout``;
@@ -457,6 +487,11 @@ def _command_on(address: str, session: _OnPollSession) -> Any:
     cmd.kwargs = {}
     cmd.ipmi_session = session
     return cmd
+
+
+def _cache_key(address: str, port: int) -> str:
+    """A BMC's key in the SDR cache."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _retrieve(future: asyncio.Future) -> None:

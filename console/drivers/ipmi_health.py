@@ -9,8 +9,19 @@ non-critical threshold -> warning, critical -> critical, non-recoverable -> crit
 (pyghmi's "failed").  Discrete sensors need pyghmi's per-sensor-type state tables:
 when the SDR lists any, :func:`read_sensor_refs` says so and the driver asks pyghmi.
 
-Commands: Reserve SDR Repository (IPMI 2.0 section 33.11), Get SDR (33.12; whole
-records first, 16-byte pieces if the BMC refuses), Get Sensor Reading (35.14).
+Health needs no Get Sensor Thresholds: Get Sensor Reading's reply carries the present
+threshold comparison status (byte 3), which is the verdict.  The threshold values only
+name the crossed threshold in node detail, and are read by the sensors job.
+
+The SDR walk is the costly part of a first poll (one Get SDR per record); what it yields
+is kept per BMC by :mod:`console.drivers.sdrcache`, validated on each new session by
+:func:`read_stamp` (Get Device ID and Get SDR Repository Info: two requests instead of
+the walk), as freeipmi's sdr-cache does.
+
+Commands: Get Device ID (IPMI 2.0 section 20.1), Get SDR Repository Info (33.9), Reserve
+SDR Repository (33.11; only before a partial read: whole records at offset 0 need no
+reservation), Get SDR (33.12; whole records first, 16-byte pieces if the BMC refuses),
+Get Sensor Reading (35.14).
 """
 
 from __future__ import annotations
@@ -22,9 +33,9 @@ from console.errors import ProtocolError
 
 from .rmcp import CommandFailed, RmcpSession
 
-__all__ = ["SensorRef", "SdrSummary", "read_sensor_refs", "threshold_health"]
+__all__ = ["SensorRef", "SdrStamp", "SdrSummary", "read_sensor_refs", "read_stamp", "threshold_health"]
 
-NETFN_SENSOR, NETFN_STORAGE = 0x04, 0x0A
+NETFN_APP, NETFN_SENSOR, NETFN_STORAGE = 0x06, 0x04, 0x0A
 BMC_OWNER = 0x20
 _CHUNK = 16
 _MAX_RECORDS = 1024  # a repository longer than this is a loop in the BMC's linked list
@@ -46,9 +57,40 @@ class SdrSummary:
     has_discrete: bool
 
 
+@dataclass(frozen=True)
+class SdrStamp:
+    """What says a BMC's SDR is the one read before (freeipmi's sdr-cache checks the same).
+
+    ``device``: the Get Device ID reply (device ID and revision, firmware revision,
+    IPMI version, device support, manufacturer, product, auxiliary firmware revision:
+    bytes 1-15), without its "update in progress" bit.  ``repository``: Get SDR Repository
+    Info's SDR version, record count, and most recent addition and erase timestamps.
+    """
+
+    device: bytes
+    repository: bytes
+
+
+async def read_stamp(session: RmcpSession) -> SdrStamp | None:
+    """The BMC's :class:`SdrStamp`, or None when it cannot vouch for its SDR: an update in
+    progress (Get Device ID byte 3 bit 7), or no SDR repository information."""
+    device = await session.request(NETFN_APP, 0x01)
+    if len(device) < 11:
+        raise ProtocolError(f"short Get Device ID reply ({len(device)} bytes)")
+    if device[2] & 0x80:
+        return None  # firmware or SDR update in progress: what we would read may not last
+    try:
+        info = await session.request(NETFN_STORAGE, 0x20)
+    except CommandFailed:
+        return None
+    if len(info) < 13:
+        return None
+    return SdrStamp(bytes(device[:15]), bytes(info[:3]) + bytes(info[5:13]))
+
+
 async def read_sensor_refs(session: RmcpSession) -> SdrSummary:
     """Walk the SDR repository; keep full (01h) and compact (02h) sensor records."""
-    reservation = await _reserve(session)
+    reservation: int | None = None  # none until a partial read needs one (see _record)
     refs: list[SensorRef] = []
     discrete = False
     record_id = 0
@@ -95,16 +137,20 @@ async def _reserve(session: RmcpSession) -> int:
     return struct.unpack_from("<H", data)[0]
 
 
-async def _record(session: RmcpSession, record_id: int, reservation: int) -> tuple[bytes, int, int]:
-    """One SDR record (header included), the next record ID, and the reservation in use."""
+async def _record(session: RmcpSession, record_id: int,
+                  reservation: int | None) -> tuple[bytes, int, int | None]:
+    """One SDR record (header included), the next record ID, and the reservation in use
+    (None: not reserved yet; 0: the BMC does not do reservations)."""
     try:
-        data = await session.request(NETFN_STORAGE, 0x23, struct.pack("<HHBB", reservation, record_id, 0, 0xFF))
+        data = await session.request(NETFN_STORAGE, 0x23, struct.pack("<HHBB", reservation or 0, record_id, 0, 0xFF))
         if len(data) >= 7 and len(data) - 2 >= 5 + data[2 + 4]:
             return bytes(data[2:]), struct.unpack_from("<H", data)[0], reservation
     except CommandFailed:
         pass  # "cannot return the number of requested bytes" and friends: read in pieces
     for attempt in range(2):
         try:
+            if reservation is None:
+                reservation = await _reserve(session)
             head = await session.request(NETFN_STORAGE, 0x23, struct.pack("<HHBB", reservation, record_id, 0, 5))
             if len(head) < 7:
                 raise ProtocolError("short SDR record header")

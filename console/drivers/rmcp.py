@@ -14,8 +14,10 @@ Scope: cipher suite 3 only (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128), the one 
 BMC we support offers and the lab serves; one session per :class:`RmcpSession`; one
 request in flight per session (an :class:`asyncio.Lock`).  Each request is retransmitted
 with a fresh session sequence number (``retry_interval``, doubling) until the call's
-deadline.  An idle session is kept alive (Get Device ID every ``keepalive_interval``
-seconds without traffic) so the BMC does not expire it between polls; :meth:`close`
+deadline.  The session stays at User level (enough to poll) until a request outside
+:data:`USER_LEVEL` asks for more (Set Session Privilege Level, once).  An idle session is
+kept alive (Get Device ID every ``keepalive_interval`` seconds without traffic) so the
+BMC does not expire it between polls; :meth:`close`
 sends Close Session and waits (bounded) for the answer.  SDR/sensors, SEL and FRU are
 decoded by pyghmi, whose requests ``console.drivers.ipmi`` sends on this same session.
 
@@ -68,6 +70,18 @@ _OTHER_STATUS = {0x01: "no free session slots", 0x04: "cipher suite 3 refused (a
 
 #: Close Session waits at most this long for the BMC's answer (seconds).
 CLOSE_TIMEOUT = 1.0
+#: Requests a User-level session may send (IPMI 2.0 appendix G): reading power, sensors,
+#: the SDR, SEL and FRU.  A session asks for its privilege (Set Session Privilege Level)
+#: before its first request outside this set, not at login: a poll needs only these.
+USER_LEVEL = frozenset({
+    (0x00, 0x01),  # Get Chassis Status
+    (0x04, 0x25), (0x04, 0x27), (0x04, 0x2D), (0x04, 0x2F),  # sensor hysteresis, thresholds, reading, type
+    (0x06, 0x01), (0x06, 0x37),  # Get Device ID, Get System GUID
+    (0x0A, 0x10), (0x0A, 0x11),  # FRU inventory area info, Read FRU data
+    (0x0A, 0x20), (0x0A, 0x22), (0x0A, 0x23),  # SDR repository info, Reserve SDR, Get SDR
+    (0x0A, 0x40), (0x0A, 0x41), (0x0A, 0x42), (0x0A, 0x43), (0x0A, 0x48),  # SEL info .. entries, time
+})
+CC_INSUFFICIENT_PRIVILEGE = 0xD4
 
 
 class CommandFailed(DriverError):
@@ -301,7 +315,7 @@ class RmcpSession:
                  "_username", "_password", "_where", "_hostport", "_owner_lock", "_lock", "_ep", "console_id",
                  "_managed_id", "_k1", "_aes", "_seq", "_rq_seq", "_logged_in", "_waiter", "_expect", "_packet",
                  "_framed", "_deadline", "_interval", "_timer", "_note", "_pinging", "_last_traffic", "_closed",
-                 "logins", "__weakref__")
+                 "_privileged", "logins", "__weakref__")
 
     def __init__(self, address: str, port: int, username: bytes, password: bytes, *,
                  timeout: float = 5.0, privilege: int = PRIV_ADMIN, owner_lock: asyncio.Lock | None = None) -> None:
@@ -331,6 +345,7 @@ class RmcpSession:
         self._seq = 0  # outbound session sequence number
         self._rq_seq = 0  # IPMI request sequence (6 bits)
         self._logged_in = False
+        self._privileged = False  # Set Session Privilege Level sent in this session
         self._waiter: asyncio.Future | None = None
         self._expect: Any = None
         # the request in flight (see _exchange): what to send, until when, how often
@@ -367,6 +382,15 @@ class RmcpSession:
             try:
                 if not self._logged_in:
                     await self._login(deadline)
+                if not self._privileged and (netfn, command) not in USER_LEVEL:
+                    await self._raise_privilege(deadline)
+                try:
+                    return await self._command(netfn, command, bytes(data), deadline, lun)
+                except CommandFailed as exc:
+                    # a BMC that wants more than User level for a command of USER_LEVEL
+                    if exc.code != CC_INSUFFICIENT_PRIVILEGE or self._privileged:
+                        raise
+                await self._raise_privilege(deadline)
                 return await self._command(netfn, command, bytes(data), deadline, lun)
             except (Timeout, ProtocolError):
                 self._abandon()  # the next call logs in afresh
@@ -450,12 +474,17 @@ class RmcpSession:
             if not hmac.compare_digest(icv, bytes(rsp[8:20])):
                 raise AuthFailed(f"{self._where}: RAKP 4 integrity check failed")
             self._logged_in = True
+            self._privileged = self.privilege <= PRIV_USER
             self.logins += 1
         except BaseException:
             if not self._logged_in:
                 self._abandon()
             raise
-        # Sessions start at User level (IPMI 2.0 section 22.18); ask for the one we logged in with.
+        self._schedule_keepalive()
+
+    async def _raise_privilege(self, deadline: float) -> None:
+        """Sessions start at User level (IPMI 2.0 section 22.18): ask for the one we logged
+        in with (or the highest below it the BMC grants)."""
         level = self.privilege
         while level > PRIV_USER:
             try:
@@ -463,7 +492,7 @@ class RmcpSession:
                 break
             except CommandFailed:
                 level -= 1
-        self._schedule_keepalive()
+        self._privileged = True
 
     def _status(self, rsp: bytes, what: str) -> None:
         if len(rsp) < 2:

@@ -81,7 +81,7 @@ import struct
 import threading
 import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 import pyghmi.ipmi.bmc as pyghmi_bmc
@@ -209,6 +209,8 @@ class _LabBmc(pyghmi_bmc.Bmc):
         self.uuid = machine.uuid
         self.guid_bytes = machine.uuid.bytes_le  # wire order of Get System GUID (SMBIOS order)
         self.sessions: dict[int, LabSession] = {}
+        #: in-session IPMI requests this BMC received, by (netfn, command)
+        self.commands: Counter[tuple[int, int]] = Counter()
         self.sol: SolChannel | None = None
         self.sensors = _SensorTable(machine)
         self.fru = _fru_image(machine)
@@ -426,6 +428,8 @@ class _LabBmc(pyghmi_bmc.Bmc):
     def handle_raw_request(self, request, session):
         """Run one IPMI request from an established session and send its response."""
         key = (request["netfn"], request["command"])
+        self.lab.commands[key] += 1
+        self.commands[key] += 1
         entry = self.COMMANDS.get(key)
         if entry is None:
             log.debug("%s: unsupported command netfn %02xh cmd %02xh", self, *key)
@@ -818,6 +822,9 @@ class IpmiLab:
         self._next_sweep = 0.0
         #: datagrams received by every BMC of this lab (requests, handshakes included; for benchmarks)
         self.received = 0
+        #: in-session IPMI requests by (netfn, command), every BMC of this lab (tests, benchmarks);
+        #: each BMC counts its own in ``commands`` too
+        self.commands: Counter[tuple[int, int]] = Counter()
 
     # ----------------------------------------------------------------- public API
     def add(self, machine: Machine, address: str, port: int, username: bytes, password: bytes,
@@ -917,6 +924,15 @@ class IpmiLab:
             for bmc in bmcs
             if address is None or bmc.address == address
         )
+
+    def commands_of(self, address: str) -> Counter[tuple[int, int]]:
+        """In-session requests the BMCs bound to ``address`` received, by (netfn, command)."""
+        with self._bmcs_lock:
+            bmcs = [b for b in self._bmcs if b.address == address]
+        total: Counter[tuple[int, int]] = Counter()
+        for bmc in bmcs:
+            total.update(bmc.commands)
+        return total
 
     # ----------------------------------------------------------- thread plumbing
     def wake(self, force: bool = False) -> None:

@@ -34,14 +34,17 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console.drivers import open_bmc
 from console.drivers.bmc import BmcDriver
 from console.errors import FleetError, Timeout, Unreachable
 from console.live.fleet import Fleet, PortState
 from console.secrets import Secrets
-from inventory.model import Node, Site, SshConfig, Switch
+from inventory.model import Bmc, Node, SerialConsole, Site, SshConfig, Switch, SwitchPortRef
+
+if TYPE_CHECKING:
+    from console.drivers.sdrcache import SdrCache
 
 __all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async", "quiet_gc", "raise_fd_limit"]
 
@@ -119,7 +122,13 @@ class _Slots:
 
 
 class _Endpoint:
-    """Per-endpoint discipline: lock, spacing, backoff, the kept driver."""
+    """Per-endpoint discipline: lock, spacing, backoff, the kept driver.
+
+    A large site has one per BMC, per switch and per host read over SSH: slots, and the
+    scratch only switches use is made when first used.
+    """
+
+    __slots__ = ("name", "lock", "last_start", "failures", "next_allowed", "driver", "drivers", "members", "_state")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -130,7 +139,14 @@ class _Endpoint:
         self.driver: Any = None  # switches and hosts
         self.drivers: dict[str, Any] = {}  # BMCs: node name -> driver (several systems of one service)
         self.members: list[str] = []  # BMCs: the nodes this endpoint serves
-        self.state: dict[str, Any] = {}  # per-endpoint scratch (previous counters, tables)
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-endpoint scratch (a switch's previous counters, its tables)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
 
 #: the garbage collector's first threshold in a polling process (CPython's default is 700)
@@ -165,6 +181,37 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
     except (ImportError, ValueError, OSError):
         pass  # the polls past the limit then fail, each saying so
+
+
+def _share_equal(site: Site) -> None:
+    """Make the equal strings and field sets of the site's nodes one object each.
+
+    A poller keeps its site as long as it polls.  Every node, its BMC and its switch port
+    hold their own copy of the same user name, credential reference, rack, switch,
+    protocol, and pydantic's set of the fields given (``__pydantic_fields_set__``).  The
+    models are frozen, so an equal object in place of another changes nothing anyone can
+    see; ``model_copy`` copies the field set before it adds to it.
+    """
+    strings: dict[str, str] = {}
+    field_sets: dict[frozenset[str], set[str]] = {}
+
+    def share(model: Node | Bmc | SerialConsole | SwitchPortRef) -> None:
+        values = model.__dict__
+        for key, value in values.items():
+            if type(value) is str:
+                values[key] = strings.setdefault(value, value)
+        given = model.__pydantic_fields_set__
+        shared = field_sets.setdefault(frozenset(given), given)
+        if shared is not given:
+            object.__setattr__(model, "__pydantic_fields_set__", shared)
+
+    for node in site.nodes:
+        share(node)
+        share(node.bmc)
+        if node.bmc.console is not None:
+            share(node.bmc.console)
+        if node.switch_port is not None:
+            share(node.switch_port)
 
 
 def _endpoint_key(node: Node) -> tuple[str, str, int]:
@@ -215,8 +262,12 @@ class Poller:
 
     def __init__(self, site: Site, fleet: Fleet, secrets: Secrets, config: PollConfig | None = None,
                  *, clock: Callable[[], float] = time.monotonic,
-                 bmc_factory: Callable[..., BmcDriver | Awaitable[BmcDriver]] = open_bmc_async) -> None:
+                 bmc_factory: Callable[..., BmcDriver | Awaitable[BmcDriver]] = open_bmc_async,
+                 sdr_cache: SdrCache | None = None) -> None:
+        _share_equal(site)
         self.site = site
+        #: given to every IPMI driver (console.drivers.sdrcache); the owner loads and saves it
+        self.sdr_cache = sdr_cache
         self.fleet = fleet
         self.secrets = secrets
         self.config = config or PollConfig()
@@ -231,7 +282,7 @@ class Poller:
                 ep = by_key[_endpoint_key(n)] = _Endpoint(n.name)
             ep.members.append(n.name)
             self._bmcs[n.name] = ep
-        self._hosts = {n.name: _Endpoint(n.name) for n in site.nodes}
+        self._hosts: dict[str, _Endpoint] = {}  # node name -> its host (SSH), made on its first image read
         self._switches = {s.name: _Endpoint(s.name) for s in site.switches}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -439,7 +490,11 @@ class Poller:
                 ep.drivers[name] = share(node.bmc)
                 return
         driver = self._bmc_factory(node, self.secrets, timeout=self.config.timeout)
-        ep.drivers[name] = await driver if inspect.isawaitable(driver) else driver
+        driver = await driver if inspect.isawaitable(driver) else driver
+        use_cache = getattr(driver, "use_sdr_cache", None)  # IPMI drivers
+        if self.sdr_cache is not None and use_cache is not None:
+            use_cache(self.sdr_cache)
+        ep.drivers[name] = driver
 
     async def _resolve(self, refs: Iterable[str]) -> None:
         """Resolve credential references off the event loop (the drivers then find them cached)."""
@@ -466,7 +521,9 @@ class Poller:
         from console.drivers.ssh import read_image
 
         node = self.site.node(name)
-        ep = self._hosts[name]
+        ep = self._hosts.get(name)
+        if ep is None:
+            ep = self._hosts[name] = _Endpoint(name)
         try:
             result = await self._guarded(ep, lambda: read_image(node, self.site.ssh, self.secrets,
                                                                 timeout=self.config.timeout), probe=False,
@@ -568,11 +625,16 @@ class Poller:
         by_endpoint: dict[_Endpoint, list[str]] = {}
         for n in names:
             by_endpoint.setdefault(self._bmcs[n], []).append(n)
-        coros = [self.poll_node(group[0], jobs) if len(group) == 1 else self.poll_endpoint(group, jobs)
-                 for group in by_endpoint.values()]
-        if switches:
-            coros += [self.poll_switch(s.name) for s in self.site.switches]
-        await asyncio.gather(*coros)
+        # a TaskGroup lets go of each poll's task as it ends; gather's future keeps every
+        # one (and its coroutine) for as long as its awaiter holds the future, often into
+        # the next sweep
+        async with asyncio.TaskGroup() as polls:
+            for group in by_endpoint.values():
+                polls.create_task(self.poll_node(group[0], jobs) if len(group) == 1
+                                  else self.poll_endpoint(group, jobs))
+            if switches:
+                for s in self.site.switches:
+                    polls.create_task(self.poll_switch(s.name))
         self.fleet.last_sweep_at = self.fleet.clock()
 
     async def _node_loop(self, names: list[str]) -> None:

@@ -49,6 +49,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from console.drivers.sdrcache import SdrCache, sdr_cache_path
 from console.live.fleet import Fleet
 from console.live.messages import (
     Close,
@@ -82,6 +83,8 @@ CLOSE_TIMEOUT_S = 20.0
 CHILD_EXIT_S = 10.0
 #: of which the logout of every BMC may take this long
 LOGOUT_S = 8.0
+#: the IPMI SDR cache is saved at most this often while it changes (and at the end)
+SDR_SAVE_S = 30.0
 
 
 class PollerGone(Exception):
@@ -351,7 +354,11 @@ async def _serve(conn: Connection, send: _Send, site: Site, secrets: Secrets, co
     the console is gone; then log out of every BMC (bounded) and answer the close."""
     loop = asyncio.get_running_loop()
     fleet = Fleet(site)
-    poller = Poller(site, fleet, secrets, config)
+    try:
+        sdr_cache = SdrCache.load(sdr_cache_path(site.name))  # a console restart walks no BMC's SDR
+    except ValueError:  # a site name that is no directory name: in memory only
+        sdr_cache = SdrCache()
+    poller = Poller(site, fleet, secrets, config, sdr_cache=sdr_cache)
     quiet_gc()  # the site, the Fleet and the Poller live as long as this process
     raise_fd_limit()  # a kept connection per Redfish BMC
     poller.start()
@@ -411,9 +418,13 @@ async def _serve(conn: Connection, send: _Send, site: Site, secrets: Secrets, co
         loop.add_signal_handler(sig, ended, why)
     loop.add_reader(conn.fileno(), readable)
     try:
+        next_save = loop.time() + SDR_SAVE_S
         while not done.done():
             await asyncio.wait([done], timeout=FLUSH_S)
             flush()
+            if loop.time() >= next_save:
+                next_save = loop.time() + SDR_SAVE_S
+                await sdr_cache.save_async()
     finally:
         _exit_within(CHILD_EXIT_S)  # from here on, nothing may keep this process alive
         loop.remove_reader(conn.fileno())
@@ -423,6 +434,7 @@ async def _serve(conn: Connection, send: _Send, site: Site, secrets: Secrets, co
             async with asyncio.timeout(LOGOUT_S):
                 await poller.aclose()
                 await settle()
+                await sdr_cache.save_async()
         except TimeoutError:
             logging.getLogger(__name__).warning("poller process: logging out took over %g s: leaving", LOGOUT_S)
         rid = done.result() if done.done() else None

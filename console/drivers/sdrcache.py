@@ -1,0 +1,322 @@
+"""What each IPMI BMC's SDR says health needs, kept across console restarts (one file per site).
+
+A first poll of a BMC walks its SDR repository, one Get SDR per record, to learn which
+sensors to read; the answer only changes when the BMC's SDR or firmware does.  As
+freeipmi's sdr-cache does, it is kept per BMC with what vouches for it (an
+:class:`~console.drivers.ipmi_health.SdrStamp`: Get Device ID and Get SDR Repository
+Info), and used again when a new session finds the same stamp; a different stamp walks
+the repository again.
+
+The file is ``$XDG_STATE_HOME/fleet-console/<site>/sdr-cache.json``
+(:func:`sdr_cache_path`): compact JSON, 0600, in a 0700 directory of ours.  BMCs of one
+model share one summary, so ten thousand of them take about a megabyte.  Nothing in it
+is secret (sensor numbers, firmware revisions), but it steers what the poller asks, so:
+
+- the directory and the file are opened without following links, and refused (logged,
+  then ignored) when they are not ours or are open to group or others;
+- a file larger than :data:`MAX_BYTES`, not JSON, or of another format is ignored (logged);
+  an entry that does not check out is dropped alone;
+- it is written to a temporary file and renamed over the old one (a planted link or a
+  foreign file in its place is replaced, never written through).
+
+A cache that cannot be read or written never stops polling: the BMCs are then walked as
+if there were none.  Not thread-safe: use it from one event loop (:meth:`SdrCache.save_async`
+writes off the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from .ipmi_health import SdrStamp, SdrSummary, SensorRef
+
+__all__ = ["MAX_BYTES", "MAX_BMCS", "SdrCache", "sdr_cache_path"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fleet-console sdr-cache 1"
+FILE = "sdr-cache.json"
+#: a larger file is not read (20,000 BMCs of distinct models take about 4 MB)
+MAX_BYTES = 32 * 1024 * 1024
+#: BMCs kept at most; past it, the oldest entry makes room for a new one
+MAX_BMCS = 100_000
+#: distinct summaries kept at most
+MAX_SUMMARIES = 20_000
+_MAX_REFS = 1024  # as ipmi_health's _MAX_RECORDS: a longer list is not an SDR
+_DEVICE_LEN = tuple(range(11, 16))  # Get Device ID reply: 11 bytes, up to 15 with the auxiliary revision
+_REPO_LEN = 11  # SDR version, record count, addition and erase timestamps
+
+
+def sdr_cache_path(site: str) -> Path:
+    """``$XDG_STATE_HOME/fleet-console/<site>/sdr-cache.json``."""
+    from console.ops.journal import state_dir
+
+    if not site or "/" in site or site in (".", ".."):
+        raise ValueError(f"not a site name: {site!r}")
+    return state_dir() / site / FILE
+
+
+class SdrCache:
+    """BMC (``address:port``) -> (:class:`SdrStamp`, :class:`SdrSummary`), loaded from and saved to ``path``.
+
+    ``path`` None: in memory only.  :meth:`load` never raises; :meth:`save` never raises.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._bmcs: dict[str, tuple[SdrStamp, SdrSummary]] = {}
+        self._summaries: dict[SdrSummary, SdrSummary] = {}  # one object per distinct summary
+        self.changed = False  # since the last load or save
+        self._why_not_saved = ""  # logged once, not at every save
+
+    def __len__(self) -> int:
+        return len(self._bmcs)
+
+    # ------------------------------------------------------------- use
+    def get(self, key: str, stamp: SdrStamp) -> SdrSummary | None:
+        """The summary kept for ``key`` if it was read under this very ``stamp``."""
+        kept = self._bmcs.get(key)
+        if kept is None or kept[0] != stamp:
+            return None
+        return kept[1]
+
+    def put(self, key: str, stamp: SdrStamp, summary: SdrSummary) -> SdrSummary:
+        """Keep ``summary`` for ``key``; returns the shared copy of it (equal summaries are one object)."""
+        summary = self._intern(summary)
+        if self._bmcs.get(key) != (stamp, summary):
+            if key not in self._bmcs and len(self._bmcs) >= MAX_BMCS:
+                del self._bmcs[next(iter(self._bmcs))]  # full: the oldest entry goes
+            self._bmcs[key] = (stamp, summary)
+            self.changed = True
+        return summary
+
+    def _intern(self, summary: SdrSummary) -> SdrSummary:
+        kept = self._summaries.get(summary)
+        if kept is not None:
+            return kept
+        if len(self._summaries) < MAX_SUMMARIES:
+            self._summaries[summary] = summary
+        return summary
+
+    # ------------------------------------------------------------- the file
+    @classmethod
+    def load(cls, path: Path | None) -> SdrCache:
+        """The cache kept at ``path`` (empty when there is none, or it is refused: logged)."""
+        cache = cls(path)
+        if path is None:
+            return cache
+        try:
+            data = cache._read()
+            dropped = cache._absorb(data) if data is not None else 0
+        except _Refused as exc:
+            log.warning("SDR cache %s ignored (it will be rewritten): %s", path, exc)
+            return cls(path)
+        except OSError as exc:
+            log.warning("SDR cache %s not read: %s", path, exc.strerror or exc)
+            return cls(path)
+        if dropped:
+            log.warning("SDR cache %s: %d entries ignored (not valid)", path, dropped)
+            cache.changed = True
+        return cache
+
+    def _read(self) -> bytes | None:
+        assert self.path is not None
+        dfd = _open_dir(self.path.parent, create=False)
+        if dfd is None:
+            return None
+        try:
+            try:
+                fd = os.open(self.path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise _Refused("it is a symbolic link") from None
+                raise
+            try:
+                st = os.fstat(fd)
+                _check_file(st)
+                if st.st_size > MAX_BYTES:
+                    raise _Refused(f"larger than {MAX_BYTES} bytes")
+                chunks, left = [], MAX_BYTES + 1
+                while left > 0:
+                    chunk = os.read(fd, min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+                data = b"".join(chunks)
+                if len(data) > MAX_BYTES:
+                    raise _Refused(f"larger than {MAX_BYTES} bytes")
+                return data
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dfd)
+
+    def _absorb(self, data: bytes) -> int:
+        """Take the entries of a file's ``data``; returns how many were dropped (not valid)."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise _Refused("not JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise _Refused(f"not the format {FORMAT!r}")
+        raw_summaries, raw_bmcs = doc.get("summaries"), doc.get("bmcs")
+        if not isinstance(raw_summaries, list) or not isinstance(raw_bmcs, dict):
+            raise _Refused("no summaries or no BMCs")
+        summaries = [_summary_from(x) for x in raw_summaries[:MAX_SUMMARIES]]
+        dropped = sum(1 for x in summaries if x is None) + max(0, len(raw_summaries) - MAX_SUMMARIES)
+        for key, value in raw_bmcs.items():
+            entry = _entry_from(key, value, summaries)
+            if entry is None or len(self._bmcs) >= MAX_BMCS:
+                dropped += 1
+                continue
+            self._bmcs[key] = (entry[0], self._intern(entry[1]))
+        return dropped
+
+    def dump(self) -> bytes:
+        """The file's content for what is kept now."""
+        index: dict[SdrSummary, int] = {}
+        bmcs: dict[str, list[Any]] = {}
+        for key, (stamp, summary) in self._bmcs.items():
+            i = index.setdefault(summary, len(index))
+            bmcs[key] = [stamp.device.hex(), stamp.repository.hex(), i]
+        summaries = [[bytes(b for r in s.thresholds for b in (r.number, r.lun)).hex(), s.has_discrete]
+                     for s in index]
+        doc = {"format": FORMAT, "summaries": summaries, "bmcs": bmcs}
+        return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+
+    def save(self) -> bool:
+        """Write the file now if anything changed since it was read or written; False (logged) on failure."""
+        if self.path is None or not self.changed:
+            return True
+        ok = self._write(self.dump())
+        if ok:
+            self.changed = False
+        return ok
+
+    async def save_async(self) -> bool:
+        """:meth:`save`, the content made here and written in a thread (an fsync can take a while)."""
+        if self.path is None or not self.changed:
+            return True
+        data = self.dump()
+        self.changed = False  # what changes while writing is saved next time
+        ok = await asyncio.to_thread(self._write, data)
+        if not ok:
+            self.changed = True
+        return ok
+
+    def _write(self, data: bytes) -> bool:
+        assert self.path is not None
+        tmp = f".{FILE}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:
+            dfd = _open_dir(self.path.parent, create=True)
+            assert dfd is not None
+        except (_Refused, OSError) as exc:
+            self._not_saved(str(exc))
+            return False
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                os.fchmod(fd, 0o600)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            self._why_not_saved = ""
+            return True
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            self._not_saved(exc.strerror or str(exc))
+            return False
+        finally:
+            os.close(dfd)
+
+    def _not_saved(self, why: str) -> None:
+        if why != self._why_not_saved:
+            log.warning("SDR cache %s not saved: %s", self.path, why)
+        self._why_not_saved = why
+
+
+class _Refused(Exception):
+    """A cache file or directory that is not to be trusted; the text says why."""
+
+
+def _open_dir(path: Path, *, create: bool) -> int | None:
+    """The site's state directory as a descriptor (None if missing and not ``create``); a
+    symbolic link, or one not ours or open to group or others, is refused."""
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    try:
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _Refused(f"{path} is a symbolic link or not a directory") from None
+        raise
+    st = os.fstat(dfd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(dfd)
+        raise _Refused(f"{path} is not a 0700 directory of yours (owner uid {st.st_uid}, "
+                       f"mode {stat.S_IMODE(st.st_mode):04o})")
+    return dfd
+
+
+def _check_file(st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise _Refused("not a regular file")
+    if st.st_uid != os.geteuid():
+        raise _Refused(f"owned by uid {st.st_uid}, not by you")
+    if st.st_mode & 0o077:
+        raise _Refused(f"mode {stat.S_IMODE(st.st_mode):04o}, open to others")
+
+
+def _hex(value: Any, lengths: tuple[int, ...]) -> bytes | None:
+    if not isinstance(value, str) or len(value) > 2 * max(lengths):
+        return None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return raw if len(raw) in lengths else None
+
+
+def _summary_from(value: Any) -> SdrSummary | None:
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], bool) and len(value[0]) <= 4 * _MAX_REFS):
+        return None
+    try:
+        raw = bytes.fromhex(value[0])
+    except ValueError:
+        return None
+    if len(raw) % 2 or any(lun > 3 for lun in raw[1::2]):
+        return None
+    return SdrSummary(tuple(SensorRef(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)), value[1])
+
+
+def _entry_from(key: Any, value: Any, summaries: list[SdrSummary | None]) -> tuple[SdrStamp, SdrSummary] | None:
+    if not (isinstance(key, str) and 0 < len(key) <= 300 and key.isprintable()):
+        return None
+    if not (isinstance(value, list) and len(value) == 3 and type(value[2]) is int
+            and 0 <= value[2] < len(summaries)):
+        return None
+    device, repository, summary = _hex(value[0], _DEVICE_LEN), _hex(value[1], (_REPO_LEN,)), summaries[value[2]]
+    if device is None or repository is None or summary is None:
+        return None
+    return SdrStamp(device, repository), summary
