@@ -118,3 +118,47 @@ async def redfish_lab(cert_dir: Path):
     lab = RedfishLab(cert_dir=str(cert_dir))
     yield lab
     await lab.stop()
+
+
+@pytest.fixture
+def cli_in_process(monkeypatch, capsys):
+    """``run(*args, env=None)``: `fleet-console ARGS` in this process, as (exit status, stdout,
+    stderr).  For what a child process would show no differently (arguments and input refused
+    before anything runs) without the second or so a Python child takes to start.  ``env``, a
+    whole environment like a child's, is in force for the call; the SIGTERM handler and the
+    logging that ``main`` sets up are put back after it."""
+    import logging
+    import signal
+
+    from console.cli.main import CHATTY_LOGGERS, main
+
+    def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+        term = signal.getsignal(signal.SIGTERM)
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            if env is not None:
+                for key in set(os.environ) - set(env):
+                    m.delenv(key)
+                for key, value in env.items():
+                    m.setenv(key, value)
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                signal.signal(signal.SIGTERM, term)
+                for handler in root.handlers:
+                    if handler not in handlers:
+                        handler.close()
+                root.handlers[:] = handlers
+                root.setLevel(level)
+                for name, was in chatty.items():
+                    logging.getLogger(name).setLevel(was)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -87,17 +87,20 @@ def cli(lab, env, *args, timeout=180):
     return finish(start(lab, env, *args), timeout)
 
 
-def test_bad_input_exits_2(lab, env, tmp_path):
-    r = cli(lab, env, "audit", "no-such-node")
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "no-such-node" in r.stderr
-    r = cli(lab, env, "audit", "--fanout", "0")
-    assert r.returncode == 2 and "--fanout" in r.stderr
+def test_bad_input_exits_2(lab, env, tmp_path, cli_in_process):
+    def audit(*args):  # refused before any host is read: in this process
+        return cli_in_process("--site", lab.site_file, "audit", *args, env=env)
+
+    code, _out, err = audit("no-such-node")
+    assert code == 2 and "Traceback" not in err and "no-such-node" in err
+    code, _out, err = audit("--fanout", "0")
+    assert code == 2 and "--fanout" in err
     link = tmp_path / "out.csv"
     link.symlink_to(tmp_path / "target.csv")
-    r = cli(lab, env, "audit", "--csv", str(link))
-    assert r.returncode == 2 and "symbolic link" in r.stderr and not (tmp_path / "target.csv").exists()
-    r = cli(lab, env, "audit", "--csv", str(tmp_path / "no" / "dir.csv"))
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    code, _out, err = audit("--csv", str(link))
+    assert code == 2 and "symbolic link" in err and not (tmp_path / "target.csv").exists()
+    code, _out, err = audit("--csv", str(tmp_path / "no" / "dir.csv"))
+    assert code == 2 and "Traceback" not in err
 
 
 def test_audit_range_text_and_csv(lab, env, tmp_path):
