@@ -149,7 +149,7 @@ def test_third_party_clients_against_the_lab(demo_lab):
     assert out.returncode == 0 and "dal1-r03-tor" in out.stdout, out.stderr
 
 
-def test_cli_lab_runs_in_foreground_and_publishes_state(tmp_path):
+def test_cli_lab_runs_in_foreground_and_publishes_state(tmp_path, monkeypatch):
     """`fleet-console --site demo lab` prints endpoints, publishes state, stops cleanly on SIGINT."""
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", "demo", "lab", "--ephemeral", "--json",
@@ -164,11 +164,12 @@ def test_cli_lab_runs_in_foreground_and_publishes_state(tmp_path):
         assert pwfile.read_text().strip() not in json.dumps(info)  # secrets are never printed
         state = json.loads((tmp_path / "fleet-console" / "lab-demo.json").read_text())
         assert state["pid"] == proc.pid
-        # another command finds it: validate ignores it, and the state check says it is alive
-        r = subprocess.run([sys.executable, "-c", "from console.lab.state import read_state; import sys; "
-                            "s = read_state('demo'); sys.exit(0 if s and s['pid'] == %d else 1)" % proc.pid],
-                           env=env, timeout=30)
-        assert r.returncode == 0
+        # another command finds it: the state check (here, in this process) says it is alive
+        from console.lab.state import read_state
+
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        found = read_state("demo")
+        assert found is not None and found["pid"] == proc.pid
         ipmi = next(n for n in info["nodes"] if n["bmc"]["protocol"] == "ipmi")
         out = subprocess.run([need("ipmitool"), "-I", "lanplus", "-C", "3", "-H", ipmi["bmc"]["address"], "-p",
                               str(ipmi["bmc"]["port"]), "-U", "admin", "-f", str(pwfile), "power", "status"],
