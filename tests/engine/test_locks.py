@@ -439,7 +439,7 @@ def fleet(site_file, env, *args):
                           text=True, timeout=90, env=env, stdin=subprocess.DEVNULL)
 
 
-def test_cli_power_while_the_guard_is_held_exits_2_with_one_clear_line(demo_cli, tmp_path, demo_lab):
+def test_cli_power_while_the_guard_is_held_exits_2_with_one_clear_line(demo_cli, tmp_path, demo_lab, cli_in_process):
     site_file, env = demo_cli
     node = "dal1-r01-n05"
     before = demo_lab.machine(node)["boots"]
@@ -455,11 +455,12 @@ def test_cli_power_while_the_guard_is_held_exits_2_with_one_clear_line(demo_cli,
     assert last.startswith(f"fleet-console: error: {guard_path} is held by pid {os.getpid()} (")
     assert "for more than 5 s: no node was locked" in last and "Traceback" not in r.stderr
     assert demo_lab.machine(node)["boots"] == before
-    # an unsafe lock directory is refused while planning, before any BMC is asked
+    # an unsafe lock directory is refused while planning, before any BMC is asked (in this process)
     (tmp_path / "locks").chmod(0o777)
-    r = fleet(site_file, env, "power", "cycle", node, "--yes")
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    mode, error = r.stderr.strip().splitlines()  # the mode line (embedded), then one clear error
+    code, out, err = cli_in_process("--site", site_file, "power", "cycle", node, "--yes", env=env)
+    assert code == 2, (out, err)
+    assert demo_lab.machine(node)["boots"] == before
+    mode, error = err.strip().splitlines()  # the mode line (embedded), then one clear error
     assert mode.startswith("fleet-console: embedded")
     assert error == (f"fleet-console: error: unsafe lock directory: {tmp_path / 'locks'} is writable "
                      "by others and not sticky (mode 0777)")
