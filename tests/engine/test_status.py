@@ -181,10 +181,10 @@ def test_status_json_uses_the_running_lab_and_never_prints_secrets(tmp_path):
         lab.stdout.close()
 
 
-def test_status_bad_selection_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "demo", "status", "dal1-r09-n[01-02]"],
-                       capture_output=True, text=True, timeout=120, env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
-    assert r.returncode == 2 and "unknown node(s)" in r.stderr and "Traceback" not in r.stderr
+def test_status_bad_selection_exits_2(tmp_path, cli_in_process):
+    code, _out, err = cli_in_process("--site", "demo", "status", "dal1-r09-n[01-02]",  # refused first: in this process
+                                     env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path)))
+    assert code == 2 and "unknown node(s)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("node", ["dal1-r01-n07", "dal1-r02-n19"])  # IPMI fan fault, Redfish PSU fault
