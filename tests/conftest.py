@@ -126,11 +126,18 @@ def cli_in_process(monkeypatch, capsys):
     stderr).  For what a child process would show no differently (arguments and input refused
     before anything runs) without the second or so a Python child takes to start.  ``env``, a
     whole environment like a child's, is in force for the call; the SIGTERM handler and the
-    logging that ``main`` sets up are put back after it."""
+    logging that ``main`` sets up are put back after it.  A warning raised during the call is
+    printed on its stderr under a fresh interpreter's filters, as a child's would be (one
+    raised while importing was raised in this process long before, and is not)."""
     import logging
     import signal
+    import sys
+    import warnings
 
     from console.cli.main import CHATTY_LOGGERS, main
+
+    def show_on_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         root = logging.getLogger()
@@ -138,7 +145,12 @@ def cli_in_process(monkeypatch, capsys):
         chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
         term = signal.getsignal(signal.SIGTERM)
         capsys.readouterr()
-        with monkeypatch.context() as m:
+        with monkeypatch.context() as m, warnings.catch_warnings():
+            warnings.resetwarnings()  # a fresh interpreter's filters, shown on stderr
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.filterwarnings("ignore", category=category)
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            warnings.showwarning = show_on_stderr
             if env is not None:
                 for key in set(os.environ) - set(env):
                     m.delenv(key)
