@@ -6,7 +6,9 @@ asked for every :data:`SERVICE_JOBS_S` seconds: ``enter`` follows one
 to someone else's run unless this operator is an admin, and that is shown in its words).
 
 One row per run (:class:`console.ops.jobs.Job`): plan, action, owner, ticket, nodes,
-phase counts, when it started and how it stands.  ``enter`` reopens its progress
+phase counts, when it started and how it stands.  The columns fit the terminal whole
+(:func:`screens.fit.fit`): at 80 columns plan, state, phases, action and the nodes (in
+service mode the owner instead: whose run it is).  ``enter`` reopens its progress
 (a :class:`ReopenedProgress` over the same runner: the rows as they are now, then
 live), ``c`` cancels it as ``c`` on its progress screen does (the first stops
 launching nodes, the second aborts the ones in flight), escape goes back.
@@ -25,7 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -38,6 +40,7 @@ from console.service.client import ServiceGone, ServiceRefused
 from console.text import visible
 from screens.appref import FleetAppMixin
 from screens.common import outside
+from screens.fit import SCROLLBAR, Col, fit
 from screens.footer import KeyFooter
 from screens.table import HabitDataTable
 
@@ -55,8 +58,25 @@ SYNC_S = 0.5
 #: seconds between two questions to the site service about its runs (service mode)
 SERVICE_JOBS_S = 1.0
 
-COLUMNS = (("plan", "PLAN", 8), ("state", "STATE", 20), ("phases", "PHASES", 24), ("action", "ACTION", 24),
-           ("owner", "OWNER", 10), ("nodes", "NODES", 5), ("ticket", "TICKET", 10), ("started", "STARTED UTC", 11))
+COLUMNS = (
+    Col("plan", "PLAN", 8),
+    Col("state", "STATE", 20, 12),  # compact: ``▶ cancelling`` whole
+    Col("phases", "PHASES", 24, 19),  # compact: ``1 queued, 2 running`` whole
+    Col("action", "ACTION", 24, 16),  # takes the room the others leave (up to 24 cells)
+    Col("owner", "OWNER", 10),
+    Col("nodes", "NODES", 5),
+    Col("ticket", "TICKET", 10),
+    Col("started", "STARTED UTC", 11, 8, "STARTED"),
+)
+#: the action wants this many cells (``reimage flatcar@4152.2.0``) before others give way
+ACTION_WANT = 24
+#: what gives way, in order, while the action has less than it wants: this console's runs
+#: are all its operator's (the owner goes early); the service's are every operator's (the
+#: owner stays, the node count goes instead)
+FIT_STEPS = (("compact", ("started",)), ("compact", ("state",)), ("drop", ("ticket",)), ("drop", ("owner",)),
+             ("compact", ("phases",)), ("drop", ("started",)), ("drop", ("nodes",)))
+SERVICE_FIT_STEPS = (("compact", ("started",)), ("compact", ("state",)), ("drop", ("ticket",)), ("drop", ("nodes",)),
+                     ("compact", ("phases",)), ("drop", ("started",)))
 
 
 def board_of(app: FleetConsoleApp) -> JobBoard:
@@ -136,9 +156,9 @@ class JobsScreen(FleetAppMixin, Screen):
 
     def on_mount(self) -> None:
         self.sub_title = "jobs"
-        table = self.query_one("#jobs", DataTable)
-        for key, label, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
+        #: the columns shown: (key, label, width), laid out for the terminal's width
+        self.columns: tuple[tuple[str, str, int], ...] = ()
+        self._lay_out(self.console.size.width)
         #: service mode: the service's runs as it last said (None: not asked yet)
         self.service_jobs: list[dict[str, Any]] | None = None
         self.service_problem: str | None = None
@@ -147,6 +167,29 @@ class JobsScreen(FleetAppMixin, Screen):
             self.set_interval(SERVICE_JOBS_S, self._ask_service)
         self._refresh()
         self.set_interval(SYNC_S, self._refresh)
+
+    # ------------------------------------------------------------ columns
+    def _lay_out(self, width: int) -> bool:
+        """Columns that fit ``width`` cells whole (:func:`fit`); True when they changed
+        (the table is then emptied: its rows are added again)."""
+        steps = SERVICE_FIT_STEPS if self.console.service is not None else FIT_STEPS
+        columns = fit(COLUMNS, steps, max(30, width - SCROLLBAR), 0, ACTION_WANT, flex="action")
+        if columns == self.columns:
+            return False
+        self.columns = columns
+        table = self.query_one("#jobs", DataTable)
+        table.clear(columns=True)
+        for key, label, size in columns:
+            table.add_column(label, key=key, width=size)
+        return True
+
+    def on_resize(self, event: events.Resize) -> None:
+        cursor = self.selected_plan()
+        if self._lay_out(event.size.width):
+            self._refresh()
+            table = self.query_one("#jobs", DataTable)
+            if cursor is not None and cursor in table.rows:
+                table.move_cursor(row=table.get_row_index(cursor))
 
     # ------------------------------------------------------------ service mode
     def _ask_service(self) -> None:
@@ -166,7 +209,7 @@ class JobsScreen(FleetAppMixin, Screen):
             self.service_problem = None
         self._refresh()
 
-    def _service_cells(self, job: dict[str, Any]) -> tuple:
+    def _service_cells(self, job: dict[str, Any]) -> dict[str, Text]:
         running = not job.get("ended")
         state = str(job.get("state") or "?")
         style = "bold" if running else ("green" if state == "ended ok" else "yellow")
@@ -178,7 +221,7 @@ class JobsScreen(FleetAppMixin, Screen):
                  "action": outside(job.get("action") or "?"), "owner": owner,
                  "nodes": outside(job.get("nodes", "?")), "ticket": outside(job.get("ticket") or "-"),
                  "started": Text(_clock_time(started if isinstance(started, (int, float)) else None))}
-        return tuple(cells[key] for key, _, _ in COLUMNS)
+        return cells
 
     def _service_job(self, plan_id: str | None) -> dict[str, Any] | None:
         return next((j for j in self.service_jobs or () if j.get("plan_id") == plan_id), None)
@@ -213,7 +256,7 @@ class JobsScreen(FleetAppMixin, Screen):
 
         self.run_worker(cancel(), group="service-cancel", exit_on_error=False)
 
-    def _cells(self, job: Job) -> tuple:
+    def _cells(self, job: Job) -> dict[str, Text]:
         plan = job.plan
         state = job.state()
         style = "bold" if job.running else ("green" if state == "ended ok" else "yellow")
@@ -221,11 +264,11 @@ class JobsScreen(FleetAppMixin, Screen):
                  "phases": outside(counts_text(job.counts())), "action": outside(plan.action),
                  "owner": outside(job.owner), "nodes": Text(str(len(plan.targets))),
                  "ticket": outside(plan.ticket or "-"), "started": Text(_clock_time(job.started))}
-        return tuple(cells[key] for key, _, _ in COLUMNS)
+        return cells
 
     def _refresh(self) -> None:
         table = self.query_one("#jobs", DataTable)
-        rows: list[tuple[str, tuple]]
+        rows: list[tuple[str, dict[str, Text]]]
         if self.console.service is not None:
             found = self.service_jobs or []
             ordered = sorted(found, key=lambda j: (bool(j.get("ended")), -float(j.get("started") or 0)))
@@ -245,16 +288,17 @@ class JobsScreen(FleetAppMixin, Screen):
         keys = [key for key, _ in rows]
         current = [str(k.value) for k in table.rows]
         cursor = self.selected_plan()
+        shown = [key for key, _, _ in self.columns]
         if keys != current:
             table.clear()
             for key, cells in rows:
-                table.add_row(*cells, key=key)
+                table.add_row(*(cells[column] for column in shown), key=key)
             if cursor in keys:
                 table.move_cursor(row=keys.index(cursor))
         else:
             for key, cells in rows:
-                for (column, _, _), cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(key, column, cell, update_width=False)
+                for column in shown:
+                    table.update_cell(key, column, cells[column], update_width=False)
         title = Text(f"{running} running, {len(rows) - running} ended  ·  enter: progress  c: cancel  ({whose})",
                      style="bold")
         if self.service_problem:

@@ -257,3 +257,42 @@ async def test_progress_table_takes_the_habit_keys(ctx):
         await pilot.press("ctrl+f")
         assert table.cursor_row > half
         assert str(screen.query_one("#steps").render()).startswith(screen._cursor_node())  # the steps follow
+
+
+async def test_the_jobs_table_fits_the_width_whole(ctx):
+    """Every column shown is whole and the action is in full at 80 columns (screens.fit):
+    the columns follow a resize, the rows and the cursor stay."""
+    from console.ops.actions import NodePlan, Plan, Step
+    from console.ops.runner import Runner
+    from screens.fit import SCROLLBAR
+
+    plans = [Plan(action, [NodePlan("dal1-r01-n01", [Step("power-cycle", "x")], rack="r01")], id=plan_id)
+             for action, plan_id in (("reimage flatcar@4152.2.0", "c0ffee01"), ("power cycle", "a1b2c3d4"))]
+    app = app_for(ctx)
+    async with app.run_test(size=(160, 40)) as pilot:
+        board = board_of(app)
+        board.refresh = None  # nothing ran: nothing to read again
+        for plan in plans:
+            board.add(plan, Runner(app.ctx, plan, operator="tester"))  # staged, never run
+        await pilot.press("J")
+        screen = app.screen
+        assert isinstance(screen, JobsScreen)
+        table = screen.query_one("#jobs", DataTable)
+        await wait_until(lambda: table.row_count == 2, what="the jobs listed")
+        table.move_cursor(row=1)
+        cursor = screen.selected_plan()
+
+        def shown() -> dict[str, str]:
+            row = table.get_row("c0ffee01")
+            assert sum(c.get_render_width(table) for c in table.ordered_columns) <= app.size.width - SCROLLBAR
+            return {str(c.key.value): cell.plain for c, cell in zip(table.ordered_columns, row, strict=True)}
+
+        assert list(shown()) == ["plan", "state", "phases", "action", "owner", "nodes", "ticket", "started"]
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert list(shown()) == ["plan", "state", "phases", "action", "nodes"]
+        assert shown()["action"] == "reimage flatcar@4152.2.0"
+        assert table.row_count == 2 and screen.selected_plan() == cursor
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        assert shown()["owner"] == "tester" and len(shown()) == 8 and screen.selected_plan() == cursor

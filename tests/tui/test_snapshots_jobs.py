@@ -46,7 +46,9 @@ def _stage(app, tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_jobs(snap_compare, app, tmp_path, monkeypatch, size):  # noqa: F811
-    """The jobs screen: the running reimage first (phase counts), then the ended power cycle."""
+    """The jobs screen: the running reimage first (phase counts), then the ended power cycle.
+    At 80 columns the columns fit whole (screens.fit): plan, state, phases, the action
+    in full and the nodes; at 160 every column."""
     seen = {}
 
     async def open_jobs(pilot):
@@ -55,10 +57,16 @@ def test_jobs(snap_compare, app, tmp_path, monkeypatch, size):  # noqa: F811
         await settled(pilot)
         table = app.screen.query_one("#jobs")
         seen["rows"] = [str(k.value) for k in table.rows]
-        seen["reimage row"] = [c.plain for c in table.get_row("c0ffee01")]
+        seen["reimage row"] = {str(column.key.value): cell.plain
+                               for column, cell in zip(table.ordered_columns, table.get_row("c0ffee01"), strict=True)}
+        seen["width"] = sum(column.get_render_width(table) for column in table.ordered_columns)
 
     assert snap_compare(app, run_before=open_jobs, terminal_size=size)
     assert seen["rows"] == ["c0ffee01", "a1b2c3d4"]
     row = seen["reimage row"]
-    assert row[1] == "▶ running" and row[2] == "1 queued, 2 running" and row[4] == "alice"
-    assert row[7] == "23:58:25"
+    assert row["state"] == "▶ running" and row["phases"] == "1 queued, 2 running"
+    assert row["action"] == "reimage flatcar@4152.2.0"
+    if size == (80, 24):
+        assert list(row) == ["plan", "state", "phases", "action", "nodes"] and seen["width"] <= 80 - 2
+    else:
+        assert row["owner"] == "alice" and row["started"] == "23:58:25" and len(row) == 8
