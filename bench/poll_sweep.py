@@ -2,11 +2,15 @@
 
     python bench/poll_sweep.py                      # N = 100 and 1000, IPMI and Redfish
     python bench/poll_sweep.py --sizes 100 --protocols ipmi
+    python -m bench.poll_sweep --sizes 10000 --protocols ipmi --profile-cold /tmp/prof
 
 For each protocol and size it starts the lab (worker processes, ephemeral ports on
 loopback), then measures:
 
-- cold sweep: first power + health poll of every BMC (logins included);
+- cold sweep: first power + health poll of every BMC (logins included); for IPMI twice,
+  each in a poller process of its own: the first ever (an empty SDR cache: every SDR is
+  walked), then a restart on the cache the first one saved (console/drivers/sdrcache.py),
+  each with the requests per BMC the lab received (datagrams: handshakes included);
 - steady sweep: the same again on the kept sessions (median of ``--rounds``, 5);
 - for Redfish, in the same run: ``curl --parallel --parallel-max 64`` fetching the
   same ComputerSystem resources (Basic auth, a new connection each; median of as many
@@ -42,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from console.drivers.sdrcache import SdrCache  # noqa: E402
 from console.lab.lab import Lab  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
 from console.live.fleet import Fleet  # noqa: E402
@@ -55,19 +60,36 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None) -> dict:
+async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None, cache: str | None = None,
+                 cold_profile: str | None = None) -> dict:
     """The poller's side, in a process of its own (as ``console/live/pollproc.py`` runs it):
-    cold sweep, ``rounds`` steady sweeps; then waits for the parent's word (it counts the
-    BMCs' sessions meanwhile) and logs out."""
+    cold sweep (then the parent counts the lab's requests), ``rounds`` steady sweeps, the
+    SDR cache saved to ``cache``; then waits for the parent's word (it counts the BMCs'
+    sessions meanwhile) and logs out."""
     fleet = Fleet(site)
-    poller = Poller(site, fleet, secrets, PollConfig(min_interval=0.0, timeout=5.0, global_limit=128))
+    t = time.perf_counter()
+    sdr_cache = SdrCache.load(Path(cache)) if cache else None
+    cache_load = time.perf_counter() - t
+    poller = Poller(site, fleet, secrets, PollConfig(min_interval=0.0, timeout=5.0, global_limit=128),
+                    sdr_cache=sdr_cache)
     quiet_gc()  # as the poller's own process does
     raise_fd_limit()
     cpu = _cpu()
+    cold_prof = cProfile.Profile() if cold_profile else None
     t = time.perf_counter()
+    if cold_prof is not None:
+        cold_prof.enable()
     await poller.sweep(("power",), switches=False)
+    if cold_prof is not None:
+        cold_prof.disable()
     cold = time.perf_counter() - t
     cold_cpu = _cpu() - cpu
+    if cold_prof is not None and cold_profile:
+        cold_prof.dump_stats(cold_profile)
+        print(f"cold sweep profile ({cold_profile}):")
+        pstats.Stats(cold_prof).sort_stats("tottime").print_stats(18)
+    conn.send({"cold": cold})
+    await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # the parent counted requests
     steady = []
     prof = cProfile.Profile() if profile else None
     cpu = _cpu()
@@ -80,6 +102,10 @@ async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None) -
             prof.disable()
         steady.append(time.perf_counter() - t)
     steady_cpu = (_cpu() - cpu) / max(1, rounds)
+    t = time.perf_counter()
+    if sdr_cache is not None:
+        sdr_cache.save()
+    cache_save = time.perf_counter() - t
     if prof is not None and profile:
         prof.dump_stats(profile)
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
@@ -92,33 +118,44 @@ async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None) -
             urls.append(f"{node.bmc.scheme}://{node.bmc.address}:{node.bmc.effective_port}{uri}")
     result = {"cold": cold, "cold_cpu": cold_cpu, "steady": steady, "steady_cpu": steady_cpu,
               "errors": len(errors), "first_errors": errors[:3], "urls": urls,
-              "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "cache_load": cache_load, "cache_save": cache_save, "cached_bmcs": len(sdr_cache or ())}
     conn.send(result)
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # the parent counted sessions
     await poller.aclose()
     return result
 
 
-def _poller_child(conn, site, lab_secrets: dict, rounds: int, profile: str | None) -> None:
+def _poller_child(conn, site, lab_secrets: dict, rounds: int, profile: str | None, cache: str | None,
+                  cold_profile: str | None) -> None:
     try:
-        asyncio.run(sweeps(site, Secrets(lab=lab_secrets), rounds, conn, profile))
+        asyncio.run(sweeps(site, Secrets(lab=lab_secrets), rounds, conn, profile, cache, cold_profile))
     finally:
         conn.send(None)
         conn.close()
 
 
-def run_poller(lab: Lab, site, rounds: int, profile: str | None) -> tuple[dict, int]:
+def run_poller(lab: Lab, site, rounds: int, profile: str | None, cache: str | None = None,
+               cold_profile: str | None = None) -> tuple[dict, int]:
     """Sweeps in a child process holding only what the poller's process holds (the
     site, the Fleet, the sessions), so its peak RSS is the poller's; returns its
-    figures and the sessions the BMCs held while it polled."""
+    figures (with ``cold_requests``: datagrams the lab's IPMI BMCs received during the
+    cold sweep) and the sessions the BMCs held while it polled."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_poller_child, args=(child, site, lab.secrets, rounds, profile))
+    proc = ctx.Process(target=_poller_child, args=(child, site, lab.secrets, rounds, profile, cache, cold_profile))
+    ipmi = site.nodes[0].bmc.protocol == "ipmi"
+    before = lab.ipmi_requests() if ipmi else 0
     proc.start()
     try:
+        if parent.recv() is None:  # the cold sweep is done: count before the steady ones
+            raise RuntimeError("the poller's process failed (see above)")
+        cold_requests = lab.ipmi_requests() - before if ipmi else 0
+        parent.send("counted")
         result = parent.recv()
         if result is None:
             raise RuntimeError("the poller's process failed (see above)")
+        result["cold_requests"] = cold_requests
         held = lab.sessions()[site.nodes[0].bmc.protocol]
         parent.send("close")
         parent.recv()  # logged out
@@ -199,6 +236,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=20, help="hosts in the sequential ipmitool loop")
     ap.add_argument("--profile", metavar="DIR", help="cProfile the steady sweeps into DIR/poll-PROTO-N.prof "
                     "and print the top functions")
+    ap.add_argument("--profile-cold", metavar="DIR", help="cProfile the cold sweeps into "
+                    "DIR/poll-PROTO-N-cold-{first,restart}.prof and print the top functions")
     args = ap.parse_args()
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="fleet-bench-"))
     rows = []
@@ -213,9 +252,19 @@ def main() -> None:
                 eff = lab.effective_site()
                 prof = os.path.join(args.profile, f"poll-{protocol}-{n}.prof") if args.profile else None
                 load_before = os.getloadavg()[0]
-                res, held = run_poller(lab, eff, args.rounds, prof)
+                cache_dir = tempfile.mkdtemp(prefix="fleet-bench-sdr-")  # a first-ever poller: no cache yet
+                cache = os.path.join(cache_dir, "sdr-cache.json") if protocol == "ipmi" else None
+                try:
+                    cold_prof = (os.path.join(args.profile_cold, f"poll-{protocol}-{n}-cold-%s.prof")
+                                 if args.profile_cold else None)
+                    res, held = run_poller(lab, eff, args.rounds, prof, cache, cold_prof and cold_prof % "first")
+                    leaked = lab.sessions()
+                    # a console restart: a new poller process on the cache the first one saved
+                    again = (run_poller(lab, eff, 0, None, cache, cold_prof and cold_prof % "restart")[0]
+                             if cache else None)
+                finally:
+                    shutil.rmtree(cache_dir, ignore_errors=True)
                 cold, steady, errors = res["cold"], res["steady"], res["errors"]
-                leaked = lab.sessions()
                 med = statistics.median(steady)
                 row = {"protocol": protocol, "n": n, "lab_start_s": lab_start, "cold_s": cold, "steady_s": med,
                        "polls_per_s": n / med, "errors": errors, "leaked": leaked[protocol],
@@ -237,6 +286,16 @@ def main() -> None:
                       f"peak RSS {row['rss_mb']:.0f} MB", flush=True)
                 if res["first_errors"]:
                     print(f"{'':8} errors, e.g. {'; '.join(res['first_errors'])}", flush=True)
+                if again is not None:
+                    row["cold_requests_per_bmc"] = res["cold_requests"] / n
+                    row["cold_warm_s"] = again["cold"]
+                    row["cold_warm_requests_per_bmc"] = again["cold_requests"] / n
+                    print(f"{'':8} cold sweep, first ever (empty SDR cache): {cold:6.2f} s, "
+                          f"{res['cold_requests'] / n:.1f} requests/BMC; after a restart (SDR cache warm, "
+                          f"{again['cached_bmcs']} BMCs loaded in {again['cache_load'] * 1000:.0f} ms): "
+                          f"{again['cold']:6.2f} s, {again['cold_requests'] / n:.1f} requests/BMC, errors "
+                          f"{again['errors']}; cache saved in {res['cache_save'] * 1000:.0f} ms "
+                          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
                 print(f"{'':8} poller CPU: cold {res['cold_cpu']:.2f} s, {res['steady_cpu']:.2f} s per steady sweep; "
                       f"steady sweeps {' '.join(f'{x:.2f}' for x in steady)} s; load average "
                       f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)

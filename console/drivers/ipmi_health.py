@@ -74,7 +74,10 @@ class SdrStamp:
 async def read_stamp(session: RmcpSession) -> SdrStamp | None:
     """The BMC's :class:`SdrStamp`, or None when it cannot vouch for its SDR: an update in
     progress (Get Device ID byte 3 bit 7), or no SDR repository information."""
-    device = await session.request(NETFN_APP, 0x01)
+    try:
+        device = await session.request(NETFN_APP, 0x01)
+    except CommandFailed:
+        return None
     if len(device) < 11:
         raise ProtocolError(f"short Get Device ID reply ({len(device)} bytes)")
     if device[2] & 0x80:

@@ -125,6 +125,8 @@ class SdrCache:
         if dropped:
             log.warning("SDR cache %s: %d entries ignored (not valid)", path, dropped)
             cache.changed = True
+        if data is not None:
+            log.info("SDR cache %s: %d BMCs", path, len(cache))
         return cache
 
     def _read(self) -> bytes | None:

@@ -29,7 +29,7 @@ from console.live.fleet import Fleet
 from console.live.poller import PollConfig, Poller
 from console.secrets import Secrets
 from inventory.loader import load_site_text
-from tests.support import wait_for
+from tests.support import wait_for, wait_until
 
 USER, PASSWORD = b"admin", b"sdr-cache-pw"
 OK, HOT, OFF = "127.86.0.1", "127.86.0.2", "127.86.0.3"
@@ -197,6 +197,38 @@ async def test_a_planted_symlink_is_refused_and_replaced_not_followed(lab, cache
     assert "symbolic link" in caplog.text
     assert not cache_path.is_symlink() and stat.S_ISREG(os.lstat(cache_path).st_mode)
     assert json.loads(target.read_text())["bmcs"] == {}  # never written through
+
+
+async def test_the_poller_process_saves_the_cache_of_its_site(lab, caplog):
+    """console/live/pollproc.py: the poller's process loads the site's cache at start and
+    saves it when it closes (the state directory is the test session's private one)."""
+    from console.live.pollproc import PollerProcess
+
+    site = lab.site()
+    path = sdr_cache_path(site.name)
+    config = PollConfig(power_interval=1.0, boot_interval=600, sensors_interval=600, events_interval=600,
+                        identity_interval=600, image_interval=600, timeout=3.0, min_interval=0.0)
+    secrets = Secrets(environ={"SDRTEST_PW": PASSWORD.decode()})
+    caplog.set_level(logging.INFO)  # the child logs at the level of this process, re-logged here
+    for start in range(2):
+        fleet = Fleet(site)
+        process = PollerProcess(site, fleet, secrets, config)
+        process.start()
+        try:
+            await wait_until(lambda: all(st.power_at for st in fleet.nodes.values()), timeout=60,  # noqa: B023
+                             what="a power poll of every node")
+            assert fleet.nodes["n2"].health == "critical" and fleet.nodes["n1"].health == "ok"
+        finally:
+            await process.aclose()
+        assert process.failure is None
+        kept = SdrCache.load(path)
+        assert len(kept) == 3, start
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # the second start loaded what the first saved (the sensors job, which reads pyghmi's
+    # own SDR, walks it there: the power path's count is test_a_restarted_poller_walks_no_sdr's)
+    loaded = [r.getMessage() for r in caplog.records
+              if r.name == "console.drivers.sdrcache" and r.filename == "pollproc.py"]  # re-logged there
+    assert loaded == [f"SDR cache {path}: 3 BMCs"]
 
 
 # ------------------------------------------------------------------ the file alone
