@@ -305,8 +305,8 @@ class IpmiDriver:
         """The sensor half of :meth:`health`: threshold states on the poll session
         (:mod:`console.drivers.ipmi_health`); pyghmi's tables when the SDR has discrete sensors."""
         async def read(session: RmcpSession) -> str | None:
-            if self._sdr is None or self._sdr_login != session.logins:
-                await self._check_sdr(session)
+            if self._sdr is None or not session.is_open or self._sdr_login != session.logins:
+                await self._check_sdr(session)  # a new session (or one to come): the stamp first
             assert self._sdr is not None
             if self._sdr.has_discrete:
                 return None
@@ -324,6 +324,10 @@ class IpmiDriver:
         self._sdr_login = session.logins
         if self._sdr is not None and (stamp is None or stamp == self._stamp):
             return  # unchanged (or a BMC that cannot say: read once per driver, as before)
+        if self._stamp is not None:  # the BMC's SDR or firmware changed: pyghmi's copy too
+            self._thresholds = None
+            if self._command is not None:
+                self._command._sdr = None
         cache, key = self._sdr_cache, _cache_key(self.address, self.port)
         sdr = cache.get(key, stamp) if cache is not None and stamp is not None else None
         walked = sdr is None

@@ -170,6 +170,33 @@ async def test_a_new_session_checks_the_stamp_and_walks_nothing(lab, cache_path)
         await poller.aclose()
 
 
+async def test_node_detail_thresholds_follow_a_changed_sdr(lab):
+    """The sensors job (pyghmi's decoding, on the same session) reads the SDR and the
+    thresholds once; when a new session finds another stamp, both are read again."""
+    from console.drivers.ipmi import IpmiDriver
+    from console.secrets import Secret
+    from inventory.model import Bmc
+
+    bmc = Bmc(protocol="ipmi", address=OFF, port=lab.ports[OFF], username="admin", password="env:UNUSED")
+    driver = IpmiDriver(bmc, Secret(PASSWORD.decode()), timeout=3.0)
+    try:
+        assert await driver.health() == "ok"
+        fan = next(s for s in await driver.sensors() if s.name == "FAN1")
+        assert fan.lower_critical is None  # powered off: the fans show no lower thresholds
+        lab.machines[OFF].power_on()
+        wait_for(lambda: lab.machines[OFF].powered, what="power on")
+        assert driver._rmcp is not None
+        driver._rmcp._abandon()  # a new session: its first sensor read checks the stamp
+        driver.health_ttl = 0.0
+        walks = lab.ipmi.commands_of(OFF)[GET_SDR]
+        await driver.health()
+        assert lab.ipmi.commands_of(OFF)[GET_SDR] > walks  # another stamp: walked again
+        fan = next(s for s in await driver.sensors() if s.name == "FAN1")
+        assert (fan.lower_critical, fan.lower_warning) == (1000.0, 1800.0)
+    finally:
+        await driver.close()
+
+
 async def test_a_garbage_cache_file_is_ignored_logged_and_rewritten(lab, cache_path, caplog):
     cache_path.parent.mkdir(mode=0o700)
     fd = os.open(cache_path, os.O_WRONLY | os.O_CREAT, 0o600)
