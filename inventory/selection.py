@@ -380,9 +380,9 @@ class AttrIndex:
             v.casefold() for key in SUBSTRING_KEYS for v in new.get(key, ()))])
         counts, index, folded = self._key_count, self._values, self._folded
         if old is None:  # the first read: nothing to take out or compare
-            for key, values in new.items():
+            for key in new:
                 counts[key] = counts.get(key, 0) + 1
-                self._add(name, key, values)
+            self._add(name, new.items())
             return
         if old == new:
             return
@@ -407,32 +407,31 @@ class AttrIndex:
                 counts[key] -= 1
                 if not counts[key]:
                     del counts[key], index[key]
-        for key, values in new.items():
-            was = old.get(key)
-            if was == values:
-                continue
-            if was is None:
+        moved = [(key, values) for key, values in new.items() if old.get(key) != values]
+        for key, _ in moved:
+            if key not in old:
                 counts[key] = counts.get(key, 0) + 1
-            self._add(name, key, values)
+        self._add(name, moved)
 
-    def _add(self, name: str, key: str, values: tuple[str, ...]) -> None:
-        """Index ``name`` under each of ``values`` of ``key`` (its count of ``key`` is the caller's)."""
-        by_value = self._values.get(key)
-        if by_value is None:
-            by_value = self._values[key] = {}
-        folded = self._folded
-        for v in values:
-            holding = by_value.get(v)
-            if holding is None:
-                by_value[v] = {name}
-            else:
-                holding.add(name)
-            f = v.casefold()
-            holders = folded.get(f)
-            if holders is None:
-                folded[f] = {name: 1}
-            else:
-                holders[name] = holders.get(name, 0) + 1
+    def _add(self, name: str, items: Iterable[tuple[str, tuple[str, ...]]]) -> None:
+        """Index ``name`` under each of its ``(key, values)`` (its counts of the keys are the caller's)."""
+        index, folded = self._values, self._folded
+        for key, values in items:
+            by_value = index.get(key)
+            if by_value is None:
+                by_value = index[key] = {}
+            for v in values:
+                holding = by_value.get(v)
+                if holding is None:
+                    by_value[v] = {name}
+                else:
+                    holding.add(name)
+                f = v.casefold()
+                holders = folded.get(f)
+                if holders is None:
+                    folded[f] = {name: 1}
+                else:
+                    holders[name] = holders.get(name, 0) + 1
 
     def __call__(self, name: str) -> Mapping[str, AttrValue]:
         """A node's attributes, as the ``attrs`` function gives them (collections as tuples)."""
