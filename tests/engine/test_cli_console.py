@@ -18,6 +18,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -367,12 +368,21 @@ def test_force_takes_the_console_over_from_another_operator(lab, env, term):
     first.expect(rb"login: ")
     held = cli(lab, env, "console", node)  # a script, no --force: refused, naming the holder
     assert held.returncode == 1 and b"held by" in held.stderr
-    taker = cli(lab, env, "console", node, "--force", input=b"\n")
-    assert taker.returncode == 0, taker.stderr
-    assert b"console is held by another client of the BMC (BMC session 0x" in taker.stderr
-    assert b": taking it over" in taker.stderr
-    first.expect(rb"\[fleet-console: console lost: [^\]]*; reconnecting\]")
-    first.expect(rb"\[fleet-console: another client took the console on the BMC; waiting for it to come free")
+    # the taker holds the console (its input stays open) until the first has seen it held
+    with tempfile.TemporaryFile() as err:
+        taker = subprocess.Popen([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, "console", node,
+                                  "--force"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            first.expect(rb"\[fleet-console: console lost: [^\]]*; reconnecting\]")
+            first.expect(rb"\[fleet-console: another client took the console on the BMC; waiting for it to come free")
+        finally:
+            taker.stdin.close()  # end of input: the taker detaches
+            code = taker.wait(timeout=TIMEOUT)
+        err.seek(0)
+        said = err.read()
+    assert code == 0, said
+    assert b"console is held by another client of the BMC (BMC session 0x" in said
+    assert b": taking it over" in said
     first.type(b"~.")
     assert first.wait() == 0
     assert first.attrs() == first.before
