@@ -32,7 +32,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,10 @@ class _Slots:
         self._free = limit
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
         self._order = itertools.count()
+        #: polls waiting in acquire() (the heap may still hold cancelled ones)
+        self._queued = 0
+        #: sweeps waiting for the queue to get shorter than a length: (length, their future)
+        self._room: list[tuple[int, asyncio.Future[None]]] = []
 
     async def acquire(self, priority: int) -> None:
         if self._free > 0 and not self._waiters:
@@ -105,12 +109,34 @@ class _Slots:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        self._queued += 1
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # handed a slot as it was cancelled
                 self.release()
             raise
+        finally:
+            self._queued -= 1
+            if self._room:
+                self._make_room()
+
+    async def shorter(self, than: int) -> None:
+        """Return once fewer than ``than`` polls wait for a slot."""
+        while self._queued >= than:
+            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room.append((than, room))
+            await room
+
+    def _make_room(self) -> None:
+        waiting = []
+        for than, room in self._room:
+            if self._queued < than:
+                if not room.done():
+                    room.set_result(None)
+            elif not room.done():
+                waiting.append((than, room))
+        self._room = waiting
 
     def release(self) -> None:
         while self._waiters:
@@ -625,16 +651,27 @@ class Poller:
         by_endpoint: dict[_Endpoint, list[str]] = {}
         for n in names:
             by_endpoint.setdefault(self._bmcs[n], []).append(n)
-        # a TaskGroup lets go of each poll's task as it ends; gather's future keeps every
-        # one (and its coroutine) for as long as its awaiter holds the future, often into
-        # the next sweep
-        async with asyncio.TaskGroup() as polls:
+
+        def polls_to_start() -> Iterator[Coroutine[Any, Any, None]]:
             for group in by_endpoint.values():
-                polls.create_task(self.poll_node(group[0], jobs) if len(group) == 1
-                                  else self.poll_endpoint(group, jobs))
+                yield self.poll_node(group[0], jobs) if len(group) == 1 else self.poll_endpoint(group, jobs)
             if switches:
                 for s in self.site.switches:
-                    polls.create_task(self.poll_switch(s.name))
+                    yield self.poll_switch(s.name)
+
+        # Polls start a batch (the global cap) at a time, while fewer than that wait for a
+        # slot: each waiting poll holds its task and coroutines (~2.5 KB), so starting all
+        # of a 10,000-node sweep at once held 25 MB for nothing.  Polls waiting for other
+        # reasons (a BMC's backoff, the spacing between two jobs) do not hold the rest up.
+        # A TaskGroup, not gather: gather's future keeps every finished poll's task and
+        # coroutine for as long as its awaiter holds the future, often into the next sweep.
+        batch = max(1, self.config.global_limit)
+        async with asyncio.TaskGroup() as polls:
+            for i, poll in enumerate(polls_to_start()):
+                if i and i % batch == 0:
+                    await asyncio.sleep(0)  # the last batch runs up to its slots
+                    await self._slots.shorter(batch)
+                polls.create_task(poll)
         self.fleet.last_sweep_at = self.fleet.clock()
 
     async def _node_loop(self, names: list[str]) -> None:
