@@ -1,7 +1,7 @@
 """Benchmark: S operators' SSH sessions on one site service against S embedded consoles.
 
     python -m bench.service_sessions                        # 5,000 IPMI machines, 10 sessions
-    python bench/service_sessions.py --nodes 1000 --sessions 10 --window 60
+    python bench/service_sessions.py --nodes 1000 --sweeps 6  # the same at 1,000, in about 5 minutes
 
 In one run, against one generated lab (``console/lab/scale.py``; its workers are child
 processes, IPMI on loopback, ephemeral ports), with its own runtime, state and lock
@@ -10,25 +10,29 @@ directories:
 1. ``fleet-console --site S serve --listen 127.0.0.1:0 --operators FILE`` (S operators,
    one ed25519 key each, the file 0600 in a 0700 temporary directory), then one asyncssh
    client opening a shell with a PTY (xterm, 80x24): the TUI, run by the service as that
-   operator.  Once the service's poller is steady (a BMC session per machine logged
-   in, then one sensors interval, 60 s, for the cold cycle's tail), the lab's IPMI requests are counted over
-   ``--window`` seconds while the session types ``j``/``k`` (cursor down ten rows, up ten) ``--keys`` times:
-   keypress-to-screen is the time from writing the key to the first byte of terminal
-   output that follows it (the console writes nothing at idle), the next key after the
-   output has been quiet for 30 ms.
-2. S-1 more sessions (S in all, one per operator), the same counts over the same window,
-   every session typing at once; the service's RSS and CPU, its poller process's, and its
+   operator.  Once the service's poller is steady (a BMC session per machine logged in,
+   then ``--warmup`` power sweeps for the cold first cycle), the lab's IPMI datagrams are
+   counted over ``--sweeps`` completed power sweeps while the session types ``j``/``k``
+   (cursor down ten rows, up ten) ``--keys`` times: keypress-to-screen is the time from
+   writing the key to the first byte of terminal output that follows it (the console
+   writes nothing at idle), the next key after the output has been quiet for 30 ms.
+2. S-1 more sessions (S in all, one per operator), one sweep, the same counts, every
+   session typing at once; the service's RSS and CPU, its poller process's, and its
    sessions' consoles' (the TUI processes it runs on their PTYs).
 3. The service stopped (SIGTERM: it logs out of every BMC), S embedded consoles
    (``fleet-console --site S`` on PTYs of their own, 80x24, ``FLEET_SERVICE`` unset, each
-   with its own poller process), the same counts, keys, RSS and CPU.
+   with its own poller process), the same counts over as many sweeps of every poller,
+   keys, RSS and CPU.
 
-"Requests per sweep" are datagrams the lab's BMCs received during the window (session
-handshakes, power, sensors and events polls: everything a poller costs a BMC) divided by
-the power sweeps the window holds (window / power interval, 10 s): the default cadences of
-the console.  With one service they must not grow with the sessions.  Prints a table and
-asserts nothing.  Every process and temporary directory it made is removed on exit, also
-on Ctrl-C or SIGTERM.
+Sweeps are counted at the lab, not on a clock: a power poll is one Get Chassis Status, so
+a poller's sweep is done when the lab has answered one a node; a count ends when the lab
+has answered ``sweeps x pollers x nodes`` of them since it began.  "Requests per sweep"
+are the datagrams the lab's BMCs received meanwhile (session handshakes, power, sensors
+and events polls: everything a poller costs a BMC) over the sweeps completed, so the
+figure holds also when a loaded machine stretches the sweeps (each run says how long
+its sweeps took, and the load average).  With one service it must not grow with the
+sessions, and equal one embedded console's.  Prints a table and asserts nothing.  Every
+process and temporary directory it made is removed on exit, also on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ COLS, ROWS = 80, 24
 QUIET_S = 0.030
 #: the pollers' BMC sessions the same this long: as logged in as they will be
 PLATEAU_S = 30.0
+#: how often the lab's counters are read while waiting for sweeps
+SAMPLE_S = 0.5
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 
 
@@ -282,11 +288,18 @@ class Tree:
         return out
 
 
-async def settle(lab: Any, sessions: int, after: float, limit: float) -> float:
+async def counts(lab: Any) -> tuple[int, int]:
+    """(datagrams, power polls) the lab's IPMI BMCs received so far, read together."""
+    got = await asyncio.to_thread(lab.ipmi_counts)
+    return got["received"], got["power_polls"]
+
+
+async def settle(lab: Any, sessions: int, pollers: int, warm: int, limit: float) -> float:
     """Wait until the pollers are steady: every BMC session they hold logged in (``sessions``
     at the lab, one per BMC per poller) or their number the same for :data:`PLATEAU_S`, then
-    ``after`` seconds more (the first sensors cycle, whose SDR reads only a cold start
-    makes); returns the seconds waited."""
+    ``warm`` power sweeps of every poller more (each node's first cycle, whose SDR, FRU and
+    SEL reads only a cold start makes, ends before its second power poll); returns the
+    seconds waited (at most about ``limit``)."""
     t0 = changed_at = time.monotonic()
     held = -1
     while time.monotonic() - t0 < limit:
@@ -302,25 +315,52 @@ async def settle(lab: Any, sessions: int, after: float, limit: float) -> float:
     if held < sessions:
         print(f"  (the pollers hold {held} of {sessions} BMC sessions after {time.monotonic() - t0:.0f} s; "
               f"counting anyway)", flush=True)
-    await asyncio.sleep(after)  # the cold cycle's tail: a stretch of time, not a condition
+    nodes = len(lab.site.nodes)
+    print(f"  {held} BMC sessions in after {time.monotonic() - t0:.0f} s; {warm} sweeps of warm-up ...", flush=True)
+    _r, c0 = await counts(lab)
+    c = c0
+    while time.monotonic() - t0 < limit:
+        _r, c = await counts(lab)
+        if c - c0 >= warm * pollers * nodes:
+            break
+        await asyncio.sleep(SAMPLE_S)  # polling a condition
+    else:
+        print(f"  (warm-up: {(c - c0) / nodes / pollers:.1f} of {warm} sweeps after {limit:.0f} s; "
+              "counting anyway)", flush=True)
     return time.monotonic() - t0
 
 
-async def measure(lab: Any, terms: Sequence[Term], tree: Tree | None, window: float, keys: int) -> dict[str, Any]:
-    """Count the lab's IPMI requests over ``window`` seconds while every terminal types ``keys`` keys."""
-    load0 = os.getloadavg()[0]
-    r0 = await asyncio.to_thread(lab.ipmi_requests)
+async def measure(lab: Any, terms: Sequence[Term], tree: Tree | None, pollers: int, sweeps: int, keys: int,
+                  limit: float) -> dict[str, Any]:
+    """Count the lab's IPMI datagrams over ``sweeps`` completed power sweeps of each of
+    ``pollers`` pollers (their power polls reach ``sweeps`` a node each) while every terminal
+    types ``keys`` keys; at most ``limit`` seconds (then what was done is reported)."""
+    nodes = len(lab.site.nodes)
+    load0 = os.getloadavg()
+    r0, c0 = await counts(lab)
     t0 = time.monotonic()
-    lat = await asyncio.gather(*(t.keys(keys) for t in terms))
-    left = window - (time.monotonic() - t0)
-    if left > 0:
-        await asyncio.sleep(left)  # the rest of the counting window
+    typing = asyncio.gather(*(t.keys(keys) for t in terms))
+    r1, c1 = r0, c0
+    while time.monotonic() - t0 < limit:
+        await asyncio.sleep(SAMPLE_S)  # polling a condition: the sweeps done
+        r1, c1 = await counts(lab)
+        if c1 - c0 >= sweeps * pollers * nodes:
+            break
     seconds = time.monotonic() - t0
-    r1 = await asyncio.to_thread(lab.ipmi_requests)
-    res = {"requests": r1 - r0, "seconds": seconds, "lat": lat, "load": (load0, os.getloadavg()[0])}
+    lat = await typing  # keys still being typed finish (not counted: the sweeps are)
+    done = (c1 - c0) / nodes / pollers
+    if done < sweeps:
+        print(f"  (only {done:.1f} of {sweeps} sweeps in {limit:.0f} s: figures over those)", flush=True)
+    res = {"requests": r1 - r0, "polls": c1 - c0, "sweeps": done, "pollers": pollers, "seconds": seconds,
+           "lat": lat, "load": (load0, os.getloadavg())}
     if tree is not None:
         res["procs"] = tree.finish(seconds)
     return res
+
+
+def per_sweep(r: dict[str, Any]) -> float:
+    """BMC datagrams a poller's sweep costs: the requests over the sweeps every poller completed."""
+    return r["requests"] / max(r["sweeps"] * r["pollers"], 1e-9)
 
 
 # ------------------------------------------------------------------ the run
@@ -418,9 +458,9 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
         raise RuntimeError(f"{names[0]}'s console did not draw the fleet: {first.text()[-400:]!r}")
     print(f"  session 1 drew the fleet in {time.perf_counter() - t:.1f} s; waiting for a steady poller ...",
           flush=True)
-    waited = await settle(lab, len(lab.site.nodes), cfg.sensors_interval, args.settle_max)
-    print(f"  steady after {waited:.0f} s; counting {args.window:.0f} s with 1 session typing", flush=True)
-    results["service 1"] = await measure(lab, [first], None, args.window, args.keys)
+    waited = await settle(lab, len(lab.site.nodes), 1, args.warmup, args.settle_max)
+    print(f"  steady after {waited:.0f} s; counting {args.sweeps} sweeps with 1 session typing", flush=True)
+    results["service 1"] = await measure(lab, [first], None, 1, args.sweeps, args.keys, args.sweep_max)
     print(brief(results["service 1"], interval), flush=True)
     terms = [first]
     t = time.perf_counter()
@@ -428,15 +468,15 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     opened.extend(more)
     ok = await asyncio.gather(*(x.ready(marker, args.start_timeout) for x in more))
     terms += [x for x, good in zip(more, ok, strict=True) if good]
-    print(f"  {len(terms)} sessions drew the fleet in {time.perf_counter() - t:.1f} s; settling one power "
-          f"interval, then counting {args.window:.0f} s with {len(terms)} sessions typing", flush=True)
-    await asyncio.sleep(interval)  # the new consoles' first frames and subscriptions done
+    print(f"  {len(terms)} sessions drew the fleet in {time.perf_counter() - t:.1f} s; one sweep, then "
+          f"counting {args.sweeps} sweeps with {len(terms)} sessions typing", flush=True)
+    await settle(lab, len(lab.site.nodes), 1, 1, args.settle_max)  # the new consoles' first frames done
     kids = children_of(serve.proc.pid)
     pollers = [p for p in kids if "console.live.pollproc" in cmdline(p)]
     consoles = [p for p in kids if p not in pollers]
     consoles += [g for c in consoles for g in children_of(c)]  # a session console's own children, if any
     tree = Tree({"service": [serve.proc.pid], "poller": pollers, "session consoles": consoles})
-    results["service S"] = await measure(lab, terms, tree, args.window, args.keys)
+    results["service S"] = await measure(lab, terms, tree, 1, args.sweeps, args.keys, args.sweep_max)
     print(brief(results["service S"], interval), flush=True)
     results["sessions"] = len(terms)
     for s in terms:
@@ -459,13 +499,13 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     eterms: list[Term] = [x for x, good in zip(embedded, ok, strict=True) if good]
     print(f"  {len(eterms)} consoles drew the fleet in {time.perf_counter() - t:.1f} s; waiting for steady "
           f"pollers ...", flush=True)
-    waited = await settle(lab, len(eterms) * len(lab.site.nodes), cfg.sensors_interval, args.settle_max)
-    print(f"  steady after {waited:.0f} s; counting {args.window:.0f} s with {len(eterms)} consoles typing",
-          flush=True)
+    waited = await settle(lab, len(embedded) * len(lab.site.nodes), len(embedded), args.warmup, args.settle_max)
+    print(f"  steady after {waited:.0f} s; counting {args.sweeps} sweeps of each poller with {len(eterms)} "
+          f"consoles typing", flush=True)
     cpids = [x.proc.pid for x in embedded]
     tree = Tree({"consoles": cpids, "their pollers": [g for c in cpids for g in children_of(c)
                                                       if "console.live.pollproc" in cmdline(g)]})
-    results["embedded S"] = await measure(lab, eterms, tree, args.window, args.keys)
+    results["embedded S"] = await measure(lab, eterms, tree, len(embedded), args.sweeps, args.keys, args.sweep_max)
     print(brief(results["embedded S"], interval), flush=True)
     results["embedded"] = len(eterms)
     for e in embedded:
@@ -473,44 +513,55 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     return results
 
 
+def load_text(r: dict[str, Any]) -> str:
+    """The load average at the start and the end of a count: ``1-min a-b (5-min c-d)``."""
+    (a1, a5, _), (b1, b5, _) = r["load"]
+    return f"{a1:.1f}-{b1:.1f} (5-min {a5:.1f}-{b5:.1f})"
+
+
 def brief(r: dict[str, Any], interval: float) -> str:
     """One measurement in a line, printed as it is taken (the table comes at the end)."""
-    per_s = r["requests"] / r["seconds"]
     lat = [x for xs in r["lat"] for x in xs]
-    return (f"  -> {per_s:.0f} BMC requests/s ({per_s * interval:.0f} per power sweep), keys p50 "
-            f"{pct(lat, 50):.1f} ms p95 {pct(lat, 95):.1f} ms ({len(lat)}), load {r['load'][1]:.1f}")
+    return (f"  -> {per_sweep(r):.0f} BMC requests a sweep over {r['sweeps']:.1f} sweeps of {r['pollers']} "
+            f"poller(s) in {r['seconds']:.0f} s ({r['seconds'] / max(r['sweeps'], 1e-9):.1f} s a sweep, "
+            f"every {interval:.0f} s asked), {r['requests'] / r['seconds']:.0f} requests/s in all; keys p50 "
+            f"{pct(lat, 50):.1f} ms p95 {pct(lat, 95):.1f} ms ({len(lat)}); load {load_text(r)}")
 
 
 def report(args: argparse.Namespace, res: dict[str, Any], lab_start: float) -> None:
     iv = res["interval"]
     print(f"\n{args.nodes} IPMI machines (lab start {lab_start:.0f} s), {res.get('sessions', 0)} SSH sessions, "
-          f"window {args.window:.0f} s, power interval {iv:.0f} s (default cadences)")
-    print(f"{'run':34} {'BMC req/s':>9} {'req/sweep':>10} {'per console':>11} {'keys':>5} {'p50 ms':>7} "
-          f"{'p95 ms':>7} {'max ms':>7} {'load':>9}")
-    for label, key, n in (("service, 1 SSH session", "service 1", 1),
-                          (f"service, {res.get('sessions', 0)} SSH sessions", "service S", 1),
-                          (f"{res.get('embedded', 0)} embedded consoles", "embedded S", res.get("embedded", 0))):
+          f"{args.sweeps} power sweeps counted a run after {args.warmup} of warm-up, power interval {iv:.0f} s "
+          f"(default cadences)")
+    print(f"{'run':30} {'req/sweep':>9} {'sweeps':>6} {'s/sweep':>7} {'req/s':>6} {'keys':>5} {'p50 ms':>7} "
+          f"{'p95 ms':>7} {'max ms':>7}  load 1-min (5-min)")
+    for label, key in (("service, 1 SSH session", "service 1"),
+                       (f"service, {res.get('sessions', 0)} SSH sessions", "service S"),
+                       (f"{res.get('embedded', 0)} embedded consoles", "embedded S")):
         r = res.get(key)
         if not r:
             continue
-        per_s = r["requests"] / r["seconds"]
-        sweep = per_s * iv
         lat = [x for xs in r["lat"] for x in xs]
-        print(f"{label:34} {per_s:9.0f} {sweep:10.0f} {sweep / max(n, 1):11.0f} {len(lat):5} {pct(lat, 50):7.1f} "
-              f"{pct(lat, 95):7.1f} {max(lat, default=float('nan')):7.1f} {r['load'][0]:4.1f}-{r['load'][1]:<4.1f}")
+        print(f"{label:30} {per_sweep(r):9.0f} {r['sweeps']:6.1f} {r['seconds'] / max(r['sweeps'], 1e-9):7.1f} "
+              f"{r['requests'] / r['seconds']:6.0f} {len(lat):5} {pct(lat, 50):7.1f} {pct(lat, 95):7.1f} "
+              f"{max(lat, default=float('nan')):7.1f}  {load_text(r)}")
         if len(r["lat"]) > 1:
             per = ", ".join(f"{pct(xs, 95):.0f}" for xs in r["lat"])
-            print(f"{'':34} p95 per session (ms): {per}")
+            print(f"{'':30} p95 per session (ms): {per}")
         for who, p in r.get("procs", {}).items():
-            print(f"{'':34} {who:17} x{p['n']:<3} RSS {p['rss']:7.0f} MB (largest {p['rss_max']:5.0f}, peaks "
+            print(f"{'':30} {who:17} x{p['n']:<3} RSS {p['rss']:7.0f} MB (largest {p['rss_max']:5.0f}, peaks "
                   f"{p['hwm']:6.0f})  CPU {p['cpu_pct']:5.1f}% of a core")
+    print("req/sweep: the BMC datagrams (logins, polls of every kind) one poller's power sweep costs, over the "
+          "sweeps completed; req/s: every poller's together")
     a, b, c = res.get("service 1"), res.get("service S"), res.get("embedded S")
     if a and b:
-        print(f"requests with {res['sessions']} sessions / with 1: "
-              f"{(b['requests'] / b['seconds']) / max(a['requests'] / a['seconds'], 1e-9):.2f}x")
+        print(f"requests a sweep with {res['sessions']} sessions / with 1: "
+              f"{per_sweep(b) / max(per_sweep(a), 1e-9):.2f}x")
     if b and c:
-        print(f"{res['embedded']} embedded consoles / the service with {res['sessions']} sessions: "
-              f"{(c['requests'] / c['seconds']) / max(b['requests'] / b['seconds'], 1e-9):.2f}x the BMC requests")
+        print(f"one embedded console's requests a sweep / the service's with {res['sessions']} sessions: "
+              f"{per_sweep(c) / max(per_sweep(b), 1e-9):.2f}x; {res['embedded']} embedded consoles cost the BMCs "
+              f"{(c['requests'] / c['seconds']) / max(b['requests'] / b['seconds'], 1e-9):.2f}x the requests a second")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def main() -> None:
@@ -518,14 +569,18 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=5000, help="lab IPMI machines (default 5000)")
     ap.add_argument("--sessions", type=int, default=10, help="SSH sessions, and embedded consoles (default 10)")
     ap.add_argument("--keys", type=int, default=100, help="keys each session types per window (default 100)")
-    ap.add_argument("--window", type=float, default=120.0, help="seconds requests are counted (default 120: one "
-                    "events cycle, two sensors cycles, twelve power sweeps)")
+    ap.add_argument("--sweeps", type=int, default=12, help="power sweeps of every poller requests are counted "
+                    "over (default 12: at the default cadences 120 s, one events cycle, two sensors cycles)")
+    ap.add_argument("--warmup", type=int, default=3, help="power sweeps after the BMC sessions are in before "
+                    "counting (default 3: the cold first cycle over)")
     ap.add_argument("--settle-max", type=float, default=600.0, help="longest wait for steady pollers (s)")
+    ap.add_argument("--sweep-max", type=float, default=900.0, help="longest count (s): what was done by then "
+                    "is reported")
     ap.add_argument("--start-timeout", type=float, default=600.0, help="longest wait for a lab, service, console")
     ap.add_argument("--no-embedded", action="store_true", help="skip the embedded consoles (part 3)")
     args = ap.parse_args()
-    if not 1 <= args.sessions <= 64 or args.keys < 1 or args.window <= 0:
-        ap.error("--sessions must be 1..64 (the service's default limit), --keys and --window positive")
+    if not 1 <= args.sessions <= 64 or args.keys < 1 or args.sweeps < 1 or args.warmup < 0:
+        ap.error("--sessions must be 1..64 (the service's default limit), --keys and --sweeps positive")
 
     from console.lab import scale
 

@@ -515,6 +515,16 @@ class Lab:
         session handshakes included): what pollers cost the BMCs."""
         return sum(p.call({"cmd": "ipmi_stats"}).get("received", 0) for p in self._procs)
 
+    def ipmi_counts(self) -> dict[str, int]:
+        """:meth:`ipmi_requests` (``received``) and the Get Chassis Status requests every IPMI
+        BMC answered (``power_polls``: a poller's power sweep is one a node), read together."""
+        total = {"received": 0, "power_polls": 0}
+        for p in self._procs:
+            r = p.call({"cmd": "ipmi_stats"})
+            for k in total:
+                total[k] += int(r.get(k, 0))
+        return total
+
     def redfish_stats(self, node: str) -> dict[str, int]:
         """What the Redfish service of ``node`` has seen: ``logins`` (sessions created),
         live ``sessions``, ``requests`` and ``max_in_flight`` (most requests at once)."""

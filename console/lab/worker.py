@@ -240,7 +240,9 @@ class Worker:
                 "redfish": self.redfish.session_count() if self.redfish else 0,
             }
         if op == "ipmi_stats":  # datagrams every IPMI BMC of this worker received (bench/service_sessions.py)
-            return {"received": self.ipmi.received if self.ipmi else 0}
+            # and its power polls (Get Chassis Status): one a node a poller's power sweep
+            return {"received": self.ipmi.received if self.ipmi else 0,
+                    "power_polls": self.ipmi.commands[(0x00, 0x01)] if self.ipmi else 0}
         if op == "redfish_stats":
             return {"stats": self.redfish.stats() if self.redfish else {}}
         if op == "redfish_latency":
