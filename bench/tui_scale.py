@@ -14,13 +14,16 @@ polling on at the default cadences and measures, in wall-clock time:
   the Fleet, as from the poller's process); from then until the paint by which
   every one of them has been shown (the table's cells held the new state and a
   screen refresh completed after), repeated ``--batches`` times;
+- filter index ready: from the first table until the fleet screen has read every
+  node into the filter's index (a key typed before waits for the rest);
 - keypress-to-screen, p50/p95: cursor moves (``down``) and typing a filter
   character by character (and clearing it with ``escape``), each key sent through
   the driver like a real one; until the paint that shows its effect.  For filter
   typing both: the typed character on screen ("echo") and the table filtered
   ("filter typing": the first paint that started after the screen applied the
   filter, or the echo when applying it changed nothing on screen, as when a
-  character keeps the same rows).
+  character keeps the same rows).  The first character typed into the filter is
+  reported on its own, and the keypress p50/p95 are of the keys after it.
 
 "Paint" is the fleet screen's compositor refresh: the headless driver discards the
 output, so everything up to the terminal write is counted.  Targets: first table
@@ -177,13 +180,19 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
     first = asyncio.ensure_future(until_painted(lambda s: s.query_one(FleetTable).row_count == n, timeout=120))
     t0 = time.perf_counter()
     async with app.run_test(size=size, notifications=False):
-        out["first table"] = await first - t0
+        out["first table"] = shown = await first - t0
         if background is not None:
             background.start()
         screen: FleetScreen = app.screen  # type: ignore[assignment]
         table = screen.query_one(FleetTable)
         fleet = app.fleet
-        await asyncio.sleep(3.0)  # let the poller's opening storm get going: measure under load
+        started = time.perf_counter()
+        while not screen._index_built and time.perf_counter() < started + 3.0:
+            await asyncio.sleep(0.005)
+        # None: not built 3 s after the first table (a first key then reads what is left)
+        out["filter index ready"] = time.perf_counter() - t0 - shown if screen._index_built else None
+        await asyncio.sleep(max(0.0, started + 3.0 - time.perf_counter()))  # let the poller's opening
+        # storm get going: measure under load
         polled = sum(1 for st in fleet.nodes.values() if st.last_success)
         out["polled before the batches"] = polled
 
@@ -283,16 +292,24 @@ def report(run: int, out: dict, n: int, mode: str, verbose: bool = False) -> Non
     lat = out["change-to-screen"]
     print(f"  change-to-screen      500 changes: {', '.join(ms(x) for x in lat)}   "
           f"median {ms(statistics.median(lat))}, max {ms(max(lat))}   (target < {ms(TARGETS['change-to-screen'])})")
+    ready = out["filter index ready"]
+    print("  filter index ready    " + (f"{ms(ready)} after the first table" if ready is not None
+                                      else "not 3 s after the first table"))
+    print(f"  first filter key      {out['typed'][0]!r}: {ms(out['filter typing'][0])} "
+          f"(echo {ms(out['filter echo'][0])})   (target < {ms(TARGETS['keypress p95'])}, as any key)")
+    later = {"cursor down": out["cursor down"], "filter echo": out["filter echo"][1:],
+             "filter typing": out["filter typing"][1:]}
     for key in ("cursor down", "filter echo", "filter typing", "open filter", "clear filter (escape)"):
-        v = out[key]
+        v = later.get(key, out[key])
         if len(v) > 1:
-            print(f"  {key:<21} p50 {ms(pct(v, 0.5))}  p95 {ms(pct(v, 0.95))}  max {ms(max(v))}  (n={len(v)})")
+            print(f"  {key:<21} p50 {ms(pct(v, 0.5))}  p95 {ms(pct(v, 0.95))}  max {ms(max(v))}  (n={len(v)}"
+                  + (", after the first key)" if key.startswith("filter ") else ")"))
         else:
             print(f"  {key:<21} {ms(v[0])}")
-    for label, keys in (("keys (echo)", out["cursor down"] + out["filter echo"]),
-                        ("keys (table result)", out["cursor down"] + out["filter typing"])):
+    for label, keys in (("keys (echo)", later["cursor down"] + later["filter echo"]),
+                        ("keys (table result)", later["cursor down"] + later["filter typing"])):
         print(f"  {label:<21} p50 {ms(pct(keys, 0.5))}  p95 {ms(pct(keys, 0.95))}   "
-              f"(target p95 < {ms(TARGETS['keypress p95'])})")
+              f"(target p95 < {ms(TARGETS['keypress p95'])}; the first filter key apart)")
     if verbose:
         print("  per key typed (echo / table): " + ", ".join(
             f"{text!r} {ms(e)}/{ms(f)}" for text, e, f in zip(out["typed"], out["filter echo"], out["filter typing"],
