@@ -90,6 +90,8 @@ async def test_a_guard_held_too_long_ends_the_action_with_a_message_naming_it(ct
         await wait_until(lambda: progress.finished, what="the run to end")
         assert progress.error.startswith(f"{held_guard['path']} is held by this process")
         assert "for more than 0.3 s: no node was locked" in progress.error
-        assert any(n.message.startswith("power cycle not started: ") for n in app._notifications)
+        # notify() posts a message: the toast is in the app's list once the app has handled it
+        await wait_until(lambda: any(n.message.startswith("power cycle not started: ") for n in app._notifications),
+                         what="the refusal, notified")
         assert app.is_running  # the console goes on
     assert demo_lab.machine(NODE)["boots"] == before
