@@ -17,7 +17,8 @@ client with one kept session per BMC (one :class:`asyncio.Lock` per driver):
 What health needs from the SDR (which sensors to read) is read once per driver and
 checked again on each new session (Get Device ID, Get SDR Repository Info); given an
 :class:`~console.drivers.sdrcache.SdrCache` (:meth:`IpmiDriver.use_sdr_cache`), it is
-taken from there when the BMC's stamp matches, so a console restart walks no SDR.
+taken from there when the BMC's stamp matches, so a console restart walks no SDR, and
+BMCs with equal stamps share one walk (on probation: see :mod:`~console.drivers.sdrcache`).
 
 pyghmi is blocking: its calls run on a bounded thread pool that lives here and only
 here (:func:`shared_pool`, 32 threads, shared by every driver that is not given its own
@@ -147,6 +148,7 @@ class IpmiDriver:
         self._rmcp: RmcpSession | None = None
         self._sdr: ipmi_health.SdrSummary | None = None  # read on the poll session (or cached)
         self._stamp: ipmi_health.SdrStamp | None = None  # what vouched for _sdr
+        self._sdr_shared = False  # _sdr was walked on another BMC with the same stamp
         self._sdr_login = -1  # the poll session's login that last checked the stamp
         self._sdr_cache: SdrCache | None = None
 
@@ -307,38 +309,51 @@ class IpmiDriver:
         async def read(session: RmcpSession) -> str | None:
             if self._sdr is None or not session.is_open or self._sdr_login != session.logins:
                 await self._check_sdr(session)  # a new session (or one to come): the stamp first
+            elif self._sdr_shared and not self._shared_sdr_vouched():
+                await self._check_sdr(session, own=True)  # its stamp turned out to vouch for other SDRs
             assert self._sdr is not None
             if self._sdr.has_discrete:
                 return None
-            return await ipmi_health.threshold_health(session, self._sdr.thresholds)
+            try:
+                return await ipmi_health.threshold_health(session, self._sdr.thresholds, shared=self._sdr_shared)
+            except ipmi_health.SdrMismatch:  # another BMC's SDR (same stamp) lists a sensor this one lacks
+                await self._check_sdr(session, own=True)
+                return await ipmi_health.threshold_health(session, self._sdr.thresholds)
 
         word = await self._on_poll_session("health", read)
         if word is None:  # discrete states need pyghmi's tables (decoded on the same session)
             word = iv.health_word((await self._call("health", lambda c: c.get_health())).get("health"))
         return word
 
-    async def _check_sdr(self, session: RmcpSession) -> None:
+    def _shared_sdr_vouched(self) -> bool:
+        cache, stamp, sdr = self._sdr_cache, self._stamp, self._sdr
+        return cache is None or stamp is None or sdr is None or cache.vouches(stamp, sdr)
+
+    async def _check_sdr(self, session: RmcpSession, own: bool = False) -> None:
         """On a new session: the BMC's SDR stamp; the summary kept (here or in the cache)
-        under the same stamp, else a walk of the repository (kept in the cache)."""
-        stamp = await ipmi_health.read_stamp(session)  # logs in if needed
-        self._sdr_login = session.logins
-        if self._sdr is not None and (stamp is None or stamp == self._stamp):
-            return  # unchanged (or a BMC that cannot say: read once per driver, as before)
-        if self._stamp is not None:  # the BMC's SDR or firmware changed: pyghmi's copy too
-            self._thresholds = None
-            if self._command is not None:
-                self._command._sdr = None
+        under the same stamp, or walked on a BMC with the same stamp, else a walk of the
+        repository (kept in the cache).  ``own``: walk this BMC's, under the stamp it gave."""
+        if own:
+            stamp = self._stamp
+        else:
+            stamp = await ipmi_health.read_stamp(session)  # logs in if needed
+            self._sdr_login = session.logins
+            if self._sdr is not None and (stamp is None or stamp == self._stamp):
+                return  # unchanged (or a BMC that cannot say: read once per driver, as before)
+            if self._stamp is not None:  # the BMC's SDR or firmware changed: pyghmi's copy too
+                self._thresholds = None
+                if self._command is not None:
+                    self._command._sdr = None
         cache, key = self._sdr_cache, _cache_key(self.address, self.port)
-        sdr = cache.get(key, stamp) if cache is not None and stamp is not None else None
-        walked = sdr is None
-        if sdr is None:
-            sdr = await ipmi_health.read_sensor_refs(session)
+        if cache is not None and stamp is not None:
+            sdr, self._sdr_shared = await cache.summary(key, stamp, lambda: ipmi_health.read_sensor_refs(session),
+                                                        own=own, wait=self.timeout)
+        else:
+            sdr, self._sdr_shared = await ipmi_health.read_sensor_refs(session), False
         # BMCs of one model list the same sensors: one copy for all (10,000 BMCs
         # held 8 MB of equal summaries), bounded should every BMC differ
         self._sdr = _SDRS.setdefault(sdr, sdr) if len(_SDRS) < 1024 else sdr
         self._stamp = stamp
-        if walked and cache is not None and stamp is not None:
-            cache.put(key, stamp, self._sdr)
 
     async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(command)`` (pyghmi) on the pool, one at a time, within ``timeout``;

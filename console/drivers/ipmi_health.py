@@ -16,7 +16,9 @@ name the crossed threshold in node detail, and are read by the sensors job.
 The SDR walk is the costly part of a first poll (one Get SDR per record); what it yields
 is kept per BMC by :mod:`console.drivers.sdrcache`, validated on each new session by
 :func:`read_stamp` (Get Device ID and Get SDR Repository Info: two requests instead of
-the walk), as freeipmi's sdr-cache does.
+the walk), as freeipmi's sdr-cache does.  BMCs with equal stamps share one walk there,
+as pyghmi's ``shared_sdrs`` does; a BMC on a shared summary reads its sensors with
+``shared=True``, and a sensor it does not have (:class:`SdrMismatch`) makes it walk its own.
 
 Commands: Get Device ID (IPMI 2.0 section 20.1), Get SDR Repository Info (33.9), Reserve
 SDR Repository (33.11; only before a partial read: whole records at offset 0 need no
@@ -29,16 +31,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from console.errors import ProtocolError
+from console.errors import DriverError, ProtocolError
 
 from .rmcp import CommandFailed, RmcpSession
 
-__all__ = ["SensorRef", "SdrStamp", "SdrSummary", "read_sensor_refs", "read_stamp", "threshold_health"]
+__all__ = ["NOT_PRESENT", "SdrMismatch", "SensorRef", "SdrStamp", "SdrSummary", "read_sensor_refs", "read_stamp",
+           "threshold_health"]
 
 NETFN_APP, NETFN_SENSOR, NETFN_STORAGE = 0x06, 0x04, 0x0A
 BMC_OWNER = 0x20
 _CHUNK = 16
 _MAX_RECORDS = 1024  # a repository longer than this is a loop in the BMC's linked list
+#: Get Sensor Reading completion codes that say "no such sensor here": C9h parameter out
+#: of range, CBh requested sensor, data or record not present, CCh invalid data field
+NOT_PRESENT = frozenset({0xC9, 0xCB, 0xCC})
 
 
 @dataclass(frozen=True)
@@ -112,13 +118,23 @@ async def read_sensor_refs(session: RmcpSession) -> SdrSummary:
     return SdrSummary(tuple(refs), discrete)
 
 
-async def threshold_health(session: RmcpSession, refs: tuple[SensorRef, ...]) -> str:
-    """The worst threshold state of ``refs`` (ok / warning / critical)."""
+class SdrMismatch(DriverError):
+    """A sensor of a summary read from another BMC's SDR is not on this BMC (:data:`NOT_PRESENT`)."""
+
+
+async def threshold_health(session: RmcpSession, refs: tuple[SensorRef, ...], *, shared: bool = False) -> str:
+    """The worst threshold state of ``refs`` (ok / warning / critical).
+
+    ``shared``: ``refs`` were read from another BMC with the same stamp, not from this
+    one; a sensor this BMC says is not present (:data:`NOT_PRESENT`) then raises
+    :class:`SdrMismatch` (walk this BMC's own SDR), where it is otherwise skipped."""
     worst = 0
     for ref in refs:
         try:
             data = await session.request(NETFN_SENSOR, 0x2D, bytes([ref.number]), lun=ref.lun)
-        except CommandFailed:  # e.g. CBh: not present (a hot-plug slot): no verdict
+        except CommandFailed as exc:  # e.g. CBh: not present (a hot-plug slot): no verdict
+            if shared and exc.code in NOT_PRESENT:
+                raise SdrMismatch(f"sensor {ref.number:#04x} (LUN {ref.lun}): completion code {exc.code:02X}h") from exc
             continue
         if len(data) < 3 or data[1] & 0x20 or not data[1] & 0x40:
             continue  # reading unavailable, or scanning disabled: pyghmi gives no verdict either

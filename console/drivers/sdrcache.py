@@ -7,6 +7,19 @@ freeipmi's sdr-cache does, it is kept per BMC with what vouches for it (an
 Info), and used again when a new session finds the same stamp; a different stamp walks
 the repository again.
 
+BMCs whose stamps are equal share one walk (:meth:`SdrCache.summary`), as pyghmi's
+in-process ``shared_sdrs`` does for BMCs of one model (pyghmi keys it on less: firmware
+revision, manufacturer, product, device ID and the two timestamps).  While one BMC with a
+stamp is walked, the others with that stamp wait for its summary; later ones take it at
+once.  A stamp is only evidence about the BMC that gave it, so a shared summary is
+marked as such (in the file too) and stays on probation:
+
+- a BMC on a shared summary that answers "not present" for one of its sensors (see
+  :func:`~console.drivers.ipmi_health.threshold_health`) walks its own SDR, kept for it
+  alone (:meth:`SdrCache.summary` with ``own``);
+- two walks under one stamp that disagree make the stamp worthless (:meth:`SdrCache.vouches`):
+  nobody takes a summary by it any more, and those that took one walk their own.
+
 The file is ``$XDG_STATE_HOME/fleet-console/<site>/sdr-cache.json``
 (:func:`sdr_cache_path`): compact JSON, 0600, in a 0700 directory of ours.  BMCs of one
 model share one summary, so ten thousand of them take about a megabyte.  Nothing in it
@@ -33,6 +46,7 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +64,8 @@ MAX_BYTES = 32 * 1024 * 1024
 MAX_BMCS = 100_000
 #: distinct summaries kept at most
 MAX_SUMMARIES = 20_000
+#: stamps whose walked summary others may share, at most (past it, new stamps are not shared)
+MAX_STAMPS = 100_000
 _MAX_REFS = 1024  # as ipmi_health's _MAX_RECORDS: a longer list is not an SDR
 _DEVICE_LEN = tuple(range(11, 16))  # Get Device ID reply: 11 bytes, up to 15 with the auxiliary revision
 _REPO_LEN = 11  # SDR version, record count, addition and erase timestamps
@@ -65,15 +81,19 @@ def sdr_cache_path(site: str) -> Path:
 
 
 class SdrCache:
-    """BMC (``address:port``) -> (:class:`SdrStamp`, :class:`SdrSummary`), loaded from and saved to ``path``.
+    """BMC (``address:port``) -> (:class:`SdrStamp`, :class:`SdrSummary`, shared), loaded from
+    and saved to ``path``; shared: the summary was walked on another BMC with that stamp.
 
     ``path`` None: in memory only.  :meth:`load` never raises; :meth:`save` never raises.
     """
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else None
-        self._bmcs: dict[str, tuple[SdrStamp, SdrSummary]] = {}
+        self._bmcs: dict[str, tuple[SdrStamp, SdrSummary, bool]] = {}
         self._summaries: dict[SdrSummary, SdrSummary] = {}  # one object per distinct summary
+        # stamp -> the summary walked under it (on any BMC); None: walks under it disagreed
+        self._by_stamp: dict[SdrStamp, SdrSummary | None] = {}
+        self._walks: dict[SdrStamp, asyncio.Future[None]] = {}  # walks under way, by stamp
         self.changed = False  # since the last load or save
         self._why_not_saved = ""  # logged once, not at every save
 
@@ -88,15 +108,76 @@ class SdrCache:
             return None
         return kept[1]
 
-    def put(self, key: str, stamp: SdrStamp, summary: SdrSummary) -> SdrSummary:
-        """Keep ``summary`` for ``key``; returns the shared copy of it (equal summaries are one object)."""
+    def put(self, key: str, stamp: SdrStamp, summary: SdrSummary, *, shared: bool = False) -> SdrSummary:
+        """Keep ``summary`` for ``key`` (``shared``: walked on another BMC, not on this one);
+        returns the one copy of it (equal summaries are one object)."""
         summary = self._intern(summary)
-        if self._bmcs.get(key) != (stamp, summary):
+        if not shared and self._walked(stamp, summary):
+            log.info("SDR stamp of %s also vouches for another SDR: BMCs with it each walk their own", key)
+        entry = (stamp, summary, shared)
+        if self._bmcs.get(key) != entry:
             if key not in self._bmcs and len(self._bmcs) >= MAX_BMCS:
                 del self._bmcs[next(iter(self._bmcs))]  # full: the oldest entry goes
-            self._bmcs[key] = (stamp, summary)
+            self._bmcs[key] = entry
             self.changed = True
         return summary
+
+    def vouches(self, stamp: SdrStamp, summary: SdrSummary) -> bool:
+        """False once walks under ``stamp`` found another summary than ``summary``."""
+        return self._by_stamp.get(stamp, summary) == summary
+
+    async def summary(self, key: str, stamp: SdrStamp, walk: Callable[[], Awaitable[SdrSummary]], *,
+                      own: bool = False, wait: float = 5.0) -> tuple[SdrSummary, bool]:
+        """The summary for BMC ``key``, whose stamp is ``stamp`` now, and whether it is shared
+        (walked on another BMC).  In order:
+
+        - the one kept for ``key`` under this stamp (a shared one only while :meth:`vouches`);
+        - one walked on another BMC under this stamp; if such a walk is under way, its
+          summary, waited for up to ``wait`` seconds (BMCs of one model polled together
+          walk once);
+        - ``walk()``, this BMC's own walk, which others with this stamp then wait for.
+
+        ``own``: only the last, kept for ``key`` alone (a sensor of its shared summary was
+        not present).  ``walk()``'s errors are raised; those waiting then walk themselves.
+        """
+        if not own:
+            kept = self._bmcs.get(key)
+            if kept is not None and kept[0] == stamp and (not kept[2] or self.vouches(stamp, kept[1])):
+                return kept[1], kept[2]
+            deadline = asyncio.get_running_loop().time() + wait
+            while (known := self._by_stamp.get(stamp)) is None and stamp not in self._by_stamp:
+                walking = self._walks.get(stamp)
+                if walking is None:
+                    break
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await asyncio.shield(walking)  # a waiter cancelled leaves the walk alone
+                except TimeoutError:
+                    break  # a slow BMC's walk: walk this one (without being waited for)
+            if known is not None:
+                return self.put(key, stamp, known, shared=True), True
+        future: asyncio.Future[None] | None = None
+        if not own and stamp not in self._walks and stamp not in self._by_stamp:
+            future = asyncio.get_running_loop().create_future()
+            self._walks[stamp] = future
+        try:
+            summary = self.put(key, stamp, await walk())
+        finally:
+            if future is not None:  # done or failed: wake those waiting (they look again)
+                del self._walks[stamp]
+                future.set_result(None)
+        return summary, False
+
+    def _walked(self, stamp: SdrStamp, summary: SdrSummary) -> bool:
+        """Note a summary walked under ``stamp``; True when that makes the stamp worthless."""
+        known = self._by_stamp.get(stamp, summary)
+        if stamp not in self._by_stamp:
+            if len(self._by_stamp) < MAX_STAMPS:
+                self._by_stamp[stamp] = summary
+        elif known is not None and known != summary:
+            self._by_stamp[stamp] = None
+            return True
+        return False
 
     def _intern(self, summary: SdrSummary) -> SdrSummary:
         kept = self._summaries.get(summary)
@@ -182,16 +263,20 @@ class SdrCache:
             if entry is None or len(self._bmcs) >= MAX_BMCS:
                 dropped += 1
                 continue
-            self._bmcs[key] = (entry[0], self._intern(entry[1]))
+            stamp, summary, shared = entry[0], self._intern(entry[1]), entry[2]
+            self._bmcs[key] = (stamp, summary, shared)
+            if not shared:
+                self._walked(stamp, summary)
         return dropped
 
     def dump(self) -> bytes:
         """The file's content for what is kept now."""
         index: dict[SdrSummary, int] = {}
         bmcs: dict[str, list[Any]] = {}
-        for key, (stamp, summary) in self._bmcs.items():
+        for key, (stamp, summary, shared) in self._bmcs.items():
             i = index.setdefault(summary, len(index))
-            bmcs[key] = [stamp.device.hex(), stamp.repository.hex(), i]
+            bmcs[key] = [stamp.device.hex(), stamp.repository.hex(), i, True] if shared else \
+                [stamp.device.hex(), stamp.repository.hex(), i]
         summaries = [[bytes(b for r in s.thresholds for b in (r.number, r.lun)).hex(), s.has_discrete]
                      for s in index]
         doc = {"format": FORMAT, "summaries": summaries, "bmcs": bmcs}
@@ -312,13 +397,15 @@ def _summary_from(value: Any) -> SdrSummary | None:
     return SdrSummary(tuple(SensorRef(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)), value[1])
 
 
-def _entry_from(key: Any, value: Any, summaries: list[SdrSummary | None]) -> tuple[SdrStamp, SdrSummary] | None:
+def _entry_from(key: Any, value: Any,
+                summaries: list[SdrSummary | None]) -> tuple[SdrStamp, SdrSummary, bool] | None:
+    """``[device, repository, summary index]``, then ``true`` if the summary is shared."""
     if not (isinstance(key, str) and 0 < len(key) <= 300 and key.isprintable()):
         return None
-    if not (isinstance(value, list) and len(value) == 3 and type(value[2]) is int
-            and 0 <= value[2] < len(summaries)):
+    if not (isinstance(value, list) and len(value) in (3, 4) and type(value[2]) is int
+            and 0 <= value[2] < len(summaries) and (len(value) == 3 or value[3] is True)):
         return None
     device, repository, summary = _hex(value[0], _DEVICE_LEN), _hex(value[1], (_REPO_LEN,)), summaries[value[2]]
     if device is None or repository is None or summary is None:
         return None
-    return SdrStamp(device, repository), summary
+    return SdrStamp(device, repository), summary, len(value) == 4

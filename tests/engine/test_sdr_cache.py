@@ -3,9 +3,10 @@ lab BMCs on 127.86.x.y.
 
 Real packets over loopback to :class:`console.lab.ipmi_bmc.IpmiLab`, which counts the
 requests each BMC received by command: a restarted poller walks no SDR, a changed SDR is
-walked again, and a cache file that is not to be trusted is ignored (said in the log)
-without stopping the polls.  Every test checks (in the fixture) that no session is left
-open on any BMC.
+walked again, BMCs with one stamp share one walk (and one whose SDR lacks a sensor of the
+shared one walks its own), and a cache file that is not to be trusted is ignored (said in
+the log) without stopping the polls.  Every test checks (in the fixture) that no session
+is left open on any BMC.
 """
 
 from __future__ import annotations
@@ -34,26 +35,40 @@ from tests.support import wait_for, wait_until
 USER, PASSWORD = b"admin", b"sdr-cache-pw"
 OK, HOT, OFF = "127.86.0.1", "127.86.0.2", "127.86.0.3"
 GET_SDR, RESERVE_SDR, REPO_INFO, DEVICE_ID = (0x0A, 0x23), (0x0A, 0x22), (0x0A, 0x20), (0x06, 0x01)
-GET_THRESHOLDS = (0x04, 0x27)
+GET_THRESHOLDS, READING = (0x04, 0x27), (0x04, 0x2D)
+RECORDS = 9 + 7  # the lab's SDR: 9 threshold sensors, then 7 event-only ones
+STAMP = SdrStamp(bytes(range(15)), bytes(range(11)))
+SUMMARY = SdrSummary((SensorRef(1, 0), SensorRef(2, 1)), False)
 
 
 class Lab:
-    """Three BMCs: OK healthy, HOT over temperature (a sensor says so, no chassis bit), OFF powered off."""
+    """By default three BMCs: OK healthy, HOT over temperature (a sensor says so, no chassis
+    bit), both of one model (one SDR stamp), and OFF powered off, of another model.
 
-    def __init__(self, machine_loop: asyncio.AbstractEventLoop) -> None:
+    ``bmcs``: (address, fault, powered, model, machine class) each, named n<last octet>."""
+
+    DEFAULT = ((OK, None, True, "FL-1000", Machine), (HOT, "overtemp", True, "FL-1000", Machine),
+               (OFF, None, False, "FL-2000", Machine))
+
+    def __init__(self, machine_loop: asyncio.AbstractEventLoop, bmcs: tuple = DEFAULT) -> None:
         self.ipmi = IpmiLab()
         self.machines: dict[str, Machine] = {}
         self.ports: dict[str, int] = {}
-        for address, fault, powered in ((OK, None, True), (HOT, "overtemp", True), (OFF, None, False)):
-            spec = MachineSpec(name=f"sdr-{address.rsplit('.', 1)[1]}", mac=f"52:54:00:86:00:0{address[-1]}",
+        for address, fault, powered, model, cls in bmcs:
+            last = address.rsplit(".", 1)[1]
+            spec = MachineSpec(name=f"sdr-{last}", mac=f"52:54:00:86:{int(last) // 100:02d}:{int(last) % 100:02d}",
                                bmc_address=address, host_address=address.replace("127.86.", "127.87."),
-                               fault=fault, powered=powered)
-            self.machines[address] = Machine(spec, machine_loop, time_scale=0.01)
+                               fault=fault, powered=powered, model=model)
+            self.machines[address] = cls(spec, machine_loop, time_scale=0.01)
             self.ports[address] = self.ipmi.add(self.machines[address], address, 0, USER, PASSWORD)
         self.ipmi.start()
 
+    def bmc(self, address: str):
+        """The lab's BMC object at ``address`` (to change what it answers)."""
+        return next(b for b in self.ipmi._bmcs if b.address == address)
+
     def site(self):
-        nodes = "".join(f"      - {{name: n{a[-1]}, bmc: {{address: '{a}', port: {p}}}}}\n"
+        nodes = "".join(f"      - {{name: n{a.rsplit('.', 1)[1]}, bmc: {{address: '{a}', port: {p}}}}}\n"
                         for a, p in self.ports.items())
         return load_site_text("site: sdrtest\ndefaults:\n  bmc: {protocol: ipmi, username: admin, "
                               f"password: env:SDRTEST_PW}}\nracks:\n  - name: r1\n    nodes:\n{nodes}")
@@ -70,6 +85,30 @@ def lab(machine_loop) -> Iterator[Lab]:
         wait_for(lambda: lab.ipmi.session_count() == 0, what="every session to be closed")
     finally:
         lab.ipmi.stop()
+
+
+@pytest.fixture
+def make_lab(machine_loop) -> Iterator:
+    """Labs of given BMCs (see :class:`Lab`), stopped (every session closed) after the test."""
+    labs: list[Lab] = []
+
+    def make(bmcs: tuple) -> Lab:
+        labs.append(Lab(machine_loop, bmcs))
+        return labs[-1]
+
+    yield make
+    for lab in labs:
+        try:
+            wait_for(lambda: lab.ipmi.session_count() == 0, what="every session to be closed")  # noqa: B023
+        finally:
+            lab.ipmi.stop()
+
+
+class NoTwelveVolt(Machine):
+    """A machine without the 12V sensor, the last of the lab's threshold sensors (number 9)."""
+
+    def sensors(self):
+        return [s for s in super().sensors() if s.name != "12V"]
 
 
 @pytest.fixture
@@ -101,8 +140,9 @@ async def start_poller(lab: Lab, cache_path: Path, jobs: tuple[str, ...] = ("pow
 async def test_a_restarted_poller_walks_no_sdr(lab, cache_path):
     first = await start_poller(lab, cache_path)
     assert first == {"n1": "ok", "n2": "critical", "n3": "ok"}
-    walked = lab.count(GET_SDR)
-    assert walked >= 3 * 9  # every BMC's repository, one Get SDR per record
+    walks = {a: lab.ipmi.commands_of(a)[GET_SDR] for a in (OK, HOT, OFF)}
+    assert walks[OFF] == RECORDS  # one Get SDR per record
+    assert walks[OK] + walks[HOT] == RECORDS  # one model, one stamp: one walk for both
     assert lab.count(RESERVE_SDR) == 0  # whole records at offset 0 need no reservation
     assert lab.count(GET_THRESHOLDS) == 0  # health is the readings' status bits
     st = os.stat(cache_path)
@@ -258,9 +298,208 @@ async def test_the_poller_process_saves_the_cache_of_its_site(lab, caplog):
     assert loaded == [f"SDR cache {path}: 3 BMCs"]
 
 
+# ------------------------------------------------------------------ one walk for one stamp
+def poller_of(lab: Lab, cache: SdrCache) -> tuple[Poller, Fleet]:
+    site = lab.site()
+    fleet = Fleet(site)
+    return Poller(site, fleet, Secrets(environ={"SDRTEST_PW": PASSWORD.decode()}),
+                  PollConfig(min_interval=0.0, timeout=3.0), sdr_cache=cache), fleet
+
+
+def key_of(lab: Lab, address: str) -> str:
+    return f"{address}:{lab.ports[address]}"
+
+
+async def test_bmcs_with_one_stamp_share_one_walk(make_lab, cache_path):
+    """Six BMCs of one model (one of them over temperature) and one of another, polled
+    together: one walk per stamp; every BMC still gives its stamp and reads its sensors."""
+    one = [f"127.86.1.{i}" for i in range(11, 17)]
+    other = "127.86.1.17"
+    lab = make_lab(tuple((a, "overtemp" if a.endswith(".13") else None, True, "FL-1000", Machine) for a in one)
+                   + ((other, None, True, "FL-2000", Machine),))
+    expected = {f"n{i}": "critical" if i == 13 else "ok" for i in range(11, 18)}
+    assert await start_poller(lab, cache_path) == expected
+    walks = {a: lab.ipmi.commands_of(a)[GET_SDR] for a in lab.ports}
+    assert walks[other] == RECORDS
+    assert sorted(walks[a] for a in one) == [0] * 5 + [RECORDS]  # one walked, five waited for it
+    walker = next(a for a in one if walks[a])
+    for a in lab.ports:
+        seen = lab.ipmi.commands_of(a)
+        assert seen[DEVICE_ID] == 1 and seen[REPO_INFO] == 1, a  # each BMC's own stamp
+        assert seen[READING] == (2 if a.endswith(".13") else 9), a  # its own sensors (.13: CPU1 is critical)
+    kept = SdrCache.load(cache_path)
+    assert len(kept) == 7
+    shared = {a: kept._bmcs[key_of(lab, a)][2] for a in lab.ports}
+    assert shared == {a: a not in (walker, other) for a in lab.ports}  # marked in the file
+    assert len({kept._bmcs[key_of(lab, a)][1] for a in one}) == 1
+
+    lab.ipmi.commands.clear()
+    assert await start_poller(lab, cache_path) == expected  # a restart: no walk at all
+    assert lab.count(GET_SDR) == 0 and lab.count(DEVICE_ID) == 7
+
+
+async def test_a_bmc_lacking_a_sensor_of_the_shared_sdr_walks_its_own(make_lab, cache_path, caplog):
+    """Y has no 12V sensor but gives the same stamp as X (its SDR Repository Info is X's, as
+    BMCs that never set their SDR timestamps can): on X's summary, Y answers "not present"
+    (CBh) for 12V and walks its own SDR.  The stamp then vouches for nothing: W, which took
+    X's summary before, walks its own at its next sensor read, and Z, new, walks at once."""
+    x, w, y, z = "127.86.2.21", "127.86.2.22", "127.86.2.23", "127.86.2.24"
+    lab = make_lab(((x, None, True, "FL-1000", Machine), (w, None, True, "FL-1000", Machine),
+                    (y, None, True, "FL-1000", NoTwelveVolt), (z, None, True, "FL-1000", Machine)))
+    lab.bmc(y)._cmd_sdr_repository_info = lab.bmc(x)._cmd_sdr_repository_info
+    cache = SdrCache.load(cache_path)
+    poller, fleet = poller_of(lab, cache)
+
+    def walked(address: str) -> int:
+        return lab.ipmi.commands_of(address)[GET_SDR]
+
+    try:
+        await poller.sweep(("power",), switches=False, nodes=["n21"])
+        await poller.sweep(("power",), switches=False, nodes=["n22"])
+        assert (walked(x), walked(w)) == (RECORDS, 0)  # W took X's walk
+        assert cache._bmcs[key_of(lab, w)][2] is True
+        stamp, theirs, _ = cache._bmcs[key_of(lab, x)]
+        assert cache._bmcs[key_of(lab, w)][0] == stamp and len(theirs.thresholds) == 9
+
+        with caplog.at_level(logging.INFO, logger="console.drivers.sdrcache"):
+            await poller.sweep(("power",), switches=False, nodes=["n23"])
+        assert lab.ipmi.commands_of(y)[READING] >= 9  # X's nine sensors, 12V refused ...
+        assert walked(y) == RECORDS - 1  # ... so its own SDR (15 records)
+        assert fleet.nodes["n23"].health == "ok" and not fleet.nodes["n23"].errors
+        y_stamp, mine, y_shared = cache._bmcs[key_of(lab, y)]
+        assert y_stamp == stamp and not y_shared and len(mine.thresholds) == 8
+        assert not cache.vouches(stamp, theirs) and "also vouches for another SDR" in caplog.text
+
+        driver = poller._bmcs["n22"].drivers["n22"]
+        driver.health_ttl = 0.0
+        await poller.sweep(("power",), switches=False, nodes=["n22"])
+        assert walked(w) == RECORDS and cache._bmcs[key_of(lab, w)][2] is False
+        await poller.sweep(("power",), switches=False, nodes=["n24"])
+        assert walked(z) == RECORDS and cache._bmcs[key_of(lab, z)][2] is False
+        assert all(fleet.nodes[n].health == "ok" and not fleet.nodes[n].errors for n in ("n21", "n22", "n24"))
+        assert cache.save()
+    finally:
+        await poller.aclose()
+
+    lab.ipmi.commands.clear()  # a restart: each BMC's own summary, nothing walked
+    assert await start_poller(lab, cache_path) == {"n21": "ok", "n22": "ok", "n23": "ok", "n24": "ok"}
+    assert lab.count(GET_SDR) == 0
+
+
+async def test_a_critical_sensor_beyond_the_shared_sdr_is_still_seen(make_lab, cache_path):
+    """Health is not weakened by sharing: Y (on X's stamp, no 12V) walks its own SDR and
+    still reports its overheated CPU, X its health."""
+    x, y = "127.86.3.31", "127.86.3.32"
+    lab = make_lab(((x, None, True, "FL-1000", Machine), (y, "overtemp", True, "FL-1000", NoTwelveVolt)))
+    lab.bmc(y)._cmd_sdr_repository_info = lab.bmc(x)._cmd_sdr_repository_info
+    cache = SdrCache.load(cache_path)
+    poller, fleet = poller_of(lab, cache)
+    try:
+        await poller.sweep(("power",), switches=False, nodes=["n31"])
+        await poller.sweep(("power",), switches=False, nodes=["n32"])
+        assert fleet.nodes["n31"].health == "ok" and fleet.nodes["n32"].health == "critical"
+        assert not fleet.nodes["n32"].errors
+    finally:
+        await poller.aclose()
+
+
+# ------------------------------------------------------------------ sharing, the cache alone
+OTHER = SdrSummary((SensorRef(1, 0),), False)
+
+
+class Walks:
+    """A stand-in for one BMC's SDR walk: counts, can be held, can fail."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail: Exception | None = None
+
+    def walk(self, summary: SdrSummary = SUMMARY):
+        async def walk() -> SdrSummary:
+            self.count += 1
+            await self.release.wait()
+            if self.fail is not None:
+                raise self.fail
+            return summary
+        return walk
+
+
+async def test_waiters_take_the_walk_under_way():
+    cache, walks = SdrCache(), Walks()
+    walks.release.clear()
+    tasks = [asyncio.create_task(cache.summary(f"127.0.0.{i}:623", STAMP, walks.walk())) for i in range(1, 6)]
+    await asyncio.sleep(0.01)
+    walks.release.set()
+    got = await asyncio.gather(*tasks)
+    assert walks.count == 1
+    assert [shared for _, shared in got] == [False, True, True, True, True]
+    assert {id(summary) for summary, _ in got} == {id(got[0][0])}
+
+
+async def test_a_failed_walk_leaves_the_waiters_to_walk_once_more():
+    cache, walks = SdrCache(), Walks()
+    walks.release.clear()
+    walks.fail = TimeoutError("the BMC stopped answering")
+    first = asyncio.create_task(cache.summary("127.0.0.1:623", STAMP, walks.walk()))
+    await asyncio.sleep(0)
+    good = Walks()
+    waiters = [asyncio.create_task(cache.summary(f"127.0.0.{i}:623", STAMP, good.walk())) for i in (2, 3)]
+    await asyncio.sleep(0.01)
+    walks.release.set()
+    with pytest.raises(TimeoutError):
+        await first
+    got = await asyncio.gather(*waiters)
+    assert good.count == 1 and sorted(shared for _, shared in got) == [False, True]
+    assert "127.0.0.1:623" not in cache._bmcs and not cache._walks
+
+
+async def test_a_cancelled_waiter_leaves_the_walk_alone_and_a_slow_one_is_not_waited_for_long():
+    cache, walks = SdrCache(), Walks()
+    walks.release.clear()
+    first = asyncio.create_task(cache.summary("127.0.0.1:623", STAMP, walks.walk()))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(cache.summary("127.0.0.2:623", STAMP, Walks().walk()))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    own = Walks()
+    assert await cache.summary("127.0.0.3:623", STAMP, own.walk(), wait=0.01) == (SUMMARY, False)
+    assert own.count == 1  # waited 10 ms, then walked its own
+    walks.release.set()
+    assert await first == (SUMMARY, False)
+
+
+async def test_own_walks_that_disagree_make_the_stamp_worthless(cache_path):
+    cache, walks = SdrCache(cache_path), Walks()
+    await cache.summary("127.0.0.1:623", STAMP, walks.walk())
+    assert await cache.summary("127.0.0.2:623", STAMP, walks.walk()) == (SUMMARY, True)
+    assert await cache.summary("127.0.0.3:623", STAMP, walks.walk(OTHER), own=True) == (OTHER, False)
+    assert not cache.vouches(STAMP, SUMMARY) and walks.count == 2
+    assert cache.save()
+    for loaded in (cache, SdrCache.load(cache_path)):  # the file says so too
+        assert not loaded.vouches(STAMP, SUMMARY) and not loaded.vouches(STAMP, OTHER)
+        again = Walks()
+        assert await loaded.summary("127.0.0.2:623", STAMP, again.walk()) == (SUMMARY, False)  # its own now
+        assert await loaded.summary("127.0.0.4:623", STAMP, again.walk()) == (SUMMARY, False)
+        assert again.count == 2
+
+
+def test_the_shared_mark_survives_the_file(cache_path):
+    cache = SdrCache(cache_path)
+    cache.put("127.0.0.1:623", STAMP, SUMMARY)
+    cache.put("127.0.0.2:623", STAMP, SUMMARY, shared=True)
+    assert cache.save()
+    doc = json.loads(cache_path.read_bytes())
+    assert doc["bmcs"]["127.0.0.1:623"][3:] == [] and doc["bmcs"]["127.0.0.2:623"][3:] == [True]
+    loaded = SdrCache.load(cache_path)
+    assert [loaded._bmcs[k][2] for k in ("127.0.0.1:623", "127.0.0.2:623")] == [False, True]
+    assert loaded.vouches(STAMP, SUMMARY) and not loaded.vouches(STAMP, OTHER)
+
+
 # ------------------------------------------------------------------ the file alone
-STAMP = SdrStamp(bytes(range(15)), bytes(range(11)))
-SUMMARY = SdrSummary((SensorRef(1, 0), SensorRef(2, 1)), False)
 
 
 def saved(path: Path) -> SdrCache:
@@ -322,7 +561,8 @@ def test_bad_entries_are_dropped_alone(cache_path, caplog):
     doc = {"format": sdrcache.FORMAT, "summaries": [["01000201", False], ["0105", False], "x"],
            "bmcs": {"127.0.0.1:623": good, "127.0.0.2:623": [STAMP.device.hex(), "zz", 0],
                     "127.0.0.3:623": good[:2] + [1], "127.0.0.4:623": good[:2] + [7],
-                    "127.0.0.5:623": good[:2] + [True], "\x1b[2J": good, "127.0.0.6:623": "x"}}
+                    "127.0.0.5:623": good[:2] + [True], "\x1b[2J": good, "127.0.0.6:623": "x",
+                    "127.0.0.7:623": good + [1], "127.0.0.8:623": good + [False]}}
     fd = os.open(cache_path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, json.dumps(doc).encode())
     os.close(fd)
