@@ -45,7 +45,7 @@ import functools
 import re
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,12 +83,15 @@ __all__ = [
     "FdbEntry",
     "Interface",
     "LldpNeighbour",
+    "PortMap",
     "SnmpClient",
     "SwitchSystem",
     "close_shared_engine",
     "discover_ports",
+    "mac_index",
     "rates",
     "shared_engine",
+    "sightings",
 ]
 
 OID = tuple[int, ...]
@@ -650,31 +653,76 @@ def discover_ports(
     ID or port ID is the node's MAC, or its sysName is the node's name.  Nodes seen
     nowhere map to an empty list.
     """
+    seen = sightings(fdb, lldp, mac_index(macs), macs)
+    return {node: seen.get(node, []) for node in macs}
+
+
+def mac_index(macs: Mapping[str, str]) -> dict[str, list[str]]:
+    """``{name: mac}`` turned round: each normalised MAC with the nodes that have it."""
+    out: dict[str, list[str]] = {}
+    for node, raw in macs.items():
+        mac = _normal_mac(raw)
+        if mac:
+            out.setdefault(mac, []).append(node)
+    return out
+
+
+def sightings(fdb: list[FdbEntry], lldp: list[LldpNeighbour], by_mac: Mapping[str, list[str]],
+              names: Container[str]) -> dict[str, list[Evidence]]:
+    """:func:`discover_ports` for the nodes the switch sees only: work in proportion to its
+    tables, not to the site (``by_mac`` from :func:`mac_index`; ``names``, the nodes an LLDP
+    sysName may name).  The poller runs it after every switch poll."""
     per_port: dict[str, set[str]] = {}
     for e in fdb:
         per_port.setdefault(e.port, set()).add(e.mac.lower())
-    # indexed once, looked up per node: the poller runs this after every switch poll, for
-    # every switch and node (scanning every port and neighbour per node took 0.4 s a switch
-    # at 1,000 nodes, and starved the poller's power sweeps)
-    ports_of: dict[str, list[str]] = {}
-    for port in sorted(per_port):
-        for seen in per_port[port]:
-            ports_of.setdefault(seen, []).append(port)
-    lldp_by_mac: dict[str, list[int]] = {}
-    lldp_by_name: dict[str, list[int]] = {}
-    for i, n in enumerate(lldp):
-        for named in {_normal_mac(n.chassis_id), _normal_mac(n.port_id)}:
-            if named:
-                lldp_by_mac.setdefault(named, []).append(i)
-        lldp_by_name.setdefault(n.sys_name, []).append(i)
     out: dict[str, list[Evidence]] = {}
-    for node, raw_mac in macs.items():
-        mac = _normal_mac(raw_mac)
-        found: list[Evidence] = [Evidence(port, "fdb", ambiguous=len(per_port[port]) > 1)
-                                 for port in (ports_of.get(mac, ()) if mac else ())]
-        for i in sorted({*(lldp_by_mac.get(mac, ()) if mac else ()), *lldp_by_name.get(node, ())}):
-            ev = Evidence(lldp[i].local_port, "lldp", ambiguous=False)
+    for port in sorted(per_port):
+        learned = per_port[port]
+        for mac in learned:
+            for node in by_mac.get(mac, ()):
+                out.setdefault(node, []).append(Evidence(port, "fdb", ambiguous=len(learned) > 1))
+    for n in lldp:
+        nodes = [node for named in {_normal_mac(n.chassis_id), _normal_mac(n.port_id)} if named
+                 for node in by_mac.get(named, ())]
+        if n.sys_name in names:
+            nodes.append(n.sys_name)
+        ev = Evidence(n.local_port, "lldp", ambiguous=False)
+        for node in nodes:
+            found = out.setdefault(node, [])
             if ev not in found:
                 found.append(ev)
-        out[node] = found
     return out
+
+
+class PortMap:
+    """What every switch last said of where nodes are, kept per switch, so that a switch's
+    poll recomputes the nodes it sees, saw, or should see (cabled to it in the inventory),
+    not the whole site: with one switch a rack, recomputing every node after every switch
+    poll grew with switches x nodes, and kept a poller's process busy at 5,000 nodes."""
+
+    def __init__(self, macs: Mapping[str, str], switches: Iterable[str],
+                 cabled: Mapping[str, Iterable[str]] | None = None) -> None:
+        """``macs``: ``{node: mac}``; ``switches``: every switch, in the order evidence is
+        listed; ``cabled``: each switch's nodes by the inventory."""
+        self.macs = dict(macs)
+        self._by_mac = mac_index(macs)
+        #: switch -> {node: evidence}, in the site's switch order
+        self._seen: dict[str, dict[str, list[Evidence]]] = {s: {} for s in switches}
+        self._cabled = {s: [n for n in nodes if n in self.macs] for s, nodes in (cabled or {}).items()}
+        self._first = True
+
+    def update(self, switch: str, fdb: list[FdbEntry], lldp: list[LldpNeighbour]) -> set[str]:
+        """Take ``switch``'s tables; return the nodes to recompute: those it sees or saw, and
+        those cabled to it (every node with a MAC the first time, so that nodes seen nowhere
+        are said so too)."""
+        new = sightings(fdb, lldp, self._by_mac, self.macs)
+        old = self._seen.get(switch, {})
+        self._seen[switch] = new
+        if self._first:
+            self._first = False
+            return set(self.macs)
+        return {*old, *new, *self._cabled.get(switch, ())}
+
+    def evidence(self, node: str) -> list[tuple[str, Evidence]]:
+        """Every switch's evidence for ``node``, as (switch, evidence), in switch order."""
+        return [(switch, ev) for switch, seen in self._seen.items() for ev in seen.get(node, ())]

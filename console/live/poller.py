@@ -45,6 +45,7 @@ from inventory.model import Bmc, Node, SerialConsole, Site, SshConfig, Switch, S
 
 if TYPE_CHECKING:
     from console.drivers.sdrcache import SdrCache
+    from console.drivers.snmp import PortMap
 
 __all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async", "quiet_gc", "raise_fd_limit"]
 
@@ -310,6 +311,8 @@ class Poller:
             self._bmcs[n.name] = ep
         self._hosts: dict[str, _Endpoint] = {}  # node name -> its host (SSH), made on its first image read
         self._switches = {s.name: _Endpoint(s.name) for s in site.switches}
+        #: where the switches see the nodes (made at the first switch poll with tables)
+        self._ports: PortMap | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.in_flight = 0
@@ -578,7 +581,7 @@ class Poller:
                 log.exception("poll switch %s failed", name)
             self.fleet.switch_failed(name, _reason(exc))
             return
-        self._discover()
+        self._discover(name)
 
     def _switch(self, name: str) -> Switch:
         switch = self.site.switch(name)
@@ -619,22 +622,27 @@ class Poller:
                 by_name[n.local_port].lldp = {"chassis_id": n.chassis_id, "port_id": n.port_id, "sys_name": n.sys_name}
         self.fleet.switch_ok(name, descr=system.descr, uptime_s=system.uptime_s, ports=ports)
 
-    def _discover(self) -> None:
-        """Recompute every node's discovered switch port from all switches' FDB and LLDP."""
-        from console.drivers.snmp import discover_ports
+    def _discover(self, switch: str) -> None:
+        """Recompute the discovered switch port of the nodes ``switch`` sees or saw, from what
+        every switch's FDB and LLDP last said (a node's firm port is its one unambiguous
+        sighting; none when it has none or several)."""
+        from console.drivers.snmp import PortMap
 
-        macs = {n.name: n.mac for n in self.site.nodes if n.mac}
-        evidence: dict[str, list[dict[str, Any]]] = {n: [] for n in macs}
-        for sw_name, ep in self._switches.items():
-            if "fdb" not in ep.state:
-                continue
-            found = discover_ports(ep.state["fdb"], ep.state.get("lldp", []), macs)
-            for node, found_here in found.items():
-                for ev in found_here:
-                    evidence.setdefault(node, []).append(
-                        {"switch": sw_name, "port": ev.port, "source": ev.source, "ambiguous": ev.ambiguous})
-        for node, items in evidence.items():
-            firm = sorted({(e["switch"], e["port"]) for e in items if not e["ambiguous"]})
+        ep = self._switches[switch]
+        if "fdb" not in ep.state:
+            return
+        if self._ports is None:
+            cabled: dict[str, list[str]] = {}
+            for n in self.site.nodes:
+                if n.switch_port is not None:
+                    cabled.setdefault(n.switch_port.switch, []).append(n.name)
+            self._ports = PortMap({n.name: n.mac for n in self.site.nodes if n.mac}, self._switches, cabled)
+        for node in self._ports.update(switch, ep.state["fdb"], ep.state.get("lldp", [])):
+            seen = self._ports.evidence(node)
+            items: list[dict[str, Any]] = [
+                {"switch": sw_name, "port": ev.port, "source": ev.source, "ambiguous": ev.ambiguous}
+                for sw_name, ev in seen]
+            firm = sorted({(sw_name, ev.port) for sw_name, ev in seen if not ev.ambiguous})
             port = firm[0] if len(firm) == 1 else None
             link = None
             if port is not None:

@@ -19,6 +19,7 @@ from console.drivers.snmp import (
     FdbEntry,
     Interface,
     LldpNeighbour,
+    PortMap,
     SnmpClient,
     close_shared_engine,
     discover_ports,
@@ -328,6 +329,27 @@ def test_discover_ports_miscabled_ambiguous_and_lldp_only() -> None:
     assert found["n4"] == [Evidence("Ethernet9", "lldp", False)]
     assert found["n5"] == [Evidence("Ethernet10", "lldp", False)]
     assert found["n6"] == []
+
+
+def test_port_map_recomputes_the_nodes_a_switch_sees_saw_or_should_see() -> None:
+    macs = {"n1": "52:54:00:00:00:01", "n2": "52:54:00:00:00:02", "n3": "52:54:00:00:00:03",
+            "n9": "52:54:00:00:00:09"}
+    ports = PortMap(macs, ["sw-a", "sw-b"], cabled={"sw-a": ["n1", "n2", "no-mac"], "sw-b": ["n3", "n9"]})
+    a_fdb = [FdbEntry("52:54:00:00:00:01", 100, "Ethernet1", 1), FdbEntry("52:54:00:00:00:03", 100, "Ethernet3", 3)]
+    # the first switch's tables: every node with a MAC (so n9, seen nowhere, is said so too)
+    assert ports.update("sw-a", a_fdb, []) == {"n1", "n2", "n3", "n9"}
+    assert ports.evidence("n3") == [("sw-a", Evidence("Ethernet3", "fdb", False))]
+    # sw-b sees n3 too: its own nodes, cabled or seen, not sw-a's
+    b_lldp = [LldpNeighbour("Ethernet3", "52:54:00:00:00:03", "eno1", "eno1", "n3")]
+    assert ports.update("sw-b", [], b_lldp) == {"n3", "n9"}
+    assert ports.evidence("n3") == [("sw-a", Evidence("Ethernet3", "fdb", False)),
+                                    ("sw-b", Evidence("Ethernet3", "lldp", False))]
+    # n3 leaves sw-a: sw-a's next poll recomputes it (it saw it), and n2 (cabled to it)
+    assert ports.update("sw-a", a_fdb[:1], []) == {"n1", "n2", "n3"}
+    assert ports.evidence("n3") == [("sw-b", Evidence("Ethernet3", "lldp", False))]
+    assert ports.evidence("n9") == []
+    # the same answers discover_ports gives a switch, node by node
+    assert {n: [ev for sw, ev in ports.evidence(n) if sw == "sw-a"] for n in macs} == discover_ports(a_fdb[:1], [], macs)
 
 
 def test_interface_is_frozen() -> None:
