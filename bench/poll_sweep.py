@@ -50,7 +50,7 @@ from console.drivers.sdrcache import SdrCache  # noqa: E402
 from console.lab.lab import Lab  # noqa: E402
 from console.lab.scale import scaled_site_yaml  # noqa: E402
 from console.live.fleet import Fleet  # noqa: E402
-from console.live.poller import PollConfig, Poller, quiet_gc, raise_fd_limit  # noqa: E402
+from console.live.poller import PollConfig, Poller, compact_site, quiet_gc, raise_fd_limit  # noqa: E402
 from console.secrets import Secrets  # noqa: E402
 from inventory.loader import load_site_text  # noqa: E402
 
@@ -66,7 +66,7 @@ async def sweeps(site, secrets, rounds: int, conn, profile: str | None = None, c
     cold sweep (then the parent counts the lab's requests), ``rounds`` steady sweeps, the
     SDR cache saved to ``cache``; then waits for the parent's word (it counts the BMCs'
     sessions meanwhile) and logs out."""
-    fleet = Fleet(site)
+    fleet = Fleet(site, history=False)  # as the poller's process keeps it
     t = time.perf_counter()
     sdr_cache = SdrCache.load(Path(cache)) if cache else None
     cache_load = time.perf_counter() - t
@@ -143,6 +143,7 @@ def run_poller(lab: Lab, site, rounds: int, profile: str | None, cache: str | No
     cold sweep) and the sessions the BMCs held while it polled."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
+    compact_site(site)  # as PollerProcess sends it
     proc = ctx.Process(target=_poller_child, args=(child, site, lab.secrets, rounds, profile, cache, cold_profile))
     ipmi = site.nodes[0].bmc.protocol == "ipmi"
     before = lab.ipmi_requests() if ipmi else 0

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from console.drivers.sdrcache import SdrCache
     from console.drivers.snmp import PortMap
 
-__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async", "quiet_gc", "raise_fd_limit"]
+__all__ = ["PollConfig", "Poller", "NODE_JOBS", "settle", "open_bmc_async", "quiet_gc", "raise_fd_limit",
+           "compact_site"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,9 @@ class _Endpoint:
         return self._state
 
 
+#: logouts under way at once in :meth:`Poller.aclose` (a BMC that does not answer its Close
+#: Session holds one for a second: 10,000 such BMCs take 5 s)
+LOGOUTS_AT_ONCE = 2048
 #: the garbage collector's first threshold in a polling process (CPython's default is 700)
 GC_GEN0 = 20_000
 
@@ -208,6 +212,23 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
     except (ImportError, ValueError, OSError):
         pass  # the polls past the limit then fail, each saying so
+
+
+def compact_site(site: Site) -> None:
+    """Make the site cheaper to keep and to send, changing nothing it says: equal strings
+    and field sets one object each (:func:`_share_equal`), and its node index (``site.node``)
+    that of its own nodes.
+
+    The poller's process gets its site pickled: call this before sending it (pickle sends
+    an object once however often it is referred to), as :class:`Poller` calls it on the
+    site it is given.  A site made by ``model_copy(update={"nodes": ...})`` (the lab's,
+    with its ports) carries the index of the nodes it was copied from, and a pickled copy
+    of it brought every node twice: at 10,000 nodes the poller's process unpickled 63 MB
+    of site, 22 MB once compacted.
+    """
+    _share_equal(site)
+    if site.nodes:
+        site.node(site.nodes[0].name)  # rebuilds the index when it is another nodes tuple's
 
 
 def _share_equal(site: Site) -> None:
@@ -291,7 +312,7 @@ class Poller:
                  *, clock: Callable[[], float] = time.monotonic,
                  bmc_factory: Callable[..., BmcDriver | Awaitable[BmcDriver]] = open_bmc_async,
                  sdr_cache: SdrCache | None = None) -> None:
-        _share_equal(site)
+        compact_site(site)
         self.site = site
         #: given to every IPMI driver (console.drivers.sdrcache); the owner loads and saves it
         self.sdr_cache = sdr_cache
@@ -391,7 +412,8 @@ class Poller:
     async def _close(driver: Any) -> bool:
         """Close one driver, bounded; False when cancelled (aclose() then tries again)."""
         try:
-            await asyncio.wait_for(driver.close(), 5)
+            async with asyncio.timeout(5):  # not wait_for: no task of its own
+                await driver.close()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -735,7 +757,17 @@ class Poller:
             await asyncio.wait(pending, timeout=0.2)
         bmcs = [ep for ep in dict.fromkeys(self._bmcs.values()) if ep.drivers]
         switches = [ep for ep in self._switches.values() if ep.driver is not None]
-        await asyncio.gather(*(self._drop_bmc_drivers(ep) for ep in bmcs), *(self._drop_driver(ep) for ep in switches))
+        drops = itertools.chain(((self._drop_bmc_drivers, ep) for ep in bmcs),
+                                ((self._drop_driver, ep) for ep in switches))
+
+        # At most LOGOUTS_AT_ONCE logouts at a time, each started when one ends: all of a
+        # 10,000-BMC poller's at once (a coroutine, a request and its timer each) took its
+        # process from 147 to 191 MB as it closed, above anything it needed while polling.
+        async def logouts() -> None:
+            for drop, ep in drops:  # one iterator for all: each endpoint once
+                await drop(ep)
+
+        await asyncio.gather(*(logouts() for _ in range(min(LOGOUTS_AT_ONCE, len(bmcs) + len(switches)))))
 
 
 async def settle(timeout: float = 1.0) -> None:
