@@ -139,7 +139,9 @@ class IpmiDriver:
         self._executor = executor or shared_pool()
         self._where = f"{self.address}:{self.port}" if self.port != 623 else self.address
         self._lock = asyncio.Lock()  # one request in flight per driver (asyncio side)
-        self._thread_lock = threading.Lock()  # ... and one pyghmi call, should one outlive its caller
+        # ... and one pyghmi call, should one outlive its caller (made with the first call:
+        # the poll path never takes it, and a poller keeps ten thousand drivers)
+        self._thread_lock: threading.Lock | None = None
         self._command: Any = None  # pyghmi's Command on _OnPollSession, made on first use and kept
         self._thresholds: dict[str, tuple[float | None, ...]] | None = None
         self._sensor_health: tuple[str, float] | None = None
@@ -367,6 +369,8 @@ class IpmiDriver:
                                                                          self.bmc.username.encode()))
             bridge: _OnPollSession = self._command.ipmi_session
             bridge.session = session
+            if self._thread_lock is None:
+                self._thread_lock = threading.Lock()
             deadline = time.monotonic() + self.timeout
             future = asyncio.wrap_future(self._executor.submit(self._work, what, fn, deadline))
             try:
@@ -384,7 +388,9 @@ class IpmiDriver:
         where = f"{self._where}: {what}"
         if time.monotonic() >= deadline:  # queued behind busy workers: leave the session alone
             raise Timeout(f"{where}: no free IPMI worker thread within {self.timeout:g} s")
-        if not self._thread_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        lock = self._thread_lock
+        assert lock is not None  # made by _call before it submits this
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise Timeout(f"{where}: an earlier request to this BMC is still running")
         bridge: _OnPollSession = self._command.ipmi_session
         try:
@@ -400,7 +406,7 @@ class IpmiDriver:
             raise map_error(exc, where, self._password.get()) from exc
         finally:
             bridge.disarm()
-            self._thread_lock.release()
+            lock.release()
 
     def _read_sensors(self, cmd: Any) -> list[Sensor]:
         if self._thresholds is None:

@@ -297,6 +297,10 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
+#: the lock of a session whose owner's lock guards it: one for all (nothing in it changes)
+_NO_LOCK = contextlib.nullcontext()
+
+
 # --------------------------------------------------------------------------- the session
 class RmcpSession:
     """One RMCP+ session with one BMC (cipher suite 3).
@@ -312,7 +316,7 @@ class RmcpSession:
 
     # Slots, not a dict: a poller keeps one session per BMC, ten thousand at a large site.
     __slots__ = ("address", "port", "addr", "timeout", "privilege", "retry_interval", "keepalive_interval",
-                 "_username", "_password", "_where", "_hostport", "_owner_lock", "_lock", "_ep", "console_id",
+                 "_username", "_password", "_where", "_owner_lock", "_lock", "_ep", "console_id",
                  "_managed_id", "_k1", "_aes", "_seq", "_rq_seq", "_logged_in", "_waiter", "_expect", "_packet",
                  "_framed", "_deadline", "_interval", "_timer", "_note", "_pinging", "_last_traffic", "_closed",
                  "_privileged", "logins", "__weakref__")
@@ -331,12 +335,11 @@ class RmcpSession:
         self._username = username
         self._password = password
         self._where = f"{address}:{port}" if port != 623 else address
-        self._hostport = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         # One request in flight: our own lock, or the caller's per-BMC one (the driver's, so
         # that keepalives never overlap its other client's requests).  With ``owner_lock``
         # the caller holds it around request() and close(), and only keepalives take it.
         self._owner_lock = owner_lock
-        self._lock: Any = contextlib.nullcontext() if owner_lock is not None else asyncio.Lock()
+        self._lock: Any = _NO_LOCK if owner_lock is not None else asyncio.Lock()
         self._ep: _Endpoint | None = None
         self.console_id = 0
         self._managed_id = 0
@@ -362,6 +365,10 @@ class RmcpSession:
 
     def __repr__(self) -> str:
         return f"RmcpSession({self._where!r}, open={self._logged_in})"
+
+    def _hostport(self) -> str:
+        """``address:port`` (``[v6]:port``), said only when a login fails: not kept per session."""
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
     @property
     def is_open(self) -> bool:
@@ -433,7 +440,7 @@ class RmcpSession:
             except Timeout:
                 # Not one packet back, however often we asked: nothing answers there (a BMC
                 # that is down, a wrong address or port), which a slow BMC is not.
-                raise Unreachable(f"no answer from {self._hostport} after "
+                raise Unreachable(f"no answer from {self._hostport()} after "
                                   f"{round(deadline - started, 1):g} s") from None
             self._status(rsp, "open session")
             if len(rsp) < 12:
