@@ -3,6 +3,7 @@
     python bench/tui_scale.py                     # 5,000 lab machines, 1 run
     python bench/tui_scale.py --nodes 2000 --runs 3
     python bench/tui_scale.py --no-lab            # no lab, no polling: the screen alone
+    python bench/tui_scale.py --profile /tmp/keys # cProfile of the keys, into /tmp/keys.1
 
 It starts a generated lab site (``console/lab/scale.py``, worker processes on
 loopback, ephemeral ports), then runs the app headless (``App.run_test``) with
@@ -170,7 +171,7 @@ def absorb(fleet, names: list[str], fault: str | None) -> dict:
 
 # ------------------------------------------------------------------ one run
 async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, int],
-                  poller_process: bool = False) -> dict:
+                  poller_process: bool = False, profile: str | None = None) -> dict:
     n = len(site.nodes)
     out: dict = {}
     # the app polls in a process of its own (PollerProcess); --poller-on-ui-loop puts the
@@ -243,6 +244,12 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
                 pauses.append((info["generation"], time.perf_counter() - started[0]))
 
         gc.callbacks.append(collected)
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         moves = []
         for _ in range(40):
             row = table.cursor_row
@@ -280,6 +287,9 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
         send_key(app, "escape")  # back to every node: the biggest rebuild
         out["clear filter (escape)"] = [await until_painted(lambda s: table.row_count == n) - t]
         gc.callbacks.remove(collected)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         out["gc pauses"] = pauses
         out["polled at the end"] = sum(1 for st in fleet.nodes.values() if st.last_success)
         await app.action_quit()  # closes the app's poller (process or not)
@@ -287,7 +297,8 @@ async def one_run(site, secrets, *, poll: bool, batches: int, size: tuple[int, i
 
 
 def report(run: int, out: dict, n: int, mode: str, verbose: bool = False) -> None:
-    print(f"run {run}: {n} nodes, {mode}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"run {run}: {n} nodes, {mode}   (load average {load} at its end)")
     print(f"  first table           {ms(out['first table'])}   (target < {ms(TARGETS['first table'])})")
     lat = out["change-to-screen"]
     print(f"  change-to-screen      500 changes: {', '.join(ms(x) for x in lat)}   "
@@ -336,6 +347,8 @@ def main() -> None:
                              "console's machine; default 0: they compete with it for the CPU)")
     parser.add_argument("--poller-on-ui-loop", action="store_true",
                         help="run the poller on the app's event loop (as at first), for comparison")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="cProfile the app's process while keys are typed, into PATH.<run> (pstats)")
     args = parser.parse_args()
     size = tuple(int(x) for x in args.size.split("x"))
     site = load_site_text(scaled_site_yaml(args.nodes), "<scaled>")
@@ -358,8 +371,9 @@ def main() -> None:
         secrets = Secrets(lab=lab.secrets)
     try:
         for run in range(1, args.runs + 1):
+            profile = f"{args.profile}.{run}" if args.profile else None
             out = asyncio.run(one_run(site, secrets, poll=lab is not None, batches=args.batches, size=size,
-                                      poller_process=not args.poller_on_ui_loop))
+                                      poller_process=not args.poller_on_ui_loop, profile=profile))
             report(run, out, len(site.nodes), "no polling" if lab is None else
                    "poller on the app's event loop" if args.poller_on_ui_loop else "poller in its own process",
                    verbose=args.verbose)
