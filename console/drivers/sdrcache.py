@@ -40,7 +40,6 @@ writes off the loop).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
@@ -49,6 +48,8 @@ import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from console.trust import open_private_dir, write_private
 
 from .ipmi_health import SdrStamp, SdrSummary, SensorRef
 
@@ -304,7 +305,6 @@ class SdrCache:
 
     def _write(self, data: bytes) -> bool:
         assert self.path is not None
-        tmp = f".{FILE}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         try:
             dfd = _open_dir(self.path.parent, create=True)
             assert dfd is not None
@@ -312,21 +312,10 @@ class SdrCache:
             self._not_saved(str(exc))
             return False
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-            try:
-                os.fchmod(fd, 0o600)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            write_private(dfd, self.path.name, data)
             self._why_not_saved = ""
             return True
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
             self._not_saved(exc.strerror or str(exc))
             return False
         finally:
@@ -345,24 +334,7 @@ class _Refused(Exception):
 def _open_dir(path: Path, *, create: bool) -> int | None:
     """The site's state directory as a descriptor (None if missing and not ``create``); a
     symbolic link, or one not ours or open to group or others, is refused."""
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-    try:
-        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _Refused(f"{path} is a symbolic link or not a directory") from None
-        raise
-    st = os.fstat(dfd)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        os.close(dfd)
-        raise _Refused(f"{path} is not a 0700 directory of yours (owner uid {st.st_uid}, "
-                       f"mode {stat.S_IMODE(st.st_mode):04o})")
-    return dfd
+    return open_private_dir(path, create=create, refused=_Refused)
 
 
 def _check_file(st: os.stat_result) -> None:

@@ -51,6 +51,7 @@ from console.errors import ActionError, FleetError
 from console.ops.journal import state_dir
 from console.provision import Assignment, ProvisionerBackend, open_provisioner
 from console.secrets import Secrets
+from console.trust import open_private_dir
 from inventory.model import Node, Site
 
 __all__ = [
@@ -272,25 +273,11 @@ class AuditHistory:
     # ------------------------------------------------------------- files
     def _open_dir(self, *, create: bool) -> int | None:
         d = self.path.parent
-        if create:
-            with contextlib.suppress(FileExistsError):
-                d.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                os.mkdir(d, 0o700)
         try:
-            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
+            return open_private_dir(d, create=create,
+                                    refused=lambda why: AuditError(f"audit history directory {why}: refused"))
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise AuditError(f"audit history directory {d} is a symbolic link or not a directory: "
-                                 "refused") from None
             raise AuditError(f"cannot open {d}: {exc.strerror}") from None
-        st = os.fstat(dfd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            os.close(dfd)
-            raise AuditError(f"audit history directory {d} is not a 0700 directory of yours "
-                             f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}): refused")
-        return dfd
 
     def _open_file(self, dfd: int, name: str, flags: int) -> int:
         try:

@@ -58,6 +58,7 @@ import asyncssh
 from console.service.identity import Identity, SessionTokens
 from console.service.operators import Limits, Operator, Operators, OperatorsError, file_stamp, load_operators
 from console.text import visible
+from console.trust import write_private
 from inventory.errors import FleetError
 
 __all__ = ["EXEC_COMMANDS", "ExecRefused", "SshFront", "SshFrontError", "SshSession", "exec_argv",
@@ -224,20 +225,7 @@ def load_host_key(directory: Path) -> asyncssh.SSHKey:
 
 def _new_host_key(dfd: int, where: Path) -> asyncssh.SSHKey:
     key = asyncssh.generate_private_key("ssh-ed25519")
-    data = key.export_private_key()
-    tmp = f".{_HOST_KEY}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp, dir_fd=dfd)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, _HOST_KEY, src_dir_fd=dfd, dst_dir_fd=dfd)
+    write_private(dfd, _HOST_KEY, key.export_private_key())
     log.info("generated the SSH host key %s (%s)", where, key.get_fingerprint())
     return key
 
