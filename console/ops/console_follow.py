@@ -118,8 +118,10 @@ class ConsoleFollower:
 
     @property
     def in_use(self) -> int:
-        """Sessions open or being opened now."""
-        return len(self.sessions) + len(self._opening)
+        """Nodes with a session open, being opened, or being given up now.  Counted by node: a
+        node whose opening just ended is in ``sessions`` before its task leaves ``_opening``
+        (the task's done callback runs a loop turn later), and counted once."""
+        return len(self.sessions.keys() | {k.removeprefix("~") for k in self._opening})
 
     # ------------------------------------------------------------------ control
     async def start(self, wait: float = OPEN_WAIT) -> None:
