@@ -173,7 +173,8 @@ async def test_two_clients_watch_one_sol_session(service, brokers, site_lab):
     assert inner.watchers == 2
     assert site_lab.sessions()["ipmi"] == 1
     await a.acquire("alice")
-    assert a.holder == "alice" and b.holder == "alice (ssh)"
+    assert a.holder == "alice"
+    await wait_until(lambda: b.holder == "alice (ssh)", WAIT, "bob told alice holds it")  # its own message
     await _prompt(seen_a, a, "alice")
     await wait_until(lambda: b"login: " in seen_b.out, WAIT, "the viewer to see the prompt too")
     await a.write("alice", b"core\r")
@@ -248,7 +249,9 @@ async def test_operator_types_the_other_sees_and_an_admin_takes_over(service, br
     await c.acquire("carol", force=True)
     await wait_until(lambda: ("takeover", "carol (ssh)") in seen_a.kinds(), WAIT, "alice told of the takeover")
     assert ("takeover", "carol") in seen_c.kinds()
-    assert a.holder == "carol (ssh)" and d.holder == "carol (ssh)" and c.holder == "carol"
+    assert c.holder == "carol"
+    await wait_until(lambda: a.holder == "carol (ssh)" and d.holder == "carol (ssh)", WAIT,
+                     "alice and dave told carol holds it")  # each in a message of its own
     with pytest.raises(ConsoleBusy, match=r"carol \(ssh\) holds it"):
         await a.write("alice", b"x")
     mark = len(seen_d.out)
@@ -385,7 +388,8 @@ async def test_console_command_attaches_through_the_service(service, brokers, si
         await asyncio.to_thread(t.expect, rb"via service \(pid \d+\) as alice \(operator\)")
         await asyncio.to_thread(t.expect, rb"Connected to sc-n01 \(IPMI SOL")
         await wait_until(lambda: service.consoles.holders().get("sc-n01") is not None, WAIT, "alice to hold it")
-        assert w.holder == "alice (ssh)"
+        # bob's session hears of the new holder in a message of its own, after the service knows
+        await wait_until(lambda: w.holder == "alice (ssh)", WAIT, "bob told alice holds it")
         assert site_lab.sessions()["ipmi"] == 1  # the command opened no SOL session of its own
         t.type(b"\r")
         await asyncio.to_thread(t.expect, rb"login: ")
@@ -511,7 +515,8 @@ async def test_tui_panes_use_the_service_console(service, brokers, site_lab):
         assert isinstance(app.consoles, RemoteConsoleBroker)
         await pilot.press("t")
         await wait_until(lambda: pane.typing, WAIT, "typing")
-        assert pane.session.holder == "alice" and b.holder == "alice (ssh)"
+        assert pane.session.holder == "alice"
+        await wait_until(lambda: b.holder == "alice (ssh)", WAIT, "the other client told alice holds it")
         await pilot.press("enter")
         await wait_until(lambda: "sc-n05 login:" in pane.view.text(), WAIT, "the login prompt in the pane")
         await wait_until(lambda: b"login: " in seen_b.out, WAIT, "bob to see it")
