@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from console.errors import DriverError, SecretError
 from console.serial import open_stream
 from console.serial.log import ConsoleLog
-from console.serial.stream import ConsoleBusy, ConsoleLost, ConsoleStream
+from console.serial.stream import ConsoleBusy, ConsoleLost, ConsoleStream, ConsoleTaken
 from console.text import visible
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 #: how often a console held by another client is tried again (never forcing)
 BUSY_RETRY = 10.0
+#: the first wait after the BMC ended the stream as in a takeover (ConsoleTaken)
+TAKEN_WAIT = 3.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class ConsoleSession:
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.get_running_loop().create_future()
         self._force = asyncio.Event()  # acquire(force) asks the runner to take the BMC's console
+        self._taken = False  # the last stream ended as in a takeover (see _pump)
         self._forced: asyncio.Future[None] | None = None
         self._force_who: str | None = None
 
@@ -292,7 +295,8 @@ class ConsoleSession:
                     continue
                 self.state, self.error = "lost", lost
                 self._event("lost", None, lost)
-                await self._wait_retry(delay)
+                # taken over: let the taker's activation land before trying (never forcing)
+                await self._wait_retry(max(delay, TAKEN_WAIT) if self._taken else delay)
                 delay = min(BACKOFF_MAX, delay * 2)
         finally:
             self._first_done()
@@ -311,7 +315,9 @@ class ConsoleSession:
             await asyncio.wait_for(self._force.wait(), delay * random.uniform(0.8, 1.2))
 
     async def _pump(self, stream: ConsoleStream) -> str | None:
-        """Read until the stream ends; why it ended (None: a forced reopen was asked for)."""
+        """Read until the stream ends; why it ended (None: a forced reopen was asked for).
+        ``_taken`` says whether it ended as in another client's takeover."""
+        self._taken = False
         force_wait = asyncio.ensure_future(self._force.wait())
         try:
             while True:
@@ -330,6 +336,7 @@ class ConsoleSession:
                 try:
                     data = read.result()
                 except DriverError as exc:
+                    self._taken = isinstance(exc, ConsoleTaken)
                     return str(exc)
                 except OSError as exc:
                     return visible(str(exc)) or type(exc).__name__

@@ -57,7 +57,7 @@ from typing import Any
 
 from console.errors import AuthFailed, DriverError, Timeout, Unreachable
 from console.secrets import Secrets
-from console.serial.stream import ConsoleBusy, ConsoleLost, Unread
+from console.serial.stream import ConsoleBusy, ConsoleLost, ConsoleTaken, Unread
 from console.text import visible
 from inventory.model import Node
 
@@ -78,6 +78,8 @@ _SOL_RETRY = 1.0
 _SOL_TRIES = 5
 
 _BUSY_TEXT = "SOL Session active for another client"
+#: what the stream says when the BMC deactivated the payload under it (a takeover, or the BMC)
+_DEACTIVATED_TEXT = "the BMC deactivated SOL (another client took it over, or the BMC ended it)"
 _AUTH_TEXTS = ("Unauthorized name", "Incorrect password", "Invalid RAKP4 integrity", "Unauthorized role",
                "Invalid username")
 
@@ -299,7 +301,7 @@ def _console_class() -> type:
             if (not isinstance(payload, dict) and len(payload) >= 4 and payload[3] & 0x10
                     and not self.broken):
                 self.activated = False
-                self._print_error("the BMC deactivated SOL (another client took it over, or the BMC ended it)")
+                self._print_error(_DEACTIVATED_TEXT)
 
         def _sendoutput(self, output: Any, sendbreak: bool = False) -> None:
             # pyghmi's waits here for the acknowledgement, pumping; ours sends and returns,
@@ -439,7 +441,8 @@ class SolStream:
             else:
                 self._error = ConsoleLost(f"{self.node}: SOL on {self._where} failed: {text}")
         else:
-            self._error = ConsoleLost(f"{self.node}: SOL on {self._where} lost: {text}")
+            lost = ConsoleTaken if message == _DEACTIVATED_TEXT else ConsoleLost
+            self._error = lost(f"{self.node}: SOL on {self._where} lost: {text}")
         self._active = False
 
     @property

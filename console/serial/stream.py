@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from console.errors import DriverError
 
-__all__ = ["ConsoleBusy", "ConsoleLost", "ConsoleStream", "Unread"]
+__all__ = ["ConsoleBusy", "ConsoleLost", "ConsoleStream", "ConsoleTaken", "Unread"]
 
 
 class ConsoleBusy(DriverError):
@@ -37,6 +37,12 @@ class ConsoleLost(DriverError):
     """The console stream ended (BMC dropped the session, channel closed)."""
 
     title = "console lost"
+
+
+class ConsoleTaken(ConsoleLost):
+    """The BMC ended the stream as it does when another client takes the console over: a
+    client that reconnects at once could seize it back between the other's deactivation
+    and activation, so it waits a little longer first."""
 
 
 @runtime_checkable
