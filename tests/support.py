@@ -78,3 +78,10 @@ async def reimage_phases(site, secrets, name: str, ref: str, timeouts: PhaseTime
     finally:
         await bmc.close()
     return phases
+
+
+def none_left_open(before: dict[str, int], after: dict[str, int]) -> bool:
+    """No more BMC sessions of any kind at the lab than before: what was opened was logged
+    out.  Not "as many": the lab is shared, and a session another test left closing when
+    ``before`` was read may have ended since."""
+    return all(after.get(kind, 0) <= n for kind, n in before.items()) and set(after) <= set(before)
