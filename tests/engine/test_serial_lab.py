@@ -153,12 +153,16 @@ async def test_sol_held_by_ipmitool_needs_force(ctx, site_lab):
 
         await asyncio.wait_for(asyncio.to_thread(read_banner), 20)
         assert b"SOL Session operational" in banner, bytes(banner)
-        probe = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
-        with pytest.raises(ConsoleBusy) as busy:
-            await probe.open()
-        exc = busy.value
-        assert "held by another client" in str(exc) and "force" in str(exc)
-        assert "BMC session 0x" in str(exc)
+        said = []
+        for _ in range(3):  # the holder is named when the BMC answers in time (5 s): best effort
+            probe = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
+            with pytest.raises(ConsoleBusy) as busy:
+                await probe.open()
+            said.append(str(busy.value))
+            assert "held by another client" in said[-1] and "force" in said[-1]
+            if "BMC session 0x" in said[-1]:
+                break
+        assert "BMC session 0x" in said[-1], said
 
         stream = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
         await stream.open(force=True)
