@@ -7,9 +7,10 @@ its target, so a link is followed only where both are equally safe.  The site fi
 (:mod:`console.sitefile`) and the site service's operators file
 (:mod:`console.service.operators`) use it, each with its own words and errors.
 
-:func:`open_private_dir` and :func:`write_private` are for what we keep ourselves (caches,
-histories, keys): a 0700 directory of ours opened without following a link, and a 0600
-file in it written whole (a new file, synced, renamed over the old) or not at all.
+:func:`open_private_dir` and :func:`write_whole` are for what we keep ourselves (caches,
+histories, keys, boot scripts): a 0700 directory of ours opened without following a link,
+and a file in it (0600 unless others must read it) written whole (a new file, synced,
+renamed over the old) or not at all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["check_chain", "open_private_dir", "owner_words", "write_private"]
+__all__ = ["check_chain", "open_private_dir", "owner_words", "write_whole"]
 
 
 def owner_words(uid: int) -> str:
@@ -82,15 +83,16 @@ def open_private_dir(path: Path, *, create: bool, refused: Callable[[str], Excep
     return dfd
 
 
-def write_private(dfd: int, name: str, data: bytes) -> None:
-    """``data`` as the file ``name`` (0600) in the directory ``dfd``, whole or not at all: a
-    new temporary file beside it (never through a link), synced, then renamed over it.
-    Raises OSError, the temporary file removed."""
+def write_whole(dfd: int, name: str, data: bytes, *, mode: int = 0o600) -> None:
+    """``data`` as the file ``name`` (``mode``, whatever the umask; 0600 unless others must
+    read it) in the directory ``dfd``, whole or not at all: a new temporary file beside it
+    (never through a link), synced, then renamed over it.  Raises OSError, the temporary
+    file removed."""
     tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
     try:
         try:
-            os.fchmod(fd, 0o600)
+            os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

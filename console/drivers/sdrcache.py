@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from console.trust import open_private_dir, write_private
+from console.trust import open_private_dir, write_whole
 
 from .ipmi_health import SdrStamp, SdrSummary, SensorRef
 
@@ -312,7 +312,7 @@ class SdrCache:
             self._not_saved(str(exc))
             return False
         try:
-            write_private(dfd, self.path.name, data)
+            write_whole(dfd, self.path.name, data)
             self._why_not_saved = ""
             return True
         except OSError as exc:

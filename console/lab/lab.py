@@ -513,7 +513,7 @@ class Lab:
     def ipmi_requests(self) -> int:
         """Datagrams received by every IPMI BMC of the lab since it started (requests,
         session handshakes included): what pollers cost the BMCs."""
-        return sum(p.call({"cmd": "ipmi_stats"}).get("received", 0) for p in self._procs)
+        return self.ipmi_counts()["received"]
 
     def ipmi_counts(self) -> dict[str, int]:
         """:meth:`ipmi_requests` (``received``) and the Get Chassis Status requests every IPMI

@@ -45,7 +45,6 @@ import errno
 import json
 import os
 import re
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -56,6 +55,7 @@ from aiohttp import web
 from console.errors import ActionError, ProtocolError, Timeout, Unreachable
 from console.provision import Assignment, Fetch
 from console.provision.httpserve import HttpService
+from console.trust import write_whole
 from inventory.model import Image, Node
 
 __all__ = [
@@ -261,26 +261,10 @@ def _read_at(dfd: int, name: str, where: str) -> str | None:
 
 
 def _write_at(dfd: int, name: str, text: str) -> None:
-    """Replace ``name`` in the directory ``dfd`` atomically: a new file (O_EXCL, never a link
-    followed), fsync, rename over the old one, fsync of the directory."""
-    tmp = f".{name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, _open_flags(os.O_WRONLY | os.O_CREAT | os.O_EXCL), 0o644, dir_fd=dfd)
-    try:
-        try:
-            os.fchmod(fd, 0o644)  # the HTTP server (maybe another user) must read it, whatever the umask
-            data = text.encode("utf-8")
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dfd)
-        except FileNotFoundError:
-            pass
-        raise
+    """Replace ``name`` in the directory ``dfd`` atomically (:func:`~console.trust.write_whole`:
+    a new file, never a link followed, fsync, renamed over the old one), 0644 whatever the
+    umask (the HTTP server, maybe another user, must read it); then fsync of the directory."""
+    write_whole(dfd, name, text.encode("utf-8"), mode=0o644)
     os.fsync(dfd)
 
 

@@ -58,7 +58,7 @@ import asyncssh
 from console.service.identity import Identity, SessionTokens
 from console.service.operators import Limits, Operator, Operators, OperatorsError, file_stamp, load_operators
 from console.text import visible
-from console.trust import write_private
+from console.trust import write_whole
 from inventory.errors import FleetError
 
 __all__ = ["EXEC_COMMANDS", "ExecRefused", "SshFront", "SshFrontError", "SshSession", "exec_argv",
@@ -225,7 +225,7 @@ def load_host_key(directory: Path) -> asyncssh.SSHKey:
 
 def _new_host_key(dfd: int, where: Path) -> asyncssh.SSHKey:
     key = asyncssh.generate_private_key("ssh-ed25519")
-    write_private(dfd, _HOST_KEY, key.export_private_key())
+    write_whole(dfd, _HOST_KEY, key.export_private_key())
     log.info("generated the SSH host key %s (%s)", where, key.get_fingerprint())
     return key
 

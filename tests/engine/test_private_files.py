@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from console.trust import open_private_dir, write_private
+from console.trust import open_private_dir, write_whole
 
 
 class Refused(Exception):
@@ -23,8 +23,8 @@ def test_a_private_dir_is_made_0700_and_a_file_written_whole_0600(tmp_path):
     assert dfd is not None
     try:
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
-        write_private(dfd, "f.json", b"old")
-        write_private(dfd, "f.json", b"new" * 100_000)
+        write_whole(dfd, "f.json", b"old")
+        write_whole(dfd, "f.json", b"new" * 100_000)
     finally:
         os.close(dfd)
     assert (d / "f.json").read_bytes() == b"new" * 100_000
@@ -54,12 +54,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     dfd = open_private_dir(d, create=True, refused=Refused)
     assert dfd is not None
     try:
-        write_private(dfd, "f", b"kept")
+        write_whole(dfd, "f", b"kept")
         with pytest.raises(TypeError):
-            write_private(dfd, "f", "not bytes")  # type: ignore[arg-type]
+            write_whole(dfd, "f", "not bytes")  # type: ignore[arg-type]
         (d / "sub").mkdir()
         with pytest.raises(OSError):
-            write_private(dfd, "sub", b"x")  # renaming a file over a directory fails
+            write_whole(dfd, "sub", b"x")  # renaming a file over a directory fails
     finally:
         os.close(dfd)
     assert (d / "f").read_bytes() == b"kept"
