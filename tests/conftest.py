@@ -7,8 +7,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -174,3 +174,38 @@ def cli_in_process(monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def tasks_shown_before_the_timeout(request):
+    """Print every asyncio task's stack shortly before pytest-timeout stops a hung test: its
+    own dump shows the threads, where a hung coroutine is only an event loop waiting."""
+    import gc
+    import sys
+
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    if limit <= 15:
+        yield
+        return
+
+    def dump() -> None:
+        loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+        for loop in loops:
+            for _ in range(3):  # the set of tasks can change while it is read
+                try:
+                    tasks = list(asyncio.all_tasks(loop))
+                    break
+                except RuntimeError:
+                    continue
+            else:
+                continue
+            sys.stderr.write(f"\n--- {len(tasks)} asyncio tasks of {loop!r} ---\n")
+            for task in tasks:
+                task.print_stack(limit=30, file=sys.stderr)
+
+    timer = threading.Timer(limit - 10, dump)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()

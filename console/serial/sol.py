@@ -163,13 +163,15 @@ class _Pump:
         while not stop.is_set():
             self.wake.wait(_PUMP_ROUND)
             self.wake.clear()
-            while self._calls:
+            while self._calls and not stop.is_set():
                 fn, fut = self._calls.popleft()
                 if fut.set_running_or_notify_cancel():
                     try:
                         fut.set_result(fn())
                     except BaseException as exc:
                         fut.set_exception(exc)
+            if stop.is_set():
+                break
             try:
                 pyghmi_session.Session.wait_for_rsp(timeout=0)
                 now = time.monotonic()
@@ -177,8 +179,23 @@ class _Pump:
                     console.tick(now)
             except Exception:  # a console's callback failed: that console's trouble, not the pump's
                 log.exception("SOL: pyghmi event loop")
-        while self._calls:  # stopped: nobody will run these
-            self._calls.popleft()[1].cancel()
+        with self._lock:
+            if self._thread is not None:  # a new user started the next pump: the calls are its own
+                return
+            while self._calls:  # stopped with no user left: nobody will run these
+                self._calls.popleft()[1].cancel()
+
+    async def run(self, fn: Callable[[], Any], node: str) -> Any:
+        """``fn()`` on the pump thread, awaited; a call the stopping pump dropped is a lost console,
+        never a cancellation of the task that waits for it."""
+        fut = self.call(fn)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if fut.cancelled() and (task is None or not task.cancelling()):
+                raise ConsoleLost(f"{node}: SOL stopped before the call ran") from None
+            raise
 
 
 _pump = _Pump()
@@ -338,6 +355,24 @@ def _console_class() -> type:
 _Console: type | None = None
 
 
+def _discard_late(console: Any) -> None:
+    """A console whose stream gave up before it was built: silence it and log its session out."""
+    console.out_handler = lambda _data: None
+    console.on_active = None
+    console.broken = True
+    session = console.ipmi_session
+    io = _pump.io
+    if session is not None and io is not None:
+        io.submit(_quietly, session.logout)
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # a BMC gone by now: nothing to log out of
+        pass
+
+
 _SOL_ACTIVATE_CODES = {0x81: "SOL is disabled", 0x82: "Maximum SOL session count reached",
                        0x83: "Cannot activate payload with encryption",
                        0x84: "Cannot activate payload without encryption"}
@@ -460,21 +495,36 @@ class SolStream:
         await self._loop.run_in_executor(None, _pump.acquire)
         self._pumping = True
 
+        abandoned, handover = threading.Event(), threading.Lock()
+
         def construct() -> None:
             console = cls(self._bmc.address, user, password, self._on_io, port=self._bmc.effective_port,
                           force=force, on_active=self._on_active, kg=_OwnKey(password))
-            self._console = console
-            _pump.consoles.add(console)
-            self._session = console.ipmi_session  # this stream's own (the module docstring)
+            with handover:
+                if abandoned.is_set():  # open() stopped waiting: nobody will close this one
+                    _discard_late(console)
+                    return
+                self._console = console
+                _pump.consoles.add(console)
+                self._session = console.ipmi_session  # this stream's own (the module docstring)
 
+        started = time.monotonic()
         try:
             try:
-                await asyncio.wrap_future(_pump.call(construct))
+                # The pump runs pyghmi's calls one after another; one stuck behind a BMC that
+                # stopped answering must not hold this open past its deadline.
+                await asyncio.wait_for(_pump.run(construct, self.node), self._open_timeout)
+            except TimeoutError:
+                with handover:  # from here a console built late is construct's to discard
+                    abandoned.set()
+                raise Timeout(f"{self.node}: SOL on {self._where}: no session after "
+                              f"{self._open_timeout:g} s") from None
             except Exception as exc:  # pyghmi raises IpmiException (bad address), socket errors
                 raise Unreachable(f"{self.node}: cannot reach {self._where}: "
                                   f"{visible(str(exc)) or type(exc).__name__}") from exc
             try:
-                await asyncio.wait_for(self._wait_active(), self._open_timeout)
+                await asyncio.wait_for(self._wait_active(),
+                                       max(0.0, self._open_timeout - (time.monotonic() - started)))
             except TimeoutError:
                 raise Timeout(f"{self.node}: SOL on {self._where} not active after "
                               f"{self._open_timeout:g} s") from None
@@ -541,7 +591,7 @@ class SolStream:
     async def _send(self, what: str, call: Callable[[Any], None]) -> None:
         console = self._check_usable()
         try:
-            await asyncio.wrap_future(_pump.call(lambda: call(console)))
+            await _pump.run(lambda: call(console), self.node)
         except Exception as exc:  # pyghmi: "Session no longer connected"
             self._fail(f"{what}: {exc}")
         if self._error is not None:

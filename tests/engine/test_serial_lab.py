@@ -15,6 +15,7 @@ import threading
 
 import pytest
 
+from console.errors import Timeout
 from console.serial import NoConsole, open_stream
 from console.serial import broker as broker_mod
 from console.serial.broker import ConsoleBroker, ConsoleEvent
@@ -130,6 +131,33 @@ async def test_sol_wrong_password_is_auth_failed(ctx, site_lab):
         assert "wrong" not in str(err.value)
     finally:
         del os.environ["SER_BAD_PW"]
+
+
+async def test_sol_open_held_up_before_login_times_out_and_leaves_no_session(ctx, site_lab):
+    # pyghmi builds every session under one class lock; a caller that holds it (here the
+    # test) holds the stream's construction on the pump thread past its deadline
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    if pyghmi_session.Session.socketchecking is None:
+        pyghmi_session.Session.socketchecking = threading.Lock()
+    lock = pyghmi_session.Session.socketchecking
+    node = ctx.site.node("ser-n02")
+    stream = SolStream(node, ctx.secrets, open_timeout=0.5)
+    lock.acquire()
+    try:
+        with pytest.raises(Timeout, match="ser-n02: SOL on 127.1.73.2:.*no session after 0.5 s"):
+            await stream.open()
+    finally:
+        lock.release()
+    # the console built late is logged out, not left to the BMC, and the node opens again
+    again = SolStream(node, ctx.secrets)
+    await again.open()
+    try:
+        seen = bytearray()
+        await again.write(b"\r")
+        await expect(again, b"ser-n02 login: ", seen)
+    finally:
+        await again.close()
 
 
 async def test_sol_held_by_ipmitool_needs_force(ctx, site_lab):
