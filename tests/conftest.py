@@ -15,6 +15,20 @@ import pytest
 from console import site as sites
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the project once, before the workers start.  A fresh clone has no bytecode,
+    and an environment may forbid writing it (PYTHONDONTWRITEBYTECODE): then each of the
+    few hundred Python processes a run starts (command lines, lab workers) would compile
+    the project's modules again, a tenth of a second each."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
+        return
+    import compileall
+
+    root = Path(__file__).resolve().parent.parent
+    for package in ("console", "inventory", "screens"):
+        compileall.compile_dir(root / package, quiet=2)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_runtime_dir():
     """Keep lab state files away from any lab the developer is running."""

@@ -46,7 +46,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from console.drivers.ssh import read_image
 from console.errors import ActionError, FleetError
 from console.ops.journal import state_dir
 from console.provision import Assignment, ProvisionerBackend, open_provisioner
@@ -494,6 +493,8 @@ async def _running(site: Site, secrets: Secrets, node: Node, prov: ProvisionerBa
                 return Reading(assigned.ref, assigned.sha256, read_at=clock(),
                                source=f"boot seen by the provisioner at {iso(last)}")
         return Reading(None, error="no host address in the inventory (no SSH)")
+    from console.drivers.ssh import read_image  # asyncssh: only for an audit that reads nodes
+
     try:
         got = await _bounded(read_image(node, site.ssh, secrets, timeout=timeout), timeout + 5)
     except TimeoutError:

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.drivers.bmc import BmcDriver, BootTarget, PowerAction, PowerState
-from console.drivers.ssh import read_image
 from console.errors import ActionError, DriverError, FleetError
 from console.ops.bootquirk import clear_override, readback_quirk
 from console.ops.leftover import Left
@@ -163,6 +162,8 @@ class _Follow:
 
     async def running(self) -> str | None:
         """``name@version`` the node reports over SSH, or None (not answering yet)."""
+        from console.drivers.ssh import read_image  # asyncssh: only once a reimage gets here
+
         got = await read_image(self.node, self.site.ssh, self.secrets, timeout=self.left(self.t.ssh_timeout))
         if got.ref is None:
             self.seen = f"OS not answering ({got.error})"

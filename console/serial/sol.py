@@ -50,8 +50,10 @@ import collections
 import concurrent.futures
 import logging
 import struct
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -157,6 +159,12 @@ class _Pump:
         self.wake.set()
         return fut
 
+    def where(self) -> str:
+        """The pump thread's stack, for a log line when it is stuck."""
+        thread = self._thread
+        frame = sys._current_frames().get(thread.ident) if thread is not None and thread.ident else None
+        return "".join(traceback.format_stack(frame)) if frame is not None else "(not running)"
+
     def _run(self, stop: threading.Event) -> None:
         from pyghmi.ipmi.private import session as pyghmi_session
 
@@ -229,13 +237,16 @@ def _console_class() -> type:
     if _Console is not None:
         return _Console
     from pyghmi.ipmi import console as pyghmi_console
+    from pyghmi.ipmi.private import session as pyghmi_session
 
     class Console(pyghmi_console.Console):
         _sent_at = 0.0
         _tries = 0
+        discarded = False  # built for a stream that gave up waiting: never activated, logged out
 
         def __init__(self, *args: Any, on_active: Callable[[], None], **kwargs: Any) -> None:
             self.on_active: Callable[[], None] | None = on_active  # called once the payload is active
+            self._activating = threading.Lock()
             # SOL packets that came before the answer to Activate Payload was read (None: none
             # are held back); the lock keeps them, and those after, in order across threads.
             self._early: list[Any] | None = None
@@ -251,14 +262,38 @@ def _console_class() -> type:
                 io.submit(self._activate, response)
 
         def _activate(self, response: Any) -> None:
-            try:
-                self._activate_payload(response)
-            except Exception as exc:  # e.g. NotImplementedError for a SOL port other than the session's
-                self._print_error(f"SOL activation failed: {type(exc).__name__}: {exc}")
-                return
+            with self._activating:
+                if self.discarded:
+                    return
+                try:
+                    self._activate_payload(response)
+                except Exception as exc:  # e.g. NotImplementedError for a SOL port other than the session's
+                    self._print_error(f"SOL activation failed: {type(exc).__name__}: {exc}")
+                    return
             if self.connected and not self.broken and self.on_active is not None:
                 callback, self.on_active = self.on_active, None
                 callback()
+
+        def discard(self) -> None:
+            """Undo a console its stream gave up on (on a thread of its own): let its login and
+            any activation under way end, deactivate what was activated, and log out, so the
+            BMC keeps no session of ours.  Pumps pyghmi itself: the pump may have stopped."""
+            self.out_handler = lambda _data: None
+            self.on_active = None
+            session = self.ipmi_session
+            deadline = time.monotonic() + OPEN_TIMEOUT
+            while (session is not None and session.logging and not session.broken
+                   and time.monotonic() < deadline):
+                pyghmi_session.Session.wait_for_rsp(timeout=0.05)
+            with self._activating:
+                try:
+                    if self.activated:
+                        self.close()
+                    if session is not None and session.logged:
+                        session.logout()
+                except Exception:  # a BMC gone by now: nothing left to end
+                    pass
+                self.broken = True
 
         def _activate_payload(self, response: Any) -> None:
             """pyghmi's ``Console._got_session``, with the SOL handler in place before the request
@@ -353,24 +388,6 @@ def _console_class() -> type:
 
 
 _Console: type | None = None
-
-
-def _discard_late(console: Any) -> None:
-    """A console whose stream gave up before it was built: silence it and log its session out."""
-    console.out_handler = lambda _data: None
-    console.on_active = None
-    console.broken = True
-    session = console.ipmi_session
-    io = _pump.io
-    if session is not None and io is not None:
-        io.submit(_quietly, session.logout)
-
-
-def _quietly(fn: Callable[[], Any]) -> None:
-    try:
-        fn()
-    except Exception:  # a BMC gone by now: nothing to log out of
-        pass
 
 
 _SOL_ACTIVATE_CODES = {0x81: "SOL is disabled", 0x82: "Maximum SOL session count reached",
@@ -502,7 +519,8 @@ class SolStream:
                           force=force, on_active=self._on_active, kg=_OwnKey(password))
             with handover:
                 if abandoned.is_set():  # open() stopped waiting: nobody will close this one
-                    _discard_late(console)
+                    console.discarded = True
+                    threading.Thread(target=console.discard, name="sol-io-discard", daemon=True).start()
                     return
                 self._console = console
                 _pump.consoles.add(console)
@@ -517,6 +535,8 @@ class SolStream:
             except TimeoutError:
                 with handover:  # from here a console built late is construct's to discard
                     abandoned.set()
+                log.warning("%s: SOL pump busy for %g s; it is at:\n%s", self.node, self._open_timeout,
+                            _pump.where())
                 raise Timeout(f"{self.node}: SOL on {self._where}: no session after "
                               f"{self._open_timeout:g} s") from None
             except Exception as exc:  # pyghmi raises IpmiException (bad address), socket errors

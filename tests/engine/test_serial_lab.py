@@ -143,13 +143,21 @@ async def test_sol_open_held_up_before_login_times_out_and_leaves_no_session(ctx
     lock = pyghmi_session.Session.socketchecking
     node = ctx.site.node("ser-n02")
     stream = SolStream(node, ctx.secrets, open_timeout=0.5)
+    before = site_lab.sessions()["ipmi"]
     lock.acquire()
+    # let go once the stream has given up (while it stops the pump, as a stuck BMC would end)
+    later = threading.Timer(1.0, lock.release)
+    later.start()
     try:
         with pytest.raises(Timeout, match="ser-n02: SOL on 127.1.73.2:.*no session after 0.5 s"):
             await stream.open()
     finally:
-        lock.release()
-    # the console built late is logged out, not left to the BMC, and the node opens again
+        later.join()
+    # the console built late logs in, is logged out, and is not left to the BMC
+    await wait_until(lambda: not [t for t in threading.enumerate() if t.name == "sol-io-discard"], 15,
+                     "the late console to be discarded")
+    assert site_lab.sessions()["ipmi"] <= before
+    # and the node opens again
     again = SolStream(node, ctx.secrets)
     await again.open()
     try:
