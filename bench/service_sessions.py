@@ -358,9 +358,17 @@ async def measure(lab: Any, terms: Sequence[Term], tree: Tree | None, pollers: i
     return res
 
 
-def per_sweep(r: dict[str, Any]) -> float:
-    """BMC datagrams a poller's sweep costs: the requests over the sweeps every poller completed."""
-    return r["requests"] / max(r["sweeps"] * r["pollers"], 1e-9)
+def per_sweep(r: dict[str, Any]) -> float | None:
+    """BMC datagrams a poller's sweep costs: the requests over the sweeps every poller
+    completed; None when not one whole sweep was done (there is no figure then)."""
+    if r["sweeps"] < 1:
+        return None
+    return float(r["requests"] / (r["sweeps"] * r["pollers"]))
+
+
+def num(x: float | None, fmt: str, width: int = 0) -> str:
+    """``x`` formatted, or ``-`` for a figure that does not exist."""
+    return f"{'-' if x is None else format(x, fmt):>{width}}"
 
 
 # ------------------------------------------------------------------ the run
@@ -427,7 +435,10 @@ async def ssh_session(port: int, name: str, key: Any) -> SshTerm:
     return SshTerm(name, conn, proc)
 
 
-async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, opened: list[Any]) -> dict[str, Any]:
+async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, opened: list[Any],
+              results: dict[str, Any]) -> dict[str, Any]:
+    """The three parts; each one's figures go into ``results`` as it ends (a run cut short
+    still reports the parts it finished)."""
     import asyncssh
 
     from console.live.poller import PollConfig
@@ -441,7 +452,7 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     write_private(operators, "operators:\n" + "".join(
         f'  - {{name: {n}, role: operator, keys: ["{keys[n].export_public_key().decode().strip()}"]}}\n'
         for n in names))
-    results: dict[str, Any] = {"interval": interval}
+    results["interval"] = interval
 
     # -------------------------------------------- 1 and 2: the service, 1 then S sessions
     print(f"service: serve --listen 127.0.0.1:0, {args.sessions} operators ...", flush=True)
@@ -499,13 +510,15 @@ async def run(args: argparse.Namespace, base: str, lab: Any, site_file: Path, op
     eterms: list[Term] = [x for x, good in zip(embedded, ok, strict=True) if good]
     print(f"  {len(eterms)} consoles drew the fleet in {time.perf_counter() - t:.1f} s; waiting for steady "
           f"pollers ...", flush=True)
-    waited = await settle(lab, len(embedded) * len(lab.site.nodes), len(embedded), args.warmup, args.settle_max)
+    waited = await settle(lab, len(embedded) * len(lab.site.nodes), len(embedded), args.warmup,
+                          args.embedded_settle_max)
     print(f"  steady after {waited:.0f} s; counting {args.sweeps} sweeps of each poller with {len(eterms)} "
           f"consoles typing", flush=True)
     cpids = [x.proc.pid for x in embedded]
     tree = Tree({"consoles": cpids, "their pollers": [g for c in cpids for g in children_of(c)
                                                       if "console.live.pollproc" in cmdline(g)]})
-    results["embedded S"] = await measure(lab, eterms, tree, len(embedded), args.sweeps, args.keys, args.sweep_max)
+    results["embedded S"] = await measure(lab, eterms, tree, len(embedded), args.sweeps, args.keys,
+                                          args.embedded_sweep_max)
     print(brief(results["embedded S"], interval), flush=True)
     results["embedded"] = len(eterms)
     for e in embedded:
@@ -522,7 +535,7 @@ def load_text(r: dict[str, Any]) -> str:
 def brief(r: dict[str, Any], interval: float) -> str:
     """One measurement in a line, printed as it is taken (the table comes at the end)."""
     lat = [x for xs in r["lat"] for x in xs]
-    return (f"  -> {per_sweep(r):.0f} BMC requests a sweep over {r['sweeps']:.1f} sweeps of {r['pollers']} "
+    return (f"  -> {num(per_sweep(r), '.0f')} BMC requests a sweep over {r['sweeps']:.1f} sweeps of {r['pollers']} "
             f"poller(s) in {r['seconds']:.0f} s ({r['seconds'] / max(r['sweeps'], 1e-9):.1f} s a sweep, "
             f"every {interval:.0f} s asked), {r['requests'] / r['seconds']:.0f} requests/s in all; keys p50 "
             f"{pct(lat, 50):.1f} ms p95 {pct(lat, 95):.1f} ms ({len(lat)}); load {load_text(r)}")
@@ -542,7 +555,8 @@ def report(args: argparse.Namespace, res: dict[str, Any], lab_start: float) -> N
         if not r:
             continue
         lat = [x for xs in r["lat"] for x in xs]
-        print(f"{label:30} {per_sweep(r):9.0f} {r['sweeps']:6.1f} {r['seconds'] / max(r['sweeps'], 1e-9):7.1f} "
+        each = r["seconds"] / r["sweeps"] if r["sweeps"] >= 1 else None
+        print(f"{label:30} {num(per_sweep(r), '.0f', 9)} {r['sweeps']:6.1f} {num(each, '.1f', 7)} "
               f"{r['requests'] / r['seconds']:6.0f} {len(lat):5} {pct(lat, 50):7.1f} {pct(lat, 95):7.1f} "
               f"{max(lat, default=float('nan')):7.1f}  {load_text(r)}")
         if len(r["lat"]) > 1:
@@ -554,13 +568,19 @@ def report(args: argparse.Namespace, res: dict[str, Any], lab_start: float) -> N
     print("req/sweep: the BMC datagrams (logins, polls of every kind) one poller's power sweep costs, over the "
           "sweeps completed; req/s: every poller's together")
     a, b, c = res.get("service 1"), res.get("service S"), res.get("embedded S")
-    if a and b:
-        print(f"requests a sweep with {res['sessions']} sessions / with 1: "
-              f"{per_sweep(b) / max(per_sweep(a), 1e-9):.2f}x")
+    pa, pb, pc = (per_sweep(r) if r else None for r in (a, b, c))
+    if pa and pb:
+        print(f"requests a sweep with {res['sessions']} sessions / with 1: {pb / pa:.2f}x")
     if b and c:
-        print(f"one embedded console's requests a sweep / the service's with {res['sessions']} sessions: "
-              f"{per_sweep(c) / max(per_sweep(b), 1e-9):.2f}x; {res['embedded']} embedded consoles cost the BMCs "
-              f"{(c['requests'] / c['seconds']) / max(b['requests'] / b['seconds'], 1e-9):.2f}x the requests a second")
+        rate = (c["requests"] / c["seconds"]) / max(b["requests"] / b["seconds"], 1e-9)
+        if pb and pc:
+            print(f"one embedded console's requests a sweep / the service's with {res['sessions']} sessions: "
+                  f"{pc / pb:.2f}x; {res['embedded']} embedded consoles cost the BMCs {rate:.2f}x the requests "
+                  "a second")
+        else:
+            print(f"the {res['embedded']} embedded consoles' pollers did not complete one power sweep in "
+                  f"{c['seconds']:.0f} s ({c['sweeps']:.2f} of {args.sweeps}); they sent the BMCs {rate:.2f}x "
+                  "the requests a second of the service with as many sessions")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -577,6 +597,10 @@ def main() -> None:
     ap.add_argument("--sweep-max", type=float, default=900.0, help="longest count (s): what was done by then "
                     "is reported")
     ap.add_argument("--start-timeout", type=float, default=600.0, help="longest wait for a lab, service, console")
+    ap.add_argument("--embedded-settle-max", type=float, default=300.0, help="longest wait for the embedded "
+                    "consoles' pollers to be steady (s)")
+    ap.add_argument("--embedded-sweep-max", type=float, default=600.0, help="longest count of the embedded "
+                    "consoles (s)")
     ap.add_argument("--no-embedded", action="store_true", help="skip the embedded consoles (part 3)")
     args = ap.parse_args()
     if not 1 <= args.sessions <= 64 or args.keys < 1 or args.sweeps < 1 or args.warmup < 0:
@@ -589,6 +613,8 @@ def main() -> None:
     base = private_dirs()
     opened: list[Any] = []
     lab = None
+    lab_start = 0.0
+    res: dict[str, Any] = {}
 
     def terminated(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -610,11 +636,14 @@ def main() -> None:
         lab_start = time.perf_counter() - t
         write_state(lab, str(site_file))
         print(f"  started in {lab_start:.1f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
-        res = asyncio.run(run(args, base, lab, site_file, opened))
+        asyncio.run(run(args, base, lab, site_file, opened, res))
         report(args, res, lab_start)
         print(f"IPMI sessions still open at the lab after everything closed: {lab.sessions()['ipmi']}")
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr, flush=True)
+        if "service 1" in res:
+            print("the parts done before the interruption:")
+            report(args, res, lab_start)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
         for x in reversed(opened):
