@@ -11,7 +11,10 @@ unread output is bounded (:data:`MAX_UNREAD`, oldest dropped, as a UART overrun
 would).  Keys and breaks are sent from the pump thread without waiting for the
 BMC's acknowledgement (unacknowledged packets are sent again each second, and after
 five sends the stream is lost); the calls that wait for an answer (activation,
-deactivation, logout) run on a small thread pool.  The event loop never blocks.
+deactivation, logout) run on a small thread pool.  The event loop never blocks, and an
+open has one deadline for all of it: a pump held up by a BMC that stopped answering fails
+the open in time (saying where the pump is stuck), and a console built after its stream
+gave up is logged out on a thread of its own.
 
 Beyond stock pyghmi:
 
