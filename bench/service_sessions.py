@@ -535,8 +535,9 @@ def load_text(r: dict[str, Any]) -> str:
 def brief(r: dict[str, Any], interval: float) -> str:
     """One measurement in a line, printed as it is taken (the table comes at the end)."""
     lat = [x for xs in r["lat"] for x in xs]
+    each = r["seconds"] / r["sweeps"] if r["sweeps"] >= 1 else None
     return (f"  -> {num(per_sweep(r), '.0f')} BMC requests a sweep over {r['sweeps']:.1f} sweeps of {r['pollers']} "
-            f"poller(s) in {r['seconds']:.0f} s ({r['seconds'] / max(r['sweeps'], 1e-9):.1f} s a sweep, "
+            f"poller(s) in {r['seconds']:.0f} s ({num(each, '.1f')} s a sweep, "
             f"every {interval:.0f} s asked), {r['requests'] / r['seconds']:.0f} requests/s in all; keys p50 "
             f"{pct(lat, 50):.1f} ms p95 {pct(lat, 95):.1f} ms ({len(lat)}); load {load_text(r)}")
 
