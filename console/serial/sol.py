@@ -532,12 +532,15 @@ class SolStream:
         started = time.monotonic()
         try:
             try:
-                # The pump runs pyghmi's calls one after another; one stuck behind a BMC that
-                # stopped answering must not hold this open past its deadline.
-                await asyncio.wait_for(_pump.run(construct, self.node), self._open_timeout)
+                try:
+                    # The pump runs pyghmi's calls one after another; one stuck behind a BMC that
+                    # stopped answering must not hold this open past its deadline.
+                    await asyncio.wait_for(_pump.run(construct, self.node), self._open_timeout)
+                except BaseException:  # the deadline, or the open cancelled (a pane closed)
+                    with handover:  # from here a console built late is construct's to discard
+                        abandoned.set()
+                    raise
             except TimeoutError:
-                with handover:  # from here a console built late is construct's to discard
-                    abandoned.set()
                 log.warning("%s: SOL pump busy for %g s; it is at:\n%s", self.node, self._open_timeout,
                             _pump.where())
                 raise Timeout(f"{self.node}: SOL on {self._where}: no session after "

@@ -168,6 +168,37 @@ async def test_sol_open_held_up_before_login_times_out_and_leaves_no_session(ctx
         await again.close()
 
 
+async def test_sol_open_cancelled_before_login_leaves_no_session(ctx, site_lab):
+    # a pane closed, or a follower done with a node, while its console was still being built
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    if pyghmi_session.Session.socketchecking is None:
+        pyghmi_session.Session.socketchecking = threading.Lock()
+    lock = pyghmi_session.Session.socketchecking
+    keeper = SolStream(ctx.site.node("ser-n02"), ctx.secrets)  # another console keeps the pump running
+    await keeper.open()
+    try:
+        stream = SolStream(ctx.site.node("ser-n04"), ctx.secrets)
+        before = site_lab.sessions()["ipmi"]
+        lock.acquire()
+        later = threading.Timer(1.0, lock.release)
+        later.start()
+        try:
+            opening = asyncio.create_task(stream.open())
+            await asyncio.sleep(0.3)  # the pump is building the console, held by the lock
+            opening.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await opening
+        finally:
+            later.join()
+        await wait_until(lambda: not [t for t in threading.enumerate() if t.name == "sol-io-discard"], 15,
+                         "the late console to be discarded")
+        await asyncio.sleep(1.0)  # long enough for a login the pump completes (the lab's are fast)
+        assert site_lab.sessions()["ipmi"] <= before
+    finally:
+        await keeper.close()
+
+
 async def test_sol_held_by_ipmitool_needs_force(ctx, site_lab):
     ipmitool = need("ipmitool")
     bmc = ctx.site.node("ser-n03").bmc
