@@ -9,6 +9,7 @@ that drops the session is the lab's ``drop`` fault.  No test leaves a BMC sessio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import threading
@@ -135,66 +136,70 @@ async def test_sol_wrong_password_is_auth_failed(ctx, site_lab):
         del os.environ["SER_BAD_PW"]
 
 
-async def test_sol_open_held_up_before_login_times_out_and_leaves_no_session(ctx, site_lab):
-    # pyghmi builds every session under one class lock; a caller that holds it (here the
-    # test) holds the stream's construction on the pump thread past its deadline
+@contextlib.contextmanager
+def construction_held(seconds: float):
+    """Hold pyghmi's class lock, under which every session is built, for ``seconds``: a
+    stream's console build on the pump waits (as behind a BMC that stopped answering)."""
     from pyghmi.ipmi.private import session as pyghmi_session
 
     if pyghmi_session.Session.socketchecking is None:
         pyghmi_session.Session.socketchecking = threading.Lock()
     lock = pyghmi_session.Session.socketchecking
+    lock.acquire()
+    later = threading.Timer(seconds, lock.release)
+    later.start()
+    try:
+        yield
+    finally:
+        later.join()
+
+
+async def discarded() -> None:
+    """Wait for the thread that logs a late console out to end."""
+    await wait_until(lambda: not [t for t in threading.enumerate() if t.name == "sol-io-discard"], 15,
+                     "the late console to be discarded")
+
+
+async def at_the_prompt(stream: SolStream, node: str) -> None:
+    """Enter, and the node's login prompt comes back."""
+    seen = bytearray()
+    await stream.write(b"\r")
+    await expect(stream, f"{node} login: ".encode(), seen)
+
+
+async def test_sol_open_held_up_before_login_times_out_and_leaves_no_session(ctx, site_lab):
     node = ctx.site.node("ser-n02")
     stream = SolStream(node, ctx.secrets, open_timeout=0.5)
     before = site_lab.sessions()["ipmi"]
-    lock.acquire()
     # let go once the stream has given up (while it stops the pump, as a stuck BMC would end)
-    later = threading.Timer(1.0, lock.release)
-    later.start()
-    try:
-        with pytest.raises(Timeout, match="ser-n02: SOL on 127.1.73.2:.*no session after 0.5 s"):
-            await stream.open()
-    finally:
-        later.join()
+    with construction_held(1.0), pytest.raises(Timeout, match="ser-n02: SOL on 127.1.73.2:.*no session after 0.5 s"):
+        await stream.open()
     # the console built late logs in, is logged out, and is not left to the BMC
-    await wait_until(lambda: not [t for t in threading.enumerate() if t.name == "sol-io-discard"], 15,
-                     "the late console to be discarded")
+    await discarded()
     assert site_lab.sessions()["ipmi"] <= before
     # and the node opens again
     again = SolStream(node, ctx.secrets)
     await again.open()
     try:
-        seen = bytearray()
-        await again.write(b"\r")
-        await expect(again, b"ser-n02 login: ", seen)
+        await at_the_prompt(again, "ser-n02")
     finally:
         await again.close()
 
 
 async def test_sol_open_cancelled_before_login_leaves_no_session(ctx, site_lab):
     # a pane closed, or a follower done with a node, while its console was still being built
-    from pyghmi.ipmi.private import session as pyghmi_session
-
-    if pyghmi_session.Session.socketchecking is None:
-        pyghmi_session.Session.socketchecking = threading.Lock()
-    lock = pyghmi_session.Session.socketchecking
     keeper = SolStream(ctx.site.node("ser-n02"), ctx.secrets)  # another console keeps the pump running
     await keeper.open()
     try:
         stream = SolStream(ctx.site.node("ser-n04"), ctx.secrets)
         before = site_lab.sessions()["ipmi"]
-        lock.acquire()
-        later = threading.Timer(1.0, lock.release)
-        later.start()
-        try:
+        with construction_held(1.0):
             opening = asyncio.create_task(stream.open())
             await asyncio.sleep(0.3)  # the pump is building the console, held by the lock
             opening.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await opening
-        finally:
-            later.join()
-        await wait_until(lambda: not [t for t in threading.enumerate() if t.name == "sol-io-discard"], 15,
-                         "the late console to be discarded")
+        await discarded()
         await asyncio.sleep(1.0)  # long enough for a login the pump completes (the lab's are fast)
         assert site_lab.sessions()["ipmi"] <= before
     finally:
@@ -261,9 +266,7 @@ async def test_sol_held_by_another_client_fault(ctx, site_lab):
     stream = SolStream(node, ctx.secrets)
     await stream.open(force=True)
     try:
-        seen = bytearray()
-        await stream.write(b"\r")
-        await expect(stream, b"ser-n09 login: ", seen)
+        await at_the_prompt(stream, "ser-n09")
     finally:
         await stream.close()
 
