@@ -532,14 +532,9 @@ class SolStream:
         started = time.monotonic()
         try:
             try:
-                try:
-                    # The pump runs pyghmi's calls one after another; one stuck behind a BMC that
-                    # stopped answering must not hold this open past its deadline.
-                    await asyncio.wait_for(_pump.run(construct, self.node), self._open_timeout)
-                except BaseException:  # the deadline, or the open cancelled (a pane closed)
-                    with handover:  # from here a console built late is construct's to discard
-                        abandoned.set()
-                    raise
+                # The pump runs pyghmi's calls one after another; one stuck behind a BMC that
+                # stopped answering must not hold this open past its deadline.
+                await asyncio.wait_for(_pump.run(construct, self.node), self._open_timeout)
             except TimeoutError:
                 log.warning("%s: SOL pump busy for %g s; it is at:\n%s", self.node, self._open_timeout,
                             _pump.where())
@@ -548,6 +543,11 @@ class SolStream:
             except Exception as exc:  # pyghmi raises IpmiException (bad address), socket errors
                 raise Unreachable(f"{self.node}: cannot reach {self._where}: "
                                   f"{visible(str(exc)) or type(exc).__name__}") from exc
+            finally:
+                # Built, failed, timed out or cancelled (a pane closed): from here a console that
+                # construct() finishes late is its own to discard.
+                with handover:
+                    abandoned.set()
             try:
                 await asyncio.wait_for(self._wait_active(),
                                        max(0.0, self._open_timeout - (time.monotonic() - started)))
