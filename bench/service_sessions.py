@@ -366,6 +366,11 @@ def per_sweep(r: dict[str, Any]) -> float | None:
     return float(r["requests"] / (r["sweeps"] * r["pollers"]))
 
 
+def sweep_seconds(r: dict[str, Any]) -> float | None:
+    """How long a sweep took, over the sweeps completed; None when not one was."""
+    return float(r["seconds"] / r["sweeps"]) if r["sweeps"] >= 1 else None
+
+
 def num(x: float | None, fmt: str, width: int = 0) -> str:
     """``x`` formatted, or ``-`` for a figure that does not exist."""
     return f"{'-' if x is None else format(x, fmt):>{width}}"
@@ -535,9 +540,8 @@ def load_text(r: dict[str, Any]) -> str:
 def brief(r: dict[str, Any], interval: float) -> str:
     """One measurement in a line, printed as it is taken (the table comes at the end)."""
     lat = [x for xs in r["lat"] for x in xs]
-    each = r["seconds"] / r["sweeps"] if r["sweeps"] >= 1 else None
     return (f"  -> {num(per_sweep(r), '.0f')} BMC requests a sweep over {r['sweeps']:.1f} sweeps of {r['pollers']} "
-            f"poller(s) in {r['seconds']:.0f} s ({num(each, '.1f')} s a sweep, "
+            f"poller(s) in {r['seconds']:.0f} s ({num(sweep_seconds(r), '.1f')} s a sweep, "
             f"every {interval:.0f} s asked), {r['requests'] / r['seconds']:.0f} requests/s in all; keys p50 "
             f"{pct(lat, 50):.1f} ms p95 {pct(lat, 95):.1f} ms ({len(lat)}); load {load_text(r)}")
 
@@ -556,8 +560,7 @@ def report(args: argparse.Namespace, res: dict[str, Any], lab_start: float) -> N
         if not r:
             continue
         lat = [x for xs in r["lat"] for x in xs]
-        each = r["seconds"] / r["sweeps"] if r["sweeps"] >= 1 else None
-        print(f"{label:30} {num(per_sweep(r), '.0f', 9)} {r['sweeps']:6.1f} {num(each, '.1f', 7)} "
+        print(f"{label:30} {num(per_sweep(r), '.0f', 9)} {r['sweeps']:6.1f} {num(sweep_seconds(r), '.1f', 7)} "
               f"{r['requests'] / r['seconds']:6.0f} {len(lat):5} {pct(lat, 50):7.1f} {pct(lat, 95):7.1f} "
               f"{max(lat, default=float('nan')):7.1f}  {load_text(r)}")
         if len(r["lat"]) > 1:
