@@ -670,9 +670,22 @@ class SolStream:
                 except Exception:
                     pass
 
-        try:
-            await loop.run_in_executor(_pump.io, finish)
-        finally:
-            if self._pumping:
-                self._pumping = False
-                await loop.run_in_executor(None, _pump.release)
+        # Once begun, the ending runs to its end, cancelled or not (a pane closed, a follower
+        # done with the node): a logout still queued for an I/O thread when the task waiting
+        # for it was cancelled would otherwise never be sent, and the BMC would keep the
+        # session until it expires (a minute, of a handful it allows).
+        pumping, self._pumping = self._pumping, False
+        io = _pump.io  # held open by this stream's use of the pump, if it has one
+        finished = io.submit(finish) if io is not None else None
+
+        def end() -> None:
+            try:
+                if finished is not None:
+                    finished.exception()  # finish() keeps its own errors
+                else:
+                    finish()
+            finally:
+                if pumping:
+                    _pump.release()
+
+        await asyncio.shield(loop.run_in_executor(None, end))

@@ -206,6 +206,31 @@ async def test_sol_open_cancelled_before_login_leaves_no_session(ctx, site_lab):
         await keeper.close()
 
 
+async def test_sol_close_cancelled_still_logs_out(ctx, site_lab):
+    # a console session's runner cancelled while it closes a stream that ended (a follower or a
+    # pane done with the node): the logout waits for a free I/O thread, and must still be sent
+    from console.serial.sol import _pump
+
+    stream = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
+    before = site_lab.sessions()["ipmi"]
+    await stream.open()
+    assert site_lab.sessions()["ipmi"] == before + 1
+    busy, go = _pump.io, threading.Event()
+    assert busy is not None
+    blockers = [busy.submit(go.wait, 10) for _ in range(busy._max_workers)]  # every I/O thread busy
+    try:
+        closing = asyncio.create_task(stream.close())
+        await asyncio.sleep(0.1)  # the logout is queued behind the blockers
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    finally:
+        go.set()
+    for blocker in blockers:
+        blocker.result(timeout=5)
+    await wait_until(lambda: site_lab.sessions()["ipmi"] <= before, 10, "the cancelled close's logout")
+
+
 async def test_sol_held_by_ipmitool_needs_force(ctx, site_lab, no_sessions_left):
     ipmitool = need("ipmitool")
     # ipmitool, its payload deactivated under it, may exit without closing its session
