@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +15,30 @@ import pytest
 
 from console import site as sites
 
+# A whole run takes four to five minutes on two cores.  pytest-timeout ends a test that runs
+# too long by raising in its main thread; a test stuck where that cannot reach it, or whose
+# teardown hangs after it, would keep the run going until CI kills it, with nothing printed.
+# A watchdog thread of faulthandler (C, no interpreter lock needed) bounds each test and the
+# whole run in every process, and prints every thread's stack before it ends the process.
+RUN_LIMIT = 20 * 60  # seconds for the whole run, per process
+STUCK_AFTER_TIMEOUT = 30  # seconds a test may outlive its pytest-timeout limit
+_run_deadline = 0.0
+_stderr = 2  # the process's stderr before pytest captured it (set at configure)
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Compile the project once, before the workers start.  A fresh clone has no bytecode,
-    and an environment may forbid writing it (PYTHONDONTWRITEBYTECODE): then each of the
-    few hundred Python processes a run starts (command lines, lab workers) would compile
-    the project's modules again, a tenth of a second each."""
+    """Arm the run's watchdog, and compile the project once, before the workers start.  A
+    fresh clone has no bytecode, and an environment may forbid writing it
+    (PYTHONDONTWRITEBYTECODE): then each of the few hundred Python processes a run starts
+    (command lines, lab workers) would compile the project's modules again, a tenth of a
+    second each."""
+    global _run_deadline, _stderr
+    _run_deadline = time.monotonic() + RUN_LIMIT
+    # pytest's capture has fd 2 in a temporary file by now; its saved copy is the real stderr
+    # (a worker's is the controller's, so its dump reaches the run's output)
+    capturing = getattr(config.pluginmanager.getplugin("capturemanager"), "_global_capturing", None)
+    _stderr = getattr(getattr(capturing, "err", None), "targetfd_save", 2)
+    _watchdog(RUN_LIMIT)
     if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
         return
     import compileall
@@ -27,6 +46,16 @@ def pytest_configure(config: pytest.Config) -> None:
     root = Path(__file__).resolve().parent.parent
     for package in ("console", "inventory", "screens"):
         compileall.compile_dir(root / package, quiet=2)
+
+
+def _watchdog(seconds: float) -> None:
+    """After ``seconds``, print every thread's stack to the real stderr (headed
+    ``Timeout (h:mm:ss)!``) and end this process with status 1 (an xdist worker's end is
+    reported as a crash of the test it was running).  Arming it again replaces the earlier
+    deadline."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(seconds, exit=True, file=_stderr)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -223,3 +252,18 @@ def tasks_shown_before_the_timeout(request):
     timer.start()
     yield
     timer.cancel()
+
+
+@pytest.fixture(autouse=True)
+def stuck_test_ends_the_process(request):
+    """A test that outlives its pytest-timeout limit by ``STUCK_AFTER_TIMEOUT`` (the limit's
+    exception never reached it, or its teardown hung after it) ends this process, stacks
+    printed: the run goes on without it.  Between tests the run's own deadline is in force."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    left = _run_deadline - time.monotonic()
+    if limit > 0 and _run_deadline:
+        _watchdog(max(1.0, min(limit + STUCK_AFTER_TIMEOUT, left)))
+    yield
+    if limit > 0 and _run_deadline:
+        _watchdog(max(1.0, _run_deadline - time.monotonic()))
