@@ -69,11 +69,45 @@ async def curl(url: str, *, user: str | None = f"{USER}:{PASSWORD}", method: str
                  "--data-binary", body if isinstance(body, str) else json.dumps(body)]
     for h in headers:
         args += ["-H", h]
-    proc = await asyncio.create_subprocess_exec(*args, *extra, url, stdout=asyncio.subprocess.PIPE,
+    return (await _curl(args, extra, [url]))[0]
+
+
+async def curl_many(urls: list[str], *, user: str | None = f"{USER}:{PASSWORD}",
+                    headers: tuple[str, ...] = (), max_time: float = 5.0) -> list[Reply]:
+    """GET each of ``urls`` with one curl, on one kept-alive connection per host (as a browser
+    or a Redfish client walking a tree would): a reply each, in order."""
+    args = [CURL, "-sS", "-i", "--max-time", str(max_time), "-k"]
+    if user is not None:
+        args += ["-u", user]
+    for h in headers:
+        args += ["-H", h]
+    return await _curl(args, (), urls)
+
+
+_END = b"\n<<<curl transfer ended, exit "  # written after each transfer (-w): splits the output
+
+
+async def _curl(args: list[str], extra: tuple[str, ...], urls: list[str]) -> list[Reply]:
+    if len(urls) > 1:
+        args = [*args, "-w", _END.decode() + "%{exitcode}>>>\n"]
+    proc = await asyncio.create_subprocess_exec(*args, *extra, *urls, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
-    if proc.returncode:
-        return Reply(proc.returncode)
+    if len(urls) == 1:
+        return [Reply(proc.returncode) if proc.returncode else _reply(out)]
+    # each transfer's output, then the end marker with its exit code, then the next one's
+    replies: list[Reply] = []
+    parts = out.split(_END)
+    text = parts[0]
+    for part in parts[1:]:
+        code, _, following = part.partition(b">>>\n")
+        replies.append(Reply(int(code)) if int(code) else _reply(text))
+        text = following
+    assert len(replies) == len(urls), (len(replies), len(urls), out[-300:])
+    return replies
+
+
+def _reply(out: bytes) -> Reply:
     head, _, payload = out.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     hdrs = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
@@ -154,7 +188,7 @@ async def crawl(node: Node, **kw: Any) -> dict[str, dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     frontier = ["/redfish/v1"]
     while frontier:
-        replies = await asyncio.gather(*(node.get(p, **kw) for p in frontier))
+        replies = await curl_many([node.base + p for p in frontier], **kw)
         found: list[str] = []
         for path, r in zip(frontier, replies):
             assert r.exit == 0 and r.status == 200, (path, r.exit, r.status, r.body[:300])
