@@ -19,15 +19,15 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console import site as sites
 from console.cli.commands import dump_json, selected_nodes
 from console.errors import FleetError
-from console.live.fleet import Fleet
-from console.service import protocol as p
-from console.service.client import ServiceClient, ServiceGone, ServiceRefused, apply_states, service_for
 from console.text import visible
+
+if TYPE_CHECKING:  # the protocol's models take a while to build: loaded when a service answers
+    from console.service import protocol as p
 
 __all__ = ["add_serve_command", "cmd_serve", "cmd_who", "find_service", "mode_for", "Found", "say_mode",
            "status_via_service", "act_via_service"]
@@ -37,7 +37,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 FIRST_SWEEP_S = 60.0
 
 #: (socket path, token, welcome) of a running service
-Found = tuple[Path, "str | None", p.Welcome]
+Found = tuple[Path, "str | None", "p.Welcome"]
 
 
 def _err(text: str) -> None:
@@ -50,6 +50,12 @@ def _err(text: str) -> None:
 def find_service(site_name: str) -> Found | None:
     """The running service of ``site_name``, or None (embedded mode).  FleetError when one
     runs but refuses us (another protocol version, a token it does not know)."""
+    from console.service.address import may_run
+
+    if not may_run(site_name):
+        return None
+    from console.service.client import service_for
+
     return service_for(site_name)
 
 
@@ -91,6 +97,9 @@ def add_serve_command(sub: Any) -> None:
 def cmd_who(args: argparse.Namespace) -> int:
     """``who``: the service's sessions (an error when no service runs for the site)."""
     import time
+
+    from console.service import protocol as p
+    from console.service.client import ServiceClient, ServiceGone, ServiceRefused
 
     found = find_service(sites.load(args.site).name)
     if found is None:
@@ -256,6 +265,10 @@ async def _serve(ctx: Any, args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- status
 def status_via_service(args: argparse.Namespace, found: Found) -> int:
     """``status`` from the service's live state (its first sweep awaited, bounded)."""
+    from console.live.fleet import Fleet
+    from console.service import protocol as p
+    from console.service.client import ServiceClient, apply_states
+
     site = sites.load(args.site)
     names = selected_nodes(site, args.range)
     fleet = Fleet(site)
@@ -295,6 +308,8 @@ def act_via_service(args: argparse.Namespace, found: Found) -> int:
     service's roles decide, and its refusal is printed as it said it."""
     from console.cli.act_commands import refuse_unconfirmed
     from console.ops.options import RunOptions
+    from console.service import protocol as p
+    from console.service.client import ServiceClient, ServiceGone, ServiceRefused
 
     site = sites.load(args.site)
     names = selected_nodes(site, args.range)

@@ -26,14 +26,12 @@ are validated on the way in (:func:`node_states`, :func:`switch_states`).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from console.lab.runtime import runtime_dir
 from console.live.fleet import NodeActivity, NodeState, SwitchState
+from console.service.address import OPERATOR_ENV, SERVICE_ENV, TOKEN_ENV, socket_path
 from console.service.identity import Role
 
 __all__ = ["PROTOCOL_VERSION", "MAX_LINE", "QUEUE_MAX", "CHUNK_NODES", "Message", "Hello", "Welcome", "Refused",
@@ -53,8 +51,6 @@ QUEUE_MAX = 2000
 #: nodes per States message of a snapshot (a node's JSON is a few hundred bytes to a few KiB)
 CHUNK_NODES = 100
 
-#: where a client process started by the service finds it, and its session token
-SERVICE_ENV, TOKEN_ENV, OPERATOR_ENV = "FLEET_SERVICE", "FLEET_SERVICE_TOKEN", "FLEET_OPERATOR"
 
 
 class ProtocolError(Exception):
@@ -398,15 +394,3 @@ def activities(raw: dict[str, dict[str, Any] | None]) -> dict[str, NodeActivity 
         except ValidationError:
             raise ProtocolError(f"an activity of node {name!r} that does not validate") from None
     return out
-
-
-# ---------------------------------------------------------------- where
-def socket_path(site: str, *, environ: dict[str, str] | None = None) -> Path:
-    """``runtime_dir()/service-<site>.sock`` (``$FLEET_SERVICE`` when a service started this client)."""
-    env = os.environ if environ is None else environ
-    given = env.get(SERVICE_ENV)
-    if given:
-        return Path(given)
-    if not site or "/" in site or site in (".", "..") or "\x00" in site:
-        raise ValueError(f"not a site name: {site!r}")
-    return runtime_dir() / f"service-{site}.sock"
