@@ -58,6 +58,27 @@ def _watchdog(seconds: float) -> None:
     faulthandler.dump_traceback_later(seconds, exit=True, file=_stderr)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tests that share an expensive lab on one xdist worker (``--dist loadgroup``,
+    set in pyproject.toml): the frozen demo lab and its sweep (``frozen_sweep``, seconds of CPU
+    each time a worker builds it), and each module's own lab (a module-scoped fixture), which
+    a worker starts again for every module whose tests it is given.  The largest groups are
+    handed out first; tests that share nothing are spread one by one."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if "frozen_sweep" in info.names_closure:
+            group = "frozen-demo"
+        elif any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs
+                 if d.argname in info.names_closure):
+            group = item.nodeid.split("::", 1)[0]
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_runtime_dir():
     """Keep lab state files away from any lab the developer is running."""
