@@ -93,6 +93,15 @@ def private_runtime_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cli_helper_stopped():
+    """The helper that forks ``fleet-console`` commands (tests/cli_fork.py) ends with the run."""
+    yield
+    from tests import cli_fork
+
+    cli_fork.stop()
+
+
 @pytest.fixture(scope="session")
 def demo_lab(private_runtime_dir):
     """The demo site's lab, fast (time_scale 0.02), on ephemeral ports; stopped at the end."""

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from console.live.timeline import build_timeline, console_entries, text_lines
 from console.serial.log import ConsoleLog, colours_only, read_log
+from tests import cli_fork
 
 HOSTILE = (b"\x1b[1;31mred\x1b[0m plain\n"
            b"clip \x1b]52;c;cm0gLXJmIH4K\x07 title \x1b]0;pwned\x1b\\ report \x1b[21t\n"
@@ -67,7 +67,7 @@ def test_log_command_is_safe_on_a_terminal_by_default_and_raw_when_asked(state):
     env = dict(os.environ, XDG_STATE_HOME=str(state))
 
     def run(*extra: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "demo", "console",
+        return cli_fork.run(["--site", "demo", "console",
                                "dal1-r01-n01", "--log", *extra], capture_output=True, env=env, timeout=120)
 
     plain = run()

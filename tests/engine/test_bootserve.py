@@ -24,6 +24,7 @@ from console.provision import open_provisioner
 from console.provision.ipxe import IpxeProvisioner, script_name
 from console.secrets import Secrets
 from inventory.loader import load_site
+from tests import cli_fork
 from tests.conftest import need
 
 MAC = "52:54:00:0b:00:01"
@@ -175,7 +176,7 @@ def test_reimage_sees_the_fetch_through_the_servers_record(served):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=60)
+    return cli_fork.run([*args], capture_output=True, text=True, timeout=60)
 
 
 def test_dnsmasq_snippet_points_ipxe_at_the_names_the_provisioner_writes(site_file):

@@ -30,6 +30,7 @@ from console.ops.options import RunOptions
 from console.ops.reimage import PhaseTimeouts
 from console.ops.runner import Runner
 from console.provision import open_provisioner
+from tests import cli_fork
 from tests.support import wait_until
 
 SITE = """
@@ -281,7 +282,7 @@ async def test_cli_cancel_during_rebooting_rolls_back(lab, ctx, env, how):
         assert "terminal hung up" in mine[-1]["error"]
         assert entries[-1]["error"] == "cancelled: terminal hung up"
     await settled_on(ctx, lab, node, OLD)
-    status = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, "status", node, "--json"],
+    status = cli_fork.run(["--site", lab.site_file, "status", node, "--json"],
                             capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     (record,) = json.loads(status.stdout)
     assert record["image"]["running"] == OLD, record

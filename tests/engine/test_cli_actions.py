@@ -20,6 +20,7 @@ import pytest
 
 from console import site as sites
 from console.ops.journal import read_entries
+from tests import cli_fork
 from tests.engine.test_actions import SITE_YAML, set_power, wait_for
 
 TIME_SCALE = 0.05
@@ -52,7 +53,7 @@ def env(tmp_path):
 
 
 def cli(lab, env, *args, timeout=120, **kw):
-    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
+    return cli_fork.run(["--site", lab.site_file, *args],
                           capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL, **kw)
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from console import site as sites
 from console.ops.journal import read_entries
+from tests import cli_fork
 
 SITE_YAML = """\
 site: contest
@@ -100,7 +101,7 @@ def journal(env, node):
 
 
 def cli(lab, env, *args, stdin=subprocess.DEVNULL, input=None, timeout=TIMEOUT):
-    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
+    return cli_fork.run(["--site", lab.site_file, *args],
                           capture_output=True, env=env, stdin=None if input is not None else stdin,
                           input=input, timeout=timeout)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from importlib.metadata import version
 
 from console.cli.sitedoc import EXAMPLE
+from tests import cli_fork
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=60,
+    return cli_fork.run([*args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
 
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests import cli_fork
 from tests.engine.test_actions import SITE_YAML, set_power
 from tests.engine.test_cli_actions import FAST, env, lab  # noqa: F401 - fixtures used below
 
 
 def cli(site_file, env, *args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", str(site_file), *args],
+    return cli_fork.run(["--site", str(site_file), *args],
                           capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 

@@ -12,12 +12,12 @@ import logging
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from console.cli.main import LOG_BACKUPS, PrivateRotatingFileHandler
+from tests import cli_fork
 
 SITE = """\
 site: logtiny
@@ -41,7 +41,7 @@ def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     runtime.mkdir(mode=0o700, exist_ok=True)
     full = {k: v for k, v in os.environ.items() if k != "FLEET_CONSOLE_LOG_LEVEL"}
     full.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_RUNTIME_DIR=str(runtime), **env)
-    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=120,
+    return cli_fork.run([*args], capture_output=True, text=True, timeout=120,
                           env=full)
 
 

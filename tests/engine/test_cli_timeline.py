@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from console import site as sites
 from console.ops.journal import Journal
 from console.serial.log import ConsoleLog
+from tests import cli_fork
 
 SITE_YAML = """\
 site: tlcli
@@ -93,7 +93,7 @@ def history(env):
 
 
 def cli(lab, env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
+    return cli_fork.run(["--site", lab.site_file, *args],
                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=TIMEOUT)
 
 

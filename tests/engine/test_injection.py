@@ -19,7 +19,6 @@ import io
 import json
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -28,11 +27,11 @@ from textual.widgets import DataTable, Static
 
 from console.cli import act_commands, commands
 from console.cli.main import SiteContext
-from console.ops.journal import Journal, current_operator
 from console.lab.machine import Machine, MachineSpec, SelEvent, SensorReading
 from console.lab.redfish_bmc import RedfishLab
 from console.lab.snmp_agent import SnmpLab, SwitchPort, SwitchSpec
 from console.live.poller import NODE_JOBS, PollConfig
+from console.ops.journal import Journal, current_operator
 from console.secrets import Secrets
 from console.site import load as load_site
 from console.text import visible

@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from console import site as sites
-from console.ops.actions import NodePlan, Plan, Step
 from console.cli.main import SiteContext
+from console.ops.actions import NodePlan, Plan, Step
 from console.ops.journal import Journal
 from console.ops.locks import LockBusy, LockError, Locks, user_name
 from console.ops.runner import Runner
 from console.secrets import Secrets
+from tests import cli_fork
 from tests.support import wait_for
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: files are given to other uids")
@@ -435,7 +436,7 @@ def demo_cli(demo_lab, tmp_path):
 
 
 def fleet(site_file, env, *args):
-    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", site_file, *args], capture_output=True,
+    return cli_fork.run(["--site", site_file, *args], capture_output=True,
                           text=True, timeout=90, env=env, stdin=subprocess.DEVNULL)
 
 

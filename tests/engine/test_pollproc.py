@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
-import pickle
 import textwrap
 import time
 
 import pytest
+from textual.widgets import Static
 
 from console.cli.main import SiteContext
 from console.live.fleet import Fleet
@@ -25,7 +26,6 @@ from console.live.poller import PollConfig
 from console.live.pollproc import PollerGone, PollerProcess
 from console.secrets import Secrets
 from screens.app import make_app
-from textual.widgets import Static
 from tests.support import wait_until
 
 FAST = PollConfig(power_interval=1.0, sensors_interval=600, events_interval=600, identity_interval=600,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -20,6 +19,7 @@ from console.ops.console_follow import ConsoleFollower, LastLine
 from console.serial.broker import ConsoleBroker
 from console.serial.log import read_log
 from console.site import SiteContext
+from tests import cli_fork
 from tests.support import wait_for, wait_until
 
 SITE = """\
@@ -166,7 +166,7 @@ def _env(tmp_path) -> dict[str, str]:
 def test_cli_reimage_logs_the_boot_and_prints_console_lines(lab, tmp_path, monkeypatch):
     env = _env(tmp_path)
     nodes = ["rcon-n04", "rcon-n05", "rcon-rf"]
-    r = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, "reimage",
+    r = cli_fork.run(["--site", lab.site_file, "reimage",
                         ",".join(nodes), "--image", "flatcar@4152.2.0", "--yes", "--timeout", "3"],
                        capture_output=True, text=True, timeout=180, env=env, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr

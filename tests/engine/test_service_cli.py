@@ -15,6 +15,7 @@ import pytest
 from console import site as sites
 from console.ops.journal import read_entries
 from console.service.protocol import socket_path
+from tests import cli_fork
 from tests.support import wait_for
 
 SITE = """\
@@ -49,7 +50,7 @@ def lab(tmp_path_factory, private_runtime_dir):
 def cli(lab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_SERVICE")}
     env["FLEET_OPERATOR"] = "mallory"  # what the environment claims: the service does not believe it
-    return subprocess.run([sys.executable, "-m", "console.cli.main", "--site", lab.site_file, *args],
+    return cli_fork.run(["--site", lab.site_file, *args],
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 

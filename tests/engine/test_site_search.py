@@ -8,14 +8,13 @@ have written is refused with the reason.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from console import site as sites
 from console.site import UntrustedSite
+from tests import cli_fork
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 
@@ -44,12 +43,12 @@ def hostile_cwd(tmp_path):
 
 def test_sites_in_the_current_directory_are_not_searched(hostile_cwd):
     cwd, marker, env = hostile_cwd
-    out = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "demo", "validate"], cwd=cwd, env=env,
+    out = cli_fork.run(["--site", "demo", "validate"], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"{sites.BUILTIN_SITES / 'demo.yaml'}: ok: "), out.stdout  # the packaged demo
     # a command that resolves secrets: the planted site's cmd: would run here
-    out = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "evil", "status"], cwd=cwd, env=env,
+    out = cli_fork.run(["--site", "evil", "status"], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=60)
     assert not marker.exists()
     assert out.returncode == 2
@@ -81,7 +80,7 @@ def test_group_writable_site_file_is_refused(tmp_path, monkeypatch):
     assert sites.find_site("gw") == f
     env = dict(os.environ, FLEET_CONSOLE_SITES=str(d))
     f.chmod(0o666)
-    out = subprocess.run([sys.executable, "-m", "console.cli.main", "--site", "gw", "validate"], env=env,
+    out = cli_fork.run(["--site", "gw", "validate"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip() == (f"fleet-console: error: refusing site file {f}: {f} is writable by group or "

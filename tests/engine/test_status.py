@@ -192,8 +192,8 @@ def test_status_bad_selection_exits_2(tmp_path, cli_in_process):
 def test_sensors_and_events_commands(demo_lab, node, capsys):
     import argparse
 
-    from console.cli.main import SiteContext
     from console.cli.commands import cmd_events, cmd_sensors
+    from console.cli.main import SiteContext
 
     ctx = SiteContext(demo_lab.effective_site(), Secrets(lab=demo_lab.secrets))
     args = argparse.Namespace(node=node, json=True, timeout=5.0)

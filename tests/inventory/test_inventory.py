@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from console import site as sites
 from inventory.errors import InventoryError, SiteNotFound
 from inventory.loader import load_site_text
 from inventory.model import Bmc
+from tests import cli_fork
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -223,7 +223,7 @@ def test_site_search_path(tmp_path, monkeypatch):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli.main", *args], capture_output=True, text=True, timeout=60)
+    return cli_fork.run([*args], capture_output=True, text=True, timeout=60)
 
 
 def test_cli_validate_broken_file_prints_located_errors_and_exits_2():
