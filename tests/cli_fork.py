@@ -131,7 +131,10 @@ def _start_helper(environ: dict[str, str]) -> socket.socket | None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         proc = subprocess.Popen([sys.executable, "-c", "from tests.cli_fork import _serve; _serve()"],
                                 pass_fds=(theirs.fileno(),), env={**os.environ, "FLEET_CLI_FORK_FD": str(theirs.fileno())},
-                                stdin=subprocess.DEVNULL, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                                # never the run's own output: a helper that outlived its worker
+                                # would hold it open
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         theirs.close()
         ready = ours.recv(4096)
         if ready != b"ready":

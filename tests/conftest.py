@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from console import site as sites
 RUN_LIMIT = 20 * 60  # seconds for the whole run, per process
 STUCK_AFTER_TIMEOUT = 30  # seconds a test may outlive its pytest-timeout limit
 _run_deadline = 0.0
+_orphans_adopted = False  # this process is the run's subreaper (pytest_sessionfinish)
 _stderr = 2  # the process's stderr before pytest captured it (set at configure)
 
 
@@ -32,8 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
     (PYTHONDONTWRITEBYTECODE): then each of the few hundred Python processes a run starts
     (command lines, lab workers) would compile the project's modules again, a tenth of a
     second each."""
-    global _run_deadline, _stderr
+    global _run_deadline, _stderr, _orphans_adopted
     _run_deadline = time.monotonic() + RUN_LIMIT
+    if not hasattr(config, "workerinput"):
+        _orphans_adopted = _adopt_orphans()
     # pytest's capture has fd 2 in a temporary file by now; its saved copy is the real stderr
     # (a worker's is the controller's, so its dump reaches the run's output)
     capturing = getattr(config.pluginmanager.getplugin("capturemanager"), "_global_capturing", None)
@@ -46,6 +50,67 @@ def pytest_configure(config: pytest.Config) -> None:
     root = Path(__file__).resolve().parent.parent
     for package in ("console", "inventory", "screens"):
         compileall.compile_dir(root / package, quiet=2)
+
+
+def _adopt_orphans() -> bool:
+    """Make this process the one that orphans of its descendants are re-parented to (Linux's
+    child subreaper), so that what a test or a worker left running is found at the end."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _children() -> dict[int, tuple[str, str]]:
+    """This process's children: pid -> (state letter, command line)."""
+    me, found = os.getpid(), {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            if int(fields[1]) != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        found[int(entry)] = (fields[0], command[:200])
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In the process that started the run, after its workers have ended: any process still
+    here was left behind (re-parented to us as an orphan).  Give it a few seconds, then end
+    it and name it, so a run leaves nothing behind, not even a process holding CI's output."""
+    import signal
+
+    if hasattr(session.config, "workerinput") or not _orphans_adopted:
+        return
+    deadline = time.monotonic() + 5
+    left: dict[int, tuple[str, str]] = {}
+    while True:
+        left = {}
+        for pid, (state, command) in _children().items():
+            if state == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            else:
+                left[pid] = (state, command)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    writer = session.config.get_terminal_writer()
+    for pid, (_, command) in left.items():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        writer.line()
+        writer.line(f"left behind by the run, now killed: pid {pid}: {command}", red=True)
 
 
 def _watchdog(seconds: float) -> None:

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from console.drivers import open_bmc
 from console.ops.reimage import PhaseTimeouts, reimage_node
 
-__all__ = ["FAST_PHASES", "heal_when_hung", "redfish_requests", "reimage_phases", "wait_for", "wait_until"]
+__all__ = ["FAST_PHASES", "ended", "heal_when_hung", "redfish_requests", "reimage_phases", "wait_for", "wait_until"]
 
 #: reimage phase limits for a lab at time_scale 0.02: generous, and polled often
 FAST_PHASES = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
 
 T = TypeVar("T")
+
+
+def ended(pid: int) -> bool:
+    """The process has exited: gone, or a zombie nobody has reaped yet.  The run's first
+    process adopts orphans (tests/conftest.py) and reaps them only at the end, so a process
+    whose parent died stays a zombie until then."""
+    try:
+        # the state is the field after the parenthesised command name (proc(5))
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition",

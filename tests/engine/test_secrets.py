@@ -17,6 +17,7 @@ import pytest
 import console.secrets as secrets_module
 from console.secrets import Secrets
 from inventory.errors import SecretError
+from tests.support import ended
 
 
 def test_env_reference():
@@ -98,22 +99,17 @@ def _first_line(stream, within: float) -> bytes:
 
 
 def _dead(pid: int, within: float) -> bool:
-    """True once ``pid`` has exited (a zombie, or reaped and gone), polling up to ``within`` s.
+    """True once ``pid`` has exited, polling up to ``within`` s.
 
     SIGKILL is delivered at once but acted on when the process next runs: under load
     /proc may show it sleeping for a moment after killpg() returned."""
     deadline = time.monotonic() + within
-    while True:
-        try:
-            # state is the field after the parenthesised command name (proc(5))
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
-            return True
+    while not ended(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
+    return True
+
 
 
 def test_slow_cmd_times_out_and_its_children_are_killed(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ import pytest
 
 from console.service.identity import Identity, SessionTokens
 from console.service.sshfront import ExecRefused, SshFront, SshFrontError, exec_argv, load_host_key
-from tests.support import wait_until
+from tests.support import ended, wait_until
 
 CHILD = [sys.executable, str(Path(__file__).with_name("sshfront_child.py"))]
 
@@ -98,17 +98,6 @@ async def read_until(stream, marker: str, timeout: float = 30.0) -> str:
 
     await asyncio.wait_for(more(), timeout)
     return seen
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:  # a zombie not reaped yet counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except OSError:
-        return True
 
 
 # --- authentication ------------------------------------------------------------------------
@@ -284,7 +273,7 @@ async def test_dropped_connection_kills_the_child_and_revokes(front):
     out = await read_until(proc.stdout, " size=")
     pid = int(out.split("pid=")[1].split()[0])
     conn.abort()
-    await wait_until(lambda: gone(pid), what="the child ended")
+    await wait_until(lambda: ended(pid), what="the child ended")
     await wait_until(lambda: len(front.service.tokens) == 0 and not front.front.sessions(), what="revoked")
 
 
@@ -386,7 +375,7 @@ async def test_idle_session_is_told_and_closed(tmp_path, keys):
         out = await read_until(proc.stdout, "without input")
         assert "closed after 0.005 minutes without input" in out
         await asyncio.wait_for(proc.wait_closed(), 30)
-        assert gone(pid)
+        assert ended(pid)
         assert len(f.service.tokens) == 0
     finally:
         await f.close()
@@ -405,7 +394,7 @@ async def test_stop_tells_every_session_and_ends_its_child(front):
         out = await read_until(p.stdout, "this session ends")
         assert "the site service is stopping (maintenance at 02:00)" in out
         await asyncio.wait_for(p.wait_closed(), 30)
-        assert gone(pid)
+        assert ended(pid)
     assert len(front.service.tokens) == 0
     with pytest.raises(OSError):
         await front.connect("alice")

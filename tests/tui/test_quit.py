@@ -32,7 +32,7 @@ from console.ops.journal import read_entries
 from console.secrets import Secrets
 from screens.progress import ProgressScreen
 from screens.quit import QuitScreen
-from tests.support import wait_until
+from tests.support import ended, wait_until
 from tests.tui.test_screen_actions import app_for, planned, put_cursor
 
 
@@ -164,15 +164,6 @@ def _children(pid: int, needle: str) -> list[int]:
     return out
 
 
-def _gone(pid: int) -> bool:
-    """The process ended (a zombie nobody reaped yet counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
-
-
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -212,11 +203,11 @@ def test_the_poller_ends_with_its_console_however_it_ends(published_lab, tmp_pat
             subprocess.run([*base, "kill-server"], check=True, timeout=10)
         else:
             os.kill(console, {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}[how])
-        _wait(lambda: _gone(console), 30, "the console to end")
-        _wait(lambda: _gone(poller), 30, "the poller to end after its console")
+        _wait(lambda: ended(console), 30, "the console to end")
+        _wait(lambda: ended(poller), 30, "the poller to end after its console")
         _wait(lambda: published_lab.sessions() == {"ipmi": 0, "redfish": 0}, 30, "every BMC session closed")
     finally:
         subprocess.run([*base, "kill-server"], capture_output=True, timeout=10)
         for pid in left:  # never leave one behind, even when the test fails
-            if not _gone(pid):
+            if not ended(pid):
                 os.kill(pid, signal.SIGKILL)
