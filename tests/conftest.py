@@ -16,7 +16,7 @@ import pytest
 
 from console import site as sites
 
-# A whole run takes four to five minutes on two cores.  pytest-timeout ends a test that runs
+# A whole run takes three to four minutes on two cores.  pytest-timeout ends a test that runs
 # too long by raising in its main thread; a test stuck where that cannot reach it, or whose
 # teardown hangs after it, would keep the run going until CI kills it, with nothing printed.
 # A watchdog thread of faulthandler (C, no interpreter lock needed) bounds each test and the
