@@ -78,6 +78,8 @@ MAX_CHUNK = 16 * 1024
 OPEN_TIMEOUT = 10.0
 #: the pump's round when nothing arrives: pyghmi's timers (login retransmits, keepalives) run this often
 _PUMP_ROUND = 0.1
+#: seconds after which a key press still waiting for the pump is logged, with where the pump is
+SLOW_SEND = 3.0
 #: seconds before an unacknowledged SOL packet is sent again, and how many sends before the BMC is gone
 _SOL_RETRY = 1.0
 _SOL_TRIES = 5
@@ -616,10 +618,18 @@ class SolStream:
 
     async def _send(self, what: str, call: Callable[[Any], None]) -> None:
         console = self._check_usable()
+        sending = asyncio.ensure_future(_pump.run(lambda: call(console), self.node))
         try:
-            await _pump.run(lambda: call(console), self.node)
+            try:
+                await asyncio.wait_for(asyncio.shield(sending), SLOW_SEND)
+            except TimeoutError:  # a send is a packet: the pump is held up by something else
+                log.warning("%s: SOL %s waited %g s for the pump; it is at:\n%s", self.node, what, SLOW_SEND,
+                            _pump.where())
+                await sending
         except Exception as exc:  # pyghmi: "Session no longer connected"
             self._fail(f"{what}: {exc}")
+        finally:
+            sending.cancel()
         if self._error is not None:
             raise self._error
 

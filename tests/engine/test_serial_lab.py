@@ -13,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -229,6 +230,29 @@ async def test_sol_close_cancelled_still_logs_out(ctx, site_lab):
     for blocker in blockers:
         blocker.result(timeout=5)
     await wait_until(lambda: site_lab.sessions()["ipmi"] <= before, 10, "the cancelled close's logout")
+
+
+async def test_a_key_held_up_by_the_pump_is_logged_with_where_it_is(ctx, site_lab, monkeypatch, caplog):
+    # every stream's sends run on the one pump thread: one held up says what holds the pump
+    from console.serial import sol
+
+    monkeypatch.setattr(sol, "SLOW_SEND", 0.2)
+    stream = SolStream(ctx.site.node("ser-n03"), ctx.secrets)
+    await stream.open()
+    try:
+        def hold_the_pump() -> None:
+            time.sleep(0.6)
+
+        held = sol._pump.call(hold_the_pump)
+        with caplog.at_level("WARNING", logger="console.serial.sol"):
+            await stream.write(b"\r")  # still sent, once the pump is free
+        held.result(timeout=5)
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        assert "ser-n03: SOL write waited 0.2 s for the pump; it is at:" in text
+        assert "hold_the_pump" in text
+        await at_the_prompt(stream, "ser-n03")
+    finally:
+        await stream.close()
 
 
 async def test_sol_held_by_ipmitool_needs_force(ctx, site_lab, no_sessions_left):
