@@ -80,6 +80,8 @@ OPEN_TIMEOUT = 10.0
 _PUMP_ROUND = 0.1
 #: seconds after which a key press still waiting for the pump is logged, with where the pump is
 SLOW_SEND = 3.0
+#: seconds the pump's idle round waits for pyghmi's I/O thread to answer its wake
+IDLE_WAKE = 0.5
 #: seconds before an unacknowledged SOL packet is sent again, and how many sends before the BMC is gone
 _SOL_RETRY = 1.0
 _SOL_TRIES = 5
@@ -125,6 +127,7 @@ class _Pump:
         self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
         self.consoles: set[Any] = set()
         self.io: concurrent.futures.ThreadPoolExecutor | None = None
+        self.unanswered = 0  # idle wakes pyghmi's I/O thread did not answer in time (_poller_for)
 
     def acquire(self) -> None:
         from pyghmi.ipmi.private import session as pyghmi_session
@@ -136,12 +139,48 @@ class _Pump:
                 pyghmi_session.sessionqueue = _NotifyingDeque(old, self.wake)
                 while old:  # queued by pyghmi's I/O thread between the copy and the swap
                     pyghmi_session.sessionqueue.append(old.popleft())
+            if not getattr(pyghmi_session._poller, "bounded_on_the_pump", False):
+                pyghmi_session._poller = self._poller_for(pyghmi_session._poller)
             if self.io is None:
                 self.io = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="sol-io")
             if self._thread is None or not self._thread.is_alive():
                 self._stop = threading.Event()
                 self._thread = threading.Thread(target=self._run, args=(self._stop,), name="sol-pump", daemon=True)
                 self._thread.start()
+
+    def _poller_for(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """pyghmi's ``_poller`` (is a packet waiting?), with the pump's idle look bounded.
+
+        pyghmi's own queues an event for its I/O thread, wakes that thread (which then also
+        ``select``s again, now with the sockets of sessions opened since), and waits for the
+        event with no time limit, even for ``timeout=0``.  A wake that went unanswered held
+        the pump, and every console's keys and opens with it, for ten seconds and more
+        (seen under load).  On the pump thread this does the same, but always sends the
+        wake and waits at most :data:`IDLE_WAKE`: packets wake the pump themselves
+        (:class:`_NotifyingDeque`)."""
+        from pyghmi.ipmi.private import session as pyghmi_session
+
+        def poller(timeout: float = 0) -> Any:
+            if timeout != 0 or threading.current_thread() is not self._thread:
+                return original(timeout=timeout)
+            if pyghmi_session.sessionqueue:
+                return pyghmi_session.sessionqueue
+            answered = threading.Event()
+            pyghmi_session.ioqueue.append((pyghmi_session._monotonic_time(), answered, None))
+            sock = pyghmi_session.iosockets[0]
+            try:
+                getattr(sock, "fd", sock).sendto(b"\x01", (pyghmi_session.myself, sock.getsockname()[1]))
+            except OSError:  # the I/O thread still finds the event on its next round
+                pass
+            if not answered.wait(IDLE_WAKE):
+                self.unanswered += 1
+                if self.unanswered == 1 or self.unanswered % 100 == 0:
+                    log.warning("SOL: pyghmi's I/O thread left %d wakes unanswered (alive: %s)", self.unanswered,
+                                getattr(pyghmi_session.iothread, "is_alive", lambda: None)())
+            return pyghmi_session.sessionqueue
+
+        poller.bounded_on_the_pump = True  # type: ignore[attr-defined]
+        return poller
 
     def release(self) -> None:
         """Drop a user; the last one stops the thread and the pool (call off the event loop)."""

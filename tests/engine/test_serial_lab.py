@@ -232,6 +232,30 @@ async def test_sol_close_cancelled_still_logs_out(ctx, site_lab):
     await wait_until(lambda: site_lab.sessions()["ipmi"] <= before, 10, "the cancelled close's logout")
 
 
+async def test_an_unanswered_idle_wake_holds_the_pump_half_a_second_at_most(ctx, site_lab, monkeypatch):
+    # pyghmi's I/O thread never answers the pump's idle wakes: a console still opens and types
+    import collections
+
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    from console.serial import sol
+
+    class Deaf(collections.deque):
+        def append(self, item) -> None:  # an idle wake from the pump (no address): never seen
+            if not (threading.current_thread().name == "sol-pump" and item[2] is None):
+                super().append(item)
+
+    monkeypatch.setattr(pyghmi_session, "ioqueue", Deaf(pyghmi_session.ioqueue))
+    before = sol._pump.unanswered
+    stream = SolStream(ctx.site.node("ser-n03"), ctx.secrets, open_timeout=8)
+    await stream.open()
+    try:
+        await at_the_prompt(stream, "ser-n03")
+    finally:
+        await stream.close()
+    assert sol._pump.unanswered > before
+
+
 async def test_a_key_held_up_by_the_pump_is_logged_with_where_it_is(ctx, site_lab, monkeypatch, caplog):
     # every stream's sends run on the one pump thread: one held up says what holds the pump
     from console.serial import sol
