@@ -63,25 +63,6 @@ def _adopt_orphans() -> bool:
         return False
 
 
-def _children() -> dict[int, tuple[str, str]]:
-    """This process's children: pid -> (state letter, command line)."""
-    me, found = os.getpid(), {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            if int(fields[1]) != me:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ValueError, IndexError):
-            continue
-        found[int(entry)] = (fields[0], command[:200])
-    return found
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """In the process that started the run, after its workers have ended: any process still
@@ -89,13 +70,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     it and name it, so a run leaves nothing behind, not even a process holding CI's output."""
     import signal
 
+    from tests.support import children
+
     if hasattr(session.config, "workerinput") or not _orphans_adopted:
         return
     deadline = time.monotonic() + 5
     left: dict[int, tuple[str, str]] = {}
     while True:
         left = {}
-        for pid, (state, command) in _children().items():
+        for pid, (state, command) in children(os.getpid()).items():
             if state == "Z":
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
@@ -110,7 +93,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         writer.line()
-        writer.line(f"left behind by the run, now killed: pid {pid}: {command}", red=True)
+        writer.line(f"left behind by the run, now killed: pid {pid}: {command[:200]}", red=True)
 
 
 def _watchdog(seconds: float) -> None:
@@ -314,6 +297,12 @@ def cli_in_process(monkeypatch, capsys):
     return run
 
 
+def _timeout_of(request) -> float:
+    """The test's pytest-timeout limit in seconds (its mark, else the ini's; 0: none)."""
+    marker = request.node.get_closest_marker("timeout")
+    return float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+
+
 @pytest.fixture(autouse=True)
 def tasks_shown_before_the_timeout(request):
     """Print every asyncio task's stack shortly before pytest-timeout stops a hung test: its
@@ -321,8 +310,7 @@ def tasks_shown_before_the_timeout(request):
     import gc
     import sys
 
-    marker = request.node.get_closest_marker("timeout")
-    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    limit = _timeout_of(request)
     if limit <= 15:
         yield
         return
@@ -354,8 +342,7 @@ def stuck_test_ends_the_process(request):
     """A test that outlives its pytest-timeout limit by ``STUCK_AFTER_TIMEOUT`` (the limit's
     exception never reached it, or its teardown hung after it) ends this process, stacks
     printed: the run goes on without it.  Between tests the run's own deadline is in force."""
-    marker = request.node.get_closest_marker("timeout")
-    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    limit = _timeout_of(request)
     left = _run_deadline - time.monotonic()
     if limit > 0 and _run_deadline:
         _watchdog(max(1.0, min(limit + STUCK_AFTER_TIMEOUT, left)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -10,7 +11,8 @@ from typing import Callable, TypeVar
 from console.drivers import open_bmc
 from console.ops.reimage import PhaseTimeouts, reimage_node
 
-__all__ = ["FAST_PHASES", "ended", "heal_when_hung", "redfish_requests", "reimage_phases", "wait_for", "wait_until"]
+__all__ = ["FAST_PHASES", "children", "ended", "heal_when_hung", "redfish_requests", "reimage_phases", "wait_for",
+           "wait_until"]
 
 #: reimage phase limits for a lab at time_scale 0.02: generous, and polled often
 FAST_PHASES = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=30, poll=0.05)
@@ -18,16 +20,38 @@ FAST_PHASES = PhaseTimeouts(assigned=30, rebooting=30, installing=30, verifying=
 T = TypeVar("T")
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the parenthesised command name (proc(5)):
+    state, parent pid, ...  OSError when there is no such process."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def ended(pid: int) -> bool:
     """The process has exited: gone, or a zombie nobody has reaped yet.  The run's first
     process adopts orphans (tests/conftest.py) and reaps them only at the end, so a process
     whose parent died stays a zombie until then."""
     try:
-        # the state is the field after the parenthesised command name (proc(5))
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        state = _stat(pid)[0]
     except (OSError, IndexError):
         return True
     return state in ("Z", "X")
+
+
+def children(pid: int) -> dict[int, tuple[str, str]]:
+    """``pid``'s children now: child pid -> (state letter, command line)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry))
+            if int(fields[1]) != pid:
+                continue
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        found[int(entry)] = (fields[0], command.strip())
+    return found
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition",

@@ -9,7 +9,6 @@ import pickle
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 import console.secrets as secrets_module
 from console.secrets import Secrets
 from inventory.errors import SecretError
-from tests.support import ended
+from tests.support import ended, wait_for
 
 
 def test_env_reference():
@@ -98,19 +97,6 @@ def _first_line(stream, within: float) -> bytes:
     return stream.readline() if ready else b""
 
 
-def _dead(pid: int, within: float) -> bool:
-    """True once ``pid`` has exited, polling up to ``within`` s.
-
-    SIGKILL is delivered at once but acted on when the process next runs: under load
-    /proc may show it sleeping for a moment after killpg() returned."""
-    deadline = time.monotonic() + within
-    while not ended(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 
 def test_slow_cmd_times_out_and_its_children_are_killed(tmp_path, monkeypatch):
     """The timeout counts from when the command has started its child and said so (its first
@@ -132,7 +118,8 @@ def test_slow_cmd_times_out_and_its_children_are_killed(tmp_path, monkeypatch):
     with pytest.raises(SecretError) as err:
         Secrets(cmd_timeout=0.5).resolve(ref)
     assert str(err.value) == f"secret cmd:{tmp_path / 'secret.sh'} timed out after 0.5s"
-    assert _dead(children[0], within=5)  # killed with its session
+    # SIGKILL is acted on when the process next runs: under load, a moment after killpg()
+    wait_for(lambda: ended(children[0]), 5, "the command killed with its session")
 
 
 def test_a_failure_is_cached_then_retried(tmp_path):

@@ -21,7 +21,6 @@ import sys
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Static
@@ -32,7 +31,7 @@ from console.ops.journal import read_entries
 from console.secrets import Secrets
 from screens.progress import ProgressScreen
 from screens.quit import QuitScreen
-from tests.support import ended, wait_until
+from tests.support import children, ended, wait_until
 from tests.tui.test_screen_actions import app_for, planned, put_cursor
 
 
@@ -149,19 +148,7 @@ def published_lab(private_runtime_dir):
 
 
 def _children(pid: int, needle: str) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and needle in cmd:
-            out.append(int(entry.name))
-    return out
+    return [child for child, (_, command) in children(pid).items() if needle in command]
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
