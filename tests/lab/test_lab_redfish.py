@@ -53,10 +53,17 @@ class Reply:
         return json.loads(self.body)
 
 
-async def curl(url: str, *, user: str | None = f"{USER}:{PASSWORD}", method: str | None = None,
-               body: Any = None, headers: tuple[str, ...] = (), max_time: float = 5.0,
-               insecure: bool = True, extra: tuple[str, ...] = ()) -> Reply:
-    """One request with curl; never blocks the loop the lab is serving on."""
+async def curl(url: str, **kw: Any) -> Reply:
+    """One request with curl (:func:`curl_many`'s options); never blocks the loop the lab is
+    serving on."""
+    return (await curl_many([url], **kw))[0]
+
+
+async def curl_many(urls: list[str], *, user: str | None = f"{USER}:{PASSWORD}", method: str | None = None,
+                    body: Any = None, headers: tuple[str, ...] = (), max_time: float = 5.0,
+                    insecure: bool = True, extra: tuple[str, ...] = ()) -> list[Reply]:
+    """Each of ``urls`` with one curl, on one kept-alive connection per host (as a browser
+    or a Redfish client walking a tree would): a reply each, in order."""
     args = [CURL, "-sS", "-i", "--max-time", str(max_time)]
     if insecure:
         args.append("-k")
@@ -69,19 +76,7 @@ async def curl(url: str, *, user: str | None = f"{USER}:{PASSWORD}", method: str
                  "--data-binary", body if isinstance(body, str) else json.dumps(body)]
     for h in headers:
         args += ["-H", h]
-    return (await _curl(args, extra, [url]))[0]
-
-
-async def curl_many(urls: list[str], *, user: str | None = f"{USER}:{PASSWORD}",
-                    headers: tuple[str, ...] = (), max_time: float = 5.0) -> list[Reply]:
-    """GET each of ``urls`` with one curl, on one kept-alive connection per host (as a browser
-    or a Redfish client walking a tree would): a reply each, in order."""
-    args = [CURL, "-sS", "-i", "--max-time", str(max_time), "-k"]
-    if user is not None:
-        args += ["-u", user]
-    for h in headers:
-        args += ["-H", h]
-    return await _curl(args, (), urls)
+    return await _curl(args, extra, urls)
 
 
 _END = b"\n<<<curl transfer ended, exit "  # written after each transfer (-w): splits the output
