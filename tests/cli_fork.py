@@ -41,9 +41,10 @@ _helper: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 _broken = False
 
 
-def run(args: list[str] | tuple[str, ...], *, env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
-        input: str | bytes | None = None, stdin: int | None = None, timeout: float | None = None,
-        text: bool = False, capture_output: bool = True) -> subprocess.CompletedProcess[Any]:
+def run(args: list[str] | tuple[str, ...], *, env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None, input: str | bytes | None = None, stdin: int | None = None,
+        timeout: float | None = None, text: bool = False,
+        capture_output: bool = True) -> subprocess.CompletedProcess[Any]:
     """``python -m console.cli.main ARGS``, as ``subprocess.run(..., capture_output=True)``."""
     assert capture_output, "output is always captured"
     argv = [sys.executable, "-m", MODULE, *map(str, args)]
@@ -130,7 +131,8 @@ def _start_helper(environ: dict[str, str]) -> socket.socket | None:
             return _helper[1]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         proc = subprocess.Popen([sys.executable, "-c", "from tests.cli_fork import _serve; _serve()"],
-                                pass_fds=(theirs.fileno(),), env={**os.environ, "FLEET_CLI_FORK_FD": str(theirs.fileno())},
+                                pass_fds=(theirs.fileno(),),
+                                env={**os.environ, "FLEET_CLI_FORK_FD": str(theirs.fileno())},
                                 # never the run's own output: a helper that outlived its worker
                                 # would hold it open
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -200,7 +202,6 @@ def _serve() -> None:
 def _child(request: dict[str, Any], fds: list[int]) -> None:
     import runpy
 
-    sys.stdout.flush()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
